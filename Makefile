@@ -1,0 +1,46 @@
+# One entry point for people and CI. `make run` and `make test` do all set-up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/edgesense/v1/*.proto)
+
+.PHONY: setup run test check fmt lint typecheck protos envoy bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/edgesense up --dev
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+fmt: setup
+	$(PY) -m ruff format services gateway-bridge tests
+
+lint: setup
+	$(PY) -m ruff format --check services gateway-bridge tests
+	$(PY) -m ruff check services gateway-bridge tests
+
+typecheck: setup
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+protos: setup
+	$(PY) -m edgesense.protogen services
+
+envoy: setup
+	$(PY) -m edgesense.deploy.envoy deploy/envoy
+
+bench: setup
+	@echo "not yet: the benchmarks land with issue 6"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The MQTT gateway bridge: gateway topics in, typed events out to delivery."""

@@ -1,0 +1,183 @@
+"""Configuration from the environment (contract section 2), validated once.
+
+Every variable is optional. Development mode (`edgesense up --dev` or
+`EDGESENSE_DEV=1`) allows http:// and private-network targets and creates an
+API key and a secret key under `var/` when none is configured; outside it, a
+service without `EDGESENSE_API_KEYS` or `EDGESENSE_SECRET_KEY` refuses to start
+and says which one is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgesense.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
+DEV_DIR = Path("var")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be 0 or 1, not {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """`key=projectId,key2=projectId2` -> {key: projectId}."""
+    keys: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, project = item.partition("=")
+        key, project = key.strip(), project.strip()
+        if not sep or not key or not project:
+            raise ConfigurationError(
+                "EDGESENSE_API_KEYS must look like key=projectId,key2=projectId2; "
+                f"an entry has no key or no project ({len(keys) + 1}. entry)"
+            )
+        if key in keys:
+            raise ConfigurationError(f"EDGESENSE_API_KEYS names a key twice ({len(keys) + 1}. entry)")
+        keys[key] = project
+    return keys
+
+
+def parse_secret_key(raw: str) -> bytes:
+    """A Fernet key: 32 bytes, URL-safe base64."""
+    try:
+        decoded = base64.urlsafe_b64decode(raw.strip().encode())
+    except (binascii.Error, ValueError):
+        raise ConfigurationError("EDGESENSE_SECRET_KEY is not URL-safe base64") from None
+    if len(decoded) != 32:
+        raise ConfigurationError(
+            f"EDGESENSE_SECRET_KEY must decode to 32 bytes, not {len(decoded)} "
+            "(make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')"
+        )
+    return raw.strip().encode()
+
+
+def _dev_file(name: str, make: str) -> str:
+    path = DEV_DIR / name
+    if path.exists():
+        return path.read_text().strip()
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(make + "\n")
+    return make
+
+
+def dev_api_key() -> str:
+    """The development API key (project `dev`), created in var/dev-api-key once."""
+    return _dev_file("dev-api-key", "esk_dev_" + secrets.token_urlsafe(24))
+
+
+def dev_secret_key() -> str:
+    return _dev_file("secret-key", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service reads from the environment."""
+
+    dev: bool = False
+    database_url: str = DEFAULT_DATABASE_URL
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "edgesense"
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    secret_key: bytes | None = None
+    internal_token: str | None = None
+    registry_addr: str = "127.0.0.1:50051"
+    delivery_addr: str = "127.0.0.1:50052"
+    http_addr: str = "127.0.0.1:8080"
+    allow_insecure_urls: bool = False
+    allow_private_networks: bool = False
+    ca_bundle: str | None = None
+    delivery_timeout_seconds: float = 3.0
+    max_retries: int = 5
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    held_retention_seconds: float = 7 * 24 * 3600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
+        env = os.environ if env is None else env
+        dev = _flag(env, "EDGESENSE_DEV") if dev is None else dev
+        raw_keys = env.get("EDGESENSE_API_KEYS", "")
+        api_keys = parse_api_keys(raw_keys)
+        if not api_keys and dev:
+            api_keys = {dev_api_key(): "dev"}
+        raw_secret = env.get("EDGESENSE_SECRET_KEY", "")
+        if not raw_secret and dev:
+            raw_secret = dev_secret_key()
+        secret_key = parse_secret_key(raw_secret) if raw_secret else None
+        return cls(
+            dev=dev,
+            database_url=env.get("EDGESENSE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            mqtt_url=env.get("EDGESENSE_MQTT_URL") or "mqtt://127.0.0.1:1883",
+            topic_prefix=env.get("EDGESENSE_MQTT_TOPIC_PREFIX") or "edgesense",
+            api_keys=api_keys,
+            secret_key=secret_key,
+            internal_token=env.get("EDGESENSE_INTERNAL_TOKEN") or None,
+            registry_addr=env.get("EDGESENSE_REGISTRY_ADDR") or "127.0.0.1:50051",
+            delivery_addr=env.get("EDGESENSE_DELIVERY_ADDR") or "127.0.0.1:50052",
+            http_addr=env.get("EDGESENSE_HTTP_ADDR") or "127.0.0.1:8080",
+            allow_insecure_urls=_flag(env, "EDGESENSE_ALLOW_INSECURE_URLS", dev),
+            allow_private_networks=_flag(env, "EDGESENSE_ALLOW_PRIVATE_NETWORKS", dev),
+            ca_bundle=env.get("EDGESENSE_CA_BUNDLE") or None,
+            delivery_timeout_seconds=_number(env, "EDGESENSE_DELIVERY_TIMEOUT_SECONDS", 3.0, 0.001),
+            max_retries=int(_number(env, "EDGESENSE_MAX_RETRIES", 5)),
+            retry_base_seconds=_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
+            retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
+            held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
+        )
+
+    def require_api_keys(self) -> Mapping[str, str]:
+        if not self.api_keys:
+            raise ConfigurationError(
+                "EDGESENSE_API_KEYS is not set: give key=projectId pairs, "
+                "or run with --dev for a development key"
+            )
+        return self.api_keys
+
+    def require_secret_key(self) -> bytes:
+        if self.secret_key is None:
+            raise ConfigurationError(
+                "EDGESENSE_SECRET_KEY is not set: it encrypts signing secrets at rest "
+                "(32 random bytes, URL-safe base64), or run with --dev"
+            )
+        return self.secret_key
+
+    def service_token(self) -> str:
+        """The internal token: EDGESENSE_INTERNAL_TOKEN, else derived from the secret key."""
+        if self.internal_token:
+            return self.internal_token
+        from edgesense.auth import derive_internal_token
+
+        return derive_internal_token(self.require_secret_key())

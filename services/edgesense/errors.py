@@ -1,0 +1,74 @@
+"""The exception tree of EdgeSense, and its one mapping to gRPC status codes.
+
+    EdgesenseError
+    ├── InvalidArgument      (names the offending field)
+    ├── Unauthenticated
+    ├── PermissionDenied
+    ├── NotFound
+    ├── AlreadyExists
+    ├── FailedPrecondition
+    ├── ResourceExhausted
+    ├── Unavailable          (a database or peer that is down or locked)
+    └── ConfigurationError   (a process cannot start; never sent over gRPC)
+
+Domain code raises these; `grpc_runtime.ErrorInterceptor` turns them into
+gRPC statuses (with `google.rpc.BadRequest` details for InvalidArgument), and
+the HTTP gateway turns gRPC statuses into HTTP codes with grpc-gateway's table.
+Third-party errors are translated where they enter our code
+(`raise Unavailable(...) from exc`).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class EdgesenseError(Exception):
+    """Base of every error EdgeSense raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(EdgesenseError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class Unauthenticated(EdgesenseError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(EdgesenseError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(EdgesenseError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(EdgesenseError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(EdgesenseError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(EdgesenseError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(EdgesenseError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ConfigurationError(EdgesenseError):
+    """The process cannot start with this configuration; the message says why."""

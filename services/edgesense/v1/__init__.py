@@ -1,0 +1,1 @@
+"""Generated from protos/edgesense/v1; do not edit."""
