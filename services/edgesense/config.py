@@ -21,6 +21,11 @@ from edgesense.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
 DEV_DIR = Path("var")
+DEFAULT_METRICS_ADDRS = {
+    "registry": "127.0.0.1:9101",
+    "delivery": "127.0.0.1:9102",
+    "bridge": "127.0.0.1:9104",
+}
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -63,7 +68,9 @@ def parse_api_keys(raw: str) -> dict[str, str]:
                 f"an entry has no key or no project ({len(keys) + 1}. entry)"
             )
         if key in keys:
-            raise ConfigurationError(f"EDGESENSE_API_KEYS names a key twice ({len(keys) + 1}. entry)")
+            raise ConfigurationError(
+                f"EDGESENSE_API_KEYS names a key twice ({len(keys) + 1}. entry)"
+            )
         keys[key] = project
     return keys
 
@@ -124,6 +131,7 @@ class Settings:
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     held_retention_seconds: float = 7 * 24 * 3600.0
+    metrics_addrs: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -156,6 +164,10 @@ class Settings:
             retry_base_seconds=_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
             retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
             held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
+            metrics_addrs={
+                name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default
+                for name, default in DEFAULT_METRICS_ADDRS.items()
+            },
         )
 
     def require_api_keys(self) -> Mapping[str, str]:
@@ -173,6 +185,9 @@ class Settings:
                 "(32 random bytes, URL-safe base64), or run with --dev"
             )
         return self.secret_key
+
+    def metrics_addr(self, service: str) -> str:
+        return self.metrics_addrs.get(service) or DEFAULT_METRICS_ADDRS[service]
 
     def service_token(self) -> str:
         """The internal token: EDGESENSE_INTERNAL_TOKEN, else derived from the secret key."""

@@ -27,7 +27,9 @@ class ProtocError(RuntimeError):
 
 def proto_files() -> list[str]:
     """The project's .proto files, relative to `protos/`, in a stable order."""
-    return sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    return sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+    )
 
 
 def _include_dirs() -> list[str]:
@@ -82,7 +84,12 @@ def generate(out_dir: Path) -> None:
 def write_descriptor_set(path: Path) -> None:
     """A FileDescriptorSet of our protos and their imports (for Envoy)."""
     run_protoc(
-        [f"--descriptor_set_out={path}", "--include_imports", "--include_source_info", *proto_files()]
+        [
+            f"--descriptor_set_out={path}",
+            "--include_imports",
+            "--include_source_info",
+            *proto_files(),
+        ]
     )
 
 

@@ -1,0 +1,93 @@
+"""The `edgesense` command: one service each, or the whole local cluster.
+
+    edgesense registry|delivery|gateway|bridge [--dev]
+    edgesense up [--dev]
+
+Exit codes: 0 on a clean stop, 2 for a configuration error (the message says
+which variable), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from edgesense.config import Settings
+from edgesense.errors import ConfigurationError
+
+log = logging.getLogger("edgesense")
+
+ServiceMain = Callable[[Settings], Coroutine[Any, Any, None]]
+
+
+def _registry(settings: Settings) -> Coroutine[Any, Any, None]:
+    from edgesense.registry.server import run_registry
+
+    return run_registry(settings)
+
+
+def _gateway(settings: Settings) -> Coroutine[Any, Any, None]:
+    from edgesense.gateway.server import run_gateway
+
+    return run_gateway(settings)
+
+
+SERVICES: dict[str, ServiceMain] = {
+    "registry": _registry,
+    "gateway": _gateway,
+}
+
+
+def configure_logging(service: str, verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_service(name: str, dev: bool, verbose: bool = False) -> int:
+    configure_logging(name, verbose)
+    try:
+        settings = Settings.from_env(dev=dev or None)
+        _use_uvloop()
+        asyncio.run(SERVICES[name](settings))
+    except ConfigurationError as exc:
+        log.error("%s cannot start: %s", name, exc.message)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - not on every platform
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgesense", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SERVICES:
+        cmd = sub.add_parser(name, help=f"run the {name} service")
+        cmd.add_argument("--dev", action="store_true", help="development mode")
+        cmd.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in SERVICES:
+        return run_service(args.command, args.dev, args.verbose)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Deployment artefacts generated from the protos (the production Envoy config)."""

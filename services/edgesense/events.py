@@ -1,0 +1,20 @@
+"""Event names and the mapping between the webhook event name and the proto oneof."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEVICE_DATA: Final = "device.data"
+DEVICE_ALERT: Final = "device.alert"
+DEVICE_STATUS: Final = "device.status"
+CONFIG_UPDATE: Final = "config.update"
+
+EVENT_NAMES: Final = (DEVICE_DATA, DEVICE_ALERT, DEVICE_STATUS, CONFIG_UPDATE)
+
+# Event.kind oneof field -> webhook event name.
+KIND_TO_EVENT: Final = {
+    "readings": DEVICE_DATA,
+    "alert": DEVICE_ALERT,
+    "status": DEVICE_STATUS,
+    "configuration": CONFIG_UPDATE,
+}

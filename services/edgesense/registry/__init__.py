@@ -1,0 +1,1 @@
+"""The webhook registry service: webhooks, API keys and the disable policy."""

@@ -1,0 +1,70 @@
+"""Wiring of the registry process: database, migrations, servicer, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from edgesense.auth import Authenticator
+from edgesense.config import Settings
+from edgesense.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.metrics_http import MetricsServer
+from edgesense.netpolicy import UrlPolicy
+from edgesense.registry.secretbox import SecretBox
+from edgesense.registry.service import RegistryService
+from edgesense.registry.store import WebhookStore
+from edgesense.storage.engine import create_engine
+from edgesense.storage.migrate import migrate
+from edgesense.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["WebhookRegistry"].full_name
+
+
+@dataclass
+class RunningRegistry:
+    server: GrpcServer
+    engine: AsyncEngine
+    port: int
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace)
+        await self.engine.dispose()
+
+
+async def start_registry(settings: Settings, addr: str | None = None) -> RunningRegistry:
+    """Migrate the database and start serving on `addr` (default: the configured one)."""
+    api_keys = settings.require_api_keys()
+    box = SecretBox(settings.require_secret_key())
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine, "registry")
+        service = RegistryService(
+            WebhookStore(engine, box),
+            Authenticator(api_keys, settings.service_token()),
+            UrlPolicy(settings.allow_insecure_urls, settings.allow_private_networks),
+        )
+        server = GrpcServer(
+            [lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s)],
+            [SERVICE_NAME],
+        )
+        port = await server.start(addr or settings.registry_addr)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return RunningRegistry(server, engine, port)
+
+
+async def run_registry(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    registry = await start_registry(settings)
+    metrics = await MetricsServer.start(settings.metrics_addr("registry"))
+    log.info("registry listening on %s (metrics on %s)", settings.registry_addr, metrics.address)
+    try:
+        await wait_for_signal(stop)
+    finally:
+        log.info("registry stopping")
+        await registry.stop()
+        await metrics.stop()

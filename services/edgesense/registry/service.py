@@ -1,0 +1,150 @@
+"""The WebhookRegistry gRPC servicer: authenticate, validate, store, answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from edgesense.auth import Authenticator
+from edgesense.errors import NotFound
+from edgesense.netpolicy import UrlPolicy
+from edgesense.registry.store import DISABLED, Change, StoredWebhook, WebhookStore
+from edgesense.registry.validation import validate_registration
+from edgesense.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+# Watchers poll the change log this often for writes made by other replicas;
+# writes in this process wake them at once.
+WATCH_POLL_SECONDS = 1.0
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def webhook_message(hook: StoredWebhook) -> registry_pb2.Webhook:
+    message = registry_pb2.Webhook(
+        webhook_id=hook.webhook_id,
+        url=hook.url,
+        events=list(hook.events),
+        status=hook.status,
+        description=hook.description,
+        device_ids=list(hook.device_ids),
+        created_at=timestamp(hook.created_at),
+    )
+    if hook.disabled_at is not None:
+        message.disabled_at.CopyFrom(timestamp(hook.disabled_at))
+    if hook.disabled_reason is not None:
+        message.disabled_reason = hook.disabled_reason
+    return message
+
+
+class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
+    def __init__(self, store: WebhookStore, auth: Authenticator, policy: UrlPolicy) -> None:
+        self.store = store
+        self.auth = auth
+        self.policy = policy
+
+    async def RegisterWebhook(
+        self, request: registry_pb2.RegisterWebhookRequest, context: Context
+    ) -> registry_pb2.RegisterWebhookResponse:
+        project = self.auth.project(context.invocation_metadata())
+        spec = validate_registration(
+            self.policy,
+            url=request.url,
+            events=list(request.events),
+            secret=request.secret,
+            description=request.description,
+            device_ids=list(request.device_ids),
+        )
+        hook = await self.store.create(project, spec)
+        log.info(
+            "registered %s for project %s (%s)", hook.webhook_id, project, ",".join(hook.events)
+        )
+        return registry_pb2.RegisterWebhookResponse(webhook_id=hook.webhook_id, status="registered")
+
+    async def ListWebhooks(
+        self, request: registry_pb2.ListWebhooksRequest, context: Context
+    ) -> registry_pb2.ListWebhooksResponse:
+        project = self.auth.project(context.invocation_metadata())
+        hooks = await self.store.list_project(project)
+        return registry_pb2.ListWebhooksResponse(webhooks=[webhook_message(h) for h in hooks])
+
+    async def GetWebhook(
+        self, request: registry_pb2.GetWebhookRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        project = self.auth.project(context.invocation_metadata())
+        return webhook_message(await self.store.get(project, request.webhook_id))
+
+    async def DeleteWebhook(
+        self, request: registry_pb2.DeleteWebhookRequest, context: Context
+    ) -> registry_pb2.DeleteWebhookResponse:
+        project = self.auth.project(context.invocation_metadata())
+        await self.store.delete(project, request.webhook_id)
+        log.info("deleted %s of project %s", request.webhook_id, project)
+        return registry_pb2.DeleteWebhookResponse(webhook_id=request.webhook_id, status="deleted")
+
+    async def EnableWebhook(
+        self, request: registry_pb2.EnableWebhookRequest, context: Context
+    ) -> registry_pb2.EnableWebhookResponse:
+        project = self.auth.project(context.invocation_metadata())
+        hook = await self.store.set_status(project, request.webhook_id, "active")
+        log.info("enabled %s of project %s", hook.webhook_id, project)
+        return registry_pb2.EnableWebhookResponse(webhook_id=hook.webhook_id, status=hook.status)
+
+    async def ReportDeliveryFailure(
+        self, request: registry_pb2.ReportDeliveryFailureRequest, context: Context
+    ) -> registry_pb2.ReportDeliveryFailureResponse:
+        self.auth.require_internal(context.invocation_metadata())
+        reason = request.reason or f"delivery {request.delivery_id} failed after all attempts"
+        try:
+            hook = await self.store.set_status(None, request.webhook_id, DISABLED, reason[:1000])
+        except NotFound:
+            return registry_pb2.ReportDeliveryFailureResponse(status="deleted")
+        log.warning("disabled %s: %s", hook.webhook_id, hook.disabled_reason)
+        return registry_pb2.ReportDeliveryFailureResponse(status=hook.status)
+
+    async def WatchWebhooks(
+        self, request: registry_pb2.WatchWebhooksRequest, context: Context
+    ) -> AsyncIterator[registry_pb2.WebhookChange]:
+        self.auth.require_internal(context.invocation_metadata())
+        Kind = registry_pb2.WebhookChange
+        hooks, seq = await self.store.snapshot()
+        for hook in hooks:
+            yield Kind(kind=Kind.KIND_SNAPSHOT, target=self._target(hook))
+        yield Kind(kind=Kind.KIND_SNAPSHOT_END)
+        while True:
+            changes, current = await self.store.changes_after(seq)
+            for change in changes:
+                yield self._change(change, current.get(change.webhook_id))
+                seq = change.seq
+            if not changes:
+                await self.store.changed.wait(WATCH_POLL_SECONDS)
+
+    def _target(self, hook: StoredWebhook) -> registry_pb2.WebhookTarget:
+        return registry_pb2.WebhookTarget(
+            webhook=webhook_message(hook),
+            project_id=hook.project_id,
+            secret=self.store.secret_of(hook),
+        )
+
+    def _change(self, change: Change, hook: StoredWebhook | None) -> registry_pb2.WebhookChange:
+        Kind = registry_pb2.WebhookChange
+        if hook is None:  # deleted since (or the change is a delete)
+            return Kind(
+                kind=Kind.KIND_DELETE,
+                target=registry_pb2.WebhookTarget(
+                    webhook=registry_pb2.Webhook(webhook_id=change.webhook_id),
+                    project_id=change.project_id,
+                ),
+            )
+        return Kind(kind=Kind.KIND_UPSERT, target=self._target(hook))

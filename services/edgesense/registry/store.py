@@ -1,0 +1,251 @@
+"""Webhooks in the database: the registry's only I/O.
+
+Every write also appends to `webhook_changes` in the same transaction, so the
+change stream never misses or reorders a change. On PostgreSQL those appends
+are serialised (a table lock on the tiny change log) so that sequence order is
+commit order and a watcher that read up to seq N can never later see a
+smaller seq commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from edgesense.errors import NotFound
+from edgesense.registry.secretbox import SecretBox
+from edgesense.registry.tables import webhook_changes, webhooks
+from edgesense.registry.validation import WebhookSpec
+from edgesense.storage.engine import reading, transaction
+
+ACTIVE = "active"
+DISABLED = "disabled"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_webhook_id() -> str:
+    return "wh_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they are UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class StoredWebhook:
+    webhook_id: str
+    project_id: str
+    url: str
+    events: tuple[str, ...]
+    description: str
+    device_ids: tuple[str, ...]
+    status: str
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    secret_ciphertext: str
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    webhook_id: str
+    project_id: str
+    kind: str  # "upsert" or "delete"
+
+
+def _row(row: Any) -> StoredWebhook:
+    created = utc(row.created_at)
+    assert created is not None
+    return StoredWebhook(
+        webhook_id=row.webhook_id,
+        project_id=row.project_id,
+        url=row.url,
+        events=tuple(json.loads(row.events)),
+        description=row.description,
+        device_ids=tuple(json.loads(row.device_ids)),
+        status=row.status,
+        created_at=created,
+        disabled_at=utc(row.disabled_at),
+        disabled_reason=row.disabled_reason,
+        secret_ciphertext=row.secret_ciphertext,
+    )
+
+
+class WebhookStore:
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self.engine = engine
+        self.box = box
+        self.changed = ChangeSignal()
+
+    async def create(self, project_id: str, spec: WebhookSpec) -> StoredWebhook:
+        webhook_id = new_webhook_id()
+        created_at = datetime.now(UTC)
+        ciphertext = self.box.seal(webhook_id, spec.secret)
+        values: dict[str, Any] = {
+            "webhook_id": webhook_id,
+            "project_id": project_id,
+            "url": spec.url,
+            "events": json.dumps(list(spec.events)),
+            "description": spec.description,
+            "device_ids": json.dumps(list(spec.device_ids)),
+            "secret_ciphertext": ciphertext,
+            "status": ACTIVE,
+            "created_at": created_at,
+        }
+        async with transaction(self.engine, "registering a webhook") as conn:
+            await conn.execute(insert(webhooks).values(**values))
+            await self._log(conn, webhook_id, project_id, "upsert")
+        self.changed.notify()
+        return StoredWebhook(
+            webhook_id=webhook_id,
+            project_id=project_id,
+            url=spec.url,
+            events=spec.events,
+            description=spec.description,
+            device_ids=spec.device_ids,
+            status=ACTIVE,
+            created_at=created_at,
+            disabled_at=None,
+            disabled_reason=None,
+            secret_ciphertext=ciphertext,
+        )
+
+    async def list_project(self, project_id: str) -> list[StoredWebhook]:
+        async with reading(self.engine, "listing webhooks") as conn:
+            rows = await conn.execute(
+                select(webhooks)
+                .where(webhooks.c.project_id == project_id)
+                .order_by(webhooks.c.created_at, webhooks.c.webhook_id)
+            )
+            return [_row(r) for r in rows]
+
+    async def get(self, project_id: str | None, webhook_id: str) -> StoredWebhook:
+        """The webhook; NotFound if it does not exist or belongs to another project."""
+        async with reading(self.engine, "reading a webhook") as conn:
+            found = await self._get(conn, project_id, webhook_id)
+        if found is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        return found
+
+    async def delete(self, project_id: str, webhook_id: str) -> None:
+        async with transaction(self.engine, "deleting a webhook") as conn:
+            result = await conn.execute(
+                delete(webhooks).where(
+                    webhooks.c.webhook_id == webhook_id, webhooks.c.project_id == project_id
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"webhook {webhook_id} not found")
+            await self._log(conn, webhook_id, project_id, "delete")
+        self.changed.notify()
+
+    async def set_status(
+        self, project_id: str | None, webhook_id: str, status: str, reason: str | None = None
+    ) -> StoredWebhook:
+        """Enable (reason None) or disable a webhook; a no-op if it already is."""
+        async with transaction(self.engine, f"setting a webhook {status}") as conn:
+            current = await self._get(conn, project_id, webhook_id)
+            if current is None:
+                raise NotFound(f"webhook {webhook_id} not found")
+            if current.status == status:
+                return current
+            values: dict[str, Any] = {"status": status}
+            if status == DISABLED:
+                values |= {"disabled_at": datetime.now(UTC), "disabled_reason": reason}
+            else:
+                values |= {"disabled_at": None, "disabled_reason": None}
+            await conn.execute(
+                update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values)
+            )
+            await self._log(conn, webhook_id, current.project_id, "upsert")
+            updated = await self._get(conn, None, webhook_id)
+        self.changed.notify()
+        assert updated is not None
+        return updated
+
+    async def snapshot(self) -> tuple[list[StoredWebhook], int]:
+        """Every webhook, and the change seq the snapshot is consistent with."""
+        async with transaction(self.engine, "reading the webhook snapshot") as conn:
+            # A write transaction: on SQLite it excludes writers between the
+            # two reads; on PostgreSQL the change-log lock does.
+            await self._lock_changes(conn)
+            seq = (await conn.execute(select(func.max(webhook_changes.c.seq)))).scalar()
+            rows = await conn.execute(select(webhooks).order_by(webhooks.c.created_at))
+            return [_row(r) for r in rows], int(seq or 0)
+
+    async def changes_after(
+        self, seq: int, limit: int = 500
+    ) -> tuple[list[Change], dict[str, StoredWebhook]]:
+        """Changes with a larger seq, and the current rows of the webhooks they name."""
+        async with reading(self.engine, "reading webhook changes") as conn:
+            rows = await conn.execute(
+                select(webhook_changes)
+                .where(webhook_changes.c.seq > seq)
+                .order_by(webhook_changes.c.seq)
+                .limit(limit)
+            )
+            changes = [Change(r.seq, r.webhook_id, r.project_id, r.kind) for r in rows]
+            ids = {c.webhook_id for c in changes}
+            current: dict[str, StoredWebhook] = {}
+            if ids:
+                found = await conn.execute(select(webhooks).where(webhooks.c.webhook_id.in_(ids)))
+                current = {r.webhook_id: _row(r) for r in found}
+            return changes, current
+
+    def secret_of(self, hook: StoredWebhook) -> str:
+        return self.box.open(hook.webhook_id, hook.secret_ciphertext)
+
+    async def _get(
+        self, conn: AsyncConnection, project_id: str | None, webhook_id: str
+    ) -> StoredWebhook | None:
+        query = select(webhooks).where(webhooks.c.webhook_id == webhook_id)
+        if project_id is not None:
+            query = query.where(webhooks.c.project_id == project_id)
+        row = (await conn.execute(query)).first()
+        return _row(row) if row is not None else None
+
+    async def _lock_changes(self, conn: AsyncConnection) -> None:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("LOCK TABLE webhook_changes IN EXCLUSIVE MODE"))
+
+    async def _log(
+        self, conn: AsyncConnection, webhook_id: str, project_id: str, kind: str
+    ) -> None:
+        await self._lock_changes(conn)
+        await conn.execute(
+            insert(webhook_changes).values(
+                webhook_id=webhook_id,
+                project_id=project_id,
+                kind=kind,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+
+class ChangeSignal:
+    """Wakes the watchers of this process at once after a write."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)

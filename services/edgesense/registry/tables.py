@@ -1,0 +1,37 @@
+"""The registry's tables (SQLAlchemy Core); migrations/versions creates them."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("webhook_id", String(40), primary_key=True),
+    Column("project_id", String(128), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # JSON list
+    Column("description", Text, nullable=False),
+    Column("device_ids", Text, nullable=False),  # JSON list
+    Column("secret_ciphertext", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("disabled_reason", Text),
+)
+
+# Every change, in commit order, so any number of watchers (in any replica)
+# can follow them after a snapshot.
+webhook_changes = Table(
+    "webhook_changes",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("webhook_id", String(40), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("kind", String(8), nullable=False),  # "upsert" or "delete"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,113 @@
+"""SQLAlchemy async engines for SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode with `synchronous=FULL` (a confirmed write survives a
+power cut, not only a process kill) and a busy timeout, so a second process or
+a long reader makes writers wait instead of failing at once. Database errors
+are translated into `Unavailable` where they enter our code (`translate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from edgesense.errors import ConfigurationError, Unavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for `url`, creating the SQLite file's folder if needed."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigurationError(f"EDGESENSE_DATABASE_URL is not a database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.drivername != "sqlite+aiosqlite":
+            raise ConfigurationError(
+                "EDGESENSE_DATABASE_URL: use sqlite+aiosqlite:///path for SQLite"
+            )
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=5
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername != "postgresql+asyncpg":
+            raise ConfigurationError(
+                "EDGESENSE_DATABASE_URL: use postgresql+asyncpg://… for PostgreSQL"
+            )
+        return create_async_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    raise ConfigurationError(
+        f"EDGESENSE_DATABASE_URL: unsupported database {backend!r} (sqlite or postgresql)"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # aiosqlite's default transaction handling is replaced by explicit BEGIN
+    # (see _sqlite_begin), so writers take the lock at the start and a busy
+    # database waits for busy_timeout instead of failing mid-transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the write lock up front; readers (see `reading`) do not.
+    if conn.get_execution_options().get("edgesense_read"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Map database failures to Unavailable, naming what was being done."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        raise Unavailable(f"database unavailable while {what}: {_short(exc)}") from exc
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"database error while {what}: {_short(exc)}") from exc
+    except (OSError, ConnectionError) as exc:
+        raise Unavailable(f"database unreachable while {what}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
+    with translate(what):
+        async with engine.begin() as conn:
+            yield conn
+
+
+@contextlib.asynccontextmanager
+async def reading(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction (on SQLite it does not take the write lock)."""
+    with translate(what):
+        async with engine.execution_options(edgesense_read=True).begin() as conn:
+            yield conn
+
+
+def _short(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
