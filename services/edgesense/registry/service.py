@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -118,12 +119,14 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
     ) -> AsyncIterator[registry_pb2.WebhookChange]:
         self.auth.require_internal(context.invocation_metadata())
         Kind = registry_pb2.WebhookChange
-        hooks, seq = await self.store.snapshot()
+        # Shielded: a watcher that goes away mid-read must not cancel the
+        # database call itself, which would strand its pooled connection.
+        hooks, seq = await asyncio.shield(self.store.snapshot())
         for hook in hooks:
             yield Kind(kind=Kind.KIND_SNAPSHOT, target=self._target(hook))
         yield Kind(kind=Kind.KIND_SNAPSHOT_END)
         while True:
-            changes, current = await self.store.changes_after(seq)
+            changes, current = await asyncio.shield(self.store.changes_after(seq))
             for change in changes:
                 yield self._change(change, current.get(change.webhook_id))
                 seq = change.seq

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the gateway: requests, latency, requests in flight, backend calls.
+
+Each app gets its own CollectorRegistry unless one is passed in, so several
+gateways (tests, `edgesense up`) can live in one process. Label values are
+bounded: the route label is the path template (never the raw path, which
+would grow without limit), unknown HTTP methods count as OTHER, and backend
+calls are labelled by gRPC method and status code name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+UNMATCHED_ROUTE = "unmatched"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "edgesense_gateway_requests",
+            "HTTP requests answered by the gateway",
+            ("route", "method", "code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "edgesense_gateway_request_duration_seconds",
+            "Time to answer an HTTP request, gRPC call included",
+            ("route", "method"),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "edgesense_gateway_requests_in_flight",
+            "HTTP requests being transcoded right now",
+            registry=self.registry,
+        )
+        self.backend_calls = Counter(
+            "edgesense_gateway_backend_calls",
+            "gRPC calls made to the backends, by method and status code",
+            ("grpc_method", "grpc_code"),
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "OTHER"
+        self.requests.labels(route=route, method=method, code=str(status)).inc()
+        self.latency.labels(route=route, method=method).observe(seconds)
+
+    def backend_call(self, grpc_method: str, code_name: str) -> None:
+        self.backend_calls.labels(grpc_method=grpc_method, grpc_code=code_name).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,170 @@
+"""The registry as a real gRPC server on a free port, on SQLite and PostgreSQL:
+the internal change stream, the disable report, secrets at rest, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from edgesense.auth import bearer_metadata
+from edgesense.config import Settings
+from edgesense.registry.server import RunningRegistry, start_registry
+from edgesense.storage.engine import create_engine
+from edgesense.v1 import registry_pb2, registry_pb2_grpc
+from tests.conftest import key_of
+
+Change = registry_pb2.WebhookChange
+
+
+@pytest.fixture
+async def registry(settings: Settings) -> AsyncIterator[RunningRegistry]:
+    running = await start_registry(settings, "127.0.0.1:0")
+    yield running
+    await running.stop(0)
+
+
+@pytest.fixture
+async def stub(
+    registry: RunningRegistry,
+) -> AsyncIterator[registry_pb2_grpc.WebhookRegistryAsyncStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
+        yield registry_pb2_grpc.WebhookRegistryStub(channel)
+
+
+def register_request(
+    url: str = "https://example.com/hook", secret: str = "s3cret-value"
+) -> registry_pb2.RegisterWebhookRequest:
+    return registry_pb2.RegisterWebhookRequest(url=url, events=["device.data"], secret=secret)
+
+
+async def next_change(stream: AsyncIterator[Change]) -> Change:
+    return await asyncio.wait_for(anext(stream), 10)
+
+
+async def test_watch_gives_snapshot_then_changes_with_secrets(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, settings: Settings, api_keys: dict[str, str]
+) -> None:
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    internal = bearer_metadata(settings.service_token())
+    first = await stub.RegisterWebhook(register_request(secret="first-secret"), metadata=user)
+
+    call = stub.WatchWebhooks(registry_pb2.WatchWebhooksRequest(), metadata=internal)
+    stream = call.__aiter__()
+    snap = await next_change(stream)
+    assert snap.kind == Change.KIND_SNAPSHOT
+    assert snap.target.webhook.webhook_id == first.webhook_id
+    assert snap.target.secret == "first-secret"
+    assert snap.target.project_id == "project-a"
+    assert (await next_change(stream)).kind == Change.KIND_SNAPSHOT_END
+
+    second = await stub.RegisterWebhook(register_request(secret="second-secret"), metadata=user)
+    upsert = await next_change(stream)
+    assert (upsert.kind, upsert.target.webhook.webhook_id) == (
+        Change.KIND_UPSERT,
+        second.webhook_id,
+    )
+    assert upsert.target.secret == "second-secret"
+
+    report = await stub.ReportDeliveryFailure(
+        registry_pb2.ReportDeliveryFailureRequest(
+            webhook_id=second.webhook_id, delivery_id="dlv_1", reason="6 attempts failed: HTTP 500"
+        ),
+        metadata=internal,
+    )
+    assert report.status == "disabled"
+    disabled = await next_change(stream)
+    assert disabled.target.webhook.status == "disabled"
+    assert disabled.target.webhook.disabled_reason == "6 attempts failed: HTTP 500"
+
+    await stub.EnableWebhook(
+        registry_pb2.EnableWebhookRequest(webhook_id=second.webhook_id), metadata=user
+    )
+    assert (await next_change(stream)).target.webhook.status == "active"
+
+    await stub.DeleteWebhook(
+        registry_pb2.DeleteWebhookRequest(webhook_id=first.webhook_id), metadata=user
+    )
+    deleted = await next_change(stream)
+    assert (deleted.kind, deleted.target.webhook.webhook_id) == (
+        Change.KIND_DELETE,
+        first.webhook_id,
+    )
+    call.cancel()
+
+
+async def test_internal_methods_refuse_api_keys(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, api_keys: dict[str, str]
+) -> None:
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ReportDeliveryFailure(
+            registry_pb2.ReportDeliveryFailureRequest(webhook_id="wh_x"), metadata=user
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    stream = stub.WatchWebhooks(registry_pb2.WatchWebhooksRequest(), metadata=user)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await anext(stream.__aiter__())
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_failure_report_for_a_deleted_webhook(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, settings: Settings
+) -> None:
+    answer = await stub.ReportDeliveryFailure(
+        registry_pb2.ReportDeliveryFailureRequest(webhook_id="wh_gone", reason="x"),
+        metadata=bearer_metadata(settings.service_token()),
+    )
+    assert answer.status == "deleted"
+
+
+async def test_secrets_are_encrypted_at_rest(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, settings: Settings, api_keys: dict[str, str]
+) -> None:
+    secret = "plain-text-secret-4711"
+    await stub.RegisterWebhook(
+        register_request(secret=secret), metadata=bearer_metadata(key_of(api_keys, "project-a"))
+    )
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT * FROM webhooks"))).all()
+    finally:
+        await engine.dispose()
+    assert rows
+    assert all(secret not in repr(tuple(row)) for row in rows)
+    if settings.database_url.startswith("sqlite"):
+        path = settings.database_url.split("///", 1)[1]
+        for suffix in ("", "-wal"):
+            try:
+                raw = Path(path + suffix).read_bytes()
+            except FileNotFoundError:
+                continue
+            assert secret.encode() not in raw
+
+
+async def test_restart_keeps_webhooks_and_migrations_are_idempotent(
+    settings: Settings, api_keys: dict[str, str]
+) -> None:
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    first = await start_registry(settings, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            created = await registry_pb2_grpc.WebhookRegistryStub(channel).RegisterWebhook(
+                register_request(), metadata=user
+            )
+    finally:
+        await first.stop(0)
+    second = await start_registry(settings, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            got = await registry_pb2_grpc.WebhookRegistryStub(channel).GetWebhook(
+                registry_pb2.GetWebhookRequest(webhook_id=created.webhook_id), metadata=user
+            )
+    finally:
+        await second.stop(0)
+    assert got.url == "https://example.com/hook"
