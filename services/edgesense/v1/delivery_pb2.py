@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/delivery.proto\x12\x0c\x65\x64gesense.v1\x1a\x19\x65\x64gesense/v1/events.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0ePublishRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12#\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x13.edgesense.v1.Event\"I\n\x0fPublishResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\"\xd6\x01\n\x0e\x44\x65liveryRecord\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x15.edgesense.v1.Attempt\"\xa7\x01\n\x07\x41ttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\x12\x18\n\x0bstatus_code\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_status_codeB\x08\n\x06_error\"b\n\x15ListDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x16ListDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.edgesense.v1.DeliveryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x10RedeliverRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t2\xdf\x02\n\x08\x44\x65livery\x12J\n\x07Publish\x12\x1c.edgesense.v1.PublishRequest\x1a\x1d.edgesense.v1.PublishResponse(\x01\x30\x01\x12\x8a\x01\n\x0eListDeliveries\x12#.edgesense.v1.ListDeliveriesRequest\x1a$.edgesense.v1.ListDeliveriesResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/webhooks/{webhook_id}/deliveries\x12z\n\tRedeliver\x12\x1e.edgesense.v1.RedeliverRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"/\x82\xd3\xe4\x93\x02)\"\'/api/deliveries/{delivery_id}/redeliverb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/delivery.proto\x12\x0c\x65\x64gesense.v1\x1a\x19\x65\x64gesense/v1/events.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0ePublishRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12#\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x13.edgesense.v1.Event\"I\n\x0fPublishResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\"\x84\x02\n\x0e\x44\x65liveryRecord\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x15.edgesense.v1.Attempt\x12\x1a\n\rstatus_reason\x18\t \x01(\tH\x00\x88\x01\x01\x42\x10\n\x0e_status_reason\"\xd5\x01\n\x07\x41ttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\x12\x18\n\x0bstatus_code\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1a\n\rresponse_body\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_status_codeB\x08\n\x06_errorB\x10\n\x0e_response_body\"b\n\x15ListDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x16ListDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.edgesense.v1.DeliveryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x10RedeliverRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t2\xdf\x02\n\x08\x44\x65livery\x12J\n\x07Publish\x12\x1c.edgesense.v1.PublishRequest\x1a\x1d.edgesense.v1.PublishResponse(\x01\x30\x01\x12\x8a\x01\n\x0eListDeliveries\x12#.edgesense.v1.ListDeliveriesRequest\x1a$.edgesense.v1.ListDeliveriesResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/webhooks/{webhook_id}/deliveries\x12z\n\tRedeliver\x12\x1e.edgesense.v1.RedeliverRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"/\x82\xd3\xe4\x93\x02)\"\'/api/deliveries/{delivery_id}/redeliverb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,15 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHRESPONSE']._serialized_start=208
   _globals['_PUBLISHRESPONSE']._serialized_end=281
   _globals['_DELIVERYRECORD']._serialized_start=284
-  _globals['_DELIVERYRECORD']._serialized_end=498
-  _globals['_ATTEMPT']._serialized_start=501
-  _globals['_ATTEMPT']._serialized_end=668
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=670
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=768
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=770
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=869
-  _globals['_REDELIVERREQUEST']._serialized_start=871
-  _globals['_REDELIVERREQUEST']._serialized_end=910
-  _globals['_DELIVERY']._serialized_start=913
-  _globals['_DELIVERY']._serialized_end=1264
+  _globals['_DELIVERYRECORD']._serialized_end=544
+  _globals['_ATTEMPT']._serialized_start=547
+  _globals['_ATTEMPT']._serialized_end=760
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=762
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=860
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=862
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=961
+  _globals['_REDELIVERREQUEST']._serialized_start=963
+  _globals['_REDELIVERREQUEST']._serialized_end=1002
+  _globals['_DELIVERY']._serialized_start=1005
+  _globals['_DELIVERY']._serialized_end=1356
 # @@protoc_insertion_point(module_scope)

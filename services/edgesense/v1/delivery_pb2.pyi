@@ -87,6 +87,7 @@ class DeliveryRecord(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     webhook_id: _builtins.str
     event_id: _builtins.str
@@ -95,6 +96,10 @@ class DeliveryRecord(_message.Message):
     device_id: _builtins.str
     status: _builtins.str
     """"pending", "succeeded", "failed" or "held"."""
+    status_reason: _builtins.str
+    """Why a delivery is "failed" (its last error, or that it expired while
+    held) or "held" (its webhook is disabled).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -110,12 +115,15 @@ class DeliveryRecord(_message.Message):
         status: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        status_reason: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "created_at", b"created_at", "status_reason", b"status_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "status", b"status", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "attempts", b"attempts", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "status", b"status", "status_reason", b"status_reason", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__status_reason: _TypeAlias = _typing.Literal["status_reason"]  # noqa: Y015
+    _WhichOneofArgType__status_reason: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status_reason) -> _WhichOneofReturnType__status_reason | None: ...
 
 Global___DeliveryRecord: _TypeAlias = DeliveryRecord  # noqa: Y015
 
@@ -128,6 +136,7 @@ class Attempt(_message.Message):
     DURATION_MS_FIELD_NUMBER: _builtins.int
     STATUS_CODE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RESPONSE_BODY_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """1 for the first attempt."""
     duration_ms: _builtins.int
@@ -135,6 +144,8 @@ class Attempt(_message.Message):
     """The receiver's HTTP status, when it answered."""
     error: _builtins.str
     """Why the attempt failed without an HTTP answer (timeout, refused, ...)."""
+    response_body: _builtins.str
+    """The first 1 KiB of the receiver's answer."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -145,17 +156,22 @@ class Attempt(_message.Message):
         duration_ms: _builtins.int = ...,
         status_code: _builtins.int | None = ...,
         error: _builtins.str | None = ...,
+        response_body: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_status_code", b"_status_code", "error", b"error", "started_at", b"started_at", "status_code", b"status_code"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_response_body", b"_response_body", "_status_code", b"_status_code", "error", b"error", "response_body", b"response_body", "started_at", b"started_at", "status_code", b"status_code"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_status_code", b"_status_code", "attempt", b"attempt", "duration_ms", b"duration_ms", "error", b"error", "started_at", b"started_at", "status_code", b"status_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_response_body", b"_response_body", "_status_code", b"_status_code", "attempt", b"attempt", "duration_ms", b"duration_ms", "error", b"error", "response_body", b"response_body", "started_at", b"started_at", "status_code", b"status_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__response_body: _TypeAlias = _typing.Literal["response_body"]  # noqa: Y015
+    _WhichOneofArgType__response_body: _TypeAlias = _typing.Literal["_response_body", b"_response_body"]  # noqa: Y015
     _WhichOneofReturnType__status_code: _TypeAlias = _typing.Literal["status_code"]  # noqa: Y015
     _WhichOneofArgType__status_code: _TypeAlias = _typing.Literal["_status_code", b"_status_code"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__response_body) -> _WhichOneofReturnType__response_body | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__status_code) -> _WhichOneofReturnType__status_code | None: ...
 
