@@ -75,7 +75,11 @@ def _routes(config: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_protos_have_both_kinds_of_methods() -> None:
-    assert set(ANNOTATED) == {"edgesense.v1.WebhookRegistry", "edgesense.v1.Delivery"}
+    assert set(ANNOTATED) == {
+        "edgesense.v1.WebhookRegistry",
+        "edgesense.v1.Delivery",
+        "edgesense.v1.DeviceConfig",
+    }
     assert {
         "edgesense.v1.WebhookRegistry.WatchWebhooks",
         "edgesense.v1.WebhookRegistry.ReportDeliveryFailure",
@@ -124,7 +128,11 @@ def test_every_annotated_method_and_no_internal_one_is_routed(
     generated: tuple[dict[str, Any], bytes],
 ) -> None:
     routes = _routes(generated[0])
-    clusters = {"edgesense.v1.WebhookRegistry": "registry", "edgesense.v1.Delivery": "delivery"}
+    clusters = {
+        "edgesense.v1.WebhookRegistry": "registry",
+        "edgesense.v1.Delivery": "delivery",
+        "edgesense.v1.DeviceConfig": "bridge",
+    }
     expected = {
         _grpc_path(method): clusters[service]
         for service, methods in ANNOTATED.items()
@@ -138,8 +146,8 @@ def test_clusters_speak_http2_and_are_health_checked(
     generated: tuple[dict[str, Any], bytes],
 ) -> None:
     clusters = {c["name"]: c for c in generated[0]["static_resources"]["clusters"]}
-    assert set(clusters) == {"registry", "delivery"}
-    for name, port in (("registry", 50051), ("delivery", 50052)):
+    assert set(clusters) == {"registry", "delivery", "bridge"}
+    for name, port in (("registry", 50051), ("delivery", 50052), ("bridge", 50053)):
         cluster = clusters[name]
         assert cluster["type"] == "STRICT_DNS"
         assert cluster["connect_timeout"]
@@ -177,7 +185,7 @@ def test_command_line_overrides_an_upstream_and_the_descriptor_path(tmp_path: Pa
     assert envoy.main(argv) == 0
     config = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
     assert config["static_resources"]["clusters"][0]["name"] == "outbox"
-    assert set(_routes(config).values()) == {"outbox", "registry"}
+    assert set(_routes(config).values()) == {"outbox", "registry", "bridge"}
     assert _routes(config)["/edgesense.v1.Delivery/Redeliver"] == "outbox"
     transcoder = _manager(config)["http_filters"][0]["typed_config"]
     assert transcoder["proto_descriptor"] == "/srv/es.binpb"

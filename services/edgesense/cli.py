@@ -30,6 +30,12 @@ def _registry(settings: Settings) -> Coroutine[Any, Any, None]:
     return run_registry(settings)
 
 
+def _delivery(settings: Settings) -> Coroutine[Any, Any, None]:
+    from edgesense.delivery.server import run_delivery
+
+    return run_delivery(settings)
+
+
 def _gateway(settings: Settings) -> Coroutine[Any, Any, None]:
     from edgesense.gateway.server import run_gateway
 
@@ -38,6 +44,7 @@ def _gateway(settings: Settings) -> Coroutine[Any, Any, None]:
 
 SERVICES: dict[str, ServiceMain] = {
     "registry": _registry,
+    "delivery": _delivery,
     "gateway": _gateway,
 }
 

@@ -122,6 +122,7 @@ class Settings:
     internal_token: str | None = None
     registry_addr: str = "127.0.0.1:50051"
     delivery_addr: str = "127.0.0.1:50052"
+    bridge_addr: str = "127.0.0.1:50053"
     http_addr: str = "127.0.0.1:8080"
     allow_insecure_urls: bool = False
     allow_private_networks: bool = False
@@ -132,6 +133,10 @@ class Settings:
     retry_max_seconds: float = 3600.0
     held_retention_seconds: float = 7 * 24 * 3600.0
     metrics_addrs: Mapping[str, str] = field(default_factory=dict)
+    lease_seconds: float = 30.0
+    delivery_concurrency: int = 256
+    delivery_per_target: int = 16
+    outbox_limit: int = 1_000_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -155,6 +160,7 @@ class Settings:
             internal_token=env.get("EDGESENSE_INTERNAL_TOKEN") or None,
             registry_addr=env.get("EDGESENSE_REGISTRY_ADDR") or "127.0.0.1:50051",
             delivery_addr=env.get("EDGESENSE_DELIVERY_ADDR") or "127.0.0.1:50052",
+            bridge_addr=env.get("EDGESENSE_BRIDGE_ADDR") or "127.0.0.1:50053",
             http_addr=env.get("EDGESENSE_HTTP_ADDR") or "127.0.0.1:8080",
             allow_insecure_urls=_flag(env, "EDGESENSE_ALLOW_INSECURE_URLS", dev),
             allow_private_networks=_flag(env, "EDGESENSE_ALLOW_PRIVATE_NETWORKS", dev),
@@ -164,6 +170,10 @@ class Settings:
             retry_base_seconds=_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
             retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
             held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
+            lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
+            delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
+            delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 16, 1)),
+            outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
             metrics_addrs={
                 name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default
                 for name, default in DEFAULT_METRICS_ADDRS.items()

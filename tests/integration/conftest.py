@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -9,9 +10,11 @@ import httpx
 import pytest
 
 from edgesense.config import Settings
+from edgesense.delivery.server import start_delivery
 from edgesense.gateway.server import RunningGateway, start_gateway
 from edgesense.registry.server import RunningRegistry, start_registry
 from tests.conftest import key_of
+from tests.integration.cluster import Cluster
 
 
 @dataclass
@@ -43,4 +46,41 @@ async def api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api
             yield Api(http, api_keys, registry, gateway, settings)
     finally:
         await gateway.stop()
+        await registry.stop(0)
+
+
+@pytest.fixture
+def cluster_env(database_url: str, api_keys: dict[str, str], secret_key: str) -> dict[str, str]:
+    """Settings for a cluster that sends to loopback receivers quickly."""
+    return {
+        "EDGESENSE_DATABASE_URL": database_url,
+        "EDGESENSE_API_KEYS": ",".join(f"{k}={p}" for k, p in api_keys.items()),
+        "EDGESENSE_SECRET_KEY": secret_key,
+        "EDGESENSE_ALLOW_INSECURE_URLS": "1",
+        "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",
+        "EDGESENSE_RETRY_BASE_SECONDS": "0.05",
+        "EDGESENSE_RETRY_MAX_SECONDS": "5",
+        "EDGESENSE_DELIVERY_TIMEOUT_SECONDS": "1",
+        "EDGESENSE_DELIVERY_LEASE_SECONDS": "10",
+    }
+
+
+@pytest.fixture
+async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> AsyncIterator[Cluster]:
+    settings = Settings.from_env(cluster_env, dev=False)
+    registry = await start_registry(settings, "127.0.0.1:0")
+    settings = dataclasses.replace(settings, registry_addr=f"127.0.0.1:{registry.port}")
+    delivery = await start_delivery(settings, "127.0.0.1:0")
+    gateway = await start_gateway(
+        {
+            "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
+            "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
+        }
+    )
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            yield Cluster(settings, api_keys, registry, delivery, gateway, http)
+    finally:
+        await gateway.stop()
+        await delivery.stop(0)
         await registry.stop(0)

@@ -106,7 +106,8 @@ async def test_disabled_webhook_shows_reason_and_enable_clears_it(api: Api) -> N
     assert enabled.json() == {"webhookId": hook, "status": "active"}
     after = (await api.http.get(f"/api/webhooks/{hook}", headers=api.auth())).json()
     assert after["status"] == "active"
-    assert "disabledReason" not in after and "disabledAt" not in after
+    assert "disabledReason" not in after
+    assert "disabledAt" not in after
     # Enabling an active webhook is harmless.
     assert (
         await api.http.post(f"/api/webhooks/{hook}/enable", headers=api.auth())

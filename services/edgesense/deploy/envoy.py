@@ -74,6 +74,7 @@ class Upstream:
 DEFAULT_UPSTREAMS: Mapping[str, Upstream] = {
     "edgesense.v1.WebhookRegistry": Upstream("registry", "registry", 50051),
     "edgesense.v1.Delivery": Upstream("delivery", "delivery", 50052),
+    "edgesense.v1.DeviceConfig": Upstream("bridge", "bridge", 50053),
 }
 
 

@@ -136,6 +136,7 @@ def default_backends(settings: Settings) -> dict[str, str]:
     return {
         "edgesense.v1.WebhookRegistry": settings.registry_addr,
         "edgesense.v1.Delivery": settings.delivery_addr,
+        "edgesense.v1.DeviceConfig": settings.bridge_addr,
     }
 
 

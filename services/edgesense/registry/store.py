@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
-import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +20,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.errors import NotFound
+from edgesense.ids import new_id
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.tables import webhook_changes, webhooks
 from edgesense.registry.validation import WebhookSpec
@@ -29,11 +28,10 @@ from edgesense.storage.engine import reading, transaction
 
 ACTIVE = "active"
 DISABLED = "disabled"
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def new_webhook_id() -> str:
-    return "wh_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+    return new_id("wh")
 
 
 def utc(value: datetime | None) -> datetime | None:

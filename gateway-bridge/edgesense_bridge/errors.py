@@ -1,0 +1,35 @@
+"""The bridge's exceptions, under the project's tree (`edgesense.errors`).
+
+    EdgesenseError
+    ├── Unavailable
+    │   └── MqttUnavailable      (no broker connection, or it did not confirm a publish)
+    └── DeliveryStreamError      (the Publish stream to delivery ended; retried)
+
+Malformed MQTT messages are not exceptions that leave `parsing`: they come
+back as a `Rejected` value with a reason, because rejecting is a normal outcome.
+paho-mqtt and grpc.aio errors are translated where they enter our code
+(`mqtt_adapter`, `forwarder`).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from edgesense.errors import EdgesenseError, Unavailable
+
+
+class MqttUnavailable(Unavailable):
+    """The broker is not connected, or did not acknowledge a publish in time."""
+
+
+class DeliveryStreamError(EdgesenseError):
+    """The Publish stream to the delivery service failed; `status` says how."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.status = code
+
+    @property
+    def backpressure(self) -> bool:
+        """Delivery asked us to slow down (its outbox is saturated)."""
+        return self.status == grpc.StatusCode.RESOURCE_EXHAUSTED

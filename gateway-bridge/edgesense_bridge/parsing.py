@@ -1,0 +1,129 @@
+"""One MQTT message -> a typed `edgesense.v1.Event`, or why not (pure functions).
+
+`parse_message` answers one of three outcomes:
+- `Accepted(event)`: forward it to delivery;
+- `Rejected(reason, detail)`: malformed (bad topic or id, unknown kind, too
+  large, empty, invalid UTF-8, JSON that is not an object, broken protobuf…):
+  acknowledge it, count it by `reason`, log it;
+- `Ignored(reason)`: not an event, nothing wrong: our own `config/set`
+  publications, and retained messages the broker replays when we subscribe
+  (a message published while we are subscribed arrives with retain=0, so a
+  retained one is old state, such as a gateway's Last Will from long ago).
+
+Event ids: a gateway may name its event with the MQTT 5 user property
+`event-id`; the event id is then derived from it (and the project and
+gateway), so that a gateway re-publishing the same event is deduplicated by
+delivery. Otherwise the id is random ("evt_" + 20 characters).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from typing import Final
+
+from google.protobuf import timestamp_pb2
+
+from edgesense.ids import new_id
+from edgesense.v1 import events_pb2
+from edgesense_bridge.payloads import PayloadError, decode_payload
+from edgesense_bridge.topics import TopicAddress, TopicError, TopicLayout, is_valid_id
+
+EVENT_ID_PROPERTY: Final = "event-id"
+# Kind of topic -> the Event oneof field it fills.
+KIND_FIELDS: Final = {
+    "data": "readings",
+    "alert": "alert",
+    "status": "status",
+    "config": "configuration",
+}
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """What the broker handed us, before any interpretation."""
+
+    topic: bytes
+    payload: bytes
+    received_ns: int
+    content_type: str | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event: events_pb2.Event
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    detail: str
+    topic: str = field(default="")
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+Outcome = Accepted | Rejected | Ignored
+
+
+@dataclass(frozen=True)
+class ParseRules:
+    layout: TopicLayout
+    max_payload_bytes: int = 256 * 1024
+
+
+def gateway_event_id(address: TopicAddress, name: str) -> str:
+    """The event id for a gateway-chosen name, scoped to its project and gateway."""
+    scope = f"{address.project_id}\0{address.gateway_id}\0{name}".encode()
+    digest = hashlib.sha256(scope).digest()[:15]
+    return "evt_" + base64.b32encode(digest).decode().lower()
+
+
+def choose_event_id(address: TopicAddress, user_properties: tuple[tuple[str, str], ...]) -> str:
+    for key, value in user_properties:
+        if key == EVENT_ID_PROPERTY and is_valid_id(value):
+            return gateway_event_id(address, value)
+    return new_id("evt")
+
+
+def parse_message(raw: RawMessage, rules: ParseRules, event_id: str | None = None) -> Outcome:
+    """Interpret one message; `event_id` overrides the id it would get."""
+    try:
+        topic = raw.topic.decode("utf-8")
+    except UnicodeDecodeError:
+        return Rejected("bad_topic", "topic is not UTF-8", repr(raw.topic[:200]))
+    if rules.layout.is_config_set(topic):
+        return Ignored("own_config_push")
+    if raw.retain:
+        return Ignored("retained")
+    if len(raw.payload) > rules.max_payload_bytes:
+        detail = f"payload of {len(raw.payload)} bytes exceeds {rules.max_payload_bytes}"
+        return Rejected("too_large", detail, topic)
+    try:
+        address = rules.layout.parse(topic)
+    except TopicError as exc:
+        return Rejected(exc.reason, exc.detail, topic)
+    if not raw.payload:
+        return Rejected("empty", "payload is empty", topic)
+    try:
+        payload = decode_payload(address.kind, raw.payload, raw.content_type)
+    except PayloadError as exc:
+        return Rejected(exc.reason, exc.detail, topic)
+    received_at = timestamp_pb2.Timestamp()
+    received_at.FromNanoseconds(raw.received_ns)
+    event = events_pb2.Event(
+        event_id=event_id or choose_event_id(address, raw.user_properties),
+        project_id=address.project_id,
+        gateway_id=address.gateway_id,
+        device_id=address.device_id,
+        timestamp=payload.timestamp or received_at,
+        received_at=received_at,
+    )
+    getattr(event, KIND_FIELDS[address.kind]).CopyFrom(payload.message)
+    return Accepted(event)

@@ -1,0 +1,136 @@
+"""The bridge's own settings, read from the environment next to `edgesense.config`.
+
+| variable | default | meaning |
+|---|---|---|
+| `EDGESENSE_MQTT_CLIENT_ID` | `edgesense-bridge` | stable client id: the broker keeps the session under it |
+| `EDGESENSE_MQTT_SHARED_GROUP` | none | subscribe as `$share/{group}/…` so several bridges split the load |
+| `EDGESENSE_MQTT_PROTOCOL` | `5` | `5` (MQTT 5) or `3.1.1` |
+| `EDGESENSE_MQTT_SESSION_EXPIRY_SECONDS` | `86400` | MQTT 5 session expiry: how long the broker queues for us while we are down |
+| `EDGESENSE_MQTT_KEEPALIVE_SECONDS` | `30` | MQTT keepalive |
+| `EDGESENSE_MQTT_CA_FILE` | system CAs | CA file trusted for `mqtts://` brokers |
+| `EDGESENSE_MQTT_MAX_PAYLOAD_BYTES` | `262144` | larger payloads are rejected (`too_large`) |
+| `EDGESENSE_MQTT_RECONNECT_MAX_SECONDS` | `30` | cap of the reconnect backoff (it starts at 0.5 s, with jitter) |
+| `EDGESENSE_BRIDGE_MAX_IN_FLIGHT` | `1000` | messages received but not yet acknowledged: the MQTT 5 receive maximum, and the bridge stops reading at this many |
+| `EDGESENSE_BRIDGE_BATCH_SIZE` | `200` | most events in one Publish message |
+| `EDGESENSE_BRIDGE_BATCH_LINGER_MS` | `2` | how long a batch waits to fill while others are in flight (never when the stream is idle) |
+| `EDGESENSE_BRIDGE_PIPELINE_DEPTH` | `4` | batches sent and not yet confirmed, at most |
+
+`EDGESENSE_BRIDGE_ADDR` (the DeviceConfig gRPC server) is in `edgesense.config`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from edgesense.errors import ConfigurationError
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """`mqtt[s]://[user[:password]@]host[:port]`, parsed."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in DEFAULT_PORTS:
+            raise ConfigurationError(f"EDGESENSE_MQTT_URL must be mqtt:// or mqtts://, not {url!r}")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ConfigurationError("EDGESENSE_MQTT_URL has a bad port") from None
+        if not parts.hostname:
+            raise ConfigurationError("EDGESENSE_MQTT_URL has no host")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    def __str__(self) -> str:
+        """The URL without its credentials, for logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigurationError(f"{name} must be in {minimum}..{maximum}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    broker: BrokerUrl
+    topic_prefix: str = "edgesense"
+    client_id: str = "edgesense-bridge"
+    shared_group: str | None = None
+    mqtt5: bool = True
+    session_expiry_seconds: int = 86400
+    keepalive_seconds: int = 30
+    ca_file: str | None = None
+    max_payload_bytes: int = 256 * 1024
+    reconnect_max_seconds: int = 30
+    max_in_flight: int = 1000
+    batch_size: int = 200
+    batch_linger_seconds: float = 0.002
+    pipeline_depth: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") or (
+            self.topic_prefix.startswith("/") or self.topic_prefix.endswith("/")
+        ):
+            raise ConfigurationError(
+                f"EDGESENSE_MQTT_TOPIC_PREFIX {self.topic_prefix!r} must be topic levels "
+                "without wildcards or a leading or trailing '/'"
+            )
+        if self.shared_group is not None and any(c in self.shared_group for c in "/+#"):
+            raise ConfigurationError("EDGESENSE_MQTT_SHARED_GROUP must not contain / + or #")
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, mqtt_url: str, topic_prefix: str
+    ) -> BridgeSettings:
+        env = os.environ if env is None else env
+        protocol = (env.get("EDGESENSE_MQTT_PROTOCOL") or "5").strip()
+        if protocol not in ("5", "3.1.1"):
+            raise ConfigurationError(f"EDGESENSE_MQTT_PROTOCOL must be 5 or 3.1.1, not {protocol!r}")
+        return cls(
+            broker=BrokerUrl.parse(mqtt_url),
+            topic_prefix=topic_prefix,
+            client_id=env.get("EDGESENSE_MQTT_CLIENT_ID") or "edgesense-bridge",
+            shared_group=env.get("EDGESENSE_MQTT_SHARED_GROUP") or None,
+            mqtt5=protocol == "5",
+            session_expiry_seconds=_int(
+                env, "EDGESENSE_MQTT_SESSION_EXPIRY_SECONDS", 86400, 0, 2**32 - 1
+            ),
+            keepalive_seconds=_int(env, "EDGESENSE_MQTT_KEEPALIVE_SECONDS", 30, 5, 65535),
+            ca_file=env.get("EDGESENSE_MQTT_CA_FILE") or None,
+            max_payload_bytes=_int(
+                env, "EDGESENSE_MQTT_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 256 * 1024 * 1024
+            ),
+            reconnect_max_seconds=_int(env, "EDGESENSE_MQTT_RECONNECT_MAX_SECONDS", 30, 1, 3600),
+            max_in_flight=_int(env, "EDGESENSE_BRIDGE_MAX_IN_FLIGHT", 1000, 1, 65535),
+            batch_size=_int(env, "EDGESENSE_BRIDGE_BATCH_SIZE", 200, 1, 10000),
+            batch_linger_seconds=_int(env, "EDGESENSE_BRIDGE_BATCH_LINGER_MS", 2, 0, 1000) / 1000,
+            pipeline_depth=_int(env, "EDGESENSE_BRIDGE_PIPELINE_DEPTH", 4, 1, 64),
+        )

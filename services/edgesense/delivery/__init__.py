@@ -1,0 +1,1 @@
+"""The delivery service: durable outbox, signed POSTs with retries, attempt log."""

@@ -1,0 +1,134 @@
+"""Durable accept: events from Publish streams become rows, group-committed.
+
+Every Publish stream hands its batches to one `Acceptor`, which merges the
+batches waiting at that moment into a single transaction (group commit: the
+fsync is paid once per group, not per batch) and resolves each batch's future
+only after the commit. Its queue is bounded, so when the database falls
+behind, streams stop reading and gRPC flow control pushes back on the
+bridge; past `outbox_limit` pending deliveries, Publish answers
+RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edgesense.delivery import metrics
+from edgesense.delivery.index import WebhookIndex
+from edgesense.delivery.outbox import HELD, PENDING, NewDelivery, Outbox, StoredEvent
+from edgesense.errors import EdgesenseError, InvalidArgument, ResourceExhausted
+from edgesense.events import KIND_TO_EVENT
+from edgesense.ids import new_id
+from edgesense.v1 import events_pb2
+
+MAX_GROUP_EVENTS = 5000
+QUEUE_BATCHES = 64
+
+
+@dataclass(frozen=True)
+class Accepted:
+    accepted: int
+    duplicates: int
+
+
+Job = tuple[Sequence[events_pb2.Event], "asyncio.Future[Accepted]"]
+
+
+def check_event(event: events_pb2.Event, position: int) -> str:
+    """The webhook event name; InvalidArgument for an event that cannot be stored."""
+    kind = event.WhichOneof("kind")
+    if not event.event_id:
+        raise InvalidArgument(f"events[{position}].eventId", "is required")
+    if not event.project_id:
+        raise InvalidArgument(f"events[{position}].projectId", "is required")
+    if kind is None:
+        raise InvalidArgument(
+            f"events[{position}]", "has no kind (readings, alert, status, configuration)"
+        )
+    return KIND_TO_EVENT[kind]
+
+
+class Acceptor:
+    def __init__(
+        self, outbox: Outbox, index: WebhookIndex, on_stored: Callable[[], None], outbox_limit: int
+    ) -> None:
+        self.outbox = outbox
+        self.index = index
+        self._on_stored = on_stored
+        self.outbox_limit = outbox_limit
+        self.pending_deliveries = 0  # refreshed by the maintenance loop
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_BATCHES)
+
+    async def submit(self, events: Sequence[events_pb2.Event]) -> asyncio.Future[Accepted]:
+        """Queue a batch (waits while the queue is full); the future resolves once stored."""
+        for position, event in enumerate(events):
+            check_event(event, position)
+        if self.pending_deliveries >= self.outbox_limit:
+            raise ResourceExhausted(
+                f"the outbox holds {self.pending_deliveries} pending deliveries "
+                f"(limit {self.outbox_limit}); retry later"
+            )
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        await self._queue.put((events, future))
+        return future
+
+    async def run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            size = len(group[0][0])
+            while not self._queue.empty() and size < MAX_GROUP_EVENTS:
+                job = self._queue.get_nowait()
+                group.append(job)
+                size += len(job[0])
+            await self._store(group)
+
+    async def _store(self, group: list[Job]) -> None:
+        stored: list[StoredEvent] = []
+        planned: list[NewDelivery] = []
+        seen: set[str] = set()
+        for events, _ in group:
+            for event in events:
+                if event.event_id in seen:
+                    continue
+                seen.add(event.event_id)
+                name = KIND_TO_EVENT[event.WhichOneof("kind") or ""]
+                stored.append(
+                    StoredEvent(event.event_id, event.project_id, event.SerializeToString())
+                )
+                for target in self.index.match(event.project_id, name, event.device_id):
+                    planned.append(
+                        NewDelivery(
+                            delivery_id=new_id("dlv"),
+                            event_id=event.event_id,
+                            webhook_id=target.webhook_id,
+                            project_id=event.project_id,
+                            event_name=name,
+                            device_id=event.device_id,
+                            status=PENDING if target.active else HELD,
+                            status_reason=None if target.active else "webhook disabled",
+                        )
+                    )
+        try:
+            new_ids, created = await self.outbox.accept(stored, planned, time.time())
+        except EdgesenseError as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        counted: set[str] = set()
+        for events, future in group:
+            fresh = 0
+            for event in events:
+                if event.event_id in new_ids and event.event_id not in counted:
+                    counted.add(event.event_id)
+                    fresh += 1
+            if not future.done():
+                future.set_result(Accepted(fresh, len(events) - fresh))
+        metrics.EVENTS_ACCEPTED.inc(len(new_ids))
+        metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
+        self.pending_deliveries += created
+        if created:
+            self._on_stored()

@@ -1,0 +1,227 @@
+"""Sending: claim due deliveries, POST them, write the outcomes back.
+
+Concurrency is bounded overall (`concurrency` attempts at once) and per
+webhook (`per_target`), and a webhook whose lane is full is left out of the
+next claim, so one slow or dead receiver holds at most its own lane and never
+starves the others. Claims are leases (see outbox); on shutdown, claimed but
+unsent deliveries are handed back and in-flight attempts are finished and
+recorded. Outcomes are written in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+
+from edgesense.delivery import metrics
+from edgesense.delivery.http_sender import HttpSender
+from edgesense.delivery.index import Target, WebhookIndex
+from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
+from edgesense.delivery.payload import event_name, webhook_body
+from edgesense.delivery.policy import RetryPolicy, after_attempt, without_attempt
+from edgesense.delivery.signing import signature_headers
+from edgesense.errors import Unavailable
+from edgesense.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 500
+IDLE_POLL_SECONDS = 0.5
+RESULT_LINGER_SECONDS = 0.002
+ExhaustedHandler = Callable[[Target, Outcome], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        index: WebhookIndex,
+        sender: HttpSender,
+        policy: RetryPolicy,
+        *,
+        owner: str,
+        lease_seconds: float,
+        concurrency: int,
+        per_target: int,
+        on_exhausted: ExhaustedHandler,
+    ) -> None:
+        self.outbox = outbox
+        self.index = index
+        self.sender = sender
+        self.policy = policy
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.per_target = per_target
+        self._on_exhausted = on_exhausted
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._lanes: dict[str, deque[Claimed]] = {}
+        self._running: dict[str, int] = defaultdict(int)
+        self._running_total = 0
+        self._queued_total = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[Outcome, Target | None]] = []
+        self._results_ready = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send until stop(); then hand back what is queued and finish what is sent."""
+        writer = asyncio.create_task(self._write_results())
+        try:
+            await self._claim_loop()
+        finally:
+            queued = [c.delivery_id for lane in self._lanes.values() for c in lane]
+            self._lanes.clear()
+            self._queued_total = 0
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.sender.timeout_seconds + 5)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            with contextlib.suppress(Unavailable):
+                await self._flush()
+                await self.outbox.release_leases(self.owner, queued)
+            log.info("dispatcher stopped; handed back %d claimed deliveries", len(queued))
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            room = min(CLAIM_BATCH, 2 * self.concurrency - self._running_total - self._queued_total)
+            claimed: list[Claimed] = []
+            if room > 0:
+                busy = [
+                    w
+                    for w, lane in self._lanes.items()
+                    if len(lane) + self._running[w] >= 2 * self.per_target
+                ]
+                try:
+                    claimed = await self.outbox.claim(
+                        self.owner, time.time(), self.lease_seconds, room, busy
+                    )
+                except Unavailable as exc:
+                    log.warning("cannot claim deliveries: %s; retrying in 1 s", exc.message)
+                    await asyncio.sleep(1)
+                    continue
+                for item in claimed:
+                    self._lanes.setdefault(item.webhook_id, deque()).append(item)
+                self._queued_total += len(claimed)
+                self._pump()
+            if claimed and len(claimed) == room:
+                continue  # more may be due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    def _pump(self) -> None:
+        for webhook_id in list(self._lanes):
+            lane = self._lanes[webhook_id]
+            while (
+                lane
+                and self._running[webhook_id] < self.per_target
+                and self._running_total < self.concurrency
+            ):
+                item = lane.popleft()
+                self._queued_total -= 1
+                self._running[webhook_id] += 1
+                self._running_total += 1
+                task = asyncio.create_task(self._attempt(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+            if not lane:
+                del self._lanes[webhook_id]
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running_total -= 1
+        metrics.IN_FLIGHT.set(self._running_total)
+        if not self._stopping:
+            self._pump()
+            self._wake.set()
+
+    async def _attempt(self, item: Claimed) -> None:
+        webhook_id = item.webhook_id
+        try:
+            target = self.index.get(webhook_id)
+            now = time.time()
+            if target is None:
+                outcome = without_attempt(item, FAILED, "webhook deleted", now)
+            elif not target.active:
+                outcome = without_attempt(item, HELD, "webhook disabled", now)
+            else:
+                outcome = await self._send(item, target)
+            self._results.append((outcome, target))
+            self._results_ready.set()
+        except Exception:
+            log.exception(
+                "attempt of %s failed unexpectedly; it is retried after its lease", item.delivery_id
+            )
+        finally:
+            self._running[webhook_id] -= 1
+            if self._running[webhook_id] <= 0:
+                del self._running[webhook_id]
+
+    async def _send(self, item: Claimed, target: Target) -> Outcome:
+        event = events_pb2.Event.FromString(item.event)
+        body = webhook_body(event, target.webhook_id)
+        headers = signature_headers(
+            target.secret, item.delivery_id, event_name(event), body, int(time.time())
+        )
+        metrics.IN_FLIGHT.set(self._running_total)
+        result = await self.sender.post(target.url, body, headers)
+        metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        current = self.index.get(target.webhook_id)
+        return after_attempt(
+            self.policy, item, result, time.time(), current is not None and current.active
+        )
+
+    async def _write_results(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            await asyncio.sleep(RESULT_LINGER_SECONDS)  # let a batch gather
+            try:
+                await self._flush()
+            except Unavailable as exc:
+                log.warning("cannot record delivery outcomes: %s; retrying in 1 s", exc.message)
+                await asyncio.sleep(1)
+                self._results_ready.set()
+
+    async def _flush(self) -> None:
+        batch, self._results = self._results, []
+        if not batch:
+            return
+        try:
+            await self.outbox.record(self.owner, [o for o, _ in batch], time.time())
+        except BaseException:
+            self._results[:0] = batch
+            raise
+        earliest: float | None = None
+        for outcome, target in batch:
+            metrics.DELIVERIES.labels(_label(outcome)).inc()
+            if outcome.status == PENDING:
+                earliest = (
+                    outcome.next_attempt_at
+                    if earliest is None
+                    else min(earliest, outcome.next_attempt_at)
+                )
+            elif outcome.status == FAILED and outcome.attempt > 0 and target is not None:
+                await self._on_exhausted(target, outcome)
+        if earliest is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(max(0.0, earliest - time.time()), self._wake.set)
+
+
+def _label(outcome: Outcome) -> str:
+    if outcome.status == PENDING:
+        return "retried"
+    return outcome.status

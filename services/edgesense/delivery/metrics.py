@@ -1,0 +1,21 @@
+"""Prometheus metrics of the delivery service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "edgesense_deliveries_total",
+    "Delivery outcomes: succeeded, retried, failed, held, expired",
+    ["outcome"],
+)
+ATTEMPT_SECONDS = Histogram(
+    "edgesense_delivery_attempt_seconds",
+    "Duration of one POST attempt",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_ACCEPTED = Counter("edgesense_events_accepted_total", "Events stored by Publish")
+EVENTS_DUPLICATE = Counter("edgesense_events_duplicate_total", "Published events already stored")
+QUEUE_DEPTH = Gauge("edgesense_delivery_queue_depth", "Pending deliveries in the outbox")
+HELD = Gauge("edgesense_delivery_held", "Deliveries held for disabled webhooks")
+IN_FLIGHT = Gauge("edgesense_delivery_in_flight", "Attempts under way in this process")

@@ -1,0 +1,387 @@
+"""The durable outbox: every database read and write of the delivery service.
+
+Throughput comes from doing each step for a batch in one statement: a publish
+batch is one transaction (events, then their deliveries); a claim is one
+UPDATE … RETURNING over due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+several processes share the work without waiting on each other); outcomes are
+written back in batches with executemany. A claim is a lease: rows leased by a
+process that died become due again when the lease expires, and an outcome is
+only written by the lease holder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from edgesense.delivery.tables import attempts, deliveries, events
+from edgesense.storage.engine import reading, transaction
+
+PENDING, SUCCEEDED, FAILED, HELD = "pending", "succeeded", "failed", "held"
+STATUSES = (PENDING, SUCCEEDED, FAILED, HELD)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    project_id: str
+    payload: bytes  # serialized edgesense.v1.Event
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    delivery_id: str
+    event_id: str
+    webhook_id: str
+    project_id: str
+    event_name: str
+    device_id: str
+    status: str
+    status_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    seq: int
+    delivery_id: str
+    webhook_id: str
+    event_id: str
+    attempt_count: int
+    cycle_attempts: int
+    event: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's log entry and the delivery's state after it."""
+
+    delivery_id: str
+    attempt: int
+    started_at: float
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    status: str
+    status_reason: str | None
+    cycle_attempts: int
+    next_attempt_at: float
+
+
+class Outbox:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+    async def accept(
+        self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+    ) -> tuple[set[str], int]:
+        """Store events and their deliveries in one transaction.
+
+        Returns the ids of the events that were new, and how many deliveries
+        were created; an event id already stored creates nothing.
+        """
+        if not stored:
+            return set(), 0
+        async with transaction(self.engine, "storing events") as conn:
+            result = await conn.execute(
+                self._insert(events).on_conflict_do_nothing().returning(events.c.event_id),
+                [
+                    {
+                        "event_id": e.event_id,
+                        "project_id": e.project_id,
+                        "event": e.payload,
+                        "created_at": now,
+                    }
+                    for e in stored
+                ],
+            )
+            new_ids = {row[0] for row in result}
+            rows = [_delivery_row(d, now) for d in planned if d.event_id in new_ids]
+            if rows:
+                await conn.execute(deliveries.insert(), rows)
+        return new_ids, len(rows)
+
+    async def claim(
+        self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, oldest due first."""
+        due = (
+            select(deliveries.c.seq)
+            .where(
+                deliveries.c.status == PENDING,
+                deliveries.c.next_attempt_at <= now,
+                or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+            )
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        excluded = list(exclude)
+        if excluded:
+            due = due.where(deliveries.c.webhook_id.not_in(excluded))
+        async with transaction(self.engine, "claiming deliveries") as conn:
+            leased = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.seq.in_(due.scalar_subquery()))
+                .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+                .returning(
+                    deliveries.c.seq,
+                    deliveries.c.delivery_id,
+                    deliveries.c.webhook_id,
+                    deliveries.c.event_id,
+                    deliveries.c.attempt_count,
+                    deliveries.c.cycle_attempts,
+                )
+            )
+            rows = list(leased.all())
+            if not rows:
+                return []
+            payloads = dict(
+                (
+                    await conn.execute(
+                        select(events.c.event_id, events.c.event).where(
+                            events.c.event_id.in_({r.event_id for r in rows})
+                        )
+                    )
+                ).all()
+            )
+        rows.sort(key=lambda r: r.seq)
+        return [
+            Claimed(
+                r.seq,
+                r.delivery_id,
+                r.webhook_id,
+                r.event_id,
+                r.attempt_count,
+                r.cycle_attempts,
+                payloads[r.event_id],
+            )
+            for r in rows
+        ]
+
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+        """Write attempt logs and new states; only rows still leased by `owner`."""
+        if not outcomes:
+            return
+        logged = [o for o in outcomes if o.attempt > 0]
+        async with transaction(self.engine, "recording delivery attempts") as conn:
+            if logged:
+                await conn.execute(
+                    attempts.insert(),
+                    [
+                        {
+                            "delivery_id": o.delivery_id,
+                            "attempt": o.attempt,
+                            "started_at": o.started_at,
+                            "duration_ms": o.duration_ms,
+                            "status_code": o.status_code,
+                            "error": o.error,
+                            "response_body": o.response_body,
+                        }
+                        for o in logged
+                    ],
+                )
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.delivery_id == bindparam("b_id"),
+                    deliveries.c.lease_owner == owner,
+                )
+                .values(
+                    status=bindparam("b_status"),
+                    status_reason=bindparam("b_reason"),
+                    attempt_count=deliveries.c.attempt_count + bindparam("b_inc"),
+                    cycle_attempts=bindparam("b_cycle"),
+                    next_attempt_at=bindparam("b_next"),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_id": o.delivery_id,
+                        "b_status": o.status,
+                        "b_reason": o.status_reason,
+                        "b_inc": 1 if o.attempt > 0 else 0,
+                        "b_cycle": o.cycle_attempts,
+                        "b_next": o.next_attempt_at,
+                    }
+                    for o in outcomes
+                ],
+            )
+
+    async def release_leases(self, owner: str, delivery_ids: Sequence[str]) -> None:
+        """Hand claimed but unsent deliveries back (graceful shutdown)."""
+        if not delivery_ids:
+            return
+        async with transaction(self.engine, "releasing leases") as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.delivery_id.in_(delivery_ids), deliveries.c.lease_owner == owner
+                )
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def hold(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
+        """Pending deliveries of disabled webhooks become held."""
+        return await self._transition(webhook_ids, PENDING, HELD, reason, now)
+
+    async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
+        """Held deliveries of re-enabled webhooks are due again, with fresh attempts."""
+        return await self._transition(webhook_ids, HELD, PENDING, None, now)
+
+    async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
+        """Pending and held deliveries of deleted webhooks are failed."""
+        total = 0
+        for status in (PENDING, HELD):
+            total += await self._transition(webhook_ids, status, FAILED, reason, now)
+        return total
+
+    async def _transition(
+        self, webhook_ids: Sequence[str], old: str, new: str, reason: str | None, now: float
+    ) -> int:
+        if not webhook_ids:
+            return 0
+        values: dict[str, Any] = {"status": new, "status_reason": reason, "updated_at": now}
+        if new == PENDING:
+            values |= {"cycle_attempts": 0, "next_attempt_at": now}
+        count = 0
+        async with transaction(self.engine, f"marking deliveries {new}") as conn:
+            for start in range(0, len(webhook_ids), 500):
+                chunk = list(webhook_ids[start : start + 500])
+                result = await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.webhook_id.in_(chunk), deliveries.c.status == old)
+                    .values(**values)
+                )
+                count += result.rowcount
+        return count
+
+    async def expire_held(self, created_before: float, reason: str, now: float) -> int:
+        async with transaction(self.engine, "expiring held deliveries") as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.status == HELD, deliveries.c.created_at < created_before)
+                .values(status=FAILED, status_reason=reason, updated_at=now)
+            )
+            return result.rowcount
+
+    async def requeue(
+        self, project_id: str, delivery_id: str, status: str, reason: str | None, now: float
+    ) -> bool:
+        """Redeliver: due now with fresh attempts (or held); False if not found."""
+        async with transaction(self.engine, "requeueing a delivery") as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.delivery_id == delivery_id, deliveries.c.project_id == project_id
+                )
+                .values(
+                    status=status,
+                    status_reason=reason,
+                    cycle_attempts=0,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+            return result.rowcount > 0
+
+    async def counts(self) -> dict[str, int]:
+        async with reading(self.engine, "counting deliveries") as conn:
+            rows = await conn.execute(
+                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            )
+            found = {status: int(n) for status, n in rows}
+        return {status: found.get(status, 0) for status in STATUSES}
+
+    async def next_due(self) -> float | None:
+        async with reading(self.engine, "finding the next due delivery") as conn:
+            value = (
+                await conn.execute(
+                    select(func.min(deliveries.c.next_attempt_at)).where(
+                        deliveries.c.status == PENDING
+                    )
+                )
+            ).scalar()
+        return float(value) if value is not None else None
+
+    async def page(
+        self, project_id: str, webhook_id: str, status: str, limit: int, before_seq: int | None
+    ) -> tuple[list[Any], dict[str, list[Any]]]:
+        """Deliveries of a webhook, newest first, with their attempt logs."""
+        query = select(deliveries).where(
+            deliveries.c.project_id == project_id, deliveries.c.webhook_id == webhook_id
+        )
+        if status:
+            query = query.where(deliveries.c.status == status)
+        if before_seq is not None:
+            query = query.where(deliveries.c.seq < before_seq)
+        query = query.order_by(deliveries.c.seq.desc()).limit(limit)
+        async with reading(self.engine, "listing deliveries") as conn:
+            rows = list((await conn.execute(query)).all())
+            logs = await self._attempts(conn, [r.delivery_id for r in rows])
+        return rows, logs
+
+    async def one(self, project_id: str, delivery_id: str) -> tuple[Any, list[Any]] | None:
+        async with reading(self.engine, "reading a delivery") as conn:
+            row = (
+                await conn.execute(
+                    select(deliveries).where(
+                        and_(
+                            deliveries.c.delivery_id == delivery_id,
+                            deliveries.c.project_id == project_id,
+                        )
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            logs = await self._attempts(conn, [delivery_id])
+        return row, logs.get(delivery_id, [])
+
+    async def event_payload(self, event_id: str) -> bytes | None:
+        async with reading(self.engine, "reading an event") as conn:
+            value = (
+                await conn.execute(select(events.c.event).where(events.c.event_id == event_id))
+            ).scalar()
+        return bytes(value) if value is not None else None
+
+    @staticmethod
+    async def _attempts(conn: Any, delivery_ids: list[str]) -> dict[str, list[Any]]:
+        if not delivery_ids:
+            return {}
+        rows = await conn.execute(
+            select(attempts)
+            .where(attempts.c.delivery_id.in_(delivery_ids))
+            .order_by(attempts.c.delivery_id, attempts.c.attempt)
+        )
+        logs: dict[str, list[Any]] = {}
+        for row in rows:
+            logs.setdefault(row.delivery_id, []).append(row)
+        return logs
+
+
+def _delivery_row(d: NewDelivery, now: float) -> dict[str, Any]:
+    return {
+        "delivery_id": d.delivery_id,
+        "event_id": d.event_id,
+        "webhook_id": d.webhook_id,
+        "project_id": d.project_id,
+        "event_name": d.event_name,
+        "device_id": d.device_id,
+        "status": d.status,
+        "status_reason": d.status_reason,
+        "attempt_count": 0,
+        "cycle_attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -1,0 +1,172 @@
+"""The Delivery gRPC servicer: Publish (internal), ListDeliveries, Redeliver."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from edgesense.auth import Authenticator
+from edgesense.delivery.acceptor import Accepted, Acceptor
+from edgesense.delivery.index import WebhookIndex
+from edgesense.delivery.outbox import HELD, PENDING, STATUSES, Outbox
+from edgesense.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+INDEX_WAIT_SECONDS = 10.0
+PIPELINE_DEPTH = 16
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def delivery_record(row: Any, logs: list[Any]) -> delivery_pb2.DeliveryRecord:
+    record = delivery_pb2.DeliveryRecord(
+        delivery_id=row.delivery_id,
+        webhook_id=row.webhook_id,
+        event_id=row.event_id,
+        event=row.event_name,
+        device_id=row.device_id,
+        status=row.status,
+        created_at=timestamp(row.created_at),
+    )
+    if row.status_reason is not None:
+        record.status_reason = row.status_reason
+    for log in logs:
+        attempt = record.attempts.add(
+            attempt=log.attempt, started_at=timestamp(log.started_at), duration_ms=log.duration_ms
+        )
+        if log.status_code is not None:
+            attempt.status_code = log.status_code
+        if log.error is not None:
+            attempt.error = log.error
+        if log.response_body is not None:
+            attempt.response_body = log.response_body
+    return record
+
+
+def encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind == "seq" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidArgument("pageToken", "is not a token this service issued")
+
+
+class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
+    def __init__(
+        self,
+        outbox: Outbox,
+        index: WebhookIndex,
+        acceptor: Acceptor,
+        auth: Authenticator,
+        wake: Callable[[], None],
+    ) -> None:
+        self.outbox = outbox
+        self.index = index
+        self.acceptor = acceptor
+        self.auth = auth
+        self._wake = wake
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[delivery_pb2.PublishRequest], context: Context
+    ) -> AsyncIterator[delivery_pb2.PublishResponse]:
+        self.auth.require_internal(context.invocation_metadata())
+        try:
+            await asyncio.wait_for(self.index.ready.wait(), INDEX_WAIT_SECONDS)
+        except TimeoutError:
+            raise Unavailable("delivery is starting: the webhook list is not loaded yet") from None
+        # Read ahead while earlier batches commit; confirm strictly in order.
+        pipeline: asyncio.Queue[tuple[int, asyncio.Future[Accepted]] | None] = asyncio.Queue(
+            PIPELINE_DEPTH
+        )
+
+        async def read() -> None:
+            async for request in request_iterator:
+                await pipeline.put((request.batch_id, await self.acceptor.submit(request.events)))
+            await pipeline.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                getter = asyncio.ensure_future(pipeline.get())
+                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    reader.result()  # the reader failed: raise its error
+                    continue
+                item = getter.result()
+                if item is None:
+                    return
+                batch_id, future = item
+                accepted = await future
+                yield delivery_pb2.PublishResponse(
+                    batch_id=batch_id, accepted=accepted.accepted, duplicates=accepted.duplicates
+                )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def ListDeliveries(
+        self, request: delivery_pb2.ListDeliveriesRequest, context: Context
+    ) -> delivery_pb2.ListDeliveriesResponse:
+        project = self.auth.project(context.invocation_metadata())
+        if request.status and request.status not in STATUSES:
+            raise InvalidArgument("status", f"must be one of {', '.join(STATUSES)}")
+        if request.page_size < 0:
+            raise InvalidArgument("pageSize", "must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = decode_page_token(request.page_token)
+        rows, logs = await self.outbox.page(
+            project, request.webhook_id, request.status, size + 1, before
+        )
+        target = self.index.get(request.webhook_id)
+        if not rows and before is None and (target is None or target.project_id != project):
+            raise NotFound(f"webhook {request.webhook_id} not found")
+        response = delivery_pb2.ListDeliveriesResponse(
+            deliveries=[delivery_record(r, logs.get(r.delivery_id, [])) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            response.next_page_token = encode_page_token(rows[size - 1].seq)
+        return response
+
+    async def Redeliver(
+        self, request: delivery_pb2.RedeliverRequest, context: Context
+    ) -> delivery_pb2.DeliveryRecord:
+        project = self.auth.project(context.invocation_metadata())
+        found = await self.outbox.one(project, request.delivery_id)
+        if found is None:
+            raise NotFound(f"delivery {request.delivery_id} not found")
+        row, _ = found
+        target = self.index.get(row.webhook_id)
+        if target is None:
+            raise FailedPrecondition(f"the webhook of {request.delivery_id} was deleted")
+        status, reason = (PENDING, None) if target.active else (HELD, "webhook disabled")
+        await self.outbox.requeue(project, request.delivery_id, status, reason, time.time())
+        self._wake()
+        again = await self.outbox.one(project, request.delivery_id)
+        assert again is not None
+        return delivery_record(*again)

@@ -1,0 +1,70 @@
+"""The delivery service's tables (SQLAlchemy Core); migrations/versions creates them.
+
+Times are UNIX seconds (float): compared on every claim, so they stay plain
+numbers on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+SEQ = BigInteger().with_variant(Integer, "sqlite")
+
+# One row per accepted event: the serialized edgesense.v1.Event.
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("project_id", String(128), nullable=False),
+    Column("event", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# One row per (event, matching webhook): the outbox.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False, unique=True),
+    Column("event_id", String(64), nullable=False),
+    Column("webhook_id", String(40), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("event_name", String(32), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_reason", Text),
+    Column("attempt_count", Integer, nullable=False),  # all attempts ever made
+    Column("cycle_attempts", Integer, nullable=False),  # attempts since (re)queued
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_deliveries_due", "status", "next_attempt_at", "seq"),
+    Index("ix_deliveries_webhook", "webhook_id", "seq"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", SEQ, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("response_body", Text),
+)

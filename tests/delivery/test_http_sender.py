@@ -1,0 +1,421 @@
+"""HttpSender against real HTTPS receivers on loopback (test CA from trustme)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from google.protobuf import timestamp_pb2
+from standardwebhooks.webhooks import Webhook
+
+import edgesense
+from edgesense.delivery.http_sender import (
+    EXCERPT_BYTES,
+    AttemptResult,
+    HttpSender,
+    PrivateAddressError,
+    PublicAddressResolver,
+)
+from edgesense.delivery.payload import event_name, webhook_body
+from edgesense.delivery.signing import signature_headers
+from edgesense.v1 import events_pb2
+from tests.delivery.receivers import (
+    FakeDNS,
+    Handler,
+    Receiver,
+    guide_verify_signature,
+    server_tls,
+    write_ca_bundle,
+)
+
+REFUSAL = "resolves to a private address (set EDGESENSE_ALLOW_PRIVATE_NETWORKS=1 to allow)"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_bundle(ca: trustme.CA, tmp_path: Path) -> str:
+    return write_ca_bundle(ca, tmp_path)
+
+
+ReceiverFactory = Callable[..., Awaitable[Receiver]]
+
+
+@pytest.fixture
+async def receiver(ca: trustme.CA) -> AsyncIterator[ReceiverFactory]:
+    """Starts HTTPS receivers (certificate from the test CA unless `tls` is given)."""
+    started: list[Receiver] = []
+
+    async def start(handler: Handler | None = None, **kwargs: Any) -> Receiver:
+        kwargs.setdefault("tls", server_tls(ca))
+        server = await Receiver(handler=handler, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+SenderFactory = Callable[..., Awaitable[HttpSender]]
+
+
+@pytest.fixture
+async def sender(ca_bundle: str) -> AsyncIterator[SenderFactory]:
+    """Started HttpSenders trusting the test CA; allows private networks unless told."""
+    started: list[HttpSender] = []
+
+    async def make(**kwargs: Any) -> HttpSender:
+        kwargs.setdefault("ca_bundle", ca_bundle)
+        kwargs.setdefault("allow_private_networks", True)
+        kwargs.setdefault("timeout_seconds", 5.0)
+        http = HttpSender(**kwargs)
+        await http.start()
+        started.append(http)
+        return http
+
+    yield make
+    for http in started:
+        await http.close()
+
+
+@pytest.fixture
+async def connect_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a socket of this event loop is asked to connect to."""
+    loop = asyncio.get_running_loop()
+    calls: list[Any] = []
+    real = loop.sock_connect
+
+    async def spy(sock: socket.socket, address: Any) -> None:
+        calls.append(address)
+        await real(sock, address)
+
+    monkeypatch.setattr(loop, "sock_connect", spy)
+    return calls
+
+
+def data_event() -> events_pb2.Event:
+    event = events_pb2.Event(
+        event_id="evt_0123456789",
+        project_id="project-a",
+        gateway_id="gw-1",
+        device_id="edge-node-321",
+        timestamp=timestamp_pb2.Timestamp(seconds=1753353317),
+    )
+    event.readings.values.update({"temperature": 75.3, "humidity": 42.5, "count": 5})
+    return event
+
+
+async def post_event(http: HttpSender, url: str, secret: str) -> tuple[bytes, AttemptResult]:
+    event = data_event()
+    body = webhook_body(event, "wh_68f93jkdf")
+    headers = signature_headers(secret, "dlv_abc", event_name(event), body, int(time.time()))
+    return body, await http.post(url, body, headers)
+
+
+@pytest.mark.parametrize("secret", ["your_shared_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+async def test_signed_post_arrives_and_verifies(
+    receiver: ReceiverFactory, sender: SenderFactory, secret: str
+) -> None:
+    server = await receiver()
+    http = await sender()
+    body, result = await post_event(http, server.url(), secret)
+
+    assert result.ok, result
+    assert (result.status_code, result.error, result.response_excerpt) == (200, None, "ok")
+    [request] = server.requests
+    assert (request.method, request.path, request.body) == ("POST", "/hook", body)
+    headers = request.headers
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-EdgeSense-Event"] == "device.data"
+    assert headers["X-EdgeSense-Delivery"] == headers["webhook-id"] == "dlv_abc"
+    assert headers["User-Agent"] == f"EdgeSense-Webhooks/{edgesense.__version__}"
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    assert guide_verify_signature(secret, request.body.decode(), headers["X-EdgeSense-Signature"])
+    assert not guide_verify_signature(
+        secret + "x", request.body.decode(), headers["X-EdgeSense-Signature"]
+    )
+    # The reference library base64-decodes a whsec_ secret; any other is used as its bytes.
+    webhook = Webhook(secret) if secret.startswith("whsec_") else Webhook(secret.encode())
+    assert webhook.verify(request.body, dict(headers)) == {
+        "event": "device.data",
+        "timestamp": "2025-07-24T10:35:17Z",
+        "deviceId": "edge-node-321",
+        "payload": {"count": 5, "humidity": 42.5, "temperature": 75.3},
+        "eventId": "evt_0123456789",
+        "gatewayId": "gw-1",
+        "webhookId": "wh_68f93jkdf",
+    }
+    assert result.duration_ms >= 0
+    assert result.started_at.tzinfo is not None
+
+
+async def test_certificate_not_from_the_bundle_is_refused(
+    receiver: ReceiverFactory, sender: SenderFactory
+) -> None:
+    server = await receiver(tls=server_tls(trustme.CA()))
+    http = await sender()
+    _, result = await post_event(http, server.url(), "s")
+    assert not result.ok
+    assert result.status_code is None
+    assert result.error is not None
+    assert result.error.startswith("TLS certificate verify failed:"), result.error
+    assert "certificate" in result.error
+    assert server.requests == []
+
+
+async def test_redirect_is_a_failure_and_not_followed(
+    receiver: ReceiverFactory, sender: SenderFactory
+) -> None:
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        if request.path == "/hook":
+            raise web.HTTPFound("/elsewhere")
+        return web.Response(text="should never be asked")
+
+    server = await receiver(redirect)
+    http = await sender()
+    _, result = await post_event(http, server.url(), "s")
+    assert (result.ok, result.status_code, result.error) == (False, 302, None)
+    assert [r.path for r in server.requests] == ["/hook"]
+
+
+async def test_slow_answer_times_out(receiver: ReceiverFactory, sender: SenderFactory) -> None:
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await server.release.wait()
+        return web.Response(text="too late")
+
+    server = await receiver(hang)
+    http = await sender(timeout_seconds=0.3)
+    _, result = await post_event(http, server.url(), "s")
+    assert not result.ok
+    assert (result.status_code, result.error) == (None, "timeout after 0.3 s")
+    assert 250 <= result.duration_ms < 2000
+    assert len(server.requests) == 1
+
+
+async def test_timeout_covers_reading_the_answer(
+    receiver: ReceiverFactory, sender: SenderFactory
+) -> None:
+    async def headers_then_hang(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        await response.write(b"partial")
+        await server.release.wait()
+        return response
+
+    server = await receiver(headers_then_hang)
+    http = await sender(timeout_seconds=0.3)
+    _, result = await post_event(http, server.url(), "s")
+    assert (result.ok, result.status_code, result.error) == (False, 200, "timeout after 0.3 s")
+    assert 250 <= result.duration_ms < 2000
+
+
+async def test_error_answer_keeps_one_kib_of_its_body(
+    receiver: ReceiverFactory, sender: SenderFactory
+) -> None:
+    async def fail(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text="é" + "x" * 5000)
+
+    server = await receiver(fail)
+    http = await sender()
+    _, result = await post_event(http, server.url(), "s")
+    assert (result.ok, result.status_code, result.error, result.retry_after) == (
+        False,
+        500,
+        None,
+        None,
+    )
+    assert result.response_excerpt == "é" + "x" * (EXCERPT_BYTES - 2)
+
+
+async def test_huge_answer_is_not_downloaded(
+    receiver: ReceiverFactory, sender: SenderFactory
+) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        await response.write(b"y" * 4096)
+        await server.release.wait()  # never finishes the body
+        return response
+
+    server = await receiver(endless)
+    http = await sender(timeout_seconds=5.0)
+    _, result = await post_event(http, server.url(), "s")
+    assert (result.ok, result.status_code, result.error) == (True, 200, None)
+    assert result.response_excerpt == "y" * EXCERPT_BYTES
+    assert result.duration_ms < 4000  # returned after 1 KiB, not at the timeout
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected"),
+    [
+        (429, "7", 7.0),
+        (503, "120", 120.0),
+        (503, "soon", None),
+        (500, "7", None),  # only 429 and 503 ask for time
+    ],
+)
+async def test_retry_after(
+    receiver: ReceiverFactory,
+    sender: SenderFactory,
+    status: int,
+    retry_after: str,
+    expected: float | None,
+) -> None:
+    async def busy(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers={"Retry-After": retry_after})
+
+    server = await receiver(busy)
+    http = await sender()
+    _, result = await post_event(http, server.url(), "s")
+    assert (result.ok, result.status_code, result.retry_after) == (False, status, expected)
+
+
+async def test_connection_refused(sender: SenderFactory) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    http = await sender()
+    _, result = await post_event(http, f"https://127.0.0.1:{port}/hook", "s")
+    assert (result.ok, result.status_code, result.error) == (False, None, "connection refused")
+
+
+async def test_unknown_host_and_bad_url_are_failed_attempts(sender: SenderFactory) -> None:
+    http = await sender(resolver=FakeDNS({}))
+    _, result = await post_event(http, "https://nowhere.example.test/hook", "s")
+    assert result.error is not None
+    assert result.error.startswith("cannot resolve nowhere.example.test"), result.error
+    _, result = await post_event(http, "https://exa mple.com:99999/", "s")
+    assert result.error is not None
+    assert result.error.startswith("invalid URL"), result.error
+
+
+async def test_keep_alive_reuses_one_connection(
+    receiver: ReceiverFactory, sender: SenderFactory
+) -> None:
+    server = await receiver()
+    http = await sender()
+    for _ in range(5):
+        _, result = await post_event(http, server.url(), "s")
+        assert result.ok, result
+    assert len(server.requests) == 5
+    assert server.connections == 1
+
+
+async def test_post_before_start_is_a_programming_error() -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        await HttpSender().post("https://example.com/", b"{}", {})
+
+
+async def test_usable_as_async_context_manager(receiver: ReceiverFactory, ca_bundle: str) -> None:
+    server = await receiver()
+    async with HttpSender(allow_private_networks=True, ca_bundle=ca_bundle) as http:
+        _, result = await post_event(http, server.url(), "s")
+    assert result.ok, result
+    with pytest.raises(RuntimeError):
+        await http.post(server.url(), b"{}", {})
+
+
+# -- the private-network rule, on the address actually connected to ----------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://10.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[fd00::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://0.0.0.0/hook",
+        "https://2130706433/hook",  # 127.0.0.1 as one number
+    ],
+)
+async def test_private_ip_literals_are_refused_before_connecting(
+    sender: SenderFactory, connect_calls: list[Any], url: str
+) -> None:
+    http = await sender(allow_private_networks=False, timeout_seconds=0.5)
+    _, result = await post_event(http, url, "s")
+    assert not result.ok
+    assert result.error is not None
+    assert result.error.startswith("refused: "), result.error
+    assert result.error.endswith(REFUSAL), result.error
+    assert result.duration_ms < 400  # refused, not timed out
+    assert connect_calls == []
+
+
+@pytest.mark.parametrize(
+    ("host", "dns"),
+    [
+        ("127.0.0.1", None),
+        ("::1", None),
+        ("localhost", None),  # the system resolver
+        ("hooks.example.test", FakeDNS({"hooks.example.test": ["127.0.0.1"]})),
+    ],
+)
+async def test_loopback_targets_are_refused_without_a_connection(
+    receiver: ReceiverFactory,
+    sender: SenderFactory,
+    connect_calls: list[Any],
+    host: str,
+    dns: FakeDNS | None,
+) -> None:
+    server = await receiver(host="::1" if host == "::1" else "127.0.0.1")
+    http = await sender(allow_private_networks=False, resolver=dns)
+    _, result = await post_event(http, server.url(host=host), "s")
+    assert result.error == f"refused: {host} {REFUSAL}"
+    assert result.status_code is None
+    assert connect_calls == []
+    assert server.connections == 0
+    if dns is not None:
+        assert dns.lookups == [host]
+
+
+@pytest.mark.parametrize(
+    ("host", "dns"),
+    [
+        ("127.0.0.1", None),
+        ("localhost", None),
+        ("hooks.example.test", FakeDNS({"hooks.example.test": ["127.0.0.1"]})),
+    ],
+)
+async def test_private_targets_are_reached_when_allowed(
+    receiver: ReceiverFactory,
+    sender: SenderFactory,
+    connect_calls: list[Any],
+    host: str,
+    dns: FakeDNS | None,
+) -> None:
+    server = await receiver()
+    http = await sender(allow_private_networks=True, resolver=dns)
+    _, result = await post_event(http, server.url(host=host), "s")
+    assert result.ok, result
+    assert len(server.requests) == 1
+    connected = [address[:2] for address in connect_calls]
+    assert ("127.0.0.1", server.port) in connected
+    assert {address for address, _ in connected} <= {"127.0.0.1", "::1"}
+
+
+async def test_resolver_keeps_only_public_addresses() -> None:
+    dns = FakeDNS(
+        {
+            "mixed.example.test": ["10.1.2.3", "93.184.216.34", "::1", "2606:2800:220:1::1"],
+            "private.example.test": ["192.168.1.10", "fe80::1", "100.64.0.1"],
+        }
+    )
+    resolver = PublicAddressResolver(dns)
+    mixed = await resolver.resolve("mixed.example.test", 443)
+    assert [r["host"] for r in mixed] == ["93.184.216.34", "2606:2800:220:1::1"]
+    with pytest.raises(PrivateAddressError, match=r"private\.example\.test resolves to a private"):
+        await resolver.resolve("private.example.test", 443)
+    with pytest.raises(OSError, match="not known"):
+        await resolver.resolve("unknown.example.test", 443)

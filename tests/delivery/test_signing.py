@@ -1,0 +1,114 @@
+"""Signatures against independently computed vectors and the reference verifiers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+import edgesense
+from edgesense.delivery.signing import (
+    sign_body,
+    signature_headers,
+    standard_webhooks_key,
+    standard_webhooks_signature,
+)
+from tests.delivery.receivers import guide_verify_signature
+
+BODY = '{"event":"device.data","payload":{"temperature":75.3,"unit":"°C"}}'.encode()
+
+
+def test_sign_body_is_hex_hmac_sha256_of_the_raw_body() -> None:
+    expected = hmac.new(b"your_shared_secret", BODY, hashlib.sha256).hexdigest()
+    assert sign_body("your_shared_secret", BODY) == expected
+    assert len(expected) == 64
+
+
+def test_sign_body_known_vector() -> None:
+    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+    assert (
+        sign_body("Jefe", b"what do ya want for nothing?")
+        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+
+
+@pytest.mark.parametrize("secret", ["your_shared_secret", "sécret ünicode", "whsec_abc"])
+def test_integration_guide_snippet_accepts_the_signature(secret: str) -> None:
+    signature = sign_body(secret, BODY)
+    assert guide_verify_signature(secret, BODY.decode(), signature)
+    assert not guide_verify_signature(secret, BODY.decode() + " ", signature)
+    assert not guide_verify_signature(secret + "!", BODY.decode(), signature)
+
+
+def test_standard_webhooks_signature_with_a_plain_secret() -> None:
+    signed = b"dlv_1.1753353317." + BODY
+    digest = hmac.new(b"plain secret", signed, hashlib.sha256).digest()
+    expected = "v1," + base64.b64encode(digest).decode()
+    assert standard_webhooks_signature("plain secret", "dlv_1", 1753353317, BODY) == expected
+
+
+def test_standard_webhooks_signature_with_a_whsec_secret() -> None:
+    key = bytes(range(24))
+    secret = "whsec_" + base64.b64encode(key).decode()
+    signed = b"msg_2KWPBgLlAfxdpx2AI54pPJ85f4W.1674087231." + BODY
+    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert standard_webhooks_key(secret) == key
+    got = standard_webhooks_signature(secret, "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", 1674087231, BODY)
+    assert got == expected
+
+
+def test_whsec_key_decoding() -> None:
+    assert standard_webhooks_key("whsec_" + base64.b64encode(b"k" * 32).decode()) == b"k" * 32
+    assert standard_webhooks_key("whsec_" + base64.b64encode(b"abcd").decode().rstrip("=")) == (
+        b"abcd"
+    )
+    # "whsec_" alone, or with no base64 after it, is an ordinary secret.
+    assert standard_webhooks_key("whsec_") == b"whsec_"
+    assert standard_webhooks_key("plain") == b"plain"
+
+
+def test_spec_example_vector() -> None:
+    # The example of the Standard Webhooks reference libraries' test suites.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    signature = standard_webhooks_signature(
+        secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body
+    )
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_headers_are_exactly_the_contract() -> None:
+    now = int(time.time())
+    headers = signature_headers("s3cret", "dlv_42", "device.alert", BODY, now)
+    assert headers == {
+        "Content-Type": "application/json",
+        "X-EdgeSense-Event": "device.alert",
+        "X-EdgeSense-Delivery": "dlv_42",
+        "X-EdgeSense-Signature": sign_body("s3cret", BODY),
+        "webhook-id": "dlv_42",
+        "webhook-timestamp": str(now),
+        "webhook-signature": standard_webhooks_signature("s3cret", "dlv_42", now, BODY),
+        "User-Agent": f"EdgeSense-Webhooks/{edgesense.__version__}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("secret", "verifier"),
+    [
+        ("whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode(), None),
+        ("your_shared_secret", b"your_shared_secret"),
+    ],
+)
+def test_reference_library_verifies_the_headers(secret: str, verifier: bytes | None) -> None:
+    headers = signature_headers(secret, "dlv_7", "device.data", BODY, int(time.time()))
+    webhook = Webhook(secret if verifier is None else verifier)
+    assert webhook.verify(BODY, headers) == {
+        "event": "device.data",
+        "payload": {"temperature": 75.3, "unit": "°C"},
+    }
+    with pytest.raises(WebhookVerificationError):
+        webhook.verify(BODY + b" ", headers)
