@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -50,11 +51,15 @@ SERVICES: dict[str, ServiceMain] = {
 
 
 def configure_logging(service: str, verbose: bool = False) -> None:
+    # Under `edgesense up` the parent prefixes each line with the service name.
+    name = "" if os.environ.get("EDGESENSE_LOG_FORMAT") == "short" else f" {service}"
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s{name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("alembic.runtime.plugins", "transitions", "amqtt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_service(name: str, dev: bool, verbose: bool = False) -> int:
@@ -79,9 +84,28 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def run_up(dev: bool) -> int:
+    from edgesense.up import run_up as up
+
+    configure_logging("up")
+    try:
+        settings = Settings.from_env(dev=dev or None)
+        settings.require_api_keys()
+        settings.require_secret_key()
+    except ConfigurationError as exc:
+        log.error("cannot start the cluster: %s", exc.message)
+        return 2
+    _use_uvloop()
+    return asyncio.run(up(settings, list(SERVICES), dev or settings.dev))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesense", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole local cluster in the foreground")
+    up.add_argument(
+        "--dev", action="store_true", help="development mode (dev API key, http:// targets)"
+    )
     for name in SERVICES:
         cmd = sub.add_parser(name, help=f"run the {name} service")
         cmd.add_argument("--dev", action="store_true", help="development mode")
@@ -91,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "up":
+        return run_up(args.dev)
     if args.command in SERVICES:
         return run_service(args.command, args.dev, args.verbose)
     return 2  # pragma: no cover - argparse rejects unknown commands

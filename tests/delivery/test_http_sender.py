@@ -291,13 +291,16 @@ async def test_connection_refused(sender: SenderFactory) -> None:
 
 
 async def test_unknown_host_and_bad_url_are_failed_attempts(sender: SenderFactory) -> None:
-    http = await sender(resolver=FakeDNS({}))
+    dns = FakeDNS({})
+    http = await sender(resolver=dns)
     _, result = await post_event(http, "https://nowhere.example.test/hook", "s")
     assert result.error is not None
     assert result.error.startswith("cannot resolve nowhere.example.test"), result.error
-    _, result = await post_event(http, "https://exa mple.com:99999/", "s")
-    assert result.error is not None
-    assert result.error.startswith("invalid URL"), result.error
+    for url in ("https://exa mple.com:99999/", "ftp://files.example.test/hook"):
+        _, result = await post_event(http, url, "s")
+        assert result.error is not None
+        assert result.error.startswith("invalid URL"), result.error
+    assert dns.lookups == ["nowhere.example.test"]
 
 
 async def test_keep_alive_reuses_one_connection(

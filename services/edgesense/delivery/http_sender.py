@@ -80,8 +80,8 @@ class PublicAddressResolver(AbstractResolver):
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """How one POST ended: an answer (status_code), or a failure (error), or both
-    when the connection failed while the answer's body was being read."""
+    """How one POST ended: an answer (status_code), a failure (error), or both
+    when the answer's body could not be read (e.g. it timed out half-way)."""
 
     started_at: datetime
     duration_ms: int
@@ -185,10 +185,15 @@ class HttpSender:
         excerpt = b""
         retry_after: float | None = None
         error: str | None = None
+        target: URL | None = None
         try:
             target = URL(url)
+        except ValueError as exc:
+            error = f"invalid URL: {exc}"
+        else:
             error = self._refuse_ip_literal(target.raw_host)
-            if error is None:
+        try:
+            if target is not None and error is None:
                 async with session.post(
                     target, data=body, headers=headers, allow_redirects=False
                 ) as response:
@@ -248,6 +253,6 @@ class HttpSender:
             return "the server closed the connection without answering"
         if isinstance(exc, aiohttp.ClientPayloadError):
             return f"broken response body: {exc}"
-        if isinstance(exc, ValueError):  # yarl's or aiohttp's InvalidURL
+        if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
             return f"invalid URL: {exc}"
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
