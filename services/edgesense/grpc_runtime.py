@@ -63,24 +63,31 @@ def _record(method: str, started: float, code: grpc.StatusCode) -> None:
     GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
 
 
+@contextlib.asynccontextmanager
+async def _guard(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Map errors raised by a handler to statuses, and record the call."""
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except EdgesenseError as exc:
+        code = exc.code
+        await _abort(context, exc)
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        log.exception("unexpected error in %s", method)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    finally:
+        _record(method, started, code)
+
+
 def _wrap_unary(inner: Any, method: str) -> Any:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        async with _guard(method, context):
             return await inner(request, context)
-        except EdgesenseError as exc:
-            code = exc.code
-            await _abort(context, exc)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        finally:
-            _record(method, started, code)
 
     return unary
 
@@ -89,23 +96,9 @@ def _wrap_stream(inner: Any, method: str) -> Any:
     async def stream(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        async with _guard(method, context):
             async for item in inner(request, context):
                 yield item
-        except EdgesenseError as exc:
-            code = exc.code
-            await _abort(context, exc)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        finally:
-            _record(method, started, code)
 
     return stream
 

@@ -29,7 +29,7 @@ from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
 from edgesense.metrics_http import MetricsServer
-from edgesense.storage.engine import create_engine
+from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 
@@ -114,7 +114,7 @@ class RunningDelivery:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self.sender.close()
-        await self.engine.dispose()
+        await dispose_engine(self.engine)
 
 
 async def _maintain(outbox: Outbox, acceptor: Acceptor, settings: Settings) -> None:

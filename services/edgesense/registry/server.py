@@ -16,7 +16,7 @@ from edgesense.netpolicy import UrlPolicy
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.service import RegistryService
 from edgesense.registry.store import WebhookStore
-from edgesense.storage.engine import create_engine
+from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
@@ -32,7 +32,7 @@ class RunningRegistry:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.server.stop(grace)
-        await self.engine.dispose()
+        await dispose_engine(self.engine)
 
 
 async def start_registry(settings: Settings, addr: str | None = None) -> RunningRegistry:

@@ -8,6 +8,7 @@ are translated into `Unavailable` where they enter our code (`translate`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -105,6 +106,16 @@ async def reading(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnecti
     with translate(what):
         async with engine.execution_options(edgesense_read=True).begin() as conn:
             yield conn
+
+
+async def dispose_engine(engine: AsyncEngine, wait_seconds: float = 5.0) -> None:
+    """Close the pool once connections still in use (by work being
+    cancelled or shielded at shutdown) have been returned to it."""
+    pool: Any = engine.pool
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while pool.checkedout() > 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    await engine.dispose()
 
 
 def _short(exc: Exception) -> str:

@@ -1,13 +1,5 @@
-"""Alembic environment: runs on the connection edgesense.storage.migrate passes."""
+"""Alembic environment (see edgesense.storage.alembic_env)."""
 
-from alembic import context
+from edgesense.storage.alembic_env import run_migrations
 
-config = context.config
-context.configure(
-    connection=config.attributes["connection"],
-    target_metadata=None,
-    version_table=config.attributes["version_table"],
-    transactional_ddl=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_migrations()
