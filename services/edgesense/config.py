@@ -135,7 +135,7 @@ class Settings:
     metrics_addrs: Mapping[str, str] = field(default_factory=dict)
     lease_seconds: float = 30.0
     delivery_concurrency: int = 256
-    delivery_per_target: int = 16
+    delivery_per_target: int = 64
     outbox_limit: int = 1_000_000
 
     @classmethod
@@ -172,7 +172,7 @@ class Settings:
             held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
             lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
             delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
-            delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 16, 1)),
+            delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
             metrics_addrs={
                 name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default

@@ -19,7 +19,7 @@ GUIDE_BODY = {
     "events": ["device.data", "device.alert"],
     "secret": "your_shared_secret",
 }
-WEBHOOK_ID = re.compile(r"wh_[a-z0-9]{20}")
+WEBHOOK_ID = re.compile(r"wh_[a-z2-7]{20}")
 
 
 async def register(api: Api, body: dict[str, Any] | None = None, project: str = "project-a") -> str:
