@@ -43,10 +43,17 @@ def _gateway(settings: Settings) -> Coroutine[Any, Any, None]:
     return run_gateway(settings)
 
 
+def _bridge(settings: Settings) -> Coroutine[Any, Any, None]:
+    from edgesense_bridge.server import run_bridge
+
+    return run_bridge(settings)
+
+
 SERVICES: dict[str, ServiceMain] = {
     "registry": _registry,
     "delivery": _delivery,
     "gateway": _gateway,
+    "bridge": _bridge,
 }
 
 
@@ -110,11 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=f"run the {name} service")
         cmd.add_argument("--dev", action="store_true", help="development mode")
         cmd.add_argument("-v", "--verbose", action="store_true")
+    from edgesense.tools import add_tool_commands
+
+    add_tool_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is not None:
+        return handler(args)
     if args.command == "up":
         return run_up(args.dev)
     if args.command in SERVICES:

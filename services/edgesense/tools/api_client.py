@@ -1,0 +1,178 @@
+"""A small typed client of the REST gateway (contract section 3), over httpx.
+
+Everything that touches httpx is here. Answers are the gateway's JSON objects
+(`JsonObject`); failures are translated where they happen:
+
+- an error answer (4xx/5xx) -> `ApiError` with the google.rpc.Status message;
+- no answer at all (refused, DNS, timeout) -> `CannotConnect`;
+- no API key anywhere -> `UsageError`, saying how to provide one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from edgesense.config import DEV_DIR
+from edgesense.tools.errors import ApiError, CannotConnect, UsageError
+
+JsonObject = dict[str, Any]
+MAX_PAGE_SIZE = 500
+TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    """Where the gateway is and which key to show it."""
+
+    url: str
+    key: str
+
+    @classmethod
+    def resolve(
+        cls, url: str | None, key: str | None, env: Mapping[str, str] | None = None
+    ) -> ApiTarget:
+        """Options first, then EDGESENSE_API_URL / EDGESENSE_API_KEY, then the dev defaults."""
+        env = os.environ if env is None else env
+        url = url or env.get("EDGESENSE_API_URL") or ""
+        if not url:
+            url = f"http://{env.get('EDGESENSE_HTTP_ADDR') or '127.0.0.1:8080'}"
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"the API URL must start with http:// or https://, not {url!r}")
+        key = key or env.get("EDGESENSE_API_KEY") or _dev_key(DEV_DIR / "dev-api-key")
+        if not key:
+            raise UsageError(
+                "no API key: pass --api-key, set EDGESENSE_API_KEY, or run `edgesense up --dev` "
+                "in this directory (it writes var/dev-api-key)"
+            )
+        return cls(url.rstrip("/"), key)
+
+
+def _dev_key(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: `a/../b` cannot reach another route."""
+    return quote(value, safe="")
+
+
+class ApiClient:
+    """One method per REST route; each returns the answer's JSON object."""
+
+    def __init__(self, target: ApiTarget, transport: httpx.BaseTransport | None = None) -> None:
+        self.target = target
+        self._http = httpx.Client(
+            base_url=target.url,
+            headers={"Authorization": f"Bearer {target.key}"},
+            timeout=TIMEOUT_SECONDS,
+            transport=transport,
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def register(
+        self,
+        url: str,
+        events: Sequence[str],
+        secret: str,
+        description: str = "",
+        device_ids: Sequence[str] = (),
+    ) -> JsonObject:
+        body: JsonObject = {"url": url, "events": list(events), "secret": secret}
+        if description:
+            body["description"] = description
+        if device_ids:
+            body["deviceIds"] = list(device_ids)
+        return self._call("POST", "/api/webhooks/register", json=body)
+
+    def list_webhooks(self) -> JsonObject:
+        return self._call("GET", "/api/webhooks")
+
+    def get_webhook(self, webhook_id: str) -> JsonObject:
+        return self._call("GET", f"/api/webhooks/{_segment(webhook_id)}")
+
+    def delete_webhook(self, webhook_id: str) -> JsonObject:
+        return self._call("DELETE", f"/api/webhooks/{_segment(webhook_id)}")
+
+    def enable_webhook(self, webhook_id: str) -> JsonObject:
+        return self._call("POST", f"/api/webhooks/{_segment(webhook_id)}/enable")
+
+    def deliveries_page(
+        self, webhook_id: str, status: str | None, page_size: int, page_token: str = ""
+    ) -> JsonObject:
+        params: dict[str, str | int] = {"pageSize": page_size}
+        if status:
+            params["status"] = status
+        if page_token:
+            params["pageToken"] = page_token
+        path = f"/api/webhooks/{_segment(webhook_id)}/deliveries"
+        return self._call("GET", path, params=params)
+
+    def deliveries(
+        self, webhook_id: str, status: str | None = None, limit: int = 0
+    ) -> tuple[list[JsonObject], str]:
+        """Deliveries newest first, page after page, at most `limit` (0: all).
+
+        Returns them with the token of the page after them ("" at the end).
+        """
+        found: list[JsonObject] = []
+        token = ""
+        while True:
+            size = MAX_PAGE_SIZE if limit == 0 else min(limit - len(found), MAX_PAGE_SIZE)
+            page = self.deliveries_page(webhook_id, status, size, token)
+            found += page.get("deliveries") or []
+            token = str(page.get("nextPageToken") or "")
+            if not token or (limit and len(found) >= limit):
+                return found, token
+
+    def redeliver(self, delivery_id: str) -> JsonObject:
+        return self._call("POST", f"/api/deliveries/{_segment(delivery_id)}/redeliver")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> JsonObject:
+        try:
+            answer = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise CannotConnect(
+                f"the API at {self.target.url} did not answer within {TIMEOUT_SECONDS:g} s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise CannotConnect(
+                f"cannot reach the API at {self.target.url}; is `edgesense up` running?"
+            ) from exc
+        if answer.is_error:
+            raise ApiError(_error_message(answer), answer.status_code)
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(
+                "the API answered something that is not a JSON object", answer.status_code
+            )
+        return body
+
+
+def _error_message(answer: httpx.Response) -> str:
+    """The google.rpc.Status message, or the best the answer offers."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
+        return str(body["message"])
+    text = answer.text.strip().splitlines()[0][:200] if answer.text.strip() else ""
+    return text or answer.reason_phrase or "error"

@@ -1,0 +1,106 @@
+"""The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `deliveries`,
+`simulate` and `receive` to the `edgesense` command.
+
+This module holds the API commands (with the options they share: --api-url,
+--api-key, --json); `local_commands.py` holds simulate and receive. Nothing
+here imports httpx, aiohttp or paho: see `arguments.lazy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from edgesense.tools.arguments import Handler, Subcommands, comma_list, command, group, int_in, lazy
+from edgesense.tools.local_commands import add_receive, add_simulate
+
+DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
+
+
+def _api_options() -> argparse.ArgumentParser:
+    """The options every API command shares (a parent parser)."""
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="the REST gateway (default: EDGESENSE_API_URL, else "
+        "http://EDGESENSE_HTTP_ADDR, else http://127.0.0.1:8080)",
+    )
+    api.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="API key (default: EDGESENSE_API_KEY, else var/dev-api-key)",
+    )
+    api.add_argument("--json", action="store_true", help="print the API's JSON as is")
+    return api
+
+
+def add_tool_commands(sub: Subcommands) -> None:
+    """Add the people's commands to the `edgesense` subcommands."""
+    api = _api_options()
+
+    def leaf(group: Subcommands, name: str, text: str, handler: Handler) -> argparse.ArgumentParser:
+        parser = command(group, name, text, [api])
+        parser.set_defaults(handler=handler)
+        return parser
+
+    webhooks = group(sub, "webhooks", "register, list, inspect, delete and re-enable webhooks")
+    register = leaf(webhooks, "register", "register a webhook", lazy("webhooks_cmd", "register"))
+    register.add_argument(
+        "--url", metavar="URL", required=True, help="where to POST events (https://)"
+    )
+    register.add_argument(
+        "--events",
+        metavar="EVENTS",
+        required=True,
+        type=comma_list,
+        help="comma list: device.data,device.alert,device.status,config.update",
+    )
+    register.add_argument(
+        "--secret",
+        metavar="S",
+        required=True,
+        help="signing secret; `-` reads it from stdin (keeps it out of ps)",
+    )
+    register.add_argument("--description", metavar="D", default="")
+    register.add_argument(
+        "--device-ids",
+        metavar="IDS",
+        type=comma_list,
+        default=[],
+        help="comma list: only these devices (default: all)",
+    )
+    leaf(webhooks, "list", "list the project's webhooks", lazy("webhooks_cmd", "list_webhooks"))
+    for name, function, text in (
+        ("get", "get", "show one webhook"),
+        ("delete", "delete", "delete a webhook"),
+        ("enable", "enable", "re-enable a disabled webhook; its held deliveries are sent"),
+    ):
+        leaf(webhooks, name, text, lazy("webhooks_cmd", function)).add_argument(
+            "webhook_id", metavar="WEBHOOK_ID"
+        )
+
+    deliveries = group(sub, "deliveries", "inspect and resend a webhook's deliveries")
+    listing = leaf(
+        deliveries,
+        "list",
+        "a webhook's deliveries, newest first",
+        lazy("deliveries_cmd", "list_deliveries"),
+    )
+    listing.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    listing.add_argument("--status", choices=DELIVERY_STATUSES)
+    listing.add_argument(
+        "--limit",
+        metavar="N",
+        type=int_in(0),
+        default=50,
+        help="at most this many (default 50; 0 for all, page after page)",
+    )
+    leaf(
+        deliveries,
+        "redeliver",
+        "send a delivery again, whatever its status",
+        lazy("deliveries_cmd", "redeliver"),
+    ).add_argument("delivery_id", metavar="DELIVERY_ID")
+
+    add_simulate(sub)
+    add_receive(sub)

@@ -1,0 +1,168 @@
+"""The simulator's MQTT side: paho-mqtt 2, QoS 1, a bounded window of PUBACKs.
+
+The only tool module that touches paho. paho's network loop runs on its own
+thread (`loop_start`); the caller publishes from its thread and never has
+more than `max_in_flight` messages without a PUBACK: `publish` waits for a
+free slot, and `on_publish` (PUBACK received) frees one.
+
+The gateway's Last Will is a retained `offline` on its status topic, so a
+crash, a kill -9 or a lost network still reports the gateway offline. A clean
+stop publishes that `offline` itself and then disconnects normally (a
+DISCONNECT packet, so the broker drops the Will instead of sending it too).
+MQTT 3.1.1, which every broker speaks (the embedded amqtt one included).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgesense.tools.errors import CannotConnect, UsageError
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+KEEPALIVE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Broker:
+    """`mqtt[s]://[user[:password]@]host[:port]`."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> Broker:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise UsageError(f"the MQTT URL must be mqtt://host[:port] or mqtts://…, not {url!r}")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise UsageError(f"the MQTT URL has a bad port: {url!r}") from None
+        shown = f"{parts.scheme}://{parts.hostname}:{port}"
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return cls(shown, parts.hostname, port, parts.scheme == "mqtts", user, password)
+
+
+class Publisher:
+    """One MQTT connection that publishes with QoS 1 and counts PUBACKs."""
+
+    def __init__(self, broker: Broker, client_id: str, max_in_flight: int) -> None:
+        self.broker = broker
+        self.published = 0
+        self.acknowledged = 0
+        self.connected = False
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._acked = threading.Condition()
+        self._connack = threading.Event()
+        self._disconnected = threading.Event()
+        self._refused: str | None = None
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311
+        )
+        self._client.max_inflight_messages_set(max_in_flight)
+        self._client.reconnect_delay_set(1, 10)
+        if broker.username is not None:
+            self._client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            self._client.tls_set_context(ssl.create_default_context())
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    @property
+    def in_flight(self) -> int:
+        return self.published - self.acknowledged
+
+    def connect(self, will_topic: str, will_payload: bytes) -> None:
+        """Connect with the Last Will; raises CannotConnect if the broker won't have us."""
+        self._client.will_set(will_topic, will_payload, qos=1, retain=True)
+        try:
+            self._client.connect(self.broker.host, self.broker.port, KEEPALIVE_SECONDS)
+        except (OSError, ssl.SSLError) as exc:
+            raise CannotConnect(
+                f"cannot reach the MQTT broker at {self.broker.url} ({exc.strerror or exc}); "
+                "is `edgesense up` (which starts one) or mosquitto running?"
+            ) from exc
+        self._client.loop_start()
+        if not self._connack.wait(CONNECT_TIMEOUT_SECONDS) or self._refused:
+            self._client.loop_stop()
+            why = self._refused or f"no CONNACK within {CONNECT_TIMEOUT_SECONDS:g} s"
+            raise CannotConnect(f"the MQTT broker at {self.broker.url} refused us: {why}")
+
+    def publish(self, topic: str, payload: bytes, wait: float = 0.25) -> bool:
+        """Publish once a slot is free; False if none freed up within `wait` seconds."""
+        if not self._slots.acquire(timeout=wait):
+            return False
+        self.published += 1
+        # Queued by paho while reconnecting, and sent once connected again.
+        self._client.publish(topic, payload, qos=1)
+        return True
+
+    def publish_status(self, topic: str, payload: bytes, seconds: float) -> bool:
+        """Publish a retained gateway status and wait for its PUBACK.
+
+        It is not counted: the counters are the device messages'. One that is
+        not acknowledged in time stays counted as in flight.
+        """
+        if not self._slots.acquire(timeout=seconds):
+            return False
+        self.published += 1
+        info = self._client.publish(topic, payload, qos=1, retain=True)
+        try:
+            info.wait_for_publish(seconds)
+        except (RuntimeError, ValueError):
+            return False  # not connected: paho sends it once it is again
+        if not info.is_published():
+            return False
+        with self._acked:
+            self.published -= 1
+            self.acknowledged -= 1
+        return True
+
+    def wait_acknowledged(self, seconds: float) -> bool:
+        """Wait up to `seconds` until every message published is acknowledged."""
+        with self._acked:
+            return self._acked.wait_for(lambda: self.in_flight == 0, seconds)
+
+    def close(self) -> None:
+        """A clean DISCONNECT (the broker drops the Will), then stop paho's thread."""
+        self._disconnected.clear()
+        self._client.disconnect()
+        # paho's thread writes the DISCONNECT; stopping it first could lose it.
+        self._disconnected.wait(CONNECT_TIMEOUT_SECONDS)
+        self._client.loop_stop()
+
+    def _on_connect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+        else:
+            self.connected = True
+        self._connack.set()
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
+        self.connected = False
+        self._disconnected.set()
+
+    def _on_publish(self, _c: paho.Client, _u: Any, _mid: int, _r: Any, _p: Any) -> None:
+        with self._acked:
+            self.acknowledged += 1
+            self._acked.notify_all()
+        self._slots.release()
+
+
+def client_id(gateway: str) -> str:
+    """Unique per process: two simulators of one gateway must not kick each other off."""
+    return f"edgesense-sim-{gateway}-{os.getpid()}"[:64]

@@ -1,0 +1,201 @@
+"""`edgesense simulate`: a gateway publishing its devices' traffic over MQTT.
+
+Topics are the contract's (section 4): `{prefix}/{project}/{gateway}/{device}/{kind}`
+for devices, `{prefix}/{project}/{gateway}/status` for the gateway itself,
+which is `online` (retained) from the start and has a retained `offline` as
+its Last Will. Messages leave at `--rate` per second in total, all devices
+together, with QoS 1 and at most `--max-in-flight` unacknowledged; when the
+broker acknowledges more slowly, the rate shown drops instead of memory growing.
+
+One terminal line counts published / acknowledged / in flight / rate, redrawn
+about four times a second with `\\r` on a terminal, or written every
+`PLAIN_EVERY_SECONDS` otherwise.
+
+It stops after `--count` device messages, after `--duration` seconds, or on
+Ctrl-C/SIGTERM: it waits for the outstanding PUBACKs (a second Ctrl-C stops
+waiting), publishes the retained `offline` itself and disconnects cleanly, so
+the broker does not send the Will as well. Exit 0; 1 if messages stayed
+unacknowledged; 3 if the broker cannot be reached. A kill -9 leaves the Will
+to report the gateway offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from edgesense.registry.validation import DEVICE_ID
+from edgesense.tools.errors import Unacknowledged, UsageError
+from edgesense.tools.sim_devices import traffic
+from edgesense.tools.sim_publisher import Broker, Publisher, client_id
+
+TTY_EVERY_SECONDS = 0.25
+PLAIN_EVERY_SECONDS = 5.0
+DRAIN_SECONDS = 10.0
+GIVE_UP_SECONDS = 1.0
+MAX_LAG_SECONDS = 1.0
+RATE_WINDOW_SECONDS = 2.0
+RATE_SAMPLE_SECONDS = 0.05
+
+
+class LiveLine:
+    """The counters on one line: redrawn in place on a terminal, else now and then."""
+
+    def __init__(self, publisher: Publisher, out: TextIO) -> None:
+        self.publisher = publisher
+        self.out = out
+        self.tty = out.isatty()
+        self.every = TTY_EVERY_SECONDS if self.tty else PLAIN_EVERY_SECONDS
+        self._start = self._last_shown = time.monotonic()
+        self._width = 0
+        self._window: collections.deque[tuple[float, int]] = collections.deque()
+
+    def text(self, now: float, final: bool = False) -> str:
+        p = self.publisher
+        if final:
+            # The whole run's average: a window rate at the end says little.
+            elapsed = now - self._start
+            rate = p.acknowledged / elapsed if elapsed > 0 else 0.0
+            over = f" over {elapsed:.1f} s"
+        else:
+            since, acked_then = self._window[0]
+            rate = (p.acknowledged - acked_then) / (now - since) if now > since else 0.0
+            over = ""
+        state = "" if p.connected or final else "  (disconnected, reconnecting)"
+        return (
+            f"published {p.published}  acknowledged {p.acknowledged}  "
+            f"in flight {p.in_flight}  {rate:.1f} msg/s{over}{state}"
+        )
+
+    def tick(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self._window or now - self._window[-1][0] >= RATE_SAMPLE_SECONDS:
+            self._window.append((now, self.publisher.acknowledged))
+        while now - self._window[0][0] > RATE_WINDOW_SECONDS:
+            self._window.popleft()
+        if not final and now - self._last_shown < self.every:
+            return
+        self._last_shown = now
+        line = self.text(now, final)
+        if self.tty:
+            self.out.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        self.tick(final=True)
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (in the main thread; elsewhere, nothing to do)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda _n, _f: stop.set())
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_id(name: str, value: str) -> str:
+    if not DEVICE_ID.fullmatch(value):
+        raise UsageError(f"--{name} {value!r} is not an id (letters, digits and . _ : -)")
+    return value
+
+
+def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    project, gateway = _check_id("project", args.project), _check_id("gateway", args.gateway)
+    prefix = args.topic_prefix or os.environ.get("EDGESENSE_MQTT_TOPIC_PREFIX") or "edgesense"
+    if any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+        raise UsageError(f"topic prefix {prefix!r} must be topic levels without wildcards")
+    broker = Broker.parse(
+        args.mqtt_url or os.environ.get("EDGESENSE_MQTT_URL") or "mqtt://127.0.0.1:1883"
+    )
+    base = f"{prefix}/{project}/{gateway}"
+    publisher = Publisher(broker, client_id(gateway), args.max_in_flight)
+    publisher.connect(f"{base}/status", b"offline")
+    print(
+        f"gateway {gateway} of project {project} on {broker.url}: {args.devices} devices, "
+        f"{args.rate:g} msg/s, topics {base}/…  (Ctrl-C stops)",
+        file=out,
+        flush=True,
+    )
+    stop = threading.Event()
+    live = LiveLine(publisher, out)
+    try:
+        with stop_on_signals(stop):
+            publisher.publish_status(f"{base}/status", b"online", DRAIN_SECONDS)
+            _run(args, publisher, live, base, stop)
+            drained = _drain(publisher, live, stop)
+            # After a second Ctrl-C, say offline only if the broker answers at once.
+            publisher.publish_status(
+                f"{base}/status", b"offline", DRAIN_SECONDS if drained else GIVE_UP_SECONDS
+            )
+    finally:
+        live.finish()
+        publisher.close()
+    if not drained or publisher.in_flight:
+        raise Unacknowledged(
+            f"{publisher.in_flight} messages were never acknowledged by the broker"
+        )
+    return 0
+
+
+def _run(
+    args: argparse.Namespace, publisher: Publisher, live: LiveLine, base: str, stop: threading.Event
+) -> None:
+    """Publish on schedule until the count, the duration or a stop signal."""
+    rng = random.Random(args.seed)
+    interval = 1.0 / args.rate
+    start = due = time.monotonic()
+    messages = traffic(args.devices, args.kinds, rng)
+    sent = 0
+    while not stop.is_set() and (args.count is None or sent < args.count):
+        now = time.monotonic()
+        if args.duration is not None and now - start >= args.duration:
+            return
+        if due > now:
+            stop.wait(min(due - now, TTY_EVERY_SECONDS))
+            live.tick()
+            continue
+        message = next(messages)
+        topic = f"{base}/{message.device_id}/{message.kind}"
+        while not publisher.publish(topic, message.payload):
+            live.tick()
+            if stop.is_set():
+                return
+        sent += 1
+        # A stall (a slow broker, a full window) does not become a burst later.
+        due = max(due + interval, time.monotonic() - MAX_LAG_SECONDS)
+        live.tick()
+
+
+def _drain(publisher: Publisher, live: LiveLine, stop: threading.Event) -> bool:
+    """Wait for the outstanding PUBACKs, showing progress; a second Ctrl-C gives up."""
+    stop.clear()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline and not stop.is_set():
+        if publisher.wait_acknowledged(TTY_EVERY_SECONDS):
+            return True
+        live.tick()
+    return publisher.in_flight == 0

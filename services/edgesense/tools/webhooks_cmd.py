@@ -1,0 +1,109 @@
+"""`edgesense webhooks register|list|get|delete|enable`: the webhook routes.
+
+Each command returns the exit code (0); errors are raised as ToolErrors and
+turned into `error: …` and an exit code by `errors.run_tool`. With `--json`
+the gateway's answer is printed as is, otherwise as a table (`list`) or a
+`key: value` block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from edgesense.tools.api_client import ApiClient, ApiTarget, JsonObject
+from edgesense.tools.errors import UsageError
+from edgesense.tools.output import column, details, emit, emit_json, say_empty, table
+
+WEBHOOK_COLUMNS = (
+    column("WEBHOOK ID", "webhookId"),
+    column("STATUS", "status"),
+    column("EVENTS", "events"),
+    column("DEVICES", "deviceIds", lambda w: w.get("deviceIds") or "all"),
+    column("CREATED", "createdAt"),
+    column("URL", "url"),
+    column("DESCRIPTION", "description"),
+)
+
+
+def client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(ApiTarget.resolve(args.api_url, args.api_key))
+
+
+def webhook_fields(hook: JsonObject) -> list[tuple[str, object]]:
+    fields: list[tuple[str, object]] = [
+        ("webhookId", hook.get("webhookId")),
+        ("url", hook.get("url")),
+        ("status", hook.get("status")),
+        ("events", hook.get("events")),
+        ("deviceIds", hook.get("deviceIds") or "all devices"),
+        ("description", hook.get("description")),
+        ("createdAt", hook.get("createdAt")),
+    ]
+    if hook.get("status") == "disabled" or hook.get("disabledAt"):
+        fields += [
+            ("disabledAt", hook.get("disabledAt")),
+            ("disabledReason", hook.get("disabledReason")),
+        ]
+    return fields
+
+
+def _show(args: argparse.Namespace, body: JsonObject, fields: Callable[[JsonObject], Any]) -> int:
+    if args.json:
+        emit_json(body)
+    else:
+        emit(details(fields(body)))
+    return 0
+
+
+def _status_fields(body: JsonObject) -> list[tuple[str, object]]:
+    return [("webhookId", body.get("webhookId")), ("status", body.get("status"))]
+
+
+def read_secret(raw: str) -> str:
+    """`-` reads the secret from stdin (one line), so it stays out of ps and history."""
+    if raw != "-":
+        return raw
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise UsageError("--secret -: stdin gave an empty secret")
+    return secret
+
+
+def register(args: argparse.Namespace) -> int:
+    secret = read_secret(args.secret)
+    with client(args) as api:
+        body = api.register(args.url, args.events, secret, args.description, args.device_ids)
+    return _show(args, body, _status_fields)
+
+
+def list_webhooks(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.list_webhooks()
+    if args.json:
+        emit_json(body)
+    elif hooks := body.get("webhooks") or []:
+        emit(table(hooks, WEBHOOK_COLUMNS))
+    else:
+        say_empty("webhooks")
+    return 0
+
+
+def get(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.get_webhook(args.webhook_id)
+    return _show(args, body, webhook_fields)
+
+
+def delete(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.delete_webhook(args.webhook_id)
+    return _show(args, body, _status_fields)
+
+
+def enable(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.enable_webhook(args.webhook_id)
+    return _show(args, body, _status_fields)

@@ -1,0 +1,224 @@
+"""`edgesense simulate` as a subprocess against a private Mosquitto, watched by
+a paho subscriber: the contract's topics and payloads, the gateway's retained
+status, its Last Will on kill -9, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.tools.conftest import Broker, clean_env, cli_command, free_port
+
+pytestmark = pytest.mark.mosquitto
+WAIT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Seen:
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+class Subscriber:
+    """A paho client subscribed (QoS 1) to one filter; `wait_for` blocks on a condition."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.seen: list[Seen] = []
+        self._changed = threading.Condition()
+        self._subscribed = threading.Event()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex}")
+        self._client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", broker.port)
+        self._client.loop_start()
+        assert self._subscribed.wait(WAIT_SECONDS), "no SUBACK"
+
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        with self._changed:
+            self.seen.append(Seen(message.topic, bytes(message.payload), bool(message.retain)))
+            self._changed.notify_all()
+
+    def wait_for(self, condition: Callable[[list[Seen]], bool]) -> list[Seen]:
+        with self._changed:
+            assert self._changed.wait_for(lambda: condition(self.seen), WAIT_SECONDS), self.seen
+            return list(self.seen)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        # paho closes its wake-up socket pair in __del__: break the callbacks'
+        # reference cycle so that happens now, not in a later garbage collection.
+        self._client.on_message = self._client.on_subscribe = self._client.on_connect = None
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def subscribe(mosquitto: Broker) -> Iterator[Callable[[str], Subscriber]]:
+    made: list[Subscriber] = []
+
+    def make(topic: str) -> Subscriber:
+        made.append(Subscriber(mosquitto, topic))
+        return made[-1]
+
+    yield make
+    for subscriber in made:
+        subscriber.close()
+
+
+def simulate(broker: Broker, *args: str) -> list[str]:
+    return cli_command("simulate", "--mqtt-url", broker.url, *args)
+
+
+def env(prefix: str) -> dict[str, str]:
+    return clean_env({"EDGESENSE_MQTT_TOPIC_PREFIX": prefix})
+
+
+def device_messages(seen: list[Seen], prefix: str) -> list[Seen]:
+    return [s for s in seen if len(s.topic.split("/")) == 5 and s.topic.startswith(prefix)]
+
+
+def gateway_statuses(seen: list[Seen], status_topic: str) -> list[bytes]:
+    return [s.payload for s in seen if s.topic == status_topic]
+
+
+def test_count_publishes_the_contracts_topics_and_payloads(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    watcher = subscribe(f"{prefix}/#")
+    done = subprocess.run(
+        simulate(mosquitto, "--count", "20", "--devices", "3", "--rate", "400",
+                 "--seed", "7", "--project", "plant-7", "--gateway", "gw-a"),
+        env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith(
+        "published 20  acknowledged 20  in flight 0  "
+    ), done.stdout
+
+    status_topic = f"{prefix}/plant-7/gw-a/status"
+    seen = watcher.wait_for(lambda s: gateway_statuses(s, status_topic) == [b"online", b"offline"])
+    devices = device_messages(seen, prefix)
+    assert len(devices) == 20
+    by_kind: dict[str, list[Seen]] = {}
+    for message in devices:
+        _, project, gateway, device, kind = message.topic.split("/")
+        assert (project, gateway) == ("plant-7", "gw-a")
+        assert device in {"sensor-001", "sensor-002", "sensor-003"}
+        by_kind.setdefault(kind, []).append(message)
+    assert set(by_kind) <= {"data", "alert", "status"}
+    # Every device says it is online first; most of the rest are readings.
+    assert sorted(s.topic for s in devices[:3]) == [
+        f"{prefix}/plant-7/gw-a/sensor-00{n}/status" for n in (1, 2, 3)
+    ]
+    assert {s.payload for s in by_kind["status"]} == {b"online"}
+    assert len(by_kind["data"]) >= 10
+    for message in by_kind["data"]:
+        reading = json.loads(message.payload)
+        assert set(reading) == {"temperature", "humidity", "pressure"}
+        assert all(isinstance(v, float) for v in reading.values())
+        assert -20 <= reading["temperature"] <= 30
+        assert 95 <= reading["pressure"] <= 105
+
+    # The gateway's last word stays retained for whoever subscribes later.
+    late = subscribe(status_topic)
+    [retained] = late.wait_for(lambda s: len(s) == 1)
+    assert retained == Seen(status_topic, b"offline", True)
+
+
+def test_kinds_limits_what_is_published(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    watcher = subscribe(f"{prefix}/+/+/+/+")
+    done = subprocess.run(
+        simulate(mosquitto, "--count", "6", "--devices", "2", "--rate", "400",
+                 "--kinds", "alert"),
+        env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = watcher.wait_for(lambda s: len(s) >= 6)
+    assert {s.topic.rsplit("/", 1)[1] for s in seen} == {"alert"}
+    for message in seen:
+        alert = json.loads(message.payload)
+        assert set(alert) == {"metric", "value", "threshold"}
+        assert alert["metric"] == "temperature"
+        assert alert["value"] > alert["threshold"]
+
+
+def test_kill_9_leaves_the_last_will(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    status_topic = f"{prefix}/dev/gw-sim/status"
+    watcher = subscribe(f"{prefix}/#")
+    process = subprocess.Popen(
+        simulate(mosquitto, "--rate", "50"), env=env(prefix),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        watcher.wait_for(lambda s: b"online" in gateway_statuses(s, status_topic))
+        watcher.wait_for(lambda s: len(device_messages(s, prefix)) >= 5)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(WAIT_SECONDS) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait()
+    seen = watcher.wait_for(lambda s: gateway_statuses(s, status_topic)[-1:] == [b"offline"])
+    assert gateway_statuses(seen, status_topic) == [b"online", b"offline"]
+    [retained] = subscribe(status_topic).wait_for(lambda s: len(s) == 1)
+    assert retained == Seen(status_topic, b"offline", True)
+
+
+def test_ctrl_c_stops_cleanly(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    status_topic = f"{prefix}/dev/gw-sim/status"
+    watcher = subscribe(f"{prefix}/#")
+    process = subprocess.Popen(
+        simulate(mosquitto, "--rate", "100", "--devices", "5", "--duration", "60"),
+        env=env(prefix), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        watcher.wait_for(lambda s: len(device_messages(s, prefix)) >= 10)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    final = out.splitlines()[-1]
+    published = int(final.split()[1])
+    assert final.startswith(f"published {published}  acknowledged {published}  in flight 0")
+    seen = watcher.wait_for(lambda s: gateway_statuses(s, status_topic)[-1:] == [b"offline"])
+    # Every message it counted reached the broker.
+    assert len(device_messages(seen, prefix)) == published
+
+
+def test_unreachable_broker_exits_3_and_bad_ids_exit_2(prefix: str) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        cli_command("simulate", "--mqtt-url", url, "--count", "1"),
+        env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"error: cannot reach the MQTT broker at {url} (")
+    for bad in (["--gateway", "gw/+"], ["--mqtt-url", "http://x"], ["--kinds", "data,config"]):
+        done = subprocess.run(
+            cli_command("simulate", "--count", "1", *bad),
+            env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+        )  # fmt: skip
+        assert done.returncode == 2, (bad, done.stderr)
+        assert "error: " in done.stderr

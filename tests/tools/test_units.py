@@ -1,0 +1,63 @@
+"""The tools' pure parts: table layout, escaping, where the API and its key come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgesense.tools.api_client import ApiTarget
+from edgesense.tools.arguments import comma_list
+from edgesense.tools.errors import UsageError
+from edgesense.tools.output import clean, column, details, table
+
+
+def test_table_aligns_columns_and_shows_missing_values_as_dashes() -> None:
+    rows = [
+        {"id": "wh_1", "events": ["device.data", "device.alert"], "note": ""},
+        {"id": "wh_long_id", "events": [], "note": "x"},
+    ]
+    lines = table(rows, [column("ID", "id"), column("EVENTS", "events"), column("NOTE", "note")])
+    assert lines == [
+        "ID          EVENTS                     NOTE",
+        "wh_1        device.data, device.alert  -",
+        "wh_long_id  -                          x",
+    ]
+
+
+def test_details_align_values() -> None:
+    assert details([("url", "https://x"), ("webhookId", "wh_1"), ("enabled", True)]) == [
+        "url:       https://x",
+        "webhookId: wh_1",
+        "enabled:   yes",
+    ]
+
+
+def test_clean_escapes_control_characters() -> None:
+    assert clean("a\x1b[31mb\nc\x9bd") == "a\\x1b[31mb\\x0ac\\x9bd"
+    assert clean({"b": 1, "a": "\t"}) == '{"a":"\\t","b":1}'
+    assert clean(None) == "-"
+    assert clean(0) == "0"
+
+
+def test_comma_list() -> None:
+    assert comma_list(" device.data, ,device.alert ") == ["device.data", "device.alert"]
+
+
+def test_api_target_options_then_environment_then_dev_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"EDGESENSE_API_URL": "http://env:1/", "EDGESENSE_API_KEY": "env-key"}
+    assert ApiTarget.resolve("https://opt:2", "opt-key", env) == ApiTarget(
+        "https://opt:2", "opt-key"
+    )
+    assert ApiTarget.resolve(None, None, env) == ApiTarget("http://env:1", "env-key")
+    with pytest.raises(UsageError, match="no API key"):
+        ApiTarget.resolve(None, None, {"EDGESENSE_HTTP_ADDR": "127.0.0.1:9999"})
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "dev-api-key").write_text("esk_dev_abc\n")
+    assert ApiTarget.resolve(None, None, {"EDGESENSE_HTTP_ADDR": "127.0.0.1:9999"}) == ApiTarget(
+        "http://127.0.0.1:9999", "esk_dev_abc"
+    )
+    assert ApiTarget.resolve(None, None, {}).url == "http://127.0.0.1:8080"
