@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import httpx
@@ -98,7 +99,7 @@ class Cluster:
 
     async def deliveries(
         self, webhook_id: str, project: str = "project-a", **query: str | int
-    ) -> list[dict[str, object]]:
+    ) -> list[dict[str, Any]]:
         answer = await self.http.get(
             f"/api/webhooks/{webhook_id}/deliveries", params=query, headers=self.auth(project)
         )
@@ -107,7 +108,7 @@ class Cluster:
 
     async def wait_deliveries(
         self, webhook_id: str, status: str, count: int = 1, seconds: float = 20.0
-    ) -> list[dict[str, object]]:
+    ) -> list[dict[str, Any]]:
         """Poll the REST API until `count` deliveries of the webhook have `status`."""
         async with asyncio.timeout(seconds):
             while True:
@@ -116,7 +117,7 @@ class Cluster:
                     return found
                 await asyncio.sleep(0.05)
 
-    async def webhook(self, webhook_id: str) -> dict[str, object]:
+    async def webhook(self, webhook_id: str) -> dict[str, Any]:
         answer = await self.http.get(f"/api/webhooks/{webhook_id}", headers=self.auth())
         assert answer.status_code == 200, answer.text
         return dict(answer.json())

@@ -113,7 +113,8 @@ async def dispose_engine(engine: AsyncEngine, wait_seconds: float = 5.0) -> None
     cancelled or shielded at shutdown) have been returned to it."""
     pool: Any = engine.pool
     deadline = asyncio.get_running_loop().time() + wait_seconds
-    while pool.checkedout() > 0 and asyncio.get_running_loop().time() < deadline:
+    # The pool has no "returned" event to wait on: poll it briefly.
+    while pool.checkedout() > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     await engine.dispose()
 
