@@ -1,1 +1,19 @@
-"""The MQTT gateway bridge: gateway topics in, typed events out to delivery."""
+"""The MQTT gateway bridge: gateway topics in, typed events out to delivery.
+
+Run it with `edgesense bridge` (`edgesense_bridge.server.run_bridge`). The
+modules, each with one job:
+
+    settings      the bridge's environment variables (BridgeSettings, BrokerUrl)
+    topics        what a gateway topic names; the topics we subscribe and publish to
+    payloads      JSON, envelope and protobuf payloads -> the kind's message
+    parsing       one MQTT message -> Event, or the reason it is rejected or ignored
+    inbound       the paho-free interface between the MQTT adapter and the rest
+    mqtt_adapter  paho-mqtt 2 on asyncio: session, manual acks, reconnects, publish
+    batching      the outbox window: queued, sent in batches, held until confirmed
+    forwarder     the pipelined Delivery.Publish stream, resending after failures
+    intake        parse, reject and ack, or forward and ack after confirmation
+    config_push   the DeviceConfig gRPC service (PushConfig -> …/config/set)
+    metrics       Prometheus metrics
+    server        the process wiring, graceful shutdown
+    errors        the bridge's exceptions (drawn there)
+"""

@@ -17,6 +17,7 @@ and poison the whole batch it travels in.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -34,7 +35,9 @@ STATES: Final = {
     "offline": events_pb2.DeviceStatus.STATE_OFFLINE,
 }
 
-KindMessage = events_pb2.Readings | events_pb2.Alert | events_pb2.DeviceStatus | events_pb2.Configuration
+KindMessage = (
+    events_pb2.Readings | events_pb2.Alert | events_pb2.DeviceStatus | events_pb2.Configuration
+)
 PROTOBUF_TYPES: Final[dict[str, type[KindMessage]]] = {
     "data": events_pb2.Readings,
     "alert": events_pb2.Alert,
@@ -79,9 +82,16 @@ def _reject_constant(name: str) -> None:
     raise PayloadError("bad_json", f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise PayloadError("bad_json", f"{text[:40]} is out of range")
+    return value
+
+
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
     except PayloadError:
         raise
     except RecursionError:

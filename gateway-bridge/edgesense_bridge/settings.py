@@ -1,19 +1,31 @@
 """The bridge's own settings, read from the environment next to `edgesense.config`.
 
-| variable | default | meaning |
-|---|---|---|
-| `EDGESENSE_MQTT_CLIENT_ID` | `edgesense-bridge` | stable client id: the broker keeps the session under it |
-| `EDGESENSE_MQTT_SHARED_GROUP` | none | subscribe as `$share/{group}/…` so several bridges split the load |
-| `EDGESENSE_MQTT_PROTOCOL` | `5` | `5` (MQTT 5) or `3.1.1` |
-| `EDGESENSE_MQTT_SESSION_EXPIRY_SECONDS` | `86400` | MQTT 5 session expiry: how long the broker queues for us while we are down |
-| `EDGESENSE_MQTT_KEEPALIVE_SECONDS` | `30` | MQTT keepalive |
-| `EDGESENSE_MQTT_CA_FILE` | system CAs | CA file trusted for `mqtts://` brokers |
-| `EDGESENSE_MQTT_MAX_PAYLOAD_BYTES` | `262144` | larger payloads are rejected (`too_large`) |
-| `EDGESENSE_MQTT_RECONNECT_MAX_SECONDS` | `30` | cap of the reconnect backoff (it starts at 0.5 s, with jitter) |
-| `EDGESENSE_BRIDGE_MAX_IN_FLIGHT` | `1000` | messages received but not yet acknowledged: the MQTT 5 receive maximum, and the bridge stops reading at this many |
-| `EDGESENSE_BRIDGE_BATCH_SIZE` | `200` | most events in one Publish message |
-| `EDGESENSE_BRIDGE_BATCH_LINGER_MS` | `2` | how long a batch waits to fill while others are in flight (never when the stream is idle) |
-| `EDGESENSE_BRIDGE_PIPELINE_DEPTH` | `4` | batches sent and not yet confirmed, at most |
+EDGESENSE_MQTT_CLIENT_ID (`edgesense-bridge`)
+    Stable client id: the broker keeps our session (and queues for us) under it.
+EDGESENSE_MQTT_SHARED_GROUP (none)
+    Subscribe as `$share/{group}/…` so that several bridges split the load.
+EDGESENSE_MQTT_PROTOCOL (`5`)
+    `5` (MQTT 5) or `3.1.1`.
+EDGESENSE_MQTT_SESSION_EXPIRY_SECONDS (`86400`)
+    MQTT 5 session expiry: how long the broker keeps queueing while we are down.
+EDGESENSE_MQTT_KEEPALIVE_SECONDS (`30`)
+    MQTT keepalive.
+EDGESENSE_MQTT_CA_FILE (system CAs)
+    CA file trusted for `mqtts://` brokers.
+EDGESENSE_MQTT_MAX_PAYLOAD_BYTES (`262144`)
+    Larger payloads are rejected (`too_large`).
+EDGESENSE_MQTT_RECONNECT_MAX_SECONDS (`30`)
+    Cap of the reconnect backoff (it starts at 0.5 s and has jitter).
+EDGESENSE_BRIDGE_MAX_IN_FLIGHT (`1000`)
+    Messages received and not yet acknowledged: the MQTT 5 receive maximum, and
+    the bridge stops reading from the broker when it holds this many.
+EDGESENSE_BRIDGE_BATCH_SIZE (`200`)
+    Most events in one Publish message to delivery.
+EDGESENSE_BRIDGE_BATCH_LINGER_MS (`2`)
+    How long a batch may wait to fill while other batches are in flight (a batch
+    leaves at once when the stream is idle).
+EDGESENSE_BRIDGE_PIPELINE_DEPTH (`4`)
+    Batches sent and not yet confirmed, at most.
 
 `EDGESENSE_BRIDGE_ADDR` (the DeviceConfig gRPC server) is in `edgesense.config`.
 """
@@ -96,8 +108,10 @@ class BridgeSettings:
     pipeline_depth: int = 4
 
     def __post_init__(self) -> None:
-        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") or (
-            self.topic_prefix.startswith("/") or self.topic_prefix.endswith("/")
+        if (
+            not self.topic_prefix
+            or any(c in self.topic_prefix for c in "+#")
+            or (self.topic_prefix.startswith("/") or self.topic_prefix.endswith("/"))
         ):
             raise ConfigurationError(
                 f"EDGESENSE_MQTT_TOPIC_PREFIX {self.topic_prefix!r} must be topic levels "
@@ -113,7 +127,9 @@ class BridgeSettings:
         env = os.environ if env is None else env
         protocol = (env.get("EDGESENSE_MQTT_PROTOCOL") or "5").strip()
         if protocol not in ("5", "3.1.1"):
-            raise ConfigurationError(f"EDGESENSE_MQTT_PROTOCOL must be 5 or 3.1.1, not {protocol!r}")
+            raise ConfigurationError(
+                f"EDGESENSE_MQTT_PROTOCOL must be 5 or 3.1.1, not {protocol!r}"
+            )
         return cls(
             broker=BrokerUrl.parse(mqtt_url),
             topic_prefix=topic_prefix,

@@ -1,0 +1,139 @@
+"""The bridge's core loop: each MQTT message is forwarded, or counted and acknowledged.
+
+- A good message becomes an `Item` for the forwarder and is acknowledged
+  (PUBACK) only when delivery confirms its batch (`on_confirmed`).
+- A malformed one is counted by reason, logged (once per reason and topic in
+  `LOG_INTERVAL_SECONDS`, so a broken gateway cannot flood the log) and
+  acknowledged at once, so that the broker does not resend it forever.
+- The bridge holds at most `max_in_flight` unacknowledged messages: beyond
+  that it stops reading from the broker until confirmations bring it down.
+
+Reconnects: when the broker resumes our session it resends every message we
+had not acknowledged, under the same packet id with the DUP flag. Queued
+items of the old connection are dropped (their copies are coming), and a
+resent copy of a message still on its way, or confirmed but not acknowledged,
+gets the same event id as the original, so that delivery deduplicates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Final
+
+from edgesense_bridge import metrics
+from edgesense_bridge.batching import Batch, Item
+from edgesense_bridge.forwarder import Forwarder
+from edgesense_bridge.inbound import Acknowledger, InboundMessage
+from edgesense_bridge.parsing import Accepted, Outcome, ParseRules, Rejected, parse_message
+
+log = logging.getLogger(__name__)
+
+LOG_INTERVAL_SECONDS: Final = 600.0
+LOG_MEMORY: Final = 4096
+
+
+class RejectionLog:
+    """Whether to log a rejection: once per (reason, topic) per interval, bounded memory."""
+
+    def __init__(self, interval: float = LOG_INTERVAL_SECONDS, capacity: int = LOG_MEMORY) -> None:
+        self._interval = interval
+        self._capacity = capacity
+        self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def should_log(self, reason: str, topic: str, now: float) -> bool:
+        key = (reason, topic)
+        last = self._logged.get(key)
+        if last is not None and now - last < self._interval:
+            return False
+        self._logged[key] = now
+        self._logged.move_to_end(key)
+        while len(self._logged) > self._capacity:
+            self._logged.popitem(last=False)
+        return True
+
+
+class Intake:
+    def __init__(
+        self,
+        rules: ParseRules,
+        forwarder: Forwarder,
+        acker: Acknowledger,
+        max_in_flight: int,
+    ) -> None:
+        self._rules = rules
+        self._forwarder = forwarder
+        self._outbox = forwarder.outbox
+        self._acker = acker
+        self._max_in_flight = max_in_flight
+        self._resume_at = max_in_flight * 3 // 4
+        self._rejections = RejectionLog()
+        # Confirmed, but the connection was gone before the PUBACK: mid -> (fingerprint, id).
+        self._unacked: dict[int, tuple[int, str]] = {}
+        # Expected resends on the current connection: mid -> (fingerprint, event id).
+        self._resends: dict[int, tuple[int, str]] = {}
+
+    def on_session(self, epoch: int, session_present: bool) -> None:
+        """A new connection; with a resumed session, what we did not ack is coming again."""
+        self._resends = {}
+        if session_present:
+            for item in self._outbox:
+                if item.receipt.epoch < epoch:
+                    self._resends[item.receipt.mid] = (item.fingerprint, item.event.event_id)
+            self._resends.update(self._unacked)
+            dropped = self._outbox.drop_pending(lambda item: item.receipt.epoch < epoch)
+            if dropped:
+                log.info(
+                    "mqtt: %d queued messages will come again on the resumed session", len(dropped)
+                )
+                self._forwarder.changed()
+        self._unacked = {}
+        self._update_in_flight()
+
+    def on_message(self, message: InboundMessage) -> None:
+        metrics.RECEIVED.inc()
+        raw = message.raw
+        fingerprint = hash((raw.topic, raw.payload))
+        event_id = None
+        if message.dup and message.receipt.mid in self._resends:
+            expected, original_id = self._resends.pop(message.receipt.mid)
+            event_id = original_id if expected == fingerprint else None
+        try:
+            outcome: Outcome = parse_message(raw, self._rules, event_id)
+        except Exception as exc:  # a parser bug must not turn one message into a crash loop
+            log.exception("bridge: parsing a message failed")
+            outcome = Rejected("internal_error", repr(exc), repr(raw.topic[:200]))
+        if isinstance(outcome, Accepted):
+            item = Item(outcome.event, message.receipt, time.monotonic(), fingerprint)
+            self._forwarder.submit(item)
+            self._update_in_flight()
+            return
+        if isinstance(outcome, Rejected):
+            metrics.REJECTED.labels(outcome.reason).inc()
+            if self._rejections.should_log(outcome.reason, outcome.topic, time.monotonic()):
+                log.warning(
+                    "rejected MQTT message on %s: %s (%s)",
+                    outcome.topic,
+                    outcome.reason,
+                    outcome.detail,
+                )
+        else:
+            metrics.IGNORED.labels(outcome.reason).inc()
+        self._acker.ack(message.receipt)
+
+    def on_confirmed(self, batch: Batch) -> None:
+        """Delivery stored these events: acknowledge their messages, one by one."""
+        for item in batch.items:
+            receipt = item.receipt
+            if not self._acker.ack(receipt) and receipt.qos > 0:
+                self._unacked[receipt.mid] = (item.fingerprint, item.event.event_id)
+        self._update_in_flight()
+
+    def _update_in_flight(self) -> None:
+        held = len(self._outbox)
+        metrics.IN_FLIGHT.set(held)
+        if held >= self._max_in_flight:
+            self._acker.pause_reading()
+        elif held <= self._resume_at:
+            self._acker.resume_reading()

@@ -1,0 +1,137 @@
+"""Wiring of the bridge process: MQTT in, delivery out, DeviceConfig served.
+
+    broker ──MqttConnection──> Intake ──> Forwarder ══Publish stream══> delivery
+       ^           └─ PUBACK <── on_confirmed <──────────┘
+       └── config/set <── DeviceConfigService <── gRPC (EDGESENSE_BRIDGE_ADDR)
+
+Stopping (SIGTERM/SIGINT, or `stop`): the gRPC server stops taking calls, the
+bridge stops reading from the broker, waits up to `DRAIN_SECONDS` for delivery
+to confirm what it holds (and acknowledges it), then disconnects cleanly.
+Whatever is still unconfirmed stays unacknowledged: the broker keeps it in our
+session and sends it again on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from edgesense.auth import Authenticator
+from edgesense.config import Settings
+from edgesense.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.metrics_http import MetricsServer
+from edgesense.v1 import devices_pb2_grpc
+from edgesense_bridge.batching import Outbox
+from edgesense_bridge.config_push import SERVICE_NAME, DeviceConfigService
+from edgesense_bridge.forwarder import Forwarder, delivery_channel
+from edgesense_bridge.inbound import MqttOptions
+from edgesense_bridge.intake import Intake
+from edgesense_bridge.mqtt_adapter import MqttConnection
+from edgesense_bridge.parsing import ParseRules
+from edgesense_bridge.settings import BridgeSettings
+from edgesense_bridge.topics import TopicLayout
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 5.0
+GRPC_GRACE_SECONDS = 2.0
+
+
+class Bridge:
+    """One bridge: built from settings, then `run` until `stop` is set."""
+
+    intake: Intake
+
+    def __init__(self, settings: Settings, options: BridgeSettings) -> None:
+        self.settings = settings
+        self.options = options
+        layout = TopicLayout(options.topic_prefix)
+        auth = Authenticator(settings.require_api_keys(), settings.service_token())
+        mqtt_options = MqttOptions(
+            broker=options.broker,
+            client_id=options.client_id,
+            subscription=layout.subscription(options.shared_group),
+            mqtt5=options.mqtt5,
+            session_expiry_seconds=options.session_expiry_seconds,
+            keepalive_seconds=options.keepalive_seconds,
+            receive_maximum=options.max_in_flight,
+            ca_file=options.ca_file,
+            reconnect_max_seconds=options.reconnect_max_seconds,
+        )
+        self.connection = MqttConnection(
+            mqtt_options,
+            on_message=lambda message: self.intake.on_message(message),
+            on_session=lambda epoch, present: self.intake.on_session(epoch, present),
+        )
+        self.channel = delivery_channel(settings.delivery_addr)
+        self.forwarder = Forwarder(
+            self.channel,
+            settings.service_token(),
+            Outbox(options.batch_size, options.pipeline_depth),
+            on_confirmed=lambda batch: self.intake.on_confirmed(batch),
+            linger_seconds=options.batch_linger_seconds,
+        )
+        rules = ParseRules(layout, options.max_payload_bytes)
+        self.intake = Intake(rules, self.forwarder, self.connection, options.max_in_flight)
+        service = DeviceConfigService(auth, self.connection, layout, options.max_payload_bytes)
+        self.server = GrpcServer(
+            [lambda server: devices_pb2_grpc.add_DeviceConfigServicer_to_server(service, server)],
+            [SERVICE_NAME],
+        )
+        self.port = 0
+        self.drain_seconds = DRAIN_SECONDS
+
+    async def run(self, stop: asyncio.Event, addr: str | None = None) -> None:
+        try:
+            self.port = await self.server.start(addr or self.settings.bridge_addr)
+            async with asyncio.TaskGroup() as tasks:
+                mqtt = tasks.create_task(self.connection.run())
+                forwarder = tasks.create_task(self.forwarder.run())
+                log.info(
+                    "bridge: DeviceConfig on port %d, %s -> delivery at %s",
+                    self.port,
+                    self.options.broker,
+                    self.settings.delivery_addr,
+                )
+                await stop.wait()
+                await self._drain()
+                await self.connection.close()
+                await mqtt
+                forwarder.cancel()
+        finally:
+            await self.server.stop(GRPC_GRACE_SECONDS)
+            await self.channel.close()
+
+    async def _drain(self) -> None:
+        log.info("bridge stopping: forwarding the %d events held", len(self.forwarder.outbox))
+        await self.server.stop(GRPC_GRACE_SECONDS)
+        self.connection.pause_reading()
+        if not await self.forwarder.drain(self.drain_seconds):
+            log.warning(
+                "bridge: %d events not confirmed in %.1f s; left unacknowledged, "
+                "the broker sends them again",
+                len(self.forwarder.outbox),
+                self.drain_seconds,
+            )
+
+
+async def run_bridge(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """The `edgesense bridge` process: until SIGTERM/SIGINT (or `stop`)."""
+    options = BridgeSettings.from_env(
+        mqtt_url=settings.mqtt_url, topic_prefix=settings.topic_prefix
+    )
+    bridge = Bridge(settings, options)
+    metrics = await MetricsServer.start(settings.metrics_addr("bridge"))
+    log.info("bridge: metrics on %s", metrics.address)
+    shutdown = asyncio.Event()
+
+    async def stop_on_signal() -> None:
+        await wait_for_signal(stop)
+        shutdown.set()
+
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(stop_on_signal())
+            await bridge.run(shutdown)
+    finally:
+        await metrics.stop()

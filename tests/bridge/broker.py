@@ -1,0 +1,145 @@
+"""A real Mosquitto for the bridge tests, and a gateway that publishes to it.
+
+`Mosquitto` runs /usr/sbin/mosquitto on a free port with its own config:
+`max_queued_messages` raised (stock Mosquitto silently drops beyond 1000
+queued QoS 1 messages for a lagging subscriber), no inflight cap, TCP_NODELAY,
+and optionally a TLS listener with a password file.
+`Gateway` is a paho client (its own network thread) that publishes QoS 1 and
+waits for every PUBACK, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@dataclass
+class Mosquitto:
+    directory: Path
+    port: int = field(default_factory=free_port)
+    tls: tuple[str, str, str] | None = None  # (ca file, cert file, key file)
+    password_file: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "max_queued_messages 1000000",
+            "max_inflight_messages 0",
+            "set_tcp_nodelay true",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            # Run as ourselves: as root, Mosquitto would drop to `mosquitto`, which cannot
+            # read the password and key files in our temporary folder.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        ]
+        if self.password_file:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.tls:
+            ca, cert, key = self.tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        path = self.directory / f"mosquitto-{self.port}.conf"
+        path.write_text(self.config())
+        log = (self.directory / f"mosquitto-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(path)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+def message_properties(content_type: str | None, event_id: str | None = None) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if content_type:
+        properties.ContentType = content_type
+    if event_id:
+        properties.UserProperty = ("event-id", event_id)
+    return properties
+
+
+class Gateway:
+    """Publishes like an EdgeSense gateway: MQTT 5, QoS 1, waiting for PUBACKs."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def publish_now(
+        self,
+        messages: Sequence[tuple[str, bytes, Properties | None]],
+        pause_every: int = 0,
+    ) -> None:
+        infos = []
+        for n, (topic, payload, properties) in enumerate(messages, 1):
+            infos.append(self.client.publish(topic, payload, qos=1, properties=properties))
+            if pause_every and n % pause_every == 0:
+                time.sleep(0.01)
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published(), "the broker did not acknowledge a publish"
+
+    async def publish(
+        self, messages: Sequence[tuple[str, bytes, Properties | None]], pause_every: int = 0
+    ) -> None:
+        await asyncio.to_thread(self.publish_now, messages, pause_every)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
