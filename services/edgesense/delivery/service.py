@@ -29,7 +29,7 @@ MAX_PAGE_SIZE = 500
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
+    ts.FromMicroseconds(round(seconds * 1e6))
     return ts
 
 

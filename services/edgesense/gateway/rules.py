@@ -9,7 +9,9 @@ field) stops the gateway at start with a ConfigurationError that names it.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,17 +19,24 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
-import edgesense.v1.delivery_pb2
-import edgesense.v1.registry_pb2
+import edgesense.v1
 from edgesense.errors import ConfigurationError
 from edgesense.gateway.fields import FieldValueError, resolve, takes_text
 from edgesense.gateway.templates import PathTemplate, TemplateSyntaxError, parse_template
 
 log = logging.getLogger(__name__)
 
-# The services this project transcodes; importing their modules is what puts
-# their descriptors (and the http annotations) in the default pool.
-EDGESENSE_FILES = (edgesense.v1.registry_pb2.DESCRIPTOR, edgesense.v1.delivery_pb2.DESCRIPTOR)
+
+def load_api_modules() -> None:
+    """Import every generated `*_pb2` module of edgesense.v1: importing them is
+    what puts their descriptors (and http annotations) in the default pool, so
+    a new .proto file needs no change here."""
+    for module in pkgutil.iter_modules(edgesense.v1.__path__):
+        if module.name.endswith("_pb2"):
+            importlib.import_module(f"edgesense.v1.{module.name}")
+
+
+load_api_modules()
 
 _PATTERN_METHODS = {
     "get": "GET",
