@@ -1,0 +1,212 @@
+"""End to end, the whole cluster as real processes (`edgesense up`): register
+over REST, publish over MQTT, receive signed HTTPS POSTs; failure, disable,
+hold and enable; a restart that keeps everything; a gateway's Last Will."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import trustme
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from tests.bridge.broker import Gateway, Mosquitto
+from tests.e2e.conftest import PROJECT, UpCluster
+from tests.integration.receivers import Receiver
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def guide_verify(secret: str, payload: str, signature: str) -> bool:
+    # The integration guide's verify_signature, typed.
+    computed = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(computed, signature)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def receiver(ca: trustme.CA) -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start(ca)
+    yield r
+    await r.stop()
+
+
+def topic(cluster: UpCluster, gateway: str, device: str, kind: str) -> str:
+    return f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway}/{device}/{kind}"
+
+
+async def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
+    gateway = Gateway(broker.port, "e2e-gw-" + secrets.token_hex(3))
+    try:
+        await gateway.publish([(t, p, None) for t, p in messages])
+    finally:
+        gateway.close()
+
+
+async def wait_status(
+    cluster: UpCluster, webhook_id: str, status: str, count: int = 1
+) -> list[dict[str, Any]]:
+    async with asyncio.timeout(60):
+        while True:
+            found = (
+                await cluster.get(
+                    f"/api/webhooks/{webhook_id}/deliveries", status=status, pageSize=500
+                )
+            )["deliveries"]
+            assert isinstance(found, list)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.1)
+
+
+async def test_mqtt_to_signed_https_post(
+    cluster: UpCluster, broker: Mosquitto, receiver: Receiver
+) -> None:
+    secret = "your_shared_secret"
+    webhook_id = await cluster.register(receiver.url, ["device.data"], secret)
+    device = "edge-node-" + secrets.token_hex(3)
+    await publish(
+        broker, [(topic(cluster, "gw-1", device, "data"), b'{"temperature": 75.3, "count": 5}')]
+    )
+    [got] = await receiver.wait_for(1, seconds=30)
+    body = json.loads(got.body)
+    assert body["event"] == "device.data"
+    assert body["deviceId"] == device
+    assert body["gatewayId"] == "gw-1"
+    assert body["webhookId"] == webhook_id
+    assert body["payload"] == {"temperature": 75.3, "count": 5}
+    assert body["eventId"].startswith("evt_")
+    assert guide_verify(secret, got.body.decode(), got.headers["X-EdgeSense-Signature"])
+    StandardWebhook(secret.encode()).verify(
+        got.body, {k.lower(): v for k, v in got.headers.items()}
+    )
+    [record] = await wait_status(cluster, webhook_id, "succeeded")
+    assert record["deliveryId"] == got.headers["X-EdgeSense-Delivery"]
+
+
+async def test_failing_receiver_is_disabled_held_and_enabled(
+    cluster: UpCluster, broker: Mosquitto, receiver: Receiver
+) -> None:
+    healthy = False
+
+    async def answer(_request: web.Request, _n: int) -> web.StreamResponse:
+        return web.Response(status=200 if healthy else 500)
+
+    receiver.behaviour = answer
+    webhook_id = await cluster.register(receiver.url, ["device.alert"], "s3cret")
+    device = "pump-" + secrets.token_hex(3)
+    await publish(
+        broker, [(topic(cluster, "gw-1", device, "alert"), b'{"metric": "pressure", "value": 9.1}')]
+    )
+    await wait_status(cluster, webhook_id, "failed")
+    async with asyncio.timeout(30):
+        while (await cluster.get(f"/api/webhooks/{webhook_id}"))["status"] != "disabled":
+            await asyncio.sleep(0.1)
+    await publish(
+        broker,
+        [
+            (topic(cluster, "gw-1", device, "alert"), b'{"n": 1}'),
+            (topic(cluster, "gw-1", device, "alert"), b'{"n": 2}'),
+        ],
+    )
+    await wait_status(cluster, webhook_id, "held", 2)
+    attempts_before = len(receiver.received)
+
+    healthy = True
+    async with httpx_client(cluster) as http:
+        enabled = await http.post(f"/api/webhooks/{webhook_id}/enable")
+    assert enabled.json() == {"webhookId": webhook_id, "status": "active"}
+    succeeded = await wait_status(cluster, webhook_id, "succeeded", 2)
+    assert len(succeeded) == 2
+    arrived = [json.loads(r.body)["payload"] for r in receiver.received[attempts_before:]]
+    assert arrived == [{"n": 1}, {"n": 2}]
+
+
+async def test_gateway_last_will_becomes_device_status_offline(
+    cluster: UpCluster, broker: Mosquitto, receiver: Receiver
+) -> None:
+    webhook_id = await cluster.register(receiver.url, ["device.status"], "s3cret")
+    gateway_id = "gw-will-" + secrets.token_hex(3)
+    status_topic = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
+    script = (
+        "import sys, time, paho.mqtt.client as m\n"
+        "from paho.mqtt.enums import CallbackAPIVersion\n"
+        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
+        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
+        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
+        "c.loop_start()\n"
+        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
+        "print('online', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
+        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert gateway.stdout is not None
+        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+        await receiver.wait_for(1, seconds=30)
+        gateway.kill()  # no DISCONNECT: the broker publishes the Will
+        received = await receiver.wait_for(2, seconds=60)
+    finally:
+        gateway.kill()
+        gateway.wait()
+        if gateway.stdout is not None:
+            gateway.stdout.close()
+    bodies = [json.loads(r.body) for r in received]
+    assert [(b["event"], b["deviceId"], b["payload"]["status"]) for b in bodies] == [
+        ("device.status", gateway_id, "online"),
+        ("device.status", gateway_id, "offline"),
+    ]
+    await wait_status(cluster, webhook_id, "succeeded", 2)
+
+
+async def test_restart_keeps_webhooks_pending_deliveries_and_attempts(
+    cluster: UpCluster, broker: Mosquitto, ca: trustme.CA
+) -> None:
+    # Runs last in the module: it restarts the cluster the others share.
+    release = asyncio.Event()
+
+    async def fail_until_released(_request: web.Request, _n: int) -> web.StreamResponse:
+        return web.Response(status=200 if release.is_set() else 503, headers={"Retry-After": "2"})
+
+    receiver = Receiver(fail_until_released)
+    await receiver.start(ca)
+    try:
+        webhook_id = await cluster.register(receiver.url, ["device.data"], "s3cret")
+        await publish(broker, [(topic(cluster, "gw-1", "restart-dev", "data"), b'{"v": 1}')])
+        [pending] = await wait_status(cluster, webhook_id, "pending")
+        async with asyncio.timeout(30):
+            while not pending["attempts"]:
+                [pending] = await wait_status(cluster, webhook_id, "pending")
+        assert pending["attempts"][0]["statusCode"] == 503
+
+        assert await cluster.stop() == 0
+        release.set()
+        await cluster.start()
+
+        hook = await cluster.get(f"/api/webhooks/{webhook_id}")
+        assert hook["status"] == "active"
+        [done] = await wait_status(cluster, webhook_id, "succeeded")
+        assert done["deliveryId"] == pending["deliveryId"]
+        codes = [a.get("statusCode") for a in done["attempts"]]
+        assert codes[0] == 503
+        assert codes[-1] == 200
+    finally:
+        await receiver.stop()
+
+
+def httpx_client(cluster: UpCluster) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=cluster.api, headers=cluster.auth, timeout=10)
