@@ -60,6 +60,7 @@ class Acceptor:
         self._on_stored = on_stored
         self.outbox_limit = outbox_limit
         self.pending_deliveries = 0  # refreshed by the maintenance loop
+        self.created_total = 0  # deliveries this process created, ever
         self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_BATCHES)
 
     async def submit(self, events: Sequence[events_pb2.Event]) -> asyncio.Future[Accepted]:
@@ -130,5 +131,6 @@ class Acceptor:
         metrics.EVENTS_ACCEPTED.inc(len(new_ids))
         metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
         self.pending_deliveries += created
+        self.created_total += created
         if created:
             self._on_stored()

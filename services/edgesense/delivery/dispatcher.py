@@ -97,6 +97,12 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            if not self.index.ready.is_set():
+                # Until the registry's first snapshot is in, every webhook looks
+                # deleted, and a claimed delivery would be failed as such.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.index.ready.wait(), IDLE_POLL_SECONDS)
+                continue
             room = min(CLAIM_BATCH, 2 * self.concurrency - self._running_total - self._queued_total)
             claimed: list[Claimed] = []
             if room > 0:

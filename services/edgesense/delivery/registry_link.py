@@ -29,6 +29,13 @@ SnapshotHandler = Callable[[list[Target]], Awaitable[None]]
 ChangeHandler = Callable[[Target | None, Target | None], Awaitable[None]]
 RECONNECT_MIN_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 10.0
+# gRPC's own reconnect backoff grows to 120 s, and while it waits every call
+# fails at once: after a long registry outage the stream would stay down for
+# up to two minutes after the registry is back. Keep it within ours.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_MIN_SECONDS * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX_SECONDS * 1000)),
+)
 
 
 def target_from(message: registry_pb2.WebhookTarget) -> Target:
@@ -74,7 +81,7 @@ class RegistryLink:
 
     async def run(self) -> None:
         """Follow the change stream and send reports until cancelled."""
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._follow())

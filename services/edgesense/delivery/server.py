@@ -39,6 +39,13 @@ COUNT_EVERY_SECONDS = 2.0
 EXPIRE_EVERY_SECONDS = 60.0
 
 
+def expiry_period(held_retention_seconds: float) -> float:
+    """How often held deliveries are checked for expiry: every minute, or every
+    half retention when that is shorter, so a delivery is not held much past its
+    retention (checks run with the maintenance loop: at most every 2 s)."""
+    return min(EXPIRE_EVERY_SECONDS, held_retention_seconds / 2)
+
+
 class Reconciler:
     """Keeps delivery states in step with webhook states."""
 
@@ -119,14 +126,19 @@ class RunningDelivery:
 
 async def _maintain(outbox: Outbox, acceptor: Acceptor, settings: Settings) -> None:
     last_expiry = 0.0
+    expire_every = expiry_period(settings.held_retention_seconds)
     while True:
         try:
+            created_before = acceptor.created_total
             counts = await outbox.counts()
-            acceptor.pending_deliveries = counts["pending"]
+            # Deliveries accepted while counting may be missing from the count;
+            # overwriting the acceptor's tally with it would drop them.
+            created_meanwhile = acceptor.created_total - created_before
+            acceptor.pending_deliveries = counts["pending"] + created_meanwhile
             metrics.QUEUE_DEPTH.set(counts["pending"])
             metrics.HELD.set(counts["held"])
             now = time.time()
-            if now - last_expiry >= EXPIRE_EVERY_SECONDS:
+            if now - last_expiry >= expire_every:
                 last_expiry = now
                 hours = settings.held_retention_seconds / 3600
                 expired = await outbox.expire_held(
