@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 500
 IDLE_POLL_SECONDS = 0.5
 RESULT_LINGER_SECONDS = 0.002
+# A delivery whose webhook this process does not know is only taken for one of
+# a deleted webhook once it is older than this (deletions seen live fail their
+# deliveries at once; this covers those missed while every process was down).
+UNKNOWN_WEBHOOK_GRACE_SECONDS = 60.0
+UNKNOWN_WEBHOOK_RETRY_SECONDS = 1.0
 ExhaustedHandler = Callable[[Target, Outcome], Awaitable[None]]
 
 
@@ -159,7 +164,13 @@ class Dispatcher:
         try:
             target = self.index.get(webhook_id)
             now = time.time()
-            if target is None:
+            if target is None and now - item.created_at < UNKNOWN_WEBHOOK_GRACE_SECONDS:
+                # Another process accepted it for a webhook whose registration
+                # has not reached this process's change stream yet: try later.
+                outcome = without_attempt(
+                    item, PENDING, "webhook not known yet", now, now + UNKNOWN_WEBHOOK_RETRY_SECONDS
+                )
+            elif target is None:
                 outcome = without_attempt(item, FAILED, "webhook deleted", now)
             elif not target.active:
                 outcome = without_attempt(item, HELD, "webhook disabled", now)
@@ -229,5 +240,5 @@ class Dispatcher:
 
 def _label(outcome: Outcome) -> str:
     if outcome.status == PENDING:
-        return "retried"
+        return "retried" if outcome.attempt else "deferred"
     return outcome.status

@@ -55,6 +55,7 @@ class Claimed:
     attempt_count: int
     cycle_attempts: int
     event: bytes
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class Outbox:
                     deliveries.c.event_id,
                     deliveries.c.attempt_count,
                     deliveries.c.cycle_attempts,
+                    deliveries.c.created_at,
                 )
             )
             rows = list(leased.all())
@@ -212,6 +214,7 @@ class Outbox:
                 r.attempt_count,
                 r.cycle_attempts,
                 payloads[r.event_id],
+                r.created_at,
             )
             for r in rows
         ]

@@ -82,8 +82,11 @@ def after_attempt(
     )
 
 
-def without_attempt(claimed: Claimed, status: str, reason: str, now: float) -> Outcome:
-    """A claimed delivery that is not sent: held (webhook disabled) or failed (deleted)."""
+def without_attempt(
+    claimed: Claimed, status: str, reason: str, now: float, next_attempt_at: float | None = None
+) -> Outcome:
+    """A claimed delivery that is not sent: held (webhook disabled), failed
+    (webhook deleted), or due again later (webhook not known here yet)."""
     return Outcome(
         delivery_id=claimed.delivery_id,
         attempt=0,
@@ -95,5 +98,5 @@ def without_attempt(claimed: Claimed, status: str, reason: str, now: float) -> O
         status=status,
         status_reason=reason,
         cycle_attempts=claimed.cycle_attempts,
-        next_attempt_at=now,
+        next_attempt_at=now if next_attempt_at is None else next_attempt_at,
     )
