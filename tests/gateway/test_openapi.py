@@ -1,5 +1,3 @@
-
-
 def test_the_gateway_builds_with_every_configured_backend() -> None:
     """Every service the default configuration routes to has its descriptors loaded."""
     from edgesense.config import Settings

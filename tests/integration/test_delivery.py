@@ -35,7 +35,7 @@ def guide_verifies(secret: str, payload: str, signature: str) -> bool:
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 15.0) -> None:
     """Poll an async predicate until it holds (state behind a REST API)."""
     async with asyncio.timeout(seconds):
-        while not await check():  # noqa: ASYNC110 - the state lives in another service
+        while not await check():
             await asyncio.sleep(0.05)
 
 
