@@ -115,7 +115,7 @@ async def test_delivery_down_for_20_seconds_loses_nothing_and_memory_stays_bound
         f"{most_in_flight:.0f}, RSS {rss_start} KiB at start, {max(rss)} KiB at most"
     )
     assert before_restart < 5000
-    assert most_in_flight == 500, "the bridge holds exactly its in-flight limit, no more"
+    assert 0 < most_in_flight <= 500, "the bridge holds at most its in-flight limit"
     assert max(rss) - rss[0] < 20 * 1024, "memory grew during the outage"
     assert bridge_process.stop() == 0, "SIGTERM stops the bridge cleanly"
     assert "bridge stopping" in bridge_process.log()
