@@ -22,11 +22,11 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fmt: setup
-	$(PY) -m ruff format services gateway-bridge tests
+	$(PY) -m ruff format services gateway-bridge tests bench
 
 lint: setup
-	$(PY) -m ruff format --check services gateway-bridge tests
-	$(PY) -m ruff check services gateway-bridge tests
+	$(PY) -m ruff format --check services gateway-bridge tests bench
+	$(PY) -m ruff check services gateway-bridge tests bench
 
 typecheck: setup
 	$(PY) -m mypy
@@ -39,8 +39,10 @@ protos: setup
 envoy: setup
 	$(PY) -m edgesense.deploy.envoy deploy/envoy
 
+# End-to-end benchmarks against the baseline forwarder (about ten minutes; see README,
+# Performance). ARGS=--postgres for PostgreSQL, ARGS=--quick for a short run.
 bench: setup
-	@echo "not yet: the benchmarks land with issue 6"
+	$(PY) -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""EdgeSense under test: registry, delivery, bridge and gateway as real processes.
+
+Each runs as `python -m edgesense.cli <service>` with production settings
+(not `--dev`), except that http:// and loopback targets are allowed, on free
+ports, against one fresh database (a SQLite file in the run's folder, or a
+new PostgreSQL database). A service counts as started when its gRPC health
+check answers SERVING (the gateway: `GET /healthz`). Webhooks are registered
+the way users do, over REST at the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.databases import Database
+from bench.processes import Child, Children, free_port, python_module
+from bench.receivers import Target
+from bench.systems import PROJECT, TOPIC_PREFIX
+
+API_KEY = "esk_bench_" + base64.urlsafe_b64encode(os.urandom(18)).decode()
+START_SECONDS = 60.0
+SERVICES = ("registry", "delivery", "bridge", "gateway")
+
+
+class EdgeSense:
+    """The four services; `pause`/`resume` stop and restart delivery."""
+
+    name = "edgesense"
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.children: Children | None = None
+        self.running: dict[str, Child] = {}
+        self.env: dict[str, str] = {}
+        self.webhook_ids: dict[str, str] = {}
+
+    async def start(self, children: Children, broker_port: int, targets: list[Target]) -> None:
+        self.children, self.running, self.webhook_ids = children, {}, {}
+        url = await self.database.create(children.directory)
+        ports = {name: free_port() for name in SERVICES}
+        self.env = {
+            "EDGESENSE_DATABASE_URL": url,
+            "EDGESENSE_API_KEYS": f"{API_KEY}={PROJECT}",
+            "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "EDGESENSE_ALLOW_INSECURE_URLS": "1",
+            "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",
+            "EDGESENSE_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
+            "EDGESENSE_MQTT_TOPIC_PREFIX": TOPIC_PREFIX,
+            "EDGESENSE_REGISTRY_ADDR": f"127.0.0.1:{ports['registry']}",
+            "EDGESENSE_DELIVERY_ADDR": f"127.0.0.1:{ports['delivery']}",
+            "EDGESENSE_BRIDGE_ADDR": f"127.0.0.1:{ports['bridge']}",
+            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{ports['gateway']}",
+        }
+        for name in ("registry", "delivery", "bridge"):
+            self.env[f"EDGESENSE_{name.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+        for name in ("registry", "delivery", "bridge"):
+            await self._start_service(name, ports[name])
+        await self._start_service("gateway", ports["gateway"])
+        for target in targets:
+            self.webhook_ids[target.name] = await self.register(ports["gateway"], target)
+
+    async def _start_service(self, name: str, port: int) -> None:
+        assert self.children is not None
+        child = await self.children.start(name, python_module("edgesense.cli", name), self.env)
+        self.running[name] = child
+        if name == "gateway":
+            await wait_http_healthy(child, port)
+        else:
+            await wait_serving(child, port)
+
+    async def register(self, gateway_port: int, target: Target) -> str:
+        body = {"url": target.url, "events": ["device.data"], "secret": target.secret}
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        url = f"http://127.0.0.1:{gateway_port}/api/webhooks/register"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=body, headers=headers) as answer,
+        ):
+            reply = await answer.json()
+            if answer.status != 200:
+                raise RuntimeError(f"registering {target.url} answered {answer.status}: {reply}")
+            return str(reply["webhookId"])
+
+    def processes(self) -> dict[str, int]:
+        return {name: c.pid for name, c in self.running.items() if c.running}
+
+    async def pause(self) -> None:
+        await self.running["delivery"].stop()
+
+    async def resume(self) -> None:
+        port = int(self.env["EDGESENSE_DELIVERY_ADDR"].rsplit(":", 1)[1])
+        await self._start_service("delivery", port)
+
+    async def close(self) -> None:
+        await self.database.drop_all()
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "database": self.database.kind,
+            "settings": "defaults (delivery 256 in flight, 64 per webhook, timeout 3 s; "
+            "bridge 1,000 unacknowledged, batches of 200)",
+        }
+
+
+async def wait_serving(child: Child, port: int, seconds: float = START_SECONDS) -> None:
+    """Poll grpc.health.v1 until the server answers SERVING."""
+    deadline = time.monotonic() + seconds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not child.running:
+                raise RuntimeError(f"{child.name} exited while starting; its log:\n{child.log()}")
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} not SERVING after {seconds} s:\n{child.log()}")
+            await asyncio.sleep(0.05)
+
+
+async def wait_http_healthy(child: Child, port: int, seconds: float = START_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+        while True:
+            if not child.running:
+                raise RuntimeError(f"{child.name} exited while starting; its log:\n{child.log()}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                    if answer.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} not healthy after {seconds} s:\n{child.log()}")
+            await asyncio.sleep(0.05)

@@ -1,0 +1,227 @@
+"""The figures of a run, side by side with the baseline's, against the issue's targets.
+
+`figures()` turns the phases' results into rows (figure, EdgeSense, baseline,
+ratio, target, PASS/FAIL); `markdown()` prints them, then a table of CPU
+seconds and peak RSS of every process in every phase. Both go into the JSON
+file as well.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Any
+
+from bench.mosquitto import MOSQUITTO
+from bench.scenarios import STALL_SECONDS
+
+Row = dict[str, Any]
+OURS = ("registry", "delivery", "bridge", "gateway", "forwarder")
+OTHERS = ("mosquitto", "receiver", "publisher")
+RSS_LIMIT_MB = 300.0
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    mosquitto = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, check=False)
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mosquitto": (mosquitto.stdout.splitlines() or ["?"])[0],
+    }
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or not theirs:
+        return None
+    return round(ours / theirs, 3)
+
+
+def figures(phases: list[dict[str, Any]]) -> list[Row]:
+    """Every figure of the run that both systems (or EdgeSense alone) produced."""
+    got = {(p["system"], p["phase"]): p for p in phases}
+
+    def pick(phase: str, system: str, *path: str) -> float | None:
+        value: Any = got.get((system, phase))
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+
+    rows: list[Row] = []
+
+    def row(
+        name: str, phase: str, path: tuple[str, ...], target: str = "", check: Any = None
+    ) -> Row:
+        ours, theirs = pick(phase, "edgesense", *path), pick(phase, "baseline", *path)
+        entry: Row = {"figure": name, "edgesense": ours, "baseline": theirs}
+        entry["ratio"] = _ratio(ours, theirs)
+        entry["target"] = target
+        entry["result"] = (
+            "" if check is None or ours is None else ("PASS" if check(entry) else "FAIL")
+        )
+        if ours is not None or theirs is not None:
+            rows.append(entry)
+        return entry
+
+    half = ">= 0.50 x baseline"
+    row(
+        "Sustained deliveries/s (saturation)",
+        "saturation",
+        ("deliveries_per_s",),
+        half,
+        lambda e: (e["ratio"] or 0) >= 0.5,
+    )
+    for q in ("p50", "p95", "p99", "max"):
+        row(
+            f"Latency {q} ms at 500 events/s",
+            "latency",
+            ("latency_ms", q),
+            "≤ 50 ms" if q == "p99" else "",
+            (lambda e: e["edgesense"] <= 50) if q == "p99" else None,
+        )
+    row(
+        "Fan-out deliveries/s (1 event → 10 webhooks)",
+        "fanout",
+        ("deliveries_per_s",),
+        half,
+        lambda e: (e["ratio"] or 0) >= 0.5,
+    )
+    alone = row(
+        "Isolation: healthy receiver alone, deliveries/s", "isolation-alone", ("deliveries_per_s",)
+    )
+    beside = row(
+        "Isolation: healthy beside a 500 and a hanging one, deliveries/s",
+        "isolation-beside",
+        ("deliveries_per_s",),
+    )
+    iso: Row = {"figure": "Isolation ratio (beside / alone)", "target": "≥ 0.9"}
+    iso["edgesense"] = _ratio(beside["edgesense"], alone["edgesense"])
+    iso["baseline"] = _ratio(beside["baseline"], alone["baseline"])
+    iso["ratio"] = _ratio(iso["edgesense"], iso["baseline"])
+    iso["result"] = (
+        "" if iso["edgesense"] is None else ("PASS" if iso["edgesense"] >= 0.9 else "FAIL")
+    )
+    if iso["edgesense"] is not None or iso["baseline"] is not None:
+        rows.append(iso)
+    row("Backlog drain deliveries/s", "backlog", ("deliveries_per_s",))
+    for name in OURS:
+        path = ("processes", name, "peak_rss_mb")
+        if name == "forwarder":
+            continue
+        row(
+            f"Backlog peak RSS MB, {name}",
+            "backlog",
+            path,
+            f"< {RSS_LIMIT_MB:g} MB",
+            lambda e: e["edgesense"] < RSS_LIMIT_MB,
+        )
+    fwd = pick("backlog", "baseline", "processes", "forwarder", "peak_rss_mb")
+    if fwd is not None:
+        rows.append(
+            {
+                "figure": "Backlog peak RSS MB, baseline forwarder",
+                "edgesense": None,
+                "baseline": fwd,
+                "ratio": None,
+                "target": "",
+                "result": "",
+            }
+        )
+    cpu: Row = {
+        "figure": "CPU ms per delivery, our processes (saturation)",
+        "target": "",
+        "result": "",
+    }
+    for system in ("edgesense", "baseline"):
+        phase = got.get((system, "saturation"))
+        if phase and phase["delivered"]:
+            total = sum(phase["processes"].get(n, {}).get("cpu_s", 0.0) for n in OURS)
+            cpu[system] = round(total * 1000 / phase["delivered"], 3)
+        else:
+            cpu[system] = None
+    cpu["ratio"] = _ratio(cpu["edgesense"], cpu["baseline"])
+    if cpu["edgesense"] is not None or cpu["baseline"] is not None:
+        rows.append(cpu)
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return (
+            f"{value:,.3f}"
+            if abs(value) < 10
+            else f"{value:,.0f}"
+            if value >= 1000
+            else f"{value:,.1f}"
+        )
+    return str(value)
+
+
+def markdown(rows: list[Row], phases: list[dict[str, Any]]) -> str:
+    lines = [
+        "| figure | EdgeSense | baseline | ratio | target | result |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            r["figure"],
+            *(_cell(r[k]) for k in ("edgesense", "baseline", "ratio")),
+            r["target"],
+            r["result"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "CPU seconds during the phase / peak RSS MB, per process; `others`: the share of the "
+        "machine's cores kept busy by anything else meanwhile (other users, the kernel):",
+        "",
+    ]
+    names = [n for n in (*OURS, *OTHERS) if any(n in p["processes"] for p in phases)]
+    lines.append("| phase | system | delivered | s | " + " | ".join(names) + " | others |")
+    lines.append("|---|---|---:|---:|" + "---:|" * len(names) + "---:|")
+    for p in phases:
+        cells = [p["phase"], p["system"], f"{p['delivered']:,}", f"{p['seconds']:.1f}"]
+        for name in names:
+            proc = p["processes"].get(name)
+            cells.append(f"{proc['cpu_s']:.1f} s / {proc['peak_rss_mb']:.0f}" if proc else "")
+        others = p.get("machine", {}).get("not_benchmark_share")
+        cells.append("" if others is None else f"{others:.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def problems(phases: list[dict[str, Any]]) -> list[str]:
+    """What did not add up: lost, late, duplicated or badly signed deliveries."""
+    found: list[str] = []
+    for p in phases:
+        where = f"{p['phase']} ({p['system']})"
+        if p["missing"] and p["ended"] == "limit":
+            found.append(
+                f"{where}: {p['missing']:,} of {p['expected']:,} deliveries not there "
+                f"{p['limit_seconds']:g} s after the last publish (the phase's limit; "
+                "its rate is over that window)"
+            )
+        elif p["missing"]:
+            found.append(
+                f"{where}: {p['missing']:,} of {p['expected']:,} deliveries MISSING "
+                f"(nothing arrived for {STALL_SECONDS:g} s)"
+            )
+        if p["duplicates"]:
+            found.append(f"{where}: {p['duplicates']:,} duplicate deliveries")
+        if p["bad_signature"]:
+            found.append(f"{where}: {p['bad_signature']:,} requests with a bad signature or body")
+    return found

@@ -1,0 +1,251 @@
+"""The measurements: each scenario is one or more phases, run once per system.
+
+A phase starts everything fresh in its own folder (broker, receivers, the
+system, an empty database), proves that every target is routed with probe
+events, then publishes its load and waits until every event has reached
+every healthy receiver (or nothing has arrived for `STALL_SECONDS`, or the
+phase's own limit passed). The rate of a phase is the unique deliveries
+counted at the receivers over the time from the first publish (for the
+backlog: from the moment delivery was started again) to the last arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.mosquitto import start_mosquitto
+from bench.mqtt import MqttClient
+from bench.processes import Children, python_module
+from bench.procstats import ProcSampler
+from bench.profiles import Profiler
+from bench.publisher import payload, topic
+from bench.receivers import EndpointSpec, Receivers
+from bench.systems import PROJECT, TOPIC_PREFIX, System
+
+STALL_SECONDS = 20.0
+ROUTE_SECONDS = 60.0
+POLL_SECONDS = 0.2
+PROBE_EVERY_SECONDS = 0.5
+ISOLATION_LIMIT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    endpoints: list[EndpointSpec]
+    count: int
+    rate: float = 0.0  # events/s; 0: as fast as the broker accepts
+    backlog: bool = False
+    limit_seconds: float = 600.0  # after the last publish, at most this long for the rest
+
+    @property
+    def healthy(self) -> list[str]:
+        return [e.name for e in self.endpoints if e.mode == "ok"]
+
+
+def healthy(name: str) -> EndpointSpec:
+    return EndpointSpec(name)
+
+
+def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
+    """Every scenario's phases, sized to keep a full run near ten minutes.
+
+    Isolation runs at saturation unless `isolation_rate` (events/s) is given;
+    it waits at most `ISOLATION_LIMIT_SECONDS` after the last publish (a
+    sender without isolation would take minutes), and the rate is over that
+    window.
+    """
+    scale = 6 if quick else 1
+    latency_seconds = 5 if quick else 20
+    isolation = int(isolation_rate * latency_seconds) if isolation_rate else 10_000 // scale
+    beside = [healthy("healthy"), EndpointSpec("failing", "fail"), EndpointSpec("hanging", "hang")]
+    limit = ISOLATION_LIMIT_SECONDS
+    return {
+        "saturation": [Phase("saturation", [healthy("hook")], 30_000 // scale)],
+        "latency": [Phase("latency", [healthy("hook")], 500 * latency_seconds, rate=500)],
+        "fanout": [Phase("fanout", [healthy(f"hook{i}") for i in range(10)], 3_000 // scale)],
+        "isolation": [
+            Phase("isolation-alone", [healthy("healthy")], isolation, isolation_rate, False, limit),
+            Phase("isolation-beside", beside, isolation, isolation_rate, False, limit),
+        ],
+        "backlog": [
+            Phase("backlog", [healthy("hook")], 20_000 if quick else 200_000, backlog=True)
+        ],
+    }
+
+
+@dataclass
+class Outcome:
+    ended: str  # complete | stalled | limit
+    ended_ns: int
+
+    @property
+    def complete(self) -> bool:
+        return self.ended == "complete"
+
+
+async def wait_routed(broker_port: int, receivers: Receivers) -> int:
+    """Publish probe events until every target has seen one; answers how many were sent."""
+    client = MqttClient(broker_port, "bench-probe")
+    await client.connect()
+    deadline, next_probe, sent = time.monotonic() + ROUTE_SECONDS, 0.0, 0
+    try:
+        while True:
+            stats = await receivers.stats()
+            if all(s["probes"] if s["mode"] == "ok" else s["requests"] for s in stats.values()):
+                return sent
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError(f"targets not routed after {ROUTE_SECONDS} s: {stats}")
+            if now >= next_probe:
+                client.publish(topic(TOPIC_PREFIX, PROJECT, 0), payload(-1, "probe", probe=True))
+                sent, next_probe = sent + 1, now + PROBE_EVERY_SECONDS
+            await asyncio.sleep(0.05)
+    finally:
+        await client.disconnect()
+
+
+async def wait_delivered(receivers: Receivers, phase: Phase, expected: int) -> Outcome:
+    """Until `expected` deliveries reached the healthy receivers, or no progress, or the limit."""
+    limit = time.monotonic() + phase.limit_seconds
+    last, last_change = -1, time.monotonic()
+    while True:
+        delivered = await receivers.delivered(phase.healthy)
+        now = time.monotonic()
+        if delivered >= expected:
+            return Outcome("complete", time.time_ns())
+        if delivered != last:
+            last, last_change = delivered, now
+        if now - last_change > STALL_SECONDS:
+            return Outcome("stalled", time.time_ns())
+        if now > limit:
+            return Outcome("limit", time.time_ns())
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@dataclass
+class PhaseRun:
+    """One phase of one system, from start to teardown."""
+
+    system: System
+    phase: Phase
+    directory: Path
+    profile: Path | None = None  # py-spy our processes, writing here
+    sampler: ProcSampler = field(default_factory=ProcSampler)
+
+    def track(self, children: Children) -> None:
+        for name, pid in self.system.processes().items():
+            if pid not in self.sampler.pids:
+                self.sampler.track(name, pid)
+        for child in children.started:
+            if child.running and child.pid not in self.sampler.pids:
+                self.sampler.track(child.name, child.pid)
+
+    async def run(self) -> dict[str, Any]:
+        """Start everything, measure, stop everything; answers the phase's figures."""
+        started = time.monotonic()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        children = Children(self.directory)
+        receivers: Receivers | None = None
+        try:
+            _, broker_port = await start_mosquitto(children)
+            receivers = await Receivers.start(children, self.phase.endpoints)
+            await self.system.start(children, broker_port, receivers.targets)
+            probes = await wait_routed(broker_port, receivers)
+            result = await self._measure(children, broker_port, receivers, probes)
+            return result | {"wall_seconds": round(time.monotonic() - started, 1)}
+        finally:
+            if receivers is not None:
+                await receivers.close()
+            await children.stop_all()
+            await self.system.close()
+
+    async def _measure(
+        self, children: Children, broker_port: int, receivers: Receivers, probes: int
+    ) -> dict[str, Any]:
+        phase = self.phase
+        if phase.backlog:
+            await self.system.pause()
+        self.track(children)
+        self.sampler.mark()
+        stop = asyncio.Event()
+        sampling = asyncio.create_task(self.sampler.run(stop))
+        profiler = None
+        if self.profile is not None:
+            profiler = Profiler(self.profile, f"{phase.name}-{self.system.name}")
+            await profiler.start(children, self.system.processes())
+        try:
+            argv = python_module(
+                "bench.publisher",
+                *("--port", str(broker_port), "--prefix", TOPIC_PREFIX, "--project", PROJECT),
+                *("--run", phase.name, "--count", str(phase.count), "--rate", str(phase.rate)),
+            )
+            publisher = await children.start("publisher", argv, stdout_pipe=True)
+            self.track(children)
+            out, _ = await publisher.process.communicate()
+            if publisher.process.returncode != 0:
+                raise RuntimeError(f"the publisher failed:\n{publisher.log()}")
+            published = json.loads(out)
+            start_ns = published["start_ns"]
+            if phase.backlog:
+                start_ns = time.time_ns()
+                await self.system.resume()
+                self.track(children)
+            expected = published["published"] * len(phase.healthy)
+            outcome = await wait_delivered(receivers, phase, expected)
+        finally:
+            stop.set()
+            await sampling
+            profiles = [str(path) for path in await profiler.stop()] if profiler else []
+        stats = await receivers.stats(full=True)
+        processes = self.sampler.report()
+        processes["publisher"] = {k: published[k] for k in ("cpu_s", "peak_rss_mb")}
+        result = summarise(self.system, phase, published, start_ns, outcome, stats, probes)
+        ours = sum(p["cpu_s"] for name, p in processes.items() if not name.startswith("py-spy"))
+        machine = self.sampler.machine(ours)
+        return result | {"processes": processes, "profiles": profiles, "machine": machine}
+
+
+def summarise(
+    system: System,
+    phase: Phase,
+    published: dict[str, Any],
+    start_ns: int,
+    outcome: Outcome,
+    stats: dict[str, dict[str, Any]],
+    probes: int,
+) -> dict[str, Any]:
+    """The figures of one phase, from the publisher's summary and the receivers' counters."""
+    ok = [stats[name] for name in phase.healthy]
+    delivered = sum(s["delivered"] for s in ok)
+    expected = published["published"] * len(ok)
+    last_ns = max(s["last_ns"] for s in ok) if outcome.complete else outcome.ended_ns
+    seconds = max(1e-9, (last_ns - start_ns) / 1e9)
+    publish_seconds = max(1e-9, (published["end_ns"] - published["start_ns"]) / 1e9)
+    return {
+        "system": system.name,
+        "phase": phase.name,
+        "settings": system.describe(),
+        "published": published["published"],
+        "rate_asked": phase.rate,
+        "publish_seconds": round(publish_seconds, 3),
+        "publish_rate": round(published["published"] / publish_seconds, 1),
+        "expected": expected,
+        "delivered": delivered,
+        "missing": expected - delivered,
+        "ended": outcome.ended,
+        "limit_seconds": phase.limit_seconds,
+        "duplicates": sum(s["duplicates"] for s in ok),
+        "bad_signature": sum(s["bad_signature"] + s["bad_body"] for s in stats.values()),
+        "probes_sent": probes,
+        "seconds": round(seconds, 3),
+        "deliveries_per_s": round(delivered / seconds, 1),
+        "latency_ms": ok[0].get("latency_ms", {}) if len(ok) == 1 else {},
+        "p50_ms_by_quarter": ok[0].get("p50_ms_by_quarter", []) if len(ok) == 1 else [],
+        "endpoints": stats,
+    }

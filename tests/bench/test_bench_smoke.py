@@ -1,0 +1,62 @@
+"""A fast smoke test of the benchmark harness (`bench/`), not the benchmark itself.
+
+One tiny phase per system through the real pieces (Mosquitto, receiver,
+publisher, the baseline forwarder or the four EdgeSense services), plus the
+pure parts: percentiles, /proc reading and the figures table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.cluster import EdgeSense
+from bench.databases import Database
+from bench.mosquitto import MOSQUITTO
+from bench.procstats import cpu_seconds, memory_kb
+from bench.receiver import percentiles
+from bench.receivers import EndpointSpec
+from bench.report import figures, markdown, problems
+from bench.scenarios import Phase, PhaseRun
+from bench.systems import Baseline, System
+
+
+def _require_mosquitto() -> None:
+    if not (shutil.which("mosquitto") or os.path.exists(MOSQUITTO)):
+        pytest.skip(f"the benchmark smoke test needs Mosquitto at {MOSQUITTO}")
+
+
+def test_percentiles_are_nearest_rank_in_ms() -> None:
+    got = percentiles(list(range(1000, 101_000, 1000)))  # 1..100 ms
+    assert (got["p50"], got["p95"], got["p99"], got["max"]) == (50.0, 95.0, 99.0, 100.0)
+    assert percentiles([]) == {}
+
+
+def test_procstats_reads_this_process() -> None:
+    rss, hwm = memory_kb(os.getpid())
+    assert 0 < rss <= hwm
+    assert cpu_seconds(os.getpid()) > 0
+
+
+@pytest.mark.mosquitto
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("system_name", ["baseline", "edgesense"])
+async def test_one_small_phase_end_to_end(tmp_path: Path, system_name: str) -> None:
+    _require_mosquitto()
+    system: System = Baseline() if system_name == "baseline" else EdgeSense(Database())
+    phase = Phase("smoke", [EndpointSpec("a"), EndpointSpec("b")], count=200)
+    result = await PhaseRun(system, phase, tmp_path / system_name).run()
+    assert result["delivered"] == 400, result
+    assert (result["missing"], result["duplicates"], result["bad_signature"]) == (0, 0, 0)
+    assert result["ended"] == "complete"
+    ours = {"baseline": {"forwarder"}, "edgesense": {"registry", "delivery", "bridge", "gateway"}}
+    assert ours[system_name] <= set(result["processes"])
+    assert all(p["peak_rss_mb"] > 0 for p in result["processes"].values())
+    renamed = result | {"phase": "fanout"}
+    rows = figures([renamed])
+    assert rows[0]["figure"].startswith("Fan-out")
+    assert system_name in markdown(rows, [renamed])
+    assert not [found for found in problems([renamed]) if "deliveries" in found]
