@@ -379,7 +379,10 @@ async def test_sigterm_hands_back_claimed_deliveries_and_finishes_those_in_fligh
     await publish(delivery, token, events)
     await poll(lambda: receiver.in_progress >= 4, 10, "a full lane of requests in flight")
     before = await outbox_state(database_url)
-    assert before["leased"] >= 40, before  # claimed, most of them waiting in the lane
+    # A full lane: 4 in flight and 4 more leased to this process, waiting in
+    # it (fresh deliveries are leased at insert up to twice the per-target limit).
+    assert before["leased"] >= 8, before
+    assert before["leased"] > receiver.in_progress, before
 
     started = time.monotonic()
     delivery.terminate()

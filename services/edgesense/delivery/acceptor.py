@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgesense.delivery import metrics
 from edgesense.delivery.index import WebhookIndex
-from edgesense.delivery.outbox import HELD, PENDING, NewDelivery, Outbox, StoredEvent
+from edgesense.delivery.outbox import HELD, PENDING, Claimed, NewDelivery, Outbox, StoredEvent
 from edgesense.errors import EdgesenseError, InvalidArgument, ResourceExhausted
 from edgesense.events import KIND_TO_EVENT
 from edgesense.ids import new_id
@@ -51,13 +52,25 @@ def check_event(event: events_pb2.Event, position: int) -> str:
     return KIND_TO_EVENT[kind]
 
 
+class Handoff(Protocol):
+    """The dispatcher, as the acceptor sees it (see Dispatcher.reserve)."""
+
+    owner: str
+    lease_seconds: float
+
+    def reserve(self, webhook_id: str) -> bool: ...
+    def cancel_reservations(self, webhook_ids: Iterable[str]) -> None: ...
+    def hand_over(self, items: Iterable[Claimed]) -> None: ...
+    def wake(self) -> None: ...
+
+
 class Acceptor:
     def __init__(
-        self, outbox: Outbox, index: WebhookIndex, on_stored: Callable[[], None], outbox_limit: int
+        self, outbox: Outbox, index: WebhookIndex, handoff: Handoff, outbox_limit: int
     ) -> None:
         self.outbox = outbox
         self.index = index
-        self._on_stored = on_stored
+        self._handoff = handoff
         self.outbox_limit = outbox_limit
         self.pending_deliveries = 0  # refreshed by the maintenance loop
         self.created_total = 0  # deliveries this process created, ever
@@ -89,20 +102,24 @@ class Acceptor:
     async def _store(self, group: list[Job]) -> None:
         stored: list[StoredEvent] = []
         planned: list[NewDelivery] = []
+        handed: list[Claimed] = []
         seen: set[str] = set()
+        now = time.time()
+        lease_until = now + self._handoff.lease_seconds
         for events, _ in group:
             for event in events:
                 if event.event_id in seen:
                     continue
                 seen.add(event.event_id)
                 name = KIND_TO_EVENT[event.WhichOneof("kind") or ""]
-                stored.append(
-                    StoredEvent(event.event_id, event.project_id, event.SerializeToString())
-                )
+                payload = event.SerializeToString()
+                stored.append(StoredEvent(event.event_id, event.project_id, payload))
                 for target in self.index.match(event.project_id, name, event.device_id):
+                    delivery_id = new_id("dlv")
+                    leased = target.active and self._handoff.reserve(target.webhook_id)
                     planned.append(
                         NewDelivery(
-                            delivery_id=new_id("dlv"),
+                            delivery_id=delivery_id,
                             event_id=event.event_id,
                             webhook_id=target.webhook_id,
                             project_id=event.project_id,
@@ -110,15 +127,35 @@ class Acceptor:
                             device_id=event.device_id,
                             status=PENDING if target.active else HELD,
                             status_reason=None if target.active else "webhook disabled",
+                            lease_owner=self._handoff.owner if leased else None,
+                            lease_expires_at=lease_until if leased else None,
                         )
                     )
+                    if leased:
+                        handed.append(
+                            Claimed(
+                                0,
+                                delivery_id,
+                                target.webhook_id,
+                                event.event_id,
+                                0,
+                                0,
+                                payload,
+                                now,
+                            )
+                        )
         try:
-            new_ids, created = await self.outbox.accept(stored, planned, time.time())
-        except EdgesenseError as exc:
+            new_ids, created = await self.outbox.accept(stored, planned, now)
+        except BaseException as exc:
+            self._handoff.cancel_reservations(c.webhook_id for c in handed)
+            if not isinstance(exc, EdgesenseError):
+                raise
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self._handoff.cancel_reservations(c.webhook_id for c in handed if c.event_id not in new_ids)
+        self._handoff.hand_over(c for c in handed if c.event_id in new_ids)
         counted: set[str] = set()
         for events, future in group:
             fresh = 0
@@ -133,4 +170,4 @@ class Acceptor:
         self.pending_deliveries += created
         self.created_total += created
         if created:
-            self._on_stored()
+            self._handoff.wake()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
 from edgesense.delivery.http_sender import HttpSender
@@ -69,6 +69,7 @@ class Dispatcher:
         self._running: dict[str, int] = defaultdict(int)
         self._running_total = 0
         self._queued_total = 0
+        self._reserved: dict[str, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Outcome, Target | None]] = []
         self._results_ready = asyncio.Event()
@@ -79,6 +80,47 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    # Hand-off: the acceptor stores a fresh delivery already leased to this
+    # process when its lane has room, and passes it here after the commit, so
+    # the common case costs no claim transaction and no wait for one.
+
+    def reserve(self, webhook_id: str) -> bool:
+        """Room for one freshly accepted delivery of this webhook?"""
+        if self._stopping or not self.index.ready.is_set():
+            return False
+        if self._running_total + self._queued_total >= 2 * self.concurrency:
+            return False
+        if self._lane_load(webhook_id) >= 2 * self.per_target:
+            return False
+        self._reserved[webhook_id] += 1
+        self._queued_total += 1
+        return True
+
+    def cancel_reservations(self, webhook_ids: Iterable[str]) -> None:
+        for webhook_id in webhook_ids:
+            self._unreserve(webhook_id)
+            self._queued_total -= 1
+
+    def hand_over(self, items: Iterable[Claimed]) -> None:
+        """Deliveries stored as leased to this process, after their commit."""
+        for item in items:
+            self._unreserve(item.webhook_id)
+            self._lanes.setdefault(item.webhook_id, deque()).append(item)
+        self._pump()
+
+    def _unreserve(self, webhook_id: str) -> None:
+        self._reserved[webhook_id] -= 1
+        if self._reserved[webhook_id] <= 0:
+            del self._reserved[webhook_id]
+
+    def _lane_load(self, webhook_id: str) -> int:
+        lane = self._lanes.get(webhook_id)
+        return (
+            (len(lane) if lane else 0)
+            + self._running.get(webhook_id, 0)
+            + self._reserved.get(webhook_id, 0)
+        )
 
     async def run(self) -> None:
         """Send until stop(); then hand back what is queued and finish what is sent."""
@@ -111,11 +153,7 @@ class Dispatcher:
             room = min(CLAIM_BATCH, 2 * self.concurrency - self._running_total - self._queued_total)
             claimed: list[Claimed] = []
             if room > 0:
-                busy = [
-                    w
-                    for w, lane in self._lanes.items()
-                    if len(lane) + self._running[w] >= 2 * self.per_target
-                ]
+                busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
                 try:
                     claimed = await self.outbox.claim(
                         self.owner, time.time(), self.lease_seconds, room, busy

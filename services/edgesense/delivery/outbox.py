@@ -44,6 +44,8 @@ class NewDelivery:
     device_id: str
     status: str
     status_reason: str | None = None
+    lease_owner: str | None = None  # set when handed straight to a dispatcher
+    lease_expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class Outcome:
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (delivery_id, event_id, webhook_id, project_id, event_name,"
     " device_id, status, status_reason, attempt_count, cycle_attempts, next_attempt_at,"
-    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)"
+    " lease_owner, lease_expires_at, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?)"
 )
 INSERT_ATTEMPT = (
     "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,"
@@ -149,6 +152,8 @@ class Outbox:
                     d.status,
                     d.status_reason,
                     now,
+                    d.lease_owner,
+                    d.lease_expires_at,
                     now,
                     now,
                 )

@@ -195,7 +195,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         reconciler.on_change,
     )
     reconciler.attach(dispatcher, link)
-    acceptor = Acceptor(outbox, index, dispatcher.wake, settings.outbox_limit)
+    acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
     service = DeliveryService(outbox, index, acceptor, auth, dispatcher.wake)
     server = GrpcServer(
         [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)], [SERVICE_NAME]
