@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
 IDLE_POLL_SECONDS = 0.5
-RESULT_LINGER_SECONDS = 0.002
+# Outcomes are not on the latency path (the POST already happened): let them
+# gather into fewer, larger writes.
+RESULT_LINGER_SECONDS = 0.02
 # A delivery whose webhook this process does not know is only taken for one of
 # a deleted webhook once it is older than this (deletions seen live fail their
 # deliveries at once; this covers those missed while every process was down).
@@ -64,6 +66,10 @@ class Dispatcher:
         self.per_target = per_target
         self._on_exhausted = on_exhausted
         self._wake = asyncio.Event()
+        # Whether a claim may find something: fresh deliveries normally arrive
+        # by hand-off, so a finished attempt only triggers a claim when the
+        # last claim was cut short or work was stored without a lease.
+        self._more_due = True
         self._stopping = False
         self._lanes: dict[str, deque[Claimed]] = {}
         self._running: dict[str, int] = defaultdict(int)
@@ -75,6 +81,8 @@ class Dispatcher:
         self._results_ready = asyncio.Event()
 
     def wake(self) -> None:
+        """Something may be due: look now (stored unleased, enabled, redelivered)."""
+        self._more_due = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -154,6 +162,7 @@ class Dispatcher:
             claimed: list[Claimed] = []
             if room > 0:
                 busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
+                self._more_due = False
                 try:
                     claimed = await self.outbox.claim(
                         self.owner, time.time(), self.lease_seconds, room, busy
@@ -165,6 +174,7 @@ class Dispatcher:
                 for item in claimed:
                     self._lanes.setdefault(item.webhook_id, deque()).append(item)
                 self._queued_total += len(claimed)
+                self._more_due = len(claimed) == room or bool(busy)
                 self._pump()
             if claimed and len(claimed) == room:
                 continue  # more may be due right now
@@ -195,7 +205,8 @@ class Dispatcher:
         metrics.IN_FLIGHT.set(self._running_total)
         if not self._stopping:
             self._pump()
-            self._wake.set()
+            if self._more_due:
+                self._wake.set()
 
     async def _attempt(self, item: Claimed) -> None:
         webhook_id = item.webhook_id
@@ -273,7 +284,7 @@ class Dispatcher:
                 await self._on_exhausted(target, outcome)
         if earliest is not None:
             loop = asyncio.get_running_loop()
-            loop.call_later(max(0.0, earliest - time.time()), self._wake.set)
+            loop.call_later(max(0.0, earliest - time.time()), self.wake)
 
 
 def _label(outcome: Outcome) -> str:
