@@ -18,9 +18,10 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
+from edgesense.delivery.breaker import Breaker
 from edgesense.delivery.http_sender import HttpSender
 from edgesense.delivery.index import Target, WebhookIndex
-from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
+from edgesense.delivery.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outbox, Outcome
 from edgesense.delivery.payload import event_name, webhook_body
 from edgesense.delivery.policy import RetryPolicy, after_attempt, without_attempt
 from edgesense.delivery.signing import signature_headers
@@ -39,6 +40,8 @@ RESULT_LINGER_SECONDS = 0.02
 # deliveries at once; this covers those missed while every process was down).
 UNKNOWN_WEBHOOK_GRACE_SECONDS = 60.0
 UNKNOWN_WEBHOOK_RETRY_SECONDS = 1.0
+# A webhook failing again and again pauses for the first backoff delay, at most this.
+BREAKER_MAX_PAUSE_SECONDS = 30.0
 ExhaustedHandler = Callable[[Target, Outcome], Awaitable[None]]
 
 
@@ -76,6 +79,7 @@ class Dispatcher:
         self._running_total = 0
         self._queued_total = 0
         self._reserved: dict[str, int] = defaultdict(int)
+        self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Outcome, Target | None]] = []
         self._results_ready = asyncio.Event()
@@ -100,6 +104,8 @@ class Dispatcher:
         if self._running_total + self._queued_total >= 2 * self.concurrency:
             return False
         if self._lane_load(webhook_id) >= 2 * self.per_target:
+            return False
+        if self.breaker.open_until(webhook_id, time.time()) is not None:
             return False
         self._reserved[webhook_id] += 1
         self._queued_total += 1
@@ -162,6 +168,7 @@ class Dispatcher:
             claimed: list[Claimed] = []
             if room > 0:
                 busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
+                busy += self.breaker.paused(time.time())
                 self._more_due = False
                 try:
                     claimed = await self.outbox.claim(
@@ -223,8 +230,13 @@ class Dispatcher:
                 outcome = without_attempt(item, FAILED, "webhook deleted", now)
             elif not target.active:
                 outcome = without_attempt(item, HELD, "webhook disabled", now)
+            elif (until := self.breaker.open_until(webhook_id, now)) is not None:
+                outcome = without_attempt(
+                    item, PENDING, "webhook failing: sends paused", now, until
+                )
             else:
                 outcome = await self._send(item, target)
+                self.breaker.record(webhook_id, outcome.status == SUCCEEDED, time.time())
             self._results.append((outcome, target))
             self._results_ready.set()
         except Exception:
