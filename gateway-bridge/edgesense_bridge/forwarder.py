@@ -24,9 +24,9 @@ from collections.abc import Callable
 import grpc
 
 from edgesense.auth import bearer_metadata
+from edgesense.delivery.backoff import backoff_delay
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from edgesense_bridge import metrics
-from edgesense_bridge.backoff import backoff_delay
 from edgesense_bridge.batching import Batch, Item, Outbox, UnknownBatch
 from edgesense_bridge.errors import DeliveryStreamError
 

@@ -38,8 +38,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edgesense.delivery.backoff import backoff_delay
 from edgesense_bridge import metrics
-from edgesense_bridge.backoff import backoff_delay
 from edgesense_bridge.errors import MqttUnavailable
 from edgesense_bridge.inbound import (
     InboundMessage,

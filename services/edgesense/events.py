@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 DEVICE_DATA: Final = "device.data"
@@ -18,3 +19,6 @@ KIND_TO_EVENT: Final = {
     "status": DEVICE_STATUS,
     "configuration": CONFIG_UPDATE,
 }
+
+# Project, gateway and device ids: the rule topic levels and registrations share.
+DEVICE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

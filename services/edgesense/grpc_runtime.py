@@ -192,12 +192,3 @@ async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
         if stop is None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-
-
-async def aiter_requests(iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Read a request stream, turning a client cancel into a plain end."""
-    try:
-        async for item in iterator:
-            yield item
-    except asyncio.CancelledError:
-        return

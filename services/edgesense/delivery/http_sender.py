@@ -128,6 +128,8 @@ class HttpSender:
             timeout_seconds=settings.delivery_timeout_seconds,
             allow_private_networks=settings.allow_private_networks,
             ca_bundle=settings.ca_bundle,
+            max_connections=settings.delivery_concurrency,
+            max_per_host=settings.delivery_per_target,
         )
 
     async def start(self) -> None:

@@ -165,13 +165,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         raise
     outbox = Outbox(engine)
     index = WebhookIndex()
-    sender = HttpSender(
-        timeout_seconds=settings.delivery_timeout_seconds,
-        allow_private_networks=settings.allow_private_networks,
-        ca_bundle=settings.ca_bundle,
-        max_connections=settings.delivery_concurrency,
-        max_per_host=settings.delivery_per_target,
-    )
+    sender = HttpSender.from_settings(settings)
     await sender.start()
     owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('w', 6)}"
     reconciler = Reconciler(outbox, index)

@@ -6,18 +6,15 @@ users wrote it), which the gateway answers with 400.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from edgesense.errors import InvalidArgument
-from edgesense.events import EVENT_NAMES
+from edgesense.events import DEVICE_ID, EVENT_NAMES
 from edgesense.netpolicy import UrlPolicy
 
 MAX_SECRET_BYTES = 256
 MAX_DESCRIPTION_CHARS = 1000
 MAX_DEVICE_IDS = 1000
-# The same id rule the bridge applies to topic levels.
-DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True)
