@@ -154,7 +154,8 @@ class Acceptor:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self._handoff.cancel_reservations(c.webhook_id for c in handed if c.event_id not in new_ids)
+        unhanded = [c for c in handed if c.event_id not in new_ids]
+        self._handoff.cancel_reservations(c.webhook_id for c in unhanded)
         self._handoff.hand_over(c for c in handed if c.event_id in new_ids)
         counted: set[str] = set()
         for events, future in group:
@@ -169,5 +170,7 @@ class Acceptor:
         metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
         self.pending_deliveries += created
         self.created_total += created
-        if created:
+        if created > len(handed) - len(unhanded):
+            # Some were stored without a lease (lane full, breaker open, held):
+            # those are found by a claim.
             self._handoff.wake()
