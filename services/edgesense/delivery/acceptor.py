@@ -61,7 +61,7 @@ class Handoff(Protocol):
     def reserve(self, webhook_id: str) -> bool: ...
     def cancel_reservations(self, webhook_ids: Iterable[str]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
-    def wake(self) -> None: ...
+    def stored_unleased(self, webhook_ids: Iterable[str]) -> None: ...
 
 
 class Acceptor:
@@ -170,7 +170,10 @@ class Acceptor:
         metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
         self.pending_deliveries += created
         self.created_total += created
-        if created > len(handed) - len(unhanded):
-            # Some were stored without a lease (lane full, breaker open, held):
-            # those are found by a claim.
-            self._handoff.wake()
+        unleased = {
+            d.webhook_id
+            for d in planned
+            if d.status == PENDING and d.lease_owner is None and d.event_id in new_ids
+        }
+        if unleased:
+            self._handoff.stored_unleased(unleased)  # for a claim to find

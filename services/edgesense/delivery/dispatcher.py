@@ -31,6 +31,7 @@ from edgesense.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
+CLAIM_LOW_WATER = 64
 IDLE_POLL_SECONDS = 0.5
 # Outcomes are not on the latency path (the POST already happened): let them
 # gather into fewer, larger writes.
@@ -79,6 +80,9 @@ class Dispatcher:
         self._running_total = 0
         self._queued_total = 0
         self._reserved: dict[str, int] = defaultdict(int)
+        # Webhooks with due deliveries left in the outbox while their lane was
+        # full: a claim is worth it again once their lane has drained to half.
+        self._backlogged: set[str] = set()
         self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Outcome, Target | None]] = []
@@ -110,6 +114,18 @@ class Dispatcher:
         self._reserved[webhook_id] += 1
         self._queued_total += 1
         return True
+
+    def stored_unleased(self, webhook_ids: Iterable[str]) -> None:
+        """Fresh pending deliveries were stored without a lease: claim them
+        now if their lanes have room, else once they have drained."""
+        for webhook_id in webhook_ids:
+            if self._lane_load(webhook_id) >= 2 * self.per_target:
+                self._backlogged.add(webhook_id)
+            else:
+                # Room in the lane: the lease was refused for the overall limit,
+                # a paused breaker or a missing index; the claim loop sorts it out.
+                self.wake()
+                return
 
     def cancel_reservations(self, webhook_ids: Iterable[str]) -> None:
         for webhook_id in webhook_ids:
@@ -164,10 +180,14 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.index.ready.wait(), IDLE_POLL_SECONDS)
                 continue
-            room = min(CLAIM_BATCH, 2 * self.concurrency - self._running_total - self._queued_total)
+            load = self._running_total + self._queued_total
+            room = min(CLAIM_BATCH, 2 * self.concurrency - load)
             claimed: list[Claimed] = []
-            if room > 0:
+            # Claim in batches: while much is in flight, wait for room for a
+            # batch (every finished attempt wakes this loop while more is due).
+            if room >= CLAIM_LOW_WATER or (room > 0 and load < self.concurrency):
                 busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
+                self._backlogged.update(busy)
                 busy += self.breaker.paused(time.time())
                 self._more_due = False
                 try:
@@ -181,7 +201,8 @@ class Dispatcher:
                 for item in claimed:
                     self._lanes.setdefault(item.webhook_id, deque()).append(item)
                 self._queued_total += len(claimed)
-                self._more_due = len(claimed) == room or bool(busy)
+                # Left out (lanes full) are backlogged; paused ones wait for the idle poll.
+                self._more_due = len(claimed) == room
                 self._pump()
             if claimed and len(claimed) == room:
                 continue  # more may be due right now
@@ -247,6 +268,9 @@ class Dispatcher:
             self._running[webhook_id] -= 1
             if self._running[webhook_id] <= 0:
                 del self._running[webhook_id]
+            if webhook_id in self._backlogged and self._lane_load(webhook_id) <= self.per_target:
+                self._backlogged.discard(webhook_id)
+                self._more_due = True  # _finished wakes the claim loop
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
         event = events_pb2.Event.FromString(item.event)
