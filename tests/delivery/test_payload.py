@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from edgesense.delivery.payload import event_name, rfc3339, struct_to_dict, webhook_body
+from edgesense.delivery.payload import (
+    event_name,
+    render,
+    rfc3339,
+    struct_to_dict,
+    webhook_body,
+)
 from edgesense.v1 import events_pb2
 
 ONLINE = events_pb2.DeviceStatus.STATE_ONLINE
@@ -184,3 +190,17 @@ def test_timestamp_falls_back_to_received_at() -> None:
     event = make_event()
     event.ClearField("timestamp")
     assert json.loads(webhook_body(event, "wh_1"))["timestamp"] == "2025-07-24T10:35:18Z"
+
+
+@pytest.mark.parametrize("webhook_id", ["wh_1", 'wh_"quoted"\\', "wh_ünï"])
+def test_one_rendering_serves_every_webhook(webhook_id: str) -> None:
+    event = make_event(values={"temperature": 75.3, "label": "Ü"})
+    rendered = render(event)
+    assert rendered.name == "device.data"
+    body = rendered.body(webhook_id)
+    assert json.loads(body)["webhookId"] == webhook_id
+    assert body == webhook_body(event, webhook_id)
+    assert body.startswith(rendered.head)
+    # The same bytes as rendering the whole body in one go.
+    whole = {**json.loads(body)}
+    assert body == json.dumps(whole, separators=(",", ":"), ensure_ascii=False).encode()

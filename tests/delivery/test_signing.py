@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import edgesense
 from edgesense.delivery.signing import (
+    Signer,
     sign_body,
     signature_headers,
     standard_webhooks_key,
@@ -112,3 +113,21 @@ def test_reference_library_verifies_the_headers(secret: str, verifier: bytes | N
     }
     with pytest.raises(WebhookVerificationError):
         webhook.verify(BODY + b" ", headers)
+
+
+@pytest.mark.parametrize("secret", ["s3cret", "whsec_" + base64.b64encode(b"k" * 24).decode()])
+def test_a_signer_keeps_its_keys_and_signs_each_attempt(secret: str) -> None:
+    signer = Signer(secret)
+    assert secret not in repr(signer)
+    for delivery_id, now in (("dlv_7", int(time.time())), ("dlv_8", int(time.time()) + 1)):
+        headers = signer.headers(delivery_id, "device.data", BODY, now)
+        expected = hmac.new(secret.encode(), BODY, hashlib.sha256).hexdigest()
+        assert headers["X-EdgeSense-Signature"] == expected
+        assert headers["webhook-timestamp"] == str(now)
+        Webhook(secret if secret.startswith("whsec_") else _as_whsec(secret)).verify(
+            BODY, {k: v for k, v in headers.items() if k.startswith("webhook-")}
+        )
+
+
+def _as_whsec(secret: str) -> str:
+    return "whsec_" + base64.b64encode(secret.encode()).decode()

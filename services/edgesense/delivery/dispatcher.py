@@ -22,9 +22,8 @@ from edgesense.delivery.breaker import Breaker
 from edgesense.delivery.http_sender import HttpSender
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outbox, Outcome
-from edgesense.delivery.payload import event_name, webhook_body
+from edgesense.delivery.payload import RenderedEvent, render
 from edgesense.delivery.policy import RetryPolicy, after_attempt, without_attempt
-from edgesense.delivery.signing import signature_headers
 from edgesense.errors import Unavailable
 from edgesense.v1 import events_pb2
 
@@ -32,6 +31,9 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
 CLAIM_LOW_WATER = 64
+# Events kept rendered, so that fanning one out renders it once: a few
+# seconds' worth at full speed; an event sent again later renders again.
+RENDERED_EVENTS = 4096
 IDLE_POLL_SECONDS = 0.5
 # Outcomes are not on the latency path (the POST already happened): let them
 # gather into fewer, larger writes.
@@ -86,6 +88,7 @@ class Dispatcher:
         self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Outcome, Target | None]] = []
+        self._rendered: dict[str, RenderedEvent] = {}  # by event id, oldest first
         self._results_ready = asyncio.Event()
 
     def wake(self) -> None:
@@ -273,11 +276,9 @@ class Dispatcher:
                 self._more_due = True  # _finished wakes the claim loop
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
-        event = events_pb2.Event.FromString(item.event)
-        body = webhook_body(event, target.webhook_id)
-        headers = signature_headers(
-            target.secret, item.delivery_id, event_name(event), body, int(time.time())
-        )
+        rendered = self._render(item)
+        body = rendered.body(target.webhook_id)
+        headers = target.signer.headers(item.delivery_id, rendered.name, body, int(time.time()))
         metrics.IN_FLIGHT.set(self._running_total)
         result = await self.sender.post(target.url, body, headers)
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
@@ -285,6 +286,16 @@ class Dispatcher:
         return after_attempt(
             self.policy, item, result, time.time(), current is not None and current.active
         )
+
+    def _render(self, item: Claimed) -> RenderedEvent:
+        """The event's rendering, shared by its deliveries to other webhooks."""
+        rendered = self._rendered.get(item.event_id)
+        if rendered is None:
+            rendered = render(events_pb2.Event.FromString(item.event))
+            if len(self._rendered) >= RENDERED_EVENTS:
+                del self._rendered[next(iter(self._rendered))]  # the oldest
+            self._rendered[item.event_id] = rendered
+        return rendered
 
     async def _write_results(self) -> None:
         while True:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from edgesense.delivery.signing import Signer
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -30,6 +32,10 @@ class Target:
     status: str
     secret: str
     disabled_reason: str | None = None
+    signer: Signer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signer", Signer(self.secret))
 
     @property
     def active(self) -> bool:

@@ -2,7 +2,8 @@
 
     {"event", "timestamp", "deviceId", "payload", "eventId", "gatewayId", "webhookId"}
 
-This runs once per delivery on the hot path, so the `google.protobuf.Struct`
+This runs once per event on the hot path (`render`; each webhook's body is
+the rendered head plus its `webhookId`), so the `google.protobuf.Struct`
 payload is walked directly rather than through `json_format.MessageToDict`
 (1.5-2x faster here, measured, and it does the number fix-up below in the same
 pass). Rules:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,18 +46,43 @@ def event_name(event: events_pb2.Event) -> str:
     return KIND_TO_EVENT[kind]
 
 
-def webhook_body(event: events_pb2.Event, webhook_id: str) -> bytes:
-    """The exact bytes POSTed (and signed) for `event` to webhook `webhook_id`."""
+@dataclass(frozen=True, slots=True)
+class RenderedEvent:
+    """An event rendered once for all its webhooks: the body up to `webhookId`.
+
+    Every member but the last is the same for each webhook, so an event fanned
+    out to many webhooks is parsed and rendered once (`render`), and each body
+    is that head plus its own `webhookId`.
+    """
+
+    name: str  # the webhook event name, `device.data`, ...
+    head: bytes  # the body without `,"webhookId":...}`
+
+    def body(self, webhook_id: str) -> bytes:
+        """The exact bytes POSTed (and signed) to webhook `webhook_id`."""
+        return b'%s,"webhookId":%s}' % (self.head, _json(webhook_id))
+
+
+def render(event: events_pb2.Event) -> RenderedEvent:
+    name = event_name(event)
     body = {
-        "event": event_name(event),
+        "event": name,
         "timestamp": rfc3339(event.timestamp if event.HasField("timestamp") else event.received_at),
         "deviceId": event.device_id,
         "payload": event_payload(event),
         "eventId": event.event_id,
         "gatewayId": event.gateway_id,
-        "webhookId": webhook_id,
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return RenderedEvent(name, _json(body)[:-1])
+
+
+def webhook_body(event: events_pb2.Event, webhook_id: str) -> bytes:
+    """The exact bytes POSTed (and signed) for `event` to webhook `webhook_id`."""
+    return render(event).body(webhook_id)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def event_payload(event: events_pb2.Event) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 
 import edgesense
@@ -26,7 +25,7 @@ USER_AGENT = f"EdgeSense-Webhooks/{edgesense.__version__}"
 
 def sign_body(secret: str, body: bytes) -> str:
     """Hex HMAC-SHA256 of the raw body: the `X-EdgeSense-Signature` value."""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), body, "sha256").hex()
 
 
 def standard_webhooks_key(secret: str) -> bytes:
@@ -49,28 +48,52 @@ def standard_webhooks_key(secret: str) -> bytes:
 
 def standard_webhooks_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: `v1,` + base64 HMAC of `{id}.{timestamp}.{body}`."""
+    return _standard_signature(standard_webhooks_key(secret), msg_id, timestamp, body)
+
+
+def _standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
-    digest = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
+    return "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode("ascii")
+
+
+class Signer:
+    """Signs attempts with one webhook's secret; its keys are derived once."""
+
+    __slots__ = ("_key", "_standard_key")
+
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+        self._standard_key = standard_webhooks_key(secret)
+
+    def __repr__(self) -> str:  # never the secret
+        return "Signer(...)"
+
+    def headers(
+        self, delivery_id: str, event_name: str, body: bytes, timestamp: int
+    ) -> dict[str, str]:
+        """Every header of one attempt (contract section 5), User-Agent included.
+
+        `delivery_id` is both `X-EdgeSense-Delivery` and `webhook-id`: the same
+        on every retry, so receivers can deduplicate. `timestamp` is the
+        attempt's time in unix seconds; it is re-signed on each attempt, which
+        keeps retries inside the receivers' replay window.
+        """
+        return {
+            "Content-Type": "application/json",
+            "X-EdgeSense-Event": event_name,
+            "X-EdgeSense-Delivery": delivery_id,
+            "X-EdgeSense-Signature": hmac.digest(self._key, body, "sha256").hex(),
+            "webhook-id": delivery_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": _standard_signature(
+                self._standard_key, delivery_id, timestamp, body
+            ),
+            "User-Agent": USER_AGENT,
+        }
 
 
 def signature_headers(
     secret: str, delivery_id: str, event_name: str, body: bytes, timestamp: int
 ) -> dict[str, str]:
-    """Every header of one attempt (contract section 5), User-Agent included.
-
-    `delivery_id` is both `X-EdgeSense-Delivery` and `webhook-id`: the same on
-    every retry, so receivers can deduplicate. `timestamp` is the attempt's
-    time in unix seconds; it is re-signed on each attempt, which keeps retries
-    inside the receivers' replay window.
-    """
-    return {
-        "Content-Type": "application/json",
-        "X-EdgeSense-Event": event_name,
-        "X-EdgeSense-Delivery": delivery_id,
-        "X-EdgeSense-Signature": sign_body(secret, body),
-        "webhook-id": delivery_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": standard_webhooks_signature(secret, delivery_id, timestamp, body),
-        "User-Agent": USER_AGENT,
-    }
+    """Every header of one attempt: `Signer(secret).headers(...)`."""
+    return Signer(secret).headers(delivery_id, event_name, body, timestamp)
