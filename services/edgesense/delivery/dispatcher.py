@@ -271,7 +271,10 @@ class Dispatcher:
             self._running[webhook_id] -= 1
             if self._running[webhook_id] <= 0:
                 del self._running[webhook_id]
-            if webhook_id in self._backlogged and self._lane_load(webhook_id) <= self.per_target:
+            if (
+                webhook_id in self._backlogged
+                and 2 * self._lane_load(webhook_id) <= 3 * self.per_target
+            ):
                 self._backlogged.discard(webhook_id)
                 self._more_due = True  # _finished wakes the claim loop
 
