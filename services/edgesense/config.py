@@ -40,7 +40,13 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise ConfigurationError(f"{name} must be 0 or 1, not {raw!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -50,7 +56,22 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
         raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, not {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum}, not {raw!r}")
     return value
+
+
+MAX_SENDERS = 32
+
+
+def default_senders() -> int:
+    """Sender processes by default: half the cores, at most 4; none on one core.
+
+    Each takes POSTs off the delivery process (see `delivery.senders`); with a
+    single core, the process switches would cost more than they save.
+    """
+    cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(4, cores // 2)
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -136,6 +157,7 @@ class Settings:
     lease_seconds: float = 30.0
     delivery_concurrency: int = 256
     delivery_per_target: int = 64
+    delivery_senders: int = field(default_factory=lambda: default_senders())
     outbox_limit: int = 1_000_000
 
     @classmethod
@@ -174,6 +196,9 @@ class Settings:
             delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
             delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
+            delivery_senders=int(
+                _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
+            ),
             metrics_addrs={
                 name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default
                 for name, default in DEFAULT_METRICS_ADDRS.items()

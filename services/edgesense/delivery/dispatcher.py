@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
 from edgesense.delivery.breaker import Breaker
-from edgesense.delivery.http_sender import HttpSender
+from edgesense.delivery.http_sender import Sender
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outbox, Outcome
 from edgesense.delivery.payload import RenderedEvent, render
@@ -53,7 +53,7 @@ class Dispatcher:
         self,
         outbox: Outbox,
         index: WebhookIndex,
-        sender: HttpSender,
+        sender: Sender,
         policy: RetryPolicy,
         *,
         owner: str,

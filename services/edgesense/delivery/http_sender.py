@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -94,6 +94,16 @@ class AttemptResult:
     def ok(self) -> bool:
         """A 2xx answer, fully within the timeout."""
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Sender(Protocol):
+    """What the dispatcher sends with: an `HttpSender`, or a pool of sender processes."""
+
+    timeout_seconds: float
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult: ...
 
 
 class HttpSender:

@@ -19,11 +19,12 @@ from edgesense.config import Settings
 from edgesense.delivery import metrics
 from edgesense.delivery.acceptor import Acceptor
 from edgesense.delivery.dispatcher import Dispatcher
-from edgesense.delivery.http_sender import HttpSender
+from edgesense.delivery.http_sender import HttpSender, Sender
 from edgesense.delivery.index import DISABLED, Target, WebhookIndex
 from edgesense.delivery.outbox import Outbox, Outcome
 from edgesense.delivery.policy import RetryPolicy
 from edgesense.delivery.registry_link import FailureReport, RegistryLink
+from edgesense.delivery.senders import SenderPool
 from edgesense.delivery.service import DeliveryService
 from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
@@ -104,7 +105,7 @@ class Reconciler:
 class RunningDelivery:
     server: GrpcServer
     engine: AsyncEngine
-    sender: HttpSender
+    sender: Sender
     dispatcher: Dispatcher
     index: WebhookIndex
     port: int
@@ -165,7 +166,11 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         raise
     outbox = Outbox(engine)
     index = WebhookIndex()
-    sender = HttpSender.from_settings(settings)
+    sender: Sender = (
+        SenderPool.from_settings(settings)
+        if settings.delivery_senders
+        else HttpSender.from_settings(settings)
+    )
     await sender.start()
     owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('w', 6)}"
     reconciler = Reconciler(outbox, index)

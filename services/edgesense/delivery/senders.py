@@ -1,0 +1,314 @@
+"""Sending in child processes: the delivery service's POSTs, spread over cores.
+
+An HTTP request costs aiohttp about 100-150 µs of CPU here, more than
+storing, scheduling and recording the delivery together, and one asyncio
+process runs on one core. Delivery therefore keeps the outbox, the lanes and
+the retry bookkeeping in its own process (one SQLite writer, one owner of the
+leases) and hands each POST to one of `EDGESENSE_DELIVERY_SENDERS` sender
+processes (`python -m edgesense.delivery.sender_process`), each an
+`HttpSender` with the same settings.
+
+Parent and child talk over the child's stdin/stdout: length-prefixed
+`marshal` frames (plain tuples of str/bytes/int/float/dict), written once per
+event-loop turn for everything queued in it. Requests go to the child with
+the fewest in flight. When a child dies, each of its attempts in flight ends
+as a failed attempt (`sender process exited`), so the retry policy sends it
+again, and the child is started again after a backoff. A child whose stdin
+closes (delivery stopping, or killed) finishes its attempts and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import marshal
+import os
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from edgesense.config import Settings
+from edgesense.delivery.backoff import backoff_delay
+from edgesense.delivery.http_sender import AttemptResult
+
+log = logging.getLogger(__name__)
+
+HEADER = 4  # bytes of big-endian frame length
+RESTART_BASE_SECONDS = 0.2
+RESTART_MAX_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    data = marshal.dumps(message)
+    return len(data).to_bytes(HEADER, "big") + data
+
+
+class Frames:
+    """Splits a byte stream into the marshalled messages it carries."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        start = 0
+        while len(buffer) - start >= HEADER:
+            size = int.from_bytes(buffer[start : start + HEADER], "big")
+            end = start + HEADER + size
+            if len(buffer) < end:
+                break
+            # Only ever from our own child or parent process, over its pipe.
+            messages.append(marshal.loads(buffer[start + HEADER : end]))  # noqa: S302
+            start = end
+        del buffer[:start]
+        return messages
+
+
+class Batcher:
+    """Frames written once per event-loop turn, in one write."""
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self._queued: list[bytes] = []
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._queued.append(frame(message))
+
+    def flush(self) -> None:
+        if self._queued:
+            data = b"".join(self._queued)
+            self._queued.clear()
+            self._write(data)
+
+
+def result_message(request_id: int, result: AttemptResult) -> tuple[Any, ...]:
+    return (
+        request_id,
+        result.started_at.timestamp(),
+        result.duration_ms,
+        result.status_code,
+        result.error,
+        result.response_excerpt,
+        result.retry_after,
+    )
+
+
+def result_of(message: tuple[Any, ...]) -> AttemptResult:
+    _, started, duration_ms, status_code, error, excerpt, retry_after = message
+    return AttemptResult(
+        started_at=datetime.fromtimestamp(started, UTC),
+        duration_ms=duration_ms,
+        status_code=status_code,
+        error=error,
+        response_excerpt=excerpt,
+        retry_after=retry_after,
+    )
+
+
+def _failed(error: str) -> AttemptResult:
+    return AttemptResult(started_at=datetime.now(UTC), duration_ms=0, error=error)
+
+
+class _Child(asyncio.SubprocessProtocol):
+    """One sender process, as the parent sees it."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.pending: dict[int, asyncio.Future[AttemptResult]] = {}
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.SubprocessTransport | None = None
+        self._frames = Frames()
+        self._out: Batcher | None = None
+        self._gone = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        stdin = self.transport.get_pipe_transport(0)  # type: ignore[union-attr]
+        self._out = Batcher(stdin.write)  # type: ignore[union-attr]
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd != 1:
+            return
+        for message in self._frames.feed(data):  # type: ignore[arg-type]
+            future = self.pending.pop(message[0], None)
+            if future is not None and not future.done():
+                future.set_result(result_of(message))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._gone = True  # no answer can come any more
+
+    def process_exited(self) -> None:
+        self._gone = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The process has exited and every answer it wrote has been read.
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_result(_failed("the sender process exited during the attempt"))
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    @property
+    def alive(self) -> bool:
+        return self._out is not None and not self._gone
+
+    def post(self, request_id: int, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+        assert self._out is not None
+        self._out.send((request_id, url, body, dict(headers)))
+
+    def close_input(self) -> None:
+        if self._out is not None:
+            self._out.flush()
+        if self.transport is not None:
+            stdin = self.transport.get_pipe_transport(0)
+            if stdin is not None:
+                stdin.close()
+
+
+class SenderPool:
+    """`HttpSender`'s `post()`, run in `processes` child processes."""
+
+    def __init__(self, processes: int, options: Mapping[str, Any], timeout_seconds: float) -> None:
+        if processes < 1:
+            raise ValueError("a sender pool needs at least one process")
+        self.processes = processes
+        self.timeout_seconds = timeout_seconds
+        self._options = dict(options)
+        self._children: list[_Child | None] = [None] * processes
+        self._keepers: list[asyncio.Task[None]] = []
+        self._next_id = 0
+        self._closing = False
+        self._changed = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SenderPool:
+        options = {
+            "timeout_seconds": settings.delivery_timeout_seconds,
+            "allow_private_networks": settings.allow_private_networks,
+            "ca_bundle": settings.ca_bundle,
+            "max_connections": settings.delivery_concurrency,
+            "max_per_host": settings.delivery_per_target,
+        }
+        return cls(settings.delivery_senders, options, settings.delivery_timeout_seconds)
+
+    async def start(self) -> None:
+        """Start every child; returns once each has started (or failed to)."""
+        if self._keepers:
+            return
+        started = [asyncio.get_running_loop().create_future() for _ in range(self.processes)]
+        self._keepers = [
+            asyncio.create_task(self._keep(n, started[n]), name=f"sender-{n}")
+            for n in range(self.processes)
+        ]
+        await asyncio.wait(started)
+
+    async def close(self) -> None:
+        """Let the children finish what they were given, then stop them."""
+        self._closing = True
+        self._changed.set()
+        for child in self._children:
+            if child is not None:
+                child.close_input()
+        if self._keepers:
+            await asyncio.gather(*self._keepers, return_exceptions=True)
+        self._keepers = []
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the children running now."""
+        return [
+            c.transport.get_pid()
+            for c in self._children
+            if c is not None and c.alive and c.transport is not None
+        ]
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
+        child = await self._choose()
+        if child is None:
+            return _failed("no sender process is running")
+        self._next_id += 1
+        future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+        child.pending[self._next_id] = future
+        child.post(self._next_id, url, body, headers)
+        return await future
+
+    async def _choose(self) -> _Child | None:
+        """The live child with the fewest attempts in flight; waits a while for one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_seconds
+        while True:
+            live = [c for c in self._children if c is not None and c.alive]
+            if live:
+                return min(live, key=lambda c: len(c.pending))
+            if self._closing or loop.time() >= deadline:
+                return None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+
+    async def _keep(self, number: int, started: asyncio.Future[None]) -> None:
+        """Run child `number`, starting it again whenever it exits unasked."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._closing:
+            child = _Child(number)
+            try:
+                transport, _ = await loop.subprocess_exec(
+                    lambda child=child: child,  # type: ignore[misc]
+                    sys.executable,
+                    "-m",
+                    "edgesense.delivery.sender_process",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=None,
+                    env={**os.environ, "EDGESENSE_SENDER_OPTIONS": json.dumps(self._options)},
+                )
+            except OSError as exc:
+                log.error("cannot start sender process %d: %s", number, exc)
+            else:
+                self._children[number] = child
+                self._changed.set()
+                if not started.done():
+                    started.set_result(None)
+                began = loop.time()
+                try:
+                    await asyncio.shield(child.exited)
+                except asyncio.CancelledError:
+                    transport.kill()
+                    raise
+                finally:
+                    self._children[number] = None
+                    if self._closing:
+                        await _reap(transport)
+                    else:
+                        transport.close()
+                if self._closing:
+                    return
+                code = transport.get_returncode()
+                failures = 1 if loop.time() - began > RESTART_MAX_SECONDS else failures + 1
+                log.error("sender process %d exited (code %s); starting it again", number, code)
+            if not started.done():
+                started.set_result(None)
+            failures = max(failures, 1)
+            await asyncio.sleep(backoff_delay(failures, RESTART_BASE_SECONDS, RESTART_MAX_SECONDS))
+
+
+async def _reap(transport: asyncio.SubprocessTransport) -> None:
+    """Wait for a stopping child, killing it past the grace period."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_GRACE_SECONDS
+    while transport.get_returncode() is None and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if transport.get_returncode() is None:
+        transport.kill()
+    transport.close()
