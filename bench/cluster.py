@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.databases import Database
 from bench.processes import Child, Children, free_port, python_module
+from bench.procstats import child_pids
 from bench.receivers import Target
 from bench.systems import PROJECT, TOPIC_PREFIX
 
@@ -89,7 +90,12 @@ class EdgeSense:
             return str(reply["webhookId"])
 
     def processes(self) -> dict[str, int]:
-        return {name: c.pid for name, c in self.running.items() if c.running}
+        """Our services, and delivery's sender processes as `senders`, `senders#2`, ..."""
+        found = {name: c.pid for name, c in self.running.items() if c.running}
+        if "delivery" in found:
+            for n, pid in enumerate(child_pids(found["delivery"]), 1):
+                found["senders" if n == 1 else f"senders#{n}"] = pid
+        return found
 
     async def pause(self) -> None:
         await self.running["delivery"].stop()

@@ -29,6 +29,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` has started and that still run (empty once it is gone)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with (
+            contextlib.suppress(OSError, IndexError, ValueError),
+            open(f"/proc/{entry}/stat", "rb") as f,
+        ):
+            if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores have been busy since boot (/proc/stat: all but idle, iowait)."""
     with open("/proc/stat", "rb") as f:
@@ -72,7 +87,8 @@ class ProcSampler:
     last_sample: float = 0.0
 
     def track(self, name: str, pid: int) -> None:
-        self.pids[pid] = Tracked(name)
+        """Follow `pid` as `name`; `name#2` counts as `name` (several processes of one kind)."""
+        self.pids[pid] = Tracked(name.split("#")[0])
         self._sample_one(pid, self.pids[pid], record=False)
 
     def mark(self) -> None:

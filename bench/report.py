@@ -17,7 +17,7 @@ from bench.mosquitto import MOSQUITTO
 from bench.scenarios import STALL_SECONDS
 
 Row = dict[str, Any]
-OURS = ("registry", "delivery", "bridge", "gateway", "forwarder")
+OURS = ("registry", "delivery", "senders", "bridge", "gateway", "forwarder")
 OTHERS = ("mosquitto", "receiver", "publisher")
 RSS_LIMIT_MB = 300.0
 
