@@ -10,13 +10,13 @@ which variable), 1 for anything else.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from edgesense import runtime
 from edgesense.config import Settings
 from edgesense.errors import ConfigurationError
 
@@ -73,22 +73,13 @@ def run_service(name: str, dev: bool, verbose: bool = False) -> int:
     configure_logging(name, verbose)
     try:
         settings = Settings.from_env(dev=dev or None)
-        _use_uvloop()
-        asyncio.run(SERVICES[name](settings))
+        runtime.run(SERVICES[name](settings))
     except ConfigurationError as exc:
         log.error("%s cannot start: %s", name, exc.message)
         return 2
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - not on every platform
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def run_up(dev: bool) -> int:
@@ -102,8 +93,7 @@ def run_up(dev: bool) -> int:
     except ConfigurationError as exc:
         log.error("cannot start the cluster: %s", exc.message)
         return 2
-    _use_uvloop()
-    return asyncio.run(up(settings, list(SERVICES), dev or settings.dev))
+    return runtime.run(up(settings, list(SERVICES), dev or settings.dev))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ import signal
 import sys
 from typing import Any
 
+from edgesense import runtime
 from edgesense.cli import configure_logging
 from edgesense.delivery.http_sender import HttpSender
 from edgesense.delivery.senders import Batcher, Frames, result_message
@@ -70,12 +71,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging("delivery")
     options = json.loads(os.environ["EDGESENSE_SENDER_OPTIONS"])
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(options))
-    else:
-        uvloop.run(serve(options))
+    runtime.run(serve(options))
 
 
 if __name__ == "__main__":
