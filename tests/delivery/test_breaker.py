@@ -8,10 +8,12 @@ from edgesense.delivery.breaker import Breaker
 def test_opens_after_consecutive_failures_and_pauses() -> None:
     breaker = Breaker(threshold=3, pause_seconds=10)
     for _ in range(2):
-        breaker.record("w", False, 100)
+        assert breaker.record("w", False, 100) is None
     assert breaker.open_until("w", 100) is None
-    breaker.record("w", False, 100)
+    assert breaker.record("w", False, 100) == 110  # it opens, until then
     assert breaker.open_until("w", 101) == 110
+    assert breaker.record("w", False, 102) is None  # an attempt that was in flight
+    assert breaker.open_until("w", 103) == 110
     assert breaker.paused(101) == ["w"]
     assert breaker.open_until("w", 110) is None  # the pause is over
     assert breaker.paused(111) == []
@@ -22,7 +24,7 @@ def test_a_success_closes_it_and_a_failed_probe_reopens_it() -> None:
     for _ in range(3):
         breaker.record("w", False, 0)
     assert breaker.open_until("w", 20) is None
-    breaker.record("w", False, 20)  # the probe after the pause fails
+    assert breaker.record("w", False, 20) == 30  # the probe after the pause fails
     assert breaker.open_until("w", 21) == 30
     breaker.record("w", True, 31)
     breaker.record("w", False, 31)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edgesense.delivery import metrics
+from edgesense.delivery.breaker import PAUSED_REASON
 from edgesense.delivery.index import WebhookIndex
 from edgesense.delivery.outbox import HELD, PENDING, Claimed, NewDelivery, Outbox, StoredEvent
 from edgesense.errors import EdgesenseError, InvalidArgument, ResourceExhausted
@@ -59,6 +60,7 @@ class Handoff(Protocol):
     lease_seconds: float
 
     def reserve(self, webhook_id: str) -> bool: ...
+    def paused_until(self, webhook_id: str) -> float | None: ...
     def cancel_reservations(self, webhook_ids: Iterable[str]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
     def stored_unleased(self, webhook_ids: Iterable[str]) -> None: ...
@@ -117,6 +119,12 @@ class Acceptor:
                 for target in self.index.match(event.project_id, name, event.device_id):
                     delivery_id = new_id("dlv")
                     leased = target.active and self._handoff.reserve(target.webhook_id)
+                    status, reason, not_before = PENDING, None, None
+                    if not target.active:
+                        status, reason = HELD, "webhook disabled"
+                    elif not leased:
+                        not_before = self._handoff.paused_until(target.webhook_id)
+                        reason = PAUSED_REASON if not_before is not None else None
                     planned.append(
                         NewDelivery(
                             delivery_id=delivery_id,
@@ -125,10 +133,11 @@ class Acceptor:
                             project_id=event.project_id,
                             event_name=name,
                             device_id=event.device_id,
-                            status=PENDING if target.active else HELD,
-                            status_reason=None if target.active else "webhook disabled",
+                            status=status,
+                            status_reason=reason,
                             lease_owner=self._handoff.owner if leased else None,
                             lease_expires_at=lease_until if leased else None,
+                            not_before=not_before,
                         )
                     )
                     if leased:

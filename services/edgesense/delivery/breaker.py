@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+PAUSED_REASON = "webhook failing: sends paused"
+
 
 @dataclass
 class Breaker:
@@ -20,16 +22,21 @@ class Breaker:
     _failures: dict[str, int] = field(default_factory=dict)
     _open_until: dict[str, float] = field(default_factory=dict)
 
-    def record(self, webhook_id: str, ok: bool, now: float) -> None:
+    def record(self, webhook_id: str, ok: bool, now: float) -> float | None:
+        """Count an attempt's outcome; when this opens the breaker, until when."""
         if ok:
             self._failures.pop(webhook_id, None)
             self._open_until.pop(webhook_id, None)
-            return
+            return None
         failures = self._failures.get(webhook_id, 0) + 1
         self._failures[webhook_id] = failures
-        if failures >= self.threshold:
-            self._open_until[webhook_id] = now + self.pause_seconds
-            self._failures[webhook_id] = self.threshold - 1  # the next failure re-opens
+        if failures < self.threshold:
+            return None
+        self._failures[webhook_id] = self.threshold - 1  # the next failure re-opens
+        if self.open_until(webhook_id, now) is not None:
+            return None  # already open (attempts that were in flight when it opened)
+        until = self._open_until[webhook_id] = now + self.pause_seconds
+        return until
 
     def open_until(self, webhook_id: str, now: float) -> float | None:
         """When sends to this webhook may resume, if they are paused now."""

@@ -18,7 +18,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
-from edgesense.delivery.breaker import Breaker
+from edgesense.delivery.breaker import PAUSED_REASON, Breaker
 from edgesense.delivery.http_sender import Sender
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outbox, Outcome
@@ -118,10 +118,18 @@ class Dispatcher:
         self._queued_total += 1
         return True
 
+    def paused_until(self, webhook_id: str) -> float | None:
+        """When sends to this webhook resume, if its breaker has paused them."""
+        return self.breaker.open_until(webhook_id, time.time())
+
     def stored_unleased(self, webhook_ids: Iterable[str]) -> None:
         """Fresh pending deliveries were stored without a lease: claim them
-        now if their lanes have room, else once they have drained."""
+        now if their lanes have room, else once they have drained (those of a
+        paused webhook were stored due at the end of the pause)."""
+        now = time.time()
         for webhook_id in webhook_ids:
+            if self.breaker.open_until(webhook_id, now) is not None:
+                continue
             if self._lane_load(webhook_id) >= 2 * self.per_target:
                 self._backlogged.add(webhook_id)
             else:
@@ -255,12 +263,12 @@ class Dispatcher:
             elif not target.active:
                 outcome = without_attempt(item, HELD, "webhook disabled", now)
             elif (until := self.breaker.open_until(webhook_id, now)) is not None:
-                outcome = without_attempt(
-                    item, PENDING, "webhook failing: sends paused", now, until
-                )
+                outcome = without_attempt(item, PENDING, PAUSED_REASON, now, until)
             else:
                 outcome = await self._send(item, target)
-                self.breaker.record(webhook_id, outcome.status == SUCCEEDED, time.time())
+                opened = self.breaker.record(webhook_id, outcome.status == SUCCEEDED, time.time())
+                if opened is not None:
+                    self._defer(webhook_id, opened)
             self._results.append((outcome, target))
             self._results_ready.set()
         except Exception:
@@ -289,6 +297,20 @@ class Dispatcher:
         return after_attempt(
             self.policy, item, result, time.time(), current is not None and current.active
         )
+
+    def _defer(self, webhook_id: str, until: float) -> None:
+        """The breaker paused this webhook: its due deliveries in the outbox
+        become due when the pause ends, so claims no longer pass over them."""
+
+        async def defer() -> None:
+            try:
+                await self.outbox.defer(webhook_id, until, PAUSED_REASON, time.time())
+            except Unavailable as exc:  # they stay due; claims leave them out meanwhile
+                log.warning("cannot defer deliveries of %s: %s", webhook_id, exc.message)
+
+        task = asyncio.create_task(defer())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _render(self, item: Claimed) -> RenderedEvent:
         """The event's rendering, shared by its deliveries to other webhooks."""

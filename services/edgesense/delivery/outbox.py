@@ -46,6 +46,7 @@ class NewDelivery:
     status_reason: str | None = None
     lease_owner: str | None = None  # set when handed straight to a dispatcher
     lease_expires_at: float | None = None
+    not_before: float | None = None  # due later than now (its webhook's sends are paused)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class Outbox:
                     d.device_id,
                     d.status,
                     d.status_reason,
-                    now,
+                    d.not_before or now,
                     d.lease_owner,
                     d.lease_expires_at,
                     now,
@@ -258,6 +259,25 @@ class Outbox:
             if logged:
                 await conn.exec_driver_sql(self._insert_attempt, logged)
             await conn.exec_driver_sql(self._update_outcome, updates)
+
+    async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
+        """A webhook's pending deliveries that are due before `until` and not
+        leased become due at `until` (its sends are paused until then)."""
+        async with transaction(self.engine, "deferring deliveries") as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.webhook_id == webhook_id,
+                    deliveries.c.status == PENDING,
+                    deliveries.c.next_attempt_at < until,
+                    or_(
+                        deliveries.c.lease_expires_at.is_(None),
+                        deliveries.c.lease_expires_at < now,
+                    ),
+                )
+                .values(next_attempt_at=until, status_reason=reason, updated_at=now)
+            )
+            return result.rowcount
 
     async def release_leases(self, owner: str, delivery_ids: Sequence[str]) -> None:
         """Hand claimed but unsent deliveries back (graceful shutdown)."""
