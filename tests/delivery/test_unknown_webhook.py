@@ -23,7 +23,9 @@ from edgesense.storage.migrate import migrate
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
     await migrate(engine, "delivery")
-    yield Outbox(engine)
+    outbox = Outbox(engine)
+    yield outbox
+    await outbox.close()
     await dispose_engine(engine)
 
 

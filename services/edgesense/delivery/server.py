@@ -122,6 +122,7 @@ class RunningDelivery:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self.sender.close()
+        await self.dispatcher.outbox.close()
         await dispose_engine(self.engine)
 
 

@@ -46,7 +46,7 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(
             parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=5
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
@@ -60,7 +60,7 @@ def create_engine(url: str) -> AsyncEngine:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # aiosqlite's default transaction handling is replaced by explicit BEGIN
     # (see _sqlite_begin), so writers take the lock at the start and a busy
     # database waits for busy_timeout instead of failing mid-transaction.
@@ -101,7 +101,7 @@ def translate(what: str) -> Iterator[None]:
 _sqlite_writers: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-def _writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+def writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     if engine.dialect.name != "sqlite":
         return None
     lock = _sqlite_writers.get(engine.sync_engine)
@@ -113,7 +113,7 @@ def _writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
 @contextlib.asynccontextmanager
 async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
     """A write transaction (on SQLite: BEGIN IMMEDIATE, one writer per process at a time)."""
-    lock = _writer_lock(engine)
+    lock = writer_lock(engine)
     async with contextlib.AsyncExitStack() as stack:
         if lock is not None:
             await stack.enter_async_context(lock)

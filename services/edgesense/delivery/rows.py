@@ -1,0 +1,140 @@
+"""The outbox's rows and its per-delivery statements, shared by both databases.
+
+The rows are NamedTuples: one is made per delivery at each step, and a
+frozen dataclass's __init__ cost several times more (measured in profiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import NamedTuple
+
+PENDING, SUCCEEDED, FAILED, HELD = "pending", "succeeded", "failed", "held"
+STATUSES = (PENDING, SUCCEEDED, FAILED, HELD)
+
+
+class StoredEvent(NamedTuple):
+    event_id: str
+    project_id: str
+    payload: bytes  # serialized edgesense.v1.Event
+
+
+class NewDelivery(NamedTuple):
+    delivery_id: str
+    event_id: str
+    webhook_id: str
+    project_id: str
+    event_name: str
+    device_id: str
+    status: str
+    status_reason: str | None = None
+    lease_owner: str | None = None  # set when handed straight to a dispatcher
+    lease_expires_at: float | None = None
+    not_before: float | None = None  # due later than now (its webhook's sends are paused)
+
+
+class Claimed(NamedTuple):
+    seq: int
+    delivery_id: str
+    webhook_id: str
+    event_id: str
+    attempt_count: int
+    cycle_attempts: int
+    event: bytes
+    created_at: float = 0.0
+
+
+class Outcome(NamedTuple):
+    """One attempt's log entry and the delivery's state after it."""
+
+    delivery_id: str
+    attempt: int
+    started_at: float
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    status: str
+    status_reason: str | None
+    cycle_attempts: int
+    next_attempt_at: float
+
+
+# The three statements run once per delivery go to the driver directly as
+# executemany: SQLAlchemy's per-row parameter processing cost more than the
+# database work here (measured on SQLite: recording outcomes went from 6,200 to
+# 11,000 a second, storing deliveries from 18,500 to 23,500).
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (delivery_id, event_id, webhook_id, project_id, event_name,"
+    " device_id, status, status_reason, attempt_count, cycle_attempts, next_attempt_at,"
+    " lease_owner, lease_expires_at, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?)"
+)
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,"
+    " response_body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+UPDATE_OUTCOME = (
+    "UPDATE deliveries SET status = ?, status_reason = ?, attempt_count = attempt_count + ?,"
+    " cycle_attempts = ?, next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL,"
+    " updated_at = ? WHERE delivery_id = ? AND lease_owner = ?"
+)
+
+
+def delivery_rows(
+    planned: Sequence[NewDelivery], new_event_ids: Collection[str], now: float
+) -> list[tuple[object, ...]]:
+    """INSERT_DELIVERY parameters for the planned deliveries of new events."""
+    return [
+        (
+            d.delivery_id,
+            d.event_id,
+            d.webhook_id,
+            d.project_id,
+            d.event_name,
+            d.device_id,
+            d.status,
+            d.status_reason,
+            d.not_before or now,
+            d.lease_owner,
+            d.lease_expires_at,
+            now,
+            now,
+        )
+        for d in planned
+        if d.event_id in new_event_ids
+    ]
+
+
+def attempt_rows(outcomes: Sequence[Outcome]) -> list[tuple[object, ...]]:
+    """INSERT_ATTEMPT parameters: the outcomes that were attempts."""
+    return [
+        (
+            o.delivery_id,
+            o.attempt,
+            o.started_at,
+            o.duration_ms,
+            o.status_code,
+            o.error,
+            o.response_body,
+        )
+        for o in outcomes
+        if o.attempt > 0
+    ]
+
+
+def outcome_rows(owner: str, outcomes: Sequence[Outcome], now: float) -> list[tuple[object, ...]]:
+    """UPDATE_OUTCOME parameters: each delivery's state after its outcome."""
+    return [
+        (
+            o.status,
+            o.status_reason,
+            1 if o.attempt > 0 else 0,
+            o.cycle_attempts,
+            o.next_attempt_at,
+            now,
+            o.delivery_id,
+            owner,
+        )
+        for o in outcomes
+    ]
