@@ -38,7 +38,7 @@ from edgesense.delivery.rows import (
     outcome_rows,
 )
 from edgesense.delivery.tables import attempts, deliveries, events
-from edgesense.storage.engine import reading, transaction, writer_lock
+from edgesense.storage.engine import reading, transaction
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 __all__ = [
@@ -75,10 +75,7 @@ class Outbox:
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
         # SQLite (a file): the hot transactions run whole in one writer thread.
         path = engine.url.database if engine.dialect.name == "sqlite" else None
-        lock = writer_lock(engine)
-        self._sqlite = (
-            SqliteWriter(path, lock) if path and path != ":memory:" and lock is not None else None
-        )
+        self._sqlite = SqliteWriter(engine, path) if path and path != ":memory:" else None
 
     async def close(self) -> None:
         if self._sqlite is not None:

@@ -13,7 +13,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -110,6 +110,22 @@ def writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     return lock
 
 
+class ExclusiveWriter(Protocol):
+    def exclusive(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+# A process's SqliteWriter for an engine: its writes happen in its own thread,
+# which other writers of the engine pause while they write (see transaction).
+_thread_writers: weakref.WeakKeyDictionary[Any, ExclusiveWriter] = weakref.WeakKeyDictionary()
+
+
+def register_thread_writer(engine: AsyncEngine, writer: ExclusiveWriter | None) -> None:
+    if writer is None:
+        _thread_writers.pop(engine.sync_engine, None)
+    else:
+        _thread_writers[engine.sync_engine] = writer
+
+
 @contextlib.asynccontextmanager
 async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
     """A write transaction (on SQLite: BEGIN IMMEDIATE, one writer per process at a time)."""
@@ -117,6 +133,9 @@ async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConn
     async with contextlib.AsyncExitStack() as stack:
         if lock is not None:
             await stack.enter_async_context(lock)
+            thread_writer = _thread_writers.get(engine.sync_engine)
+            if thread_writer is not None:
+                await stack.enter_async_context(thread_writer.exclusive())
         with translate(what):
             async with engine.begin() as conn:
                 yield conn

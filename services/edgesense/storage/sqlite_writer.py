@@ -1,14 +1,17 @@
 """SQLite write transactions in one hop: one thread, one connection.
 
-SQLite has one writer at a time, and our writers queue for it (see
-`engine._writer_lock`). Through SQLAlchemy and aiosqlite a transaction is
+SQLite has one writer at a time. Through SQLAlchemy and aiosqlite a transaction is
 several round trips between the event loop and aiosqlite's thread (BEGIN,
 each statement, each fetch, COMMIT), and on a busy event loop every one of
 them waits for its turn: measured beside a loaded dispatcher, a claim held
 the write lock for 10 ms and a 240-event store for 20 ms, most of it waiting
 for the loop, while everything else waited for the lock. A `SqliteWriter`
 runs a whole transaction, as a plain function of a `sqlite3.Connection`, in
-its own thread, so the lock is held for the database work only.
+its own thread; transactions queue there and run back to back, so the
+database's write lock is held for the database work only. The engine's other
+writers in this process (rare ones: holding, releasing, redelivering) pause
+the thread while they write (`exclusive`, used by `engine.transaction`), so
+the two never meet on SQLite's lock and its busy-wait naps.
 
 The connection gets the engine's pragmas (WAL, synchronous=FULL,
 busy_timeout); the function runs inside BEGIN IMMEDIATE and is committed, or
@@ -19,34 +22,66 @@ was being done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from edgesense.errors import Unavailable
-from edgesense.storage.engine import SQLITE_BUSY_TIMEOUT_MS, sqlite_pragmas
+from edgesense.storage.engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    register_thread_writer,
+    sqlite_pragmas,
+)
 
 T = TypeVar("T")
 
 
 class SqliteWriter:
-    def __init__(self, path: str, lock: asyncio.Lock) -> None:
-        """`lock`: the engine's writer lock, shared with its other writers."""
+    def __init__(self, engine: AsyncEngine, path: str) -> None:
+        """Writes to `engine`'s SQLite file at `path`, beside the engine's other writers."""
         self._path = path
-        self._lock = lock
+        self._engine = engine
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
+        register_thread_writer(engine, self)
 
     async def run(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work(connection)` as one write transaction; Unavailable if the database fails."""
+        """`work(connection)` as one write transaction; Unavailable if the database fails.
+
+        Transactions queue in the writer thread and run back to back: no
+        lock is held across a return to the event loop.
+        """
         loop = asyncio.get_running_loop()
-        async with self._lock:
-            try:
-                return await loop.run_in_executor(self._executor, self._transaction, work)
-            except sqlite3.Error as exc:
-                text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                raise Unavailable(f"database unavailable while {what}: {text}") from exc
+        try:
+            return await loop.run_in_executor(self._executor, self._transaction, work)
+        except sqlite3.Error as exc:
+            text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise Unavailable(f"database unavailable while {what}: {text}") from exc
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the writer thread while another connection of this process writes
+        (`engine.transaction` does this), so the two never wait on SQLite's lock."""
+        loop = asyncio.get_running_loop()
+        holding: asyncio.Future[None] = loop.create_future()
+        release = threading.Event()
+
+        def hold() -> None:
+            loop.call_soon_threadsafe(_resolve, holding)
+            release.wait()
+
+        held = loop.run_in_executor(self._executor, hold)
+        try:
+            await holding
+            yield
+        finally:
+            release.set()
+            await held
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -66,6 +101,8 @@ class SqliteWriter:
         return result
 
     async def close(self) -> None:
+        register_thread_writer(self._engine, None)
+
         def close() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -73,3 +110,8 @@ class SqliteWriter:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
