@@ -52,7 +52,10 @@ async def test_one_small_phase_end_to_end(tmp_path: Path, system_name: str) -> N
     assert result["delivered"] == 400, result
     assert (result["missing"], result["duplicates"], result["bad_signature"]) == (0, 0, 0)
     assert result["ended"] == "complete"
-    ours = {"baseline": {"forwarder"}, "edgesense": {"registry", "delivery", "bridge", "gateway"}}
+    ours = {
+        "baseline": {"forwarder"},
+        "edgesense": {"registry", "delivery", "senders", "bridge", "gateway"},
+    }
     assert ours[system_name] <= set(result["processes"])
     assert all(p["peak_rss_mb"] > 0 for p in result["processes"].values())
     renamed = result | {"phase": "fanout"}
@@ -60,3 +63,28 @@ async def test_one_small_phase_end_to_end(tmp_path: Path, system_name: str) -> N
     assert rows[0]["figure"].startswith("Fan-out")
     assert system_name in markdown(rows, [renamed])
     assert not [found for found in problems([renamed]) if "deliveries" in found]
+
+
+def test_isolation_figures_are_medians_over_rounds() -> None:
+    rates = {
+        "isolation-alone": 1000.0,
+        "isolation-beside": 950.0,  # 0.95
+        "isolation-alone#2": 1100.0,
+        "isolation-beside#2": 770.0,  # 0.70
+        "isolation-alone#3": 900.0,
+        "isolation-beside#3": 810.0,  # 0.90
+    }
+    phases = [
+        {"system": "edgesense", "phase": name, "deliveries_per_s": rate, "processes": {}}
+        for name, rate in rates.items()
+    ]
+    rows = {r["figure"]: r for r in figures(phases)}
+    alone = rows["Isolation: healthy receiver alone, deliveries/s (median of 3 rounds)"]
+    beside = rows[
+        "Isolation: healthy beside a 500 and a hanging one, deliveries/s (median of 3 rounds)"
+    ]
+    ratio = rows["Isolation ratio (beside / alone) (median of 3 rounds)"]
+    assert (alone["edgesense"], beside["edgesense"]) == (1000.0, 810.0)
+    assert ratio["edgesense"] == 0.9  # the median of each round's ratio, not 810 / 1000
+    assert (ratio["target"], ratio["result"]) == ("≥ 0.9", "PASS")
+    assert ratio["baseline"] is None
