@@ -105,54 +105,43 @@ class Acceptor:
         stored: list[StoredEvent] = []
         planned: list[NewDelivery] = []
         handed: list[Claimed] = []
+        unleased: list[tuple[str, str]] = []  # (event id, webhook id): pending, for a claim
         seen: set[str] = set()
         now = time.time()
         lease_until = now + self._handoff.lease_seconds
+        owner = self._handoff.owner
+        reserve, paused_until = self._handoff.reserve, self._handoff.paused_until
         for events, _ in group:
             for event in events:
-                if event.event_id in seen:
+                event_id = event.event_id
+                if event_id in seen:
                     continue
-                seen.add(event.event_id)
+                seen.add(event_id)
                 name = KIND_TO_EVENT[event.WhichOneof("kind") or ""]
                 payload = event.SerializeToString()
-                stored.append(StoredEvent(event.event_id, event.project_id, payload))
-                for target in self.index.match(event.project_id, name, event.device_id):
+                project_id, device_id = event.project_id, event.device_id
+                stored.append(StoredEvent(event_id, project_id, payload))
+                for target in self.index.match(project_id, name, device_id):
                     delivery_id = new_id("dlv")
-                    leased = target.active and self._handoff.reserve(target.webhook_id)
-                    status, reason, not_before = PENDING, None, None
+                    webhook_id = target.webhook_id
+                    row: tuple[str, str | None, str | None, float | None, float | None]
                     if not target.active:
-                        status, reason = HELD, "webhook disabled"
-                    elif not leased:
-                        not_before = self._handoff.paused_until(target.webhook_id)
-                        reason = PAUSED_REASON if not_before is not None else None
+                        row = (HELD, "webhook disabled", None, None, None)
+                    elif reserve(webhook_id):
+                        row = (PENDING, None, owner, lease_until, None)
+                        handed.append(
+                            Claimed(0, delivery_id, webhook_id, event_id, 0, 0, payload, now)
+                        )
+                    else:
+                        not_before = paused_until(webhook_id)
+                        reason = None if not_before is None else PAUSED_REASON
+                        row = (PENDING, reason, None, None, not_before)
+                        unleased.append((event_id, webhook_id))
                     planned.append(
                         NewDelivery(
-                            delivery_id=delivery_id,
-                            event_id=event.event_id,
-                            webhook_id=target.webhook_id,
-                            project_id=event.project_id,
-                            event_name=name,
-                            device_id=event.device_id,
-                            status=status,
-                            status_reason=reason,
-                            lease_owner=self._handoff.owner if leased else None,
-                            lease_expires_at=lease_until if leased else None,
-                            not_before=not_before,
+                            delivery_id, event_id, webhook_id, project_id, name, device_id, *row
                         )
                     )
-                    if leased:
-                        handed.append(
-                            Claimed(
-                                0,
-                                delivery_id,
-                                target.webhook_id,
-                                event.event_id,
-                                0,
-                                0,
-                                payload,
-                                now,
-                            )
-                        )
         try:
             new_ids, created = await self.outbox.accept(stored, planned, now)
         except BaseException as exc:
@@ -179,10 +168,6 @@ class Acceptor:
         metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
         self.pending_deliveries += created
         self.created_total += created
-        unleased = {
-            d.webhook_id
-            for d in planned
-            if d.status == PENDING and d.lease_owner is None and d.event_id in new_ids
-        }
-        if unleased:
-            self._handoff.stored_unleased(unleased)  # for a claim to find
+        waiting = {webhook_id for event_id, webhook_id in unleased if event_id in new_ids}
+        if waiting:
+            self._handoff.stored_unleased(waiting)  # for a claim to find
