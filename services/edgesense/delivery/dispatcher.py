@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
@@ -83,8 +83,10 @@ class Dispatcher:
         self._queued_total = 0
         self._reserved: dict[str, int] = defaultdict(int)
         # Webhooks with due deliveries left in the outbox while their lane was
-        # full: a claim is worth it again once their lane has drained to half.
+        # full: a claim for them is worth it once a quarter of their lane is free.
         self._backlogged: set[str] = set()
+        # Webhooks whose lanes have room for deliveries waiting in the outbox.
+        self._refill: set[str] = set()
         self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Outcome, Target | None]] = []
@@ -133,10 +135,10 @@ class Dispatcher:
             if self._lane_load(webhook_id) >= 2 * self.per_target:
                 self._backlogged.add(webhook_id)
             else:
-                # Room in the lane: the lease was refused for the overall limit,
-                # a paused breaker or a missing index; the claim loop sorts it out.
-                self.wake()
-                return
+                # Room in the lane: the lease was refused for the overall limit
+                # or a missing index; refill the lane when there is room.
+                self._refill.add(webhook_id)
+                self._wake.set()
 
     def cancel_reservations(self, webhook_ids: Iterable[str]) -> None:
         for webhook_id in webhook_ids:
@@ -183,6 +185,8 @@ class Dispatcher:
             log.info("dispatcher stopped; handed back %d claimed deliveries", len(queued))
 
     async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_poll = 0.0
         while not self._stopping:
             self._wake.clear()
             if not self.index.ready.is_set():
@@ -191,34 +195,70 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.index.ready.wait(), IDLE_POLL_SECONDS)
                 continue
-            load = self._running_total + self._queued_total
-            room = min(CLAIM_BATCH, 2 * self.concurrency - load)
-            claimed: list[Claimed] = []
-            # Claim in batches: while much is in flight, wait for room for a
-            # batch (every finished attempt wakes this loop while more is due).
-            if room >= CLAIM_LOW_WATER or (room > 0 and load < self.concurrency):
-                busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
-                self._backlogged.update(busy)
-                busy += self.breaker.paused(time.time())
-                self._more_due = False
-                try:
-                    claimed = await self.outbox.claim(
-                        self.owner, time.time(), self.lease_seconds, room, busy
-                    )
-                except Unavailable as exc:
-                    log.warning("cannot claim deliveries: %s; retrying in 1 s", exc.message)
-                    await asyncio.sleep(1)
-                    continue
-                for item in claimed:
-                    self._lanes.setdefault(item.webhook_id, deque()).append(item)
-                self._queued_total += len(claimed)
-                # Left out (lanes full) are backlogged; paused ones wait for the idle poll.
-                self._more_due = len(claimed) == room
-                self._pump()
-            if claimed and len(claimed) == room:
-                continue  # more may be due right now
+            try:
+                if self._refill and self._room() > 0:
+                    await self._claim_refills()
+                if self._more_due or loop.time() >= next_poll:
+                    next_poll = loop.time() + IDLE_POLL_SECONDS
+                    if await self._claim_due():
+                        continue  # a full batch: more may be due right now
+            except Unavailable as exc:
+                self._more_due = True
+                log.warning("cannot claim deliveries: %s; retrying in 1 s", exc.message)
+                await asyncio.sleep(1)
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - loop.time()))
+
+    def _room(self) -> int:
+        """How many deliveries a claim may take now (0: wait for room for a batch).
+
+        Claims come in batches: while much is in flight, wait until a batch
+        fits (every finished attempt wakes the claim loop while more is due).
+        """
+        load = self._running_total + self._queued_total
+        room = min(CLAIM_BATCH, 2 * self.concurrency - load)
+        return room if room >= CLAIM_LOW_WATER or (room > 0 and load < self.concurrency) else 0
+
+    async def _claim_due(self) -> bool:
+        """Claim whatever is due (retries, redeliveries, ...), leaving out full
+        lanes and paused webhooks; True if the batch came back full."""
+        room = self._room()
+        if room <= 0:
+            return False
+        busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
+        self._backlogged.update(busy)  # refilled by their own claims once they drain
+        busy += self.breaker.paused(time.time())  # due again when the pause ends
+        self._more_due = False
+        claimed = await self.outbox.claim(self.owner, time.time(), self.lease_seconds, room, busy)
+        self._enqueue(claimed)
+        self._more_due = len(claimed) == room
+        return self._more_due
+
+    async def _claim_refills(self) -> None:
+        """Refill the lanes of webhooks with deliveries waiting in the outbox,
+        reading only their rows (however much other webhooks have waiting)."""
+        now = time.time()
+        free = self._room()
+        limits: dict[str, int] = {}
+        for webhook_id in self._refill:
+            want = 2 * self.per_target - self._lane_load(webhook_id)
+            if want > 0 and free > 0 and self.breaker.open_until(webhook_id, now) is None:
+                limits[webhook_id] = min(want, free)
+                free -= limits[webhook_id]
+        self._refill.clear()
+        claimed = await self.outbox.claim_for(self.owner, now, self.lease_seconds, limits)
+        self._enqueue(claimed)
+        got = Counter(item.webhook_id for item in claimed)
+        for webhook_id, limit in limits.items():
+            if got[webhook_id] == limit:
+                self._backlogged.add(webhook_id)  # there may be more
+
+    def _enqueue(self, claimed: list[Claimed]) -> None:
+        for item in claimed:
+            self._lanes.setdefault(item.webhook_id, deque()).append(item)
+        self._queued_total += len(claimed)
+        self._pump()
 
     def _pump(self) -> None:
         for webhook_id in list(self._lanes):
@@ -244,7 +284,7 @@ class Dispatcher:
         metrics.IN_FLIGHT.set(self._running_total)
         if not self._stopping:
             self._pump()
-            if self._more_due:
+            if self._more_due or self._refill:
                 self._wake.set()
 
     async def _attempt(self, item: Claimed) -> None:
@@ -284,7 +324,7 @@ class Dispatcher:
                 and 2 * self._lane_load(webhook_id) <= 3 * self.per_target
             ):
                 self._backlogged.discard(webhook_id)
-                self._more_due = True  # _finished wakes the claim loop
+                self._refill.add(webhook_id)  # _finished wakes the claim loop
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
         rendered = self._render(item)

@@ -11,13 +11,13 @@ only written by the lease holder.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.delivery import outbox_sqlite
 from edgesense.delivery.rows import (
@@ -117,68 +117,39 @@ class Outbox:
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
     ) -> list[Claimed]:
-        """Lease up to `limit` due deliveries, oldest due first."""
+        """Lease up to `limit` due deliveries, oldest due first, none of `exclude`'s webhooks."""
+        excluded = list(exclude)
         if self._sqlite is not None:
-            excluded = list(exclude)
             return await self._sqlite.run(
                 "claiming deliveries",
                 lambda c: outbox_sqlite.claim(c, owner, now, lease_seconds, limit, excluded),
             )
-        due = (
-            select(deliveries.c.seq)
-            .where(
-                deliveries.c.status == PENDING,
-                deliveries.c.next_attempt_at <= now,
-                or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
-            )
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        excluded = list(exclude)
-        if excluded:
-            due = due.where(deliveries.c.webhook_id.not_in(excluded))
+        where = [deliveries.c.webhook_id.not_in(excluded)] if excluded else []
         async with transaction(self.engine, "claiming deliveries") as conn:
-            leased = await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.seq.in_(due.scalar_subquery()))
-                .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
-                .returning(
-                    deliveries.c.seq,
-                    deliveries.c.delivery_id,
-                    deliveries.c.webhook_id,
-                    deliveries.c.event_id,
-                    deliveries.c.attempt_count,
-                    deliveries.c.cycle_attempts,
-                    deliveries.c.created_at,
-                )
+            rows = await _lease(conn, owner, now, lease_seconds, limit, where)
+            return await _with_payloads(conn, rows)
+
+    async def claim_for(
+        self, owner: str, now: float, lease_seconds: float, limits: Mapping[str, int]
+    ) -> list[Claimed]:
+        """Lease, for each webhook, up to its limit of its due deliveries, oldest due first.
+
+        Reads only those webhooks' rows (ix_deliveries_webhook_due): a lane
+        that drained is refilled without passing over other webhooks' backlogs.
+        """
+        if not limits:
+            return []
+        if self._sqlite is not None:
+            return await self._sqlite.run(
+                "claiming deliveries",
+                lambda c: outbox_sqlite.claim_for(c, owner, now, lease_seconds, limits),
             )
-            rows = list(leased.all())
-            if not rows:
-                return []
-            payloads = dict(
-                (
-                    await conn.execute(
-                        select(events.c.event_id, events.c.event).where(
-                            events.c.event_id.in_({r.event_id for r in rows})
-                        )
-                    )
-                ).all()
-            )
-        rows.sort(key=lambda r: r.seq)
-        return [
-            Claimed(
-                r.seq,
-                r.delivery_id,
-                r.webhook_id,
-                r.event_id,
-                r.attempt_count,
-                r.cycle_attempts,
-                payloads[r.event_id],
-                r.created_at,
-            )
-            for r in rows
-        ]
+        async with transaction(self.engine, "claiming deliveries") as conn:
+            rows = []
+            for webhook_id, limit in limits.items():
+                where = [deliveries.c.webhook_id == webhook_id]
+                rows += await _lease(conn, owner, now, lease_seconds, limit, where)
+            return await _with_payloads(conn, rows)
 
     async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
         """Write attempt logs and new states; only rows still leased by `owner`."""
@@ -366,3 +337,71 @@ class Outbox:
         for row in rows:
             logs.setdefault(row.delivery_id, []).append(row)
         return logs
+
+
+async def _lease(
+    conn: AsyncConnection,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    limit: int,
+    where: list[Any],
+) -> list[Any]:
+    """Lease up to `limit` due rows matching `where` (PostgreSQL: skipping rows
+    other processes are leasing at this moment)."""
+    due = (
+        select(deliveries.c.seq)
+        .where(
+            deliveries.c.status == PENDING,
+            deliveries.c.next_attempt_at <= now,
+            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+            *where,
+        )
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+        .returning(
+            deliveries.c.seq,
+            deliveries.c.delivery_id,
+            deliveries.c.webhook_id,
+            deliveries.c.event_id,
+            deliveries.c.attempt_count,
+            deliveries.c.cycle_attempts,
+            deliveries.c.created_at,
+        )
+    )
+    return list(leased.all())
+
+
+async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed]:
+    """Leased rows, oldest first, with their events."""
+    if not rows:
+        return []
+    payloads = dict(
+        (
+            await conn.execute(
+                select(events.c.event_id, events.c.event).where(
+                    events.c.event_id.in_({r.event_id for r in rows})
+                )
+            )
+        ).all()
+    )
+    rows.sort(key=lambda r: r.seq)
+    return [
+        Claimed(
+            r.seq,
+            r.delivery_id,
+            r.webhook_id,
+            r.event_id,
+            r.attempt_count,
+            r.cycle_attempts,
+            payloads[r.event_id],
+            r.created_at,
+        )
+        for r in rows
+    ]

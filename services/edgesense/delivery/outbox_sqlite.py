@@ -9,7 +9,7 @@ They do what `Outbox.accept`, `claim` and `record` document.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgesense.delivery.rows import (
@@ -36,11 +36,12 @@ SELECT_KNOWN = "SELECT event_id FROM events WHERE event_id IN ({})"
 SELECT_PAYLOADS = "SELECT event_id, event FROM events WHERE event_id IN ({})"
 CLAIM = (
     "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE seq IN ("
-    " SELECT seq FROM deliveries WHERE status = ? AND next_attempt_at <= ?"
+    " SELECT seq FROM deliveries WHERE {webhooks}status = ? AND next_attempt_at <= ?"
     " AND (lease_expires_at IS NULL OR lease_expires_at < ?){excluded}"
     " ORDER BY next_attempt_at, seq LIMIT ?)"
     " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at"
 )
+CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="")
 
 
 def _placeholders(count: int) -> str:
@@ -83,9 +84,29 @@ def claim(
 ) -> list[Claimed]:
     excluded = f" AND webhook_id NOT IN ({_placeholders(len(exclude))})" if exclude else ""
     leased = conn.execute(
-        CLAIM.format(excluded=excluded),
+        CLAIM.format(webhooks="", excluded=excluded),
         (owner, now + lease_seconds, PENDING, now, now, *exclude, limit),
     ).fetchall()
+    return _with_payloads(conn, leased)
+
+
+def claim_for(
+    conn: sqlite3.Connection,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    limits: Mapping[str, int],
+) -> list[Claimed]:
+    leased: list[tuple[Any, ...]] = []
+    for webhook_id, limit in limits.items():
+        leased += conn.execute(
+            CLAIM_ONE_WEBHOOK,
+            (owner, now + lease_seconds, webhook_id, PENDING, now, now, limit),
+        ).fetchall()
+    return _with_payloads(conn, leased)
+
+
+def _with_payloads(conn: sqlite3.Connection, leased: list[tuple[Any, ...]]) -> list[Claimed]:
     if not leased:
         return []
     payloads = dict(_in_chunks(conn, SELECT_PAYLOADS, list({row[3] for row in leased})))

@@ -54,6 +54,7 @@ deliveries = Table(
     Column("updated_at", Float, nullable=False),
     Index("ix_deliveries_due", "status", "next_attempt_at", "seq"),
     Index("ix_deliveries_webhook", "webhook_id", "seq"),
+    Index("ix_deliveries_webhook_due", "webhook_id", "status", "next_attempt_at", "seq"),
 )
 
 attempts = Table(
