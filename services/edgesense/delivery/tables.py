@@ -52,7 +52,7 @@ deliveries = Table(
     Column("lease_expires_at", Float),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
-    Index("ix_deliveries_due", "status", "next_attempt_at", "seq"),
+    Index("ix_deliveries_due", "status", "next_attempt_at", "seq", "webhook_id"),
     Index("ix_deliveries_webhook", "webhook_id", "seq"),
     Index("ix_deliveries_webhook_due", "webhook_id", "status", "next_attempt_at", "seq"),
 )

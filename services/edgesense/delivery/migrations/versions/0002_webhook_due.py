@@ -1,4 +1,4 @@
-"""an index of each webhook's deliveries by status and due time
+"""an index of each webhook's deliveries by status and due time; the due index carries the webhook
 
 Claims for one webhook (a lane that drained) and state changes by webhook
 (hold, release, defer, fail) read only that webhook's rows in that state.
@@ -16,6 +16,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # The due index also carries the webhook: a claim that leaves some webhooks
+    # out (their lanes are full) tells them apart without reading the rows.
+    op.drop_index("ix_deliveries_due", "deliveries")
+    op.create_index(
+        "ix_deliveries_due", "deliveries", ["status", "next_attempt_at", "seq", "webhook_id"]
+    )
     op.create_index(
         "ix_deliveries_webhook_due",
         "deliveries",
@@ -25,3 +31,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_webhook_due", "deliveries")
+    op.drop_index("ix_deliveries_due", "deliveries")
+    op.create_index("ix_deliveries_due", "deliveries", ["status", "next_attempt_at", "seq"])
