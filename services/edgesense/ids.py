@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 ALPHABET = b"234567abcdefghijklmnopqrstuvwxyz"  # ASCII order
 TIME_CHARS = 9
@@ -32,7 +33,13 @@ def new_id(prefix: str, length: int = 20) -> str:
     random_part = secrets.token_bytes(length).translate(_CHARACTER_OF_BYTE)
     if length <= 12:
         return f"{prefix}_{random_part.decode()}"
-    return f"{prefix}_{time_prefix(time.time_ns() // 1_000_000)}{random_part[TIME_CHARS:].decode()}"
+    millis = time.time_ns() // 1_000_000
+    if millis != _last[0]:
+        _last[:] = [millis, time_prefix(millis)]
+    return f"{prefix}_{_last[1]}{random_part[TIME_CHARS:].decode()}"
+
+
+_last: list[Any] = [-1, ""]  # the last millisecond and its characters
 
 
 def time_prefix(millis: int) -> str:
