@@ -13,6 +13,7 @@ where a random key lands on a different page each time (measured on SQLite,
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -26,20 +27,30 @@ _CHARACTER_OF_BYTE = bytes(ALPHABET[b % 32] for b in range(256))
 def new_id(prefix: str, length: int = 20) -> str:
     """`prefix` + "_" + `length` characters: time-ordered when `length` > 12.
 
-    Shorter ids (tags, not keys) are all random. One read of the system's
-    random source and a table lookup in C per id: ids are made on the hot
-    path, one per delivery.
+    Shorter ids (tags, not keys) are all random. Random characters come from
+    the system's source 4 KiB at a time: ids are made on the hot path, one
+    per delivery.
     """
-    random_part = secrets.token_bytes(length).translate(_CHARACTER_OF_BYTE)
     if length <= 12:
-        return f"{prefix}_{random_part.decode()}"
+        return f"{prefix}_{_random_characters(length)}"
     millis = time.time_ns() // 1_000_000
     if millis != _last[0]:
         _last[:] = [millis, time_prefix(millis)]
-    return f"{prefix}_{_last[1]}{random_part[TIME_CHARS:].decode()}"
+    return f"{prefix}_{_last[1]}{_random_characters(length - TIME_CHARS)}"
 
 
 _last: list[Any] = [-1, ""]  # the last millisecond and its characters
+_pool = [""]  # random characters not used yet, read from the system 4 KiB at a time
+_pool_lock = threading.Lock()
+
+
+def _random_characters(count: int) -> str:
+    with _pool_lock:
+        pool = _pool[0]
+        if len(pool) < count:
+            pool = secrets.token_bytes(4096).translate(_CHARACTER_OF_BYTE).decode()
+        _pool[0] = pool[count:]
+        return pool[:count]
 
 
 def time_prefix(millis: int) -> str:

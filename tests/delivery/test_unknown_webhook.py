@@ -44,7 +44,23 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     created = time.time() - age
     await outbox.accept(
         [StoredEvent("evt_1", "p", b"")],
-        [NewDelivery("dlv_1", "evt_1", "wh_elsewhere", "p", "device.data", "d", PENDING)],
+        [
+            NewDelivery(
+                "dlv_1",
+                "evt_1",
+                "wh_elsewhere",
+                "p",
+                "device.data",
+                "d",
+                PENDING,
+                None,
+                created,
+                None,
+                None,
+                created,
+                created,
+            )
+        ],
         created,
     )
     index = WebhookIndex()

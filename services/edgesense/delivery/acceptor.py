@@ -111,6 +111,11 @@ class Acceptor:
         lease_until = now + self._handoff.lease_seconds
         owner = self._handoff.owner
         reserve, paused_until = self._handoff.reserve, self._handoff.paused_until
+        # What a delivery to each webhook looks like from `status` on. A webhook
+        # whose lease was refused once is refused for the rest of the group
+        # (its lane only fills up meanwhile): the answer is kept.
+        leased = (PENDING, None, now, owner, lease_until, now, now)
+        settled: dict[str, tuple[str, str | None, float, None, None, float, float]] = {}
         for events, _ in group:
             for event in events:
                 event_id = event.event_id
@@ -124,22 +129,36 @@ class Acceptor:
                 for target in self.index.match(project_id, name, device_id):
                     delivery_id = new_id("dlv")
                     webhook_id = target.webhook_id
-                    row: tuple[str, str | None, str | None, float | None, float | None]
-                    if not target.active:
-                        row = (HELD, "webhook disabled", None, None, None)
-                    elif reserve(webhook_id):
-                        row = (PENDING, None, owner, lease_until, None)
-                        handed.append(
-                            Claimed(0, delivery_id, webhook_id, event_id, 0, 0, payload, now)
-                        )
-                    else:
-                        not_before = paused_until(webhook_id)
-                        reason = None if not_before is None else PAUSED_REASON
-                        row = (PENDING, reason, None, None, not_before)
+                    tail = settled.get(webhook_id)
+                    if tail is None:
+                        if not target.active:
+                            tail = (HELD, "webhook disabled", now, None, None, now, now)
+                        elif reserve(webhook_id):
+                            handed.append(
+                                Claimed(0, delivery_id, webhook_id, event_id, 0, 0, payload, now)
+                            )
+                            planned.append(
+                                NewDelivery(
+                                    delivery_id,
+                                    event_id,
+                                    webhook_id,
+                                    project_id,
+                                    name,
+                                    device_id,
+                                    *leased,
+                                )
+                            )
+                            continue
+                        else:
+                            not_before = paused_until(webhook_id)
+                            reason = None if not_before is None else PAUSED_REASON
+                            tail = (PENDING, reason, not_before or now, None, None, now, now)
+                        settled[webhook_id] = tail
+                    if tail[0] == PENDING:
                         unleased.append((event_id, webhook_id))
                     planned.append(
                         NewDelivery(
-                            delivery_id, event_id, webhook_id, project_id, name, device_id, *row
+                            delivery_id, event_id, webhook_id, project_id, name, device_id, *tail
                         )
                     )
         try:

@@ -109,7 +109,7 @@ class Outbox:
                 ],
             )
             new_ids = {row[0] for row in result}
-            rows = delivery_rows(planned, new_ids, now)
+            rows = delivery_rows(planned, new_ids)
             if rows:
                 await conn.exec_driver_sql(self._insert_delivery, rows)
         return new_ids, len(rows)

@@ -68,7 +68,7 @@ def accept(
     fresh = [e for e in stored if e.event_id not in known]
     conn.executemany(INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in fresh])
     new_ids = {e.event_id for e in fresh}
-    rows = delivery_rows(planned, new_ids, now)
+    rows = delivery_rows(planned, new_ids)
     if rows:
         conn.executemany(INSERT_DELIVERY, rows)
     return new_ids, len(rows)
