@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -94,14 +95,14 @@ async def pools(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[PoolFactory]:
     started: list[SenderPool] = []
     bundle = write_ca_bundle(ca, tmp_path)
 
-    async def make(processes: int = 1, **options: Any) -> SenderPool:
+    async def make(processes: int = 1, grace: float = 10.0, **options: Any) -> SenderPool:
         options = {
             "timeout_seconds": 3.0,
             "allow_private_networks": True,
             "ca_bundle": bundle,
             **options,
         }
-        pool = SenderPool(processes, options, options["timeout_seconds"])
+        pool = SenderPool(processes, options, options["timeout_seconds"], grace)
         await pool.start()
         started.append(pool)
         return pool
@@ -205,3 +206,23 @@ async def test_close_lets_attempts_in_flight_finish(
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert (await pool.post(server.url(), BODY, {})).error == "no sender process is running"
+
+
+async def test_a_hung_child_is_killed_and_its_attempts_fail(
+    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+) -> None:
+    server = await receivers()
+    pool = await pools(timeout_seconds=0.5, grace=0.5)
+    [pid] = pool.pids
+    os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        result = await asyncio.wait_for(pool.post(server.url(), BODY, {}), 10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert result.error == "the sender process exited during the attempt"
+    deadline = time.monotonic() + 10
+    while not pool.pids or pool.pids == [pid]:
+        assert time.monotonic() < deadline, "the sender process was not started again"
+        await asyncio.sleep(0.05)
+    assert (await pool.post(server.url(), BODY, {})).ok

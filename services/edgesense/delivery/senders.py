@@ -13,8 +13,10 @@ Parent and child talk over the child's stdin/stdout: length-prefixed
 event-loop turn for everything queued in it. Requests go to the child with
 the fewest in flight. When a child dies, each of its attempts in flight ends
 as a failed attempt (`sender process exited`), so the retry policy sends it
-again, and the child is started again after a backoff. A child whose stdin
-closes (delivery stopping, or killed) finishes its attempts and exits.
+again, and the child is started again after a backoff; a child that leaves
+an attempt unanswered 10 s past the attempt timeout is taken for hung and
+killed. A child whose stdin closes (delivery stopping, or killed) finishes
+its attempts and exits.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ HEADER = 4  # bytes of big-endian frame length
 RESTART_BASE_SECONDS = 0.2
 RESTART_MAX_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
+WATCH_SECONDS = 1.0
+OVERDUE_GRACE_SECONDS = 10.0
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
@@ -122,7 +126,8 @@ class _Child(asyncio.SubprocessProtocol):
 
     def __init__(self, number: int) -> None:
         self.number = number
-        self.pending: dict[int, asyncio.Future[AttemptResult]] = {}
+        # Attempts sent and not answered, oldest first, with when each is overdue.
+        self.pending: dict[int, tuple[asyncio.Future[AttemptResult], float]] = {}
         self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.SubprocessTransport | None = None
         self._frames = Frames()
@@ -138,9 +143,9 @@ class _Child(asyncio.SubprocessProtocol):
         if fd != 1:
             return
         for message in self._frames.feed(data):  # type: ignore[arg-type]
-            future = self.pending.pop(message[0], None)
-            if future is not None and not future.done():
-                future.set_result(result_of(message))
+            waiting = self.pending.pop(message[0], None)
+            if waiting is not None and not waiting[0].done():
+                waiting[0].set_result(result_of(message))
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -152,7 +157,7 @@ class _Child(asyncio.SubprocessProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # The process has exited and every answer it wrote has been read.
         pending, self.pending = self.pending, {}
-        for future in pending.values():
+        for future, _ in pending.values():
             if not future.done():
                 future.set_result(_failed("the sender process exited during the attempt"))
         if not self.exited.done():
@@ -162,9 +167,27 @@ class _Child(asyncio.SubprocessProtocol):
     def alive(self) -> bool:
         return self._out is not None and not self._gone
 
-    def post(self, request_id: int, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+    def post(
+        self,
+        request_id: int,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        future: asyncio.Future[AttemptResult],
+        overdue_at: float,
+    ) -> None:
         assert self._out is not None
+        self.pending[request_id] = (future, overdue_at)
         self._out.send((request_id, url, body, dict(headers)))
+
+    def stuck(self, now: float) -> bool:
+        """Whether its oldest unanswered attempt is overdue (the child hangs)."""
+        oldest = next(iter(self.pending.values()), None)
+        return oldest is not None and oldest[1] < now
+
+    def kill(self) -> None:
+        if self.transport is not None and self.transport.get_returncode() is None:
+            self.transport.kill()
 
     def close_input(self) -> None:
         if self._out is not None:
@@ -178,11 +201,18 @@ class _Child(asyncio.SubprocessProtocol):
 class SenderPool:
     """`HttpSender`'s `post()`, run in `processes` child processes."""
 
-    def __init__(self, processes: int, options: Mapping[str, Any], timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        processes: int,
+        options: Mapping[str, Any],
+        timeout_seconds: float,
+        overdue_grace_seconds: float = OVERDUE_GRACE_SECONDS,
+    ) -> None:
         if processes < 1:
             raise ValueError("a sender pool needs at least one process")
         self.processes = processes
         self.timeout_seconds = timeout_seconds
+        self.overdue_grace_seconds = overdue_grace_seconds
         self._options = dict(options)
         self._children: list[_Child | None] = [None] * processes
         self._keepers: list[asyncio.Task[None]] = []
@@ -210,12 +240,16 @@ class SenderPool:
             asyncio.create_task(self._keep(n, started[n]), name=f"sender-{n}")
             for n in range(self.processes)
         ]
+        self._keepers.append(asyncio.create_task(self._watch(), name="sender-watch"))
         await asyncio.wait(started)
 
     async def close(self) -> None:
         """Let the children finish what they were given, then stop them."""
         self._closing = True
         self._changed.set()
+        for keeper in self._keepers:
+            if keeper.get_name() == "sender-watch":
+                keeper.cancel()
         for child in self._children:
             if child is not None:
                 child.close_input()
@@ -237,10 +271,27 @@ class SenderPool:
         if child is None:
             return _failed("no sender process is running")
         self._next_id += 1
-        future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
-        child.pending[self._next_id] = future
-        child.post(self._next_id, url, body, headers)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AttemptResult] = loop.create_future()
+        overdue_at = loop.time() + self.timeout_seconds + self.overdue_grace_seconds
+        child.post(self._next_id, url, body, headers, future, overdue_at)
         return await future
+
+    async def _watch(self) -> None:
+        """Kill a child that stopped answering: its attempts end as failed ones
+        (retried), and it is started again. Each attempt has its own timeout in
+        the child, so an answer overdue by the grace period means it hangs."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await asyncio.sleep(WATCH_SECONDS)
+            for child in self._children:
+                if child is not None and child.alive and child.stuck(loop.time()):
+                    log.error(
+                        "sender process %d has not answered an attempt for %.0f s; killing it",
+                        child.number,
+                        self.timeout_seconds + self.overdue_grace_seconds,
+                    )
+                    child.kill()
 
     async def _choose(self) -> _Child | None:
         """The live child with the fewest attempts in flight; waits a while for one."""
