@@ -148,6 +148,7 @@ async def test_failures_come_back_as_attempt_results(
     refused = await pool.post(f"https://127.0.0.1:{port}/hook", BODY, {})
     assert refused.status_code is None
     assert refused.error == "connection refused"
+    assert not refused.internal_failure  # the receiver's failure
 
 
 async def test_the_private_network_rule_holds_in_the_child(
@@ -181,6 +182,7 @@ async def test_a_killed_child_fails_its_attempts_and_is_started_again(
     result = await asyncio.wait_for(attempt, 10)
     assert not result.ok
     assert result.error == "the sender process exited during the attempt"
+    assert result.internal_failure  # not counted against the receiver
     deadline = time.monotonic() + 10
     while not pool.pids or pool.pids == [pid]:
         assert time.monotonic() < deadline, "the sender process was not started again"
@@ -221,6 +223,7 @@ async def test_a_hung_child_is_killed_and_its_attempts_fail(
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     assert result.error == "the sender process exited during the attempt"
+    assert result.internal_failure
     deadline = time.monotonic() + 10
     while not pool.pids or pool.pids == [pid]:
         assert time.monotonic() < deadline, "the sender process was not started again"

@@ -5,18 +5,20 @@ SQLite outbox; nothing is sent)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from edgesense.delivery.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, Dispatcher
-from edgesense.delivery.http_sender import HttpSender
-from edgesense.delivery.index import WebhookIndex
+from edgesense.delivery.http_sender import AttemptResult, HttpSender
+from edgesense.delivery.index import ACTIVE, Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, PENDING, NewDelivery, Outbox, StoredEvent
 from edgesense.delivery.policy import RetryPolicy
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
+from edgesense.v1 import events_pb2
 
 
 @pytest.fixture
@@ -87,3 +89,80 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     if status == PENDING:  # due again shortly, and not claimable before
         assert row.next_attempt_at > time.time()
         assert await outbox.claim("me", time.time(), 30, 10) == []
+
+
+class _DeadSender:
+    """A sender whose process died during every attempt (what SenderPool answers then)."""
+
+    timeout_seconds = 3.0
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
+        return AttemptResult(
+            started_at=datetime.now(UTC),
+            duration_ms=0,
+            error="the sender process exited during the attempt",
+            internal_failure=True,
+        )
+
+
+async def test_a_failure_of_ours_uses_no_attempt_and_opens_no_breaker(outbox: Outbox) -> None:
+    now = time.time()
+    target = Target(
+        "wh_1",
+        "p",
+        "https://hooks.example.test/x",
+        frozenset(["device.data"]),
+        frozenset(),
+        ACTIVE,
+        "s3cret",
+    )
+    deliveries = [
+        NewDelivery(
+            f"dlv_{n}",
+            f"evt_{n}",
+            "wh_1",
+            "p",
+            "device.data",
+            "d",
+            PENDING,
+            None,
+            now,
+            None,
+            None,
+            now,
+            now,
+        )
+        for n in range(15)
+    ]
+    event = events_pb2.Event(event_id="evt_0", project_id="p", device_id="d")
+    event.readings.values.update({"t": 1})
+    stored = [StoredEvent(d.event_id, "p", event.SerializeToString()) for d in deliveries]
+    await outbox.accept(stored, deliveries, now)
+    index = WebhookIndex()
+    index.replace([target])
+    dispatcher = Dispatcher(
+        outbox,
+        index,
+        _DeadSender(),
+        RetryPolicy(),
+        owner="me",
+        lease_seconds=30,
+        concurrency=4,
+        per_target=2,
+        on_exhausted=_unused,
+    )
+    for claimed in await outbox.claim("me", time.time(), 30, 100):
+        await dispatcher._attempt(claimed)
+    await dispatcher._flush()
+    assert dispatcher.breaker.open_until("wh_1", time.time()) is None  # 15 > its threshold
+    row, attempts = await outbox.one("p", "dlv_3") or (None, None)
+    assert row is not None
+    assert attempts == []
+    assert (row.status, row.attempt_count) == (PENDING, 0)
+    assert row.status_reason == (
+        "not sent: the sender process exited during the attempt; trying again"
+    )
+    assert time.time() < row.next_attempt_at < time.time() + 2

@@ -21,7 +21,7 @@ from edgesense.delivery import metrics
 from edgesense.delivery.breaker import PAUSED_REASON, Breaker
 from edgesense.delivery.http_sender import Sender
 from edgesense.delivery.index import Target, WebhookIndex
-from edgesense.delivery.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outbox, Outcome
+from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
 from edgesense.delivery.payload import RenderedEvent, render
 from edgesense.delivery.policy import RetryPolicy, after_attempt, without_attempt
 from edgesense.errors import Unavailable
@@ -43,6 +43,8 @@ RESULT_LINGER_SECONDS = 0.02
 # deliveries at once; this covers those missed while every process was down).
 UNKNOWN_WEBHOOK_GRACE_SECONDS = 60.0
 UNKNOWN_WEBHOOK_RETRY_SECONDS = 1.0
+# A delivery not sent for a failure of ours (a sender process died) is tried again after this.
+INTERNAL_RETRY_SECONDS = 1.0
 # A webhook failing again and again pauses for the first backoff delay, at most this.
 BREAKER_MAX_PAUSE_SECONDS = 30.0
 ExhaustedHandler = Callable[[Target, Outcome], Awaitable[None]]
@@ -150,7 +152,8 @@ class Dispatcher:
         for item in items:
             self._unreserve(item.webhook_id)
             self._lanes.setdefault(item.webhook_id, deque()).append(item)
-        self._pump()
+        if not self._stopping:  # stopping: they are handed back with the queued ones
+            self._pump()
 
     def _unreserve(self, webhook_id: str) -> None:
         self._reserved[webhook_id] -= 1
@@ -227,13 +230,20 @@ class Dispatcher:
         if room <= 0:
             return False
         busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
-        self._backlogged.update(busy)  # refilled by their own claims once they drain
-        busy += self.breaker.paused(time.time())  # due again when the pause ends
-        self._more_due = False
-        claimed = await self.outbox.claim(self.owner, time.time(), self.lease_seconds, room, busy)
+        self._backlogged.update(busy)
+        # Backlogged lanes are refilled by their own claims once they drain (an
+        # attempt of theirs that ends sees to it); paused webhooks are due again
+        # when the pause ends.
+        left_out = [w for w in self._backlogged if self._running.get(w)]
+        left_out += self.breaker.paused(time.time())
+        self._more_due = False  # a wake() during the claim sets it again
+        claimed = await self.outbox.claim(
+            self.owner, time.time(), self.lease_seconds, room, left_out
+        )
         self._enqueue(claimed)
-        self._more_due = len(claimed) == room
-        return self._more_due
+        full = len(claimed) == room
+        self._more_due = self._more_due or full
+        return full
 
     async def _claim_refills(self) -> None:
         """Refill the lanes of webhooks with deliveries waiting in the outbox,
@@ -306,9 +316,6 @@ class Dispatcher:
                 outcome = without_attempt(item, PENDING, PAUSED_REASON, now, until)
             else:
                 outcome = await self._send(item, target)
-                opened = self.breaker.record(webhook_id, outcome.status == SUCCEEDED, time.time())
-                if opened is not None:
-                    self._defer(webhook_id, opened)
             self._results.append((outcome, target))
             self._results_ready.set()
         except Exception:
@@ -332,11 +339,18 @@ class Dispatcher:
         headers = target.signer.headers(item.delivery_id, rendered.name, body, int(time.time()))
         metrics.IN_FLIGHT.set(self._running_total)
         result = await self.sender.post(target.url, body, headers)
+        now = time.time()
+        if result.internal_failure:
+            # Our failure, not the receiver's: no attempt used, no breaker count.
+            log.warning("delivery %s not sent: %s", item.delivery_id, result.error)
+            reason = f"not sent: {result.error}; trying again"
+            return without_attempt(item, PENDING, reason, now, now + INTERNAL_RETRY_SECONDS)
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        opened = self.breaker.record(target.webhook_id, result.ok, now)
+        if opened is not None:
+            self._defer(target.webhook_id, opened)
         current = self.index.get(target.webhook_id)
-        return after_attempt(
-            self.policy, item, result, time.time(), current is not None and current.active
-        )
+        return after_attempt(self.policy, item, result, now, current is not None and current.active)
 
     def _defer(self, webhook_id: str, until: float) -> None:
         """The breaker paused this webhook: its due deliveries in the outbox
@@ -378,8 +392,16 @@ class Dispatcher:
         batch, self._results = self._results, []
         if not batch:
             return
+        # Shielded: once handed to the database the write goes on even if this
+        # task is cancelled (at shutdown), and is not queued again, which
+        # would log its attempts twice.
+        record = self.outbox.record(self.owner, [o for o, _ in batch], time.time())
+        self._tasks.add(writing := asyncio.create_task(record))
+        writing.add_done_callback(self._tasks.discard)
         try:
-            await self.outbox.record(self.owner, [o for o, _ in batch], time.time())
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             self._results[:0] = batch
             raise

@@ -89,6 +89,9 @@ class AttemptResult:
     error: str | None = None
     response_excerpt: str = ""
     retry_after: float | None = None  # seconds, from Retry-After on 429/503
+    # The attempt could not be made on our side (a sender process died or none
+    # was running): not the receiver's doing, so it uses no attempt.
+    internal_failure: bool = False
 
     @property
     def ok(self) -> bool:

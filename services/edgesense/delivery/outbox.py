@@ -74,8 +74,10 @@ class Outbox:
         self._insert_attempt = driver_sql(INSERT_ATTEMPT, style)
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
         # SQLite (a file): the hot transactions run whole in one writer thread.
+        # (Not for an in-memory or URI-form database: this writer opens the file by path.)
         path = engine.url.database if engine.dialect.name == "sqlite" else None
-        self._sqlite = SqliteWriter(engine, path) if path and path != ":memory:" else None
+        usable = path and path != ":memory:" and "uri" not in engine.url.query
+        self._sqlite = SqliteWriter(engine, path) if usable and path else None
 
     async def close(self) -> None:
         if self._sqlite is not None:

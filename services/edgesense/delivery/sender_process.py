@@ -6,23 +6,30 @@ Requests arrive on stdin and results leave on stdout, as `senders` frames;
 `EDGESENSE_SENDER_OPTIONS` (JSON) holds the `HttpSender` settings. The
 protocol's stdout is moved off file descriptor 1 first, so that nothing
 printed by accident can corrupt it (fd 1 then points at stderr, the log).
-Ctrl-C reaches the whole process group: the sender ignores SIGINT and stops
-when its stdin closes, after finishing the attempts it was given.
+Ctrl-C reaches the whole process group, and systemd signals the whole
+cgroup: the sender ignores SIGINT and SIGTERM and stops when its stdin
+closes, after finishing the attempts it was given (delivery kills it if
+that takes longer than the attempt timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from edgesense import runtime
 from edgesense.cli import configure_logging
-from edgesense.delivery.http_sender import HttpSender
+from edgesense.delivery.http_sender import AttemptResult, HttpSender
 from edgesense.delivery.senders import Batcher, Frames, result_message
+
+log = logging.getLogger("edgesense.delivery.sender")
 
 
 class _Requests(asyncio.Protocol):
@@ -44,7 +51,16 @@ class _Requests(asyncio.Protocol):
             self.closed.set_result(None)
 
     async def _post(self, request_id: int, url: str, body: bytes, headers: Any) -> None:
-        result = await self._sender.post(url, body, headers)
+        began = time.monotonic()
+        try:
+            result = await self._sender.post(url, body, headers)
+        except Exception as exc:  # a bug of ours or aiohttp's: still an answer
+            log.exception("POST to a webhook failed unexpectedly")
+            result = AttemptResult(
+                started_at=datetime.now(UTC),
+                duration_ms=round((time.monotonic() - began) * 1000),
+                error=f"internal error: {type(exc).__name__}",
+            )
         self._out.send(result_message(request_id, result))
 
     async def finish(self) -> None:
@@ -68,7 +84,11 @@ async def serve(options: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    # Signals meant for the service (Ctrl-C to the process group, systemd's
+    # SIGTERM to the whole cgroup) are not for the senders: delivery stops
+    # them itself, by closing their input once its attempts are done.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging("delivery")
     options = json.loads(os.environ["EDGESENSE_SENDER_OPTIONS"])
     runtime.run(serve(options))

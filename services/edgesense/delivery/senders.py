@@ -118,7 +118,9 @@ def result_of(message: tuple[Any, ...]) -> AttemptResult:
 
 
 def _failed(error: str) -> AttemptResult:
-    return AttemptResult(started_at=datetime.now(UTC), duration_ms=0, error=error)
+    return AttemptResult(
+        started_at=datetime.now(UTC), duration_ms=0, error=error, internal_failure=True
+    )
 
 
 class _Child(asyncio.SubprocessProtocol):
@@ -253,9 +255,19 @@ class SenderPool:
         for child in self._children:
             if child is not None:
                 child.close_input()
-        if self._keepers:
-            await asyncio.gather(*self._keepers, return_exceptions=True)
+        keepers = [k for k in self._keepers if k.get_name() != "sender-watch"]
         self._keepers = []
+        if not keepers:
+            return
+        _, busy = await asyncio.wait(keepers, timeout=self.timeout_seconds + STOP_GRACE_SECONDS)
+        if busy:
+            log.warning("sender processes still busy past the attempt timeout; killing them")
+            for child in self._children:
+                if child is not None:
+                    child.kill()
+            _, busy = await asyncio.wait(busy, timeout=STOP_GRACE_SECONDS)
+            for keeper in busy:
+                keeper.cancel()
 
     @property
     def pids(self) -> list[int]:
@@ -307,6 +319,17 @@ class SenderPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
 
+    def _child_environment(self) -> dict[str, str]:
+        """Ours without our settings (the secret key, API keys, the database URL):
+        a sender needs only its options."""
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("EDGESENSE_") or name == "EDGESENSE_LOG_FORMAT"
+        }
+        env["EDGESENSE_SENDER_OPTIONS"] = json.dumps(self._options)
+        return env
+
     async def _keep(self, number: int, started: asyncio.Future[None]) -> None:
         """Run child `number`, starting it again whenever it exits unasked."""
         loop = asyncio.get_running_loop()
@@ -322,11 +345,15 @@ class SenderPool:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=None,
-                    env={**os.environ, "EDGESENSE_SENDER_OPTIONS": json.dumps(self._options)},
+                    env=self._child_environment(),
                 )
             except OSError as exc:
                 log.error("cannot start sender process %d: %s", number, exc)
+            except Exception:
+                log.exception("cannot start sender process %d", number)
             else:
+                if self._closing:
+                    child.close_input()  # close() ran while it was starting
                 self._children[number] = child
                 self._changed.set()
                 if not started.done():

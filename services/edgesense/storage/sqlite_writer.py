@@ -91,13 +91,16 @@ class SqliteWriter:
             )
             sqlite_pragmas(conn, None)
             self._conn = conn
+        if conn.in_transaction:  # a failed COMMIT left it open
+            conn.execute("ROLLBACK")
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def close(self) -> None:
