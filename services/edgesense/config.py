@@ -65,12 +65,15 @@ MAX_SENDERS = 32
 
 
 def default_senders() -> int:
-    """Sender processes by default: half the cores, at most 4; none on one core.
+    """Sender processes by default: half the usable cores, at most 4; none on one core.
 
     Each takes POSTs off the delivery process (see `delivery.senders`); with a
     single core, the process switches would cost more than they save.
     """
-    cores = os.cpu_count() or 1
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
     return 0 if cores < 2 else min(4, cores // 2)
 
 
