@@ -12,6 +12,7 @@ delivery's Publish with the internal token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -104,6 +105,17 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        """Pids of the processes it started that still run (delivery's senders)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = Path(f"/proc/{entry}/stat").read_bytes()
+                    if int(stat.rsplit(b")", 1)[1].split()[1]) == self.process.pid:
+                        found.append(int(entry))
+        return found
 
     def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed or handed back."""

@@ -234,6 +234,8 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
         try:
             await poll(lambda: len(confirmed) >= len(batches) // 2, 30, "half the burst confirmed")
             await poll(lambda: bool(open_requests), 10, "webhook requests in flight")
+            senders = delivery.children()
+            assert senders, "delivery runs its POSTs in sender processes"
             delivery.kill()
             # No await since the condition: these requests are unanswered, so
             # the dead worker cannot have recorded them as sent.
@@ -248,6 +250,8 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
             call.cancel()
     confirmed_before_kill = set(confirmed)
     assert len(batches) // 2 <= len(confirmed_before_kill) <= hold_after
+    # Its senders see their input close, finish what they had and exit.
+    await poll(lambda: not any(_alive(pid) for pid in senders), 15, "the senders to exit")
 
     delivery = await processes.start(
         "delivery", {**env, "EDGESENSE_REGISTRY_ADDR": registry.address}
@@ -573,3 +577,12 @@ async def test_delivery_keeps_sending_while_the_registry_is_down_and_resyncs_aft
             assert len(listed.deliveries) >= 1
     finally:
         await other.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped by init, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
