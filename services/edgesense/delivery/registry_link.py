@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 
 from edgesense.auth import bearer_metadata
+from edgesense.delivery.backoff import backoff_delay
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.errors import Unavailable
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
@@ -92,28 +92,27 @@ class RegistryLink:
     async def _follow(self) -> None:
         assert self._channel is not None
         stub = registry_pb2_grpc.WebhookRegistryStub(self._channel)
-        delay = RECONNECT_MIN_SECONDS
-        attempt = 0
+        failures = 0
         while True:
-            attempt += 1
             request = registry_pb2.WatchWebhooksRequest()
             try:
                 if await self._consume(stub.WatchWebhooks(request, metadata=self._metadata)):
-                    delay, attempt = RECONNECT_MIN_SECONDS, 1  # it worked for a while
+                    failures = 0  # it worked for a while
                 reason = "ended"
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
             except Unavailable as exc:  # applying a change to the outbox failed
                 reason = exc.message
+            failures += 1
+            delay = backoff_delay(failures, RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
             log.warning(
                 "webhook stream from registry %s broke (%s); reconnecting in %.1f s (attempt %d)",
                 self.address,
                 reason,
                 delay,
-                attempt,
+                failures + 1,
             )
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+            await asyncio.sleep(delay)
 
     async def _consume(
         self,
@@ -146,7 +145,7 @@ class RegistryLink:
         stub = registry_pb2_grpc.WebhookRegistryStub(self._channel)
         while True:
             report = await self._reports.get()
-            delay = RECONNECT_MIN_SECONDS
+            failures = 0
             while True:
                 try:
                     await stub.ReportDeliveryFailure(
@@ -160,6 +159,8 @@ class RegistryLink:
                     )
                     break
                 except grpc.aio.AioRpcError as exc:
+                    failures += 1
+                    delay = backoff_delay(failures, RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
                     log.warning(
                         "cannot report the failure of %s to the registry (%s); retrying in %.1f s",
                         report.webhook_id,
@@ -167,4 +168,3 @@ class RegistryLink:
                         delay,
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_SECONDS)
