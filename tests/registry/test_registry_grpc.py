@@ -4,6 +4,7 @@ the internal change stream, the disable report, secrets at rest, migrations."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -168,3 +169,22 @@ async def test_restart_keeps_webhooks_and_migrations_are_idempotent(
     finally:
         await second.stop(0)
     assert got.url == "https://example.com/hook"
+
+
+async def test_stopping_ends_open_watch_streams_instead_of_waiting_out_the_grace(
+    settings: Settings,
+) -> None:
+    running = await start_registry(settings, "127.0.0.1:0")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = registry_pb2_grpc.WebhookRegistryStub(channel)
+        call = stub.WatchWebhooks(
+            registry_pb2.WatchWebhooksRequest(), metadata=bearer_metadata(settings.service_token())
+        )
+        stream = call.__aiter__()
+        assert (await next_change(stream)).kind == Change.KIND_SNAPSHOT_END
+        began = time.monotonic()
+        await running.stop(grace=10)
+        assert time.monotonic() - began < 3  # not the 10 s grace
+        with pytest.raises(StopAsyncIteration):
+            await next_change(stream)  # ended cleanly: the watcher reconnects
+        assert await call.code() == grpc.StatusCode.OK

@@ -29,8 +29,12 @@ class RunningRegistry:
     server: GrpcServer
     engine: AsyncEngine
     port: int
+    service: RegistryService
 
     async def stop(self, grace: float = 5.0) -> None:
+        # Watch streams never end on their own: end them, or stopping would
+        # always wait out the whole grace period.
+        self.service.stop_watches()
         await self.server.stop(grace)
         await dispose_engine(self.engine)
 
@@ -55,7 +59,7 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
     except BaseException:
         await engine.dispose()
         raise
-    return RunningRegistry(server, engine, port)
+    return RunningRegistry(server, engine, port, service)
 
 
 async def run_registry(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -54,6 +54,7 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         self.store = store
         self.auth = auth
         self.policy = policy
+        self.stopping = False
 
     async def RegisterWebhook(
         self, request: registry_pb2.RegisterWebhookRequest, context: Context
@@ -125,13 +126,19 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         for hook in hooks:
             yield Kind(kind=Kind.KIND_SNAPSHOT, target=self._target(hook))
         yield Kind(kind=Kind.KIND_SNAPSHOT_END)
-        while True:
+        while not self.stopping:
             changes, current = await asyncio.shield(self.store.changes_after(seq))
             for change in changes:
                 yield self._change(change, current.get(change.webhook_id))
                 seq = change.seq
             if not changes:
                 await self.store.changed.wait(WATCH_POLL_SECONDS)
+
+    def stop_watches(self) -> None:
+        """End every WatchWebhooks stream (stopping: their clients reconnect to
+        another replica, or to this one when it is back)."""
+        self.stopping = True
+        self.store.changed.notify()
 
     def _target(self, hook: StoredWebhook) -> registry_pb2.WebhookTarget:
         return registry_pb2.WebhookTarget(
