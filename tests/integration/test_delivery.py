@@ -12,12 +12,16 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import grpc
 import pytest
 import trustme
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
+from edgesense.auth import bearer_metadata
 from edgesense.config import Settings
+from edgesense.delivery.server import start_delivery
+from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.integration.cluster import Cluster, reading
 from tests.integration.receivers import Receiver
 
@@ -355,3 +359,31 @@ async def test_a_failing_and_a_hanging_receiver_do_not_hold_up_a_healthy_one(
 def test_settings_used_here_are_fast(cluster_env: dict[str, str]) -> None:
     settings = Settings.from_env(cluster_env)
     assert settings.retry_base_seconds == 0.05
+
+
+async def test_stopping_ends_open_publish_streams_once_what_was_read_is_confirmed(
+    cluster: Cluster,
+) -> None:
+    delivery = await start_delivery(cluster.settings, "127.0.0.1:0")
+    sending: asyncio.Queue[delivery_pb2.PublishRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[delivery_pb2.PublishRequest]:
+        while (request := await sending.get()) is not None:
+            yield request
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{delivery.port}") as channel:
+            call = delivery_pb2_grpc.DeliveryStub(channel).Publish(
+                requests(), metadata=bearer_metadata(cluster.settings.service_token())
+            )
+            answers = call.__aiter__()
+            await sending.put(delivery_pb2.PublishRequest(batch_id=1, events=[reading()]))
+            first = await asyncio.wait_for(anext(answers), 10)
+            assert (first.batch_id, first.accepted) == (1, 1)
+            began = asyncio.get_running_loop().time()
+            await delivery.stop(grace=10)  # the bridge never closes its stream
+            assert asyncio.get_running_loop().time() - began < 5
+            assert [a async for a in answers] == []  # ended, nothing lost
+            assert await call.code() == grpc.StatusCode.OK
+    finally:
+        await sending.put(None)

@@ -106,6 +106,7 @@ class RunningDelivery:
     server: GrpcServer
     engine: AsyncEngine
     sender: Sender
+    service: DeliveryService
     dispatcher: Dispatcher
     index: WebhookIndex
     port: int
@@ -113,6 +114,7 @@ class RunningDelivery:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking events, finish or hand back claimed work, then close."""
+        self.service.stop_publishing()  # Publish streams never end on their own
         await self.server.stop(grace)
         self.dispatcher.stop()
         dispatcher_task, *others = self.tasks
@@ -206,7 +208,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(acceptor.run(), name="acceptor"),
         asyncio.create_task(_maintain(outbox, acceptor, settings), name="maintenance"),
     ]
-    running = RunningDelivery(server, engine, sender, dispatcher, index, 0, tasks)
+    running = RunningDelivery(server, engine, sender, service, dispatcher, index, 0, tasks)
     try:
         running.port = await server.start(addr or settings.delivery_addr)
     except BaseException:

@@ -89,6 +89,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         self.acceptor = acceptor
         self.auth = auth
         self._wake = wake
+        self._stopping = asyncio.Event()
 
     async def Publish(
         self, request_iterator: AsyncIterator[delivery_pb2.PublishRequest], context: Context
@@ -109,13 +110,20 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
             await pipeline.put(None)
 
         reader = asyncio.create_task(read())
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
+                if stopping.done() and not reader.done():
+                    reader.cancel()  # read no more: confirm what was read, then end
+                if reader.done() and pipeline.empty():
+                    if not reader.cancelled() and reader.exception() is not None:
+                        reader.result()  # the reader failed: raise its error
+                    return
                 getter = asyncio.ensure_future(pipeline.get())
-                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiting = {getter, reader} if stopping.done() else {getter, reader, stopping}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     getter.cancel()
-                    reader.result()  # the reader failed: raise its error
                     continue
                 item = getter.result()
                 if item is None:
@@ -126,9 +134,16 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
                     batch_id=batch_id, accepted=accepted.accepted, duplicates=accepted.duplicates
                 )
         finally:
+            stopping.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+
+    def stop_publishing(self) -> None:
+        """End every Publish stream once the batches it has read are confirmed
+        (stopping: the bridge sends the rest again, to this process when it is
+        back or to another)."""
+        self._stopping.set()
 
     async def ListDeliveries(
         self, request: delivery_pb2.ListDeliveriesRequest, context: Context
