@@ -19,7 +19,8 @@ from aiohttp import web
 
 from edgesense.config import Settings
 from edgesense.delivery.http_sender import AttemptResult
-from edgesense.delivery.senders import Frames, SenderPool, frame, result_message, result_of
+from edgesense.delivery.sender_wire import Frames, frame, result_message, result_of
+from edgesense.delivery.senders import SenderPool
 from edgesense.delivery.signing import signature_headers
 from edgesense.errors import ConfigurationError
 from tests.delivery.receivers import Receiver, server_tls, write_ca_bundle

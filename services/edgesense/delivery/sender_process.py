@@ -27,7 +27,7 @@ from typing import Any
 from edgesense import runtime
 from edgesense.cli import configure_logging
 from edgesense.delivery.http_sender import AttemptResult, HttpSender
-from edgesense.delivery.senders import Batcher, Frames, result_message
+from edgesense.delivery.sender_wire import Batcher, Frames, result_message
 
 log = logging.getLogger("edgesense.delivery.sender")
 

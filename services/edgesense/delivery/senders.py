@@ -8,15 +8,14 @@ leases) and hands each POST to one of `EDGESENSE_DELIVERY_SENDERS` sender
 processes (`python -m edgesense.delivery.sender_process`), each an
 `HttpSender` with the same settings.
 
-Parent and child talk over the child's stdin/stdout: length-prefixed
-`marshal` frames (plain tuples of str/bytes/int/float/dict), written once per
-event-loop turn for everything queued in it. Requests go to the child with
-the fewest in flight. When a child dies, each of its attempts in flight ends
-as a failed attempt (`sender process exited`), so the retry policy sends it
-again, and the child is started again after a backoff; a child that leaves
-an attempt unanswered 10 s past the attempt timeout is taken for hung and
-killed. A child whose stdin closes (delivery stopping, or killed) finishes
-its attempts and exits.
+Parent and child talk over the child's stdin/stdout in `sender_wire`'s
+frames. Requests go to the child with the fewest in flight. When a child
+dies, each of its attempts in flight ends as an internal failure (`sender
+process exited`): it uses no attempt and is tried again a second later, and
+the child is started again after a backoff; a child that leaves an attempt
+unanswered 10 s past the attempt timeout is taken for hung and killed. A
+child whose stdin closes (delivery stopping, or killed) finishes its
+attempts and exits.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import marshal
 import os
 import sys
 from collections.abc import Mapping
@@ -35,86 +33,15 @@ from typing import Any
 from edgesense.config import Settings
 from edgesense.delivery.backoff import backoff_delay
 from edgesense.delivery.http_sender import AttemptResult
+from edgesense.delivery.sender_wire import Batcher, Frames, result_of
 
 log = logging.getLogger(__name__)
 
-HEADER = 4  # bytes of big-endian frame length
 RESTART_BASE_SECONDS = 0.2
 RESTART_MAX_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
 WATCH_SECONDS = 1.0
 OVERDUE_GRACE_SECONDS = 10.0
-
-
-def frame(message: tuple[Any, ...]) -> bytes:
-    data = marshal.dumps(message)
-    return len(data).to_bytes(HEADER, "big") + data
-
-
-class Frames:
-    """Splits a byte stream into the marshalled messages it carries."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Any]:
-        buffer = self._buffer
-        buffer += data
-        messages = []
-        start = 0
-        while len(buffer) - start >= HEADER:
-            size = int.from_bytes(buffer[start : start + HEADER], "big")
-            end = start + HEADER + size
-            if len(buffer) < end:
-                break
-            # Only ever from our own child or parent process, over its pipe.
-            messages.append(marshal.loads(buffer[start + HEADER : end]))  # noqa: S302
-            start = end
-        del buffer[:start]
-        return messages
-
-
-class Batcher:
-    """Frames written once per event-loop turn, in one write."""
-
-    def __init__(self, write: Any) -> None:
-        self._write = write
-        self._queued: list[bytes] = []
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        if not self._queued:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._queued.append(frame(message))
-
-    def flush(self) -> None:
-        if self._queued:
-            data = b"".join(self._queued)
-            self._queued.clear()
-            self._write(data)
-
-
-def result_message(request_id: int, result: AttemptResult) -> tuple[Any, ...]:
-    return (
-        request_id,
-        result.started_at.timestamp(),
-        result.duration_ms,
-        result.status_code,
-        result.error,
-        result.response_excerpt,
-        result.retry_after,
-    )
-
-
-def result_of(message: tuple[Any, ...]) -> AttemptResult:
-    _, started, duration_ms, status_code, error, excerpt, retry_after = message
-    return AttemptResult(
-        started_at=datetime.fromtimestamp(started, UTC),
-        duration_ms=duration_ms,
-        status_code=status_code,
-        error=error,
-        response_excerpt=excerpt,
-        retry_after=retry_after,
-    )
 
 
 def _failed(error: str) -> AttemptResult:
