@@ -42,9 +42,13 @@ T = TypeVar("T")
 
 
 class SqliteWriter:
-    def __init__(self, engine: AsyncEngine, path: str) -> None:
-        """Writes to `engine`'s SQLite file at `path`, beside the engine's other writers."""
+    def __init__(
+        self, engine: AsyncEngine, path: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    ) -> None:
+        """Writes to `engine`'s SQLite file at `path`, beside the engine's other writers;
+        waits up to `busy_timeout_ms` for another process's write lock."""
         self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
         self._engine = engine
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
@@ -87,9 +91,10 @@ class SqliteWriter:
         conn = self._conn
         if conn is None:
             conn = sqlite3.connect(
-                self._path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                self._path, timeout=self._busy_timeout_ms / 1000, check_same_thread=False
             )
             sqlite_pragmas(conn, None)
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
             self._conn = conn
         if conn.in_transaction:  # a failed COMMIT left it open
             conn.execute("ROLLBACK")
