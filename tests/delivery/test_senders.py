@@ -202,7 +202,10 @@ async def test_close_lets_attempts_in_flight_finish(
     pool = await pools()
     [pid] = pool.pids
     attempts = [asyncio.create_task(pool.post(server.url(), BODY, {})) for _ in range(5)]
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while len(server.requests) < 5:  # all five are at the receiver, being answered
+        assert time.monotonic() < deadline, "the attempts did not reach the receiver"
+        await asyncio.sleep(0.01)
     await pool.close()
     assert [a.result().status_code for a in attempts] == [204] * 5
     assert pool.pids == []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgesense.delivery.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, Dispatcher
-from edgesense.delivery.http_sender import AttemptResult, HttpSender
+from edgesense.delivery.http_sender import AttemptResult, HttpSender, Sender
 from edgesense.delivery.index import ACTIVE, Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, PENDING, NewDelivery, Outbox, StoredEvent
 from edgesense.delivery.policy import RetryPolicy
@@ -35,6 +35,39 @@ async def _unused(*_args: object) -> None:
     raise AssertionError("no delivery should be exhausted here")
 
 
+def pending(number: int, webhook_id: str, created: float) -> NewDelivery:
+    """`dlv_{number}` of event `evt_{number}` to `webhook_id`, due at `created`."""
+    return NewDelivery(
+        f"dlv_{number}",
+        f"evt_{number}",
+        webhook_id,
+        "p",
+        "device.data",
+        "d",
+        PENDING,
+        None,
+        created,
+        None,
+        None,
+        created,
+        created,
+    )
+
+
+def dispatcher_for(outbox: Outbox, index: WebhookIndex, sender: Sender) -> Dispatcher:
+    return Dispatcher(
+        outbox,
+        index,
+        sender,
+        RetryPolicy(),
+        owner="me",
+        lease_seconds=30,
+        concurrency=4,
+        per_target=2,
+        on_exhausted=_unused,
+    )
+
+
 @pytest.mark.parametrize(
     ("age", "status", "reason"),
     [
@@ -46,38 +79,12 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     created = time.time() - age
     await outbox.accept(
         [StoredEvent("evt_1", "p", b"")],
-        [
-            NewDelivery(
-                "dlv_1",
-                "evt_1",
-                "wh_elsewhere",
-                "p",
-                "device.data",
-                "d",
-                PENDING,
-                None,
-                created,
-                None,
-                None,
-                created,
-                created,
-            )
-        ],
+        [pending(1, "wh_elsewhere", created)],
         created,
     )
     index = WebhookIndex()
     index.replace([])  # loaded, and without wh_elsewhere
-    dispatcher = Dispatcher(
-        outbox,
-        index,
-        HttpSender(),
-        RetryPolicy(),
-        owner="me",
-        lease_seconds=30,
-        concurrency=4,
-        per_target=2,
-        on_exhausted=_unused,
-    )
+    dispatcher = dispatcher_for(outbox, index, HttpSender())
     [claimed] = await outbox.claim("me", time.time(), 30, 10)
     await dispatcher._attempt(claimed)
     await dispatcher._flush()
@@ -119,41 +126,14 @@ async def test_a_failure_of_ours_uses_no_attempt_and_opens_no_breaker(outbox: Ou
         ACTIVE,
         "s3cret",
     )
-    deliveries = [
-        NewDelivery(
-            f"dlv_{n}",
-            f"evt_{n}",
-            "wh_1",
-            "p",
-            "device.data",
-            "d",
-            PENDING,
-            None,
-            now,
-            None,
-            None,
-            now,
-            now,
-        )
-        for n in range(15)
-    ]
+    deliveries = [pending(n, "wh_1", now) for n in range(15)]
     event = events_pb2.Event(event_id="evt_0", project_id="p", device_id="d")
     event.readings.values.update({"t": 1})
     stored = [StoredEvent(d.event_id, "p", event.SerializeToString()) for d in deliveries]
     await outbox.accept(stored, deliveries, now)
     index = WebhookIndex()
     index.replace([target])
-    dispatcher = Dispatcher(
-        outbox,
-        index,
-        _DeadSender(),
-        RetryPolicy(),
-        owner="me",
-        lease_seconds=30,
-        concurrency=4,
-        per_target=2,
-        on_exhausted=_unused,
-    )
+    dispatcher = dispatcher_for(outbox, index, _DeadSender())
     for claimed in await outbox.claim("me", time.time(), 30, 100):
         await dispatcher._attempt(claimed)
     await dispatcher._flush()

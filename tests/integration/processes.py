@@ -12,7 +12,6 @@ delivery's Publish with the internal token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procstats import child_pids
 from edgesense.auth import bearer_metadata
 from edgesense.v1 import (
     delivery_pb2,
@@ -108,14 +108,7 @@ class ServiceProcess:
 
     def children(self) -> list[int]:
         """Pids of the processes it started that still run (delivery's senders)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = Path(f"/proc/{entry}/stat").read_bytes()
-                    if int(stat.rsplit(b")", 1)[1].split()[1]) == self.process.pid:
-                        found.append(int(entry))
-        return found
+        return child_pids(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed or handed back."""

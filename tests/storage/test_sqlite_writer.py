@@ -27,6 +27,23 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await dispose_engine(engine)
 
 
+Writers = Callable[..., SqliteWriter]
+
+
+@pytest.fixture
+async def writers(engine: AsyncEngine) -> AsyncIterator[Writers]:
+    """SqliteWriters of `engine`'s file, closed at the end."""
+    made: list[SqliteWriter] = []
+
+    def make(**kwargs: int) -> SqliteWriter:
+        made.append(SqliteWriter(engine, str(engine.url.database), **kwargs))
+        return made[-1]
+
+    yield make
+    for writer in made:
+        await writer.close()
+
+
 def insert(n: int) -> Callable[[sqlite3.Connection], int]:
     def work(conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO items (n) VALUES (?)", (n,))
@@ -41,63 +58,55 @@ def count(path: str) -> int:
 
 
 async def test_a_database_locked_by_another_process_is_unavailable_and_then_usable(
-    engine: AsyncEngine,
+    engine: AsyncEngine, writers: Writers
 ) -> None:
     path = str(engine.url.database)
-    writer = SqliteWriter(engine, path, busy_timeout_ms=200)
-    try:
-        holder = sqlite3.connect(path, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")  # another process writing, for too long
-        began = time.monotonic()
-        with pytest.raises(Unavailable, match="while storing events: database is locked"):
-            await writer.run("storing events", insert(1))
-        assert 0.15 < time.monotonic() - began < 5
-        holder.execute("ROLLBACK")
-        holder.close()
-        assert await writer.run("storing events", insert(2)) == 2
-        assert count(path) == 1
-    finally:
-        await writer.close()
+    writer = writers(busy_timeout_ms=200)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for too long
+    began = time.monotonic()
+    with pytest.raises(Unavailable, match="while storing events: database is locked"):
+        await writer.run("storing events", insert(1))
+    assert 0.15 < time.monotonic() - began < 5
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert await writer.run("storing events", insert(2)) == 2
+    assert count(path) == 1
 
 
 async def test_a_failing_transaction_is_rolled_back_and_the_next_one_commits(
-    engine: AsyncEngine,
+    engine: AsyncEngine, writers: Writers
 ) -> None:
     path = str(engine.url.database)
-    writer = SqliteWriter(engine, path)
+    writer = writers()
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO items (n) VALUES (1)")
         raise ValueError("a bug in the middle of a transaction")
 
-    try:
-        with pytest.raises(ValueError, match="a bug"):
-            await writer.run("storing events", half_then_fail)
-        assert await writer.run("storing events", insert(3)) == 3
-        assert count(path) == 1  # the half-done transaction left nothing
-    finally:
-        await writer.close()
+    with pytest.raises(ValueError, match="a bug"):
+        await writer.run("storing events", half_then_fail)
+    assert await writer.run("storing events", insert(3)) == 3
+    assert count(path) == 1  # the half-done transaction left nothing
 
 
 async def test_the_engines_other_writers_pause_the_thread_instead_of_colliding(
-    engine: AsyncEngine,
+    engine: AsyncEngine, writers: Writers
 ) -> None:
     path = str(engine.url.database)
-    writer = SqliteWriter(engine, path, busy_timeout_ms=200)
-    try:
-        # Many thread transactions queued while the engine writes, slowly,
-        # through SQLAlchemy: neither side meets SQLite's lock (which would
-        # fail the thread's transactions after 200 ms).
-        async def slow_engine_write() -> None:
-            async with transaction(engine, "holding") as conn:
-                await conn.execute(text("INSERT INTO items (n) VALUES (0)"))
-                await asyncio.sleep(0.5)
+    writer = writers(busy_timeout_ms=200)
 
-        results = await asyncio.gather(
-            slow_engine_write(),
-            *(writer.run("storing events", insert(n)) for n in range(1, 51)),
-        )
-        assert results[1:] == list(range(1, 51))
-        assert count(path) == 51
-    finally:
-        await writer.close()
+    # Many thread transactions queued while the engine writes, slowly,
+    # through SQLAlchemy: neither side meets SQLite's lock (which would
+    # fail the thread's transactions after 200 ms).
+    async def slow_engine_write() -> None:
+        async with transaction(engine, "holding") as conn:
+            await conn.execute(text("INSERT INTO items (n) VALUES (0)"))
+            await asyncio.sleep(0.5)
+
+    results = await asyncio.gather(
+        slow_engine_write(),
+        *(writer.run("storing events", insert(n)) for n in range(1, 51)),
+    )
+    assert results[1:] == list(range(1, 51))
+    assert count(path) == 51

@@ -101,7 +101,7 @@ def translate(what: str) -> Iterator[None]:
 _sqlite_writers: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-def writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+def _writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     if engine.dialect.name != "sqlite":
         return None
     lock = _sqlite_writers.get(engine.sync_engine)
@@ -129,7 +129,7 @@ def register_thread_writer(engine: AsyncEngine, writer: ExclusiveWriter | None) 
 @contextlib.asynccontextmanager
 async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
     """A write transaction (on SQLite: BEGIN IMMEDIATE, one writer per process at a time)."""
-    lock = writer_lock(engine)
+    lock = _writer_lock(engine)
     async with contextlib.AsyncExitStack() as stack:
         if lock is not None:
             await stack.enter_async_context(lock)
