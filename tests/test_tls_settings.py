@@ -54,6 +54,12 @@ def test_a_full_configuration_is_read(files: TlsFiles) -> None:
     assert (client.enabled, client.has_identity) == (True, False)
 
 
+def test_the_mode_is_described_for_the_log(files: TlsFiles) -> None:
+    assert GrpcTls().describe() == "plaintext"
+    assert files.tls("none").describe() == "TLS"
+    assert files.tls("require").describe() == "mutual TLS (client certificates required)"
+
+
 def test_a_certificate_without_its_key_is_refused(files: TlsFiles) -> None:
     message = refused({CERT_VAR: str(files.cert), CA_VAR: str(files.ca)})
     assert f"{CERT_VAR} is set but {KEY_VAR} is not" in message

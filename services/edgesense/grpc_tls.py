@@ -9,6 +9,7 @@ plaintext when nothing is configured. No other module calls
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import grpc
@@ -16,6 +17,7 @@ import grpc
 from edgesense.errors import ConfigurationError
 from edgesense.tls import CA_VAR, CERT_VAR, KEY_VAR, GrpcTls
 
+log = logging.getLogger(__name__)
 ChannelOptions = Sequence[tuple[str, str | int]]
 
 
@@ -44,6 +46,7 @@ def channel_credentials(tls: GrpcTls) -> grpc.ChannelCredentials:
 
 def listen(server: grpc.aio.Server, addr: str, tls: GrpcTls) -> int:
     """Bind `addr` (TLS when configured); the bound port, 0 when binding failed."""
+    log.info("gRPC on %s: %s", addr, tls.describe())
     if tls.enabled:
         return server.add_secure_port(addr, server_credentials(tls))
     return server.add_insecure_port(addr)

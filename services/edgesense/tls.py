@@ -77,6 +77,11 @@ class GrpcTls:
         """A certificate and key to serve with (and to present as a client)."""
         return self.cert is not None and self.key is not None
 
+    def describe(self) -> str:
+        if not self.enabled:
+            return "plaintext"
+        return "mutual TLS (client certificates required)" if self.require_client_cert else "TLS"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GrpcTls:
         paths = {var: (env.get(var) or "").strip() for var in (CERT_VAR, KEY_VAR, CA_VAR)}

@@ -27,8 +27,10 @@ import pytest
 import trustme
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from edgesense import up
 from edgesense.config import Settings
 from edgesense.delivery.server import start_delivery
+from edgesense.errors import ConfigurationError
 from edgesense.gateway.server import start_gateway
 from edgesense.grpc_tls import open_channel
 from edgesense.healthcheck import grpc_serving
@@ -248,6 +250,27 @@ async def test_health_checks_speak_tls(
         assert "EDGESENSE_GRPC_TLS_KEY is not" in half.stderr
     finally:
         await registry.stop(0)
+
+
+async def test_a_server_without_a_certificate_of_its_own_refuses_to_start(
+    settings: Settings, identities: dict[str, TlsFiles]
+) -> None:
+    client_only = GrpcTls.from_env({CA_VAR: str(identities["registry"].ca)})
+    with pytest.raises(ConfigurationError, match="a gRPC server needs a certificate and key"):
+        await start_registry(dataclasses.replace(settings, grpc_tls=client_only), "127.0.0.1:0")
+
+
+async def test_up_waits_on_health_over_tls(
+    mtls_registry: RunningRegistry, settings: Settings, identities: dict[str, TlsFiles]
+) -> None:
+    addr = f"127.0.0.1:{mtls_registry.port}"
+    with_tls = dataclasses.replace(
+        settings, registry_addr=addr, grpc_tls=identities["gateway"].tls("require")
+    )
+    (registry,) = up.children(with_tls, ["registry"])
+    assert await registry.healthy()
+    (plaintext,) = up.children(dataclasses.replace(settings, registry_addr=addr), ["registry"])
+    assert not await plaintext.healthy()
 
 
 async def reflected_services(addr: str) -> list[str] | grpc.StatusCode:
