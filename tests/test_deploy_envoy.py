@@ -162,6 +162,30 @@ def test_clusters_speak_http2_and_are_health_checked(
         assert "grpc_health_check" in cluster["health_checks"][0]
 
 
+def test_upstreams_speak_mutual_tls_and_check_the_service_name(
+    generated: tuple[dict[str, Any], bytes], tmp_path: Path
+) -> None:
+    for cluster in generated[0]["static_resources"]["clusters"]:
+        socket = cluster["transport_socket"]
+        assert socket["name"] == "envoy.transport_sockets.tls"
+        context = socket["typed_config"]
+        assert context["@type"].endswith("transport_sockets.tls.v3.UpstreamTlsContext")
+        assert context["sni"] == cluster["name"]
+        common = context["common_tls_context"]
+        assert common["alpn_protocols"] == ["h2"]  # gRPC needs HTTP/2 over TLS
+        (identity,) = common["tls_certificates"]
+        assert identity["certificate_chain"]["filename"] == "/etc/envoy/tls/tls.crt"
+        assert identity["private_key"]["filename"] == "/etc/envoy/tls/tls.key"
+        validation = common["validation_context"]
+        assert validation["trusted_ca"]["filename"] == "/etc/envoy/tls/ca.crt"
+        assert validation["match_typed_subject_alt_names"] == [
+            {"san_type": "DNS", "matcher": {"exact": cluster["name"]}}
+        ]
+    assert envoy.main([str(tmp_path), "--plaintext-upstreams"]) == 0
+    plain = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
+    assert all("transport_socket" not in c for c in plain["static_resources"]["clusters"])
+
+
 def test_listener_and_admin_addresses(generated: tuple[dict[str, Any], bytes]) -> None:
     config = generated[0]
     socket = config["static_resources"]["listeners"][0]["address"]["socket_address"]

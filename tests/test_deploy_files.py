@@ -77,6 +77,7 @@ METRICS_VAR = {
 BRIDGE_USER = "edgesense-bridge"
 BRIDGE_MAX_PAYLOAD = 256 * 1024
 K8S_SECRET = "edgesense-secrets"
+HEALTHCHECK_MODULE = "edgesense.healthcheck"
 # Modules whose metrics live in prometheus_client's default registry (the
 # gateway's have a registry of their own).
 METRIC_MODULES = (
@@ -395,7 +396,8 @@ def test_compose_mounts_mosquitto_and_envoy_files_where_they_are_read(
     assert envoy[descriptor] == "./envoy/edgesense.binpb"
     assert "/etc/envoy/envoy.yaml" in services["envoy"]["command"]
     for source in envoy.values():
-        assert (DEPLOY / source).is_file(), source
+        # The TLS folder is made by deploy/tls/make-dev-certs.sh (tests/test_deploy_tls.py).
+        assert source.startswith("./tls/") or (DEPLOY / source).is_file(), source
 
 
 def test_compose_health_checks_and_start_order(compose: dict[str, Any]) -> None:
@@ -406,14 +408,20 @@ def test_compose_health_checks_and_start_order(compose: dict[str, Any]) -> None:
             service = services[name]
             env = environment(service)
             test = service["healthcheck"]["test"]
-            assert test[:3] == ["CMD", "python", "-c"], name
-            compile(test[3], f"<{name} healthcheck>", "exec")
-            (checked,) = re.findall(r"127\.0\.0\.1:(\d+)", test[3])
+            if kind in ("registry", "delivery"):
+                # gRPC health over the service's own (mutual) TLS settings.
+                assert test[:4] == ["CMD", "python", "-m", HEALTHCHECK_MODULE], name
+                assert test[5:] == ["--server-name", kind], name
+                checked = test[4]
+            else:
+                assert test[:3] == ["CMD", "python", "-c"], name
+                compile(test[3], f"<{name} healthcheck>", "exec")
+                checked = test[3]
+            (port,) = re.findall(r"127\.0\.0\.1:(\d+)", checked)
             # gRPC health where there is one to ask; else the /healthz beside the metrics.
             probe_var = METRICS_VAR["bridge"] if kind == "bridge" else LISTEN_VAR[kind]
-            assert int(checked) == port_of(env[probe_var]), f"{name} checks port {checked}"
+            assert int(port) == port_of(env[probe_var]), f"{name} checks port {port}"
             if kind in ("registry", "delivery"):
-                assert "grpc_health" in test[3], name
                 assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
             if kind == "bridge":
                 assert "mosquitto" in service["depends_on"], name
@@ -455,6 +463,11 @@ def test_dockerfile_installs_the_package_with_edgesense_as_entrypoint() -> None:
 
 @pytest.fixture(scope="module")
 def manifests() -> list[dict[str, Any]]:
+    return load_manifests()
+
+
+def load_manifests() -> list[dict[str, Any]]:
+    """Every document of the resources kustomization.yaml applies."""
     kustomization = load_yaml(K8S / "kustomization.yaml")
     resources = kustomization["resources"]
     on_disk = {
@@ -553,15 +566,27 @@ def test_k8s_probes(manifests: list[dict[str, Any]], kind: str) -> None:
     for probe in (readiness, liveness, spec.get("startupProbe")):
         if probe is None:
             continue
-        if "grpc" in probe:
+        # The kubelet's gRPC probe cannot do mutual TLS: gRPC health is asked by
+        # edgesense.healthcheck, with the pod's TLS settings and the service's name.
+        assert "grpc" not in probe, f"{kind}: a native gRPC probe cannot pass mutual TLS"
+        if "exec" in probe:
             assert kind != "gateway", "the gateway serves no gRPC"
-            assert container_port(spec, probe["grpc"]["port"]) == listen, f"{kind}: {probe}"
+            command = probe["exec"]["command"]
+            assert command == [
+                "python",
+                "-m",
+                HEALTHCHECK_MODULE,
+                f"127.0.0.1:{listen}",
+                "--server-name",
+                kind,
+            ], f"{kind}: {probe}"
+            assert probe.get("timeoutSeconds", 1) >= 5, f"{kind}: a Python process needs time"
         else:
             assert probe["httpGet"]["path"] == "/healthz", f"{kind}: {probe}"
             assert container_port(spec, probe["httpGet"]["port"]) == healthz, f"{kind}: {probe}"
     if kind in ("registry", "delivery"):
-        assert "grpc" in readiness, f"{kind}: Kubernetes probes gRPC health natively"
-        assert "grpc" in liveness, f"{kind}: Kubernetes probes gRPC health natively"
+        assert "exec" in readiness, f"{kind}: readiness is gRPC health"
+        assert "exec" in liveness, f"{kind}: liveness is gRPC health"
     if kind == "bridge":
         assert "httpGet" in liveness, "the bridge's liveness: /healthz on its metrics port"
 

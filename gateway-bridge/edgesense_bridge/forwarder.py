@@ -25,6 +25,8 @@ import grpc
 
 from edgesense.auth import bearer_metadata
 from edgesense.delivery.backoff import backoff_delay
+from edgesense.grpc_tls import open_channel
+from edgesense.tls import GrpcTls
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from edgesense_bridge import metrics
 from edgesense_bridge.batching import Batch, Item, Outbox, UnknownBatch
@@ -45,8 +47,8 @@ CHANNEL_OPTIONS = (
 )
 
 
-def delivery_channel(addr: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+def delivery_channel(addr: str, tls: GrpcTls | None = None) -> grpc.aio.Channel:
+    return open_channel(addr, tls or GrpcTls(), CHANNEL_OPTIONS)
 
 
 class Forwarder:

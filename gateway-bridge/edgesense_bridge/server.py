@@ -63,7 +63,7 @@ class Bridge:
             on_message=lambda message: self.intake.on_message(message),
             on_session=lambda epoch, present: self.intake.on_session(epoch, present),
         )
-        self.channel = delivery_channel(settings.delivery_addr)
+        self.channel = delivery_channel(settings.delivery_addr, settings.grpc_tls)
         self.forwarder = Forwarder(
             self.channel,
             settings.service_token(),
@@ -77,6 +77,8 @@ class Bridge:
         self.server = GrpcServer(
             [lambda server: devices_pb2_grpc.add_DeviceConfigServicer_to_server(service, server)],
             [SERVICE_NAME],
+            tls=settings.grpc_tls,
+            reflection=settings.grpc_reflection,
         )
         self.port = 0
         self.drain_seconds = DRAIN_SECONDS

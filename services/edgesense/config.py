@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgesense.errors import ConfigurationError
+from edgesense.tls import GrpcTls
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
 DEV_DIR = Path("var")
@@ -162,6 +163,8 @@ class Settings:
     delivery_per_target: int = 64
     delivery_senders: int = field(default_factory=lambda: default_senders())
     outbox_limit: int = 1_000_000
+    grpc_tls: GrpcTls = field(default_factory=GrpcTls)
+    grpc_reflection: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -202,6 +205,9 @@ class Settings:
             delivery_senders=int(
                 _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
             ),
+            grpc_tls=GrpcTls.from_env(env),
+            # Reflection lists every method, the internal ones too: on in dev only.
+            grpc_reflection=_flag(env, "EDGESENSE_GRPC_REFLECTION", dev),
             metrics_addrs={
                 name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default
                 for name, default in DEFAULT_METRICS_ADDRS.items()

@@ -3,9 +3,10 @@ reflection and graceful shutdown.
 
 Servicers stay thin and raise `edgesense.errors` exceptions; `ErrorInterceptor`
 is the one place those become gRPC statuses. `GrpcServer` owns a grpc.aio
-server: it binds (port 0 for tests), serves `grpc.health.v1.Health` and
-reflection, and on stop flips health to NOT_SERVING before the grace period so
-load balancers drain it first.
+server: it binds (port 0 for tests; TLS when configured, see `grpc_tls`),
+serves `grpc.health.v1.Health` and, when enabled, reflection, and on stop
+flips health to NOT_SERVING before the grace period so load balancers drain it
+first.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 from prometheus_client import Counter, Histogram
 
 from edgesense.errors import EdgesenseError, InvalidArgument
+from edgesense.grpc_tls import listen
+from edgesense.tls import GrpcTls
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +143,18 @@ Registrar = Callable[[grpc.aio.Server], None]
 
 
 class GrpcServer:
-    """A grpc.aio server with health, reflection and the error interceptor."""
+    """A grpc.aio server with health, optional reflection and the error interceptor."""
 
-    def __init__(self, registrars: Sequence[Registrar], service_names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        registrars: Sequence[Registrar],
+        service_names: Iterable[str],
+        *,
+        tls: GrpcTls | None = None,
+        reflection: bool = False,
+    ) -> None:
         self._names = list(service_names)
+        self._tls = tls or GrpcTls()
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
@@ -157,13 +168,13 @@ class GrpcServer:
         for register in registrars:
             register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        if reflection:  # it lists the internal methods too: a setting, off in production
+            names = [*self._names, health.SERVICE_NAME, grpc_reflection.SERVICE_NAME]
+            grpc_reflection.enable_server_reflection(names, self.server)
         self.port = 0
 
     async def start(self, addr: str) -> int:
-        self.port = self.server.add_insecure_port(addr)
+        self.port = listen(self.server, addr, self._tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {addr}")
         await self.server.start()

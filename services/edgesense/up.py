@@ -18,12 +18,11 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-import grpc
 import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgesense.config import Settings
 from edgesense.embedded_broker import broker_address, broker_answers
+from edgesense.healthcheck import grpc_serving
 
 HEALTH_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 20.0
@@ -93,17 +92,6 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}" + (" (configuration error)" if code == 2 else "")
 
 
-async def grpc_healthy(addr: str) -> bool:
-    try:
-        async with grpc.aio.insecure_channel(addr) as channel:
-            answer = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.aio.AioRpcError:
-        return False
-
-
 async def http_healthy(url: str) -> bool:
     try:
         async with httpx.AsyncClient(timeout=1) as client:
@@ -128,8 +116,8 @@ def child_env(settings: Settings, dev: bool) -> dict[str, str]:
 def children(settings: Settings, services: list[str]) -> list[Child]:
     python = [sys.executable, "-m", "edgesense.cli"]
     checks: dict[str, Callable[[], Awaitable[bool]]] = {
-        "registry": lambda: grpc_healthy(settings.registry_addr),
-        "delivery": lambda: grpc_healthy(settings.delivery_addr),
+        "registry": lambda: grpc_serving(settings.registry_addr, settings.grpc_tls),
+        "delivery": lambda: grpc_serving(settings.delivery_addr, settings.grpc_tls),
         "gateway": lambda: http_healthy(f"http://{settings.http_addr}/healthz"),
         "bridge": lambda: http_healthy(f"http://{settings.metrics_addr('bridge')}/healthz"),
     }

@@ -20,6 +20,8 @@ from edgesense.auth import bearer_metadata
 from edgesense.delivery.backoff import backoff_delay
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.errors import Unavailable
+from edgesense.grpc_tls import open_channel
+from edgesense.tls import GrpcTls
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,11 @@ class RegistryLink:
         index: WebhookIndex,
         on_snapshot: SnapshotHandler,
         on_change: ChangeHandler,
+        *,
+        tls: GrpcTls | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls or GrpcTls()
         self.index = index
         self._metadata = bearer_metadata(token)
         self._on_snapshot = on_snapshot
@@ -81,7 +86,7 @@ class RegistryLink:
 
     async def run(self) -> None:
         """Follow the change stream and send reports until cancelled."""
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(self.address, self._tls, CHANNEL_OPTIONS)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._follow())

@@ -195,12 +195,16 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         index,
         reconciler.on_snapshot,
         reconciler.on_change,
+        tls=settings.grpc_tls,
     )
     reconciler.attach(dispatcher, link)
     acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
     service = DeliveryService(outbox, index, acceptor, auth, dispatcher.wake)
     server = GrpcServer(
-        [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)], [SERVICE_NAME]
+        [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)],
+        [SERVICE_NAME],
+        tls=settings.grpc_tls,
+        reflection=settings.grpc_reflection,
     )
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),

@@ -19,6 +19,11 @@ Subtle points, checked against Envoy's transcoder docs and source:
   if every detail type is in the descriptor set, else it sends no body at all;
   our servers attach `google.rpc.BadRequest`, hence `google/rpc/error_details`.
 - gRPC health checks ask for the server's overall status (empty service name).
+- Upstreams speak mutual TLS (the services' EDGESENSE_GRPC_TLS_CLIENT_AUTH=require):
+  Envoy presents `tls.crt`/`tls.key` from `/etc/envoy/tls`, checks the service's
+  certificate against `ca.crt` and for the upstream's host name (Envoy checks
+  no name unless told: `match_typed_subject_alt_names`), and offers ALPN h2.
+  `--plaintext-upstreams` leaves TLS out, for services without it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from edgesense.errors import ConfigurationError
 CONFIG_NAME = "envoy.yaml"
 DESCRIPTOR_NAME = "edgesense.binpb"
 DEFAULT_DESCRIPTOR_PATH = f"/etc/envoy/{DESCRIPTOR_NAME}"
+DEFAULT_TLS_DIR = "/etc/envoy/tls"
 LISTEN_PORT = 8080
 ADMIN_PORT = 9901
 HEADER = "# Generated from protos/ by `make envoy` (edgesense.deploy.envoy): do not edit by hand.\n"
@@ -119,9 +125,34 @@ def _extension(name: str, type_name: str, **config: Any) -> Config:
     return {"name": name, "typed_config": {"@type": f"{_TYPE}.{type_name}", **config}}
 
 
-def _cluster(upstream: Upstream) -> Config:
+def _upstream_tls(upstream: Upstream, tls_dir: str) -> Config:
+    """Mutual TLS to one service: our certificate, its CA, its name."""
+    return _extension(
+        "envoy.transport_sockets.tls",
+        "transport_sockets.tls.v3.UpstreamTlsContext",
+        sni=upstream.host,
+        common_tls_context={
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": f"{tls_dir}/tls.crt"},
+                    "private_key": {"filename": f"{tls_dir}/tls.key"},
+                }
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": f"{tls_dir}/ca.crt"},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "DNS", "matcher": {"exact": upstream.host}}
+                ],
+            },
+        },
+    )
+
+
+def _cluster(upstream: Upstream, tls_dir: str | None) -> Config:
     address = _socket(upstream.host, upstream.port)
     endpoints = [{"lb_endpoints": [{"endpoint": {"address": address}}]}]
+    transport = {"transport_socket": _upstream_tls(upstream, tls_dir)} if tls_dir else {}
     return {
         "name": upstream.cluster,
         "type": "STRICT_DNS",
@@ -134,6 +165,7 @@ def _cluster(upstream: Upstream) -> Config:
             }
         },
         "load_assignment": {"cluster_name": upstream.cluster, "endpoints": endpoints},
+        **transport,
         "health_checks": [
             {
                 "timeout": "1s",
@@ -153,8 +185,10 @@ def build_envoy_config(
     descriptor_path: str = DEFAULT_DESCRIPTOR_PATH,
     listen_port: int = LISTEN_PORT,
     admin_port: int = ADMIN_PORT,
+    tls_dir: str | None = DEFAULT_TLS_DIR,
 ) -> Config:
-    """The bootstrap for `services` (as `annotated_services` returns them)."""
+    """The bootstrap for `services` (as `annotated_services` returns them); upstreams
+    over mutual TLS with the files in `tls_dir`, plaintext when it is None."""
     if unmapped := sorted(set(services) - set(upstreams)):
         raise ConfigurationError(f"no upstream for annotated services: {', '.join(unmapped)}")
     clusters = {upstreams[service].cluster: upstreams[service] for service in services}
@@ -207,7 +241,7 @@ def build_envoy_config(
         "admin": {"address": _socket("127.0.0.1", admin_port)},
         "static_resources": {
             "listeners": [listener],
-            "clusters": [_cluster(upstream) for upstream in clusters.values()],
+            "clusters": [_cluster(upstream, tls_dir) for upstream in clusters.values()],
         },
     }
 
@@ -216,12 +250,15 @@ def write(
     out_dir: Path,
     upstreams: Mapping[str, Upstream] = DEFAULT_UPSTREAMS,
     descriptor_path: str = DEFAULT_DESCRIPTOR_PATH,
+    tls_dir: str | None = DEFAULT_TLS_DIR,
 ) -> list[Path]:
     """Write `envoy.yaml` and `edgesense.binpb` into `out_dir`; return their paths."""
     source = resources.files("edgesense.v1") / "descriptors.binpb"
     descriptor_set = envoy_descriptor_set(source.read_bytes())
     services = annotated_services(descriptor_set)
-    config = build_envoy_config(services, upstreams=upstreams, descriptor_path=descriptor_path)
+    config = build_envoy_config(
+        services, upstreams=upstreams, descriptor_path=descriptor_path, tls_dir=tls_dir
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / DESCRIPTOR_NAME).write_bytes(descriptor_set)
     text = HEADER + yaml.safe_dump(config, sort_keys=False)  # keys in the order built
@@ -234,13 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="folder for envoy.yaml and edgesense.binpb")
     parser.add_argument("--descriptor-path", default=DEFAULT_DESCRIPTOR_PATH, help="in Envoy")
     parser.add_argument("--upstream", action="append", default=[], metavar="SVC=CLUSTER@HOST:PORT")
+    parser.add_argument("--tls-dir", default=DEFAULT_TLS_DIR, help="tls.crt, tls.key, ca.crt")
+    parser.add_argument("--plaintext-upstreams", action="store_true", help="no TLS to the services")
     args = parser.parse_args(argv)
     upstreams = dict(DEFAULT_UPSTREAMS)
     try:
         for override in args.upstream:
             service, _, upstream = override.partition("=")
             upstreams[service] = Upstream.parse(upstream)
-        written = write(args.out_dir, upstreams, args.descriptor_path)
+        tls_dir = None if args.plaintext_upstreams else args.tls_dir
+        written = write(args.out_dir, upstreams, args.descriptor_path, tls_dir)
     except ConfigurationError as exc:
         parser.error(exc.message)
     print(f"wrote {', '.join(str(path) for path in written)}")

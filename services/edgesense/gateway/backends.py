@@ -18,6 +18,8 @@ from edgesense.errors import ConfigurationError
 from edgesense.gateway.metadata import Metadata
 from edgesense.gateway.rules import Route
 from edgesense.gateway.status import from_rpc_error
+from edgesense.grpc_tls import open_channel
+from edgesense.tls import GrpcTls
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -28,20 +30,25 @@ class Backends:
     """gRPC service full name -> channel; channels live between open() and close()."""
 
     def __init__(
-        self, targets: Mapping[str, str], *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+        self,
+        targets: Mapping[str, str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        tls: GrpcTls | None = None,
     ) -> None:
         if timeout <= 0:
             raise ConfigurationError(f"gateway: the call timeout must be positive, not {timeout}")
         self.targets = dict(targets)
         self.timeout = timeout
+        self.tls = tls or GrpcTls()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[str, UnaryCall] = {}
 
     async def open(self) -> None:
-        """One insecure channel per distinct address (needs the running loop)."""
+        """One channel per distinct address, TLS when configured (needs the running loop)."""
         for target in sorted(set(self.targets.values())):
             if target not in self._channels:
-                self._channels[target] = grpc.aio.insecure_channel(target)
+                self._channels[target] = open_channel(target, self.tls)
 
     async def close(self, grace: float | None = None) -> None:
         channels, self._channels = self._channels, {}

@@ -33,6 +33,7 @@ from edgesense.gateway.router import RouteMatch, Router
 from edgesense.gateway.rules import load_routes
 from edgesense.gateway.status import GatewayError
 from edgesense.gateway.transcode import MAX_BODY_BYTES, build_request, render_response
+from edgesense.tls import GrpcTls
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,10 @@ def create_app(
     call_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     metrics_registry: CollectorRegistry | None = None,
     pool: DescriptorPool | None = None,
+    tls: GrpcTls | None = None,
 ) -> web.Application:
     """The gateway for `backends` (gRPC service full name -> address)."""
-    channels = Backends(backends, timeout=call_timeout)
+    channels = Backends(backends, timeout=call_timeout, tls=tls)
     gateway = Gateway(
         Router(load_routes(backends, pool)), channels, GatewayMetrics(metrics_registry)
     )
@@ -164,10 +166,11 @@ async def start_gateway(
     call_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     metrics_registry: CollectorRegistry | None = None,
     pool: DescriptorPool | None = None,
+    tls: GrpcTls | None = None,
 ) -> RunningGateway:
     """Serve a new gateway on host:port (0: a free port, see `.port`)."""
     app = create_app(
-        backends, call_timeout=call_timeout, metrics_registry=metrics_registry, pool=pool
+        backends, call_timeout=call_timeout, metrics_registry=metrics_registry, pool=pool, tls=tls
     )
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
@@ -198,7 +201,7 @@ async def run_gateway(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_event.set)
     try:
-        running = await start_gateway(default_backends(settings), host, port)
+        running = await start_gateway(default_backends(settings), host, port, tls=settings.grpc_tls)
         try:
             log.info("gateway listening on %s", running.url)
             if on_started is not None:

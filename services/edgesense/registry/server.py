@@ -54,6 +54,8 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
         server = GrpcServer(
             [lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s)],
             [SERVICE_NAME],
+            tls=settings.grpc_tls,
+            reflection=settings.grpc_reflection,
         )
         port = await server.start(addr or settings.registry_addr)
     except BaseException:
