@@ -32,7 +32,12 @@ from edgesense.gateway.openapi import openapi_document
 from edgesense.gateway.router import RouteMatch, Router
 from edgesense.gateway.rules import load_routes
 from edgesense.gateway.status import GatewayError
-from edgesense.gateway.transcode import MAX_BODY_BYTES, build_request, render_response
+from edgesense.gateway.transcode import (
+    MAX_BODY_BYTES,
+    build_request,
+    check_charset,
+    render_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,10 @@ class Gateway:
 
     async def _forward(self, match: RouteMatch, request: web.Request) -> bytes:
         route = match.route
-        body = await _read_body(request) if route.body else b""
+        body = b""
+        if route.body:
+            check_charset(request.charset)
+            body = await _read_body(request)
         message = build_request(match, body, request.rel_url.query.items())
         metadata = outgoing_metadata(
             request.headers.items(), peer=request.remote, host=request.headers.get("Host")
@@ -246,3 +254,12 @@ async def _read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
+    except ConnectionError:
+        # Nobody is left to answer: counted as 499 (nginx's "client closed
+        # request"), not as our failure, and no traceback for a client's choice.
+        log.debug(
+            "gateway: client closed the connection mid-body (%s %s)", request.method, request.path
+        )
+        raise GatewayError(
+            grpc.StatusCode.CANCELLED, "the client closed the connection before the whole body"
+        ) from None
