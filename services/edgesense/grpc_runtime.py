@@ -24,7 +24,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
+from edgesense.auth import Authenticator
 from edgesense.errors import EdgesenseError, InvalidArgument
+from edgesense.grpc_gate import AuthGate
 
 log = logging.getLogger(__name__)
 
@@ -137,22 +139,35 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 Registrar = Callable[[grpc.aio.Server], None]
+DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # gRPC's own default; ours are in message_limits
+
+
+def server_options(max_receive: int) -> list[tuple[str, int]]:
+    """Options of every server; `max_receive` is the largest request message it reads."""
+    return [
+        ("grpc.max_receive_message_length", max_receive),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 class GrpcServer:
     """A grpc.aio server with health, reflection and the error interceptor."""
 
-    def __init__(self, registrars: Sequence[Registrar], service_names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        registrars: Sequence[Registrar],
+        service_names: Iterable[str],
+        max_receive: int = DEFAULT_MAX_RECEIVE,
+        gate: Authenticator | None = None,
+    ) -> None:
         self._names = list(service_names)
         self.health = health.aio.HealthServicer()
+        # The gate runs inside the error interceptor, so its refusals are counted too.
+        gates = [AuthGate(gate)] if gate is not None else []
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+            interceptors=[ErrorInterceptor(), *gates], options=server_options(max_receive)
         )
         for register in registrars:
             register(self.server)

@@ -29,6 +29,7 @@ from edgesense.delivery.service import DeliveryService
 from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
+from edgesense.message_limits import DELIVERY_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
@@ -200,7 +201,10 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
     service = DeliveryService(outbox, index, acceptor, auth, dispatcher.wake)
     server = GrpcServer(
-        [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)], [SERVICE_NAME]
+        [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)],
+        [SERVICE_NAME],
+        max_receive=DELIVERY_MAX_RECEIVE,
+        gate=auth,
     )
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
