@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -32,11 +32,21 @@ async def serving(backend: Backend, limits: HttpLimits) -> AsyncIterator[Running
         await running.stop()
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 5.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not await check():
-            await asyncio.sleep(0.01)
-    assert await check(), what
+async def until(check: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            while not check():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def closed_total(running: RunningGateway, reason: str) -> str:
+    """The gateway's count of connections it closed for `reason`, as /metrics shows it."""
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
+        text = (await client.get("/metrics")).text
+    name = f'edgesense_gateway_connections_closed_total{{reason="{reason}"}} '
+    return next(line for line in text.splitlines() if line.startswith(name)).split()[-1]
 
 
 class Clients:
@@ -114,9 +124,7 @@ async def test_trickled_headers_are_cut_at_the_header_timeout_but_idle_keep_aliv
         assert loop.time() - started >= 0.3
         # idle longer than the header timeout, the first connection still answers
         assert (await answer(kept_alive)).startswith(b"HTTP/1.1 200")
-        async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
-            text = (await client.get("/metrics")).text
-        assert 'edgesense_gateway_connections_closed_total{reason="header_timeout"} 1.0' in text
+        assert await closed_total(running, "header_timeout") == "1.0"
 
 
 async def test_at_the_cap_a_new_client_evicts_the_longest_waiting(
@@ -125,14 +133,11 @@ async def test_at_the_cap_a_new_client_evicts_the_longest_waiting(
     async with serving(registry_backend, HttpLimits(max_connections=3)) as running:
         guard = running.runner.app[GUARD_KEY]
         silent = [await clients.connect(running) for _ in range(3)]
-
-        async def all_open() -> bool:
-            return len(guard) == 3
-
-        await until(all_open, "three connections open")
+        await until(lambda: len(guard) == 3, "three connections open")
         async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
             assert (await client.get("/healthz")).status_code == 200
         assert await closed_by_server(silent[0]) == b""
+        assert await closed_total(running, "evicted") == "1.0"
         for stream in silent[1:]:
             assert (await answer(stream)).startswith(b"HTTP/1.1 200")
 
@@ -145,11 +150,8 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(
         busy = [await clients.connect(running) for _ in range(2)]
         for _, writer in busy:
             writer.write(b"GET /api/webhooks HTTP/1.1\r\nHost: t\r\n\r\n")
-
-        async def both_held() -> bool:
-            return len(registry_backend.servicer.requests) == 2
-
-        await until(both_held, "both requests reached the backend")
+        held = registry_backend.servicer.requests
+        await until(lambda: len(held) == 2, "both requests reached the backend")
         refused = await clients.connect(running)
         refused[1].write(HEALTHZ)
         assert await closed_by_server(refused) == b""
@@ -157,9 +159,7 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(
         for reader, _ in busy:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
             assert head.startswith(b"HTTP/1.1 200")
-        async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
-            text = (await client.get("/metrics")).text
-        assert 'edgesense_gateway_connections_closed_total{reason="over_capacity"} 1.0' in text
+        assert await closed_total(running, "over_capacity") == "1.0"
 
 
 async def test_a_body_slower_than_the_body_timeout_is_408_and_closed(
