@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from edgesense.gateway import RunningGateway, start_gateway
-from edgesense.gateway.connections import HttpLimits
+from edgesense.gateway.connections import HttpLimits, default_max_connections
 from edgesense.gateway.server import GUARD_KEY
 
 if TYPE_CHECKING:
@@ -175,3 +176,11 @@ async def test_a_body_slower_than_the_body_timeout_is_408_and_closed(
         assert received.startswith(b"HTTP/1.1 408"), received
         assert b"did not arrive within 0.3 s" in received
         assert registry_backend.servicer.requests == []
+
+
+def test_the_connection_cap_stays_below_the_open_file_limit() -> None:
+    ceiling = default_max_connections()
+    assert ceiling < resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert HttpLimits().connection_cap() == ceiling
+    assert HttpLimits(max_connections=ceiling * 2).connection_cap() == ceiling
+    assert HttpLimits(max_connections=5).connection_cap() == 5

@@ -43,7 +43,9 @@ class HttpLimits:
     max_connections: int = 0  # 0: from the open-file limit, see default_max_connections
 
     def connection_cap(self) -> int:
-        return self.max_connections or default_max_connections()
+        """The cap in force: the setting, but never above what the file limit allows."""
+        ceiling = default_max_connections()
+        return min(self.max_connections, ceiling) if self.max_connections else ceiling
 
 
 def default_max_connections() -> int:
