@@ -6,7 +6,10 @@
 
 Pure bookkeeping, no I/O: `forwarder` drives it over the gRPC stream. A batch
 keeps its id and its events when resent, so the delivery service sees the same
-event ids again and deduplicates them.
+event ids again and deduplicates them. A batch is closed at `batch_size`
+events or before its PublishRequest would pass `max_bytes` (delivery's
+receive limit, `edgesense.message_limits`): 200 events with 256 KiB payloads
+would otherwise be one 51 MiB message that delivery refuses every time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from edgesense.message_limits import PUBLISH_BATCH_MAX_BYTES, PUBLISH_EVENT_OVERHEAD
 from edgesense.v1 import delivery_pb2, events_pb2
 from edgesense_bridge.inbound import Receipt
 
@@ -27,6 +31,7 @@ class Item:
     receipt: Receipt
     received: float  # time.monotonic() at receipt, for the latency metric
     fingerprint: int = 0  # of topic and payload, to recognise the broker resending it
+    size: int = 0  # the event's serialized bytes
 
 
 @dataclass
@@ -45,9 +50,12 @@ class UnknownBatch(KeyError):
 
 
 class Outbox:
-    def __init__(self, batch_size: int, depth: int) -> None:
+    def __init__(
+        self, batch_size: int, depth: int, max_bytes: int = PUBLISH_BATCH_MAX_BYTES
+    ) -> None:
         self.batch_size = batch_size
         self.depth = depth
+        self.max_bytes = max_bytes
         self._pending: deque[Item] = deque()
         self._resend: deque[Batch] = deque()
         self._sent: OrderedDict[int, Batch] = OrderedDict()
@@ -87,11 +95,22 @@ class Outbox:
         if self._resend:
             batch = self._resend.popleft()
         else:
-            count = min(self.batch_size, len(self._pending))
-            batch = Batch(self._next_id, [self._pending.popleft() for _ in range(count)])
+            batch = Batch(self._next_id, self._take())
             self._next_id += 1
         self._sent[batch.batch_id] = batch
         return batch
+
+    def _take(self) -> list[Item]:
+        """The next pending items that fit one batch (always at least one)."""
+        pending = self._pending
+        items = [pending.popleft()]
+        used = items[0].size + PUBLISH_EVENT_OVERHEAD
+        while pending and len(items) < self.batch_size:
+            used += pending[0].size + PUBLISH_EVENT_OVERHEAD
+            if used > self.max_bytes:
+                break
+            items.append(pending.popleft())
+        return items
 
     def confirm(self, batch_id: int) -> Batch:
         """The batch delivery confirmed, no longer held; raises UnknownBatch."""

@@ -105,7 +105,7 @@ class Intake:
             log.exception("bridge: parsing a message failed")
             outcome = Rejected("internal_error", repr(exc), repr(raw.topic[:200]))
         if isinstance(outcome, Accepted):
-            item = Item(outcome.event, message.receipt, time.monotonic(), fingerprint)
+            item = Item(outcome.event, message.receipt, time.monotonic(), fingerprint, outcome.size)
             self._forwarder.submit(item)
             self._update_in_flight()
             return

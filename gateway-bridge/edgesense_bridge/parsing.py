@@ -26,6 +26,7 @@ from typing import Final
 from google.protobuf import timestamp_pb2
 
 from edgesense.ids import new_id
+from edgesense.message_limits import MAX_EVENT_BYTES
 from edgesense.v1 import events_pb2
 from edgesense_bridge.payloads import PayloadError, decode_payload
 from edgesense_bridge.topics import TopicAddress, TopicError, TopicLayout, is_valid_id
@@ -55,6 +56,7 @@ class RawMessage:
 @dataclass(frozen=True)
 class Accepted:
     event: events_pb2.Event
+    size: int = 0  # event.ByteSize(), measured once
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ Outcome = Accepted | Rejected | Ignored
 class ParseRules:
     layout: TopicLayout
     max_payload_bytes: int = 256 * 1024
+    # As protobuf an event may be larger than its JSON payload (a Struct
+    # number is 9 bytes), and it must fit a Publish batch.
+    max_event_bytes: int = MAX_EVENT_BYTES
 
 
 def gateway_event_id(address: TopicAddress, name: str) -> str:
@@ -126,4 +131,8 @@ def parse_message(raw: RawMessage, rules: ParseRules, event_id: str | None = Non
         received_at=received_at,
     )
     getattr(event, KIND_FIELDS[address.kind]).CopyFrom(payload.message)
-    return Accepted(event)
+    size = event.ByteSize()
+    if size > rules.max_event_bytes:
+        detail = f"event of {size} bytes as protobuf exceeds {rules.max_event_bytes}"
+        return Rejected("too_large", detail, topic)
+    return Accepted(event, size)

@@ -19,6 +19,7 @@ import logging
 from edgesense.auth import Authenticator
 from edgesense.config import Settings
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.message_limits import DEVICE_CONFIG_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
 from edgesense.v1 import devices_pb2_grpc
 from edgesense_bridge.batching import Outbox
@@ -79,6 +80,8 @@ class Bridge:
             [SERVICE_NAME],
             tls=settings.grpc_tls,
             reflection=settings.grpc_reflection,
+            max_receive=DEVICE_CONFIG_MAX_RECEIVE,
+            gate=auth,
         )
         self.port = 0
         self.drain_seconds = DRAIN_SECONDS

@@ -165,6 +165,9 @@ class Settings:
     outbox_limit: int = 1_000_000
     grpc_tls: GrpcTls = field(default_factory=GrpcTls)
     grpc_reflection: bool = False
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    http_max_connections: int = 0  # 0: from the open-file limit
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -202,6 +205,13 @@ class Settings:
             delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
             delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
+            http_header_timeout_seconds=_number(
+                env, "EDGESENSE_HTTP_HEADER_TIMEOUT_SECONDS", 10.0, 0.001
+            ),
+            http_body_timeout_seconds=_number(
+                env, "EDGESENSE_HTTP_BODY_TIMEOUT_SECONDS", 30.0, 0.001
+            ),
+            http_max_connections=int(_number(env, "EDGESENSE_HTTP_MAX_CONNECTIONS", 0, 0)),
             delivery_senders=int(
                 _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
             ),

@@ -25,7 +25,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection as grpc_reflection
 from prometheus_client import Counter, Histogram
 
+from edgesense.auth import Authenticator
 from edgesense.errors import EdgesenseError, InvalidArgument
+from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
 from edgesense.tls import GrpcTls
 
@@ -140,6 +142,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 Registrar = Callable[[grpc.aio.Server], None]
+DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # gRPC's own default; ours are in message_limits
+
+
+def server_options(max_receive: int) -> list[tuple[str, int]]:
+    """Options of every server; `max_receive` is the largest request message it reads."""
+    return [
+        ("grpc.max_receive_message_length", max_receive),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 class GrpcServer:
@@ -152,18 +165,16 @@ class GrpcServer:
         *,
         tls: GrpcTls | None = None,
         reflection: bool = False,
+        max_receive: int = DEFAULT_MAX_RECEIVE,
+        gate: Authenticator | None = None,
     ) -> None:
         self._names = list(service_names)
         self._tls = tls or GrpcTls()
         self.health = health.aio.HealthServicer()
+        # The gate runs inside the error interceptor, so its refusals are counted too.
+        gates = [AuthGate(gate)] if gate is not None else []
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+            interceptors=[ErrorInterceptor(), *gates], options=server_options(max_receive)
         )
         for register in registrars:
             register(self.server)

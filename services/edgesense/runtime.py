@@ -1,4 +1,10 @@
-"""How our service processes run: on uvloop, with the garbage collector tuned.
+"""How our service processes run: on uvloop, with the garbage collector tuned
+and the open-file limit raised.
+
+The soft RLIMIT_NOFILE is often 1,024 while the hard limit is far higher: a
+service that serves many connections (the REST process caps its own below
+the soft limit, see `gateway.connections`) raises the soft limit to the hard
+one at start, as nginx's `worker_rlimit_nofile` and Go's runtime do.
 
 CPython's cyclic collector runs a young-generation pass every 700 net
 allocations, and each pass walks the objects still alive since the last
@@ -16,7 +22,9 @@ and cycles wait at most 10,000 allocations longer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import resource
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -24,8 +32,19 @@ T = TypeVar("T")
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        # macOS refuses an infinite hard limit here: keep the soft one then.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def tune() -> None:
-    """uvloop as the event loop (where installed), and the collector as above."""
+    """uvloop as the event loop (where installed), the collector as above, more files."""
+    raise_open_file_limit()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - not on every platform

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from edgesense.message_limits import DELIVERY_MAX_RECEIVE
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, events_pb2
 from tests.bridge.waiting import eventually
 
@@ -84,7 +85,9 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
 
     async def start(self) -> int:
         """Serve on 127.0.0.1 (the same port again after a stop)."""
-        self.server = grpc.aio.server()
+        # delivery's own receive limit, so batches too large for it fail here too
+        limit = ("grpc.max_receive_message_length", DELIVERY_MAX_RECEIVE)
+        self.server = grpc.aio.server(options=[limit])
         delivery_pb2_grpc.add_DeliveryServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port(f"127.0.0.1:{self.port}")
         await self.server.start()

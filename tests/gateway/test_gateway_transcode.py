@@ -84,7 +84,8 @@ def test_rule_without_body_ignores_the_body() -> None:
         (b"42", "must be a JSON object, not a number"),
         (b'{"url": "https://x", "colour": "red"}', "colour"),
         (b'{"events": "device.data"}', "events"),
-        (b"\xff\xfe{", "not valid JSON"),
+        (b"\xff\xfe{", "UTF-16 byte order mark"),
+        (b"\xff{", "not UTF-8"),
     ],
 )
 def test_bad_bodies_answer_400_naming_the_problem(body: bytes, expected: str) -> None:

@@ -29,6 +29,7 @@ from edgesense.delivery.service import DeliveryService
 from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
+from edgesense.message_limits import DELIVERY_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
@@ -205,6 +206,8 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         [SERVICE_NAME],
         tls=settings.grpc_tls,
         reflection=settings.grpc_reflection,
+        max_receive=DELIVERY_MAX_RECEIVE,
+        gate=auth,
     )
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),

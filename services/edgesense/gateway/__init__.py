@@ -9,6 +9,7 @@ it. The modules, each with one job:
     rules       routes from the descriptors' http rules
     router      route for a method and path, or the 404/405 answer
     fields      field paths and text values (path variables, query parameters)
+    jsonshape   a JSON body checked against the request message, naming the field
     transcode   HTTP request -> request message; response message -> JSON
     metadata    HTTP headers forwarded as gRPC metadata
     backends    gRPC channels and generic unary calls
@@ -23,6 +24,7 @@ Errors:
     TemplateSyntaxError         a bad path template (a ConfigurationError at start)
     MalformedPathError          a request path with bad escapes (answered 400)
     FieldValueError             a field path or text value that does not fit (400)
+    BodyFieldError              a body field unknown or of the wrong type (400, BadRequest)
     edgesense.errors.ConfigurationError   the gateway cannot start, saying why
 """
 

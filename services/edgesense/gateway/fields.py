@@ -31,7 +31,7 @@ STRING_FORM_MESSAGES = frozenset(
 )
 
 _F = FieldDescriptor
-_INT_RANGES = {
+INT_RANGES = {
     **dict.fromkeys((_F.TYPE_INT32, _F.TYPE_SINT32, _F.TYPE_SFIXED32), (-(2**31), 2**31 - 1)),
     **dict.fromkeys((_F.TYPE_UINT32, _F.TYPE_FIXED32), (0, 2**32 - 1)),
     **dict.fromkeys((_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_SFIXED64), (-(2**63), 2**63 - 1)),
@@ -163,8 +163,8 @@ def parse_text(field: FieldDescriptor, text: str, label: str) -> object:
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
         raise FieldValueError(f"{label}: {text!r} is not a boolean")
-    if kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
         if not _INTEGER.match(text) or not low <= int(text) <= high:
             raise FieldValueError(f"{label}: {text!r} is not an integer in [{low}, {high}]")
         return int(text)

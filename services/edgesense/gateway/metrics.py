@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway: requests, latency, requests in flight, backend calls.
+"""Prometheus metrics of the gateway: requests, latency, in flight, backend calls, connections.
 
 Each app gets its own CollectorRegistry unless one is passed in, so several
 gateways (tests, `edgesense up`) can live in one process. Label values are
@@ -8,6 +8,9 @@ calls are labelled by gRPC method and status code name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sized
+from enum import Enum
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -43,6 +46,25 @@ class GatewayMetrics:
             ("grpc_method", "grpc_code"),
             registry=self.registry,
         )
+
+        self.connections = Gauge(
+            "edgesense_gateway_connections",
+            "HTTP connections open right now",
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "edgesense_gateway_connections_closed",
+            "Connections the gateway closed on its own: header_timeout, evicted (at the cap, "
+            "to make room), over_capacity (refused at the cap, every connection busy)",
+            ("reason",),
+            registry=self.registry,
+        )
+
+    def track_connections(self, connections: Sized) -> None:
+        self.connections.set_function(lambda: len(connections))
+
+    def connection_closed(self, reason: Enum) -> None:
+        self.connections_closed.labels(reason=reason.value).inc()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "OTHER"

@@ -1,106 +1,61 @@
-"""The gateway's HTTP server (aiohttp): transcoding handler, built-in routes, lifecycle.
+"""The gateway's HTTP server (aiohttp): the application, its connections, its lifecycle.
 
 `create_app` builds the application from the descriptors (routes, OpenAPI)
 at once, so a broken http rule stops the start, and opens the gRPC channels
 on startup, closing them on cleanup. `start_gateway` serves it on a port (0
-picks a free one), `run_gateway` serves `settings.http_addr` until stopped
-by the event or SIGTERM/SIGINT, then finishes in-flight requests first.
+picks a free one) through a `ConnectionGuard` (connection cap, header
+timeout; the body has its own timeout here, answered 408), `run_gateway`
+serves `settings.http_addr` until stopped by the event or SIGTERM/SIGINT,
+then finishes in-flight requests first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-import grpc
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from google.protobuf.descriptor_pool import DescriptorPool
 from prometheus_client import CollectorRegistry
 
 from edgesense.config import Settings
 from edgesense.errors import ConfigurationError
 from edgesense.gateway.backends import DEFAULT_TIMEOUT_SECONDS, Backends
-from edgesense.gateway.comments import load_comments
-from edgesense.gateway.metadata import outgoing_metadata
-from edgesense.gateway.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, GatewayMetrics
-from edgesense.gateway.openapi import openapi_document
-from edgesense.gateway.router import RouteMatch, Router
+from edgesense.gateway.connections import ConnectionGuard, HttpLimits
+from edgesense.gateway.handlers import Gateway
+from edgesense.gateway.metrics import GatewayMetrics
+from edgesense.gateway.router import Router
 from edgesense.gateway.rules import load_routes
-from edgesense.gateway.status import GatewayError
-from edgesense.gateway.transcode import MAX_BODY_BYTES, build_request, render_response
+from edgesense.gateway.transcode import MAX_BODY_BYTES
 from edgesense.tls import GrpcTls
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_SECONDS = DEFAULT_TIMEOUT_SECONDS + 5.0
+LINGERING_SECONDS = 10.0  # aiohttp's default
 
-
-class Gateway:
-    """The request handlers, over a router, the backends and the metrics."""
-
-    def __init__(self, router: Router, backends: Backends, metrics: GatewayMetrics) -> None:
-        self.router = router
-        self.backends = backends
-        self.metrics = metrics
-        comments = load_comments()
-        document = openapi_document(router.routes, comments=comments)
-        self.openapi = json.dumps(document, indent=2).encode()
-
-    async def transcode(self, request: web.Request) -> web.Response:
-        started, label = time.perf_counter(), UNMATCHED_ROUTE
-        with self.metrics.in_flight.track_inprogress():
-            try:
-                match = self.router.match(request.method, request.rel_url.raw_path)
-                label = match.route.template.source
-                response = _json_response(await self._forward(match, request))
-            except GatewayError as exc:
-                response = error_response(exc)
-            except Exception:
-                log.exception(
-                    "gateway: unexpected error answering %s %s", request.method, request.path
-                )
-                response = error_response(
-                    GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway")
-                )
-        self.metrics.observe(label, request.method, response.status, time.perf_counter() - started)
-        return response
-
-    async def _forward(self, match: RouteMatch, request: web.Request) -> bytes:
-        route = match.route
-        body = await _read_body(request) if route.body else b""
-        message = build_request(match, body, request.rel_url.query.items())
-        metadata = outgoing_metadata(
-            request.headers.items(), peer=request.remote, host=request.headers.get("Host")
-        )
-        try:
-            answer = await self.backends.call(route, message, metadata)
-        except GatewayError as exc:
-            self.metrics.backend_call(route.grpc_path, exc.code.name)
-            raise
-        self.metrics.backend_call(route.grpc_path, grpc.StatusCode.OK.name)
-        return render_response(route, answer)
-
-    async def openapi_json(self, request: web.Request) -> web.Response:
-        return self._builtin("/openapi.json", request, _json_response(self.openapi))
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        return self._builtin("/healthz", request, _json_response(b'{"status": "ok"}'))
-
-    async def metrics_text(self, request: web.Request) -> web.Response:
-        response = web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-        return self._builtin("/metrics", request, response)
-
-    def _builtin(self, label: str, request: web.Request, response: web.Response) -> web.Response:
-        self.metrics.observe(label, request.method, response.status, 0.0)
-        return response
-
-
+DEFAULT_LIMITS = HttpLimits()
 GATEWAY_KEY = web.AppKey("edgesense_gateway", Gateway)
+GUARD_KEY = web.AppKey("edgesense_connection_guard", ConnectionGuard)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _tracking(guard: ConnectionGuard) -> Middleware:
+    """A middleware telling the guard when a connection has a request in hand."""
+
+    @web.middleware
+    async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        guard.request_started(request.transport)
+        try:
+            return await handler(request)
+        finally:
+            guard.request_done(request.transport)
+
+    return track
 
 
 def create_app(
@@ -109,15 +64,23 @@ def create_app(
     call_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     metrics_registry: CollectorRegistry | None = None,
     pool: DescriptorPool | None = None,
+    limits: HttpLimits = DEFAULT_LIMITS,
     tls: GrpcTls | None = None,
 ) -> web.Application:
     """The gateway for `backends` (gRPC service full name -> address)."""
     channels = Backends(backends, timeout=call_timeout, tls=tls)
-    gateway = Gateway(
-        Router(load_routes(backends, pool)), channels, GatewayMetrics(metrics_registry)
+    metrics = GatewayMetrics(metrics_registry)
+    router = Router(load_routes(backends, pool))
+    gateway = Gateway(router, channels, metrics, limits.body_timeout)
+    guard = ConnectionGuard(
+        max_connections=limits.connection_cap(),
+        header_timeout=limits.header_timeout,
+        on_closed=metrics.connection_closed,
     )
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    metrics.track_connections(guard)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_tracking(guard)])
     app[GATEWAY_KEY] = gateway
+    app[GUARD_KEY] = guard
 
     async def open_channels(app: web.Application) -> AsyncIterator[None]:
         await channels.open()
@@ -145,6 +108,7 @@ def default_backends(settings: Settings) -> dict[str, str]:
 @dataclass
 class RunningGateway:
     runner: web.AppRunner
+    listener: asyncio.Server
     host: str
     port: int
 
@@ -155,6 +119,7 @@ class RunningGateway:
 
     async def stop(self) -> None:
         """Stop listening, finish in-flight requests, close the channels."""
+        self.listener.close()
         await self.runner.cleanup()
 
 
@@ -166,21 +131,34 @@ async def start_gateway(
     call_timeout: float = DEFAULT_TIMEOUT_SECONDS,
     metrics_registry: CollectorRegistry | None = None,
     pool: DescriptorPool | None = None,
+    limits: HttpLimits = DEFAULT_LIMITS,
     tls: GrpcTls | None = None,
 ) -> RunningGateway:
     """Serve a new gateway on host:port (0: a free port, see `.port`)."""
     app = create_app(
-        backends, call_timeout=call_timeout, metrics_registry=metrics_registry, pool=pool, tls=tls
+        backends,
+        call_timeout=call_timeout,
+        metrics_registry=metrics_registry,
+        pool=pool,
+        limits=limits,
+        tls=tls,
     )
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+    # After an early answer (408, 413) aiohttp reads and drops the rest of the
+    # body for `lingering_time` before closing: that is body reading too.
+    lingering = min(LINGERING_SECONDS, limits.body_timeout)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, lingering_time=lingering)
     await runner.setup()
+    guard = app[GUARD_KEY]
+    guard.factory = runner.server
     try:
-        await web.TCPSite(runner, host, port).start()
+        # Our own listener instead of web.TCPSite, so every connection goes
+        # through the guard; aiohttp still tracks and drains them on cleanup.
+        listener = await asyncio.get_running_loop().create_server(guard.protocol, host, port)
     except BaseException:
         await runner.cleanup()
         raise
-    bound_port = int(runner.addresses[0][1])
-    return RunningGateway(runner, host, bound_port)
+    bound_port = int(listener.sockets[0].getsockname()[1])
+    return RunningGateway(runner, listener, host, bound_port)
 
 
 async def run_gateway(
@@ -201,9 +179,20 @@ async def run_gateway(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_event.set)
     try:
-        running = await start_gateway(default_backends(settings), host, port, tls=settings.grpc_tls)
+        running = await start_gateway(
+            default_backends(settings),
+            host,
+            port,
+            limits=http_limits(settings),
+            tls=settings.grpc_tls,
+        )
         try:
-            log.info("gateway listening on %s", running.url)
+            guard = running.runner.app[GUARD_KEY]
+            log.info(
+                "gateway listening on %s (at most %d connections)",
+                running.url,
+                guard.max_connections,
+            )
             if on_started is not None:
                 on_started(running)
             await stop_event.wait()
@@ -216,36 +205,17 @@ async def run_gateway(
                 loop.remove_signal_handler(sig)
 
 
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout=settings.http_header_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port)."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigurationError(f"EDGESENSE_HTTP_ADDR must be host:port, not {address!r}")
     return host.strip("[]"), int(port)
-
-
-def error_response(error: GatewayError) -> web.Response:
-    return web.Response(
-        status=error.status,
-        body=error.body(),
-        content_type="application/json",
-        headers=error.headers,
-    )
-
-
-def _json_response(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="application/json")
-
-
-async def _read_body(request: web.Request) -> bytes:
-    too_large = GatewayError(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f"request body is larger than {MAX_BODY_BYTES} bytes",
-        status=413,
-    )
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_large
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None

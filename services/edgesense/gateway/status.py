@@ -98,8 +98,19 @@ class GatewayError(Exception):
         return json.dumps(status, ensure_ascii=False).encode()
 
 
-def invalid_argument(message: str) -> GatewayError:
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message)
+def invalid_argument(message: str, *, status: int | None = None) -> GatewayError:
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, status=status)
+
+
+BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def bad_request(field: str, description: str, *, status: int | None = None) -> GatewayError:
+    """INVALID_ARGUMENT naming `field` with a google.rpc.BadRequest detail, as the registry's."""
+    violation = {"field": field, "description": description}
+    detail = {"@type": BAD_REQUEST_TYPE, "fieldViolations": [violation]}
+    message = f"{field}: {description}" if field else description
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, details=[detail], status=status)
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, service: str) -> GatewayError:

@@ -13,14 +13,20 @@ names a field the path or body already binds, or is sent to a `body: "*"`
 route answers 400 naming the parameter, so that a typo such as `?pagesize=`
 is reported instead of silently ignored.
 
-Bodies are parsed with protobuf's JSON mapping, unknown fields rejected with
-a message that names them. Answers use the JSON mapping with lowerCamelCase
+Bodies are UTF-8 JSON (RFC 8259): a byte order mark, bytes that are not
+UTF-8 (a UTF-16 body) or a Content-Type charset other than utf-8 (415) are
+refused, saying so, instead of being guessed at as `json.loads` would. The
+decoded document is checked against the request message first (`jsonshape`),
+so an unknown field or a wrongly typed value answers 400 with a
+`google.rpc.BadRequest` naming the field as sent, then parsed with
+protobuf's JSON mapping. Answers use the JSON mapping with lowerCamelCase
 names and print fields without presence even when unset (grpc-gateway v2's
 default); unset `optional` and message fields stay absent.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -39,11 +45,21 @@ from edgesense.gateway.fields import (
     message_type,
     resolve,
 )
+from edgesense.gateway.jsonshape import BodyFieldError, check_object, json_kind
 from edgesense.gateway.router import RouteMatch
 from edgesense.gateway.rules import Route
-from edgesense.gateway.status import invalid_argument
+from edgesense.gateway.status import bad_request, invalid_argument
 
 MAX_BODY_BYTES = 1024 * 1024
+UTF8_CHARSETS = frozenset(("utf-8", "utf8"))
+# Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF8, "UTF-8"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 
 # Message types whose JSON form is not an object.
 _NON_OBJECT_JSON = (
@@ -77,9 +93,42 @@ def render_response(route: Route, message: Message) -> bytes:
     return json.dumps(answer.get(field.json_name)).encode()
 
 
-def parse_json(raw: bytes) -> Any:
+def check_charset(charset: str | None) -> None:
+    """A Content-Type charset other than UTF-8 is 415: JSON on the wire is UTF-8."""
+    if charset is not None and charset.lower() not in UTF8_CHARSETS:
+        raise invalid_argument(
+            f"Content-Type charset {charset!r} is not supported: send UTF-8 JSON (RFC 8259)",
+            status=415,
+        )
+
+
+def decode_body(raw: bytes) -> str:
+    """The body as text: UTF-8 without a byte order mark, else 400 saying what it is."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if raw.startswith(mark):
+            raise invalid_argument(
+                f"request body starts with a {encoding} byte order mark: "
+                "send UTF-8 JSON without one (RFC 8259)"
+            )
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid_argument(
+            f"request body is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+            "JSON must be UTF-8 (RFC 8259)"
+        ) from None
+    if "\x00" in text:  # JSON never holds a raw NUL; UTF-16 without a mark does
+        raise invalid_argument(
+            f"request body has a NUL byte at offset {text.index(chr(0))}: "
+            "is it UTF-16? JSON must be UTF-8 (RFC 8259)"
+        )
+    return text
+
+
+def parse_json(raw: bytes) -> Any:
+    text = decode_body(raw)
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise invalid_argument(f"request body is not valid JSON: {exc}") from None
 
@@ -99,6 +148,12 @@ def _fill_body(message: Message, route: Route, raw: bytes) -> None:
             _require(value, dict, "a JSON object")
         document = {field.json_name: value}
     try:
+        check_object(document, route.input)
+    except BodyFieldError as exc:
+        raise bad_request(exc.field, exc.problem) from None
+    except RecursionError:
+        raise invalid_argument("request body is nested too deeply") from None
+    try:
         json_format.ParseDict(document, message, ignore_unknown_fields=False)
     except (json_format.Error, ValueError, TypeError, RecursionError) as exc:
         raise invalid_argument(f"request body: {_one_line(exc)}") from None
@@ -110,16 +165,7 @@ def _wants_object(field: FieldDescriptor) -> bool:
 
 def _require(value: Any, kind: type, what: str) -> None:
     if not isinstance(value, kind):
-        raise invalid_argument(f"request body must be {what}, not {_json_kind(value)}")
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    names = {dict: "an object", list: "an array", str: "a string", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+        raise invalid_argument(f"request body must be {what}, not {json_kind(value)}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from edgesense.auth import Authenticator
 from edgesense.config import Settings
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.message_limits import REGISTRY_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
 from edgesense.netpolicy import UrlPolicy
 from edgesense.registry.secretbox import SecretBox
@@ -56,6 +57,8 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
             [SERVICE_NAME],
             tls=settings.grpc_tls,
             reflection=settings.grpc_reflection,
+            max_receive=REGISTRY_MAX_RECEIVE,
+            gate=service.auth,
         )
         port = await server.start(addr or settings.registry_addr)
     except BaseException:

@@ -1,0 +1,33 @@
+"""How large a gRPC request message may be, per API (pure numbers, no transport).
+
+A server reads requests up to its `grpc.max_receive_message_length` and
+keeps the memory it took, so each limit is what its API needs rather than
+one generous figure for all (it was 16 MiB everywhere):
+
+- the registry's requests are small: the largest valid RegisterWebhook (a
+  2,048-character URL and a 1,000-character description of 4-byte
+  characters, a 256-byte secret, every event, 1,000 device ids of 128
+  characters) is about 143 KB; `REGISTRY_MAX_RECEIVE` leaves room for a
+  few more fields;
+- delivery's big request is a Publish batch from the bridge, which closes a
+  batch before it would pass `PUBLISH_BATCH_MAX_BYTES`, so a batch always fits
+  in `DELIVERY_MAX_RECEIVE` (200 events of 256 KiB payloads would be 51 MiB in
+  one message, over any limit); a single event larger than a batch may be is
+  rejected by the bridge (`too_large`);
+- the bridge's DeviceConfig takes a configuration that must fit an MQTT
+  payload, but as a protobuf Struct it may be five times its JSON: gRPC's
+  default of 4 MiB.
+"""
+
+from __future__ import annotations
+
+REGISTRY_MAX_RECEIVE = 256 * 1024
+DELIVERY_MAX_RECEIVE = 4 * 1024 * 1024
+DEVICE_CONFIG_MAX_RECEIVE = 4 * 1024 * 1024
+
+# A PublishRequest is its batch id (at most 11 bytes) and, per event, a tag
+# and a length (at most 6 bytes) before the event's own bytes.
+PUBLISH_REQUEST_OVERHEAD = 16
+PUBLISH_EVENT_OVERHEAD = 6
+PUBLISH_BATCH_MAX_BYTES = DELIVERY_MAX_RECEIVE - PUBLISH_REQUEST_OVERHEAD
+MAX_EVENT_BYTES = PUBLISH_BATCH_MAX_BYTES - PUBLISH_EVENT_OVERHEAD
