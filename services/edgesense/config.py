@@ -162,6 +162,8 @@ class Settings:
     delivery_per_target: int = 64
     delivery_senders: int = field(default_factory=lambda: default_senders())
     outbox_limit: int = 1_000_000
+    # 0: no limit. See README Configuration for why 100.
+    max_webhooks_per_project: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -199,6 +201,9 @@ class Settings:
             delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
             delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
+            max_webhooks_per_project=int(
+                _number(env, "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT", 100, 0)
+            ),
             delivery_senders=int(
                 _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
             ),
