@@ -64,7 +64,7 @@ def host_address(host: str) -> HostAddress | None:
     if not _is_number(labels[-1]):
         return None  # a name, even 127.0.0.1.nip.io: DNS decides, checked at send time
     address = _ipv4(labels, host)
-    return HostAddress(address, canonical=text == str(address))
+    return HostAddress(address, canonical=host.lower() == str(address))
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

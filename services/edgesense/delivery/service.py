@@ -140,16 +140,18 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         if request.status and request.status not in STATUSES:
             raise InvalidArgument("status", f"must be one of {', '.join(STATUSES)}")
         size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        # Whose webhook first: another project's answers 404 whatever the token.
+        target = self.index.get(request.webhook_id)
+        if target is None or target.project_id != project:
+            # Not (or no longer) a webhook of this project: its deliveries may remain.
+            kept, _ = await self.outbox.page(project, request.webhook_id, "", 1, None)
+            if not kept:
+                raise NotFound(f"webhook {request.webhook_id} not found")
         scope = (project, request.webhook_id, request.status)
         before = self.page_tokens.read_seq(request.page_token, scope)
         rows, logs = await self.outbox.page(
             project, request.webhook_id, request.status, size + 1, before
         )
-        target = self.index.get(request.webhook_id)
-        if not rows and (target is None or target.project_id != project):
-            # Also with a page token: another project's webhook is not found,
-            # never an empty page.
-            raise NotFound(f"webhook {request.webhook_id} not found")
         page, more = fit_page(rows, lambda r: delivery_record(r, logs.get(r.delivery_id, [])), size)
         response = delivery_pb2.ListDeliveriesResponse(deliveries=page)
         if more:
