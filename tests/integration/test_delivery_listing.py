@@ -5,21 +5,12 @@ control characters in path ids and query strings."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from tests.integration.cluster import Cluster, reading
 from tests.integration.receivers import Receiver
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def field_of(answer: httpx.Response) -> str:

@@ -14,11 +14,9 @@ import pytest
 
 from edgesense.auth import bearer_metadata
 from edgesense.config import Settings
-from edgesense.gateway.server import start_gateway
-from edgesense.registry.server import start_registry
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, serving_api
 
 BODY = {"url": "https://example.com/hook", "events": ["device.data"], "secret": "s3cret"}
 GRPC_LIMIT = 4 * 1024 * 1024
@@ -186,14 +184,8 @@ async def test_page_size_bounds(api: Api) -> None:
 async def limited(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
     """The registry with at most 3 webhooks per project."""
     settings = dataclasses.replace(settings, max_webhooks_per_project=3)
-    registry = await start_registry(settings, "127.0.0.1:0")
-    gateway = await start_gateway({"edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}"})
-    try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
-            yield Api(http, api_keys, registry, gateway, settings)
-    finally:
-        await gateway.stop()
-        await registry.stop(0)
+    async with serving_api(settings, api_keys) as running:
+        yield running
 
 
 async def test_webhooks_per_project_are_limited(limited: Api) -> None:
