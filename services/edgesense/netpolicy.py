@@ -86,6 +86,12 @@ class UrlPolicy:
             raise InvalidArgument("url", "has no host")
         if any(c.isspace() for c in url):
             raise InvalidArgument("url", "contains white space")
+        if "\\" in parts.netloc:
+            # Browsers read https://127.0.0.1\@example.com as host 127.0.0.1,
+            # Python's parsers as example.com: refuse what parsers disagree on.
+            raise InvalidArgument(
+                "url", "has a backslash before its path, which URL parsers read differently"
+            )
         if not self.allow_private_networks:
             _check_host(host)
         return url
