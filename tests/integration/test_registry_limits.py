@@ -16,6 +16,7 @@ from edgesense.auth import bearer_metadata
 from edgesense.config import Settings
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
+from tests.integration.cluster import register_large
 from tests.integration.conftest import Api, serving_api
 
 BODY = {"url": "https://example.com/hook", "events": ["device.data"], "secret": "s3cret"}
@@ -99,23 +100,6 @@ async def test_control_characters_in_path_ids_answer_400(api: Api, method: str, 
     answer = await api.http.request(method, path, headers=api.auth())
     assert violation(answer) == "webhookId"
     assert (await api.http.get("/api/webhooks", headers=api.auth())).status_code == 200
-
-
-async def register_large(
-    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, key: str, n: int
-) -> None:
-    for index in range(n):
-        devices = [f"{index:03d}-{d:04d}-".ljust(128, "x") for d in range(1000)]
-        await stub.RegisterWebhook(
-            registry_pb2.RegisterWebhookRequest(
-                url=f"https://example.com/{'p' * 2000}/{index}",
-                events=["device.data", "device.alert", "device.status", "config.update"],
-                secret="s3cret",
-                description="d" * 1000,
-                device_ids=devices,
-            ),
-            metadata=bearer_metadata(key),
-        )
 
 
 async def test_a_project_larger_than_one_grpc_message_is_listed_in_pages(
