@@ -234,3 +234,24 @@ async def test_over_grpc_too(api: Api, api_keys: dict[str, str]) -> None:
             registry_pb2.GetWebhookRequest(webhook_id=hook.webhook_id), metadata=user
         )
         assert got.disabled_reason == "HTTP 500 : boom"
+
+
+async def test_one_default_page_holds_a_project_at_the_default_limit(
+    api: Api, api_keys: dict[str, str]
+) -> None:
+    # Clients written before paging still see every webhook of a project at
+    # the default limit; the next registration is refused, not left unseen.
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    request = registry_pb2.RegisterWebhookRequest(
+        url="https://example.com/hook", events=["device.data"], secret="s3cret"
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api.registry.port}") as channel:
+        stub = registry_pb2_grpc.WebhookRegistryStub(channel)
+        for _ in range(api.settings.max_webhooks_per_project):
+            await stub.RegisterWebhook(request, metadata=user)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.RegisterWebhook(request, metadata=user)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    listed = (await api.http.get("/api/webhooks", headers=api.auth())).json()
+    assert len(listed["webhooks"]) == 100
+    assert listed["nextPageToken"] == ""

@@ -26,7 +26,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # Watchers poll the change log this often for writes made by other replicas;
 # writes in this process wake them at once.
 WATCH_POLL_SECONDS = 1.0
-DEFAULT_PAGE_SIZE = 50
+DEFAULT_PAGE_SIZE = 100  # the default webhook limit: one page, unless raised
 MAX_PAGE_SIZE = 100
 
 

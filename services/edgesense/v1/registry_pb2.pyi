@@ -149,7 +149,7 @@ class ListWebhooksRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most this many (default 50, at most 100); a page also ends before it
+    """At most this many (default and most 100); a page also ends before it
     would pass 1 MiB, so an answer always fits gRPC's message limit.
     """
     page_token: _builtins.str
