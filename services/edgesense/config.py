@@ -168,6 +168,8 @@ class Settings:
     http_header_timeout_seconds: float = 10.0
     http_body_timeout_seconds: float = 30.0
     http_max_connections: int = 0  # 0: from the open-file limit
+    # 0: no limit. See README Configuration for why 100.
+    max_webhooks_per_project: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -212,6 +214,9 @@ class Settings:
                 env, "EDGESENSE_HTTP_BODY_TIMEOUT_SECONDS", 30.0, 0.001
             ),
             http_max_connections=int(_number(env, "EDGESENSE_HTTP_MAX_CONNECTIONS", 0, 0)),
+            max_webhooks_per_project=int(
+                _number(env, "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT", 100, 0)
+            ),
             delivery_senders=int(
                 _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
             ),

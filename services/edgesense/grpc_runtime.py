@@ -29,6 +29,7 @@ from edgesense.auth import Authenticator
 from edgesense.errors import EdgesenseError, InvalidArgument
 from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
+from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ GRPC_LATENCY = Histogram(
 )
 
 DETAILS_KEY = "grpc-status-details-bin"
+# Internal methods whose strings come from our own services, not from users;
+# the servicer cleans them itself (a refused disable report would be retried
+# for ever).
+TEXT_UNCHECKED = frozenset({"/edgesense.v1.WebhookRegistry/ReportDeliveryFailure"})
 
 
 def status_trailers(error: EdgesenseError) -> tuple[tuple[str, bytes], ...]:
@@ -89,9 +94,11 @@ async def _guard(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> As
         _record(method, started, code)
 
 
-def _wrap_unary(inner: Any, method: str) -> Any:
+def _wrap_unary(inner: Any, method: str, check_text: bool = False) -> Any:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async with _guard(method, context):
+            if check_text:
+                check_message_text(request)
             return await inner(request, context)
 
     return unary
@@ -125,8 +132,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
+            # Every string of every unary request, before any servicer sees it.
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method), **common
+                _wrap_unary(handler.unary_unary, method, method not in TEXT_UNCHECKED), **common
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(

@@ -15,9 +15,18 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from edgesense.errors import InvalidArgument
+from edgesense.hostaddr import (
+    IPAddress,
+    NumericHostError,
+    embedded_ipv4,
+    host_address,
+    normalize_host,
+)
 
 MAX_URL_LENGTH = 2048
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_PRIVATE = "points to a private, loopback or link-local address"
+_OPT_IN = "allowed only with EDGESENSE_ALLOW_PRIVATE_NETWORKS=1"
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 
@@ -27,8 +36,16 @@ def is_forbidden_address(address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return True
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    return forbidden_ip(ip)
+
+
+def forbidden_ip(ip: IPAddress) -> bool:
+    """The private-network rule on one address, and on the IPv4 address an IPv6
+    one embeds (mapped, compatible, 6to4, NAT64, Teredo)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None and forbidden_ip(inner):
+            return True
     return (
         ip.is_private
         or ip.is_loopback
@@ -60,7 +77,7 @@ class UrlPolicy:
             raise InvalidArgument("url", f"does not parse: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme not in ("https", "http"):
-            raise InvalidArgument("url", "must be an https:// URL")
+            raise InvalidArgument("url", self._scheme_problem(url, scheme))
         if scheme == "http" and not self.allow_insecure_urls:
             raise InvalidArgument(
                 "url", "must be https:// (http:// needs EDGESENSE_ALLOW_INSECURE_URLS=1)"
@@ -69,21 +86,40 @@ class UrlPolicy:
             raise InvalidArgument("url", "has no host")
         if any(c.isspace() for c in url):
             raise InvalidArgument("url", "contains white space")
-        if not self.allow_private_networks and _names_private_host(host):
+        if "\\" in parts.netloc:
+            # Browsers read https://127.0.0.1\@example.com as host 127.0.0.1,
+            # Python's parsers as example.com: refuse what parsers disagree on.
             raise InvalidArgument(
-                "url",
-                "points to a private, loopback or link-local address "
-                "(allowed only with EDGESENSE_ALLOW_PRIVATE_NETWORKS=1)",
+                "url", "has a backslash before its path, which URL parsers read differently"
             )
+        if not self.allow_private_networks:
+            _check_host(host)
         return url
 
+    def _scheme_problem(self, url: str, scheme: str) -> str:
+        accepted = "an http:// or https:// URL" if self.allow_insecure_urls else "an https:// URL"
+        if not scheme or "://" not in url:
+            return f"has no scheme (such as https://); it must be {accepted}"
+        return f"has the scheme {scheme[:20]}://; it must be {accepted}"
 
-def _names_private_host(host: str) -> bool:
-    lowered = host.lower().rstrip(".")
-    if lowered in _LOCAL_NAMES or lowered.endswith(".localhost"):
-        return True
+
+def _check_host(host: str) -> None:
+    """InvalidArgument unless `host` is a public address or a name (names are
+    checked at send time, on the address connected to)."""
+    name = normalize_host(host).rstrip(".")
+    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+        raise InvalidArgument("url", f"{_PRIVATE} ({host[:60]} is a local name; {_OPT_IN})")
     try:
-        ipaddress.ip_address(lowered.split("%", 1)[0])
-    except ValueError:
-        return False  # a name: checked on the resolved address at send time
-    return is_forbidden_address(lowered)
+        found = host_address(host)
+    except NumericHostError as exc:
+        raise InvalidArgument("url", f"host {exc}") from None
+    if found is None:
+        return
+    if forbidden_ip(found.address):
+        raise InvalidArgument("url", f"{_PRIVATE} ({host[:60]} means {found.address}; {_OPT_IN})")
+    if not found.canonical:
+        raise InvalidArgument(
+            "url",
+            f"host {host[:60]!r} is an unusual spelling of {found.address}, which "
+            f"resolvers and URL parsers may read differently: write {found.address}",
+        )

@@ -341,6 +341,8 @@ async def test_usable_as_async_context_manager(receiver: ReceiverFactory, ca_bun
         "https://[::ffff:127.0.0.1]/hook",
         "https://0.0.0.0/hook",
         "https://2130706433/hook",  # 127.0.0.1 as one number
+        "https://[2002:a9fe:a9fe::1]/hook",  # 6to4 of 169.254.169.254
+        "https://[::10.0.0.1]/hook",  # IPv4-compatible
     ],
 )
 async def test_private_ip_literals_are_refused_before_connecting(
@@ -362,6 +364,8 @@ async def test_private_ip_literals_are_refused_before_connecting(
         ("127.0.0.1", None),
         ("::1", None),
         ("localhost", None),  # the system resolver
+        ("127.1", None),  # the resolver's inet_aton reads it as 127.0.0.1
+        ("0x7f000001", None),
         ("hooks.example.test", FakeDNS({"hooks.example.test": ["127.0.0.1"]})),
     ],
 )

@@ -20,7 +20,13 @@ from edgesense.delivery.server import RunningDelivery
 from edgesense.gateway.server import RunningGateway
 from edgesense.ids import new_id
 from edgesense.registry.server import RunningRegistry
-from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, events_pb2
+from edgesense.v1 import (
+    delivery_pb2,
+    delivery_pb2_grpc,
+    events_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 _batches = itertools.count(1)
 
@@ -125,3 +131,21 @@ class Cluster:
 
 def random_secret() -> str:
     return secrets.token_urlsafe(16)
+
+
+async def register_large(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, key: str, n: int
+) -> None:
+    """`n` webhooks of the largest size registration allows (about 150 KB each)."""
+    for index in range(n):
+        devices = [f"{index:03d}-{d:04d}-".ljust(128, "x") for d in range(1000)]
+        await stub.RegisterWebhook(
+            registry_pb2.RegisterWebhookRequest(
+                url=f"https://example.com/{'p' * 2000}/{index}",
+                events=["device.data", "device.alert", "device.status", "config.update"],
+                secret="s3cret",
+                description="d" * 1000,
+                device_ids=devices,
+            ),
+            metadata=bearer_metadata(key),
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from edgesense.gateway.server import RunningGateway, start_gateway
 from edgesense.registry.server import RunningRegistry, start_registry
 from tests.conftest import key_of
 from tests.integration.cluster import Cluster
+from tests.integration.receivers import Receiver
 
 
 @dataclass
@@ -31,8 +33,9 @@ class Api:
         return {"Authorization": f"Bearer {key_of(self.keys, project)}"}
 
 
-@pytest.fixture
-async def api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def serving_api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
+    """The registry and the gateway with `settings`, stopped on leaving."""
     registry = await start_registry(settings, "127.0.0.1:0")
     gateway = await start_gateway(
         {
@@ -47,6 +50,21 @@ async def api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api
     finally:
         await gateway.stop()
         await registry.stop(0)
+
+
+@pytest.fixture
+async def api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
+    async with serving_api(settings, api_keys) as running:
+        yield running
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on a free port that answers 200."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
 
 
 @pytest.fixture

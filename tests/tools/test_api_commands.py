@@ -10,11 +10,13 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from edgesense import cli
 from edgesense.tools import api_client
-from tests.integration.cluster import Cluster, reading
+from edgesense.v1 import registry_pb2_grpc
+from tests.integration.cluster import Cluster, reading, register_large
 from tests.integration.receivers import Receiver
 from tests.tools.conftest import api_env, free_port, run_cli
 
@@ -235,3 +237,17 @@ async def test_dev_key_file_and_secret_from_stdin(cluster: Cluster, tmp_path: Pa
     )  # fmt: skip
     assert empty.code == 2
     assert "empty secret" in empty.err
+
+
+async def test_webhooks_list_follows_every_page(cluster: Cluster) -> None:
+    # Eight of the largest webhooks pass the 1 MiB a page may hold: two pages.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{cluster.registry.port}") as channel:
+        key = next(k for k, p in cluster.keys.items() if p == "project-a")
+        await register_large(registry_pb2_grpc.WebhookRegistryStub(channel), key, 8)
+    first = await cluster.http.get(
+        "/api/webhooks", params={"pageSize": 100}, headers=cluster.auth()
+    )
+    assert first.json()["nextPageToken"]
+    listed = await run_cli("webhooks", "list", "--json", env=api_env(cluster))
+    assert listed.code == 0, listed.err
+    assert len({h["webhookId"] for h in json.loads(listed.out)["webhooks"]}) == 8

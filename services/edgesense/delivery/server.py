@@ -31,6 +31,7 @@ from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
 from edgesense.message_limits import DELIVERY_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
+from edgesense.paging import PageTokens
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
@@ -200,7 +201,9 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     )
     reconciler.attach(dispatcher, link)
     acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
-    service = DeliveryService(outbox, index, acceptor, auth, dispatcher.wake)
+    service = DeliveryService(
+        outbox, index, acceptor, auth, dispatcher.wake, PageTokens(settings.service_token())
+    )
     server = GrpcServer(
         [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)],
         [SERVICE_NAME],

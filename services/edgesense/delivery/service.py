@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +16,7 @@ from edgesense.delivery.acceptor import Accepted, Acceptor
 from edgesense.delivery.index import WebhookIndex
 from edgesense.delivery.outbox import HELD, PENDING, STATUSES, Outbox
 from edgesense.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from edgesense.paging import PageTokens, fit_page, page_size
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -25,6 +24,8 @@ INDEX_WAIT_SECONDS = 10.0
 PIPELINE_DEPTH = 16
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_ATTEMPTS_LISTED = 50
+MAX_TEXT_CHARS = 1000
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -44,35 +45,20 @@ def delivery_record(row: Any, logs: list[Any]) -> delivery_pb2.DeliveryRecord:
         created_at=timestamp(row.created_at),
     )
     if row.status_reason is not None:
-        record.status_reason = row.status_reason
-    for log in logs:
+        record.status_reason = row.status_reason[:MAX_TEXT_CHARS]
+    # The latest attempts only: redelivering adds attempts without end, and a
+    # record must stay far below the message limit (see paging).
+    for log in logs[-MAX_ATTEMPTS_LISTED:]:
         attempt = record.attempts.add(
             attempt=log.attempt, started_at=timestamp(log.started_at), duration_ms=log.duration_ms
         )
         if log.status_code is not None:
             attempt.status_code = log.status_code
         if log.error is not None:
-            attempt.error = log.error
+            attempt.error = log.error[:MAX_TEXT_CHARS]
         if log.response_body is not None:
             attempt.response_body = log.response_body
     return record
-
-
-def encode_page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind == "seq" and value.isdigit():
-            return int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidArgument("pageToken", "is not a token this service issued")
 
 
 class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
@@ -83,7 +69,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         acceptor: Acceptor,
         auth: Authenticator,
         wake: Callable[[], None],
+        page_tokens: PageTokens,
     ) -> None:
+        self.page_tokens = page_tokens
         self.outbox = outbox
         self.index = index
         self.acceptor = acceptor
@@ -151,21 +139,23 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         project = self.auth.project(context.invocation_metadata())
         if request.status and request.status not in STATUSES:
             raise InvalidArgument("status", f"must be one of {', '.join(STATUSES)}")
-        if request.page_size < 0:
-            raise InvalidArgument("pageSize", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        before = decode_page_token(request.page_token)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        # Whose webhook first: another project's answers 404 whatever the token.
+        target = self.index.get(request.webhook_id)
+        if target is None or target.project_id != project:
+            # Not (or no longer) a webhook of this project: its deliveries may remain.
+            kept, _ = await self.outbox.page(project, request.webhook_id, "", 1, None)
+            if not kept:
+                raise NotFound(f"webhook {request.webhook_id} not found")
+        scope = (project, request.webhook_id, request.status)
+        before = self.page_tokens.read_seq(request.page_token, scope)
         rows, logs = await self.outbox.page(
             project, request.webhook_id, request.status, size + 1, before
         )
-        target = self.index.get(request.webhook_id)
-        if not rows and before is None and (target is None or target.project_id != project):
-            raise NotFound(f"webhook {request.webhook_id} not found")
-        response = delivery_pb2.ListDeliveriesResponse(
-            deliveries=[delivery_record(r, logs.get(r.delivery_id, [])) for r in rows[:size]]
-        )
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(rows[size - 1].seq)
+        page, more = fit_page(rows, lambda r: delivery_record(r, logs.get(r.delivery_id, [])), size)
+        response = delivery_pb2.ListDeliveriesResponse(deliveries=page)
+        if more:
+            response.next_page_token = self.page_tokens.issue(scope, str(rows[len(page) - 1].seq))
         return response
 
     async def Redeliver(

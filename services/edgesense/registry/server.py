@@ -14,6 +14,7 @@ from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.message_limits import REGISTRY_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
 from edgesense.netpolicy import UrlPolicy
+from edgesense.paging import PageTokens
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.service import RegistryService
 from edgesense.registry.store import WebhookStore
@@ -51,6 +52,8 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
             WebhookStore(engine, box),
             Authenticator(api_keys, settings.service_token()),
             UrlPolicy(settings.allow_insecure_urls, settings.allow_private_networks),
+            PageTokens(settings.service_token()),
+            settings.max_webhooks_per_project or None,
         )
         server = GrpcServer(
             [lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s)],

@@ -14,8 +14,10 @@ from google.protobuf import timestamp_pb2
 from edgesense.auth import Authenticator
 from edgesense.errors import NotFound
 from edgesense.netpolicy import UrlPolicy
+from edgesense.paging import PageTokens, fit_page, page_size
 from edgesense.registry.store import DISABLED, Change, StoredWebhook, WebhookStore
 from edgesense.registry.validation import validate_registration
+from edgesense.textcheck import printable
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # Watchers poll the change log this often for writes made by other replicas;
 # writes in this process wake them at once.
 WATCH_POLL_SECONDS = 1.0
+DEFAULT_PAGE_SIZE = 100  # the default webhook limit: one page, unless raised
+MAX_PAGE_SIZE = 100
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -50,10 +54,19 @@ def webhook_message(hook: StoredWebhook) -> registry_pb2.Webhook:
 
 
 class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
-    def __init__(self, store: WebhookStore, auth: Authenticator, policy: UrlPolicy) -> None:
+    def __init__(
+        self,
+        store: WebhookStore,
+        auth: Authenticator,
+        policy: UrlPolicy,
+        page_tokens: PageTokens,
+        max_per_project: int | None = None,
+    ) -> None:
         self.store = store
         self.auth = auth
         self.policy = policy
+        self.page_tokens = page_tokens
+        self.max_per_project = max_per_project
         self.stopping = False
 
     async def RegisterWebhook(
@@ -68,7 +81,7 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
             description=request.description,
             device_ids=list(request.device_ids),
         )
-        hook = await self.store.create(project, spec)
+        hook = await self.store.create(project, spec, self.max_per_project)
         log.info(
             "registered %s for project %s (%s)", hook.webhook_id, project, ",".join(hook.events)
         )
@@ -78,8 +91,15 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         self, request: registry_pb2.ListWebhooksRequest, context: Context
     ) -> registry_pb2.ListWebhooksResponse:
         project = self.auth.project(context.invocation_metadata())
-        hooks = await self.store.list_project(project)
-        return registry_pb2.ListWebhooksResponse(webhooks=[webhook_message(h) for h in hooks])
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        scope = (project, "webhooks")
+        after = self.page_tokens.read(request.page_token, scope)
+        hooks = await self.store.list_project(project, size + 1, after)
+        page, more = fit_page(hooks, webhook_message, size)
+        response = registry_pb2.ListWebhooksResponse(webhooks=page)
+        if more:
+            response.next_page_token = self.page_tokens.issue(scope, page[-1].webhook_id)
+        return response
 
     async def GetWebhook(
         self, request: registry_pb2.GetWebhookRequest, context: Context
@@ -107,7 +127,9 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         self, request: registry_pb2.ReportDeliveryFailureRequest, context: Context
     ) -> registry_pb2.ReportDeliveryFailureResponse:
         self.auth.require_internal(context.invocation_metadata())
-        reason = request.reason or f"delivery {request.delivery_id} failed after all attempts"
+        reason = printable(request.reason) or (
+            f"delivery {request.delivery_id} failed after all attempts"
+        )
         try:
             hook = await self.store.set_status(None, request.webhook_id, DISABLED, reason[:1000])
         except NotFound:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from edgesense.errors import NotFound
+from edgesense.errors import NotFound, ResourceExhausted
 from edgesense.ids import new_id
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.tables import webhook_changes, webhooks
@@ -88,7 +88,10 @@ class WebhookStore:
         self.box = box
         self.changed = ChangeSignal()
 
-    async def create(self, project_id: str, spec: WebhookSpec) -> StoredWebhook:
+    async def create(
+        self, project_id: str, spec: WebhookSpec, max_per_project: int | None = None
+    ) -> StoredWebhook:
+        """Store a new webhook; ResourceExhausted if the project has `max_per_project`."""
         webhook_id = new_webhook_id()
         created_at = datetime.now(UTC)
         ciphertext = self.box.seal(webhook_id, spec.secret)
@@ -104,6 +107,17 @@ class WebhookStore:
             "created_at": created_at,
         }
         async with transaction(self.engine, "registering a webhook") as conn:
+            # Counted after the change-log lock (PostgreSQL) or inside BEGIN
+            # IMMEDIATE (SQLite): two registrations cannot both pass the limit.
+            await self._lock_changes(conn)
+            if max_per_project is not None:
+                count = await self._count(conn, project_id)
+                if count >= max_per_project:
+                    raise ResourceExhausted(
+                        f"project {project_id} already has {count} webhooks, the limit "
+                        f"(EDGESENSE_MAX_WEBHOOKS_PER_PROJECT={max_per_project}); "
+                        "delete one or ask the operator to raise it"
+                    )
             await conn.execute(insert(webhooks).values(**values))
             await self._log(conn, webhook_id, project_id, "upsert")
         self.changed.notify()
@@ -121,14 +135,21 @@ class WebhookStore:
             secret_ciphertext=ciphertext,
         )
 
-    async def list_project(self, project_id: str) -> list[StoredWebhook]:
+    async def list_project(
+        self, project_id: str, limit: int, after_id: str | None = None
+    ) -> list[StoredWebhook]:
+        """Up to `limit` of a project's webhooks, by id (ids sort by creation
+        time), after `after_id`: keyset pages that stay stable under inserts."""
+        query = select(webhooks).where(webhooks.c.project_id == project_id)
+        if after_id is not None:
+            query = query.where(webhooks.c.webhook_id > after_id)
         async with reading(self.engine, "listing webhooks") as conn:
-            rows = await conn.execute(
-                select(webhooks)
-                .where(webhooks.c.project_id == project_id)
-                .order_by(webhooks.c.created_at, webhooks.c.webhook_id)
-            )
+            rows = await conn.execute(query.order_by(webhooks.c.webhook_id).limit(limit))
             return [_row(r) for r in rows]
+
+    async def _count(self, conn: AsyncConnection, project_id: str) -> int:
+        query = select(func.count()).where(webhooks.c.project_id == project_id)
+        return int((await conn.execute(query)).scalar() or 0)
 
     async def get(self, project_id: str | None, webhook_id: str) -> StoredWebhook:
         """The webhook; NotFound if it does not exist or belongs to another project."""

@@ -24,6 +24,7 @@ from edgesense.tools.errors import ApiError, CannotConnect, UsageError
 
 JsonObject = dict[str, Any]
 MAX_PAGE_SIZE = 500
+MAX_WEBHOOK_PAGE = 100
 TIMEOUT_SECONDS = 10.0
 
 
@@ -99,8 +100,10 @@ class ApiClient:
             body["deviceIds"] = list(device_ids)
         return self._call("POST", "/api/webhooks/register", json=body)
 
-    def list_webhooks(self) -> JsonObject:
-        return self._call("GET", "/api/webhooks")
+    def list_webhooks(self) -> list[JsonObject]:
+        """Every webhook of the project, page after page."""
+        found, _ = self._pages("/api/webhooks", "webhooks", {}, 0, MAX_WEBHOOK_PAGE)
+        return found
 
     def get_webhook(self, webhook_id: str) -> JsonObject:
         return self._call("GET", f"/api/webhooks/{_segment(webhook_id)}")
@@ -111,17 +114,6 @@ class ApiClient:
     def enable_webhook(self, webhook_id: str) -> JsonObject:
         return self._call("POST", f"/api/webhooks/{_segment(webhook_id)}/enable")
 
-    def deliveries_page(
-        self, webhook_id: str, status: str | None, page_size: int, page_token: str = ""
-    ) -> JsonObject:
-        params: dict[str, str | int] = {"pageSize": page_size}
-        if status:
-            params["status"] = status
-        if page_token:
-            params["pageToken"] = page_token
-        path = f"/api/webhooks/{_segment(webhook_id)}/deliveries"
-        return self._call("GET", path, params=params)
-
     def deliveries(
         self, webhook_id: str, status: str | None = None, limit: int = 0
     ) -> tuple[list[JsonObject], str]:
@@ -129,12 +121,23 @@ class ApiClient:
 
         Returns them with the token of the page after them ("" at the end).
         """
+        path = f"/api/webhooks/{_segment(webhook_id)}/deliveries"
+        params = {"status": status} if status else {}
+        return self._pages(path, "deliveries", params, limit, MAX_PAGE_SIZE)
+
+    def _pages(
+        self, path: str, key: str, params: dict[str, str], limit: int, max_page: int
+    ) -> tuple[list[JsonObject], str]:
+        """Follow nextPageToken until the end or `limit` items (0: all)."""
         found: list[JsonObject] = []
         token = ""
         while True:
-            size = MAX_PAGE_SIZE if limit == 0 else min(limit - len(found), MAX_PAGE_SIZE)
-            page = self.deliveries_page(webhook_id, status, size, token)
-            found += page.get("deliveries") or []
+            size = max_page if limit == 0 else min(limit - len(found), max_page)
+            query: dict[str, str | int] = {**params, "pageSize": size}
+            if token:
+                query["pageToken"] = token
+            page = self._call("GET", path, params=query)
+            found += page.get(key) or []
             token = str(page.get("nextPageToken") or "")
             if not token or (limit and len(found) >= limit):
                 return found, token

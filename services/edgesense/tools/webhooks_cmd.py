@@ -81,10 +81,10 @@ def register(args: argparse.Namespace) -> int:
 
 def list_webhooks(args: argparse.Namespace) -> int:
     with client(args) as api:
-        body = api.list_webhooks()
+        hooks = api.list_webhooks()
     if args.json:
-        emit_json(body)
-    elif hooks := body.get("webhooks") or []:
+        emit_json({"webhooks": hooks})
+    elif hooks:
         emit(table(hooks, WEBHOOK_COLUMNS))
     else:
         say_empty("webhooks")

@@ -103,7 +103,9 @@ class DeliveryRecord(_message.Message):
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Oldest first; the latest 50 when redelivering made more."""
+
     def __init__(
         self,
         *,
@@ -189,8 +191,13 @@ class ListDeliveriesRequest(_message.Message):
     status: _builtins.str
     """Only deliveries in this status; empty for all."""
     page_size: _builtins.int
-    """At most this many (default 50, at most 500)."""
+    """At most this many (default 50, at most 500); a page also ends before it
+    would pass 1 MiB, so an answer always fits gRPC's message limit.
+    """
     page_token: _builtins.str
+    """The next_page_token of the previous page of this same listing (webhook
+    and status); empty for the first page.
+    """
     def __init__(
         self,
         *,

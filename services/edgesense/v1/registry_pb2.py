@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/registry.proto\x12\x0c\x65\x64gesense.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x02\n\x07Webhook\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x12\n\ndevice_ids\x18\x06 \x03(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64isabled_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0f\x64isabled_reason\x18\t \x01(\tH\x00\x88\x01\x01\x42\x12\n\x10_disabled_reason\"n\n\x16RegisterWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ndevice_ids\x18\x05 \x03(\t\"=\n\x17RegisterWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x15\n\x13ListWebhooksRequest\"?\n\x14ListWebhooksResponse\x12\'\n\x08webhooks\x18\x01 \x03(\x0b\x32\x15.edgesense.v1.Webhook\"\'\n\x11GetWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x44\x65leteWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"*\n\x14\x45nableWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x45nableWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x16\n\x14WatchWebhooksRequest\"[\n\rWebhookTarget\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x15.edgesense.v1.Webhook\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\"\xd6\x01\n\rWebhookChange\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .edgesense.v1.WebhookChange.Kind\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.edgesense.v1.WebhookTarget\"h\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x15\n\x11KIND_SNAPSHOT_END\x10\x02\x12\x0f\n\x0bKIND_UPSERT\x10\x03\x12\x0f\n\x0bKIND_DELETE\x10\x04\"W\n\x1cReportDeliveryFailureRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x1dReportDeliveryFailureResponse\x12\x0e\n\x06status\x18\x01 \x01(\t2\xb7\x06\n\x0fWebhookRegistry\x12\x81\x01\n\x0fRegisterWebhook\x12$.edgesense.v1.RegisterWebhookRequest\x1a%.edgesense.v1.RegisterWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/webhooks/register:\x01*\x12l\n\x0cListWebhooks\x12!.edgesense.v1.ListWebhooksRequest\x1a\".edgesense.v1.ListWebhooksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/webhooks\x12h\n\nGetWebhook\x12\x1f.edgesense.v1.GetWebhookRequest\x1a\x15.edgesense.v1.Webhook\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/webhooks/{webhook_id}\x12|\n\rDeleteWebhook\x12\".edgesense.v1.DeleteWebhookRequest\x1a#.edgesense.v1.DeleteWebhookResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/api/webhooks/{webhook_id}\x12\x83\x01\n\rEnableWebhook\x12\".edgesense.v1.EnableWebhookRequest\x1a#.edgesense.v1.EnableWebhookResponse\")\x82\xd3\xe4\x93\x02#\"!/api/webhooks/{webhook_id}/enable\x12R\n\rWatchWebhooks\x12\".edgesense.v1.WatchWebhooksRequest\x1a\x1b.edgesense.v1.WebhookChange0\x01\x12p\n\x15ReportDeliveryFailure\x12*.edgesense.v1.ReportDeliveryFailureRequest\x1a+.edgesense.v1.ReportDeliveryFailureResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/registry.proto\x12\x0c\x65\x64gesense.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x02\n\x07Webhook\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x12\n\ndevice_ids\x18\x06 \x03(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64isabled_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0f\x64isabled_reason\x18\t \x01(\tH\x00\x88\x01\x01\x42\x12\n\x10_disabled_reason\"n\n\x16RegisterWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ndevice_ids\x18\x05 \x03(\t\"=\n\x17RegisterWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"<\n\x13ListWebhooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListWebhooksResponse\x12\'\n\x08webhooks\x18\x01 \x03(\x0b\x32\x15.edgesense.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x44\x65leteWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"*\n\x14\x45nableWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x45nableWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x16\n\x14WatchWebhooksRequest\"[\n\rWebhookTarget\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x15.edgesense.v1.Webhook\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\"\xd6\x01\n\rWebhookChange\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .edgesense.v1.WebhookChange.Kind\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.edgesense.v1.WebhookTarget\"h\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x15\n\x11KIND_SNAPSHOT_END\x10\x02\x12\x0f\n\x0bKIND_UPSERT\x10\x03\x12\x0f\n\x0bKIND_DELETE\x10\x04\"W\n\x1cReportDeliveryFailureRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x1dReportDeliveryFailureResponse\x12\x0e\n\x06status\x18\x01 \x01(\t2\xb7\x06\n\x0fWebhookRegistry\x12\x81\x01\n\x0fRegisterWebhook\x12$.edgesense.v1.RegisterWebhookRequest\x1a%.edgesense.v1.RegisterWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/webhooks/register:\x01*\x12l\n\x0cListWebhooks\x12!.edgesense.v1.ListWebhooksRequest\x1a\".edgesense.v1.ListWebhooksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/webhooks\x12h\n\nGetWebhook\x12\x1f.edgesense.v1.GetWebhookRequest\x1a\x15.edgesense.v1.Webhook\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/webhooks/{webhook_id}\x12|\n\rDeleteWebhook\x12\".edgesense.v1.DeleteWebhookRequest\x1a#.edgesense.v1.DeleteWebhookResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/api/webhooks/{webhook_id}\x12\x83\x01\n\rEnableWebhook\x12\".edgesense.v1.EnableWebhookRequest\x1a#.edgesense.v1.EnableWebhookResponse\")\x82\xd3\xe4\x93\x02#\"!/api/webhooks/{webhook_id}/enable\x12R\n\rWatchWebhooks\x12\".edgesense.v1.WatchWebhooksRequest\x1a\x1b.edgesense.v1.WebhookChange0\x01\x12p\n\x15ReportDeliveryFailure\x12*.edgesense.v1.ReportDeliveryFailureRequest\x1a+.edgesense.v1.ReportDeliveryFailureResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,31 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=485
   _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=546
   _globals['_LISTWEBHOOKSREQUEST']._serialized_start=548
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=569
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=571
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=634
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=636
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=675
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=677
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=719
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=721
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=780
-  _globals['_ENABLEWEBHOOKREQUEST']._serialized_start=782
-  _globals['_ENABLEWEBHOOKREQUEST']._serialized_end=824
-  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_start=826
-  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_end=885
-  _globals['_WATCHWEBHOOKSREQUEST']._serialized_start=887
-  _globals['_WATCHWEBHOOKSREQUEST']._serialized_end=909
-  _globals['_WEBHOOKTARGET']._serialized_start=911
-  _globals['_WEBHOOKTARGET']._serialized_end=1002
-  _globals['_WEBHOOKCHANGE']._serialized_start=1005
-  _globals['_WEBHOOKCHANGE']._serialized_end=1219
-  _globals['_WEBHOOKCHANGE_KIND']._serialized_start=1115
-  _globals['_WEBHOOKCHANGE_KIND']._serialized_end=1219
-  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_start=1221
-  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_end=1308
-  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_start=1310
-  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_end=1357
-  _globals['_WEBHOOKREGISTRY']._serialized_start=1360
-  _globals['_WEBHOOKREGISTRY']._serialized_end=2183
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=608
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=610
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=698
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=700
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=739
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=741
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=783
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=785
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=844
+  _globals['_ENABLEWEBHOOKREQUEST']._serialized_start=846
+  _globals['_ENABLEWEBHOOKREQUEST']._serialized_end=888
+  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_start=890
+  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_end=949
+  _globals['_WATCHWEBHOOKSREQUEST']._serialized_start=951
+  _globals['_WATCHWEBHOOKSREQUEST']._serialized_end=973
+  _globals['_WEBHOOKTARGET']._serialized_start=975
+  _globals['_WEBHOOKTARGET']._serialized_end=1066
+  _globals['_WEBHOOKCHANGE']._serialized_start=1069
+  _globals['_WEBHOOKCHANGE']._serialized_end=1283
+  _globals['_WEBHOOKCHANGE_KIND']._serialized_start=1179
+  _globals['_WEBHOOKCHANGE_KIND']._serialized_end=1283
+  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_start=1285
+  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_end=1372
+  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_start=1374
+  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_end=1421
+  _globals['_WEBHOOKREGISTRY']._serialized_start=1424
+  _globals['_WEBHOOKREGISTRY']._serialized_end=2247
 # @@protoc_insertion_point(module_scope)
