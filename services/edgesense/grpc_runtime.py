@@ -5,7 +5,9 @@ Servicers stay thin and raise `edgesense.errors` exceptions; `ErrorInterceptor`
 is the one place those become gRPC statuses. `GrpcServer` owns a grpc.aio
 server: it binds (port 0 for tests), serves `grpc.health.v1.Health` and
 reflection, and on stop flips health to NOT_SERVING before the grace period so
-load balancers drain it first.
+load balancers drain it first. A server may start NOT_SERVING and report
+its own readiness (`set_serving`: the bridge, while it has no MQTT connection).
+An address that is taken is a `CannotListen` naming it (see `edgesense.listen`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
-from edgesense.errors import EdgesenseError, InvalidArgument
+from edgesense.errors import CannotListen, EdgesenseError, InvalidArgument
+from edgesense.listen import ensure_free
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,7 @@ class GrpcServer:
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.so_reuseport", 0),  # a second server on our port must fail, not share it
             ],
         )
         for register in registrars:
@@ -162,14 +166,27 @@ class GrpcServer:
         )
         self.port = 0
 
-    async def start(self, addr: str) -> int:
-        self.port = self.server.add_insecure_port(addr)
+    async def start(self, addr: str, serving: bool = True) -> int:
+        """Listen on `addr` (port 0: a free one, returned); health SERVING unless told not."""
+        ensure_free(addr)
+        try:
+            self.port = self.server.add_insecure_port(addr)
+        except RuntimeError:  # taken since ensure_free looked (older grpcio: returns 0)
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {addr}")
+            raise CannotListen(addr, "the address is in use or not available")
         await self.server.start()
-        for name in ["", *self._names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(serving)
         return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self._names]:
+            await self.health.set(name, status)
 
     async def stop(self, grace: float = 5.0) -> None:
         with contextlib.suppress(Exception):

@@ -16,8 +16,10 @@ and cycles wait at most 10,000 allocations longer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import Coroutine
+import signal
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +42,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a process's main coroutine, tuned; call once everything is imported."""
     tune()
     return asyncio.run(main)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on SIGTERM or SIGINT while inside (the loop's handlers, removed after)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

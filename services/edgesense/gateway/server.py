@@ -10,9 +10,9 @@ by the event or SIGTERM/SIGINT, then finishes in-flight requests first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +33,8 @@ from edgesense.gateway.router import RouteMatch, Router
 from edgesense.gateway.rules import load_routes
 from edgesense.gateway.status import GatewayError
 from edgesense.gateway.transcode import MAX_BODY_BYTES, build_request, render_response
+from edgesense.listen import cannot_listen, join_address
+from edgesense.runtime import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,9 @@ async def start_gateway(
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise cannot_listen(join_address(host, port), exc) from exc
     except BaseException:
         await runner.cleanup()
         raise
@@ -191,13 +196,8 @@ async def run_gateway(
     `on_started` learns the bound address (useful with port 0).
     """
     host, port = parse_address(settings.http_addr)
-    loop = asyncio.get_running_loop()
-    handle_signals = stop is None
-    stop_event = asyncio.Event() if stop is None else stop
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_event.set)
-    try:
+    stop_event = stop or asyncio.Event()
+    with stop_on_signals(stop_event) if stop is None else contextlib.nullcontext():
         running = await start_gateway(default_backends(settings), host, port)
         try:
             log.info("gateway listening on %s", running.url)
@@ -207,10 +207,6 @@ async def run_gateway(
         finally:
             log.info("gateway stopping")
             await running.stop()
-    finally:
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
 
 
 def parse_address(address: str) -> tuple[str, int]:
