@@ -69,7 +69,8 @@ def configure_logging(service: str, verbose: bool = False) -> None:
         format=f"%(asctime)s{name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic.runtime.plugins", "transitions", "amqtt"):
+    # httpx logs every request at INFO (`up`'s health checks, one a poll).
+    for noisy in ("alembic.runtime.plugins", "transitions", "amqtt", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
