@@ -14,7 +14,9 @@ import logging
 import sys
 from typing import Any
 
+from edgesense.errors import CannotListen
 from edgesense.grpc_runtime import wait_for_signal
+from edgesense.listen import ensure_free, join_address
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ def _client_failed(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 async def serve(host: str, port: int) -> None:
     from amqtt.broker import Broker
 
+    # Held by something that is not an MQTT broker (`up` found none answering).
+    ensure_free(join_address(host, port))
     asyncio.get_running_loop().set_exception_handler(_client_failed)
     broker = Broker(
         {
@@ -53,7 +57,11 @@ def main(argv: list[str]) -> int:
     logging.getLogger("amqtt").setLevel(logging.WARNING)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     host, port = argv[1], int(argv[2])
-    asyncio.run(serve(host, port))
+    try:
+        asyncio.run(serve(host, port))
+    except CannotListen as exc:
+        log.error("embedded broker %s; point EDGESENSE_MQTT_URL elsewhere", exc.message)
+        return 3
     return 0
 
 

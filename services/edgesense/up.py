@@ -125,9 +125,10 @@ async def run_up(settings: Settings, services: list[str], dev: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    code = 0
+    code, starting = 0, ""
     try:
         for child in started:
+            starting = child.name
             await child.start(env)
             await wait_healthy(child, stop)
             say(f"{child.name} is healthy")
@@ -154,7 +155,9 @@ async def run_up(settings: Settings, services: list[str], dev: bool) -> int:
         say("stopping")
     except TimeoutError:
         code = 1
-        say(f"a service did not become healthy within {HEALTH_TIMEOUT_SECONDS:g} s; stopping")
+        waited = f"{starting} did not become healthy within {HEALTH_TIMEOUT_SECONDS:g} s"
+        why = " (it is once connected and subscribed to the broker)" if starting == "bridge" else ""
+        say(f"{waited}{why}; stopping")
     finally:
         await stop_all(started)
     say("all stopped")

@@ -68,3 +68,24 @@ def test_a_second_grpc_server_on_a_taken_port_fails(tmp_path: Path) -> None:
         )
     assert done.returncode == 3, done.stderr
     assert f"registry cannot listen on {address}" in done.stderr
+
+
+def test_a_taken_mqtt_address_stops_up_saying_so(tmp_path: Path) -> None:
+    """Something that is not a broker holds EDGESENSE_MQTT_URL's port: `up` starts
+    the embedded broker there, which says in one line that it cannot listen."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "edgesense.cli", "up", "--dev"],
+            env=private_env(EDGESENSE_MQTT_URL=f"mqtt://{address}"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stdout
+    assert "broker exited with code 3 (an address it must listen on is taken)" in done.stdout
+    assert f"embedded broker cannot listen on {address}: address already in use" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
