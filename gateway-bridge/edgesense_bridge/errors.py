@@ -3,6 +3,8 @@
     EdgesenseError
     ├── Unavailable
     │   └── MqttUnavailable      (no broker connection, or it did not confirm a publish)
+    ├── ConfigurationError
+    │   └── ProtocolRefused      (the broker does not speak EDGESENSE_MQTT_PROTOCOL)
     └── DeliveryStreamError      (the Publish stream to delivery ended; retried)
 
 Malformed MQTT messages are not exceptions that leave `parsing`: they come
@@ -15,11 +17,25 @@ from __future__ import annotations
 
 import grpc
 
-from edgesense.errors import EdgesenseError, Unavailable
+from edgesense.errors import ConfigurationError, EdgesenseError, Unavailable
 
 
 class MqttUnavailable(Unavailable):
     """The broker is not connected, or did not acknowledge a publish in time."""
+
+
+class ProtocolRefused(ConfigurationError):
+    """The broker refused the MQTT version we speak, or answers only MQTT 3.1.1.
+
+    Retrying cannot help: the message says which setting to change.
+    """
+
+    def __init__(self, broker: object, why: str) -> None:
+        super().__init__(
+            f"the MQTT broker at {broker} does not speak MQTT 5 ({why}): set "
+            "EDGESENSE_MQTT_PROTOCOL=3.1.1 (and lose what needs MQTT 5: the event-id "
+            "user property, content types), or use a broker that speaks MQTT 5"
+        )
 
 
 class DeliveryStreamError(EdgesenseError):

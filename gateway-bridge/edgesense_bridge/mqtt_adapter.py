@@ -14,6 +14,12 @@ What `MqttConnection` guarantees:
   After a reconnect the broker resends unacknowledged messages under their
   packet ids and may reuse an id once it is acknowledged, so a late ack on a
   newer connection could acknowledge another message: it is dropped instead;
+- a broker that does not speak the configured protocol version (it refuses
+  MQTT 5, or answers only an MQTT 3.1.1 CONNECT: amqtt) ends `run()` with
+  `ProtocolRefused`, a configuration error naming EDGESENSE_MQTT_PROTOCOL,
+  instead of retrying forever;
+- `wait_ready(ready)`: the bridge's gRPC health follows the connection
+  (ready = connected and subscribed);
 - a bounded window: MQTT 5 receive maximum, plus `pause_reading()` for a broker
   that overshoots it (Mosquitto 2.0.11 sends up to a whole window more per
   PUBACK, as measured here; cf. eclipse-mosquitto/mosquitto#2301). While paused,
@@ -39,8 +45,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgesense.delivery.backoff import backoff_delay
+from edgesense.mqtt_probe import speaks_only_311
 from edgesense_bridge import metrics
-from edgesense_bridge.errors import MqttUnavailable
+from edgesense_bridge.errors import MqttUnavailable, ProtocolRefused
 from edgesense_bridge.inbound import (
     InboundMessage,
     MessageHandler,
@@ -56,6 +63,8 @@ CONNACK_TIMEOUT_SECONDS = 10.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 READ_BURST = 64
 STABLE_SECONDS = 10.0  # a connection that lasted this long resets the reconnect backoff
+UNSUPPORTED_VERSION = "Unsupported protocol version"  # paho's name for CONNACK 0x84 (and 3.1.1's 1)
+NO_ANSWER = ("no CONNACK in time", "the connection closed")
 Props = Properties | None
 
 
@@ -104,6 +113,13 @@ class MqttConnection:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    async def wait_ready(self, ready: bool) -> None:
+        """Return once the connection is ready (connected and subscribed) or, with
+        False, once it is not."""
+        while self.subscribed.is_set() != ready:
+            # `_lost` is the current connection's while subscribed is set
+            await (self.subscribed.wait() if ready else self._lost.wait())
 
     def _make_client(self) -> paho.Client:
         opts = self.options
@@ -183,7 +199,21 @@ class MqttConnection:
             refused = "no CONNACK in time"
         if refused:
             self._client.disconnect()
+            if opts.mqtt5 and refused == UNSUPPORTED_VERSION:
+                raise ProtocolRefused(opts.broker, f"it refused MQTT 5: {refused}")
+            if opts.mqtt5 and await self._only_311(refused):
+                raise ProtocolRefused(
+                    opts.broker, f"{refused} to an MQTT 5 CONNECT; it answers MQTT 3.1.1"
+                )
             raise MqttUnavailable(f"{opts.broker} did not accept the connection: {refused}")
+
+    async def _only_311(self, refused: str) -> bool:
+        """After an MQTT 5 CONNECT went unanswered: does the broker answer 3.1.1 only?"""
+        if refused not in NO_ANSWER:
+            return False
+        opts = self.options
+        tls = _tls_context(opts.ca_file) if opts.broker.tls else None
+        return await asyncio.to_thread(speaks_only_311, opts.broker.host, opts.broker.port, tls)
 
     def _blocking_connect(self) -> None:
         opts = self.options
@@ -280,8 +310,10 @@ class MqttConnection:
         self._connack.set_result("")
 
     def _handle_disconnect(self, _c: paho.Client, _: Any, _f: Any, reason: Any, _p: Props) -> None:
-        if self._connected:
+        if self._connected and not self._closing.is_set():
             log.warning("mqtt: disconnected from %s: %s", self.options.broker, reason)
+        elif self._connected:  # our own clean stop: no warning
+            log.info("mqtt: disconnected from %s", self.options.broker)
         self._set_lost()
 
     def _set_lost(self) -> None:

@@ -14,13 +14,16 @@ session and sends it again on the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from edgesense.auth import Authenticator
 from edgesense.config import Settings
-from edgesense.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.errors import ConfigurationError
+from edgesense.grpc_runtime import GrpcServer
 from edgesense.message_limits import DEVICE_CONFIG_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
+from edgesense.runtime import stop_on_signals
 from edgesense.v1 import devices_pb2_grpc
 from edgesense_bridge.batching import Outbox
 from edgesense_bridge.config_push import SERVICE_NAME, DeviceConfigService
@@ -88,24 +91,37 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event, addr: str | None = None) -> None:
         try:
-            self.port = await self.server.start(addr or self.settings.bridge_addr)
+            self.port = await self.server.start(addr or self.settings.bridge_addr, serving=False)
             async with asyncio.TaskGroup() as tasks:
                 mqtt = tasks.create_task(self.connection.run())
                 forwarder = tasks.create_task(self.forwarder.run())
+                health = tasks.create_task(self._report_health())
                 log.info(
                     "bridge: DeviceConfig on port %d, %s -> delivery at %s",
                     self.port,
                     self.options.broker,
                     self.settings.delivery_addr,
                 )
-                await stop.wait()
+                await stop.wait()  # or a task fails: the group cancels this wait
+                health.cancel()
                 await self._drain()
                 await self.connection.close()
                 await mqtt
                 forwarder.cancel()
+        except* ConfigurationError as group:  # the broker refused our protocol version
+            raise group.exceptions[0] from None
         finally:
             await self.server.stop(GRPC_GRACE_SECONDS)
             await self.channel.close()
+
+    async def _report_health(self) -> None:
+        """gRPC health: SERVING only while connected and subscribed to the broker
+        (`edgesense up` and Kubernetes' readiness probe wait for it)."""
+        while True:
+            await self.connection.wait_ready(True)
+            await self.server.set_serving(True)
+            await self.connection.wait_ready(False)
+            await self.server.set_serving(False)
 
     async def _drain(self) -> None:
         log.info("bridge stopping: forwarding the %d events held", len(self.forwarder.outbox))
@@ -125,18 +141,12 @@ async def run_bridge(settings: Settings, stop: asyncio.Event | None = None) -> N
     options = BridgeSettings.from_env(
         mqtt_url=settings.mqtt_url, topic_prefix=settings.topic_prefix
     )
-    bridge = Bridge(settings, options)
     metrics = await MetricsServer.start(settings.metrics_addr("bridge"))
     log.info("bridge: metrics on %s", metrics.address)
-    shutdown = asyncio.Event()
-
-    async def stop_on_signal() -> None:
-        await wait_for_signal(stop)
-        shutdown.set()
-
+    shutdown = stop or asyncio.Event()
     try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(stop_on_signal())
+        bridge = Bridge(settings, options)
+        with stop_on_signals(shutdown) if stop is None else contextlib.nullcontext():
             await bridge.run(shutdown)
     finally:
         await metrics.stop()

@@ -4,7 +4,8 @@
     edgesense up [--dev]
 
 Exit codes: 0 on a clean stop, 2 for a configuration error (the message says
-which variable), 1 for anything else.
+which variable), 3 when an address to listen on is taken (the message names
+it), 1 for anything else.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 from edgesense import runtime
 from edgesense.config import Settings
-from edgesense.errors import ConfigurationError
+from edgesense.errors import CannotListen, ConfigurationError
 
 log = logging.getLogger("edgesense")
+
+EXIT_CONFIGURATION = 2
+EXIT_CANNOT_LISTEN = 3  # as `edgesense receive`
 
 ServiceMain = Callable[[Settings], Coroutine[Any, Any, None]]
 
@@ -65,7 +69,8 @@ def configure_logging(service: str, verbose: bool = False) -> None:
         format=f"%(asctime)s{name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic.runtime.plugins", "transitions", "amqtt"):
+    # httpx logs every request at INFO (`up`'s health checks, one a poll).
+    for noisy in ("alembic.runtime.plugins", "transitions", "amqtt", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -76,7 +81,10 @@ def run_service(name: str, dev: bool, verbose: bool = False) -> int:
         runtime.run(SERVICES[name](settings))
     except ConfigurationError as exc:
         log.error("%s cannot start: %s", name, exc.message)
-        return 2
+        return EXIT_CONFIGURATION
+    except CannotListen as exc:
+        log.error("%s %s", name, exc.message)
+        return EXIT_CANNOT_LISTEN
     except KeyboardInterrupt:
         return 0
     return 0
@@ -92,7 +100,7 @@ def run_up(dev: bool) -> int:
         settings.require_secret_key()
     except ConfigurationError as exc:
         log.error("cannot start the cluster: %s", exc.message)
-        return 2
+        return EXIT_CONFIGURATION
     return runtime.run(up(settings, list(SERVICES), dev or settings.dev))
 
 

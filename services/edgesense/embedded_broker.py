@@ -1,49 +1,39 @@
 """An embedded MQTT broker (amqtt) for `edgesense up` when none answers.
 
-Fine for trying EdgeSense on a laptop (MQTT 3.1.1, a few thousand messages a
-second, no shared subscriptions); production uses Mosquitto or another real
-broker (see deploy/mosquitto). Run as `python -m edgesense.embedded_broker HOST PORT`.
+Fine for trying EdgeSense on a laptop (a few thousand messages a second, no
+shared subscriptions); production uses Mosquitto or another real broker (see
+deploy/mosquitto). amqtt (0.12.1, the newest) speaks MQTT 3.1.1 only: `up`
+runs the bridge with EDGESENSE_MQTT_PROTOCOL=3.1.1 against it, and says so.
+Run as `python -m edgesense.embedded_broker HOST PORT`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
-from urllib.parse import urlsplit
+from typing import Any
 
+from edgesense.errors import CannotListen
 from edgesense.grpc_runtime import wait_for_signal
+from edgesense.listen import ensure_free, join_address
 
 log = logging.getLogger(__name__)
 
 
-def broker_address(mqtt_url: str) -> tuple[str, int]:
-    parts = urlsplit(mqtt_url)
-    default = 8883 if parts.scheme == "mqtts" else 1883
-    return parts.hostname or "127.0.0.1", parts.port or default
-
-
-def broker_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if an MQTT broker accepts a connection at host:port.
-
-    Sends a real MQTT 3.1.1 CONNECT and waits for CONNACK, so a port held by
-    something else does not count as a broker.
-    """
-    connect = bytes.fromhex("101000044d5154540402003c0004") + b"ping"
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(connect)
-            answer = sock.recv(4)
-    except OSError:
-        return False
-    return len(answer) >= 2 and answer[0] == 0x20
+def _client_failed(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # amqtt lets a client's broken or unsupported CONNECT (an MQTT 5 client, a
+    # port scanner) escape as an asyncio error with a traceback: one line each.
+    problem = context.get("exception") or context.get("message")
+    log.warning("a client connection failed: %s", problem)
 
 
 async def serve(host: str, port: int) -> None:
     from amqtt.broker import Broker
 
+    # Held by something that is not an MQTT broker (`up` found none answering).
+    ensure_free(join_address(host, port))
+    asyncio.get_running_loop().set_exception_handler(_client_failed)
     broker = Broker(
         {
             "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
@@ -53,7 +43,7 @@ async def serve(host: str, port: int) -> None:
         }
     )
     await broker.start()
-    log.info("embedded MQTT broker (amqtt) listening on %s:%d", host, port)
+    log.info("embedded MQTT broker (amqtt, MQTT 3.1.1) listening on %s:%d", host, port)
     try:
         await wait_for_signal()
     finally:
@@ -67,7 +57,11 @@ def main(argv: list[str]) -> int:
     logging.getLogger("amqtt").setLevel(logging.WARNING)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     host, port = argv[1], int(argv[2])
-    asyncio.run(serve(host, port))
+    try:
+        asyncio.run(serve(host, port))
+    except CannotListen as exc:
+        log.error("embedded broker %s; point EDGESENSE_MQTT_URL elsewhere", exc.message)
+        return 3
     return 0
 
 

@@ -9,7 +9,8 @@
     ├── FailedPrecondition
     ├── ResourceExhausted
     ├── Unavailable          (a database or peer that is down or locked)
-    └── ConfigurationError   (a process cannot start; never sent over gRPC)
+    ├── ConfigurationError   (a process cannot start; never sent over gRPC)
+    └── CannotListen         (a process cannot bind one of its addresses; exit 3)
 
 Domain code raises these; `grpc_runtime.ErrorInterceptor` turns them into
 gRPC statuses (with `google.rpc.BadRequest` details for InvalidArgument), and
@@ -72,3 +73,15 @@ class Unavailable(EdgesenseError):
 
 class ConfigurationError(EdgesenseError):
     """The process cannot start with this configuration; the message says why."""
+
+
+class CannotListen(EdgesenseError):
+    """An address a service must listen on is taken (or not ours to bind).
+
+    The message names the address and the reason; `edgesense <service>` prints
+    it as one line and exits with 3, as `edgesense receive` does.
+    """
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address

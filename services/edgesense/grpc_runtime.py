@@ -6,7 +6,9 @@ is the one place those become gRPC statuses. `GrpcServer` owns a grpc.aio
 server: it binds (port 0 for tests; TLS when configured, see `grpc_tls`),
 serves `grpc.health.v1.Health` and, when enabled, reflection, and on stop
 flips health to NOT_SERVING before the grace period so load balancers drain it
-first.
+first. A server may start NOT_SERVING and report its own readiness
+(`set_serving`: the bridge, while it has no MQTT connection). An address that
+is taken is a `CannotListen` naming it (see `edgesense.listen`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 from prometheus_client import Counter, Histogram
 
 from edgesense.auth import Authenticator
-from edgesense.errors import EdgesenseError, InvalidArgument
+from edgesense.errors import CannotListen, EdgesenseError, InvalidArgument
 from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
+from edgesense.listen import ensure_free
 from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
 
@@ -160,6 +163,7 @@ def server_options(max_receive: int) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),  # a second server on our port must fail, not share it
     ]
 
 
@@ -192,14 +196,27 @@ class GrpcServer:
             grpc_reflection.enable_server_reflection(names, self.server)
         self.port = 0
 
-    async def start(self, addr: str) -> int:
-        self.port = listen(self.server, addr, self._tls)
+    async def start(self, addr: str, serving: bool = True) -> int:
+        """Listen on `addr` (port 0: a free one, returned); health SERVING unless told not."""
+        ensure_free(addr)
+        try:
+            self.port = listen(self.server, addr, self._tls)
+        except RuntimeError:  # taken since ensure_free looked (older grpcio: returns 0)
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {addr}")
+            raise CannotListen(addr, "the address is in use or not available")
         await self.server.start()
-        for name in ["", *self._names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(serving)
         return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self._names]:
+            await self.health.set(name, status)
 
     async def stop(self, grace: float = 5.0) -> None:
         with contextlib.suppress(Exception):

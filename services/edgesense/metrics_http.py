@@ -2,6 +2,7 @@
 
 Each non-HTTP process (registry, delivery, bridge) runs one on its own address
 (`EDGESENSE_<SERVICE>_METRICS_ADDR`); the gateway serves `/metrics` itself.
+An address that cannot be bound is a `CannotListen` naming it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgesense.listen import cannot_listen, split_address
+
 
 async def metrics_handler(_request: web.Request) -> web.Response:
     body = generate_latest()
@@ -19,14 +22,6 @@ async def metrics_handler(_request: web.Request) -> web.Response:
 
 async def _live(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-
-
-def split_addr(addr: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address {addr!r} is not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 @dataclass
@@ -41,9 +36,12 @@ class MetricsServer:
         app.router.add_get("/healthz", _live)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        host, port = split_addr(addr)
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        host, port = split_address(addr)
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise cannot_listen(addr, exc) from exc
         bound = runner.addresses[0] if runner.addresses else (host, port)
         return cls(runner, f"{bound[0]}:{bound[1]}")
 

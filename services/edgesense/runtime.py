@@ -25,7 +25,8 @@ import asyncio
 import contextlib
 import gc
 import resource
-from collections.abc import Coroutine
+import signal
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -59,3 +60,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a process's main coroutine, tuned; call once everything is imported."""
     tune()
     return asyncio.run(main)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on SIGTERM or SIGINT while inside (the loop's handlers, removed after)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,95 +1,36 @@
 """`edgesense up`: the whole local cluster in the foreground.
 
 Starts registry, delivery, gateway and bridge as child processes in that
-order, each only once the one before is healthy; prefixes every log line
-with the service's name; prints where everything listens. Ctrl-C (or
-SIGTERM) stops them all, newest first, each with SIGTERM and a grace period;
-if one dies, `up` says which and why and stops the rest. If no MQTT broker
-answers at EDGESENSE_MQTT_URL, an embedded one (amqtt) is started there.
+order, each only once the one before is healthy (the bridge: once it is
+connected to the broker); prefixes every log line with the service's name;
+prints where everything listens. Ctrl-C (or SIGTERM, SIGHUP) stops them all,
+newest first, each with SIGTERM and a grace period, whatever happened to
+`up`'s own output; if one dies, `up` says which and why and stops the rest.
+If no MQTT broker answers at EDGESENSE_MQTT_URL, an embedded one (amqtt) is
+started there, and the bridge speaks MQTT 3.1.1 to it (amqtt has no MQTT 5).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from edgesense.config import Settings
-from edgesense.embedded_broker import broker_address, broker_answers
 from edgesense.healthcheck import grpc_serving
+from edgesense.mqtt_probe import broker_address, broker_answers
+from edgesense.up_child import Child, ChildDied, out, say
 
 HEALTH_TIMEOUT_SECONDS = 60.0
-STOP_GRACE_SECONDS = 20.0
-NAME_WIDTH = 8
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
 
 
-def out(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def say(line: str) -> None:
-    """A line of `up`'s own, prefixed like the services' lines."""
-    out(f"{'up':<{NAME_WIDTH}} | {line}")
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    healthy: Callable[[], Awaitable[bool]]
-    process: asyncio.subprocess.Process | None = None
-    pump: asyncio.Task[None] | None = None
-    last_lines: list[str] = field(default_factory=list)
-
-    async def start(self, env: Mapping[str, str]) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
-        )
-        self.pump = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        async for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self.last_lines = [*self.last_lines[-19:], line]
-            out(f"{self.name:<{NAME_WIDTH}} | {line}")
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), STOP_GRACE_SECONDS)
-        except TimeoutError:
-            say(f"{self.name} did not stop within {STOP_GRACE_SECONDS:g} s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
-        if self.pump is not None:
-            await self.pump
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}" + (" (configuration error)" if code == 2 else "")
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM, SIGHUP) while the cluster was starting."""
 
 
 async def http_healthy(url: str) -> bool:
@@ -119,25 +60,41 @@ def children(settings: Settings, services: list[str]) -> list[Child]:
         "registry": lambda: grpc_serving(settings.registry_addr, settings.grpc_tls),
         "delivery": lambda: grpc_serving(settings.delivery_addr, settings.grpc_tls),
         "gateway": lambda: http_healthy(f"http://{settings.http_addr}/healthz"),
-        "bridge": lambda: http_healthy(f"http://{settings.metrics_addr('bridge')}/healthz"),
+        "bridge": lambda: grpc_serving(
+            settings.bridge_addr, settings.grpc_tls
+        ),  # SERVING once subscribed
     }
     return [Child(name, [*python, name], checks[name]) for name in services if name in checks]
 
 
-async def wait_healthy(child: Child) -> None:
+async def wait_healthy(child: Child, stop: asyncio.Event) -> None:
     async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
         while not await child.healthy():
             if child.process is not None and child.process.returncode is not None:
                 raise ChildDied(child)
+            if stop.is_set():
+                raise Interrupted
             await asyncio.sleep(0.2)
 
 
-class ChildDied(Exception):
-    def __init__(self, child: Child) -> None:
-        assert child.process is not None
-        assert child.process.returncode is not None
-        super().__init__(f"{child.name} {describe_exit(child.process.returncode)}")
-        self.child = child
+def use_embedded_broker(env: dict[str, str]) -> None:
+    """The bridge speaks MQTT 3.1.1 to amqtt, which has no MQTT 5; say what is lost."""
+    asked = env.get("EDGESENSE_MQTT_PROTOCOL", "").strip()
+    env["EDGESENSE_MQTT_PROTOCOL"] = "3.1.1"
+    say(
+        "the embedded broker speaks MQTT 3.1.1 only: the bridge uses 3.1.1"
+        + (f" (instead of EDGESENSE_MQTT_PROTOCOL={asked})" if asked not in ("", "3.1.1") else "")
+        + "; the MQTT 5 event-id deduplication and content types need a broker such as Mosquitto"
+    )
+
+
+async def stop_all(started: list[Child]) -> None:
+    """Stop every child, newest first; one that fails to stop does not spare the others."""
+    for child in reversed(started):
+        try:
+            await child.stop()
+        except Exception as exc:  # keep going: the others must stop too
+            say(f"stopping {child.name} failed: {exc!r}")
 
 
 async def run_up(settings: Settings, services: list[str], dev: bool) -> int:
@@ -151,17 +108,19 @@ async def run_up(settings: Settings, services: list[str], dev: bool) -> int:
             lambda: asyncio.to_thread(broker_answers, host, port),
         )
         say(f"no MQTT broker answers at {host}:{port}; starting an embedded one (amqtt) there")
+        use_embedded_broker(env)
         started.append(broker)
     started += children(settings, services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    code = 0
+    code, starting = 0, ""
     try:
         for child in started:
+            starting = child.name
             await child.start(env)
-            await wait_healthy(child)
+            await wait_healthy(child, stop)
             say(f"{child.name} is healthy")
         print_summary(settings, dev, started)
         waits = {
@@ -182,12 +141,15 @@ async def run_up(settings: Settings, services: list[str], dev: bool) -> int:
         for line in exc.child.last_lines[-10:]:
             say(f"  {line}")
         say("stopping the others")
+    except Interrupted:
+        say("stopping")
     except TimeoutError:
         code = 1
-        say(f"a service did not become healthy within {HEALTH_TIMEOUT_SECONDS:g} s; stopping")
+        waited = f"{starting} did not become healthy within {HEALTH_TIMEOUT_SECONDS:g} s"
+        why = " (it is once connected and subscribed to the broker)" if starting == "bridge" else ""
+        say(f"{waited}{why}; stopping")
     finally:
-        for child in reversed(started):
-            await child.stop()
+        await stop_all(started)
     say("all stopped")
     return code
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from edgesense.config import Settings
 from tests.bridge.broker import Gateway, Mosquitto
@@ -46,3 +49,18 @@ async def test_stopping_leaves_unconfirmed_messages_to_the_broker(
     delivery.resume()  # (the cut stream's first batch may be stored now: a harmless copy)
     async with running_bridge(settings, delivery, options):
         await delivery.wait_for(lambda: len(delivery.keys) == 20, what="the 20 events again")
+
+
+async def test_a_clean_stop_logs_no_warning(
+    mosquitto: Mosquitto,
+    delivery: FakeDelivery,
+    settings: Settings,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Our own DISCONNECT is not a lost connection: no WARNING "Normal disconnection"."""
+    caplog.set_level(logging.INFO, logger="edgesense_bridge")
+    async with running_bridge(settings, delivery, bridge_options(mosquitto.url, prefix)):
+        pass
+    assert "mqtt: disconnected from" in caplog.text  # the disconnect was seen ...
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -37,6 +37,7 @@ class UpCluster:
     api_key: str
     process: asyncio.subprocess.Process | None = None
     output: list[str] = field(default_factory=list)
+    argv: tuple[str, ...] = ("up",)
     _pump: asyncio.Task[None] | None = None
 
     @property
@@ -52,7 +53,7 @@ class UpCluster:
             sys.executable,
             "-m",
             "edgesense.cli",
-            "up",
+            *self.argv,
             env=self.env,
             cwd=self.workdir,
             stdout=asyncio.subprocess.PIPE,

@@ -129,10 +129,20 @@ async def test_deliveries_list_follows_page_tokens(
 
     code = await asyncio.to_thread(cli.main, ["deliveries", "list", hook, "--limit", "5"])
     assert code == 0
-    lines = capsys.readouterr().out.splitlines()
-    shown = [line.split()[-1] for line in lines[1:]]
+    captured = capsys.readouterr()
+    shown = [line.split()[-1] for line in captured.out.splitlines()[1:]]
     newest_first = [e.event_id for e in reversed(events)]
     assert shown == newest_first[:5]
+    # Stopping at the limit says so (on stderr: stdout stays a table) ...
+    assert captured.err == (
+        "showing the newest 5; there are more: --limit N shows N, --limit 0 all\n"
+    )
+    # ... and only when there are more.
+    code = await asyncio.to_thread(cli.main, ["deliveries", "list", hook, "--limit", "7"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 + 7
+    assert captured.err == ""
 
     argv = ["deliveries", "list", hook, "--limit", "0", "--json", "--status", "succeeded"]
     assert await asyncio.to_thread(cli.main, argv) == 0

@@ -19,7 +19,7 @@ import standardwebhooks
 
 from edgesense.delivery.signing import sign_body, signature_headers
 from edgesense.tools.errors import CannotConnect
-from edgesense.tools.receive import ReceiverOptions, WebhookReceiver
+from edgesense.tools.receive import ReceiverOptions, WebhookReceiver, banner
 from tests.integration.cluster import Cluster, reading
 from tests.tools.conftest import api_env, clean_env, cli_command, run_cli
 
@@ -219,6 +219,8 @@ async def test_the_command_prints_its_url_and_stops_on_ctrl_c() -> None:
             assert found is not None, first
             banner = [(await process.stdout.readline()).decode() for _ in range(3)]
             assert f"--url {found.group(1)} " in banner[1]
+            # The command to copy has the secret this receiver checks, not a placeholder.
+            assert banner[1].endswith(f" --secret {SECRET}\n")
             assert "dev mode" in banner[2]
             assert await post(found.group(1), signed()) == 200
             while "dlv_1" not in (line := (await process.stdout.readline()).decode()):
@@ -230,3 +232,14 @@ async def test_the_command_prints_its_url_and_stops_on_ctrl_c() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_the_banner_suggests_the_secret_given_or_a_placeholder() -> None:
+    url = "http://127.0.0.1:9000/"
+    given = banner(url, "it's mine")
+    assert given[2].endswith(""" --secret 'it'"'"'s mine'""")  # quoted for the shell
+    assert not any("YOUR_SECRET" in line or "not verified" in line for line in given)
+    without = banner(url, None)
+    assert without[2].endswith(" --secret YOUR_SECRET")
+    assert "restart this with --secret" in without[1]
+    assert "no --secret: signatures are not verified" in without

@@ -29,6 +29,7 @@ from edgesense.delivery.service import DeliveryService
 from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
+from edgesense.listen import ensure_free
 from edgesense.message_limits import DELIVERY_MAX_RECEIVE
 from edgesense.metrics_http import MetricsServer
 from edgesense.paging import PageTokens
@@ -163,6 +164,7 @@ async def _maintain(outbox: Outbox, acceptor: Acceptor, settings: Settings) -> N
 async def start_delivery(settings: Settings, addr: str | None = None) -> RunningDelivery:
     """Migrate, connect to the registry, and start serving and sending."""
     auth = Authenticator(settings.require_api_keys(), settings.service_token())
+    ensure_free(addr or settings.delivery_addr)  # before the senders and the link start
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine, "delivery")
@@ -229,14 +231,20 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
 
 
 async def run_delivery(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    delivery = await start_delivery(settings)
+    # Metrics first: a taken metrics address stops the start before the
+    # database, the senders and the registry link were opened.
     metrics_server = await MetricsServer.start(settings.metrics_addr("delivery"))
-    log.info(
-        "delivery listening on %s (metrics on %s)", settings.delivery_addr, metrics_server.address
-    )
     try:
-        await wait_for_signal(stop)
+        delivery = await start_delivery(settings)
+        log.info(
+            "delivery listening on %s (metrics on %s)",
+            settings.delivery_addr,
+            metrics_server.address,
+        )
+        try:
+            await wait_for_signal(stop)
+        finally:
+            log.info("delivery stopping")
+            await delivery.stop()
     finally:
-        log.info("delivery stopping")
-        await delivery.stop()
         await metrics_server.stop()

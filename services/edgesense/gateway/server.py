@@ -12,8 +12,8 @@ then finishes in-flight requests first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +31,8 @@ from edgesense.gateway.metrics import GatewayMetrics
 from edgesense.gateway.router import Router
 from edgesense.gateway.rules import load_routes
 from edgesense.gateway.transcode import MAX_BODY_BYTES
+from edgesense.listen import cannot_listen, join_address
+from edgesense.runtime import stop_on_signals
 from edgesense.tls import GrpcTls
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,9 @@ async def start_gateway(
         # Our own listener instead of web.TCPSite, so every connection goes
         # through the guard; aiohttp still tracks and drains them on cleanup.
         listener = await asyncio.get_running_loop().create_server(guard.protocol, host, port)
+    except OSError as exc:
+        await runner.cleanup()
+        raise cannot_listen(join_address(host, port), exc) from exc
     except BaseException:
         await runner.cleanup()
         raise
@@ -172,13 +177,8 @@ async def run_gateway(
     `on_started` learns the bound address (useful with port 0).
     """
     host, port = parse_address(settings.http_addr)
-    loop = asyncio.get_running_loop()
-    handle_signals = stop is None
-    stop_event = asyncio.Event() if stop is None else stop
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_event.set)
-    try:
+    stop_event = stop or asyncio.Event()
+    with stop_on_signals(stop_event) if stop is None else contextlib.nullcontext():
         running = await start_gateway(
             default_backends(settings),
             host,
@@ -199,10 +199,6 @@ async def run_gateway(
         finally:
             log.info("gateway stopping")
             await running.stop()
-    finally:
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
 
 
 def http_limits(settings: Settings) -> HttpLimits:

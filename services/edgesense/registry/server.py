@@ -71,12 +71,18 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
 
 
 async def run_registry(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    registry = await start_registry(settings)
+    # Metrics first: a taken metrics address stops the start before anything
+    # else was opened (nothing half-started to clean up).
     metrics = await MetricsServer.start(settings.metrics_addr("registry"))
-    log.info("registry listening on %s (metrics on %s)", settings.registry_addr, metrics.address)
     try:
-        await wait_for_signal(stop)
+        registry = await start_registry(settings)
+        log.info(
+            "registry listening on %s (metrics on %s)", settings.registry_addr, metrics.address
+        )
+        try:
+            await wait_for_signal(stop)
+        finally:
+            log.info("registry stopping")
+            await registry.stop()
     finally:
-        log.info("registry stopping")
-        await registry.stop()
         await metrics.stop()

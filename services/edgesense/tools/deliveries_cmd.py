@@ -1,8 +1,10 @@
 """`edgesense deliveries list|redeliver`: a webhook's attempt log, and resending.
 
 `list` follows nextPageToken until `--limit` deliveries (0: all) are shown;
-with `--json` it prints `{"deliveries": [...], "nextPageToken": ...}`, the
-token being where a later page would start ("" when there is none).
+when more are left it says so on stderr (stdout stays a table), with the
+options that show them. With `--json` it prints `{"deliveries": [...],
+"nextPageToken": ...}`, the token being where a later page would start (""
+when there is none).
 `redeliver` prints the delivery it queued again, with its attempts so far.
 """
 
@@ -13,7 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgesense.tools.api_client import JsonObject
-from edgesense.tools.output import column, details, emit, emit_json, say_empty, table
+from edgesense.tools.output import (
+    column,
+    details,
+    emit,
+    emit_json,
+    say_empty,
+    say_more,
+    table,
+)
 from edgesense.tools.webhooks_cmd import client
 
 
@@ -64,6 +74,8 @@ def list_deliveries(args: argparse.Namespace) -> int:
         emit_json({"deliveries": found, "nextPageToken": next_token})
     elif found:
         emit(table(found, DELIVERY_COLUMNS))
+        if next_token:
+            say_more(f"showing the newest {len(found)}")
     else:
         say_empty("deliveries" + (f" with status {args.status}" if args.status else ""))
     return 0

@@ -74,3 +74,8 @@ def emit_json(body: object, out: TextIO | None = None) -> None:
 def say_empty(what: str) -> None:
     """A note on stderr, so that stdout stays a table (of headers only)."""
     print(f"no {what}", file=sys.stderr, flush=True)
+
+
+def say_more(shown: str) -> None:
+    """A note on stderr that a listing stopped at `--limit` with more left."""
+    print(f"{shown}; there are more: --limit N shows N, --limit 0 all", file=sys.stderr, flush=True)

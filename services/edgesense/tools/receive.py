@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import random
+import shlex
 import signal
 import sys
 import threading
@@ -144,16 +145,19 @@ class WebhookReceiver:
 
 
 def banner(url: str, secret: str | None) -> list[str]:
-    """What to do next; the secret itself is not echoed."""
+    """What to do next: the register command to copy, with the secret given to
+    `--secret` (as `stripe listen` prints its signing secret: the user typed it
+    on this terminal), or a placeholder to replace in both commands."""
+    given = secret is not None
     lines = [
         f"listening on {url}",
-        "register it with (the same secret as --secret here):",
+        "register it with:" if given else "register it with (and restart this with --secret S):",
         f"  edgesense webhooks register --url {url} --events device.data,device.alert "
-        "--secret YOUR_SECRET",
+        f"--secret {shlex.quote(secret) if secret is not None else 'YOUR_SECRET'}",
         "http:// and loopback targets need dev mode (`edgesense up --dev`, or "
         "EDGESENSE_ALLOW_INSECURE_URLS=1 and EDGESENSE_ALLOW_PRIVATE_NETWORKS=1)",
     ]
-    if secret is None:
+    if not given:
         lines.append("no --secret: signatures are not verified")
     return [*lines, "Ctrl-C stops it."]
 
