@@ -25,8 +25,11 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from edgesense.errors import EdgesenseError, InvalidArgument
+from edgesense.log_throttle import ThrottledLog
 
 log = logging.getLogger(__name__)
+# A bug that every call runs into logs one traceback, then a line a minute.
+_internal_errors = ThrottledLog(log)
 
 GRPC_REQUESTS = Counter("edgesense_grpc_requests_total", "gRPC calls handled", ["method", "code"])
 GRPC_LATENCY = Histogram(
@@ -76,9 +79,9 @@ async def _guard(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> As
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise
-    except Exception:
+    except Exception as exc:
         code = grpc.StatusCode.INTERNAL
-        log.exception("unexpected error in %s", method)
+        _internal_errors.exception((method, type(exc)), "unexpected error in %s", method)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     finally:
         _record(method, started, code)
