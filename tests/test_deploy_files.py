@@ -612,6 +612,18 @@ def test_k8s_bridges_have_stable_client_ids_of_their_own(manifests: list[dict[st
     assert env["EDGESENSE_MQTT_SHARED_GROUP"]
 
 
+def test_the_bridges_shared_group_is_a_secret(
+    compose: dict[str, Any], manifests: list[dict[str, Any]]
+) -> None:
+    # Anyone who knows the name can join the group (see the ACL test below).
+    for name in by_kind(compose)["bridge"]:
+        group = environment(services_of(compose)[name])["EDGESENSE_MQTT_SHARED_GROUP"]
+        assert group.startswith("${EDGESENSE_MQTT_SHARED_GROUP:?"), f"{name}: {group!r}"
+    env = effective_env(manifests, container(manifests, "bridge"))
+    reference = {"secretKeyRef": {"name": K8S_SECRET, "key": "EDGESENSE_MQTT_SHARED_GROUP"}}
+    assert env["EDGESENSE_MQTT_SHARED_GROUP"] == reference
+
+
 # ---------------------------------------------------------------- Mosquitto
 
 
@@ -984,6 +996,38 @@ def test_a_gateway_receives_its_own_config_and_nobody_elses_events(
     assert not bridge.publish(own).is_failure
 
     assert gateway.received_until(own) == [own]
+
+
+def test_a_gateway_joining_shared_groups_takes_nothing_from_the_bridges(
+    broker: Broker, clients: list[Client], compose: dict[str, Any]
+) -> None:
+    # Mosquitto lets any client subscribe, $share included, and drops a message
+    # it hands a group member that may not read it: a gateway in the bridges'
+    # group would make a share of every project's events vanish. The deploy
+    # files keep the group's name secret; a gateway can only guess.
+    [bridge_service, *_] = by_kind(compose)["bridge"]
+    configured = environment(services_of(compose)[bridge_service])["EDGESENSE_MQTT_SHARED_GROUP"]
+    group = f"g{uuid.uuid4().hex}" if configured.startswith("${") else configured
+    guesses = {"edgesense", "edgesense-bridge", "bridge", "bridges", BRIDGE_USER}
+    guesses |= {v for v in re.findall(r"\$share/([^/\s]+)/", deploy_text()) if "{" not in v}
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    bridge = connected(broker, clients, BRIDGE_USER)
+    bridge.subscribe(f"$share/{group}/edgesense/#")
+    thief = connected(broker, clients, "acme/gw-2")
+    for guess in sorted(guesses):
+        thief.subscribe(f"$share/{guess}/edgesense/#")
+    gateway = connected(broker, clients, "acme/gw-1")
+    sent = [f"edgesense/acme/gw-1/{device}-{n}/data" for n in range(20)]
+    for topic in sent:
+        assert not gateway.publish(topic).is_failure
+
+    assert bridge.received_until(sent[-1]) == sent
+
+
+def deploy_text() -> str:
+    """Every text file under deploy/ (where a group name could be written down)."""
+    files = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix not in (".binpb", ".pb")]
+    return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
 
 
 def test_anonymous_clients_are_refused(broker: Broker, clients: list[Client]) -> None:
