@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -826,11 +826,12 @@ class Client:
         password: str | None = None,
         *,
         will_topic: str | None = None,
+        protocol: MQTTProtocolVersion = paho.MQTTv5,
     ) -> None:
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"test-{uuid.uuid4().hex[:12]}",
-            protocol=paho.MQTTv5,
+            protocol=protocol,
             reconnect_on_failure=False,
         )
         if username is not None:
@@ -933,9 +934,14 @@ def clients(broker: Broker) -> Iterator[list[Client]]:
 
 
 def connected(
-    broker: Broker, clients: list[Client], user: str, *, will_topic: str | None = None
+    broker: Broker,
+    clients: list[Client],
+    user: str,
+    *,
+    will_topic: str | None = None,
+    protocol: MQTTProtocolVersion = paho.MQTTv5,
 ) -> Client:
-    client = Client(broker, user, PASSWORDS[user], will_topic=will_topic)
+    client = Client(broker, user, PASSWORDS[user], will_topic=will_topic, protocol=protocol)
     clients.append(client)
     reason = client.connect()
     assert not reason.is_failure, f"{user} could not connect: {reason}"
@@ -963,6 +969,26 @@ def test_a_gateway_publishes_only_under_its_own_project_and_id(
 
     # In order from one publisher: the denied ones would have come before the marker.
     assert bridge.received_until(marker) == [own, marker]
+
+
+def test_an_mqtt_3_gateway_is_acknowledged_but_publishes_nothing_for_others(
+    broker: Broker, clients: list[Client]
+) -> None:
+    # MQTT 3.1.1 has no reason code: the PUBACK says nothing, the message goes nowhere.
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    bridge = connected(broker, clients, BRIDGE_USER)
+    bridge.subscribe("edgesense/#")
+    gateway = connected(broker, clients, "acme/gw-1", protocol=paho.MQTTv311)
+    for topic in (
+        f"edgesense/globex/gw-1/{device}/data",
+        f"edgesense/acme/gw-2/{device}/alert",
+        f"edgesense/acme/gw-2/{device}/config/set",
+    ):
+        assert not gateway.publish(topic).is_failure
+    own = f"edgesense/acme/gw-1/{device}/data"
+    assert not gateway.publish(own).is_failure
+
+    assert bridge.received_until(own) == [own]
 
 
 def test_a_gateway_cannot_leave_a_last_will_for_another(
