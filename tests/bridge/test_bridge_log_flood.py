@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -41,44 +42,54 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [line for r in records for line in handler.format(r).splitlines()]
 
 
-async def flood_and_check_acknowledged(
-    settings: Settings,
-    delivery: FakeDelivery,
-    gateway: Gateway,
-    prefix: str,
-    reason: str,
-    mosquitto: Mosquitto,
-) -> None:
-    """Publish the flood; all of it rejected with `reason`, nothing comes back
-    on the resumed session (so every message was acknowledged)."""
-    options = bridge_options(mosquitto.url, prefix)
-    rejected, received = sample(REJECTED, reason=reason), sample(RECEIVED)
-    async with running_bridge(settings, delivery, options) as bridge:
-        await gateway.publish(flood(prefix), pause_every=500)
-        await eventually(
-            lambda: sample(REJECTED, reason=reason) - rejected == FLOOD, 30, "every rejection"
+@dataclass
+class FloodRig:
+    """A real bridge's surroundings: broker, gateway, the recording delivery."""
+
+    settings: Settings
+    delivery: FakeDelivery
+    gateway: Gateway
+    prefix: str
+    mosquitto: Mosquitto
+
+    async def flood_and_check_acknowledged(self, reason: str) -> None:
+        """Publish the flood to a bridge; all of it rejected with `reason`, and
+        nothing comes back on the resumed session (every message was acknowledged)."""
+        settings, delivery, gateway, prefix = (
+            self.settings,
+            self.delivery,
+            self.gateway,
+            self.prefix,
         )
-        assert len(bridge.forwarder.outbox) == 0
-    async with running_bridge(settings, delivery, options):
-        await gateway.publish([(f"{prefix}/{PROJECT}/gw/dev-0/data", b'{"good": 1}', None)])
-        await delivery.wait_for(lambda: len(delivery.stored) == 1, what="the good message")
-    assert sample(RECEIVED) - received == FLOOD + 1, "a message came again: it was not acked"
-    assert sample(REJECTED, reason=reason) - rejected == FLOOD
+        options = bridge_options(self.mosquitto.url, prefix)
+        rejected, received = sample(REJECTED, reason=reason), sample(RECEIVED)
+        async with running_bridge(settings, delivery, options) as bridge:
+            await gateway.publish(flood(prefix), pause_every=500)
+            await eventually(
+                lambda: sample(REJECTED, reason=reason) - rejected == FLOOD, 30, "every rejection"
+            )
+            assert len(bridge.forwarder.outbox) == 0
+        async with running_bridge(settings, delivery, options):
+            await gateway.publish([(f"{prefix}/{PROJECT}/gw/dev-0/data", b'{"good": 1}', None)])
+            await delivery.wait_for(lambda: len(delivery.stored) == 1, what="the good message")
+        assert sample(RECEIVED) - received == FLOOD + 1, "a message came again: it was not acked"
+        assert sample(REJECTED, reason=reason) - rejected == FLOOD
+
+
+@pytest.fixture
+def rig(
+    mosquitto: Mosquitto, gateway: Gateway, delivery: FakeDelivery, settings: Settings, prefix: str
+) -> FloodRig:
+    return FloodRig(settings, delivery, gateway, prefix, mosquitto)
 
 
 async def test_a_flood_of_unrepresentable_timestamps_is_rejected_with_a_short_log(
-    mosquitto: Mosquitto,
-    gateway: Gateway,
-    delivery: FakeDelivery,
-    settings: Settings,
-    prefix: str,
-    caplog: pytest.LogCaptureFixture,
+    rig: FloodRig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="edgesense_bridge")
     internal = sample(REJECTED, reason="internal_error")
-    await flood_and_check_acknowledged(
-        settings, delivery, gateway, prefix, "bad_timestamp", mosquitto
-    )
+    await rig.flood_and_check_acknowledged("bad_timestamp")
+    prefix = rig.prefix
     assert sample(REJECTED, reason="internal_error") == internal
     lines = log_lines(caplog)
     assert len(lines) <= LOG_BUDGET, "\n".join(lines)
@@ -89,13 +100,7 @@ async def test_a_flood_of_unrepresentable_timestamps_is_rejected_with_a_short_lo
 
 
 async def test_a_flood_that_hits_a_bug_logs_one_traceback(
-    mosquitto: Mosquitto,
-    gateway: Gateway,
-    delivery: FakeDelivery,
-    settings: Settings,
-    prefix: str,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: FloodRig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flooded: set[bytes] = set()
     real = parsing.parse_message
@@ -108,9 +113,7 @@ async def test_a_flood_that_hits_a_bug_logs_one_traceback(
 
     monkeypatch.setattr(intake_module, "parse_message", parse)
     caplog.set_level(logging.WARNING, logger="edgesense_bridge")
-    await flood_and_check_acknowledged(
-        settings, delivery, gateway, prefix, "internal_error", mosquitto
-    )
+    await rig.flood_and_check_acknowledged("internal_error")
     assert len(flooded) == DEVICES
     lines = log_lines(caplog)
     assert sum("Traceback" in line for line in lines) == 1

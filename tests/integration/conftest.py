@@ -15,6 +15,7 @@ from edgesense.gateway.server import RunningGateway, start_gateway
 from edgesense.registry.server import RunningRegistry, start_registry
 from tests.conftest import key_of
 from tests.integration.cluster import Cluster
+from tests.integration.receivers import Receiver
 
 
 @dataclass
@@ -47,6 +48,15 @@ async def api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api
     finally:
         await gateway.stop()
         await registry.stop(0)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on a free port that answers 200."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
 
 
 @pytest.fixture

@@ -43,14 +43,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 15.0
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()

@@ -13,6 +13,7 @@ import json
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -48,14 +49,6 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
 async def processes(tmp_path: Path, database_url: str) -> AsyncIterator[Processes]:
     """Killed before `database_url`'s database is dropped (it depends on it)."""
     running = Processes(tmp_path)
@@ -69,15 +62,25 @@ def devices_received(receiver: Receiver) -> Counter[str]:
     return Counter(json.loads(r.body)["deviceId"] for r in receiver.received)
 
 
-async def start_cluster(
+@dataclass(frozen=True)
+class Bridged:
+    bridge: ServiceProcess
+    delivery: ServiceProcess
+    webhook_id: str
+    prefix: str
+
+
+@pytest.fixture
+async def bridged(
     processes: Processes,
-    env: dict[str, str],
+    cluster_env: dict[str, str],
     api_keys: dict[str, str],
     receiver: Receiver,
     broker: Mosquitto,
-    prefix: str,
-) -> tuple[ServiceProcess, ServiceProcess, str]:
+) -> Bridged:
     """Registry, delivery routing to a webhook of project-a, and a bridge that forwards."""
+    prefix = f"dedupe{secrets.token_hex(4)}"
+    env = cluster_env
     registry = await processes.start("registry", env)
     webhook_id = await register_webhook(registry, key_of(api_keys, "project-a"), receiver.url)
     env = {**env, "EDGESENSE_REGISTRY_ADDR": registry.address}
@@ -104,7 +107,7 @@ async def start_cluster(
         await eventually(probe_arrived, SECONDS, "a probe through the bridge", interval=0.2)
     finally:
         probe.close()
-    return bridge, delivery, webhook_id
+    return Bridged(bridge, delivery, webhook_id, prefix)
 
 
 async def stored_deliveries(
@@ -121,15 +124,13 @@ async def stored_deliveries(
 
 
 async def test_a_message_published_again_with_its_event_id_is_delivered_once(
-    processes: Processes,
-    cluster_env: dict[str, str],
-    api_keys: dict[str, str],
-    receiver: Receiver,
-    broker: Mosquitto,
+    bridged: Bridged, api_keys: dict[str, str], receiver: Receiver, broker: Mosquitto
 ) -> None:
-    prefix = f"dedupe{secrets.token_hex(4)}"
-    bridge, delivery, webhook_id = await start_cluster(
-        processes, cluster_env, api_keys, receiver, broker, prefix
+    bridge, delivery, webhook_id, prefix = (
+        bridged.bridge,
+        bridged.delivery,
+        bridged.webhook_id,
+        bridged.prefix,
     )
     forwarded_before = await bridge.metric("edgesense_bridge_events_forwarded_total")
     topic = f"{prefix}/project-a/gw-1/{{}}/data"

@@ -5,7 +5,7 @@ service carry on."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -17,14 +17,6 @@ from tests.integration.receivers import Receiver
 # Protobuf's Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 FIRST_SECOND = -62_135_596_800
 LAST_SECOND = 253_402_300_799
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def set_seconds(field: str, seconds: int, nanos: int = 0) -> Callable[[events_pb2.Event], None]:
