@@ -1,10 +1,12 @@
 """The MQTT 5 user property `event-id`, end to end: a real Mosquitto, the
 registry, delivery and bridge as processes, a real receiver.
 
-A gateway that did not get its PUBACK publishes the message again (and a
-broker that lost its acknowledgement state sends it again): with the same
-`event-id` that is one event and one delivery; without one, each copy is an
-event of its own, which receivers cannot tell apart.
+A gateway that did not get its PUBACK publishes the message again, and the
+broker sends a message again when the bridge is killed after delivery stored
+it but before the PUBACK (the confirmation held back by a `Valve` between
+bridge and delivery): with the same `event-id` that is one event and one
+delivery; without one, each copy is an event of its own, which receivers
+cannot tell apart.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.integration.processes import (
     wait_routed,
 )
 from tests.integration.receivers import Receiver
+from tests.integration.valve import Valve
 
 pytestmark = pytest.mark.mosquitto
 SECONDS = 30.0
@@ -64,10 +67,22 @@ def devices_received(receiver: Receiver) -> Counter[str]:
 
 @dataclass(frozen=True)
 class Bridged:
+    """The running cluster; the bridge reaches delivery through `valve`."""
+
     bridge: ServiceProcess
     delivery: ServiceProcess
     webhook_id: str
     prefix: str
+    valve: Valve
+    bridge_env: dict[str, str]
+
+
+@pytest.fixture
+async def valve() -> AsyncIterator[Valve]:
+    """Set up by `bridged` (it needs delivery's port); closed after the test."""
+    holder = Valve("127.0.0.1", 0)
+    yield holder
+    await holder.close()
 
 
 @pytest.fixture
@@ -77,6 +92,7 @@ async def bridged(
     api_keys: dict[str, str],
     receiver: Receiver,
     broker: Mosquitto,
+    valve: Valve,
 ) -> Bridged:
     """Registry, delivery routing to a webhook of project-a, and a bridge that forwards."""
     prefix = f"dedupe{secrets.token_hex(4)}"
@@ -86,9 +102,11 @@ async def bridged(
     env = {**env, "EDGESENSE_REGISTRY_ADDR": registry.address}
     delivery = await processes.start("delivery", env)
     await wait_routed(delivery, Settings.from_env(env).service_token(), receiver, webhook_id)
+    valve.target = ("127.0.0.1", delivery.port)
+    await valve.start()
     bridge_env = {
         **env,
-        "EDGESENSE_DELIVERY_ADDR": delivery.address,
+        "EDGESENSE_DELIVERY_ADDR": valve.address,
         "EDGESENSE_MQTT_URL": broker.url,
         "EDGESENSE_MQTT_TOPIC_PREFIX": prefix,
         "EDGESENSE_MQTT_CLIENT_ID": f"bridge-{secrets.token_hex(4)}",
@@ -107,7 +125,7 @@ async def bridged(
         await eventually(probe_arrived, SECONDS, "a probe through the bridge", interval=0.2)
     finally:
         probe.close()
-    return Bridged(bridge, delivery, webhook_id, prefix)
+    return Bridged(bridge, delivery, webhook_id, prefix, valve, bridge_env)
 
 
 async def stored_deliveries(
@@ -165,3 +183,47 @@ async def test_a_message_published_again_with_its_event_id_is_delivered_once(
     bodies = [json.loads(r.body) for r in receiver.received]
     assert [b["deviceId"] for b in bodies].count("named") == 1
     assert len({b["eventId"] for b in bodies if b["deviceId"] == "unnamed"}) == 2
+
+
+@pytest.mark.parametrize(("event_id", "deliveries"), [("r-7", 1), (None, 2)])
+async def test_a_message_the_broker_sends_again_after_a_kill_is_delivered_once_with_its_event_id(
+    bridged: Bridged,
+    processes: Processes,
+    api_keys: dict[str, str],
+    receiver: Receiver,
+    broker: Mosquitto,
+    event_id: str | None,
+    deliveries: int,
+) -> None:
+    # Delivery stores the event and confirms it, the confirmation is lost on
+    # the way, the bridge is killed before its PUBACK: the broker sends the
+    # message again to the bridge that takes over the session.
+    bridged.valve.hold_replies()
+    device = f"crash-{secrets.token_hex(3)}"
+    message = (
+        f"{bridged.prefix}/project-a/gw-1/{device}/data",
+        b'{"temperature": 75.3}',
+        message_properties(None, event_id),
+    )
+    gateway = Gateway(broker.port, f"gw-1-{secrets.token_hex(3)}")
+    try:
+        await gateway.publish([message])
+    finally:
+        gateway.close()
+    await poll(lambda: devices_received(receiver)[device] == 1, SECONDS, "the first copy")
+    bridged.bridge.kill()
+    await bridged.bridge.wait_exit()
+    duplicates = await bridged.delivery.metric("edgesense_events_duplicate_total")
+    bridge = await processes.start("bridge", bridged.bridge_env)
+
+    async def resent() -> bool:
+        # The resumed session brings the message again, to be confirmed this time.
+        return await bridge.metric("edgesense_bridge_events_forwarded_total") >= 1
+
+    await eventually(resent, SECONDS, "the broker's second copy through the new bridge")
+    api_key = key_of(api_keys, "project-a")
+    stored = await stored_deliveries(bridged.delivery, api_key, bridged.webhook_id)
+    assert stored[device] == deliveries
+    duplicated = await bridged.delivery.metric("edgesense_events_duplicate_total") - duplicates
+    assert duplicated == (1 if event_id else 0)
+    await poll(lambda: devices_received(receiver)[device] == deliveries, SECONDS, "deliveries")
