@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -637,6 +637,18 @@ def test_k8s_bridges_have_stable_client_ids_of_their_own(manifests: list[dict[st
     assert env["EDGESENSE_MQTT_SHARED_GROUP"]
 
 
+def test_the_bridges_shared_group_is_a_secret(
+    compose: dict[str, Any], manifests: list[dict[str, Any]]
+) -> None:
+    # Anyone who knows the name can join the group (see the ACL test below).
+    for name in by_kind(compose)["bridge"]:
+        group = environment(services_of(compose)[name])["EDGESENSE_MQTT_SHARED_GROUP"]
+        assert group.startswith("${EDGESENSE_MQTT_SHARED_GROUP:?"), f"{name}: {group!r}"
+    env = effective_env(manifests, container(manifests, "bridge"))
+    reference = {"secretKeyRef": {"name": K8S_SECRET, "key": "EDGESENSE_MQTT_SHARED_GROUP"}}
+    assert env["EDGESENSE_MQTT_SHARED_GROUP"] == reference
+
+
 # ---------------------------------------------------------------- Mosquitto
 
 
@@ -839,11 +851,12 @@ class Client:
         password: str | None = None,
         *,
         will_topic: str | None = None,
+        protocol: MQTTProtocolVersion = paho.MQTTv5,
     ) -> None:
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"test-{uuid.uuid4().hex[:12]}",
-            protocol=paho.MQTTv5,
+            protocol=protocol,
             reconnect_on_failure=False,
         )
         if username is not None:
@@ -946,9 +959,14 @@ def clients(broker: Broker) -> Iterator[list[Client]]:
 
 
 def connected(
-    broker: Broker, clients: list[Client], user: str, *, will_topic: str | None = None
+    broker: Broker,
+    clients: list[Client],
+    user: str,
+    *,
+    will_topic: str | None = None,
+    protocol: MQTTProtocolVersion = paho.MQTTv5,
 ) -> Client:
-    client = Client(broker, user, PASSWORDS[user], will_topic=will_topic)
+    client = Client(broker, user, PASSWORDS[user], will_topic=will_topic, protocol=protocol)
     clients.append(client)
     reason = client.connect()
     assert not reason.is_failure, f"{user} could not connect: {reason}"
@@ -976,6 +994,26 @@ def test_a_gateway_publishes_only_under_its_own_project_and_id(
 
     # In order from one publisher: the denied ones would have come before the marker.
     assert bridge.received_until(marker) == [own, marker]
+
+
+def test_an_mqtt_3_gateway_is_acknowledged_but_publishes_nothing_for_others(
+    broker: Broker, clients: list[Client]
+) -> None:
+    # MQTT 3.1.1 has no reason code: the PUBACK says nothing, the message goes nowhere.
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    bridge = connected(broker, clients, BRIDGE_USER)
+    bridge.subscribe("edgesense/#")
+    gateway = connected(broker, clients, "acme/gw-1", protocol=paho.MQTTv311)
+    for topic in (
+        f"edgesense/globex/gw-1/{device}/data",
+        f"edgesense/acme/gw-2/{device}/alert",
+        f"edgesense/acme/gw-2/{device}/config/set",
+    ):
+        assert not gateway.publish(topic).is_failure
+    own = f"edgesense/acme/gw-1/{device}/data"
+    assert not gateway.publish(own).is_failure
+
+    assert bridge.received_until(own) == [own]
 
 
 def test_a_gateway_cannot_leave_a_last_will_for_another(
@@ -1009,6 +1047,38 @@ def test_a_gateway_receives_its_own_config_and_nobody_elses_events(
     assert not bridge.publish(own).is_failure
 
     assert gateway.received_until(own) == [own]
+
+
+def test_a_gateway_joining_shared_groups_takes_nothing_from_the_bridges(
+    broker: Broker, clients: list[Client], compose: dict[str, Any]
+) -> None:
+    # Mosquitto lets any client subscribe, $share included, and drops a message
+    # it hands a group member that may not read it: a gateway in the bridges'
+    # group would make a share of every project's events vanish. The deploy
+    # files keep the group's name secret; a gateway can only guess.
+    [bridge_service, *_] = by_kind(compose)["bridge"]
+    configured = environment(services_of(compose)[bridge_service])["EDGESENSE_MQTT_SHARED_GROUP"]
+    group = f"g{uuid.uuid4().hex}" if configured.startswith("${") else configured
+    guesses = {"edgesense", "edgesense-bridge", "bridge", "bridges", BRIDGE_USER}
+    guesses |= {v for v in re.findall(r"\$share/([^/\s]+)/", deploy_text()) if "{" not in v}
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    bridge = connected(broker, clients, BRIDGE_USER)
+    bridge.subscribe(f"$share/{group}/edgesense/#")
+    thief = connected(broker, clients, "acme/gw-2")
+    for guess in sorted(guesses):
+        thief.subscribe(f"$share/{guess}/edgesense/#")
+    gateway = connected(broker, clients, "acme/gw-1")
+    sent = [f"edgesense/acme/gw-1/{device}-{n}/data" for n in range(20)]
+    for topic in sent:
+        assert not gateway.publish(topic).is_failure
+
+    assert bridge.received_until(sent[-1]) == sent
+
+
+def deploy_text() -> str:
+    """Every text file under deploy/ (where a group name could be written down)."""
+    files = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix not in (".binpb", ".pb")]
+    return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
 
 
 def test_anonymous_clients_are_refused(broker: Broker, clients: list[Client]) -> None:

@@ -3,8 +3,10 @@
 - A good message becomes an `Item` for the forwarder and is acknowledged
   (PUBACK) only when delivery confirms its batch (`on_confirmed`).
 - A malformed one is counted by reason, logged (once per reason and topic in
-  `LOG_INTERVAL_SECONDS`, so a broken gateway cannot flood the log) and
-  acknowledged at once, so that the broker does not resend it forever.
+  `LOG_INTERVAL_SECONDS`, at most `LOG_BUDGET` lines a minute: see
+  `edgesense.log_throttle`) and acknowledged at once, so that the broker does
+  not resend it forever. A bug in parsing is a rejection too (`internal_error`),
+  its traceback logged once per exception type and interval.
 - The bridge holds at most `max_in_flight` unacknowledged messages: beyond
   that it stops reading from the broker until confirmations bring it down.
 
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from typing import Final
 
+from edgesense.log_throttle import LogThrottle, ThrottledLog
 from edgesense_bridge import metrics
 from edgesense_bridge.batching import Batch, Item
 from edgesense_bridge.forwarder import Forwarder
@@ -30,28 +32,11 @@ from edgesense_bridge.parsing import Accepted, Outcome, ParseRules, Rejected, pa
 
 log = logging.getLogger(__name__)
 
+# A rejection is logged once per reason and topic in this interval, and the
+# log takes at most LOG_BUDGET lines a minute of rejections (and as many of
+# internal errors): a broken gateway, or a thousand, cannot flood it.
 LOG_INTERVAL_SECONDS: Final = 600.0
-LOG_MEMORY: Final = 4096
-
-
-class RejectionLog:
-    """Whether to log a rejection: once per (reason, topic) per interval, bounded memory."""
-
-    def __init__(self, interval: float = LOG_INTERVAL_SECONDS, capacity: int = LOG_MEMORY) -> None:
-        self._interval = interval
-        self._capacity = capacity
-        self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def should_log(self, reason: str, topic: str, now: float) -> bool:
-        key = (reason, topic)
-        last = self._logged.get(key)
-        if last is not None and now - last < self._interval:
-            return False
-        self._logged[key] = now
-        self._logged.move_to_end(key)
-        while len(self._logged) > self._capacity:
-            self._logged.popitem(last=False)
-        return True
+LOG_BUDGET: Final = 20
 
 
 class Intake:
@@ -68,7 +53,8 @@ class Intake:
         self._acker = acker
         self._max_in_flight = max_in_flight
         self._resume_at = max_in_flight * 3 // 4
-        self._rejections = RejectionLog()
+        self._rejections = ThrottledLog(log, LogThrottle(LOG_INTERVAL_SECONDS, LOG_BUDGET))
+        self._internal_errors = ThrottledLog(log, LogThrottle(budget=LOG_BUDGET))
         # Confirmed, but the connection was gone before the PUBACK: mid -> (fingerprint, id).
         self._unacked: dict[int, tuple[int, str]] = {}
         # Expected resends on the current connection: mid -> (fingerprint, event id).
@@ -102,7 +88,7 @@ class Intake:
         try:
             outcome: Outcome = parse_message(raw, self._rules, event_id)
         except Exception as exc:  # a parser bug must not turn one message into a crash loop
-            log.exception("bridge: parsing a message failed")
+            self._internal_errors.exception(type(exc).__name__, "bridge: parsing a message failed")
             outcome = Rejected("internal_error", repr(exc), repr(raw.topic[:200]))
         if isinstance(outcome, Accepted):
             item = Item(outcome.event, message.receipt, time.monotonic(), fingerprint, outcome.size)
@@ -111,13 +97,13 @@ class Intake:
             return
         if isinstance(outcome, Rejected):
             metrics.REJECTED.labels(outcome.reason).inc()
-            if self._rejections.should_log(outcome.reason, outcome.topic, time.monotonic()):
-                log.warning(
-                    "rejected MQTT message on %s: %s (%s)",
-                    outcome.topic,
-                    outcome.reason,
-                    outcome.detail,
-                )
+            self._rejections.warning(
+                (outcome.reason, outcome.topic),
+                "rejected MQTT message on %s: %s (%s)",
+                outcome.topic,
+                outcome.reason,
+                outcome.detail,
+            )
         else:
             metrics.IGNORED.labels(outcome.reason).inc()
         self._acker.ack(message.receipt)

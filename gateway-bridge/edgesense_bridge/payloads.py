@@ -4,7 +4,8 @@ A payload is one of:
 - JSON: an object (`data`, `alert`, `config`; for `status` an object with a
   `"status"` field), or for `status` the bare strings `online` / `offline`;
 - the envelope `{"timestamp": RFC 3339, "payload": …}` around any of those,
-  whose timestamp becomes the event's;
+  whose timestamp becomes the event's (it must lie within the years 1 to
+  9999 once converted to UTC, the range of protobuf's Timestamp);
 - protobuf (MQTT 5 content type `application/x-protobuf`): the kind's message
   (Readings, Alert, DeviceStatus, Configuration) serialized.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -30,6 +32,11 @@ from edgesense.v1 import events_pb2
 PROTOBUF_CONTENT_TYPE: Final = "application/x-protobuf"
 MAX_DEPTH: Final = 20
 ENVELOPE_KEYS: Final = frozenset({"timestamp", "payload"})
+# RFC 3339 date-time's grammar, to tell a malformed timestamp from one that is
+# well formed but names no representable time.
+RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 STATES: Final = {
     "online": events_pb2.DeviceStatus.STATE_ONLINE,
     "offline": events_pb2.DeviceStatus.STATE_OFFLINE,
@@ -106,12 +113,22 @@ def _rfc3339(value: object) -> timestamp_pb2.Timestamp:
         raise PayloadError("bad_envelope", problem)
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None or "T" not in value.upper():
+            raise ValueError(value)
+        stamp = timestamp_pb2.Timestamp()
+        # Raises OverflowError when the time leaves the years 1 to 9999 once
+        # converted to UTC (9999-12-31T23:59:59-01:00).
+        stamp.FromDatetime(moment)
+    except (ValueError, OverflowError):
+        if RFC3339.fullmatch(value):
+            # Well formed, but no time that datetime and protobuf's Timestamp can
+            # hold: year 0, month 13, an offset of 24 h, past 9999 in UTC...
+            raise PayloadError(
+                "bad_timestamp",
+                f"envelope timestamp {value[:40]!r} is out of range: a time from "
+                "0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z in UTC",
+            ) from None
         raise PayloadError("bad_envelope", f"{problem}, not {value[:40]!r}") from None
-    if moment.tzinfo is None or "T" not in value.upper():
-        raise PayloadError("bad_envelope", f"{problem}, not {value[:40]!r}")
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
     return stamp
 
 

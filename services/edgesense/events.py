@@ -22,3 +22,8 @@ KIND_TO_EVENT: Final = {
 
 # Project, gateway and device ids: the rule topic levels and registrations share.
 DEVICE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+# MQTT 5 user property naming an event (its value follows DEVICE_ID): the
+# bridge stores one event per gateway and name, so a gateway's retry or the
+# broker's redelivery of the same message makes no second event.
+EVENT_ID_PROPERTY: Final = "event-id"

@@ -32,10 +32,13 @@ from edgesense.errors import CannotListen, EdgesenseError, InvalidArgument
 from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
 from edgesense.listen import ensure_free
+from edgesense.log_throttle import ThrottledLog
 from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
 
 log = logging.getLogger(__name__)
+# A bug that every call runs into logs one traceback, then a line a minute.
+_internal_errors = ThrottledLog(log)
 
 GRPC_REQUESTS = Counter("edgesense_grpc_requests_total", "gRPC calls handled", ["method", "code"])
 GRPC_LATENCY = Histogram(
@@ -89,9 +92,9 @@ async def _guard(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> As
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise
-    except Exception:
+    except Exception as exc:
         code = grpc.StatusCode.INTERNAL
-        log.exception("unexpected error in %s", method)
+        _internal_errors.exception((method, type(exc)), "unexpected error in %s", method)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     finally:
         _record(method, started, code)

@@ -317,3 +317,38 @@ def test_prefix_with_levels() -> None:
     assert isinstance(outcome, Accepted)
     assert outcome.event.device_id == "d"
     assert TopicLayout("acme/edgesense").subscription("grp") == "$share/grp/acme/edgesense/#"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("9999-12-31T23:59:59-01:00", "bad_timestamp"),  # 10000-01-01T00:59:59Z in UTC
+        ("0001-01-01T00:00:00+01:00", "bad_timestamp"),  # 0000-12-31T23:00:00Z in UTC
+        ("0000-01-01T00:00:00Z", "bad_timestamp"),
+        ("2025-13-01T00:00:00Z", "bad_timestamp"),
+        ("2025-07-24T10:35:17+24:00", "bad_timestamp"),
+        ("2025-07-24T10:35:17+99:59", "bad_timestamp"),
+        ("10000-01-01T00:00:00Z", "bad_envelope"),  # not RFC 3339: a year has 4 digits
+    ],
+)
+def test_an_unrepresentable_envelope_timestamp_is_rejected(stamp: str, reason: str) -> None:
+    body = json.dumps({"timestamp": stamp, "payload": {"a": 1}}).encode()
+    outcome = parse(f"{PREFIX}/p/g/d/data", body, None)
+    assert isinstance(outcome, Rejected), outcome
+    assert outcome.reason == reason, outcome.detail
+    assert repr(stamp) in outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("stamp", "utc"),
+    [
+        ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
+        ("9999-12-31T23:59:59+01:00", "9999-12-31T22:59:59Z"),
+        ("0001-01-01T00:00:00-23:59", "0001-01-01T23:59:00Z"),
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+    ],
+)
+def test_the_edges_of_the_timestamp_range_are_accepted(stamp: str, utc: str) -> None:
+    body = json.dumps({"timestamp": stamp, "payload": {"a": 1}}).encode()
+    event = accepted(f"{PREFIX}/p/g/d/data", body)
+    assert event.timestamp.ToJsonString() == utc

@@ -11,7 +11,6 @@ from edgesense.errors import ConfigurationError
 from edgesense.v1 import events_pb2
 from edgesense_bridge.batching import Item, Outbox, UnknownBatch
 from edgesense_bridge.inbound import Receipt
-from edgesense_bridge.intake import RejectionLog
 from edgesense_bridge.settings import BridgeSettings, BrokerUrl
 
 
@@ -148,14 +147,3 @@ def test_outbox_drops_stale_pending_items_only() -> None:
     assert len(outbox) == 2
     assert ids(list(outbox)) == ["evt_3", "evt_1"]
     assert outbox.confirm(sent.batch_id) is sent
-
-
-def test_rejection_log_once_per_reason_and_topic_per_interval() -> None:
-    log = RejectionLog(interval=60, capacity=2)
-    assert log.should_log("bad_json", "t/1", now=0)
-    assert not log.should_log("bad_json", "t/1", now=30)
-    assert log.should_log("empty", "t/1", now=30)
-    assert log.should_log("bad_json", "t/1", now=61)
-    assert log.should_log("bad_json", "t/2", now=62)
-    assert log.should_log("bad_json", "t/3", now=63)  # capacity 2: t/1 forgotten
-    assert log.should_log("bad_json", "t/1", now=64)

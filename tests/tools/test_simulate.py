@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from edgesense.events import DEVICE_ID, EVENT_ID_PROPERTY
+from tests.bridge.broker import wait_for_port
 from tests.tools.conftest import Broker, clean_env, cli_command, free_port
 
 pytestmark = pytest.mark.mosquitto
@@ -32,11 +35,15 @@ class Seen:
 class Subscriber:
     """A paho client subscribed (QoS 1) to one filter; `wait_for` blocks on a condition."""
 
-    def __init__(self, broker: Broker, topic: str) -> None:
+    def __init__(
+        self, broker: Broker, topic: str, protocol: MQTTProtocolVersion = paho.MQTTv311
+    ) -> None:
         self.seen: list[Seen] = []
         self._changed = threading.Condition()
         self._subscribed = threading.Event()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex}")
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex}", protocol=protocol
+        )
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -222,3 +229,57 @@ def test_unreachable_broker_exits_3_and_bad_ids_exit_2(prefix: str) -> None:
         )  # fmt: skip
         assert done.returncode == 2, (bad, done.stderr)
         assert "error: " in done.stderr
+
+
+class PropertySubscriber(Subscriber):
+    """An MQTT 5 subscriber that also records each message's `event-id`."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.event_ids: dict[str, list[str | None]] = {}
+        super().__init__(broker, topic, protocol=paho.MQTTv5)
+
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        properties = dict(getattr(message.properties, "UserProperty", []) or [])
+        self.event_ids.setdefault(message.topic, []).append(properties.get(EVENT_ID_PROPERTY))
+        super()._on_message(_c, _u, message)
+
+
+def test_every_message_carries_its_own_event_id(mosquitto: Broker, prefix: str) -> None:
+    watcher = PropertySubscriber(mosquitto, f"{prefix}/#")
+    try:
+        done = subprocess.run(
+            simulate(mosquitto, "--count", "30", "--devices", "3", "--rate", "400"),
+            env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "MQTT 3.1.1" not in done.stdout
+        status_topic = f"{prefix}/dev/gw-sim/status"
+        watcher.wait_for(lambda s: gateway_statuses(s, status_topic) == [b"online", b"offline"])
+    finally:
+        watcher.close()
+    ids = [event_id for per_topic in watcher.event_ids.values() for event_id in per_topic]
+    assert len(ids) == 32  # 30 device messages, the gateway's online and offline
+    assert None not in ids
+    assert len(set(ids)) == len(ids), "an event id was used twice"
+    assert all(DEVICE_ID.fullmatch(str(event_id)) for event_id in ids), ids
+
+
+def test_a_broker_without_mqtt_5_gets_3_1_1_without_event_ids(prefix: str) -> None:
+    port = free_port()
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "edgesense.embedded_broker", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        done = subprocess.run(
+            cli_command("simulate", "--mqtt-url", f"mqtt://127.0.0.1:{port}", "--count", "5",
+                        "--rate", "400"),
+            env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+        )  # fmt: skip
+    finally:
+        broker.terminate()
+        broker.wait(WAIT_SECONDS)
+    assert done.returncode == 0, done.stderr
+    assert "the broker speaks only MQTT 3.1.1: messages carry no event-id" in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("published 5  acknowledged 5  in flight 0")

@@ -28,6 +28,12 @@ from edgesense.v1 import events_pb2
 
 MAX_GROUP_EVENTS = 5000
 QUEUE_BATCHES = 64
+# google.protobuf.Timestamp's range, 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z: an event outside it could be stored, but never
+# rendered for a receiver (its every attempt would fail).
+FIRST_SECOND = -62_135_596_800
+LAST_SECOND = 253_402_300_799
+NANOS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,26 @@ def check_event(event: events_pb2.Event, position: int) -> str:
         raise InvalidArgument(
             f"events[{position}]", "has no kind (readings, alert, status, configuration)"
         )
+    stamp, received = event.timestamp, event.received_at
+    if not (
+        FIRST_SECOND <= stamp.seconds <= LAST_SECOND
+        and FIRST_SECOND <= received.seconds <= LAST_SECOND
+        and 0 <= stamp.nanos < NANOS
+        and 0 <= received.nanos < NANOS
+    ):
+        _out_of_range(event, position)
     return KIND_TO_EVENT[kind]
+
+
+def _out_of_range(event: events_pb2.Event, position: int) -> None:
+    """Raise InvalidArgument naming the event's timestamp that protobuf cannot hold."""
+    for name, stamp in (("timestamp", event.timestamp), ("receivedAt", event.received_at)):
+        if not (FIRST_SECOND <= stamp.seconds <= LAST_SECOND and 0 <= stamp.nanos < NANOS):
+            raise InvalidArgument(
+                f"events[{position}].{name}",
+                "is out of range: a time from 0001-01-01T00:00:00Z to "
+                "9999-12-31T23:59:59.999999999Z",
+            )
 
 
 class Handoff(Protocol):

@@ -9,12 +9,20 @@ The gateway's Last Will is a retained `offline` on its status topic, so a
 crash, a kill -9 or a lost network still reports the gateway offline. A clean
 stop publishes that `offline` itself and then disconnects normally (a
 DISCONNECT packet, so the broker drops the Will instead of sending it too).
-MQTT 3.1.1, which every broker speaks (the embedded amqtt one included).
+
+MQTT 5, so that every message carries the user property `event-id`: unique
+to the message (this run's random tag and the message's number) and the same
+on each of its retries (paho resends the packet as it was), so the bridge
+makes one event of a message the broker or paho delivers twice. A broker that
+speaks only MQTT 3.1.1 (the embedded amqtt one) refuses MQTT 5 with "Unsupported
+protocol version": then it is 3.1.1 without event ids (`mqtt5` says which).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import secrets
 import ssl
 import threading
 from dataclasses import dataclass
@@ -23,11 +31,18 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from edgesense.events import EVENT_ID_PROPERTY
 from edgesense.tools.errors import CannotConnect, UsageError
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 30
+UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason code
+# How long an MQTT 5 CONNECT waits before 3.1.1 is tried: a 3.1.1-only broker
+# may never answer it, a real one answers within milliseconds.
+MQTT5_WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -69,25 +84,65 @@ class Publisher:
         self._connack = threading.Event()
         self._disconnected = threading.Event()
         self._refused: str | None = None
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311
+        self._refused_code = 0
+        self._client_id = client_id
+        self._max_in_flight = max_in_flight
+        # Event ids: this run's tag and the message's number, unique per gateway.
+        self._tag = secrets.token_hex(6)
+        self._numbers = itertools.count(1)
+        self.mqtt5 = True
+        self._client = self._new_client()
+
+    def _new_client(self) -> paho.Client:
+        protocol = paho.MQTTv5 if self.mqtt5 else paho.MQTTv311
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=protocol
         )
-        self._client.max_inflight_messages_set(max_in_flight)
-        self._client.reconnect_delay_set(1, 10)
-        if broker.username is not None:
-            self._client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            self._client.tls_set_context(ssl.create_default_context())
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
+        client.max_inflight_messages_set(self._max_in_flight)
+        client.reconnect_delay_set(1, 10)
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _properties(self) -> Properties | None:
+        """A new message's PUBLISH properties: its own event id (MQTT 5)."""
+        if not self.mqtt5:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = (EVENT_ID_PROPERTY, f"sim-{self._tag}-{next(self._numbers)}")
+        return properties
 
     @property
     def in_flight(self) -> int:
         return self.published - self.acknowledged
 
     def connect(self, will_topic: str, will_payload: bytes) -> None:
-        """Connect with the Last Will; raises CannotConnect if the broker won't have us."""
+        """Connect with the Last Will; raises CannotConnect if the broker won't have us.
+
+        MQTT 5 first. A broker that speaks only 3.1.1 refuses it ("Unsupported
+        protocol version"), or never answers (amqtt, given a CONNECT with a
+        Will): then 3.1.1."""
+        if not self._connect(will_topic, will_payload, MQTT5_WAIT_SECONDS):
+            if self._refused_code not in (0, UNSUPPORTED_PROTOCOL_VERSION):
+                raise CannotConnect(
+                    f"the MQTT broker at {self.broker.url} refused us: {self._refused}"
+                )
+            self.mqtt5, self._refused, self._refused_code = False, None, 0
+            self._connack.clear()
+            self._client = self._new_client()
+            if not self._connect(will_topic, will_payload, CONNECT_TIMEOUT_SECONDS):
+                raise CannotConnect(
+                    f"the MQTT broker at {self.broker.url} refused us: {self._refused}"
+                )
+
+    def _connect(self, will_topic: str, will_payload: bytes, seconds: float) -> bool:
+        """One attempt with the current client; False (and `_refused` says why) if refused."""
+        # The Will has no event id: the broker sends it at most once.
         self._client.will_set(will_topic, will_payload, qos=1, retain=True)
         try:
             self._client.connect(self.broker.host, self.broker.port, KEEPALIVE_SECONDS)
@@ -97,10 +152,16 @@ class Publisher:
                 "is `edgesense up` (which starts one) or mosquitto running?"
             ) from exc
         self._client.loop_start()
-        if not self._connack.wait(CONNECT_TIMEOUT_SECONDS) or self._refused:
-            self._client.loop_stop()
-            why = self._refused or f"no CONNACK within {CONNECT_TIMEOUT_SECONDS:g} s"
-            raise CannotConnect(f"the MQTT broker at {self.broker.url} refused us: {why}")
+        if not self._connack.wait(seconds):
+            self._refused = f"no CONNACK within {seconds:g} s"
+        if self._refused is None:
+            return True
+        # Stopped before paho's next attempt; the connection is closed, not left hanging.
+        self._client.loop_stop()
+        sock = self._client.socket()
+        if sock is not None:
+            sock.close()
+        return False
 
     def publish(self, topic: str, payload: bytes, wait: float = 0.25) -> bool:
         """Publish once a slot is free; False if none freed up within `wait` seconds."""
@@ -108,7 +169,7 @@ class Publisher:
             return False
         self.published += 1
         # Queued by paho while reconnecting, and sent once connected again.
-        self._client.publish(topic, payload, qos=1)
+        self._client.publish(topic, payload, qos=1, properties=self._properties())
         return True
 
     def publish_status(self, topic: str, payload: bytes, seconds: float) -> bool:
@@ -120,7 +181,9 @@ class Publisher:
         if not self._slots.acquire(timeout=seconds):
             return False
         self.published += 1
-        info = self._client.publish(topic, payload, qos=1, retain=True)
+        info = self._client.publish(
+            topic, payload, qos=1, retain=True, properties=self._properties()
+        )
         try:
             info.wait_for_publish(seconds)
         except (RuntimeError, ValueError):
@@ -147,7 +210,7 @@ class Publisher:
 
     def _on_connect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            self._refused = str(reason)
+            self._refused, self._refused_code = str(reason), reason.value
         else:
             self.connected = True
         self._connack.set()

@@ -3,9 +3,11 @@
 Topics are the contract's (section 4): `{prefix}/{project}/{gateway}/{device}/{kind}`
 for devices, `{prefix}/{project}/{gateway}/status` for the gateway itself,
 which is `online` (retained) from the start and has a retained `offline` as
-its Last Will. Messages leave at `--rate` per second in total, all devices
-together, with QoS 1 and at most `--max-in-flight` unacknowledged; when the
-broker acknowledges more slowly, the rate shown drops instead of memory growing.
+its Last Will. Every message carries its own MQTT 5 `event-id` (see
+sim_publisher), so a retry or a redelivery makes no second event. Messages
+leave at `--rate` per second in total, all devices together, with QoS 1 and
+at most `--max-in-flight` unacknowledged; when the broker acknowledges more
+slowly, the rate shown drops instead of memory growing.
 
 One terminal line counts published / acknowledged / in flight / rate, redrawn
 about four times a second with `\\r` on a terminal, or written every
@@ -140,6 +142,13 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         file=out,
         flush=True,
     )
+    if not publisher.mqtt5:
+        print(
+            "the broker speaks only MQTT 3.1.1: messages carry no event-id, so one "
+            "delivered twice becomes two events",
+            file=out,
+            flush=True,
+        )
     stop = threading.Event()
     live = LiveLine(publisher, out)
     try:
