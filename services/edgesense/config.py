@@ -77,6 +77,19 @@ def default_senders() -> int:
     return 0 if cores < 2 else min(4, cores // 2)
 
 
+def per_project(env: Mapping[str, str], concurrency: int) -> int:
+    """EDGESENSE_DELIVERY_PER_PROJECT: half the concurrency by default; never more
+    than all of it (then one project's hanging receivers could hold every slot)."""
+    name = "EDGESENSE_DELIVERY_PER_PROJECT"
+    value = int(_number(env, name, max(1, concurrency // 2), 1))
+    if value > concurrency:
+        raise ConfigurationError(
+            f"{name} ({value}) must not exceed EDGESENSE_DELIVERY_CONCURRENCY ({concurrency}): "
+            "below it, a project whose receivers hang leaves slots for the others"
+        )
+    return value
+
+
 def parse_api_keys(raw: str) -> dict[str, str]:
     """`key=projectId,key2=projectId2` -> {key: projectId}."""
     keys: dict[str, str] = {}
@@ -160,6 +173,7 @@ class Settings:
     lease_seconds: float = 30.0
     delivery_concurrency: int = 256
     delivery_per_target: int = 64
+    delivery_per_project: int = 128
     delivery_senders: int = field(default_factory=lambda: default_senders())
     outbox_limit: int = 1_000_000
 
@@ -175,6 +189,7 @@ class Settings:
         if not raw_secret and dev:
             raw_secret = dev_secret_key()
         secret_key = parse_secret_key(raw_secret) if raw_secret else None
+        concurrency = int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1))
         return cls(
             dev=dev,
             database_url=env.get("EDGESENSE_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -196,8 +211,9 @@ class Settings:
             retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
             held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
             lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
-            delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
+            delivery_concurrency=concurrency,
             delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
+            delivery_per_project=per_project(env, concurrency),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
             delivery_senders=int(
                 _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
