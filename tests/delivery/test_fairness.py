@@ -91,7 +91,8 @@ def test_room_bounds_a_webhook_a_project_and_the_total_but_not_a_newcomer() -> N
 
 def test_admit_reserves_and_cancel_gives_back() -> None:
     fair = FairShare(capacity=2, per_project=1, per_webhook=1)
-    assert fair.admit("p", "w") and fair.admit("p", "w")
+    assert fair.admit("p", "w")
+    assert fair.admit("p", "w")
     assert not fair.admit("p", "w")
     fair.cancel("p", "w")
     fair.queue("p", "w", reserved=True)
