@@ -32,6 +32,7 @@ from tests.integration.processes import (
     ServiceProcess,
     arrived,
     poll,
+    processes_of,
     publish,
     wait_routed,
 )
@@ -59,15 +60,8 @@ async def ok_or_hang(request: web.Request, n: int) -> web.StreamResponse:
 async def processes(
     tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> AsyncIterator[Processes]:
-    running = Processes(tmp_path)
-    failed_before = request.session.testsfailed
-    try:
+    async with processes_of(tmp_path, request, capsys) as running:
         yield running
-    finally:
-        await running.close()
-        if request.session.testsfailed > failed_before and running.started:
-            with capsys.disabled():
-                print(f"\n{request.node.nodeid}: service logs\n{running.logs()}")
 
 
 async def register_many(
