@@ -74,18 +74,19 @@ def test_a_webhook_at_its_limit_waits_and_its_neighbours_do_not() -> None:
     assert start_all(fair) == [("p", "fast")]
 
 
-def test_room_bounds_a_webhook_a_project_and_the_total_but_not_a_newcomer() -> None:
+def test_room_bounds_a_webhook_and_the_total_but_not_a_newcomer() -> None:
     fair = FairShare(capacity=4, per_project=2, per_webhook=2)
     assert fair.room("a", "a1") == 4  # 2 x per_webhook
     queue(fair, "a", "a1", 3)
     assert fair.room("a", "a1") == 1
-    assert fair.room("a", "a2") == 1  # 2 x per_project
-    queue(fair, "b", "b1", 4)
-    queue(fair, "c", "c1", 1)  # 8 = 2 x capacity: memory is full...
-    assert fair.load_total == 8
-    assert fair.room("a", "a2") == 0
-    assert fair.room("d", "d1") == 2  # ...but a newcomer still gets twice its share (4 // 4)
-    assert fair.room("c", "c1") == 1  # so does a project below it
+    queue(fair, "a", "a2", 4)
+    queue(fair, "a", "a3", 1)  # a project alone may fill memory: 8 = 2 x capacity...
+    assert (fair.room("a", "a4"), fair.saturated()) == (0, ["a"])
+    assert fair.room("b", "b1") == 4  # ...but a newcomer still gets twice its share (4 // 2)
+    queue(fair, "b", "b1", 3)
+    queue(fair, "c", "c1", 1)
+    assert fair.room("d", "d1") == 2  # 4 // 4, twice
+    assert fair.room("c", "c1") == 1  # so does a project below its share
     assert sorted(fair.saturated()) == ["a", "b"]
 
 

@@ -18,10 +18,11 @@ Rules
   round-robin over its webhooks. This is max-min fairness: a project asking
   for less than its share gets all it asks for.
 - Admission: a webhook may hold 2 x `per_webhook` deliveries (queued and in
-  flight), a project 2 x `per_project`, everything together 2 x `capacity`;
-  a project below twice its fair share is admitted beyond the overall bound,
-  so other projects' queues never keep its deliveries out (memory stays
-  bounded: the shares add up to at most `capacity`).
+  flight), everything together 2 x `capacity`; a project below twice its
+  fair share is admitted beyond the overall bound, so other projects' queues
+  never keep its deliveries out (memory stays bounded: the shares add up to
+  at most `capacity`). A project alone may fill memory: its queue is what
+  keeps its slots busy without a claim per attempt.
 
 Invariants (tests/delivery/test_fairness.py checks them through these methods)
 - Every count is >= 0; a webhook's or project's entry is dropped once its
@@ -92,7 +93,6 @@ class FairShare:
             0,
             min(
                 2 * self.per_webhook - webhook_load,
-                2 * self.per_project - project_load,
                 self._overall_room(project_load, entry is None),
             ),
         )
@@ -105,7 +105,7 @@ class FairShare:
         return [
             name
             for name, entry in self._projects.items()
-            if entry.load >= 2 * self.per_project or self._overall_room(entry.load, False) <= 0
+            if self._overall_room(entry.load, False) <= 0
         ]
 
     def claim_room(self) -> int:
