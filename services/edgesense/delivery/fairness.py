@@ -8,9 +8,10 @@ bookkeeping: no I/O, no clock.
 
 Rules
 - Slots: at most `capacity` attempts in flight, `per_project` of one project
-  and `per_webhook` of one webhook. `per_project` is below `capacity`, so a
-  project whose receivers hang cannot hold every slot for a whole attempt
-  timeout: a project that starts sending meanwhile finds free slots at once.
+  and `per_webhook` of one webhook. With `per_project` below `capacity` (by
+  default half), a project whose receivers hang cannot hold every slot for a
+  whole attempt timeout: a project that starts sending meanwhile finds free
+  slots at once, without waiting for an attempt to end.
 - A free slot goes first to a project below its fair share (`capacity`
   divided by the projects with work in memory), round-robin among them; only
   when none of those can use it does a project at or above its share get it
@@ -20,8 +21,8 @@ Rules
 - Admission: a webhook may hold 2 x `per_webhook` deliveries (queued and in
   flight), everything together 2 x `capacity`; a project below twice its
   fair share is admitted beyond the overall bound, so other projects' queues
-  never keep its deliveries out (memory stays bounded: the shares add up to
-  at most `capacity`). A project alone may fill memory: its queue is what
+  never keep its deliveries out (memory stays bounded, at 4 x `capacity`:
+  the shares add up to at most `capacity`). A project alone may fill memory: its queue is what
   keeps its slots busy without a claim per attempt.
 
 Invariants (tests/delivery/test_fairness.py checks them through these methods)
