@@ -14,7 +14,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from edgesense.config import Settings
 from edgesense.delivery.fairness import FairShare
+from edgesense.errors import ConfigurationError
 
 
 def queue(fair: FairShare, project: str, webhook: str, count: int) -> None:
@@ -113,6 +115,18 @@ def test_bad_limits_and_unbalanced_calls_are_refused() -> None:
     fair.queue("p", "w", reserved=True)
     with pytest.raises(ValueError, match="in flight"):
         fair.finish("p", "w")
+
+
+def test_the_per_project_limit_is_half_the_total_by_default_and_never_above_it() -> None:
+    assert Settings.from_env({}).delivery_per_project == 128
+    assert Settings.from_env({"EDGESENSE_DELIVERY_CONCURRENCY": "10"}).delivery_per_project == 5
+    assert Settings.from_env({"EDGESENSE_DELIVERY_PER_PROJECT": "256"}).delivery_per_project == 256
+    with pytest.raises(
+        ConfigurationError,
+        match=r"EDGESENSE_DELIVERY_PER_PROJECT \(300\) must not exceed "
+        r"EDGESENSE_DELIVERY_CONCURRENCY \(256\)",
+    ):
+        Settings.from_env({"EDGESENSE_DELIVERY_PER_PROJECT": "300"})
 
 
 PROJECTS = ("a", "b", "c")
