@@ -115,6 +115,9 @@ def test_bad_limits_and_unbalanced_calls_are_refused() -> None:
     fair.queue("p", "w", reserved=True)
     with pytest.raises(ValueError, match="in flight"):
         fair.finish("p", "w")
+    with pytest.raises(ValueError, match="no delivery reserved"):
+        fair.queue("p", "w2", reserved=True)
+    assert (fair.load_total, fair.share()) == (1, 4)  # w2 left nothing behind
 
 
 def test_the_per_project_limit_is_half_the_total_by_default_and_never_above_it() -> None:

@@ -127,9 +127,22 @@ class FairShare:
 
     def admit(self, project: str, webhook: str) -> bool:
         """Reserve room for one delivery if there is any (see `room`)."""
-        if self.room(project, webhook) <= 0:
-            return False
-        self.reserve(project, webhook)
+        # Once per freshly accepted delivery: the common case (a webhook with
+        # work in memory, which is not full) first, without room()'s sums.
+        entry = self._projects.get(project)
+        hook = entry.webhooks.get(webhook) if entry is not None else None
+        if (
+            entry is None
+            or hook is None
+            or self.load_total >= 2 * self.capacity
+            or hook.load >= 2 * self.per_webhook
+        ):
+            if self.room(project, webhook) <= 0:
+                return False
+            entry, hook = self._entry(project, webhook)
+        hook.reserved += 1
+        entry.reserved += 1
+        self.load_total += 1
         return True
 
     def reserve(self, project: str, webhook: str, count: int = 1) -> None:
@@ -152,27 +165,33 @@ class FairShare:
     def queue(self, project: str, webhook: str, reserved: bool = False) -> None:
         """A delivery of this webhook waits in memory for a slot (`reserved`: one
         of its reserved ones)."""
-        if reserved:
-            self.cancel(project, webhook)
         entry, hook = self._entry(project, webhook)
+        if reserved:
+            if hook.reserved <= 0:
+                self._forget(project, entry, webhook, hook)
+                raise ValueError(f"{webhook} has no delivery reserved")
+            hook.reserved -= 1
+            entry.reserved -= 1
+        else:
+            self.load_total += 1
         hook.queued += 1
         entry.queued += 1
-        self.load_total += 1
         self._update(project, entry, webhook, hook)
 
     def start(self) -> tuple[str, str] | None:
         """The (project, webhook) whose next queued delivery takes a free slot, if any."""
         if self.running_total >= self.capacity or not self._eligible:
             return None
-        share = self.share()
-        projects = self._projects
-        chosen = next((p for p in self._eligible if projects[p].running < share), None)
-        if chosen is None:
-            chosen = next(iter(self._eligible))
-        self._eligible.move_to_end(chosen)
+        projects, eligible = self._projects, self._eligible
+        chosen = next(iter(eligible))
+        if len(eligible) > 1:
+            share = self.share()
+            chosen = next((p for p in eligible if projects[p].running < share), chosen)
+            eligible.move_to_end(chosen)
         entry = projects[chosen]
         webhook = next(iter(entry.ready))
-        entry.ready.move_to_end(webhook)
+        if len(entry.ready) > 1:
+            entry.ready.move_to_end(webhook)
         hook = entry.webhooks[webhook]
         hook.queued -= 1
         hook.running += 1
