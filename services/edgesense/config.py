@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgesense.delivery.fairness import default_per_project
 from edgesense.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
@@ -77,11 +78,12 @@ def default_senders() -> int:
     return 0 if cores < 2 else min(4, cores // 2)
 
 
-def per_project(env: Mapping[str, str], concurrency: int) -> int:
-    """EDGESENSE_DELIVERY_PER_PROJECT: half the concurrency by default; never more
-    than all of it (then one project's hanging receivers could hold every slot)."""
+def per_project(env: Mapping[str, str], concurrency: int, per_target: int) -> int:
+    """EDGESENSE_DELIVERY_PER_PROJECT: by default the concurrency less one
+    webhook's limit (at least half); never more than all of it (then one
+    project's hanging receivers could hold every slot)."""
     name = "EDGESENSE_DELIVERY_PER_PROJECT"
-    value = int(_number(env, name, max(1, concurrency // 2), 1))
+    value = int(_number(env, name, default_per_project(concurrency, per_target), 1))
     if value > concurrency:
         raise ConfigurationError(
             f"{name} ({value}) must not exceed EDGESENSE_DELIVERY_CONCURRENCY ({concurrency}): "
@@ -173,7 +175,7 @@ class Settings:
     lease_seconds: float = 30.0
     delivery_concurrency: int = 256
     delivery_per_target: int = 64
-    delivery_per_project: int = 128
+    delivery_per_project: int = 192
     delivery_senders: int = field(default_factory=lambda: default_senders())
     outbox_limit: int = 1_000_000
 
@@ -190,6 +192,7 @@ class Settings:
             raw_secret = dev_secret_key()
         secret_key = parse_secret_key(raw_secret) if raw_secret else None
         concurrency = int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1))
+        per_target = int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1))
         return cls(
             dev=dev,
             database_url=env.get("EDGESENSE_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -212,8 +215,8 @@ class Settings:
             held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
             lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
             delivery_concurrency=concurrency,
-            delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
-            delivery_per_project=per_project(env, concurrency),
+            delivery_per_target=per_target,
+            delivery_per_project=per_project(env, concurrency, per_target),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
             delivery_senders=int(
                 _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)

@@ -120,8 +120,8 @@ def test_bad_limits_and_unbalanced_calls_are_refused() -> None:
     assert (fair.load_total, fair.share()) == (1, 4)  # w2 left nothing behind
 
 
-def test_the_per_project_limit_is_half_the_total_by_default_and_never_above_it() -> None:
-    assert Settings.from_env({}).delivery_per_project == 128
+def test_the_per_project_limit_leaves_a_webhook_s_lane_by_default_and_is_never_the_total() -> None:
+    assert Settings.from_env({}).delivery_per_project == 192  # 256 - 64
     assert Settings.from_env({"EDGESENSE_DELIVERY_CONCURRENCY": "10"}).delivery_per_project == 5
     assert Settings.from_env({"EDGESENSE_DELIVERY_PER_PROJECT": "256"}).delivery_per_project == 256
     with pytest.raises(

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
 from edgesense.delivery.breaker import PAUSED_REASON, Breaker
-from edgesense.delivery.fairness import FairShare
+from edgesense.delivery.fairness import FairShare, default_per_project
 from edgesense.delivery.http_sender import Sender
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
@@ -79,7 +79,8 @@ class Dispatcher:
         self.concurrency = concurrency
         self.per_target = per_target
         # In flight and in memory, per webhook and per project.
-        self.fair = FairShare(concurrency, per_project or max(1, concurrency // 2), per_target)
+        per_project = per_project or default_per_project(concurrency, per_target)
+        self.fair = FairShare(concurrency, per_project, per_target)
         self._on_exhausted = on_exhausted
         self._wake = asyncio.Event()
         # Whether a claim may find something: fresh deliveries normally arrive

@@ -9,9 +9,10 @@ bookkeeping: no I/O, no clock.
 Rules
 - Slots: at most `capacity` attempts in flight, `per_project` of one project
   and `per_webhook` of one webhook. With `per_project` below `capacity` (by
-  default half), a project whose receivers hang cannot hold every slot for a
-  whole attempt timeout: a project that starts sending meanwhile finds free
-  slots at once, without waiting for an attempt to end.
+  default all but one webhook's limit, at most half: `default_per_project`),
+  a project whose receivers hang cannot hold every slot for a whole attempt
+  timeout: a project that starts sending meanwhile finds free slots at once,
+  without waiting for an attempt to end.
 - A free slot goes first to a project below its fair share (`capacity`
   divided by the projects with work in memory), round-robin among them; only
   when none of those can use it does a project at or above its share get it
@@ -39,6 +40,14 @@ Invariants (tests/delivery/test_fairness.py checks them through these methods)
 from __future__ import annotations
 
 from collections import OrderedDict
+
+
+def default_per_project(capacity: int, per_webhook: int) -> int:
+    """All slots but one webhook's limit, or half of them if that is more: a
+    newcomer's first webhook finds its whole lane free, and a project alone
+    keeps most of the slots (fan-out to many webhooks needs them while
+    receivers are slow to answer)."""
+    return max(1, capacity // 2, capacity - per_webhook)
 
 
 class _Counts:
