@@ -22,10 +22,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.databases import Database
 from bench.processes import Child, Children, free_port, python_module
 from bench.procstats import child_pids
-from bench.receivers import Target
-from bench.systems import PROJECT, TOPIC_PREFIX
+from bench.receivers import OTHER_PROJECT, PROJECT, Target
+from bench.systems import TOPIC_PREFIX
 
-API_KEY = "esk_bench_" + base64.urlsafe_b64encode(os.urandom(18)).decode()
+API_KEYS = {
+    project: "esk_bench_" + base64.urlsafe_b64encode(os.urandom(18)).decode()
+    for project in (PROJECT, OTHER_PROJECT)
+}
+REGISTER_AT_ONCE = 50
 START_SECONDS = 60.0
 SERVICES = ("registry", "delivery", "bridge", "gateway")
 
@@ -48,7 +52,7 @@ class EdgeSense:
         ports = {name: free_port() for name in SERVICES}
         self.env = {
             "EDGESENSE_DATABASE_URL": url,
-            "EDGESENSE_API_KEYS": f"{API_KEY}={PROJECT}",
+            "EDGESENSE_API_KEYS": ",".join(f"{k}={p}" for p, k in API_KEYS.items()),
             "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "EDGESENSE_ALLOW_INSECURE_URLS": "1",
             "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",
@@ -64,8 +68,14 @@ class EdgeSense:
         for name in ("registry", "delivery", "bridge"):
             await self._start_service(name, ports[name])
         await self._start_service("gateway", ports["gateway"])
-        for target in targets:
-            self.webhook_ids[target.name] = await self.register(ports["gateway"], target)
+        async with aiohttp.ClientSession() as http:
+            for start in range(0, len(targets), REGISTER_AT_ONCE):
+                chunk = targets[start : start + REGISTER_AT_ONCE]
+                ids = await asyncio.gather(
+                    *(self.register(http, ports["gateway"], t) for t in chunk)
+                )
+                for target, webhook_id in zip(chunk, ids, strict=True):
+                    self.webhook_ids.setdefault(target.name, webhook_id)
 
     async def _start_service(self, name: str, port: int) -> None:
         assert self.children is not None
@@ -76,14 +86,11 @@ class EdgeSense:
         else:
             await wait_serving(child, port)
 
-    async def register(self, gateway_port: int, target: Target) -> str:
+    async def register(self, http: aiohttp.ClientSession, gateway_port: int, target: Target) -> str:
         body = {"url": target.url, "events": ["device.data"], "secret": target.secret}
-        headers = {"Authorization": f"Bearer {API_KEY}"}
+        headers = {"Authorization": f"Bearer {API_KEYS[target.project]}"}
         url = f"http://127.0.0.1:{gateway_port}/api/webhooks/register"
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(url, json=body, headers=headers) as answer,
-        ):
+        async with http.post(url, json=body, headers=headers) as answer:
             reply = await answer.json()
             if answer.status != 200:
                 raise RuntimeError(f"registering {target.url} answered {answer.status}: {reply}")

@@ -25,10 +25,11 @@ from bench.mqtt import MqttClient
 GATEWAY = "gw-bench"
 
 
-def payload(seq: int, run: str, *, probe: bool = False) -> bytes:
-    """A reading as a gateway would send it, plus what the receivers measure with."""
+def payload(seq: int, run: str, *, probe: bool = False, background: bool = False) -> bytes:
+    """A reading as a gateway would send it, plus what the receivers measure with
+    (probes and background load are counted apart)."""
     sent = time.time_ns() // 1000
-    extra = ',"probe":true' if probe else ""
+    extra = ',"probe":true' if probe else ',"background":true' if background else ""
     return b'{"sent":%d,"seq":%d,"run":"%s","temperature":21.5%s}' % (
         sent,
         seq,
@@ -67,7 +68,9 @@ async def publish(args: argparse.Namespace) -> dict[str, float]:
             if delay > 0.0005:
                 await asyncio.sleep(delay)
         await window.acquire()
-        client.publish(topics[seq % args.devices], payload(seq, args.run))
+        client.publish(
+            topics[seq % args.devices], payload(seq, args.run, background=args.background)
+        )
     end_ns = time.time_ns()
     if args.count:
         await asyncio.wait_for(all_acked.wait(), 120)
@@ -94,6 +97,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0: as fast as allowed")
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--window", type=int, default=1000, help="publishes awaiting PUBACK")
+    parser.add_argument(
+        "--background", action="store_true", help="load the receivers count apart, not measured"
+    )
     args = parser.parse_args()
     print(json.dumps(aio.run(publish(args))), flush=True)
 

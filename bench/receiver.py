@@ -9,9 +9,9 @@ send), `fail` answers 500, `hang` answers nothing for `HANG_SECONDS`, past
 any sender's timeout. A verified body's `payload` carries the publisher's
 `seq` and `sent` (unix µs): the first arrival of each `seq` is a delivery and
 gives a latency sample; later ones are duplicates. Probe events (`"probe":
-true`) are counted apart. The first stdout line is JSON naming the ports;
-`GET /stats` on the control port answers the counters (`?full=1` adds the
-latency percentiles).
+true`) and background load (`"background": true`) are counted apart. The
+first stdout line is JSON naming the ports; `GET /stats` on the control
+port answers the counters (`?full=1` adds the latency percentiles).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Endpoint:
     bad_signature: int = 0
     bad_body: int = 0
     probes: int = 0
+    background: int = 0
     duplicates: int = 0
     first_ns: int = 0
     last_ns: int = 0
@@ -72,6 +73,8 @@ class Endpoint:
             return web.Response(status=400)
         if payload.get("probe"):
             self.probes += 1
+        elif payload.get("background"):
+            self.background += 1
         elif seq in self.seen:
             self.duplicates += 1
         else:
@@ -88,6 +91,7 @@ class Endpoint:
             "delivered": len(self.seen),
             "duplicates": self.duplicates,
             "probes": self.probes,
+            "background": self.background,
             "bad_signature": self.bad_signature,
             "bad_body": self.bad_body,
             "first_ns": self.first_ns,

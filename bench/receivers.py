@@ -1,6 +1,7 @@
 """The orchestrator's side of the receiver process: start it, read its counters.
 
-An `EndpointSpec` names one webhook target (its behaviour and secret); the
+An `EndpointSpec` names one receiver endpoint (its behaviour and secret), the
+project whose webhooks point at it, and how many (each at its own path); the
 receiver process answers which port each got. `Receivers.stats()` returns the
 counters of `bench.receiver` per endpoint name.
 """
@@ -17,6 +18,9 @@ import aiohttp
 
 from bench.processes import Child, Children, python_module
 
+PROJECT = "bench"  # the project whose healthy webhooks are measured
+OTHER_PROJECT = "bench-other"  # a project beside it
+
 START_SECONDS = 20.0
 
 
@@ -25,6 +29,8 @@ class EndpointSpec:
     name: str
     mode: str = "ok"  # ok | fail | hang
     secret: str = field(default_factory=lambda: "whsec-bench-" + secrets.token_hex(8))
+    project: str = PROJECT
+    webhooks: int = 1  # registered to this endpoint, at /hook, /hook/2, ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Target:
     mode: str
     url: str
     secret: str
+    project: str = PROJECT
 
 
 @dataclass
@@ -57,8 +64,15 @@ class Receivers:
         except (TimeoutError, ValueError):
             raise RuntimeError(f"the receiver did not start; its log:\n{child.log()}") from None
         targets = [
-            Target(s.name, s.mode, f"http://127.0.0.1:{ports['endpoints'][s.name]}/hook", s.secret)
+            Target(
+                s.name,
+                s.mode,
+                f"http://127.0.0.1:{ports['endpoints'][s.name]}/hook{'' if n == 1 else f'/{n}'}",
+                s.secret,
+                s.project,
+            )
             for s in specs
+            for n in range(1, s.webhooks + 1)
         ]
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return cls(child, int(ports["control"]), targets, session)

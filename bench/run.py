@@ -28,9 +28,11 @@ from typing import Any
 from bench import aio
 from bench.cluster import EdgeSense
 from bench.databases import DEFAULT_POSTGRES, Database
+from bench.phases import Phase, plan
 from bench.profiles import hot_spots
+from bench.receivers import PROJECT
 from bench.report import figures, machine, markdown, problems
-from bench.scenarios import Phase, PhaseRun, plan
+from bench.scenarios import PhaseRun
 from bench.systems import Baseline, System
 
 MIN_PROFILE_SAMPLES = 50
@@ -50,8 +52,15 @@ def make_systems(database: Database, names: list[str], baseline_mqtt: str) -> li
 
 def describe(phase: Phase) -> str:
     load = f"{phase.rate:g} events/s" if phase.rate else "as fast as the broker accepts"
-    modes = ", ".join(f"{e.name}:{e.mode}" for e in phase.endpoints)
+    modes = ", ".join(
+        f"{e.name}:{e.mode}"
+        + (f" x{e.webhooks}" if e.webhooks > 1 else "")
+        + (f" of project {e.project}" if e.project != PROJECT else "")
+        for e in phase.endpoints
+    )
     extra = " (published while delivery is stopped, then drained)" if phase.backlog else ""
+    if phase.background:
+        extra += f" (first {phase.background} events to each other project)"
     return f"{phase.name}: {phase.count:,} events, {load}, webhooks [{modes}]{extra}"
 
 

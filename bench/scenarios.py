@@ -4,9 +4,12 @@ A phase starts everything fresh in its own folder (broker, receivers, the
 system, an empty database), proves that every target is routed with probe
 events, then publishes its load and waits until every event has reached
 every healthy receiver (or nothing has arrived for `STALL_SECONDS`, or the
-phase's own limit passed). The rate of a phase is the unique deliveries
-counted at the receivers over the time from the first publish (for the
-backlog: from the moment delivery was started again) to the last arrival.
+phase's own limit passed). A phase with background load first publishes it
+to the other projects and waits until their hanging receivers hold requests,
+so that the measured load meets them holding their share. The rate of a
+phase is the unique deliveries counted at the receivers over the time from
+the first publish (for the backlog: from the moment delivery was started
+again) to the last arrival. The phases themselves are planned in `phases`.
 """
 
 from __future__ import annotations
@@ -20,80 +23,21 @@ from typing import Any
 
 from bench.mosquitto import start_mosquitto
 from bench.mqtt import MqttClient
+from bench.phases import Phase
 from bench.processes import Children, python_module
 from bench.procstats import ProcSampler
 from bench.profiles import Profiler
 from bench.publisher import payload, topic
-from bench.receivers import EndpointSpec, Receivers
-from bench.systems import PROJECT, TOPIC_PREFIX, System
+from bench.receivers import PROJECT, Receivers
+from bench.systems import TOPIC_PREFIX, System
 
 STALL_SECONDS = 20.0
 ROUTE_SECONDS = 60.0
 POLL_SECONDS = 0.2
 PROBE_EVERY_SECONDS = 0.5
-ISOLATION_LIMIT_SECONDS = 15.0
-# The isolation ratio compares two short phases, and on a 2-core machine one
-# phase's rate varies by several percent from run to run: the pair runs this
-# many times (alone, beside, alone, ...) and the report takes medians.
-ISOLATION_ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    endpoints: list[EndpointSpec]
-    count: int
-    rate: float = 0.0  # events/s; 0: as fast as the broker accepts
-    backlog: bool = False
-    limit_seconds: float = 600.0  # after the last publish, at most this long for the rest
-
-    @property
-    def healthy(self) -> list[str]:
-        return [e.name for e in self.endpoints if e.mode == "ok"]
-
-
-def healthy(name: str) -> EndpointSpec:
-    return EndpointSpec(name)
-
-
-def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
-    """Every scenario's phases, sized to keep a full run near ten minutes.
-
-    Isolation runs at saturation unless `isolation_rate` (events/s) is given,
-    in `ISOLATION_ROUNDS` rounds (one when quick);
-    it waits at most `ISOLATION_LIMIT_SECONDS` after the last publish (a
-    sender without isolation would take minutes), and the rate is over that
-    window.
-    """
-    scale = 6 if quick else 1
-    latency_seconds = 5 if quick else 20
-    isolation = int(isolation_rate * latency_seconds) if isolation_rate else 10_000 // scale
-    beside = [healthy("healthy"), EndpointSpec("failing", "fail"), EndpointSpec("hanging", "hang")]
-    limit = ISOLATION_LIMIT_SECONDS
-    return {
-        "saturation": [Phase("saturation", [healthy("hook")], 30_000 // scale)],
-        "latency": [Phase("latency", [healthy("hook")], 500 * latency_seconds, rate=500)],
-        "fanout": [Phase("fanout", [healthy(f"hook{i}") for i in range(10)], 3_000 // scale)],
-        "isolation": [
-            phase
-            for round_ in range(1 if quick else ISOLATION_ROUNDS)
-            for suffix in ["" if round_ == 0 else f"#{round_ + 1}"]
-            for phase in (
-                Phase(
-                    f"isolation-alone{suffix}",
-                    [healthy("healthy")],
-                    isolation,
-                    isolation_rate,
-                    False,
-                    limit,
-                ),
-                Phase(f"isolation-beside{suffix}", beside, isolation, isolation_rate, False, limit),
-            )
-        ],
-        "backlog": [
-            Phase("backlog", [healthy("hook")], 20_000 if quick else 200_000, backlog=True)
-        ],
-    }
+# The measured load starts once the other project's receiver holds this many
+# requests (the baseline's whole pool: 64 in flight).
+BACKGROUND_HOLD = 64
 
 
 @dataclass
@@ -106,8 +50,9 @@ class Outcome:
         return self.ended == "complete"
 
 
-async def wait_routed(broker_port: int, receivers: Receivers) -> int:
-    """Publish probe events until every target has seen one; answers how many were sent."""
+async def wait_routed(broker_port: int, receivers: Receivers, projects: list[str]) -> int:
+    """Publish probe events (to every project) until every target has seen one;
+    answers how many were sent."""
     client = MqttClient(broker_port, "bench-probe")
     await client.connect()
     deadline, next_probe, sent = time.monotonic() + ROUTE_SECONDS, 0.0, 0
@@ -120,7 +65,10 @@ async def wait_routed(broker_port: int, receivers: Receivers) -> int:
             if now > deadline:
                 raise RuntimeError(f"targets not routed after {ROUTE_SECONDS} s: {stats}")
             if now >= next_probe:
-                client.publish(topic(TOPIC_PREFIX, PROJECT, 0), payload(-1, "probe", probe=True))
+                for project in projects:
+                    client.publish(
+                        topic(TOPIC_PREFIX, project, 0), payload(-1, "probe", probe=True)
+                    )
                 sent, next_probe = sent + 1, now + PROBE_EVERY_SECONDS
             await asyncio.sleep(0.05)
     finally:
@@ -173,7 +121,7 @@ class PhaseRun:
             _, broker_port = await start_mosquitto(children)
             receivers = await Receivers.start(children, self.phase.endpoints)
             await self.system.start(children, broker_port, receivers.targets)
-            probes = await wait_routed(broker_port, receivers)
+            probes = await wait_routed(broker_port, receivers, self.phase.projects)
             result = await self._measure(children, broker_port, receivers, probes)
             return result | {"wall_seconds": round(time.monotonic() - started, 1)}
         finally:
@@ -197,6 +145,8 @@ class PhaseRun:
             profiler = Profiler(self.profile, f"{phase.name}-{self.system.name}")
             await profiler.start(children, self.system.processes())
         try:
+            if phase.background:
+                await self._background(children, broker_port, receivers)
             argv = python_module(
                 "bench.publisher",
                 *("--port", str(broker_port), "--prefix", TOPIC_PREFIX, "--project", PROJECT),
@@ -226,6 +176,33 @@ class PhaseRun:
         ours = sum(p["cpu_s"] for name, p in processes.items() if not name.startswith("py-spy"))
         machine = self.sampler.machine(ours)
         return result | {"processes": processes, "profiles": profiles, "machine": machine}
+
+    async def _background(self, children: Children, broker_port: int, receivers: Receivers) -> None:
+        """Publish the other projects' events; wait until their receivers hold requests."""
+        others = [p for p in self.phase.projects if p != PROJECT]
+        for project in others:
+            argv = python_module(
+                "bench.publisher",
+                *("--port", str(broker_port), "--prefix", TOPIC_PREFIX, "--project", project),
+                *("--run", "background", "--count", str(self.phase.background), "--background"),
+            )
+            publisher = await children.start(f"publisher-{project}", argv, stdout_pipe=True)
+            await publisher.process.communicate()
+            if publisher.process.returncode != 0:
+                raise RuntimeError(f"the background publisher failed:\n{publisher.log()}")
+        hanging = [e for e in self.phase.endpoints if e.project in others and e.mode == "hang"]
+        deadline = time.monotonic() + ROUTE_SECONDS
+        while True:
+            stats = await receivers.stats()
+            if all(
+                stats[e.name]["requests"]
+                >= min(BACKGROUND_HOLD, e.webhooks * self.phase.background)
+                for e in hanging
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the background load is not held after {ROUTE_SECONDS} s")
+            await asyncio.sleep(0.05)
 
 
 def summarise(

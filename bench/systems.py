@@ -16,7 +16,6 @@ from typing import Protocol
 from bench.processes import Child, Children, python_module
 from bench.receivers import Target
 
-PROJECT = "bench"
 TOPIC_PREFIX = "edgesense"
 
 
@@ -24,7 +23,8 @@ class System(Protocol):
     name: str
 
     async def start(self, children: Children, broker_port: int, targets: list[Target]) -> None:
-        """Start, and know the targets (every one gets `device.data`)."""
+        """Start, and know the targets (every one gets `device.data` of its project;
+        the baseline has no projects: it sends every event to every target)."""
 
     def processes(self) -> dict[str, int]:
         """Our processes now running: name -> pid."""
@@ -55,7 +55,10 @@ class Baseline:
         self.argv: list[str] = []
 
     async def start(self, children: Children, broker_port: int, targets: list[Target]) -> None:
-        spec = [{"url": t.url, "secret": t.secret, "webhookId": f"wh_{t.name}"} for t in targets]
+        spec = [
+            {"url": t.url, "secret": t.secret, "webhookId": f"wh_{t.name}_{n}"}
+            for n, t in enumerate(targets)
+        ]
         self.children = children
         self.argv = python_module(
             "bench.baseline",

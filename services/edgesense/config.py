@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgesense.delivery.fairness import default_per_project
 from edgesense.errors import ConfigurationError
 from edgesense.tls import GrpcTls
 
@@ -76,6 +77,20 @@ def default_senders() -> int:
     except AttributeError:  # pragma: no cover - not on Linux
         cores = os.cpu_count() or 1
     return 0 if cores < 2 else min(4, cores // 2)
+
+
+def per_project(env: Mapping[str, str], concurrency: int, per_target: int) -> int:
+    """EDGESENSE_DELIVERY_PER_PROJECT: by default the concurrency less one
+    webhook's limit (at least half); never more than all of it (then one
+    project's hanging receivers could hold every slot)."""
+    name = "EDGESENSE_DELIVERY_PER_PROJECT"
+    value = int(_number(env, name, default_per_project(concurrency, per_target), 1))
+    if value > concurrency:
+        raise ConfigurationError(
+            f"{name} ({value}) must not exceed EDGESENSE_DELIVERY_CONCURRENCY ({concurrency}): "
+            "below it, a project whose receivers hang leaves slots for the others"
+        )
+    return value
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -161,6 +176,7 @@ class Settings:
     lease_seconds: float = 30.0
     delivery_concurrency: int = 256
     delivery_per_target: int = 64
+    delivery_per_project: int = 192
     delivery_senders: int = field(default_factory=lambda: default_senders())
     outbox_limit: int = 1_000_000
     grpc_tls: GrpcTls = field(default_factory=GrpcTls)
@@ -183,6 +199,8 @@ class Settings:
         if not raw_secret and dev:
             raw_secret = dev_secret_key()
         secret_key = parse_secret_key(raw_secret) if raw_secret else None
+        concurrency = int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1))
+        per_target = int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1))
         return cls(
             dev=dev,
             database_url=env.get("EDGESENSE_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -204,8 +222,9 @@ class Settings:
             retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
             held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
             lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
-            delivery_concurrency=int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)),
-            delivery_per_target=int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)),
+            delivery_concurrency=concurrency,
+            delivery_per_target=per_target,
+            delivery_per_project=per_project(env, concurrency, per_target),
             outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
             http_header_timeout_seconds=_number(
                 env, "EDGESENSE_HTTP_HEADER_TIMEOUT_SECONDS", 10.0, 0.001

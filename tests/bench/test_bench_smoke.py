@@ -16,11 +16,12 @@ import pytest
 from bench.cluster import EdgeSense
 from bench.databases import Database
 from bench.mosquitto import MOSQUITTO
+from bench.phases import Phase
 from bench.procstats import cpu_seconds, memory_kb
 from bench.receiver import percentiles
-from bench.receivers import EndpointSpec
+from bench.receivers import OTHER_PROJECT, EndpointSpec
 from bench.report import figures, markdown, problems
-from bench.scenarios import Phase, PhaseRun
+from bench.scenarios import PhaseRun
 from bench.systems import Baseline, System
 
 
@@ -73,6 +74,9 @@ def test_isolation_figures_are_medians_over_rounds() -> None:
         "isolation-beside#2": 770.0,  # 0.70
         "isolation-alone#3": 900.0,
         "isolation-beside#3": 810.0,  # 0.90
+        "isolation-projects": 500.0,  # 0.5
+        "isolation-projects#2": 330.0,  # 0.3
+        "isolation-projects#3": 270.0,  # 0.3
     }
     phases = [
         {"system": "edgesense", "phase": name, "deliveries_per_s": rate, "processes": {}}
@@ -88,3 +92,25 @@ def test_isolation_figures_are_medians_over_rounds() -> None:
     assert ratio["edgesense"] == 0.9  # the median of each round's ratio, not 810 / 1000
     assert (ratio["target"], ratio["result"]) == ("≥ 0.9", "PASS")
     assert ratio["baseline"] is None
+    projects = rows["Isolation ratio, other project (beside / alone) (median of 3 rounds)"]
+    assert projects["edgesense"] == 0.3
+    assert (projects["target"], projects["result"]) == ("≥ 0.33", "FAIL")
+
+
+@pytest.mark.mosquitto
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("system_name", ["baseline", "edgesense"])
+async def test_a_phase_beside_another_project_s_hanging_webhooks(
+    tmp_path: Path, system_name: str
+) -> None:
+    """The other project's events go first and hang at its receiver; only the
+    measured project's events count (the baseline sends every event everywhere)."""
+    _require_mosquitto()
+    system: System = Baseline() if system_name == "baseline" else EdgeSense(Database())
+    other = EndpointSpec("other", "hang", project=OTHER_PROJECT, webhooks=3)
+    phase = Phase("smoke", [EndpointSpec("a"), other], count=100, limit_seconds=20, background=5)
+    result = await PhaseRun(system, phase, tmp_path / system_name).run()
+    assert (result["delivered"], result["missing"], result["duplicates"]) == (100, 0, 0), result
+    assert result["endpoints"]["other"]["requests"] >= 15
+    background = result["endpoints"]["a"]["background"]
+    assert background == (5 if system_name == "baseline" else 0)

@@ -14,7 +14,14 @@ import pytest
 from edgesense.delivery.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, Dispatcher
 from edgesense.delivery.http_sender import AttemptResult, HttpSender, Sender
 from edgesense.delivery.index import ACTIVE, Target, WebhookIndex
-from edgesense.delivery.outbox import FAILED, PENDING, NewDelivery, Outbox, StoredEvent
+from edgesense.delivery.outbox import (
+    FAILED,
+    PENDING,
+    Claimed,
+    NewDelivery,
+    Outbox,
+    StoredEvent,
+)
 from edgesense.delivery.policy import RetryPolicy
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
@@ -68,6 +75,14 @@ def dispatcher_for(outbox: Outbox, index: WebhookIndex, sender: Sender) -> Dispa
     )
 
 
+async def attempt(dispatcher: Dispatcher, claimed: Claimed) -> None:
+    """One attempt as the dispatcher makes it: in a slot its FairShare gave."""
+    dispatcher.fair.queue(claimed.project_id, claimed.webhook_id)
+    assert dispatcher.fair.start() == (claimed.project_id, claimed.webhook_id)
+    await dispatcher._attempt(claimed)
+    assert dispatcher.fair.running_total == 0
+
+
 @pytest.mark.parametrize(
     ("age", "status", "reason"),
     [
@@ -86,7 +101,7 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     index.replace([])  # loaded, and without wh_elsewhere
     dispatcher = dispatcher_for(outbox, index, HttpSender())
     [claimed] = await outbox.claim("me", time.time(), 30, 10)
-    await dispatcher._attempt(claimed)
+    await attempt(dispatcher, claimed)
     await dispatcher._flush()
     found = await outbox.one("p", "dlv_1")
     assert found is not None
@@ -135,7 +150,7 @@ async def test_a_failure_of_ours_uses_no_attempt_and_opens_no_breaker(outbox: Ou
     index.replace([target])
     dispatcher = dispatcher_for(outbox, index, _DeadSender())
     for claimed in await outbox.claim("me", time.time(), 30, 100):
-        await dispatcher._attempt(claimed)
+        await attempt(dispatcher, claimed)
     await dispatcher._flush()
     assert dispatcher.breaker.open_until("wh_1", time.time()) is None  # 15 > its threshold
     row, attempts = await outbox.one("p", "dlv_3") or (None, None)

@@ -12,6 +12,7 @@ delivery's Publish with the internal token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,12 +20,13 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -219,6 +221,23 @@ class Processes:
         for service in self.started:
             async with asyncio.timeout(STOP_SECONDS):
                 await service.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def processes_of(
+    directory: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> AsyncIterator[Processes]:
+    """Service subprocesses of one test, killed at its end; their logs are
+    printed if it failed."""
+    running = Processes(directory)
+    failed_before = request.session.testsfailed
+    try:
+        yield running
+    finally:
+        await running.close()
+        if request.session.testsfailed > failed_before and running.started:
+            with capsys.disabled():
+                print(f"\n{request.node.nodeid}: service logs\n{running.logs()}")
 
 
 async def register_webhook(

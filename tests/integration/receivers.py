@@ -37,11 +37,16 @@ class Receiver:
     behaviour: Behaviour = ok
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    base: str = ""  # scheme, host and port
     in_progress: int = 0
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def start(self, ca: trustme.CA | None = None, path: str = "/hook") -> str:
+    async def start(
+        self, ca: trustme.CA | None = None, path: str = "/hook", host: str = "127.0.0.1"
+    ) -> str:
+        """Listen on a free port of `host` (any 127.x.y.z is loopback); `path`
+        may be an aiohttp pattern (then `base` plus a path is a URL)."""
         app = web.Application()
         app.router.add_post(path, self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
@@ -50,10 +55,11 @@ class Receiver:
         if ca is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        site = web.TCPSite(self._runner, host, 0, ssl_context=context)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{port}{path}"
+        self.base = f"{'https' if ca else 'http'}://{host}:{port}"
+        self.url = f"{self.base}{path}"
         return self.url
 
     async def stop(self) -> None:

@@ -39,6 +39,7 @@ from tests.integration.processes import (
     delivery_counts,
     eventually,
     poll,
+    processes_of,
     publish,
     register_webhook,
     wait_routed,
@@ -59,15 +60,8 @@ async def processes(
 
     It depends on `database_url` so that the processes are killed before
     their database is dropped."""
-    running = Processes(tmp_path)
-    failed_before = request.session.testsfailed
-    try:
+    async with processes_of(tmp_path, request, capsys) as running:
         yield running
-    finally:
-        await running.close()
-        if request.session.testsfailed > failed_before and running.started:
-            with capsys.disabled():
-                print(f"\n{request.node.nodeid}: service logs\n{running.logs()}")
 
 
 @pytest.fixture

@@ -84,11 +84,11 @@ class Handoff(Protocol):
     owner: str
     lease_seconds: float
 
-    def reserve(self, webhook_id: str) -> bool: ...
+    def reserve(self, webhook_id: str, project_id: str) -> bool: ...
     def paused_until(self, webhook_id: str) -> float | None: ...
-    def cancel_reservations(self, webhook_ids: Iterable[str]) -> None: ...
+    def cancel_reservations(self, items: Iterable[Claimed]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
-    def stored_unleased(self, webhook_ids: Iterable[str]) -> None: ...
+    def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None: ...
 
 
 class Acceptor:
@@ -130,7 +130,8 @@ class Acceptor:
         stored: list[StoredEvent] = []
         planned: list[NewDelivery] = []
         handed: list[Claimed] = []
-        unleased: list[tuple[str, str]] = []  # (event id, webhook id): pending, for a claim
+        # (event id, webhook id, project id): pending, for a claim
+        unleased: list[tuple[str, str, str]] = []
         seen: set[str] = set()
         now = time.time()
         lease_until = now + self._handoff.lease_seconds
@@ -158,9 +159,19 @@ class Acceptor:
                     if tail is None:
                         if not target.active:
                             tail = (HELD, "webhook disabled", now, None, None, now, now)
-                        elif reserve(webhook_id):
+                        elif reserve(webhook_id, project_id):
                             handed.append(
-                                Claimed(0, delivery_id, webhook_id, event_id, 0, 0, payload, now)
+                                Claimed(
+                                    0,
+                                    delivery_id,
+                                    webhook_id,
+                                    event_id,
+                                    0,
+                                    0,
+                                    payload,
+                                    now,
+                                    project_id,
+                                )
                             )
                             planned.append(
                                 NewDelivery(
@@ -180,7 +191,7 @@ class Acceptor:
                             tail = (PENDING, reason, not_before or now, None, None, now, now)
                         settled[webhook_id] = tail
                     if tail[0] == PENDING:
-                        unleased.append((event_id, webhook_id))
+                        unleased.append((event_id, webhook_id, project_id))
                     planned.append(
                         NewDelivery(
                             delivery_id, event_id, webhook_id, project_id, name, device_id, *tail
@@ -189,7 +200,7 @@ class Acceptor:
         try:
             new_ids, created = await self.outbox.accept(stored, planned, now)
         except BaseException as exc:
-            self._handoff.cancel_reservations(c.webhook_id for c in handed)
+            self._handoff.cancel_reservations(handed)
             if not isinstance(exc, EdgesenseError):
                 raise
             for _, future in group:
@@ -197,7 +208,7 @@ class Acceptor:
                     future.set_exception(exc)
             return
         unhanded = [c for c in handed if c.event_id not in new_ids]
-        self._handoff.cancel_reservations(c.webhook_id for c in unhanded)
+        self._handoff.cancel_reservations(unhanded)
         self._handoff.hand_over(c for c in handed if c.event_id in new_ids)
         counted: set[str] = set()
         for events, future in group:
@@ -212,6 +223,8 @@ class Acceptor:
         metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
         self.pending_deliveries += created
         self.created_total += created
-        waiting = {webhook_id for event_id, webhook_id in unleased if event_id in new_ids}
+        waiting = {
+            (webhook, project) for event_id, webhook, project in unleased if event_id in new_ids
+        }
         if waiting:
             self._handoff.stored_unleased(waiting)  # for a claim to find

@@ -1,11 +1,15 @@
 """Sending: claim due deliveries, POST them, write the outcomes back.
 
-Concurrency is bounded overall (`concurrency` attempts at once) and per
-webhook (`per_target`), and a webhook whose lane is full is left out of the
-next claim, so one slow or dead receiver holds at most its own lane and never
-starves the others. Claims are leases (see outbox); on shutdown, claimed but
-unsent deliveries are handed back and in-flight attempts are finished and
-recorded. Outcomes are written in batches.
+Claimed deliveries wait in memory in a lane per webhook; `FairShare` (see
+fairness) decides which lane's next delivery takes a free slot (bounded
+overall, per project and per webhook, shared fairly across projects, then
+across a project's webhooks) and how many each lane may hold. A webhook whose
+lane is full, and every webhook of a project that holds all it may, is left
+out of the next claim, so one slow or dead receiver holds at most its own
+lane and one project at most its share, and never starves the others. Claims
+are leases (see outbox); on shutdown, claimed but unsent deliveries are handed
+back and in-flight attempts are finished and recorded. Outcomes are written
+in batches.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.delivery import metrics
 from edgesense.delivery.breaker import PAUSED_REASON, Breaker
+from edgesense.delivery.fairness import FairShare, default_per_project
 from edgesense.delivery.http_sender import Sender
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
@@ -62,6 +67,7 @@ class Dispatcher:
         lease_seconds: float,
         concurrency: int,
         per_target: int,
+        per_project: int | None = None,
         on_exhausted: ExhaustedHandler,
     ) -> None:
         self.outbox = outbox
@@ -72,6 +78,9 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
         self.per_target = per_target
+        # In flight and in memory, per webhook and per project.
+        per_project = per_project or default_per_project(concurrency, per_target)
+        self.fair = FairShare(concurrency, per_project, per_target)
         self._on_exhausted = on_exhausted
         self._wake = asyncio.Event()
         # Whether a claim may find something: fresh deliveries normally arrive
@@ -80,15 +89,13 @@ class Dispatcher:
         self._more_due = True
         self._stopping = False
         self._lanes: dict[str, deque[Claimed]] = {}
-        self._running: dict[str, int] = defaultdict(int)
-        self._running_total = 0
-        self._queued_total = 0
-        self._reserved: dict[str, int] = defaultdict(int)
-        # Webhooks with due deliveries left in the outbox while their lane was
-        # full: a claim for them is worth it once a quarter of their lane is free.
-        self._backlogged: set[str] = set()
-        # Webhooks whose lanes have room for deliveries waiting in the outbox.
-        self._refill: set[str] = set()
+        # Webhooks (-> their projects) with due deliveries left in the outbox
+        # while their lane was full: a claim for them is worth it once a quarter
+        # of their lane is free.
+        self._backlogged: dict[str, str] = {}
+        # Webhooks (-> their projects) whose lanes have room for deliveries
+        # waiting in the outbox.
+        self._refill: dict[str, str] = {}
         self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Outcome, Target | None]] = []
@@ -108,65 +115,47 @@ class Dispatcher:
     # process when its lane has room, and passes it here after the commit, so
     # the common case costs no claim transaction and no wait for one.
 
-    def reserve(self, webhook_id: str) -> bool:
+    def reserve(self, webhook_id: str, project_id: str) -> bool:
         """Room for one freshly accepted delivery of this webhook?"""
         if self._stopping or not self.index.ready.is_set():
             return False
-        if self._running_total + self._queued_total >= 2 * self.concurrency:
-            return False
-        if self._lane_load(webhook_id) >= 2 * self.per_target:
-            return False
         if self.breaker.open_until(webhook_id, time.time()) is not None:
             return False
-        self._reserved[webhook_id] += 1
-        self._queued_total += 1
-        return True
+        return self.fair.admit(project_id, webhook_id)
 
     def paused_until(self, webhook_id: str) -> float | None:
         """When sends to this webhook resume, if its breaker has paused them."""
         return self.breaker.open_until(webhook_id, time.time())
 
-    def stored_unleased(self, webhook_ids: Iterable[str]) -> None:
-        """Fresh pending deliveries were stored without a lease: claim them
-        now if their lanes have room, else once they have drained (those of a
-        paused webhook were stored due at the end of the pause)."""
+    def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None:
+        """Fresh pending deliveries of these (webhook, project)s were stored
+        without a lease: claim them now if their lanes have room, else once
+        they have drained (those of a paused webhook were stored due at the
+        end of the pause)."""
         now = time.time()
-        for webhook_id in webhook_ids:
+        for webhook_id, project_id in webhooks:
             if self.breaker.open_until(webhook_id, now) is not None:
                 continue
-            if self._lane_load(webhook_id) >= 2 * self.per_target:
-                self._backlogged.add(webhook_id)
+            if self.fair.room(project_id, webhook_id) <= 0:
+                self._backlogged[webhook_id] = project_id
             else:
-                # Room in the lane: the lease was refused for the overall limit
-                # or a missing index; refill the lane when there is room.
-                self._refill.add(webhook_id)
+                # Room in the lane: the lease was refused for a limit since
+                # lifted or a missing index; refill the lane.
+                self._refill[webhook_id] = project_id
                 self._wake.set()
 
-    def cancel_reservations(self, webhook_ids: Iterable[str]) -> None:
-        for webhook_id in webhook_ids:
-            self._unreserve(webhook_id)
-            self._queued_total -= 1
+    def cancel_reservations(self, items: Iterable[Claimed]) -> None:
+        for item in items:
+            self.fair.cancel(item.project_id, item.webhook_id)
 
     def hand_over(self, items: Iterable[Claimed]) -> None:
         """Deliveries stored as leased to this process, after their commit."""
+        queue = self.fair.queue
         for item in items:
-            self._unreserve(item.webhook_id)
+            queue(item.project_id, item.webhook_id, reserved=True)
             self._lanes.setdefault(item.webhook_id, deque()).append(item)
         if not self._stopping:  # stopping: they are handed back with the queued ones
             self._pump()
-
-    def _unreserve(self, webhook_id: str) -> None:
-        self._reserved[webhook_id] -= 1
-        if self._reserved[webhook_id] <= 0:
-            del self._reserved[webhook_id]
-
-    def _lane_load(self, webhook_id: str) -> int:
-        lane = self._lanes.get(webhook_id)
-        return (
-            (len(lane) if lane else 0)
-            + self._running.get(webhook_id, 0)
-            + self._reserved.get(webhook_id, 0)
-        )
 
     async def run(self) -> None:
         """Send until stop(); then hand back what is queued and finish what is sent."""
@@ -176,7 +165,7 @@ class Dispatcher:
         finally:
             queued = [c.delivery_id for lane in self._lanes.values() for c in lane]
             self._lanes.clear()
-            self._queued_total = 0
+            self.fair.drop_queued()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.sender.timeout_seconds + 5)
             writer.cancel()
@@ -199,7 +188,7 @@ class Dispatcher:
                     await asyncio.wait_for(self.index.ready.wait(), IDLE_POLL_SECONDS)
                 continue
             try:
-                if self._refill and self._room() > 0:
+                if self._refill:
                     await self._claim_refills()
                 if self._more_due or loop.time() >= next_poll:
                     next_poll = loop.time() + IDLE_POLL_SECONDS
@@ -218,24 +207,33 @@ class Dispatcher:
 
         Claims come in batches: while much is in flight, wait until a batch
         fits (every finished attempt wakes the claim loop while more is due).
+        While other projects' work fills memory, a claim still takes a
+        newcomer's share (the projects that fill it are left out).
         """
-        load = self._running_total + self._queued_total
-        room = min(CLAIM_BATCH, 2 * self.concurrency - load)
+        load = self.fair.load_total
+        room = min(CLAIM_BATCH, self.fair.claim_room())
+        if load >= 2 * self.concurrency:
+            return room
         return room if room >= CLAIM_LOW_WATER or (room > 0 and load < self.concurrency) else 0
 
     async def _claim_due(self) -> bool:
         """Claim whatever is due (retries, redeliveries, ...), leaving out full
-        lanes and paused webhooks; True if the batch came back full."""
+        lanes, projects that hold all they may, and paused webhooks; True if
+        the batch came back full."""
         room = self._room()
         if room <= 0:
             return False
-        busy = [w for w in self._lanes if self._lane_load(w) >= 2 * self.per_target]
-        self._backlogged.update(busy)
+        for webhook_id, lane in self._lanes.items():
+            project_id = lane[0].project_id
+            if self.fair.room(project_id, webhook_id) <= 0:
+                self._backlogged[webhook_id] = project_id
         # Backlogged lanes are refilled by their own claims once they drain (an
         # attempt of theirs that ends sees to it); paused webhooks are due again
-        # when the pause ends.
-        left_out = [w for w in self._backlogged if self._running.get(w)]
+        # when the pause ends; a saturated project's webhooks once it has room.
+        left_out = [w for w, p in self._backlogged.items() if self.fair.running(p, w)]
         left_out += self.breaker.paused(time.time())
+        for project_id in self.fair.saturated():
+            left_out += self.index.webhook_ids(project_id)
         self._more_due = False  # a wake() during the claim sets it again
         claimed = await self.outbox.claim(
             self.owner, time.time(), self.lease_seconds, room, left_out
@@ -249,49 +247,50 @@ class Dispatcher:
         """Refill the lanes of webhooks with deliveries waiting in the outbox,
         reading only their rows (however much other webhooks have waiting)."""
         now = time.time()
-        free = self._room()
         limits: dict[str, int] = {}
-        for webhook_id in self._refill:
-            want = 2 * self.per_target - self._lane_load(webhook_id)
-            if want > 0 and free > 0 and self.breaker.open_until(webhook_id, now) is None:
-                limits[webhook_id] = min(want, free)
-                free -= limits[webhook_id]
+        projects = dict(self._refill)
         self._refill.clear()
-        claimed = await self.outbox.claim_for(self.owner, now, self.lease_seconds, limits)
+        for webhook_id, project_id in projects.items():
+            # Reserved while the claim runs, so that the lanes refilled together
+            # stay within their project's room (and hand-overs meanwhile too).
+            want = self.fair.room(project_id, webhook_id)
+            if want > 0 and self.breaker.open_until(webhook_id, now) is None:
+                limits[webhook_id] = want
+                self.fair.reserve(project_id, webhook_id, want)
+        try:
+            claimed = await self.outbox.claim_for(self.owner, now, self.lease_seconds, limits)
+        finally:
+            for webhook_id, limit in limits.items():
+                self.fair.cancel(projects[webhook_id], webhook_id, limit)
         self._enqueue(claimed)
         got = Counter(item.webhook_id for item in claimed)
         for webhook_id, limit in limits.items():
             if got[webhook_id] == limit:
-                self._backlogged.add(webhook_id)  # there may be more
+                self._backlogged[webhook_id] = projects[webhook_id]  # there may be more
 
     def _enqueue(self, claimed: list[Claimed]) -> None:
+        queue = self.fair.queue
         for item in claimed:
+            queue(item.project_id, item.webhook_id)
             self._lanes.setdefault(item.webhook_id, deque()).append(item)
-        self._queued_total += len(claimed)
         self._pump()
 
     def _pump(self) -> None:
-        for webhook_id in list(self._lanes):
-            lane = self._lanes[webhook_id]
-            while (
-                lane
-                and self._running[webhook_id] < self.per_target
-                and self._running_total < self.concurrency
-            ):
-                item = lane.popleft()
-                self._queued_total -= 1
-                self._running[webhook_id] += 1
-                self._running_total += 1
-                task = asyncio.create_task(self._attempt(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._finished)
+        """Start attempts while there are free slots, in FairShare's order."""
+        start, lanes = self.fair.start, self._lanes
+        while (chosen := start()) is not None:
+            webhook_id = chosen[1]
+            lane = lanes[webhook_id]
+            item = lane.popleft()
             if not lane:
-                del self._lanes[webhook_id]
+                del lanes[webhook_id]
+            task = asyncio.create_task(self._attempt(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._running_total -= 1
-        metrics.IN_FLIGHT.set(self._running_total)
+        metrics.IN_FLIGHT.set(self.fair.running_total)
         if not self._stopping:
             self._pump()
             if self._more_due or self._refill:
@@ -323,21 +322,20 @@ class Dispatcher:
                 "attempt of %s failed unexpectedly; it is retried after its lease", item.delivery_id
             )
         finally:
-            self._running[webhook_id] -= 1
-            if self._running[webhook_id] <= 0:
-                del self._running[webhook_id]
+            project_id = item.project_id
+            self.fair.finish(project_id, webhook_id)
             if (
                 webhook_id in self._backlogged
-                and 2 * self._lane_load(webhook_id) <= 3 * self.per_target
+                and 2 * self.fair.room(project_id, webhook_id) >= self.per_target
             ):
-                self._backlogged.discard(webhook_id)
-                self._refill.add(webhook_id)  # _finished wakes the claim loop
+                del self._backlogged[webhook_id]
+                self._refill[webhook_id] = project_id  # _finished wakes the claim loop
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
         rendered = self._render(item)
         body = rendered.body(target.webhook_id)
         headers = target.signer.headers(item.delivery_id, rendered.name, body, int(time.time()))
-        metrics.IN_FLIGHT.set(self._running_total)
+        metrics.IN_FLIGHT.set(self.fair.running_total)
         result = await self.sender.post(target.url, body, headers)
         now = time.time()
         if result.internal_failure:

@@ -3,7 +3,10 @@
 Why aiohttp: with many requests in flight, aiohttp's client measured 30-70x
 faster than httpx's here (encode/httpx#3215), and delivery keeps hundreds of
 POSTs in flight. One `TCPConnector` is shared by all attempts: keep-alive
-connections pooled per target, bounded overall and per host. TLS is verified
+connections pooled per target, bounded overall but not per host: the
+dispatcher bounds each webhook's attempts itself, and a per-host bound would
+make webhooks on one host (a SaaS, an API gateway) share one pool, where one
+webhook's hanging requests hold every connection the others need. TLS is verified
 against the system CAs plus `EDGESENSE_CA_BUNDLE`; redirects are not
 followed (a 3xx is a failed attempt); no cookies are kept; no proxy from the
 environment is used. `post()` turns every network, TLS, HTTP and timeout
@@ -118,7 +121,6 @@ class HttpSender:
         allow_private_networks: bool = False,
         ca_bundle: str | os.PathLike[str] | None = None,
         max_connections: int = 256,
-        max_per_host: int = 16,
         user_agent: str = USER_AGENT,
         *,
         resolver: AbstractResolver | None = None,
@@ -129,7 +131,6 @@ class HttpSender:
         self.allow_private_networks = allow_private_networks
         self._ca_bundle = ca_bundle
         self._max_connections = max_connections
-        self._max_per_host = max_per_host
         self._user_agent = user_agent
         self._inner_resolver = resolver
         self._resolver: AbstractResolver | None = None  # closed by us: the connector won't
@@ -142,7 +143,6 @@ class HttpSender:
             allow_private_networks=settings.allow_private_networks,
             ca_bundle=settings.ca_bundle,
             max_connections=settings.delivery_concurrency,
-            max_per_host=settings.delivery_per_target,
         )
 
     async def start(self) -> None:
@@ -156,7 +156,7 @@ class HttpSender:
             resolver = PublicAddressResolver(resolver)
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
-            limit_per_host=self._max_per_host,
+            limit_per_host=0,
             ssl=tls,
             resolver=resolver,
         )

@@ -52,6 +52,7 @@ class WebhookIndex:
     def __init__(self) -> None:
         self._targets: dict[str, Target] = {}
         self._by_route: dict[tuple[str, str], list[Target]] = {}
+        self._by_project: dict[str, list[str]] = {}
         self.ready = asyncio.Event()
 
     def __len__(self) -> int:
@@ -62,6 +63,10 @@ class WebhookIndex:
 
     def targets(self) -> list[Target]:
         return list(self._targets.values())
+
+    def webhook_ids(self, project_id: str) -> list[str]:
+        """The ids of a project's webhooks."""
+        return self._by_project.get(project_id, [])
 
     def match(self, project_id: str, event_name: str, device_id: str) -> list[Target]:
         """Every webhook (active or disabled) that wants this event."""
@@ -90,7 +95,10 @@ class WebhookIndex:
         # Webhook changes are rare next to events: rebuilding keeps match() a
         # single lookup.
         routes: dict[tuple[str, str], list[Target]] = defaultdict(list)
+        projects: dict[str, list[str]] = defaultdict(list)
         for target in self._targets.values():
+            projects[target.project_id].append(target.webhook_id)
             for name in target.events:
                 routes[(target.project_id, name)].append(target)
         self._by_route = dict(routes)
+        self._by_project = dict(projects)

@@ -375,6 +375,7 @@ async def _lease(
             deliveries.c.attempt_count,
             deliveries.c.cycle_attempts,
             deliveries.c.created_at,
+            deliveries.c.project_id,
         )
     )
     return list(leased.all())
@@ -404,6 +405,7 @@ async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed
             r.cycle_attempts,
             payloads[r.event_id],
             r.created_at,
+            r.project_id,
         )
         for r in rows
     ]

@@ -39,7 +39,8 @@ CLAIM = (
     " SELECT seq FROM deliveries WHERE {webhooks}status = ? AND next_attempt_at <= ?"
     " AND (lease_expires_at IS NULL OR lease_expires_at < ?){excluded}"
     " ORDER BY next_attempt_at, seq LIMIT ?)"
-    " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at"
+    " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at,"
+    " project_id"
 )
 CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="")
 
@@ -112,8 +113,18 @@ def _with_payloads(conn: sqlite3.Connection, leased: list[tuple[Any, ...]]) -> l
     payloads = dict(_in_chunks(conn, SELECT_PAYLOADS, list({row[3] for row in leased})))
     leased.sort()
     return [
-        Claimed(seq, delivery_id, webhook_id, event_id, count, cycle, payloads[event_id], created)
-        for seq, delivery_id, webhook_id, event_id, count, cycle, created in leased
+        Claimed(
+            seq,
+            delivery_id,
+            webhook_id,
+            event_id,
+            count,
+            cycle,
+            payloads[event_id],
+            created,
+            project,
+        )
+        for seq, delivery_id, webhook_id, event_id, count, cycle, created, project in leased
     ]
 
 

@@ -47,6 +47,7 @@ class Claimed(NamedTuple):
     cycle_attempts: int
     event: bytes
     created_at: float = 0.0
+    project_id: str = ""  # whose share of the send slots it uses
 
 
 class Outcome(NamedTuple):

@@ -156,7 +156,6 @@ class SenderPool:
             "allow_private_networks": settings.allow_private_networks,
             "ca_bundle": settings.ca_bundle,
             "max_connections": settings.delivery_concurrency,
-            "max_per_host": settings.delivery_per_target,
         }
         return cls(settings.delivery_senders, options, settings.delivery_timeout_seconds)
 

@@ -190,6 +190,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         lease_seconds=settings.lease_seconds,
         concurrency=settings.delivery_concurrency,
         per_target=settings.delivery_per_target,
+        per_project=settings.delivery_per_project,
         on_exhausted=reconciler.on_exhausted,
     )
 

@@ -1,0 +1,93 @@
+"""What each scenario runs: its phases (receivers, load, limits), small or full size.
+
+`scenarios` runs them; `report` turns their results into figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.receivers import OTHER_PROJECT, EndpointSpec
+
+ISOLATION_LIMIT_SECONDS = 15.0
+# The isolation ratio compares two short phases, and on a 2-core machine one
+# phase's rate varies by several percent from run to run: the pair runs this
+# many times (alone, beside, alone, ...) and the report takes medians.
+ISOLATION_ROUNDS = 3
+# Fair sharing between projects (issue 10): another project's webhooks to a
+# receiver that never answers in time, and its events, published first.
+OTHER_WEBHOOKS = 300
+OTHER_EVENTS = 50
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    endpoints: list[EndpointSpec]
+    count: int
+    rate: float = 0.0  # events/s; 0: as fast as the broker accepts
+    backlog: bool = False
+    limit_seconds: float = 600.0  # after the last publish, at most this long for the rest
+    background: int = 0  # events published first to each other project (not measured)
+
+    @property
+    def healthy(self) -> list[str]:
+        return [e.name for e in self.endpoints if e.mode == "ok"]
+
+    @property
+    def projects(self) -> list[str]:
+        return sorted({e.project for e in self.endpoints})
+
+
+def healthy(name: str) -> EndpointSpec:
+    return EndpointSpec(name)
+
+
+def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
+    """Every scenario's phases, sized to keep a full run near ten minutes.
+
+    Isolation runs at saturation unless `isolation_rate` (events/s) is given,
+    in `ISOLATION_ROUNDS` rounds (one when quick);
+    it waits at most `ISOLATION_LIMIT_SECONDS` after the last publish (a
+    sender without isolation would take minutes), and the rate is over that
+    window.
+    """
+    scale = 6 if quick else 1
+    latency_seconds = 5 if quick else 20
+    isolation = int(isolation_rate * latency_seconds) if isolation_rate else 10_000 // scale
+    beside = [healthy("healthy"), EndpointSpec("failing", "fail"), EndpointSpec("hanging", "hang")]
+    other = EndpointSpec("other", "hang", project=OTHER_PROJECT, webhooks=OTHER_WEBHOOKS)
+    limit = ISOLATION_LIMIT_SECONDS
+    return {
+        "saturation": [Phase("saturation", [healthy("hook")], 30_000 // scale)],
+        "latency": [Phase("latency", [healthy("hook")], 500 * latency_seconds, rate=500)],
+        "fanout": [Phase("fanout", [healthy(f"hook{i}") for i in range(10)], 3_000 // scale)],
+        "isolation": [
+            phase
+            for round_ in range(1 if quick else ISOLATION_ROUNDS)
+            for suffix in ["" if round_ == 0 else f"#{round_ + 1}"]
+            for phase in (
+                Phase(
+                    f"isolation-alone{suffix}",
+                    [healthy("healthy")],
+                    isolation,
+                    isolation_rate,
+                    False,
+                    limit,
+                ),
+                Phase(f"isolation-beside{suffix}", beside, isolation, isolation_rate, False, limit),
+                Phase(
+                    f"isolation-projects{suffix}",
+                    [healthy("healthy"), other],
+                    isolation,
+                    isolation_rate,
+                    False,
+                    limit,
+                    OTHER_EVENTS,
+                ),
+            )
+        ],
+        "backlog": [
+            Phase("backlog", [healthy("hook")], 20_000 if quick else 200_000, backlog=True)
+        ],
+    }
