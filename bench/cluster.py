@@ -56,6 +56,8 @@ class EdgeSense:
             "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "EDGESENSE_ALLOW_INSECURE_URLS": "1",
             "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",
+            # the isolation phase's other project has 300 webhooks (default limit 100)
+            "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT": "0",
             "EDGESENSE_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
             "EDGESENSE_MQTT_TOPIC_PREFIX": TOPIC_PREFIX,
             "EDGESENSE_REGISTRY_ADDR": f"127.0.0.1:{ports['registry']}",
