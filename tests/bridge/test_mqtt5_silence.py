@@ -19,6 +19,7 @@ from edgesense_bridge.version_evidence import STRIKES, VersionEvidence
 from tests.bridge.broker import Mosquitto
 from tests.bridge.conftest import bridge_options
 from tests.bridge.delivery_double import FakeDelivery
+from tests.bridge.waiting import eventually
 
 MQTT_NAME = b"\x00\x04MQTT"  # the CONNECT's protocol name; the level byte follows
 
@@ -81,16 +82,6 @@ async def proxy(mosquitto: Mosquitto) -> AsyncIterator[tuple[SilentForMqtt5, str
             await asyncio.wait_for(server.wait_closed(), 5)
 
 
-async def until(check: object, what: str, seconds: float) -> None:
-    assert callable(check)
-    try:
-        async with asyncio.timeout(seconds):
-            while not check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 async def test_a_broker_silent_after_an_mqtt_5_connection_is_retried_not_fatal(
     proxy: tuple[SilentForMqtt5, str],
     settings: Settings,
@@ -108,7 +99,7 @@ async def test_a_broker_silent_after_an_mqtt_5_connection_is_retried_not_fatal(
     try:
         await asyncio.wait_for(bridge.connection.subscribed.wait(), 10)
         filtering.go_silent()
-        await until(lambda: filtering.swallowed >= STRIKES or task.done(), "retries", 20)
+        await eventually(lambda: filtering.swallowed >= STRIKES or task.done(), 20, "retries")
         assert not task.done(), f"the bridge ended: {task.exception()!r}"
         filtering.silent = False  # the broker recovers: the bridge is back
         await asyncio.wait_for(bridge.connection.subscribed.wait(), 20)
