@@ -56,6 +56,7 @@ from edgesense_bridge.inbound import (
     SessionHandler,
 )
 from edgesense_bridge.parsing import RawMessage
+from edgesense_bridge.version_evidence import VersionEvidence
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class MqttConnection:
         self._loop_thread = 0
         self._epoch = 0
         self._connected = False
+        self._versions = VersionEvidence()  # may a silent broker mean "no MQTT 5"?
         self._connack: asyncio.Future[str] | None = None
         self._lost = asyncio.Event()
         self._closing = asyncio.Event()
@@ -192,6 +194,7 @@ class MqttConnection:
         try:  # connect() blocks on DNS, TCP and TLS: keep it off the loop
             await asyncio.to_thread(self._blocking_connect)
         except (OSError, ValueError) as exc:
+            self._versions.failed()
             raise MqttUnavailable(f"cannot connect to {opts.broker}: {exc}") from exc
         try:
             refused = await asyncio.wait_for(self._connack, CONNACK_TIMEOUT_SECONDS)
@@ -199,18 +202,21 @@ class MqttConnection:
             refused = "no CONNACK in time"
         if refused:
             self._client.disconnect()
-            if opts.mqtt5 and refused == UNSUPPORTED_VERSION:
+            if opts.mqtt5 and refused == UNSUPPORTED_VERSION and self._versions.wrong_version():
                 raise ProtocolRefused(opts.broker, f"it refused MQTT 5: {refused}")
-            if opts.mqtt5 and await self._only_311(refused):
-                raise ProtocolRefused(
-                    opts.broker, f"{refused} to an MQTT 5 CONNECT; it answers MQTT 3.1.1"
-                )
+            if opts.mqtt5 and refused in NO_ANSWER and self._versions.may_conclude():
+                if self._versions.unanswered(await self._only_311()):
+                    raise ProtocolRefused(
+                        opts.broker,
+                        f"{refused} to an MQTT 5 CONNECT; it answers MQTT 3.1.1"
+                        f" ({self._versions.strikes} attempts in a row)",
+                    )
+            else:
+                self._versions.failed()
             raise MqttUnavailable(f"{opts.broker} did not accept the connection: {refused}")
 
-    async def _only_311(self, refused: str) -> bool:
+    async def _only_311(self) -> bool:
         """After an MQTT 5 CONNECT went unanswered: does the broker answer 3.1.1 only?"""
-        if refused not in NO_ANSWER:
-            return False
         opts = self.options
         tls = _tls_context(opts.ca_file) if opts.broker.tls else None
         return await asyncio.to_thread(speaks_only_311, opts.broker.host, opts.broker.port, tls)
@@ -293,6 +299,7 @@ class MqttConnection:
             return
         self._epoch += 1
         self._connected = True
+        self._versions.connected()
         metrics.MQTT_CONNECTED.set(1)
         topic, session = self.options.subscription, "resumed" if flags.session_present else "new"
         log.info(

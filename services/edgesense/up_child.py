@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 NAME_WIDTH = 8
 STOP_GRACE_SECONDS = 20.0
+MAX_LINE_BYTES = 16 * 1024  # a longer line is cut: one log line stays readable
+CHUNK_BYTES = 64 * 1024
 
 
 class LogStream:
@@ -84,12 +86,20 @@ class Child:
         self.pump = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
+        # Chunks, not `async for` over the stream: that raises on a line over
+        # its 64 KiB limit, and a dead pump lets the child block on a full pipe.
         assert self.process is not None
         assert self.process.stdout is not None
-        async for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self.last_lines = [*self.last_lines[-19:], line]
-            out(f"{self.name:<{NAME_WIDTH}} | {line}")
+        lines = LineCutter()
+        while chunk := await self.process.stdout.read(CHUNK_BYTES):
+            for line in lines.feed(chunk):
+                self._print(line)
+        for line in lines.end():
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        self.last_lines = [*self.last_lines[-19:], line]
+        out(f"{self.name:<{NAME_WIDTH}} | {line}")
 
     async def stop(self) -> None:
         if self.process is None or self.process.returncode is not None:
@@ -105,6 +115,50 @@ class Child:
             await self.process.wait()
         if self.pump is not None:
             await self.pump
+
+
+class LineCutter:
+    """Splits output chunks into lines, cutting each after `limit` bytes (and saying so)."""
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self.limit = limit
+        self._line = bytearray()
+        self._cut = False  # the current line was cut: drop the rest up to its newline
+
+    def feed(self, chunk: bytes) -> list[str]:
+        lines: list[str] = []
+        *complete, rest = chunk.split(b"\n")
+        for part in complete:
+            if (cut := self._take(part)) is not None:
+                lines.append(cut)
+            elif not self._cut:
+                lines.append(self._text())
+            self._line.clear()
+            self._cut = False
+        if (cut := self._take(rest)) is not None:
+            lines.append(cut)
+        return lines
+
+    def end(self) -> list[str]:
+        """The last line, when the output ends without a newline."""
+        return [self._text()] if self._line and not self._cut else []
+
+    def _take(self, part: bytes) -> str | None:
+        """Adds `part` to the line; the cut line, once, when it goes over the limit."""
+        if self._cut:
+            return None
+        room = self.limit - len(self._line)
+        if len(part) <= room:
+            self._line += part
+            return None
+        self._line += part[:room]
+        self._cut = True
+        cut = f"{self._text()} … [line cut at {self.limit} bytes]"
+        self._line.clear()
+        return cut
+
+    def _text(self) -> str:
+        return self._line.decode(errors="replace").rstrip()
 
 
 class ChildDied(Exception):

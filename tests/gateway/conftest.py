@@ -133,6 +133,9 @@ class RecordingRegistry(registry_pb2_grpc.WebhookRegistryServicer):
     hold_list: bool = False
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    list_answer: registry_pb2.ListWebhooksResponse = field(
+        default_factory=registry_pb2.ListWebhooksResponse
+    )
 
     def _record(self, request: Any, context: Context) -> None:
         received = context.invocation_metadata() or ()
@@ -152,7 +155,7 @@ class RecordingRegistry(registry_pb2_grpc.WebhookRegistryServicer):
         if self.hold_list:
             self.entered.set()
             await self.release.wait()
-        return registry_pb2.ListWebhooksResponse()
+        return self.list_answer
 
     async def GetWebhook(
         self, request: registry_pb2.GetWebhookRequest, context: Context

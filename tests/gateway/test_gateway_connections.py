@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import resource
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -16,6 +18,7 @@ import pytest
 from edgesense.gateway import RunningGateway, start_gateway
 from edgesense.gateway.connections import HttpLimits, default_max_connections
 from edgesense.gateway.server import GUARD_KEY
+from edgesense.v1 import registry_pb2
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Backend
@@ -184,3 +187,32 @@ def test_the_connection_cap_stays_below_the_open_file_limit() -> None:
     assert HttpLimits().connection_cap() == ceiling
     assert HttpLimits(max_connections=ceiling * 2).connection_cap() == ceiling
     assert HttpLimits(max_connections=5).connection_cap() == 5
+
+
+async def test_at_the_cap_a_client_reading_a_large_answer_slowly_gets_all_of_it(
+    registry_backend: Backend, clients: Clients
+) -> None:
+    # ~3 MB of JSON: more than the kernel's socket buffers hold for a reader
+    # with a 4 KiB receive buffer, so most of it is still in the gateway while
+    # new clients arrive and make room at the cap.
+    hook = registry_pb2.Webhook(webhook_id="w", url="https://example.com/" + "a" * 3000)
+    registry_backend.servicer.list_answer.webhooks.extend([hook] * 1000)
+    async with serving(registry_backend, HttpLimits(max_connections=2)) as running:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", running.port))
+        slow = await asyncio.open_connection(sock=sock)
+        clients.opened.append(slow)
+        reader, writer = slow
+        writer.write(b"GET /api/webhooks HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        # Two newcomers: the second makes room by evicting the first, not the reader.
+        first = await clients.connect(running)
+        await clients.connect(running)
+        assert await closed_by_server(first) == b""
+        body = await asyncio.wait_for(reader.readexactly(length), 10.0)
+        assert len(json.loads(body)["webhooks"]) == 1000
+        assert (await answer(slow)).startswith(b"HTTP/1.1 200")

@@ -19,7 +19,9 @@ accept loop failed for everyone else. This wraps each aiohttp protocol in a
   every connection is busy, the new one is aborted at once (a RST, no fd kept).
 
 The request handler marks busy and done (`request_started` / `request_done`,
-from a middleware): that is when aiohttp has parsed the headers.
+from a middleware): that is when aiohttp has parsed the headers, and when the
+answer is written. An idle connection whose last bytes are still in the write
+buffer is not evicted (abort would drop them).
 """
 
 from __future__ import annotations
@@ -111,10 +113,10 @@ class ConnectionGuard:
     def admit(self, connection: GuardedConnection) -> bool:
         """A new connection: make room for it, or False when every one is busy."""
         if len(self._open) >= self.max_connections:
-            if not self._evictable:
+            oldest = next((c for c in self._evictable if c.flushed()), None)
+            if oldest is None:
                 self._on_closed(Closed.OVER_CAPACITY)
                 return False
-            oldest = next(iter(self._evictable))
             self.close(oldest, Closed.EVICTED)
         self._open[connection.transport] = connection
         self._evictable[connection] = None
@@ -176,6 +178,10 @@ class GuardedConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+
+    def flushed(self) -> bool:
+        """Nothing left to send: the end of an answer may still wait in the buffer."""
+        return bool(self.transport.get_write_buffer_size() == 0)
 
     def cancel_timer(self) -> None:
         if self._timer is not None:

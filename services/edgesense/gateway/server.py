@@ -47,13 +47,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _tracking(guard: ConnectionGuard) -> Middleware:
-    """A middleware telling the guard when a connection has a request in hand."""
+    """A middleware telling the guard when a connection has a request in hand.
+
+    The request is done once its answer is written: aiohttp writes a returned
+    response only after the middlewares, so it is written here (aiohttp then
+    finds it prepared and ended, and writes nothing more), else a client
+    reading a large answer slowly would look idle and could be evicted.
+    """
 
     @web.middleware
     async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
         guard.request_started(request.transport)
         try:
-            return await handler(request)
+            response = await handler(request)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         finally:
             guard.request_done(request.transport)
 
