@@ -48,6 +48,10 @@ GRPC_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+# Calls to a method no service has share one label: the path is the client's
+# choice, and a label per path would let anyone grow the metrics for ever.
+UNKNOWN_METHOD = "unknown"
+
 DETAILS_KEY = "grpc-status-details-bin"
 # Internal methods whose strings come from our own services, not from users;
 # the servicer cleans them itself (a refused disable report would be retried
@@ -130,7 +134,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler: Any = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None:  # gRPC answers UNIMPLEMENTED itself
+            GRPC_REQUESTS.labels(UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED.name).inc()
             return None
         method = handler_call_details.method
         common = {
