@@ -62,6 +62,7 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
             reflection=settings.grpc_reflection,
             max_receive=REGISTRY_MAX_RECEIVE,
             gate=service.auth,
+            bdp_probe=False,  # small requests: a refused call leaves at most 64 KiB
         )
         port = await server.start(addr or settings.registry_addr)
     except BaseException:
