@@ -33,6 +33,7 @@ from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
 from edgesense.listen import ensure_free
 from edgesense.log_throttle import ThrottledLog
+from edgesense.message_limits import GRPC_DEFAULT_MAX_RECEIVE
 from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
 
@@ -161,7 +162,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 Registrar = Callable[[grpc.aio.Server], None]
-DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # gRPC's own default; ours are in message_limits
 
 
 def server_options(max_receive: int, bdp_probe: bool = True) -> list[tuple[str, int]]:
@@ -193,7 +193,7 @@ class GrpcServer:
         *,
         tls: GrpcTls | None = None,
         reflection: bool = False,
-        max_receive: int = DEFAULT_MAX_RECEIVE,
+        max_receive: int = GRPC_DEFAULT_MAX_RECEIVE,
         gate: Authenticator | None = None,
         bdp_probe: bool = True,
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -13,7 +14,9 @@ from edgesense.config import Settings
 from edgesense.gateway import RunningGateway, run_gateway, start_gateway
 from edgesense.gateway.backends import Backends
 from edgesense.gateway.transcode import MAX_BODY_BYTES
-from edgesense.v1 import registry_pb2
+from edgesense.message_limits import MAX_RECEIVE, max_receive
+from edgesense.v1 import delivery_pb2, devices_pb2, registry_pb2
+from tests.gateway.conftest import REGISTRY
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Backend
@@ -100,6 +103,42 @@ async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     content = b'{"description": "' + b"x" * MAX_BODY_BYTES + b'"}'
     response = await client.post("/api/webhooks/register", content=content)
     _status(response, 413, 3)
+
+
+@pytest.mark.parametrize("bytes_over", [1, 64 * 1024])
+async def test_request_over_the_backends_limit_is_413_naming_it(
+    client: httpx.AsyncClient, registry_backend: Backend, bytes_over: int
+) -> None:
+    limit = max_receive(REGISTRY)
+    size = limit - 4 + bytes_over  # a description has a tag and a 3-byte length
+    body = {"description": "x" * size}
+    assert len(json.dumps(body)) < MAX_BODY_BYTES  # REST's own limit does not refuse it
+    response = await client.post("/api/webhooks/register", json=body)
+    message = _status(response, 413, 3)["message"]
+    assert f"{limit} bytes" in message
+    assert REGISTRY in message
+    assert registry_backend.servicer.requests == []
+
+
+async def test_request_at_the_backends_limit_is_forwarded(
+    client: httpx.AsyncClient, registry_backend: Backend
+) -> None:
+    body = {"description": "x" * (max_receive(REGISTRY) - 4)}  # encodes to the limit exactly
+    response = await client.post("/api/webhooks/register", json=body)
+    assert response.status_code == 200, response.text
+    assert len(registry_backend.servicer.requests[-1].description) == len(body["description"])
+
+
+def test_every_service_has_its_receive_limit() -> None:
+    names = {
+        file.services_by_name[name].full_name
+        for file, name in [
+            (registry_pb2.DESCRIPTOR, "WebhookRegistry"),
+            (delivery_pb2.DESCRIPTOR, "Delivery"),
+            (devices_pb2.DESCRIPTOR, "DeviceConfig"),
+        ]
+    }
+    assert set(MAX_RECEIVE) == names
 
 
 async def test_unknown_query_parameter_is_400(client: httpx.AsyncClient) -> None:
