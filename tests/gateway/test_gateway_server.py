@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from edgesense.config import Settings
+from edgesense.errors import ConfigurationError
 from edgesense.gateway import RunningGateway, run_gateway, start_gateway
 from edgesense.gateway.backends import Backends
 from edgesense.gateway.transcode import MAX_BODY_BYTES
@@ -224,6 +225,37 @@ async def test_run_gateway_serves_until_stopped_and_finishes_in_flight(
         assert response.status_code == 200
         with pytest.raises(httpx.ConnectError):
             await client.get("/healthz")
+
+
+@pytest.mark.parametrize("address", ["8080", "localhost", "host:http", "127.0.0.1:70000"])
+async def test_run_gateway_names_a_bad_listen_address(address: str) -> None:
+    settings = Settings(http_addr=address)
+    with pytest.raises(ConfigurationError) as refused:
+        await run_gateway(settings, stop=asyncio.Event())
+    assert str(refused.value) == f"EDGESENSE_HTTP_ADDR must be host:port, not {address!r}"
+
+
+async def test_run_gateway_with_no_host_listens_on_every_address(
+    registry_backend: Backend,
+) -> None:
+    # As the gRPC services read their addresses: ':port' is every IPv4 address.
+    settings = Settings(registry_addr=registry_backend.address, http_addr=":0")
+    stop = asyncio.Event()
+    started: asyncio.Future[RunningGateway] = asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(run_gateway(settings, stop=stop, on_started=started.set_result))
+    try:
+        either: list[asyncio.Future[Any]] = [started, serving]
+        await asyncio.wait(either, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()  # raises why it stopped
+        running = started.result()
+        assert running.host == "0.0.0.0"
+        async with httpx.AsyncClient(trust_env=False) as client:
+            response = await client.get(f"http://127.0.0.1:{running.port}/healthz")
+        assert response.status_code == 200
+    finally:
+        stop.set()
+        await serving
 
 
 async def test_unexpected_error_is_a_logged_500(
