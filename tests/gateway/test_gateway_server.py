@@ -206,14 +206,25 @@ async def test_builtin_routes(client: httpx.AsyncClient) -> None:
     assert "edgesense_gateway_request_duration_seconds_bucket" in metrics.text
 
 
+async def serve(
+    backend: Backend, http_addr: str, stop: asyncio.Event
+) -> tuple[RunningGateway, asyncio.Task[None]]:
+    """`run_gateway` in a task, once it listens; what stopped it if it could not start."""
+    settings = Settings(registry_addr=backend.address, http_addr=http_addr)
+    started: asyncio.Future[RunningGateway] = asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(run_gateway(settings, stop=stop, on_started=started.set_result))
+    either: list[asyncio.Future[Any]] = [started, serving]
+    await asyncio.wait(either, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
+        serving.result()  # raises why it stopped
+    return started.result(), serving
+
+
 async def test_run_gateway_serves_until_stopped_and_finishes_in_flight(
     registry_backend: Backend,
 ) -> None:
-    settings = Settings(registry_addr=registry_backend.address, http_addr="127.0.0.1:0")
     stop = asyncio.Event()
-    started: asyncio.Future[RunningGateway] = asyncio.get_running_loop().create_future()
-    serving = asyncio.create_task(run_gateway(settings, stop=stop, on_started=started.set_result))
-    running = await started
+    running, serving = await serve(registry_backend, "127.0.0.1:0", stop)
     registry_backend.servicer.hold_list = True
     async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
         in_flight = asyncio.create_task(client.get("/api/webhooks"))
@@ -239,16 +250,9 @@ async def test_run_gateway_with_no_host_listens_on_every_address(
     registry_backend: Backend,
 ) -> None:
     # As the gRPC services read their addresses: ':port' is every IPv4 address.
-    settings = Settings(registry_addr=registry_backend.address, http_addr=":0")
     stop = asyncio.Event()
-    started: asyncio.Future[RunningGateway] = asyncio.get_running_loop().create_future()
-    serving = asyncio.create_task(run_gateway(settings, stop=stop, on_started=started.set_result))
+    running, serving = await serve(registry_backend, ":0", stop)
     try:
-        either: list[asyncio.Future[Any]] = [started, serving]
-        await asyncio.wait(either, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            serving.result()  # raises why it stopped
-        running = started.result()
         assert running.host == "0.0.0.0"
         async with httpx.AsyncClient(trust_env=False) as client:
             response = await client.get(f"http://127.0.0.1:{running.port}/healthz")
