@@ -21,7 +21,7 @@ from edgesense.auth import Authenticator
 from edgesense.config import Settings
 from edgesense.errors import ConfigurationError
 from edgesense.grpc_runtime import GrpcServer
-from edgesense.message_limits import DEVICE_CONFIG_MAX_RECEIVE
+from edgesense.message_limits import max_receive
 from edgesense.metrics_http import MetricsServer
 from edgesense.runtime import stop_on_signals
 from edgesense.v1 import devices_pb2_grpc
@@ -83,7 +83,7 @@ class Bridge:
             [SERVICE_NAME],
             tls=settings.grpc_tls,
             reflection=settings.grpc_reflection,
-            max_receive=DEVICE_CONFIG_MAX_RECEIVE,
+            max_receive=max_receive(SERVICE_NAME),
             gate=auth,
         )
         self.port = 0

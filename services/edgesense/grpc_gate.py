@@ -13,6 +13,9 @@ Which caller may call which method stays the servicers' business; the gate
 only refuses unknown tokens.
 
 Health checks and reflection stay open, as load balancers and grpcurl expect.
+A method no service has is left to gRPC (UNIMPLEMENTED, nothing read) before
+the token is looked at: refused here, it would be counted under the path the
+client chose, and random paths would grow the metrics without limit.
 The receive limits themselves are in `edgesense.message_limits`.
 """
 
@@ -48,10 +51,12 @@ class AuthGate(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        method: str = handler_call_details.method
-        if not method.startswith(OPEN_SERVICES):
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED, unread
+            return None
+        if not handler_call_details.method.startswith(OPEN_SERVICES):
             try:
                 self._authenticator.caller(handler_call_details.invocation_metadata)
             except Unauthenticated as problem:
                 return _refusal(problem)
-        return await continuation(handler_call_details)
+        return handler

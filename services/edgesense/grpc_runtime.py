@@ -33,6 +33,7 @@ from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
 from edgesense.listen import ensure_free
 from edgesense.log_throttle import ThrottledLog
+from edgesense.message_limits import GRPC_DEFAULT_MAX_RECEIVE
 from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
 
@@ -47,6 +48,10 @@ GRPC_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+# Calls to a method no service has share one label: the path is the client's
+# choice, and a label per path would let anyone grow the metrics for ever.
+UNKNOWN_METHOD = "unknown"
 
 DETAILS_KEY = "grpc-status-details-bin"
 # Internal methods whose strings come from our own services, not from users;
@@ -130,7 +135,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler: Any = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None:  # gRPC answers UNIMPLEMENTED itself
+            GRPC_REQUESTS.labels(UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED.name).inc()
             return None
         method = handler_call_details.method
         common = {
@@ -156,13 +162,20 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 Registrar = Callable[[grpc.aio.Server], None]
-DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # gRPC's own default; ours are in message_limits
 
 
-def server_options(max_receive: int) -> list[tuple[str, int]]:
-    """Options of every server; `max_receive` is the largest request message it reads."""
+def server_options(max_receive: int, bdp_probe: bool = True) -> list[tuple[str, int]]:
+    """Options of every server; `max_receive` is the largest request message it reads.
+
+    Without `bdp_probe` each call's receive window stays at 64 KiB: the most
+    a call the gate refused unread can leave buffered (with it, the window
+    grows on a fast link and 1,048 refused 250 KiB calls still grew the
+    registry by 33-169 MiB; without it 6-13 MiB). Only for servers whose
+    requests are small: big uploads over a slow link need the larger window.
+    """
     return [
         ("grpc.max_receive_message_length", max_receive),
+        ("grpc.http2.bdp_probe", int(bdp_probe)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -180,8 +193,9 @@ class GrpcServer:
         *,
         tls: GrpcTls | None = None,
         reflection: bool = False,
-        max_receive: int = DEFAULT_MAX_RECEIVE,
+        max_receive: int = GRPC_DEFAULT_MAX_RECEIVE,
         gate: Authenticator | None = None,
+        bdp_probe: bool = True,
     ) -> None:
         self._names = list(service_names)
         self._tls = tls or GrpcTls()
@@ -189,7 +203,8 @@ class GrpcServer:
         # The gate runs inside the error interceptor, so its refusals are counted too.
         gates = [AuthGate(gate)] if gate is not None else []
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), *gates], options=server_options(max_receive)
+            interceptors=[ErrorInterceptor(), *gates],
+            options=server_options(max_receive, bdp_probe),
         )
         for register in registrars:
             register(self.server)

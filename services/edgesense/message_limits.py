@@ -17,13 +17,31 @@ one generous figure for all (it was 16 MiB everywhere):
 - the bridge's DeviceConfig takes a configuration that must fit an MQTT
   payload, but as a protobuf Struct it may be five times its JSON: gRPC's
   default of 4 MiB.
+
+`MAX_RECEIVE` maps each service to its limit: the servers listen with it and
+the REST process checks a request's encoded size against it before calling,
+so a body under REST's 1 MiB that encodes over the limit is a 413 naming the
+limit, not gRPC's RESOURCE_EXHAUSTED (which REST answers 429: "retry later").
 """
 
 from __future__ import annotations
 
+GRPC_DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024
 REGISTRY_MAX_RECEIVE = 256 * 1024
 DELIVERY_MAX_RECEIVE = 4 * 1024 * 1024
 DEVICE_CONFIG_MAX_RECEIVE = 4 * 1024 * 1024
+
+MAX_RECEIVE = {
+    "edgesense.v1.WebhookRegistry": REGISTRY_MAX_RECEIVE,
+    "edgesense.v1.Delivery": DELIVERY_MAX_RECEIVE,
+    "edgesense.v1.DeviceConfig": DEVICE_CONFIG_MAX_RECEIVE,
+}
+
+
+def max_receive(service: str) -> int:
+    """The receive limit of a gRPC service by full name (gRPC's default if not ours)."""
+    return MAX_RECEIVE.get(service, GRPC_DEFAULT_MAX_RECEIVE)
+
 
 # A PublishRequest is its batch id (at most 11 bytes) and, per event, a tag
 # and a length (at most 6 bytes) before the event's own bytes.

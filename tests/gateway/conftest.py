@@ -24,11 +24,14 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 from google.rpc import error_details_pb2, status_pb2
 
 from edgesense.gateway import RunningGateway, start_gateway
+from edgesense.grpc_runtime import server_options
+from edgesense.message_limits import max_receive
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
 F = descriptor_pb2.FieldDescriptorProto
 Context = grpc.aio.ServicerContext[Any, Any]
 THINGS = "gwtest.Things"
+REGISTRY = registry_pb2.DESCRIPTOR.services_by_name["WebhookRegistry"].full_name
 
 
 def _field(
@@ -229,7 +232,8 @@ class Backend:
 
 @pytest.fixture
 async def registry_backend() -> AsyncIterator[Backend]:
-    server = grpc.aio.server()
+    # The registry's own receive limit, so a request over it is refused as it would be.
+    server = grpc.aio.server(options=server_options(max_receive(REGISTRY)))
     servicer = RecordingRegistry()
     registry_pb2_grpc.add_WebhookRegistryServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

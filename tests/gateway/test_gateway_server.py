@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -10,10 +11,13 @@ import httpx
 import pytest
 
 from edgesense.config import Settings
+from edgesense.errors import ConfigurationError
 from edgesense.gateway import RunningGateway, run_gateway, start_gateway
 from edgesense.gateway.backends import Backends
 from edgesense.gateway.transcode import MAX_BODY_BYTES
-from edgesense.v1 import registry_pb2
+from edgesense.message_limits import MAX_RECEIVE, max_receive
+from edgesense.v1 import delivery_pb2, devices_pb2, registry_pb2
+from tests.gateway.conftest import REGISTRY
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Backend
@@ -102,6 +106,42 @@ async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     _status(response, 413, 3)
 
 
+@pytest.mark.parametrize("bytes_over", [1, 64 * 1024])
+async def test_request_over_the_backends_limit_is_413_naming_it(
+    client: httpx.AsyncClient, registry_backend: Backend, bytes_over: int
+) -> None:
+    limit = max_receive(REGISTRY)
+    size = limit - 4 + bytes_over  # a description has a tag and a 3-byte length
+    body = {"description": "x" * size}
+    assert len(json.dumps(body)) < MAX_BODY_BYTES  # REST's own limit does not refuse it
+    response = await client.post("/api/webhooks/register", json=body)
+    message = _status(response, 413, 3)["message"]
+    assert f"{limit} bytes" in message
+    assert REGISTRY in message
+    assert registry_backend.servicer.requests == []
+
+
+async def test_request_at_the_backends_limit_is_forwarded(
+    client: httpx.AsyncClient, registry_backend: Backend
+) -> None:
+    body = {"description": "x" * (max_receive(REGISTRY) - 4)}  # encodes to the limit exactly
+    response = await client.post("/api/webhooks/register", json=body)
+    assert response.status_code == 200, response.text
+    assert len(registry_backend.servicer.requests[-1].description) == len(body["description"])
+
+
+def test_every_service_has_its_receive_limit() -> None:
+    names = {
+        file.services_by_name[name].full_name
+        for file, name in [
+            (registry_pb2.DESCRIPTOR, "WebhookRegistry"),
+            (delivery_pb2.DESCRIPTOR, "Delivery"),
+            (devices_pb2.DESCRIPTOR, "DeviceConfig"),
+        ]
+    }
+    assert set(MAX_RECEIVE) == names
+
+
 async def test_unknown_query_parameter_is_400(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/webhooks", params={"limit": "3"})
     assert "'limit'" in _status(response, 400, 3)["message"]
@@ -166,14 +206,25 @@ async def test_builtin_routes(client: httpx.AsyncClient) -> None:
     assert "edgesense_gateway_request_duration_seconds_bucket" in metrics.text
 
 
+async def serve(
+    backend: Backend, http_addr: str, stop: asyncio.Event
+) -> tuple[RunningGateway, asyncio.Task[None]]:
+    """`run_gateway` in a task, once it listens; what stopped it if it could not start."""
+    settings = Settings(registry_addr=backend.address, http_addr=http_addr)
+    started: asyncio.Future[RunningGateway] = asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(run_gateway(settings, stop=stop, on_started=started.set_result))
+    either: list[asyncio.Future[Any]] = [started, serving]
+    await asyncio.wait(either, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
+        serving.result()  # raises why it stopped
+    return started.result(), serving
+
+
 async def test_run_gateway_serves_until_stopped_and_finishes_in_flight(
     registry_backend: Backend,
 ) -> None:
-    settings = Settings(registry_addr=registry_backend.address, http_addr="127.0.0.1:0")
     stop = asyncio.Event()
-    started: asyncio.Future[RunningGateway] = asyncio.get_running_loop().create_future()
-    serving = asyncio.create_task(run_gateway(settings, stop=stop, on_started=started.set_result))
-    running = await started
+    running, serving = await serve(registry_backend, "127.0.0.1:0", stop)
     registry_backend.servicer.hold_list = True
     async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
         in_flight = asyncio.create_task(client.get("/api/webhooks"))
@@ -185,6 +236,30 @@ async def test_run_gateway_serves_until_stopped_and_finishes_in_flight(
         assert response.status_code == 200
         with pytest.raises(httpx.ConnectError):
             await client.get("/healthz")
+
+
+@pytest.mark.parametrize("address", ["8080", "localhost", "host:http", "127.0.0.1:70000"])
+async def test_run_gateway_names_a_bad_listen_address(address: str) -> None:
+    settings = Settings(http_addr=address)
+    with pytest.raises(ConfigurationError) as refused:
+        await run_gateway(settings, stop=asyncio.Event())
+    assert str(refused.value) == f"EDGESENSE_HTTP_ADDR must be host:port, not {address!r}"
+
+
+async def test_run_gateway_with_no_host_listens_on_every_address(
+    registry_backend: Backend,
+) -> None:
+    # As the gRPC services read their addresses: ':port' is every IPv4 address.
+    stop = asyncio.Event()
+    running, serving = await serve(registry_backend, ":0", stop)
+    try:
+        assert running.host == "0.0.0.0"
+        async with httpx.AsyncClient(trust_env=False) as client:
+            response = await client.get(f"http://127.0.0.1:{running.port}/healthz")
+        assert response.status_code == 200
+    finally:
+        stop.set()
+        await serving
 
 
 async def test_unexpected_error_is_a_logged_500(

@@ -30,7 +30,7 @@ from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
 from edgesense.listen import ensure_free
-from edgesense.message_limits import DELIVERY_MAX_RECEIVE
+from edgesense.message_limits import max_receive
 from edgesense.metrics_http import MetricsServer
 from edgesense.paging import PageTokens
 from edgesense.storage.engine import create_engine, dispose_engine
@@ -212,7 +212,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         [SERVICE_NAME],
         tls=settings.grpc_tls,
         reflection=settings.grpc_reflection,
-        max_receive=DELIVERY_MAX_RECEIVE,
+        max_receive=max_receive(SERVICE_NAME),
         gate=auth,
     )
     tasks = [

@@ -2,9 +2,10 @@
 
 `Gateway.transcode` answers every `/api` route: match, read the body (within
 the body timeout, 408 after it; 499 when the client goes away meanwhile),
-build the request message, call the backend, render the answer or the
-error, and count it. `/healthz`, `/metrics` and `/openapi.json` are answered
-here too.
+build the request message, check it fits the backend's receive limit (413
+naming the limit: gRPC's own refusal would be RESOURCE_EXHAUSTED, a 429),
+call the backend, render the answer or the error, and count it. `/healthz`,
+`/metrics` and `/openapi.json` are answered here too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from edgesense.gateway.transcode import (
     check_charset,
     render_response,
 )
+from edgesense.message_limits import max_receive
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ class Gateway:
             check_charset(request.charset)
             body = await _read_body(request, self.body_timeout)
         message = build_request(match, body, request.rel_url.query.items())
+        limit = max_receive(route.service)
+        if message.ByteSize() > limit:
+            raise _too_large(f"the request is larger than the {limit} bytes {route.service} reads")
         metadata = outgoing_metadata(
             request.headers.items(), peer=request.remote, host=request.headers.get("Host")
         )
@@ -120,12 +125,12 @@ def _json_response(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+def _too_large(message: str) -> GatewayError:
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, status=413)
+
+
 async def _read_body(request: web.Request, seconds: float) -> bytes:
-    too_large = GatewayError(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f"request body is larger than {MAX_BODY_BYTES} bytes",
-        status=413,
-    )
+    too_large = _too_large(f"request body is larger than {MAX_BODY_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise too_large
     try:

@@ -31,7 +31,7 @@ from edgesense.gateway.metrics import GatewayMetrics
 from edgesense.gateway.router import Router
 from edgesense.gateway.rules import load_routes
 from edgesense.gateway.transcode import MAX_BODY_BYTES
-from edgesense.listen import cannot_listen, join_address
+from edgesense.listen import cannot_listen, join_address, split_address
 from edgesense.runtime import stop_on_signals
 from edgesense.tls import GrpcTls
 
@@ -125,8 +125,7 @@ class RunningGateway:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{join_address(self.host, self.port)}"
 
     async def stop(self) -> None:
         """Stop listening, finish in-flight requests, close the channels."""
@@ -185,7 +184,11 @@ async def run_gateway(
 
     `on_started` learns the bound address (useful with port 0).
     """
-    host, port = parse_address(settings.http_addr)
+    try:  # the parser every service's listen address goes through: ':8080' is every address
+        host, port = split_address(settings.http_addr)
+    except ValueError:
+        message = f"EDGESENSE_HTTP_ADDR must be host:port, not {settings.http_addr!r}"
+        raise ConfigurationError(message) from None
     stop_event = stop or asyncio.Event()
     with stop_on_signals(stop_event) if stop is None else contextlib.nullcontext():
         running = await start_gateway(
@@ -216,11 +219,3 @@ def http_limits(settings: Settings) -> HttpLimits:
         body_timeout=settings.http_body_timeout_seconds,
         max_connections=settings.http_max_connections,
     )
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigurationError(f"EDGESENSE_HTTP_ADDR must be host:port, not {address!r}")
-    return host.strip("[]"), int(port)

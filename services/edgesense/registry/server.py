@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from edgesense.auth import Authenticator
 from edgesense.config import Settings
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
-from edgesense.message_limits import REGISTRY_MAX_RECEIVE
+from edgesense.message_limits import max_receive
 from edgesense.metrics_http import MetricsServer
 from edgesense.netpolicy import UrlPolicy
 from edgesense.paging import PageTokens
@@ -60,8 +60,9 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
             [SERVICE_NAME],
             tls=settings.grpc_tls,
             reflection=settings.grpc_reflection,
-            max_receive=REGISTRY_MAX_RECEIVE,
+            max_receive=max_receive(SERVICE_NAME),
             gate=service.auth,
+            bdp_probe=False,  # small requests: a refused call leaves at most 64 KiB
         )
         port = await server.start(addr or settings.registry_addr)
     except BaseException:
