@@ -30,9 +30,12 @@ from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Ou
 from edgesense.delivery.payload import RenderedEvent, render
 from edgesense.delivery.policy import RetryPolicy, after_attempt, without_attempt
 from edgesense.errors import Unavailable
+from edgesense.log_throttle import ThrottledLog
 from edgesense.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+# A bug that every attempt runs into logs one traceback, then a line a minute.
+_internal_errors = ThrottledLog(log)
 
 CLAIM_BATCH = 500
 CLAIM_LOW_WATER = 64
@@ -317,9 +320,11 @@ class Dispatcher:
                 outcome = await self._send(item, target)
             self._results.append((outcome, target))
             self._results_ready.set()
-        except Exception:
-            log.exception(
-                "attempt of %s failed unexpectedly; it is retried after its lease", item.delivery_id
+        except Exception as exc:
+            _internal_errors.exception(
+                type(exc).__name__,
+                "attempt of %s failed unexpectedly; it is retried after its lease",
+                item.delivery_id,
             )
         finally:
             project_id = item.project_id

@@ -9,7 +9,7 @@ bookkeeping: no I/O, no clock.
 Rules
 - Slots: at most `capacity` attempts in flight, `per_project` of one project
   and `per_webhook` of one webhook. With `per_project` below `capacity` (by
-  default all but one webhook's limit, at most half: `default_per_project`),
+  default all but one webhook's limit, and at least half: `default_per_project`),
   a project whose receivers hang cannot hold every slot for a whole attempt
   timeout: a project that starts sending meanwhile finds free slots at once,
   without waiting for an attempt to end.

@@ -28,8 +28,10 @@ from edgesense import runtime
 from edgesense.cli import configure_logging
 from edgesense.delivery.http_sender import AttemptResult, HttpSender
 from edgesense.delivery.sender_wire import Batcher, Frames, result_message
+from edgesense.log_throttle import ThrottledLog
 
 log = logging.getLogger("edgesense.delivery.sender")
+_internal_errors = ThrottledLog(log)  # a bug hit by every POST: one traceback, then a line a minute
 
 
 class _Requests(asyncio.Protocol):
@@ -55,7 +57,7 @@ class _Requests(asyncio.Protocol):
         try:
             result = await self._sender.post(url, body, headers)
         except Exception as exc:  # a bug of ours or aiohttp's: still an answer
-            log.exception("POST to a webhook failed unexpectedly")
+            _internal_errors.exception(type(exc).__name__, "POST to a webhook failed unexpectedly")
             result = AttemptResult(
                 started_at=datetime.now(UTC),
                 duration_ms=round((time.monotonic() - began) * 1000),
