@@ -21,7 +21,6 @@ from edgesense.auth import Authenticator
 from edgesense.config import Settings
 from edgesense.errors import ConfigurationError
 from edgesense.grpc_runtime import GrpcServer
-from edgesense.message_limits import max_receive
 from edgesense.metrics_http import MetricsServer
 from edgesense.runtime import stop_on_signals
 from edgesense.v1 import devices_pb2_grpc
@@ -78,13 +77,11 @@ class Bridge:
         rules = ParseRules(layout, options.max_payload_bytes)
         self.intake = Intake(rules, self.forwarder, self.connection, options.max_in_flight)
         service = DeviceConfigService(auth, self.connection, layout, options.max_payload_bytes)
-        self.server = GrpcServer(
-            [lambda server: devices_pb2_grpc.add_DeviceConfigServicer_to_server(service, server)],
-            [SERVICE_NAME],
-            tls=settings.grpc_tls,
-            reflection=settings.grpc_reflection,
-            max_receive=max_receive(SERVICE_NAME),
-            gate=auth,
+        self.server = GrpcServer.for_service(
+            lambda server: devices_pb2_grpc.add_DeviceConfigServicer_to_server(service, server),
+            SERVICE_NAME,
+            settings,
+            auth,
         )
         self.port = 0
         self.drain_seconds = DRAIN_SECONDS

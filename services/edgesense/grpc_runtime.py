@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -33,9 +33,12 @@ from edgesense.grpc_gate import AuthGate
 from edgesense.grpc_tls import listen
 from edgesense.listen import ensure_free
 from edgesense.log_throttle import ThrottledLog
-from edgesense.message_limits import GRPC_DEFAULT_MAX_RECEIVE
+from edgesense.message_limits import GRPC_DEFAULT_MAX_RECEIVE, max_receive
 from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
+
+if TYPE_CHECKING:
+    from edgesense.config import Settings
 
 log = logging.getLogger(__name__)
 # A bug that every call runs into logs one traceback, then a line a minute.
@@ -213,6 +216,28 @@ class GrpcServer:
             names = [*self._names, health.SERVICE_NAME, grpc_reflection.SERVICE_NAME]
             grpc_reflection.enable_server_reflection(names, self.server)
         self.port = 0
+
+    @classmethod
+    def for_service(
+        cls,
+        registrar: Registrar,
+        service_name: str,
+        settings: Settings,
+        gate: Authenticator,
+        *,
+        bdp_probe: bool = True,
+    ) -> GrpcServer:
+        """One of our services' servers, as the settings say: TLS, reflection,
+        the service's receive limit, and the gate in front of its methods."""
+        return cls(
+            [registrar],
+            [service_name],
+            tls=settings.grpc_tls,
+            reflection=settings.grpc_reflection,
+            max_receive=max_receive(service_name),
+            gate=gate,
+            bdp_probe=bdp_probe,
+        )
 
     async def start(self, addr: str, serving: bool = True) -> int:
         """Listen on `addr` (port 0: a free one, returned); health SERVING unless told not."""

@@ -30,7 +30,6 @@ from edgesense.errors import Unavailable
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.ids import new_id
 from edgesense.listen import ensure_free
-from edgesense.message_limits import max_receive
 from edgesense.metrics_http import MetricsServer
 from edgesense.paging import PageTokens
 from edgesense.storage.engine import create_engine, dispose_engine
@@ -207,13 +206,11 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     service = DeliveryService(
         outbox, index, acceptor, auth, dispatcher.wake, PageTokens(settings.service_token())
     )
-    server = GrpcServer(
-        [lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s)],
-        [SERVICE_NAME],
-        tls=settings.grpc_tls,
-        reflection=settings.grpc_reflection,
-        max_receive=max_receive(SERVICE_NAME),
-        gate=auth,
+    server = GrpcServer.for_service(
+        lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s),
+        SERVICE_NAME,
+        settings,
+        auth,
     )
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from edgesense.auth import Authenticator
 from edgesense.config import Settings
 from edgesense.grpc_runtime import GrpcServer, wait_for_signal
-from edgesense.message_limits import max_receive
 from edgesense.metrics_http import MetricsServer
 from edgesense.netpolicy import UrlPolicy
 from edgesense.paging import PageTokens
@@ -55,13 +54,11 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
             PageTokens(settings.service_token()),
             settings.max_webhooks_per_project or None,
         )
-        server = GrpcServer(
-            [lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s)],
-            [SERVICE_NAME],
-            tls=settings.grpc_tls,
-            reflection=settings.grpc_reflection,
-            max_receive=max_receive(SERVICE_NAME),
-            gate=service.auth,
+        server = GrpcServer.for_service(
+            lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s),
+            SERVICE_NAME,
+            settings,
+            service.auth,
             bdp_probe=False,  # small requests: a refused call leaves at most 64 KiB
         )
         port = await server.start(addr or settings.registry_addr)
