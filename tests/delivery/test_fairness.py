@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from edgesense.config import Settings
-from edgesense.delivery.fairness import FairShare
+from edgesense.delivery.fairness import MEMORY_BOUND, FairShare
 from edgesense.errors import ConfigurationError
 
 
@@ -134,6 +134,18 @@ def test_the_per_project_limit_leaves_a_webhook_s_lane_by_default_and_is_never_t
 
 PROJECTS = ("a", "b", "c")
 WEBHOOKS = ("1", "2", "3")
+
+
+def test_memory_stays_bounded_however_many_projects_arrive() -> None:
+    # 300 projects each admitting until refused (their receivers hang: nothing
+    # finishes) added up to 2,466 deliveries, over 9 x capacity, without the bound.
+    fair = FairShare(capacity=256, per_project=192, per_webhook=64)
+    for n in range(300):
+        while fair.admit(f"p{n}", "wh"):
+            pass
+    assert fair.load_total <= MEMORY_BOUND * 256
+    assert fair.claim_room() == 0
+    assert fair.room("newcomer", "wh") == 0
 
 
 class FairShareMachine(RuleBasedStateMachine):

@@ -22,9 +22,15 @@ Rules
 - Admission: a webhook may hold 2 x `per_webhook` deliveries (queued and in
   flight), everything together 2 x `capacity`; a project below twice its
   fair share is admitted beyond the overall bound, so other projects' queues
-  never keep its deliveries out (memory stays bounded, at 4 x `capacity`:
-  the shares add up to at most `capacity`). A project alone may fill memory: its queue is what
-  keeps its slots busy without a claim per attempt.
+  never keep its deliveries out, up to a hard bound of `MEMORY_BOUND` x
+  `capacity` however many projects arrive (shares are counted as each
+  project comes, and earlier ones keep what they took). A project alone may
+  fill memory: its queue is what keeps its slots busy without a claim per
+  attempt.
+- Known limit: with `per_project` below `capacity`, one project whose
+  receivers hang leaves slots free for others; two or more such projects
+  can together hold every slot, and a third then waits for an attempt to
+  end (at most the attempt timeout) for its first slot.
 
 Invariants (tests/delivery/test_fairness.py checks them through these methods)
 - Every count is >= 0; a webhook's or project's entry is dropped once its
@@ -40,6 +46,10 @@ Invariants (tests/delivery/test_fairness.py checks them through these methods)
 from __future__ import annotations
 
 from collections import OrderedDict
+
+# Deliveries held in memory (queued and in flight) never pass this many times
+# the capacity through `admit()` or a claim.
+MEMORY_BOUND = 4
 
 
 def default_per_project(capacity: int, per_webhook: int) -> int:
@@ -108,7 +118,10 @@ class FairShare:
         )
 
     def _overall_room(self, project_load: int, newcomer: bool) -> int:
-        return max(2 * self.capacity - self.load_total, 2 * self.share(newcomer) - project_load)
+        room = max(2 * self.capacity - self.load_total, 2 * self.share(newcomer) - project_load)
+        # Shares are counted as each project arrives and earlier projects keep
+        # what they took, so many projects could add up past the bound: cap it.
+        return min(room, MEMORY_BOUND * self.capacity - self.load_total)
 
     def saturated(self) -> list[str]:
         """Projects that may take no more deliveries into memory (claims leave them out)."""
@@ -122,7 +135,8 @@ class FairShare:
         """How many due deliveries of projects not `saturated()` a claim may take:
         the overall room, or while that is used up, a newcomer's admission."""
         overall = 2 * self.capacity - self.load_total
-        return overall if overall > 0 else 2 * self.share(newcomer=True)
+        room = overall if overall > 0 else 2 * self.share(newcomer=True)
+        return max(0, min(room, MEMORY_BOUND * self.capacity - self.load_total))
 
     def load(self, project: str, webhook: str) -> int:
         entry = self._projects.get(project)
