@@ -42,6 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from bench.processes import free_port as free_port
 from edgesense.gateway.metrics import GatewayMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -767,13 +768,6 @@ MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passw
 NOT_AUTHORIZED = 0x87
 WAIT = 5.0
 PASSWORDS = {"acme/gw-1": "pw-gw-1", "acme/gw-2": "pw-gw-2", BRIDGE_USER: "pw-bridge"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def replace_once(text: str, old: str, new: str) -> str:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -30,6 +29,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import free_port as free_port
 from bench.procstats import child_pids
 from edgesense.auth import bearer_metadata
 from edgesense.v1 import (
@@ -45,13 +45,6 @@ from tests.integration.receivers import Receiver
 START_SECONDS = 30.0
 STOP_SECONDS = 20.0
 POLL_SECONDS = 0.02
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def poll(condition: Callable[[], bool], seconds: float, what: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import free_port as free_port
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import api, cluster, cluster_env  # noqa: F401
 
@@ -28,13 +29,6 @@ CLI_TIMEOUT_SECONDS = 30.0
 def database_url(tmp_path: Path) -> str:
     """Overrides the SQLite-and-PostgreSQL parametrised fixture: SQLite only."""
     return f"sqlite+aiosqlite:///{tmp_path / 'edgesense.db'}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
