@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import trustme
 from edgesense.config import Settings
 from edgesense.errors import ConfigurationError
 from edgesense.tls import CA_VAR, CERT_VAR, CLIENT_AUTH_VAR, KEY_VAR, GrpcTls
+from tests.frontdoor.conftest import run_edgesense
 from tests.tls_files import TlsFiles, write_identity
 
 
@@ -127,14 +126,7 @@ def test_a_service_with_half_a_tls_configuration_refuses_to_start(
     }
     env.pop(KEY_VAR, None)
     env.pop("EDGESENSE_DEV", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesense.cli", "registry"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_edgesense("registry", env=env, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert f"registry cannot start: {CERT_VAR} is set but {KEY_VAR} is not" in done.stderr
     assert "Traceback" not in done.stderr

@@ -5,8 +5,11 @@ every address on a free port."""
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 from tests.bridge.broker import free_port
+from tests.tools.conftest import cli_command
 
 ADDRESS_VARIABLES = (
     "EDGESENSE_REGISTRY_ADDR",
@@ -27,3 +30,10 @@ def private_env(**settings: str) -> dict[str, str]:
     env["EDGESENSE_MQTT_URL"] = f"mqtt://127.0.0.1:{free_port()}"
     env.update(settings)
     return env
+
+
+def run_edgesense(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`edgesense ARGS` to its end (at most a minute), its output captured as text."""
+    return subprocess.run(
+        cli_command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )

@@ -5,13 +5,11 @@ nothing left half-started (delivery's senders, open channels)."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.frontdoor.conftest import private_env
+from tests.frontdoor.conftest import private_env, run_edgesense
 
 CASES = [
     ("registry", "EDGESENSE_REGISTRY_ADDR"),
@@ -33,14 +31,7 @@ def test_a_taken_address_is_one_line_and_exit_3(
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         env = private_env(**{variable: address})
-        done = subprocess.run(
-            [sys.executable, "-m", "edgesense.cli", service, "--dev"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_edgesense(service, "--dev", env=env, cwd=tmp_path)
     output = done.stdout + done.stderr
     errors = [line for line in output.splitlines() if " ERROR " in line]
     assert len(errors) == 1, output
@@ -58,13 +49,8 @@ def test_a_second_grpc_server_on_a_taken_port_fails(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        done = subprocess.run(
-            [sys.executable, "-m", "edgesense.cli", "registry", "--dev"],
-            env=private_env(EDGESENSE_REGISTRY_ADDR=address),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_edgesense(
+            "registry", "--dev", env=private_env(EDGESENSE_REGISTRY_ADDR=address), cwd=tmp_path
         )
     assert done.returncode == 3, done.stderr
     assert f"registry cannot listen on {address}" in done.stderr
@@ -77,13 +63,8 @@ def test_a_taken_mqtt_address_stops_up_saying_so(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        done = subprocess.run(
-            [sys.executable, "-m", "edgesense.cli", "up", "--dev"],
-            env=private_env(EDGESENSE_MQTT_URL=f"mqtt://{address}"),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_edgesense(
+            "up", "--dev", env=private_env(EDGESENSE_MQTT_URL=f"mqtt://{address}"), cwd=tmp_path
         )
     assert done.returncode == 1, done.stdout
     assert "broker exited with code 3 (an address it must listen on is taken)" in done.stdout
