@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgesense.delivery.fairness import default_per_project
 from edgesense.errors import ConfigurationError
 from edgesense.tls import GrpcTls
 
@@ -64,6 +63,14 @@ def _number(
 
 
 MAX_SENDERS = 32
+
+
+def default_per_project(capacity: int, per_webhook: int) -> int:
+    """All slots but one webhook's limit, or half of them if that is more: a
+    newcomer's first webhook finds its whole lane free, and a project alone
+    keeps most of the slots (fan-out to many webhooks needs them while
+    receivers are slow to answer)."""
+    return max(1, capacity // 2, capacity - per_webhook)
 
 
 def default_senders() -> int:

@@ -21,9 +21,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 
+from edgesense.config import default_per_project
 from edgesense.delivery import metrics
 from edgesense.delivery.breaker import PAUSED_REASON, Breaker
-from edgesense.delivery.fairness import FairShare, default_per_project
+from edgesense.delivery.fairness import FairShare
 from edgesense.delivery.http_sender import Sender
 from edgesense.delivery.index import Target, WebhookIndex
 from edgesense.delivery.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome

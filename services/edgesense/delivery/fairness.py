@@ -9,7 +9,7 @@ bookkeeping: no I/O, no clock.
 Rules
 - Slots: at most `capacity` attempts in flight, `per_project` of one project
   and `per_webhook` of one webhook. With `per_project` below `capacity` (by
-  default all but one webhook's limit, and at least half: `default_per_project`),
+  default all but one webhook's limit, and at least half: `edgesense.config.default_per_project`),
   a project whose receivers hang cannot hold every slot for a whole attempt
   timeout: a project that starts sending meanwhile finds free slots at once,
   without waiting for an attempt to end.
@@ -50,14 +50,6 @@ from collections import OrderedDict
 # Deliveries held in memory (queued and in flight) never pass this many times
 # the capacity through `admit()` or a claim.
 MEMORY_BOUND = 4
-
-
-def default_per_project(capacity: int, per_webhook: int) -> int:
-    """All slots but one webhook's limit, or half of them if that is more: a
-    newcomer's first webhook finds its whole lane free, and a project alone
-    keeps most of the slots (fan-out to many webhooks needs them while
-    receivers are slow to answer)."""
-    return max(1, capacity // 2, capacity - per_webhook)
 
 
 class _Counts:
