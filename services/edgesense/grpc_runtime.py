@@ -34,6 +34,7 @@ from edgesense.grpc_tls import listen
 from edgesense.listen import ensure_free
 from edgesense.log_throttle import ThrottledLog
 from edgesense.message_limits import GRPC_DEFAULT_MAX_RECEIVE, max_receive
+from edgesense.runtime import stop_on_signals
 from edgesense.textcheck import check_message_text
 from edgesense.tls import GrpcTls
 
@@ -269,16 +270,6 @@ class GrpcServer:
 
 async def wait_for_signal(stop: asyncio.Event | None = None) -> None:
     """Wait until SIGTERM/SIGINT (or `stop` is set)."""
-    import signal
-
     event = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    if stop is None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, event.set)
-    try:
+    with stop_on_signals(event) if stop is None else contextlib.nullcontext():
         await event.wait()
-    finally:
-        if stop is None:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)

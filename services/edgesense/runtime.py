@@ -26,7 +26,7 @@ import contextlib
 import gc
 import resource
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -63,13 +63,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """Set `stop` on SIGTERM or SIGINT while inside (the loop's handlers, removed after)."""
+def stop_on_signals(
+    stop: asyncio.Event, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[None]:
+    """Set `stop` on these signals while inside (the loop's handlers, removed after)."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    signals = tuple(signals)
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
         yield
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)

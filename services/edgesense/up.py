@@ -23,6 +23,7 @@ import httpx
 from edgesense.config import Settings
 from edgesense.healthcheck import grpc_serving
 from edgesense.mqtt_probe import broker_address, broker_answers
+from edgesense.runtime import stop_on_signals
 from edgesense.up_child import Child, ChildDied, out, say
 
 HEALTH_TIMEOUT_SECONDS = 60.0
@@ -112,9 +113,15 @@ async def run_up(settings: Settings, services: list[str], dev: bool) -> int:
         started.append(broker)
     started += children(settings, services)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+    # Kept through the stop as well: a second Ctrl-C must not cut it short.
+    with stop_on_signals(stop, STOP_SIGNALS):
+        return await run_children(started, env, stop, settings, dev)
+
+
+async def run_children(
+    started: list[Child], env: dict[str, str], stop: asyncio.Event, settings: Settings, dev: bool
+) -> int:
+    """Start `started` in order, each once healthy; wait for `stop` or a death; stop all."""
     code, starting = 0, ""
     try:
         for child in started:
