@@ -37,7 +37,7 @@ protos: setup
 	$(PY) -m edgesense.protogen services
 
 envoy: setup
-	$(PY) -m edgesense.deploy.envoy deploy/envoy
+	$(PY) -m edgesense.envoygen deploy/envoy
 
 # End-to-end benchmarks against the baseline forwarder (about ten minutes; see README,
 # Performance). ARGS=--postgres for PostgreSQL, ARGS=--quick for a short run.

@@ -31,7 +31,7 @@ API_KEYS = {
 }
 REGISTER_AT_ONCE = 50
 START_SECONDS = 60.0
-SERVICES = ("registry", "delivery", "bridge", "gateway")
+SERVICES = ("registry", "delivery", "bridge", "api")
 
 
 class EdgeSense:
@@ -69,12 +69,12 @@ class EdgeSense:
             self.env[f"EDGESENSE_{name.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
         for name in ("registry", "delivery", "bridge"):
             await self._start_service(name, ports[name])
-        await self._start_service("gateway", ports["gateway"])
+        await self._start_service("api", ports["api"])
         async with aiohttp.ClientSession() as http:
             for start in range(0, len(targets), REGISTER_AT_ONCE):
                 chunk = targets[start : start + REGISTER_AT_ONCE]
                 ids = await asyncio.gather(
-                    *(self.register(http, ports["gateway"], t) for t in chunk)
+                    *(self.register(http, ports["api"], t) for t in chunk)
                 )
                 for target, webhook_id in zip(chunk, ids, strict=True):
                     self.webhook_ids.setdefault(target.name, webhook_id)
@@ -83,7 +83,7 @@ class EdgeSense:
         assert self.children is not None
         child = await self.children.start(name, python_module("edgesense.cli", name), self.env)
         self.running[name] = child
-        if name == "gateway":
+        if name == "api":
             await wait_http_healthy(child, port)
         else:
             await wait_serving(child, port)

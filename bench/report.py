@@ -18,7 +18,7 @@ from bench.mosquitto import MOSQUITTO
 from bench.scenarios import STALL_SECONDS
 
 Row = dict[str, Any]
-OURS = ("registry", "delivery", "senders", "bridge", "gateway", "forwarder")
+OURS = ("registry", "delivery", "senders", "bridge", "api", "forwarder")
 OTHERS = ("mosquitto", "receiver", "publisher")
 RSS_LIMIT_MB = 300.0
 # (figure, phase kind, a ratio to the healthy webhook alone?, target).

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 
 POSTGRES_URL_ENV = "EDGESENSE_TEST_POSTGRES_URL"
 

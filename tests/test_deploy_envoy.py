@@ -18,8 +18,8 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 import edgesense.v1
-from edgesense.deploy import envoy
-from edgesense.errors import ConfigurationError
+from edgesense import envoygen
+from edgesense.common.errors import ConfigurationError
 
 COMMITTED = Path(__file__).resolve().parents[1] / "deploy" / "envoy"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -52,7 +52,7 @@ def _grpc_path(method_full_name: str) -> str:
 
 @pytest.fixture
 def generated(tmp_path: Path) -> tuple[dict[str, Any], bytes]:
-    envoy.write(tmp_path)
+    envoygen.write(tmp_path)
     config = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
     assert isinstance(config, dict)
     return config, (tmp_path / "edgesense.binpb").read_bytes()
@@ -181,7 +181,7 @@ def test_upstreams_speak_mutual_tls_and_check_the_service_name(
         assert validation["match_typed_subject_alt_names"] == [
             {"san_type": "DNS", "matcher": {"exact": cluster["name"]}}
         ]
-    assert envoy.main([str(tmp_path), "--plaintext-upstreams"]) == 0
+    assert envoygen.main([str(tmp_path), "--plaintext-upstreams"]) == 0
     plain = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
     assert all("transport_socket" not in c for c in plain["static_resources"]["clusters"])
 
@@ -195,7 +195,7 @@ def test_listener_and_admin_addresses(generated: tuple[dict[str, Any], bytes]) -
 
 
 def test_committed_files_match_a_fresh_generation(tmp_path: Path) -> None:
-    envoy.write(tmp_path)
+    envoygen.write(tmp_path)
     committed = (COMMITTED / "envoy.yaml").read_text(encoding="utf-8")
     assert committed.startswith("# Generated")
     assert committed == (tmp_path / "envoy.yaml").read_text(encoding="utf-8"), "run `make envoy`"
@@ -206,7 +206,7 @@ def test_committed_files_match_a_fresh_generation(tmp_path: Path) -> None:
 def test_command_line_overrides_an_upstream_and_the_descriptor_path(tmp_path: Path) -> None:
     argv = [str(tmp_path), "--descriptor-path", "/srv/es.binpb"]
     argv += ["--upstream", "edgesense.v1.Delivery=outbox@10.0.0.7:7000"]
-    assert envoy.main(argv) == 0
+    assert envoygen.main(argv) == 0
     config = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
     assert config["static_resources"]["clusters"][0]["name"] == "outbox"
     assert set(_routes(config).values()) == {"outbox", "registry", "bridge"}
@@ -216,7 +216,7 @@ def test_command_line_overrides_an_upstream_and_the_descriptor_path(tmp_path: Pa
 
 
 def test_build_takes_ports_and_refuses_an_unmapped_service() -> None:
-    config = envoy.build_envoy_config(
+    config = envoygen.build_envoy_config(
         {"edgesense.v1.Delivery": ["edgesense.v1.Delivery.Redeliver"]}, listen_port=9000
     )
     assert config["static_resources"]["listeners"][0]["address"]["socket_address"] == {
@@ -224,16 +224,16 @@ def test_build_takes_ports_and_refuses_an_unmapped_service() -> None:
         "port_value": 9000,
     }
     with pytest.raises(ConfigurationError, match=r"edgesense\.v1\.Other"):
-        envoy.build_envoy_config({"edgesense.v1.Other": ["edgesense.v1.Other.Do"]})
+        envoygen.build_envoy_config({"edgesense.v1.Other": ["edgesense.v1.Other.Do"]})
 
 
 @pytest.mark.parametrize("text", ["registry", "registry@host", "@host:1", "c@host:0", "c@:80"])
 def test_bad_upstreams_are_refused(text: str) -> None:
     with pytest.raises(ConfigurationError):
-        envoy.Upstream.parse(text)
+        envoygen.Upstream.parse(text)
 
 
 def test_a_descriptor_set_without_http_annotations_has_no_services() -> None:
-    files = descriptor_pb2.FileDescriptorSet.FromString(envoy.envoy_descriptor_set(b""))
+    files = descriptor_pb2.FileDescriptorSet.FromString(envoygen.envoy_descriptor_set(b""))
     assert [file.name for file in files.file][-1] == "google/rpc/error_details.proto"
-    assert envoy.annotated_services(files.SerializeToString()) == {}
+    assert envoygen.annotated_services(files.SerializeToString()) == {}

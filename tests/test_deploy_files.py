@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from bench.processes import free_port as free_port
-from edgesense.gateway.metrics import GatewayMetrics
+from edgesense.api.metrics import ApiMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -78,11 +78,11 @@ METRICS_VAR = {
 BRIDGE_USER = "edgesense-bridge"
 BRIDGE_MAX_PAYLOAD = 256 * 1024
 K8S_SECRET = "edgesense-secrets"
-HEALTHCHECK_MODULE = "edgesense.healthcheck"
+HEALTHCHECK_MODULE = "edgesense.common.healthcheck"
 # Modules whose metrics live in prometheus_client's default registry (the
 # gateway's have a registry of their own).
 METRIC_MODULES = (
-    "edgesense.grpc_runtime",
+    "edgesense.common.grpc_runtime",
     "edgesense.delivery.metrics",
     "edgesense_bridge.metrics",
 )
@@ -567,7 +567,7 @@ def test_k8s_probes(manifests: list[dict[str, Any]], kind: str) -> None:
         if probe is None:
             continue
         # The kubelet's gRPC probe cannot do mutual TLS: gRPC health is asked by
-        # edgesense.healthcheck, with the pod's TLS settings and the service's name.
+        # edgesense.common.healthcheck, with the pod's TLS settings and the service's name.
         assert "grpc" not in probe, f"{kind}: a native gRPC probe cannot pass mutual TLS"
         if "exec" in probe:
             assert kind != "gateway", "the gateway serves no gRPC"
@@ -742,7 +742,7 @@ def exposed_metric_names() -> set[str]:
     """Every metric name our processes can expose."""
     for module in METRIC_MODULES:  # importing one registers its metrics
         importlib.import_module(module)
-    gateway = GatewayMetrics(CollectorRegistry())
+    gateway = ApiMetrics(CollectorRegistry())
     names: set[str] = set()
     for registry in (REGISTRY, gateway.registry):
         for family in registry.collect():

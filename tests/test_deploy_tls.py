@@ -24,10 +24,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edgesense.config import Settings
-from edgesense.healthcheck import grpc_serving
+from edgesense.common.config import Settings
+from edgesense.common.healthcheck import grpc_serving
+from edgesense.common.tls import CA_VAR, CERT_VAR, CLIENT_AUTH_VAR, KEY_VAR, GrpcTls
 from edgesense.registry.server import start_registry
-from edgesense.tls import CA_VAR, CERT_VAR, CLIENT_AUTH_VAR, KEY_VAR, GrpcTls
 from tests.test_deploy_files import (
     DEPLOY,
     DIALS,

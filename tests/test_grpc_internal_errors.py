@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from edgesense.grpc_runtime import GrpcServer
+from edgesense.common.grpc_runtime import GrpcServer
 from edgesense.v1 import devices_pb2, devices_pb2_grpc
 
 CALLS = 300
@@ -29,7 +29,7 @@ class BrokenDeviceConfig(devices_pb2_grpc.DeviceConfigServicer):
 async def test_internal_errors_answer_internal_and_log_one_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edgesense.grpc_runtime")
+    caplog.set_level(logging.WARNING, logger="edgesense.common.grpc_runtime")
     server = GrpcServer(
         [lambda s: devices_pb2_grpc.add_DeviceConfigServicer_to_server(BrokenDeviceConfig(), s)],
         [devices_pb2.DESCRIPTOR.services_by_name["DeviceConfig"].full_name],
@@ -48,7 +48,7 @@ async def test_internal_errors_answer_internal_and_log_one_traceback(
     finally:
         await server.stop(0)
     assert codes == [(grpc.StatusCode.INTERNAL, "internal error")] * CALLS
-    records = [r for r in caplog.records if r.name == "edgesense.grpc_runtime"]
+    records = [r for r in caplog.records if r.name == "edgesense.common.grpc_runtime"]
     assert len(records) == 1, [r.getMessage() for r in records]
     (record,) = records
     assert record.getMessage() == "unexpected error in /edgesense.v1.DeviceConfig/PushConfig"

@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 from prometheus_client import REGISTRY
 
-from edgesense.auth import Authenticator, bearer_metadata
-from edgesense.grpc_runtime import GRPC_LATENCY, GRPC_REQUESTS, UNKNOWN_METHOD, GrpcServer
+from edgesense.common.auth import Authenticator, bearer_metadata
+from edgesense.common.grpc_runtime import GRPC_LATENCY, GRPC_REQUESTS, UNKNOWN_METHOD, GrpcServer
 from edgesense.v1 import devices_pb2, devices_pb2_grpc
 
 PATHS = 50

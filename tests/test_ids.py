@@ -6,7 +6,7 @@ import re
 import time
 from collections import Counter
 
-from edgesense.ids import ALPHABET, TIME_CHARS, new_id, time_prefix
+from edgesense.common.ids import ALPHABET, TIME_CHARS, new_id, time_prefix
 
 
 def test_shape() -> None:

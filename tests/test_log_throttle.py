@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from edgesense.log_throttle import LogThrottle, Permit, ThrottledLog
+from edgesense.common.log_throttle import LogThrottle, Permit, ThrottledLog
 
 
 class Clock:

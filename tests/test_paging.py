@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from edgesense.common.errors import InvalidArgument
+from edgesense.common.paging import MAX_SEQ, PAGE_BYTES, PageTokens, fit_page, page_size
+from edgesense.common.textcheck import check_message_text, printable
 from edgesense.delivery.service import MAX_ATTEMPTS_LISTED, delivery_record
-from edgesense.errors import InvalidArgument
-from edgesense.paging import MAX_SEQ, PAGE_BYTES, PageTokens, fit_page, page_size
 from edgesense.registry.service import webhook_message
 from edgesense.registry.store import StoredWebhook
 from edgesense.registry.validation import MAX_DESCRIPTION_CHARS, MAX_DEVICE_IDS
-from edgesense.textcheck import check_message_text, printable
 from edgesense.v1 import registry_pb2
 
 GRPC_LIMIT = 4 * 1024 * 1024

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from edgesense.config import Settings
-from edgesense.errors import ConfigurationError
-from edgesense.tls import CA_VAR, CERT_VAR, CLIENT_AUTH_VAR, KEY_VAR, GrpcTls
+from edgesense.common.config import Settings
+from edgesense.common.errors import ConfigurationError
+from edgesense.common.tls import CA_VAR, CERT_VAR, CLIENT_AUTH_VAR, KEY_VAR, GrpcTls
 from tests.frontdoor.conftest import run_edgesense
-from tests.tls_files import TlsFiles, write_identity
+from tests.support.tls_files import TlsFiles, write_identity
 
 
 @pytest.fixture(scope="module")

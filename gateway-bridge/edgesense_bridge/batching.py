@@ -8,7 +8,7 @@ Pure bookkeeping, no I/O: `forwarder` drives it over the gRPC stream. A batch
 keeps its id and its events when resent, so the delivery service sees the same
 event ids again and deduplicates them. A batch is closed at `batch_size`
 events or before its PublishRequest would pass `max_bytes` (delivery's
-receive limit, `edgesense.message_limits`): 200 events with 256 KiB payloads
+receive limit, `edgesense.common.message_limits`): 200 events with 256 KiB payloads
 would otherwise be one 51 MiB message that delivery refuses every time.
 """
 
@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from edgesense.message_limits import PUBLISH_BATCH_MAX_BYTES, PUBLISH_EVENT_OVERHEAD
+from edgesense.common.message_limits import PUBLISH_BATCH_MAX_BYTES, PUBLISH_EVENT_OVERHEAD
 from edgesense.v1 import delivery_pb2, events_pb2
 from edgesense_bridge.inbound import Receipt
 

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf import json_format
 
-from edgesense.auth import Authenticator
-from edgesense.errors import EdgesenseError, FailedPrecondition, InvalidArgument
+from edgesense.common.auth import Authenticator
+from edgesense.common.errors import EdgesenseError, FailedPrecondition, InvalidArgument
 from edgesense.v1 import devices_pb2, devices_pb2_grpc
 from edgesense_bridge import metrics
 from edgesense_bridge.topics import ID_RULE, TopicLayout, is_valid_id

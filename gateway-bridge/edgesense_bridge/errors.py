@@ -1,4 +1,4 @@
-"""The bridge's exceptions, under the project's tree (`edgesense.errors`).
+"""The bridge's exceptions, under the project's tree (`edgesense.common.errors`).
 
     EdgesenseError
     ├── Unavailable
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import grpc
 
-from edgesense.errors import ConfigurationError, EdgesenseError, Unavailable
+from edgesense.common.errors import ConfigurationError, EdgesenseError, Unavailable
 
 
 class MqttUnavailable(Unavailable):

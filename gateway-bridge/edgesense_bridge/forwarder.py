@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import grpc
 
-from edgesense.auth import bearer_metadata
-from edgesense.delivery.backoff import backoff_delay
-from edgesense.grpc_tls import open_channel
-from edgesense.tls import GrpcTls
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.backoff import backoff_delay
+from edgesense.common.grpc_tls import open_channel
+from edgesense.common.tls import GrpcTls
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from edgesense_bridge import metrics
 from edgesense_bridge.batching import Batch, Item, Outbox, UnknownBatch

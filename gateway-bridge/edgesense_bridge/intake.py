@@ -4,7 +4,7 @@
   (PUBACK) only when delivery confirms its batch (`on_confirmed`).
 - A malformed one is counted by reason, logged (once per reason and topic in
   `LOG_INTERVAL_SECONDS`, at most `LOG_BUDGET` lines a minute: see
-  `edgesense.log_throttle`) and acknowledged at once, so that the broker does
+  `edgesense.common.log_throttle`) and acknowledged at once, so that the broker does
   not resend it forever. A bug in parsing is a rejection too (`internal_error`),
   its traceback logged once per exception type and interval.
 - The bridge holds at most `max_in_flight` unacknowledged messages: beyond
@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Final
 
-from edgesense.log_throttle import LogThrottle, ThrottledLog
+from edgesense.common.log_throttle import LogThrottle, ThrottledLog
 from edgesense_bridge import metrics
 from edgesense_bridge.batching import Batch, Item
 from edgesense_bridge.forwarder import Forwarder

@@ -1,4 +1,4 @@
-"""The bridge's Prometheus metrics (served by `edgesense.metrics_http`).
+"""The bridge's Prometheus metrics (served by `edgesense.common.metrics_http`).
 
 Process-wide, like every prometheus_client default-registry metric: two
 bridges in one process (tests) add up.

@@ -44,8 +44,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edgesense.delivery.backoff import backoff_delay
-from edgesense.mqtt_probe import speaks_only_311
+from edgesense.common.backoff import backoff_delay
+from edgesense.common.mqtt_probe import speaks_only_311
 from edgesense_bridge import metrics
 from edgesense_bridge.errors import MqttUnavailable, ProtocolRefused
 from edgesense_bridge.inbound import (

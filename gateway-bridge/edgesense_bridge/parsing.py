@@ -25,9 +25,9 @@ from typing import Final
 
 from google.protobuf import timestamp_pb2
 
-from edgesense.events import EVENT_ID_PROPERTY
-from edgesense.ids import new_id
-from edgesense.message_limits import MAX_EVENT_BYTES
+from edgesense.common.events import EVENT_ID_PROPERTY
+from edgesense.common.ids import new_id
+from edgesense.common.message_limits import MAX_EVENT_BYTES
 from edgesense.v1 import events_pb2
 from edgesense_bridge.payloads import PayloadError, decode_payload
 from edgesense_bridge.topics import TopicAddress, TopicError, TopicLayout, is_valid_id

@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 
-from edgesense.auth import Authenticator
-from edgesense.config import Settings
-from edgesense.errors import ConfigurationError
-from edgesense.grpc_runtime import GrpcServer
-from edgesense.metrics_http import MetricsServer
-from edgesense.runtime import stop_on_signals
+from edgesense.common.auth import Authenticator
+from edgesense.common.config import Settings
+from edgesense.common.errors import ConfigurationError
+from edgesense.common.grpc_runtime import GrpcServer
+from edgesense.common.metrics_http import MetricsServer
+from edgesense.common.runtime import stop_on_signals
 from edgesense.v1 import devices_pb2_grpc
 from edgesense_bridge.batching import Outbox
 from edgesense_bridge.config_push import SERVICE_NAME, DeviceConfigService

@@ -1,4 +1,4 @@
-"""The bridge's own settings, read from the environment next to `edgesense.config`.
+"""The bridge's own settings, read from the environment next to `edgesense.common.config`.
 
 EDGESENSE_MQTT_CLIENT_ID (`edgesense-bridge`)
     Stable client id: the broker keeps our session (and queues for us) under it.
@@ -27,7 +27,7 @@ EDGESENSE_BRIDGE_BATCH_LINGER_MS (`2`)
 EDGESENSE_BRIDGE_PIPELINE_DEPTH (`4`)
     Batches sent and not yet confirmed, at most.
 
-`EDGESENSE_BRIDGE_ADDR` (the DeviceConfig gRPC server) is in `edgesense.config`.
+`EDGESENSE_BRIDGE_ADDR` (the DeviceConfig gRPC server) is in `edgesense.common.config`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from edgesense.errors import ConfigurationError
+from edgesense.common.errors import ConfigurationError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from edgesense.events import DEVICE_ID
+from edgesense.common.events import DEVICE_ID
 
 KINDS: Final = ("data", "alert", "status", "config")
 ID_RULE: Final = "1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit"

@@ -1,6 +1,6 @@
 """The `edgesense` command: one service each, or the whole local cluster.
 
-    edgesense registry|delivery|gateway|bridge [--dev]
+    edgesense registry|delivery|api|bridge [--dev]
     edgesense up [--dev]
 
 Exit codes: 0 on a clean stop, 2 for a configuration error (the message says
@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from edgesense import runtime
-from edgesense.config import Settings
-from edgesense.errors import CannotListen, ConfigurationError
+from edgesense.common import runtime
+from edgesense.common.config import Settings
+from edgesense.common.errors import CannotListen, ConfigurationError
 
 log = logging.getLogger("edgesense")
 
@@ -41,10 +41,10 @@ def _delivery(settings: Settings) -> Coroutine[Any, Any, None]:
     return run_delivery(settings)
 
 
-def _gateway(settings: Settings) -> Coroutine[Any, Any, None]:
-    from edgesense.gateway.server import run_gateway
+def _api(settings: Settings) -> Coroutine[Any, Any, None]:
+    from edgesense.api.server import run_api
 
-    return run_gateway(settings)
+    return run_api(settings)
 
 
 def _bridge(settings: Settings) -> Coroutine[Any, Any, None]:
@@ -56,7 +56,7 @@ def _bridge(settings: Settings) -> Coroutine[Any, Any, None]:
 SERVICES: dict[str, ServiceMain] = {
     "registry": _registry,
     "delivery": _delivery,
-    "gateway": _gateway,
+    "api": _api,
     "bridge": _bridge,
 }
 

@@ -14,9 +14,9 @@ import logging
 import sys
 from typing import Any
 
-from edgesense.errors import CannotListen
-from edgesense.grpc_runtime import wait_for_signal
-from edgesense.listen import ensure_free, join_address
+from edgesense.common.errors import CannotListen
+from edgesense.common.grpc_runtime import wait_for_signal
+from edgesense.common.listen import ensure_free, join_address
 
 log = logging.getLogger(__name__)
 

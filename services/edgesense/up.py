@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from edgesense.config import Settings
-from edgesense.healthcheck import grpc_serving
-from edgesense.mqtt_probe import broker_address, broker_answers
-from edgesense.runtime import stop_on_signals
+from edgesense.common.config import Settings
+from edgesense.common.healthcheck import grpc_serving
+from edgesense.common.mqtt_probe import broker_address, broker_answers
+from edgesense.common.runtime import stop_on_signals
 from edgesense.up_child import Child, ChildDied, out, say
 
 HEALTH_TIMEOUT_SECONDS = 60.0
@@ -60,7 +60,7 @@ def children(settings: Settings, services: list[str]) -> list[Child]:
     checks: dict[str, Callable[[], Awaitable[bool]]] = {
         "registry": lambda: grpc_serving(settings.registry_addr, settings.grpc_tls),
         "delivery": lambda: grpc_serving(settings.delivery_addr, settings.grpc_tls),
-        "gateway": lambda: http_healthy(f"http://{settings.http_addr}/healthz"),
+        "api": lambda: http_healthy(f"http://{settings.http_addr}/healthz"),
         "bridge": lambda: grpc_serving(
             settings.bridge_addr, settings.grpc_tls
         ),  # SERVING once subscribed
@@ -175,7 +175,7 @@ def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
             f"http://{settings.metrics_addr('delivery')}/metrics",
         ),
         (
-            "gateway",
+            "api",
             f"REST http://{settings.http_addr}/api",
             f"http://{settings.http_addr}/metrics",
         ),

@@ -55,7 +55,7 @@ async def test_one_small_phase_end_to_end(tmp_path: Path, system_name: str) -> N
     assert result["ended"] == "complete"
     ours = {
         "baseline": {"forwarder"},
-        "edgesense": {"registry", "delivery", "senders", "bridge", "gateway"},
+        "edgesense": {"registry", "delivery", "senders", "bridge", "api"},
     }
     assert ours[system_name] <= set(result["processes"])
     assert all(p["peak_rss_mb"] > 0 for p in result["processes"].values())

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense_bridge.server import Bridge
 from edgesense_bridge.settings import BridgeSettings
-from tests.bridge.broker import MOSQUITTO, Gateway, Mosquitto
 from tests.bridge.delivery_double import FakeDelivery
+from tests.support.broker import MOSQUITTO, Gateway, Mosquitto
 
 TOKEN = "internal-test-token"
 API_KEY = "bridge-test-key"

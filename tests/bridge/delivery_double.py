@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 
-from edgesense.message_limits import DELIVERY_MAX_RECEIVE
+from edgesense.common.message_limits import DELIVERY_MAX_RECEIVE
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, events_pb2
-from tests.bridge.waiting import eventually
+from tests.support.waiting import eventually
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from edgesense.message_limits import DELIVERY_MAX_RECEIVE, MAX_EVENT_BYTES
+from edgesense.common.message_limits import DELIVERY_MAX_RECEIVE, MAX_EVENT_BYTES
 from edgesense_bridge.batching import Item, Outbox
 from edgesense_bridge.inbound import Receipt
 from edgesense_bridge.parsing import Accepted, ParseRules, RawMessage, Rejected, parse_message

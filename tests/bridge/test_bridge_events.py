@@ -13,12 +13,12 @@ from google.protobuf import json_format, struct_pb2
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense.v1 import events_pb2
 from edgesense_bridge.payloads import PROTOBUF_CONTENT_TYPE
-from tests.bridge.broker import Gateway, Mosquitto, message_properties
 from tests.bridge.conftest import bridge_options, running_bridge, sample
 from tests.bridge.delivery_double import FakeDelivery
+from tests.support.broker import Gateway, Mosquitto, message_properties
 
 ENVELOPE_TIME = "2025-07-24T10:35:17Z"
 KINDS = {"data": "readings", "alert": "alert", "status": "status", "config": "configuration"}

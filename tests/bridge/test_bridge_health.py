@@ -13,12 +13,12 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense_bridge.server import Bridge
-from tests.bridge.broker import Mosquitto, free_port
 from tests.bridge.conftest import bridge_options, sample
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Mosquitto, free_port
+from tests.support.waiting import eventually
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

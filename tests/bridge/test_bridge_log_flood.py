@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense_bridge import intake as intake_module
 from edgesense_bridge import parsing
 from edgesense_bridge.intake import LOG_BUDGET
 from edgesense_bridge.parsing import Outcome, RawMessage
-from tests.bridge.broker import Gateway, Mosquitto
 from tests.bridge.conftest import PROJECT, bridge_options, running_bridge, sample
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.waiting import eventually
 
 FLOOD = 2000
 DEVICES = 200  # distinct topics: a budget per topic alone would log 200 lines

@@ -7,12 +7,12 @@ import logging
 
 import pytest
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense_bridge.payloads import PROTOBUF_CONTENT_TYPE
-from tests.bridge.broker import Gateway, Mosquitto, message_properties
 from tests.bridge.conftest import bridge_options, running_bridge, sample
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Gateway, Mosquitto, message_properties
+from tests.support.waiting import eventually
 
 REJECTED = "edgesense_bridge_messages_rejected_total"
 

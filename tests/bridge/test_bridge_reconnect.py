@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import socket
 
-from edgesense.config import Settings
-from tests.bridge.broker import Gateway, Mosquitto
+from edgesense.common.config import Settings
 from tests.bridge.conftest import PROJECT, bridge_options, running_bridge
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.waiting import eventually
 
 
 async def test_resent_messages_keep_their_event_ids(

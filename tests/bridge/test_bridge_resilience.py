@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense.v1 import events_pb2
-from tests.bridge.broker import Gateway, Mosquitto
 from tests.bridge.conftest import API_KEY, PROJECT, TOKEN, bridge_options, running_bridge
 from tests.bridge.delivery_double import FakeDelivery
 from tests.bridge.process import BridgeProcess
+from tests.support.broker import Gateway, Mosquitto
 
 
 def seq_of(event: events_pb2.Event) -> object:

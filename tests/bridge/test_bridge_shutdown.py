@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from edgesense.config import Settings
-from tests.bridge.broker import Gateway, Mosquitto
+from edgesense.common.config import Settings
 from tests.bridge.conftest import PROJECT, bridge_options, running_bridge
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.waiting import eventually
 
 
 def readings(prefix: str, count: int, start: int = 0) -> list[tuple[str, bytes, None]]:

@@ -14,15 +14,15 @@ import pytest
 from google.protobuf import struct_pb2
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
-from edgesense.gateway.server import start_gateway
+from edgesense.api.server import start_api
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
 from edgesense.v1 import devices_pb2, devices_pb2_grpc
 from edgesense_bridge.server import Bridge
-from tests.bridge.broker import Gateway, Mosquitto
 from tests.bridge.conftest import API_KEY, PROJECT, bridge_options, running_bridge
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.waiting import eventually
 
 
 class ConfigListener:
@@ -98,7 +98,7 @@ async def test_push_over_rest_through_the_gateway(
     bridge: Bridge, listener: ConfigListener, prefix: str
 ) -> None:
     await asyncio.sleep(0.2)
-    http = await start_gateway({"edgesense.v1.DeviceConfig": f"127.0.0.1:{bridge.port}"})
+    http = await start_api({"edgesense.v1.DeviceConfig": f"127.0.0.1:{bridge.port}"})
     try:
         async with httpx.AsyncClient(base_url=http.url, timeout=10) as client:
             url = "/api/gateways/gw-2/devices/dev:7/config"

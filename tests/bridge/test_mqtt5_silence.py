@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edgesense.config import Settings
+from edgesense.common.config import Settings
 from edgesense_bridge import mqtt_adapter
 from edgesense_bridge.server import Bridge
 from edgesense_bridge.version_evidence import STRIKES, VersionEvidence
-from tests.bridge.broker import Mosquitto
 from tests.bridge.conftest import bridge_options
 from tests.bridge.delivery_double import FakeDelivery
-from tests.bridge.waiting import eventually
+from tests.support.broker import Mosquitto
+from tests.support.waiting import eventually
 
 MQTT_NAME = b"\x00\x04MQTT"  # the CONNECT's protocol name; the level byte follows
 

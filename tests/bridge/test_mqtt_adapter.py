@@ -20,8 +20,8 @@ from edgesense_bridge.errors import MqttUnavailable
 from edgesense_bridge.inbound import InboundMessage, MqttOptions
 from edgesense_bridge.mqtt_adapter import MqttConnection
 from edgesense_bridge.settings import BrokerUrl
-from tests.bridge.broker import Gateway, Mosquitto
-from tests.bridge.waiting import eventually
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.waiting import eventually
 
 
 @dataclass

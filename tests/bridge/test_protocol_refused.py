@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from edgesense.config import Settings
-from edgesense.mqtt_probe import MQTT_5, MQTT_311, broker_answers
+from edgesense.common.config import Settings
+from edgesense.common.mqtt_probe import MQTT_5, MQTT_311, broker_answers
 from edgesense_bridge import mqtt_adapter
 from edgesense_bridge.errors import ProtocolRefused
 from edgesense_bridge.server import Bridge
-from tests.bridge.broker import Mosquitto, free_port, wait_for_port
 from tests.bridge.conftest import bridge_options
 from tests.bridge.delivery_double import FakeDelivery
+from tests.support.broker import Mosquitto, free_port, wait_for_port
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from edgesense.delivery.backoff import backoff_delay
-from edgesense.errors import ConfigurationError
+from edgesense.common.backoff import backoff_delay
+from edgesense.common.errors import ConfigurationError
 from edgesense.v1 import events_pb2
 from edgesense_bridge.batching import Item, Outbox, UnknownBatch
 from edgesense_bridge.inbound import Receipt

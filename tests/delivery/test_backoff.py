@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from edgesense.delivery.backoff import backoff_delay, next_delay, parse_retry_after
+from edgesense.common.backoff import backoff_delay, next_delay, parse_retry_after
 
 NOW = datetime(2025, 7, 24, 10, 35, 17, tzinfo=UTC)
 

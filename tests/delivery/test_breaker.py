@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgesense.delivery.breaker import Breaker
+from edgesense.delivery.claim.breaker import Breaker
 
 
 def test_opens_after_consecutive_failures_and_pauses() -> None:

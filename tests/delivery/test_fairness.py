@@ -14,9 +14,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edgesense.config import Settings
-from edgesense.delivery.fairness import MEMORY_BOUND, FairShare
-from edgesense.errors import ConfigurationError
+from edgesense.common.config import Settings
+from edgesense.common.errors import ConfigurationError
+from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
 
 
 def queue(fair: FairShare, project: str, webhook: str, count: int) -> None:

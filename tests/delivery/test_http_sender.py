@@ -16,17 +16,17 @@ from google.protobuf import timestamp_pb2
 from standardwebhooks.webhooks import Webhook
 
 import edgesense
-from edgesense.delivery.http_sender import (
+from edgesense.common.signing import signature_headers
+from edgesense.delivery.send.http_sender import (
     EXCERPT_BYTES,
     AttemptResult,
     HttpSender,
     PrivateAddressError,
     PublicAddressResolver,
 )
-from edgesense.delivery.payload import event_name, webhook_body
-from edgesense.delivery.signing import signature_headers
+from edgesense.delivery.send.payload import event_name, webhook_body
 from edgesense.v1 import events_pb2
-from tests.delivery.receivers import (
+from tests.support.http_receivers import (
     FakeDNS,
     Handler,
     Receiver,

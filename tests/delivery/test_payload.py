@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from edgesense.delivery.payload import (
+from edgesense.delivery.send.payload import (
     event_name,
     render,
     rfc3339,

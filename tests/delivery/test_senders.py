@@ -17,13 +17,13 @@ import pytest
 import trustme
 from aiohttp import web
 
-from edgesense.config import Settings
-from edgesense.delivery.http_sender import AttemptResult
-from edgesense.delivery.sender_wire import Frames, frame, result_message, result_of
-from edgesense.delivery.senders import SenderPool
-from edgesense.delivery.signing import signature_headers
-from edgesense.errors import ConfigurationError
-from tests.delivery.receivers import Receiver, server_tls, write_ca_bundle
+from edgesense.common.config import Settings
+from edgesense.common.errors import ConfigurationError
+from edgesense.common.signing import signature_headers
+from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.send.sender_wire import Frames, frame, result_message, result_of
+from edgesense.delivery.send.senders import SenderPool
+from tests.support.http_receivers import Receiver, server_tls, write_ca_bundle
 
 BODY = b'{"event":"device.data","payload":{"temperature":75.3}}'
 

@@ -11,14 +11,14 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import edgesense
-from edgesense.delivery.signing import (
+from edgesense.common.signing import (
     Signer,
     sign_body,
     signature_headers,
     standard_webhooks_key,
     standard_webhooks_signature,
 )
-from tests.delivery.receivers import guide_verify_signature
+from tests.support.http_receivers import guide_verify_signature
 
 BODY = '{"event":"device.data","payload":{"temperature":75.3,"unit":"°C"}}'.encode()
 

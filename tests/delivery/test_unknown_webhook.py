@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.delivery.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, Dispatcher
-from edgesense.delivery.http_sender import AttemptResult, HttpSender, Sender
-from edgesense.delivery.index import ACTIVE, Target, WebhookIndex
-from edgesense.delivery.outbox import (
+from edgesense.delivery.claim.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, Dispatcher
+from edgesense.delivery.record.policy import RetryPolicy
+from edgesense.delivery.send.http_sender import AttemptResult, HttpSender, Sender
+from edgesense.delivery.store.outbox import (
     FAILED,
     PENDING,
     Claimed,
@@ -22,7 +22,7 @@ from edgesense.delivery.outbox import (
     Outbox,
     StoredEvent,
 )
-from edgesense.delivery.policy import RetryPolicy
+from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import events_pb2

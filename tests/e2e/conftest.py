@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 import trustme
 
-from tests.bridge.broker import MOSQUITTO, Mosquitto, free_port
 from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.support.broker import MOSQUITTO, Mosquitto, free_port
 
 UP_SECONDS = 90.0
 PROJECT = "acme"

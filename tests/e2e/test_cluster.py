@@ -21,9 +21,9 @@ import trustme
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from tests.bridge.broker import Gateway, Mosquitto
 from tests.e2e.conftest import PROJECT, UpCluster
-from tests.integration.receivers import Receiver
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from edgesense.tools.sim_publisher import Broker, Publisher
 from tests.e2e.conftest import UpCluster
 from tests.frontdoor.conftest import private_env
-from tests.integration.receivers import Receiver
+from tests.support.receivers import Receiver
 
 SECRET = "my_secret"
 

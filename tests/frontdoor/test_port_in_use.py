@@ -16,7 +16,7 @@ CASES = [
     ("registry", "EDGESENSE_REGISTRY_METRICS_ADDR"),
     ("delivery", "EDGESENSE_DELIVERY_ADDR"),
     ("delivery", "EDGESENSE_DELIVERY_METRICS_ADDR"),
-    ("gateway", "EDGESENSE_HTTP_ADDR"),
+    ("api", "EDGESENSE_HTTP_ADDR"),
     ("bridge", "EDGESENSE_BRIDGE_ADDR"),
     ("bridge", "EDGESENSE_BRIDGE_METRICS_ADDR"),
 ]

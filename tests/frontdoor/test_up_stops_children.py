@@ -60,7 +60,7 @@ def test_up_stops_every_child_when_its_stdout_is_gone(tmp_path: Path) -> None:
             seen.append(line)
         children = descendants(up.pid)
         names = {Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] for pid in children}
-        assert {b"registry", b"delivery", b"gateway", b"bridge"} <= names, names
+        assert {b"registry", b"delivery", b"api", b"bridge"} <= names, names
         assert len(children) >= 5 + 2, "broker, four services and delivery's two senders"
 
         up.stdout.close()  # tee is gone: every later write of `up` gets EPIPE

@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 import httpx
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
+from edgesense.api.server import RunningApi
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
+from edgesense.common.ids import new_id
 from edgesense.delivery.server import RunningDelivery
-from edgesense.gateway.server import RunningGateway
-from edgesense.ids import new_id
 from edgesense.registry.server import RunningRegistry
 from edgesense.v1 import (
     delivery_pb2,
@@ -55,7 +55,7 @@ class Cluster:
     keys: dict[str, str]
     registry: RunningRegistry
     delivery: RunningDelivery
-    gateway: RunningGateway
+    gateway: RunningApi
     http: httpx.AsyncClient
 
     def auth(self, project: str = "project-a") -> dict[str, str]:

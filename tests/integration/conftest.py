@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from edgesense.config import Settings
+from edgesense.api.server import RunningApi, start_api
+from edgesense.common.config import Settings
 from edgesense.delivery.server import start_delivery
-from edgesense.gateway.server import RunningGateway, start_gateway
 from edgesense.registry.server import RunningRegistry, start_registry
 from tests.conftest import key_of
 from tests.integration.cluster import Cluster
-from tests.integration.receivers import Receiver
+from tests.support.receivers import Receiver
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Api:
     http: httpx.AsyncClient
     keys: dict[str, str]
     registry: RunningRegistry
-    gateway: RunningGateway
+    gateway: RunningApi
     settings: Settings
 
     def auth(self, project: str = "project-a") -> dict[str, str]:
@@ -37,7 +37,7 @@ class Api:
 async def serving_api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
     """The registry and the gateway with `settings`, stopped on leaving."""
     registry = await start_registry(settings, "127.0.0.1:0")
-    gateway = await start_gateway(
+    gateway = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
             # Delivery is not running in these tests: its routes answer 503.
@@ -89,7 +89,7 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
     registry = await start_registry(settings, "127.0.0.1:0")
     settings = dataclasses.replace(settings, registry_addr=f"127.0.0.1:{registry.port}")
     delivery = await start_delivery(settings, "127.0.0.1:0")
-    gateway = await start_gateway(
+    gateway = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
             "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",

@@ -18,12 +18,12 @@ import trustme
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
 from edgesense.delivery.server import start_delivery
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.integration.cluster import Cluster, reading
-from tests.integration.receivers import Receiver
+from tests.support.receivers import Receiver
 
 
 # The integration guide's snippet, verbatim.

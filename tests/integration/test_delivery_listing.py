@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.cluster import Cluster, reading
-from tests.integration.receivers import Receiver
+from tests.support.receivers import Receiver
 
 
 def field_of(answer: httpx.Response) -> str:

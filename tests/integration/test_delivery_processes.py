@@ -25,14 +25,14 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
-from edgesense.delivery.tables import deliveries
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
+from edgesense.delivery.store.tables import deliveries
 from edgesense.storage.engine import create_engine
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.conftest import key_of
 from tests.integration.cluster import Cluster, reading
-from tests.integration.processes import (
+from tests.support.processes import (
     Processes,
     ServiceProcess,
     arrived,
@@ -44,7 +44,7 @@ from tests.integration.processes import (
     register_webhook,
     wait_routed,
 )
-from tests.integration.receivers import Behaviour, Receiver
+from tests.support.receivers import Behaviour, Receiver
 
 SUCCEEDED = ("edgesense_deliveries_total", {"outcome": "succeeded"})
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
-from tests.bridge.broker import MOSQUITTO, Gateway, Mosquitto, message_properties
 from tests.conftest import key_of
-from tests.integration.processes import (
+from tests.integration.valve import Valve
+from tests.support.broker import MOSQUITTO, Gateway, Mosquitto, message_properties
+from tests.support.processes import (
     Processes,
     ServiceProcess,
     eventually,
@@ -34,8 +35,7 @@ from tests.integration.processes import (
     register_webhook,
     wait_routed,
 )
-from tests.integration.receivers import Receiver
-from tests.integration.valve import Valve
+from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.mosquitto
 SECONDS = 30.0

@@ -22,12 +22,12 @@ import grpc
 import pytest
 from aiohttp import web
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
 from tests.integration.cluster import reading
-from tests.integration.processes import (
+from tests.support.processes import (
     Processes,
     ServiceProcess,
     arrived,
@@ -36,7 +36,7 @@ from tests.integration.processes import (
     publish,
     wait_routed,
 )
-from tests.integration.receivers import Receiver
+from tests.support.receivers import Receiver
 
 HOOKS_OF_B, EVENTS_OF_B, EVENTS_OF_A = 300, 50, 300
 HANG_SECONDS = 60.0

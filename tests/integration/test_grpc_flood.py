@@ -20,10 +20,10 @@ import grpc
 import pytest
 
 from bench.procstats import memory_kb
-from edgesense.auth import bearer_metadata
-from edgesense.events import EVENT_NAMES
-from edgesense.message_limits import DELIVERY_MAX_RECEIVE, REGISTRY_MAX_RECEIVE
-from edgesense.netpolicy import MAX_URL_LENGTH
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.events import EVENT_NAMES
+from edgesense.common.message_limits import DELIVERY_MAX_RECEIVE, REGISTRY_MAX_RECEIVE
+from edgesense.common.netpolicy import MAX_URL_LENGTH
 from edgesense.registry.validation import (
     MAX_DESCRIPTION_CHARS,
     MAX_DEVICE_IDS,
@@ -31,7 +31,7 @@ from edgesense.registry.validation import (
 )
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
-from tests.integration.processes import Processes, free_port
+from tests.support.processes import Processes, free_port
 
 # Each call is just under its server's receive limit, so the limit cannot be
 # what refuses it: only the gate can answer before the request is read.

@@ -28,21 +28,21 @@ import trustme
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from edgesense import up
-from edgesense.config import Settings
+from edgesense.api.server import start_api
+from edgesense.common.config import Settings
+from edgesense.common.errors import ConfigurationError
+from edgesense.common.grpc_tls import open_channel
+from edgesense.common.healthcheck import grpc_serving
+from edgesense.common.tls import CA_VAR, GrpcTls
 from edgesense.delivery.server import start_delivery
-from edgesense.errors import ConfigurationError
-from edgesense.gateway.server import start_gateway
-from edgesense.grpc_tls import open_channel
-from edgesense.healthcheck import grpc_serving
 from edgesense.registry.server import RunningRegistry, start_registry
-from edgesense.tls import CA_VAR, GrpcTls
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 from edgesense_bridge.server import Bridge
 from edgesense_bridge.settings import BridgeSettings
-from tests.bridge.broker import MOSQUITTO, Gateway, Mosquitto
 from tests.conftest import key_of
-from tests.integration.receivers import Receiver
-from tests.tls_files import TlsFiles, write_identity
+from tests.support.broker import MOSQUITTO, Gateway, Mosquitto
+from tests.support.receivers import Receiver
+from tests.support.tls_files import TlsFiles, write_identity
 
 REFUSED = (grpc.StatusCode.UNAVAILABLE,)  # a failed handshake never reaches a handler
 
@@ -130,7 +130,7 @@ async def test_the_whole_path_runs_over_mutual_tls(
     gateway = None
     try:
         await asyncio.wait_for(bridge.connection.subscribed.wait(), 10)
-        gateway = await start_gateway(
+        gateway = await start_api(
             {
                 "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
                 "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
@@ -231,7 +231,7 @@ async def test_health_checks_speak_tls(
         assert not await grpc_serving(addr, GrpcTls(), server_name="registry")
 
         def probe(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-            command = [sys.executable, "-m", "edgesense.healthcheck", addr, *extra]
+            command = [sys.executable, "-m", "edgesense.common.healthcheck", addr, *extra]
             return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
 
         plain = {k: v for k, v in os.environ.items() if not k.startswith("EDGESENSE_GRPC_TLS")}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from edgesense.delivery.http_sender import AttemptResult
-from edgesense.delivery.index import Target, WebhookIndex
-from edgesense.delivery.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed
-from edgesense.delivery.policy import RetryPolicy, after_attempt
+from edgesense.delivery.record.policy import RetryPolicy, after_attempt
+from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed
+from edgesense.delivery.webhooks.index import Target, WebhookIndex
 
 POLICY = RetryPolicy(max_retries=5, base_seconds=10, cap_seconds=100)
 NOW = 1_000_000.0

@@ -12,7 +12,7 @@ import pytest
 
 from edgesense.v1 import events_pb2
 from tests.integration.cluster import Cluster, reading
-from tests.integration.receivers import Receiver
+from tests.support.receivers import Receiver
 
 # Protobuf's Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 FIRST_SECOND = -62_135_596_800

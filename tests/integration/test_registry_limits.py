@@ -12,8 +12,8 @@ import grpc
 import httpx
 import pytest
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
 from tests.integration.cluster import register_large

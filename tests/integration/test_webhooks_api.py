@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from edgesense.auth import bearer_metadata
+from edgesense.common.auth import bearer_metadata
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 from tests.integration.conftest import Api
 

@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from edgesense.auth import Authenticator, bearer_token, derive_internal_token
-from edgesense.config import Settings, parse_api_keys
-from edgesense.errors import ConfigurationError, PermissionDenied, Unauthenticated
+from edgesense.common.auth import Authenticator, bearer_token, derive_internal_token
+from edgesense.common.config import Settings, parse_api_keys
+from edgesense.common.errors import ConfigurationError, PermissionDenied, Unauthenticated
 from edgesense.registry.secretbox import SecretBox
 
 KEY = base64.urlsafe_b64encode(b"k" * 32).decode()

@@ -12,9 +12,9 @@ import ipaddress
 
 import pytest
 
-from edgesense.errors import InvalidArgument
-from edgesense.hostaddr import embedded_ipv4, host_address
-from edgesense.netpolicy import UrlPolicy, is_forbidden_address
+from edgesense.common.errors import InvalidArgument
+from edgesense.common.hostaddr import embedded_ipv4, host_address
+from edgesense.common.netpolicy import UrlPolicy, is_forbidden_address
 
 
 def fullwidth(text: str) -> str:

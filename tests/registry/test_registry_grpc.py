@@ -12,8 +12,8 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from edgesense.auth import bearer_metadata
-from edgesense.config import Settings
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.config import Settings
 from edgesense.registry.server import RunningRegistry, start_registry
 from edgesense.storage.engine import create_engine
 from edgesense.v1 import registry_pb2, registry_pb2_grpc

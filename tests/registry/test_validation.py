@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgesense.errors import InvalidArgument
-from edgesense.netpolicy import UrlPolicy, is_forbidden_address
+from edgesense.common.errors import InvalidArgument
+from edgesense.common.netpolicy import UrlPolicy, is_forbidden_address
 from edgesense.registry.validation import WebhookSpec, validate_registration
 
 STRICT = UrlPolicy()

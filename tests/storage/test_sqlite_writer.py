@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.errors import Unavailable
+from edgesense.common.errors import Unavailable
 from edgesense.storage.engine import create_engine, dispose_engine, transaction
 from edgesense.storage.sqlite_writer import SqliteWriter
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import standardwebhooks
 
-from edgesense.delivery.signing import sign_body, signature_headers
+from edgesense.common.signing import sign_body, signature_headers
 from edgesense.tools.errors import CannotConnect
 from edgesense.tools.receive import ReceiverOptions, WebhookReceiver, banner
 from tests.integration.cluster import Cluster, reading

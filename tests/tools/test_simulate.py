@@ -17,8 +17,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edgesense.events import DEVICE_ID, EVENT_ID_PROPERTY
-from tests.bridge.broker import wait_for_port
+from edgesense.common.events import DEVICE_ID, EVENT_ID_PROPERTY
+from tests.support.broker import wait_for_port
 from tests.tools.conftest import Broker, clean_env, cli_command, free_port
 
 pytestmark = pytest.mark.mosquitto

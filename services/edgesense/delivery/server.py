@@ -14,24 +14,24 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.auth import Authenticator
-from edgesense.config import Settings
+from edgesense.common.auth import Authenticator
+from edgesense.common.config import Settings
+from edgesense.common.errors import Unavailable
+from edgesense.common.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.common.ids import new_id
+from edgesense.common.listen import ensure_free
+from edgesense.common.metrics_http import MetricsServer
+from edgesense.common.paging import PageTokens
 from edgesense.delivery import metrics
-from edgesense.delivery.acceptor import Acceptor
-from edgesense.delivery.dispatcher import Dispatcher
-from edgesense.delivery.http_sender import HttpSender, Sender
-from edgesense.delivery.index import DISABLED, Target, WebhookIndex
-from edgesense.delivery.outbox import Outbox, Outcome
-from edgesense.delivery.policy import RetryPolicy
-from edgesense.delivery.registry_link import FailureReport, RegistryLink
-from edgesense.delivery.senders import SenderPool
+from edgesense.delivery.accept.acceptor import Acceptor
+from edgesense.delivery.claim.dispatcher import Dispatcher
+from edgesense.delivery.record.policy import RetryPolicy
+from edgesense.delivery.send.http_sender import HttpSender, Sender
+from edgesense.delivery.send.senders import SenderPool
 from edgesense.delivery.service import DeliveryService
-from edgesense.errors import Unavailable
-from edgesense.grpc_runtime import GrpcServer, wait_for_signal
-from edgesense.ids import new_id
-from edgesense.listen import ensure_free
-from edgesense.metrics_http import MetricsServer
-from edgesense.paging import PageTokens
+from edgesense.delivery.store.outbox import Outbox, Outcome
+from edgesense.delivery.webhooks.index import DISABLED, Target, WebhookIndex
+from edgesense.delivery.webhooks.registry_link import FailureReport, RegistryLink
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc

@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from edgesense.auth import Authenticator
-from edgesense.delivery.acceptor import Accepted, Acceptor
-from edgesense.delivery.index import WebhookIndex
-from edgesense.delivery.outbox import HELD, PENDING, STATUSES, Outbox
-from edgesense.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from edgesense.paging import PageTokens, fit_page, page_size
+from edgesense.common.auth import Authenticator
+from edgesense.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from edgesense.common.paging import PageTokens, fit_page, page_size
+from edgesense.delivery.accept.acceptor import Accepted, Acceptor
+from edgesense.delivery.store.outbox import HELD, PENDING, STATUSES, Outbox
+from edgesense.delivery.webhooks.index import WebhookIndex
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from edgesense.errors import ConfigurationError
+from edgesense.common.errors import ConfigurationError
 
 
 class SecretBox:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.auth import Authenticator
-from edgesense.config import Settings
-from edgesense.grpc_runtime import GrpcServer, wait_for_signal
-from edgesense.metrics_http import MetricsServer
-from edgesense.netpolicy import UrlPolicy
-from edgesense.paging import PageTokens
+from edgesense.common.auth import Authenticator
+from edgesense.common.config import Settings
+from edgesense.common.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.common.metrics_http import MetricsServer
+from edgesense.common.netpolicy import UrlPolicy
+from edgesense.common.paging import PageTokens
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.service import RegistryService
 from edgesense.registry.store import WebhookStore

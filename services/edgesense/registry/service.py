@@ -11,13 +11,13 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from edgesense.auth import Authenticator
-from edgesense.errors import NotFound
-from edgesense.netpolicy import UrlPolicy
-from edgesense.paging import PageTokens, fit_page, page_size
+from edgesense.common.auth import Authenticator
+from edgesense.common.errors import NotFound
+from edgesense.common.netpolicy import UrlPolicy
+from edgesense.common.paging import PageTokens, fit_page, page_size
+from edgesense.common.textcheck import printable
 from edgesense.registry.store import DISABLED, Change, StoredWebhook, WebhookStore
 from edgesense.registry.validation import validate_registration
-from edgesense.textcheck import printable
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from edgesense.errors import NotFound, ResourceExhausted
-from edgesense.ids import new_id
+from edgesense.common.errors import NotFound, ResourceExhausted
+from edgesense.common.ids import new_id
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.tables import webhook_changes, webhooks
 from edgesense.registry.validation import WebhookSpec

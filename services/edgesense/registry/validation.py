@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgesense.errors import InvalidArgument
-from edgesense.events import DEVICE_ID, EVENT_NAMES
-from edgesense.netpolicy import UrlPolicy
+from edgesense.common.errors import InvalidArgument
+from edgesense.common.events import DEVICE_ID, EVENT_NAMES
+from edgesense.common.netpolicy import UrlPolicy
 
 MAX_SECRET_BYTES = 256
 MAX_DESCRIPTION_CHARS = 1000

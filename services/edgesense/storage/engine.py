@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from edgesense.errors import ConfigurationError, Unavailable
+from edgesense.common.errors import ConfigurationError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 

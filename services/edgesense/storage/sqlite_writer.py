@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.errors import Unavailable
+from edgesense.common.errors import Unavailable
 from edgesense.storage.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     register_thread_writer,

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from edgesense.config import DEV_DIR
+from edgesense.common.config import DEV_DIR
 from edgesense.tools.errors import ApiError, CannotConnect, UsageError
 
 JsonObject = dict[str, Any]

@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgesense.events import EVENT_ID_PROPERTY
+from edgesense.common.events import EVENT_ID_PROPERTY
 from edgesense.tools.errors import CannotConnect, UsageError
 
 CONNECT_TIMEOUT_SECONDS = 10.0

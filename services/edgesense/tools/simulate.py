@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from edgesense.events import DEVICE_ID
+from edgesense.common.events import DEVICE_ID
 from edgesense.tools.errors import Unacknowledged, UsageError
 from edgesense.tools.sim_devices import traffic
 from edgesense.tools.sim_publisher import Broker, Publisher, client_id

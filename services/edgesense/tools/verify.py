@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from edgesense.delivery.signing import sign_body, standard_webhooks_signature
+from edgesense.common.signing import sign_body, standard_webhooks_signature
 
 TOLERANCE_SECONDS = 5 * 60
 

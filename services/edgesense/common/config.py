@@ -1,0 +1,283 @@
+"""Configuration from the environment (contract section 2), validated once.
+
+Every variable is optional. Development mode (`edgesense up --dev` or
+`EDGESENSE_DEV=1`) allows http:// and private-network targets and creates an
+API key and a secret key under `var/` when none is configured; outside it, a
+service without `EDGESENSE_API_KEYS` or `EDGESENSE_SECRET_KEY` refuses to start
+and says which one is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgesense.common.errors import ConfigurationError
+from edgesense.common.tls import GrpcTls
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
+DEV_DIR = Path("var")
+DEFAULT_METRICS_ADDRS = {
+    "registry": "127.0.0.1:9101",
+    "delivery": "127.0.0.1:9102",
+    "bridge": "127.0.0.1:9104",
+}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be 0 or 1, not {raw!r}")
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, not {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum}, not {raw!r}")
+    return value
+
+
+MAX_SENDERS = 32
+
+
+def default_per_project(capacity: int, per_webhook: int) -> int:
+    """All slots but one webhook's limit, or half of them if that is more: a
+    newcomer's first webhook finds its whole lane free, and a project alone
+    keeps most of the slots (fan-out to many webhooks needs them while
+    receivers are slow to answer)."""
+    return max(1, capacity // 2, capacity - per_webhook)
+
+
+def default_senders() -> int:
+    """Sender processes by default: half the usable cores, at most 4; none on one core.
+
+    Each takes POSTs off the delivery process (see `delivery.senders`); with a
+    single core, the process switches would cost more than they save.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(4, cores // 2)
+
+
+def per_project(env: Mapping[str, str], concurrency: int, per_target: int) -> int:
+    """EDGESENSE_DELIVERY_PER_PROJECT: by default the concurrency less one
+    webhook's limit (at least half); never more than all of it (then one
+    project's hanging receivers could hold every slot)."""
+    name = "EDGESENSE_DELIVERY_PER_PROJECT"
+    value = int(_number(env, name, default_per_project(concurrency, per_target), 1))
+    if value > concurrency:
+        raise ConfigurationError(
+            f"{name} ({value}) must not exceed EDGESENSE_DELIVERY_CONCURRENCY ({concurrency}): "
+            "below it, a project whose receivers hang leaves slots for the others"
+        )
+    return value
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """`key=projectId,key2=projectId2` -> {key: projectId}."""
+    keys: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, project = item.partition("=")
+        key, project = key.strip(), project.strip()
+        if not sep or not key or not project:
+            raise ConfigurationError(
+                "EDGESENSE_API_KEYS must look like key=projectId,key2=projectId2; "
+                f"an entry has no key or no project ({len(keys) + 1}. entry)"
+            )
+        if key in keys:
+            raise ConfigurationError(
+                f"EDGESENSE_API_KEYS names a key twice ({len(keys) + 1}. entry)"
+            )
+        keys[key] = project
+    return keys
+
+
+def parse_secret_key(raw: str) -> bytes:
+    """A Fernet key: 32 bytes, URL-safe base64."""
+    try:
+        decoded = base64.urlsafe_b64decode(raw.strip().encode())
+    except (binascii.Error, ValueError):
+        raise ConfigurationError("EDGESENSE_SECRET_KEY is not URL-safe base64") from None
+    if len(decoded) != 32:
+        raise ConfigurationError(
+            f"EDGESENSE_SECRET_KEY must decode to 32 bytes, not {len(decoded)} "
+            "(make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')"
+        )
+    return raw.strip().encode()
+
+
+def _dev_file(name: str, make: str) -> str:
+    path = DEV_DIR / name
+    if path.exists():
+        return path.read_text().strip()
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(make + "\n")
+    return make
+
+
+def dev_api_key() -> str:
+    """The development API key (project `dev`), created in var/dev-api-key once."""
+    return _dev_file("dev-api-key", "esk_dev_" + secrets.token_urlsafe(24))
+
+
+def dev_secret_key() -> str:
+    return _dev_file("secret-key", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service reads from the environment."""
+
+    dev: bool = False
+    database_url: str = DEFAULT_DATABASE_URL
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "edgesense"
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    secret_key: bytes | None = None
+    internal_token: str | None = None
+    registry_addr: str = "127.0.0.1:50051"
+    delivery_addr: str = "127.0.0.1:50052"
+    bridge_addr: str = "127.0.0.1:50053"
+    http_addr: str = "127.0.0.1:8080"
+    allow_insecure_urls: bool = False
+    allow_private_networks: bool = False
+    ca_bundle: str | None = None
+    delivery_timeout_seconds: float = 3.0
+    max_retries: int = 5
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    held_retention_seconds: float = 7 * 24 * 3600.0
+    metrics_addrs: Mapping[str, str] = field(default_factory=dict)
+    lease_seconds: float = 30.0
+    delivery_concurrency: int = 256
+    delivery_per_target: int = 64
+    delivery_per_project: int = 192
+    delivery_senders: int = field(default_factory=lambda: default_senders())
+    outbox_limit: int = 1_000_000
+    grpc_tls: GrpcTls = field(default_factory=GrpcTls)
+    grpc_reflection: bool = False
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    http_max_connections: int = 0  # 0: from the open-file limit
+    # 0: no limit. See README Configuration for why 100.
+    max_webhooks_per_project: int = 100
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
+        env = os.environ if env is None else env
+        dev = _flag(env, "EDGESENSE_DEV") if dev is None else dev
+        raw_keys = env.get("EDGESENSE_API_KEYS", "")
+        api_keys = parse_api_keys(raw_keys)
+        if not api_keys and dev:
+            api_keys = {dev_api_key(): "dev"}
+        raw_secret = env.get("EDGESENSE_SECRET_KEY", "")
+        if not raw_secret and dev:
+            raw_secret = dev_secret_key()
+        secret_key = parse_secret_key(raw_secret) if raw_secret else None
+        concurrency = int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1))
+        per_target = int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1))
+        return cls(
+            dev=dev,
+            database_url=env.get("EDGESENSE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            mqtt_url=env.get("EDGESENSE_MQTT_URL") or "mqtt://127.0.0.1:1883",
+            topic_prefix=env.get("EDGESENSE_MQTT_TOPIC_PREFIX") or "edgesense",
+            api_keys=api_keys,
+            secret_key=secret_key,
+            internal_token=env.get("EDGESENSE_INTERNAL_TOKEN") or None,
+            registry_addr=env.get("EDGESENSE_REGISTRY_ADDR") or "127.0.0.1:50051",
+            delivery_addr=env.get("EDGESENSE_DELIVERY_ADDR") or "127.0.0.1:50052",
+            bridge_addr=env.get("EDGESENSE_BRIDGE_ADDR") or "127.0.0.1:50053",
+            http_addr=env.get("EDGESENSE_HTTP_ADDR") or "127.0.0.1:8080",
+            allow_insecure_urls=_flag(env, "EDGESENSE_ALLOW_INSECURE_URLS", dev),
+            allow_private_networks=_flag(env, "EDGESENSE_ALLOW_PRIVATE_NETWORKS", dev),
+            ca_bundle=env.get("EDGESENSE_CA_BUNDLE") or None,
+            delivery_timeout_seconds=_number(env, "EDGESENSE_DELIVERY_TIMEOUT_SECONDS", 3.0, 0.001),
+            max_retries=int(_number(env, "EDGESENSE_MAX_RETRIES", 5)),
+            retry_base_seconds=_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
+            retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
+            held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
+            lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
+            delivery_concurrency=concurrency,
+            delivery_per_target=per_target,
+            delivery_per_project=per_project(env, concurrency, per_target),
+            outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
+            http_header_timeout_seconds=_number(
+                env, "EDGESENSE_HTTP_HEADER_TIMEOUT_SECONDS", 10.0, 0.001
+            ),
+            http_body_timeout_seconds=_number(
+                env, "EDGESENSE_HTTP_BODY_TIMEOUT_SECONDS", 30.0, 0.001
+            ),
+            http_max_connections=int(_number(env, "EDGESENSE_HTTP_MAX_CONNECTIONS", 0, 0)),
+            max_webhooks_per_project=int(
+                _number(env, "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT", 100, 0)
+            ),
+            delivery_senders=int(
+                _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
+            ),
+            grpc_tls=GrpcTls.from_env(env),
+            # Reflection lists every method, the internal ones too: on in dev only.
+            grpc_reflection=_flag(env, "EDGESENSE_GRPC_REFLECTION", dev),
+            metrics_addrs={
+                name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default
+                for name, default in DEFAULT_METRICS_ADDRS.items()
+            },
+        )
+
+    def require_api_keys(self) -> Mapping[str, str]:
+        if not self.api_keys:
+            raise ConfigurationError(
+                "EDGESENSE_API_KEYS is not set: give key=projectId pairs, "
+                "or run with --dev for a development key"
+            )
+        return self.api_keys
+
+    def require_secret_key(self) -> bytes:
+        if self.secret_key is None:
+            raise ConfigurationError(
+                "EDGESENSE_SECRET_KEY is not set: it encrypts signing secrets at rest "
+                "(32 random bytes, URL-safe base64), or run with --dev"
+            )
+        return self.secret_key
+
+    def metrics_addr(self, service: str) -> str:
+        return self.metrics_addrs.get(service) or DEFAULT_METRICS_ADDRS[service]
+
+    def service_token(self) -> str:
+        """The internal token: EDGESENSE_INTERNAL_TOKEN, else derived from the secret key."""
+        if self.internal_token:
+            return self.internal_token
+        from edgesense.common.auth import derive_internal_token
+
+        return derive_internal_token(self.require_secret_key())

@@ -1,0 +1,230 @@
+"""Durable accept: events from Publish streams become rows, group-committed.
+
+Every Publish stream hands its batches to one `Acceptor`, which merges the
+batches waiting at that moment into a single transaction (group commit: the
+fsync is paid once per group, not per batch) and resolves each batch's future
+only after the commit. Its queue is bounded, so when the database falls
+behind, streams stop reading and gRPC flow control pushes back on the
+bridge; past `outbox_limit` pending deliveries, Publish answers
+RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgesense.common.errors import EdgesenseError, InvalidArgument, ResourceExhausted
+from edgesense.common.events import KIND_TO_EVENT
+from edgesense.common.ids import new_id
+from edgesense.delivery import metrics
+from edgesense.delivery.claim.breaker import PAUSED_REASON
+from edgesense.delivery.store.outbox import HELD, PENDING, Claimed, NewDelivery, Outbox, StoredEvent
+from edgesense.delivery.webhooks.index import WebhookIndex
+from edgesense.v1 import events_pb2
+
+MAX_GROUP_EVENTS = 5000
+QUEUE_BATCHES = 64
+# google.protobuf.Timestamp's range, 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z: an event outside it could be stored, but never
+# rendered for a receiver (its every attempt would fail).
+FIRST_SECOND = -62_135_596_800
+LAST_SECOND = 253_402_300_799
+NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Accepted:
+    accepted: int
+    duplicates: int
+
+
+Job = tuple[Sequence[events_pb2.Event], "asyncio.Future[Accepted]"]
+
+
+def check_event(event: events_pb2.Event, position: int) -> str:
+    """The webhook event name; InvalidArgument for an event that cannot be stored."""
+    kind = event.WhichOneof("kind")
+    if not event.event_id:
+        raise InvalidArgument(f"events[{position}].eventId", "is required")
+    if not event.project_id:
+        raise InvalidArgument(f"events[{position}].projectId", "is required")
+    if kind is None:
+        raise InvalidArgument(
+            f"events[{position}]", "has no kind (readings, alert, status, configuration)"
+        )
+    stamp, received = event.timestamp, event.received_at
+    if not (
+        FIRST_SECOND <= stamp.seconds <= LAST_SECOND
+        and FIRST_SECOND <= received.seconds <= LAST_SECOND
+        and 0 <= stamp.nanos < NANOS
+        and 0 <= received.nanos < NANOS
+    ):
+        _out_of_range(event, position)
+    return KIND_TO_EVENT[kind]
+
+
+def _out_of_range(event: events_pb2.Event, position: int) -> None:
+    """Raise InvalidArgument naming the event's timestamp that protobuf cannot hold."""
+    for name, stamp in (("timestamp", event.timestamp), ("receivedAt", event.received_at)):
+        if not (FIRST_SECOND <= stamp.seconds <= LAST_SECOND and 0 <= stamp.nanos < NANOS):
+            raise InvalidArgument(
+                f"events[{position}].{name}",
+                "is out of range: a time from 0001-01-01T00:00:00Z to "
+                "9999-12-31T23:59:59.999999999Z",
+            )
+
+
+class Handoff(Protocol):
+    """The dispatcher, as the acceptor sees it (see Dispatcher.reserve)."""
+
+    owner: str
+    lease_seconds: float
+
+    def reserve(self, webhook_id: str, project_id: str) -> bool: ...
+    def paused_until(self, webhook_id: str) -> float | None: ...
+    def cancel_reservations(self, items: Iterable[Claimed]) -> None: ...
+    def hand_over(self, items: Iterable[Claimed]) -> None: ...
+    def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None: ...
+
+
+class Acceptor:
+    def __init__(
+        self, outbox: Outbox, index: WebhookIndex, handoff: Handoff, outbox_limit: int
+    ) -> None:
+        self.outbox = outbox
+        self.index = index
+        self._handoff = handoff
+        self.outbox_limit = outbox_limit
+        self.pending_deliveries = 0  # refreshed by the maintenance loop
+        self.created_total = 0  # deliveries this process created, ever
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_BATCHES)
+
+    async def submit(self, events: Sequence[events_pb2.Event]) -> asyncio.Future[Accepted]:
+        """Queue a batch (waits while the queue is full); the future resolves once stored."""
+        for position, event in enumerate(events):
+            check_event(event, position)
+        if self.pending_deliveries >= self.outbox_limit:
+            raise ResourceExhausted(
+                f"the outbox holds {self.pending_deliveries} pending deliveries "
+                f"(limit {self.outbox_limit}); retry later"
+            )
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        await self._queue.put((events, future))
+        return future
+
+    async def run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            size = len(group[0][0])
+            while not self._queue.empty() and size < MAX_GROUP_EVENTS:
+                job = self._queue.get_nowait()
+                group.append(job)
+                size += len(job[0])
+            await self._store(group)
+
+    async def _store(self, group: list[Job]) -> None:
+        stored: list[StoredEvent] = []
+        planned: list[NewDelivery] = []
+        handed: list[Claimed] = []
+        # (event id, webhook id, project id): pending, for a claim
+        unleased: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        now = time.time()
+        lease_until = now + self._handoff.lease_seconds
+        owner = self._handoff.owner
+        reserve, paused_until = self._handoff.reserve, self._handoff.paused_until
+        # What a delivery to each webhook looks like from `status` on. A webhook
+        # whose lease was refused once is refused for the rest of the group
+        # (its lane only fills up meanwhile): the answer is kept.
+        leased = (PENDING, None, now, owner, lease_until, now, now)
+        settled: dict[str, tuple[str, str | None, float, None, None, float, float]] = {}
+        for events, _ in group:
+            for event in events:
+                event_id = event.event_id
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+                name = KIND_TO_EVENT[event.WhichOneof("kind") or ""]
+                payload = event.SerializeToString()
+                project_id, device_id = event.project_id, event.device_id
+                stored.append(StoredEvent(event_id, project_id, payload))
+                for target in self.index.match(project_id, name, device_id):
+                    delivery_id = new_id("dlv")
+                    webhook_id = target.webhook_id
+                    tail = settled.get(webhook_id)
+                    if tail is None:
+                        if not target.active:
+                            tail = (HELD, "webhook disabled", now, None, None, now, now)
+                        elif reserve(webhook_id, project_id):
+                            handed.append(
+                                Claimed(
+                                    0,
+                                    delivery_id,
+                                    webhook_id,
+                                    event_id,
+                                    0,
+                                    0,
+                                    payload,
+                                    now,
+                                    project_id,
+                                )
+                            )
+                            planned.append(
+                                NewDelivery(
+                                    delivery_id,
+                                    event_id,
+                                    webhook_id,
+                                    project_id,
+                                    name,
+                                    device_id,
+                                    *leased,
+                                )
+                            )
+                            continue
+                        else:
+                            not_before = paused_until(webhook_id)
+                            reason = None if not_before is None else PAUSED_REASON
+                            tail = (PENDING, reason, not_before or now, None, None, now, now)
+                        settled[webhook_id] = tail
+                    if tail[0] == PENDING:
+                        unleased.append((event_id, webhook_id, project_id))
+                    planned.append(
+                        NewDelivery(
+                            delivery_id, event_id, webhook_id, project_id, name, device_id, *tail
+                        )
+                    )
+        try:
+            new_ids, created = await self.outbox.accept(stored, planned, now)
+        except BaseException as exc:
+            self._handoff.cancel_reservations(handed)
+            if not isinstance(exc, EdgesenseError):
+                raise
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        unhanded = [c for c in handed if c.event_id not in new_ids]
+        self._handoff.cancel_reservations(unhanded)
+        self._handoff.hand_over(c for c in handed if c.event_id in new_ids)
+        counted: set[str] = set()
+        for events, future in group:
+            fresh = 0
+            for event in events:
+                if event.event_id in new_ids and event.event_id not in counted:
+                    counted.add(event.event_id)
+                    fresh += 1
+            if not future.done():
+                future.set_result(Accepted(fresh, len(events) - fresh))
+        metrics.EVENTS_ACCEPTED.inc(len(new_ids))
+        metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
+        self.pending_deliveries += created
+        self.created_total += created
+        waiting = {
+            (webhook, project) for event_id, webhook, project in unleased if event_id in new_ids
+        }
+        if waiting:
+            self._handoff.stored_unleased(waiting)  # for a claim to find

@@ -1,0 +1,102 @@
+"""What happens after an attempt (contract section 6), as pure functions.
+
+One attempt plus `max_retries` retries per cycle; a cycle starts when a
+delivery is created, redelivered or released from held. Success ends it;
+a failure with retries left makes it due again after the backoff (Retry-After
+honoured within the cap); the last failure makes it `failed` and disables its
+webhook. If the webhook was disabled meanwhile, a retry waits as `held`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from edgesense.common.backoff import next_delay
+from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outcome
+
+RESPONSE_EXCERPT_CHARS = 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base_seconds: float = 30.0
+    cap_seconds: float = 3600.0
+
+    @property
+    def attempts_per_cycle(self) -> int:
+        return self.max_retries + 1
+
+
+def describe(result: AttemptResult) -> str:
+    if result.error:
+        return result.error
+    return f"HTTP {result.status_code}"
+
+
+def after_attempt(
+    policy: RetryPolicy,
+    claimed: Claimed,
+    result: AttemptResult,
+    now: float,
+    webhook_active: bool,
+    rng: random.Random | None = None,
+) -> Outcome:
+    cycle = claimed.cycle_attempts + 1
+    if result.ok:
+        status, reason, next_at = SUCCEEDED, None, now
+    elif cycle >= policy.attempts_per_cycle:
+        status = FAILED
+        reason = f"{cycle} attempts failed; last: {describe(result)}"
+        next_at = now
+    else:
+        delay = next_delay(
+            cycle,
+            result.status_code,
+            result.retry_after,
+            policy.base_seconds,
+            policy.cap_seconds,
+            rng,
+        )
+        status = PENDING if webhook_active else HELD
+        reason = (
+            f"attempt {cycle} failed: {describe(result)}" if webhook_active else "webhook disabled"
+        )
+        next_at = now + delay
+    return Outcome(
+        delivery_id=claimed.delivery_id,
+        attempt=claimed.attempt_count + 1,
+        started_at=result.started_at.timestamp(),
+        duration_ms=result.duration_ms,
+        status_code=result.status_code,
+        error=result.error,
+        response_body=result.response_excerpt[:RESPONSE_EXCERPT_CHARS]
+        if result.response_excerpt
+        else None,
+        status=status,
+        status_reason=reason,
+        cycle_attempts=cycle,
+        next_attempt_at=next_at,
+    )
+
+
+def without_attempt(
+    claimed: Claimed, status: str, reason: str, now: float, next_attempt_at: float | None = None
+) -> Outcome:
+    """A claimed delivery that is not sent: held (webhook disabled), failed
+    (webhook deleted), or due again later (webhook not known here yet)."""
+    return Outcome(
+        delivery_id=claimed.delivery_id,
+        attempt=0,
+        started_at=now,
+        duration_ms=0,
+        status_code=None,
+        error=None,
+        response_body=None,
+        status=status,
+        status_reason=reason,
+        cycle_attempts=claimed.cycle_attempts,
+        next_attempt_at=now if next_attempt_at is None else next_attempt_at,
+    )

@@ -1,0 +1,1 @@
+"""Send: render the body, sign it and POST it, in sender processes."""

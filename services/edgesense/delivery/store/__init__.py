@@ -1,0 +1,1 @@
+"""Store: the durable outbox (events, deliveries, attempts) on SQLite or PostgreSQL."""

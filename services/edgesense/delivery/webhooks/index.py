@@ -1,0 +1,104 @@
+"""The webhooks delivery knows about, kept in memory from the registry's stream.
+
+Matching an event is a dictionary lookup by (project, event name) and a set
+test on the device, with no registry call per event. The index is replaced
+whole on every snapshot (after a broken stream), and updated in place by
+changes; `ready` is set once the first snapshot is in, and Publish waits for
+it, so no event is matched against an empty index at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from edgesense.common.signing import Signer
+
+ACTIVE = "active"
+DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What delivery needs of a webhook: where, what, and the signing secret."""
+
+    webhook_id: str
+    project_id: str
+    url: str
+    events: frozenset[str]
+    device_ids: frozenset[str]
+    status: str
+    secret: str
+    disabled_reason: str | None = None
+    signer: Signer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signer", Signer(self.secret))
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+    def wants(self, event_name: str, device_id: str) -> bool:
+        return event_name in self.events and (not self.device_ids or device_id in self.device_ids)
+
+    def __repr__(self) -> str:  # never the secret
+        return f"Target({self.webhook_id}, {self.url!r}, {self.status})"
+
+
+class WebhookIndex:
+    def __init__(self) -> None:
+        self._targets: dict[str, Target] = {}
+        self._by_route: dict[tuple[str, str], list[Target]] = {}
+        self._by_project: dict[str, list[str]] = {}
+        self.ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def get(self, webhook_id: str) -> Target | None:
+        return self._targets.get(webhook_id)
+
+    def targets(self) -> list[Target]:
+        return list(self._targets.values())
+
+    def webhook_ids(self, project_id: str) -> list[str]:
+        """The ids of a project's webhooks."""
+        return self._by_project.get(project_id, [])
+
+    def match(self, project_id: str, event_name: str, device_id: str) -> list[Target]:
+        """Every webhook (active or disabled) that wants this event."""
+        candidates = self._by_route.get((project_id, event_name), ())
+        return [t for t in candidates if not t.device_ids or device_id in t.device_ids]
+
+    def replace(self, targets: Iterable[Target]) -> None:
+        self._targets = {t.webhook_id: t for t in targets}
+        self._rebuild()
+        self.ready.set()
+
+    def upsert(self, target: Target) -> Target | None:
+        """Insert or replace; returns the previous version."""
+        previous = self._targets.get(target.webhook_id)
+        self._targets[target.webhook_id] = target
+        self._rebuild()
+        return previous
+
+    def remove(self, webhook_id: str) -> Target | None:
+        previous = self._targets.pop(webhook_id, None)
+        if previous is not None:
+            self._rebuild()
+        return previous
+
+    def _rebuild(self) -> None:
+        # Webhook changes are rare next to events: rebuilding keeps match() a
+        # single lookup.
+        routes: dict[tuple[str, str], list[Target]] = defaultdict(list)
+        projects: dict[str, list[str]] = defaultdict(list)
+        for target in self._targets.values():
+            projects[target.project_id].append(target.webhook_id)
+            for name in target.events:
+                routes[(target.project_id, name)].append(target)
+        self._by_route = dict(routes)
+        self._by_project = dict(projects)
