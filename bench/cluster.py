@@ -1,11 +1,11 @@
-"""EdgeSense under test: registry, delivery, bridge and gateway as real processes.
+"""EdgeSense under test: registry, delivery, bridge and api as real processes.
 
 Each runs as `python -m edgesense.cli <service>` with production settings
 (not `--dev`), except that http:// and loopback targets are allowed, on free
 ports, against one fresh database (a SQLite file in the run's folder, or a
 new PostgreSQL database). A service counts as started when its gRPC health
-check answers SERVING (the gateway: `GET /healthz`). Webhooks are registered
-the way users do, over REST at the gateway.
+check answers SERVING (the api: `GET /healthz`). Webhooks are registered
+the way users do, over REST at the api.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class EdgeSense:
             "EDGESENSE_REGISTRY_ADDR": f"127.0.0.1:{ports['registry']}",
             "EDGESENSE_DELIVERY_ADDR": f"127.0.0.1:{ports['delivery']}",
             "EDGESENSE_BRIDGE_ADDR": f"127.0.0.1:{ports['bridge']}",
-            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{ports['gateway']}",
+            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{ports['api']}",
         }
         for name in ("registry", "delivery", "bridge"):
             self.env[f"EDGESENSE_{name.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
@@ -73,9 +73,7 @@ class EdgeSense:
         async with aiohttp.ClientSession() as http:
             for start in range(0, len(targets), REGISTER_AT_ONCE):
                 chunk = targets[start : start + REGISTER_AT_ONCE]
-                ids = await asyncio.gather(
-                    *(self.register(http, ports["api"], t) for t in chunk)
-                )
+                ids = await asyncio.gather(*(self.register(http, ports["api"], t) for t in chunk))
                 for target, webhook_id in zip(chunk, ids, strict=True):
                     self.webhook_ids.setdefault(target.name, webhook_id)
 
@@ -88,10 +86,10 @@ class EdgeSense:
         else:
             await wait_serving(child, port)
 
-    async def register(self, http: aiohttp.ClientSession, gateway_port: int, target: Target) -> str:
+    async def register(self, http: aiohttp.ClientSession, api_port: int, target: Target) -> str:
         body = {"url": target.url, "events": ["device.data"], "secret": target.secret}
         headers = {"Authorization": f"Bearer {API_KEYS[target.project]}"}
-        url = f"http://127.0.0.1:{gateway_port}/api/webhooks/register"
+        url = f"http://127.0.0.1:{api_port}/api/webhooks/register"
         async with http.post(url, json=body, headers=headers) as answer:
             reply = await answer.json()
             if answer.status != 200:

@@ -121,7 +121,7 @@ async def run(args: argparse.Namespace) -> int:
     profiles = {path: hot_spots(Path(path)) for r in results for path in r["profiles"]}
     for path, spots in profiles.items():
         if spots.samples < MIN_PROFILE_SAMPLES:
-            continue  # an idle process (the gateway, the registry)
+            continue  # an idle process (the api, the registry)
         print(f"\nprofile {path} ({spots.samples:,} samples), inclusive share:")
         print("\n".join(f"  {share:5.1f}%  {frame}" for share, frame in spots.inclusive))
         print("  self share:")

@@ -43,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from bench.processes import free_port as free_port
+from edgesense import cli
 from edgesense.api.metrics import ApiMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,24 +51,24 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 MOSQUITTO_DIR = DEPLOY / "mosquitto"
 
-SERVICES = ("registry", "delivery", "gateway", "bridge")
+SERVICES = ("registry", "delivery", "api", "bridge")
 LISTEN_VAR = {
     "registry": "EDGESENSE_REGISTRY_ADDR",
     "delivery": "EDGESENSE_DELIVERY_ADDR",
-    "gateway": "EDGESENSE_HTTP_ADDR",
+    "api": "EDGESENSE_HTTP_ADDR",
     "bridge": "EDGESENSE_BRIDGE_ADDR",
 }
 # The services each one calls, by the variable naming the address it dials.
 DIALS = {
     "registry": (),
     "delivery": ("registry",),
-    "gateway": ("registry", "delivery", "bridge"),
+    "api": ("registry", "delivery", "bridge"),
     "bridge": ("delivery",),
 }
 SECRETS = {
     "registry": ("EDGESENSE_API_KEYS", "EDGESENSE_SECRET_KEY", "EDGESENSE_DATABASE_URL"),
     "delivery": ("EDGESENSE_API_KEYS", "EDGESENSE_SECRET_KEY", "EDGESENSE_DATABASE_URL"),
-    "gateway": (),
+    "api": (),
     "bridge": ("EDGESENSE_API_KEYS", "EDGESENSE_SECRET_KEY", "EDGESENSE_MQTT_URL"),
 }
 METRICS_VAR = {
@@ -80,7 +81,7 @@ BRIDGE_MAX_PAYLOAD = 256 * 1024
 K8S_SECRET = "edgesense-secrets"
 HEALTHCHECK_MODULE = "edgesense.common.healthcheck"
 # Modules whose metrics live in prometheus_client's default registry (the
-# gateway's have a registry of their own).
+# REST API's have a registry of their own).
 METRIC_MODULES = (
     "edgesense.common.grpc_runtime",
     "edgesense.delivery.metrics",
@@ -139,6 +140,12 @@ def seconds(duration: str | int) -> float:
 
 
 # ---------------------------------------------------------------- every file
+
+
+def test_the_services_deployed_are_the_commands_of_the_cli() -> None:
+    # Every file here runs `edgesense <service>` for these names: a renamed
+    # command (the REST process was `gateway`, it is `api`) must be renamed here.
+    assert set(SERVICES) == set(cli.SERVICES)
 
 
 def test_every_yaml_file_parses() -> None:
@@ -560,8 +567,8 @@ def test_k8s_probes(manifests: list[dict[str, Any]], kind: str) -> None:
     spec = container(manifests, kind)
     env = effective_env(manifests, spec)
     listen = port_of(env[LISTEN_VAR[kind]])
-    # /healthz is on the gateway's own port, and beside the metrics of the others.
-    healthz = listen if kind == "gateway" else port_of(env[METRICS_VAR[kind]])
+    # /healthz is on the REST API's own port, and beside the metrics of the others.
+    healthz = listen if kind == "api" else port_of(env[METRICS_VAR[kind]])
     readiness, liveness = spec["readinessProbe"], spec["livenessProbe"]
     for probe in (readiness, liveness, spec.get("startupProbe")):
         if probe is None:
@@ -570,7 +577,7 @@ def test_k8s_probes(manifests: list[dict[str, Any]], kind: str) -> None:
         # edgesense.common.healthcheck, with the pod's TLS settings and the service's name.
         assert "grpc" not in probe, f"{kind}: a native gRPC probe cannot pass mutual TLS"
         if "exec" in probe:
-            assert kind != "gateway", "the gateway serves no gRPC"
+            assert kind != "api", "the REST API serves no gRPC"
             command = probe["exec"]["command"]
             assert command == [
                 "python",
@@ -742,9 +749,9 @@ def exposed_metric_names() -> set[str]:
     """Every metric name our processes can expose."""
     for module in METRIC_MODULES:  # importing one registers its metrics
         importlib.import_module(module)
-    gateway = ApiMetrics(CollectorRegistry())
+    api = ApiMetrics(CollectorRegistry())
     names: set[str] = set()
-    for registry in (REGISTRY, gateway.registry):
+    for registry in (REGISTRY, api.registry):
         for family in registry.collect():
             names.add(family.name)
             if family.type == "counter":

@@ -12,6 +12,7 @@ the pod's user, with a cert-manager Certificate for each in tls.example.yaml.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import shutil
 import subprocess
@@ -160,7 +161,7 @@ async def test_dev_certificates_carry_a_mutual_tls_handshake(
     try:
         addr = f"127.0.0.1:{registry.port}"
         # As compose dials it (`registry:50051`), and as its own health check does.
-        for client in ("delivery", "envoy", "gateway", "registry"):
+        for client in ("delivery", "envoy", "api", "registry"):
             tls = GrpcTls.from_env(tls_env(dev_certs / client))
             assert await grpc_serving(addr, tls, server_name="registry"), client
         delivery = GrpcTls.from_env(tls_env(dev_certs / "delivery"))
@@ -202,6 +203,16 @@ def test_k8s_workloads_mount_their_tls_secret(kind: str) -> None:
     assert not volume["secret"]["defaultMode"] & 0o007, "nobody else"
 
 
+def test_the_secret_commands_name_every_service() -> None:
+    # deploy/README.md and tls.example.yaml tell operators to run
+    # `for s in ...; do kubectl create secret ... edgesense-tls-$s`: one per workload.
+    for path in (DEPLOY / "README.md", K8S / "tls.example.yaml"):
+        loops = re.findall(r"for s in ([a-z ]+); do", path.read_text(encoding="utf-8"))
+        assert loops, f"{path.name} shows no loop over the services"
+        for loop in loops:
+            assert sorted(loop.split()) == sorted(SERVICES), f"{path.name}: for s in {loop}"
+
+
 def test_k8s_cert_manager_example_issues_what_the_workloads_mount() -> None:
     manifests = load_manifests()
     text = (K8S / "tls.example.yaml").read_text(encoding="utf-8")
@@ -215,7 +226,7 @@ def test_k8s_cert_manager_example_issues_what_the_workloads_mount() -> None:
     for kind in SERVICES:
         spec = certificates[f"edgesense-tls-{kind}"]
         assert "client auth" in spec["usages"], kind
-        if kind != "gateway":
+        if kind != "api":
             assert "server auth" in spec["usages"], kind
         env = effective_env(manifests, container(manifests, kind))
         for other in DIALS[kind]:

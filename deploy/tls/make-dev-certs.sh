@@ -7,7 +7,7 @@
 # writes, with openssl (1.1.1 or later):
 #   OUT_DIR/ca.crt, OUT_DIR/ca.key       the CA (ca.key never goes to a service)
 #   OUT_DIR/<name>/tls.crt, tls.key, ca.crt
-#       for registry, delivery, bridge, gateway and envoy: the folders
+#       for registry, delivery, bridge, api and envoy: the folders
 #       docker-compose.yml mounts, and the keys of a Kubernetes TLS Secret
 #       (kubectl create secret generic edgesense-tls-<name> --from-file=OUT_DIR/<name>)
 #
@@ -69,5 +69,5 @@ issue registry registry
 issue delivery delivery
 # Compose's replicas answer as bridge, bridge-1 and bridge-2; Kubernetes' as bridge.
 issue bridge bridge bridge-1 bridge-2
-issue gateway gateway
+issue api api
 issue envoy envoy

@@ -1,6 +1,6 @@
 """`edgesense up`: the whole local cluster in the foreground.
 
-Starts registry, delivery, gateway and bridge as child processes in that
+Starts registry, delivery, api and bridge as child processes in that
 order, each only once the one before is healthy (the bridge: once it is
 connected to the broker); prefixes every log line with the service's name;
 prints where everything listens. Ctrl-C (or SIGTERM, SIGHUP) stops them all,

@@ -1,9 +1,9 @@
-"""Fixtures for the gateway tests.
+"""Fixtures for the REST API tests.
 
 `things_pool`: a small service built in a private descriptor pool, with
 nested, enum, repeated, oneof and multi-segment cases our own protos lack.
 `registry_backend`: a real grpc.aio server on 127.0.0.1:0 with a recording
-WebhookRegistry servicer. `gateway`/`client`: the gateway on port 0 in front
+WebhookRegistry servicer. `api`/`client`: the REST API on port 0 in front
 of it (Delivery pointed at a closed port) and an httpx client over sockets.
 """
 
@@ -253,7 +253,7 @@ def closed_port_address() -> str:
 
 
 @pytest.fixture
-async def gateway(registry_backend: Backend) -> AsyncIterator[RunningApi]:
+async def api(registry_backend: Backend) -> AsyncIterator[RunningApi]:
     backends = {
         "edgesense.v1.WebhookRegistry": registry_backend.address,
         "edgesense.v1.Delivery": closed_port_address(),
@@ -266,6 +266,6 @@ async def gateway(registry_backend: Backend) -> AsyncIterator[RunningApi]:
 
 
 @pytest.fixture
-async def client(gateway: RunningApi) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0, trust_env=False) as http:
+async def client(api: RunningApi) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.url, timeout=10.0, trust_env=False) as http:
         yield http

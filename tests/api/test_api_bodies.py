@@ -103,10 +103,10 @@ async def test_a_charset_other_than_utf8_is_415(
 
 
 async def test_a_client_gone_mid_body_is_a_quiet_499(
-    gateway: RunningApi, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    api: RunningApi, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="edgesense.api")
-    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", api.port)
     writer.write(
         b"POST /api/webhooks/register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
         b'Content-Length: 200\r\n\r\n{"url": "https://r.test/h", '
@@ -115,8 +115,7 @@ async def test_a_client_gone_mid_body_is_a_quiet_499(
     writer.close()
     await writer.wait_closed()
     line = (
-        'edgesense_api_requests_total{code="499",method="POST",'
-        'route="/api/webhooks/register"} 1.0'
+        'edgesense_api_requests_total{code="499",method="POST",route="/api/webhooks/register"} 1.0'
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5.0

@@ -1,4 +1,4 @@
-"""Slow and surplus clients against the gateway over real sockets: header and body
+"""Slow and surplus clients against the REST API over real sockets: header and body
 timeouts, the connection cap and who makes room at it."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ async def until(check: Callable[[], bool], what: str, seconds: float = 5.0) -> N
 
 
 async def closed_total(running: RunningApi, reason: str) -> str:
-    """The gateway's count of connections it closed for `reason`, as /metrics shows it."""
+    """The REST API's count of connections it closed for `reason`, as /metrics shows it."""
     async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
         text = (await client.get("/metrics")).text
     name = f'edgesense_api_connections_closed_total{{reason="{reason}"}} '
@@ -193,7 +193,7 @@ async def test_at_the_cap_a_client_reading_a_large_answer_slowly_gets_all_of_it(
     registry_backend: Backend, clients: Clients
 ) -> None:
     # ~3 MB of JSON: more than the kernel's socket buffers hold for a reader
-    # with a 4 KiB receive buffer, so most of it is still in the gateway while
+    # with a 4 KiB receive buffer, so most of it is still in the REST API while
     # new clients arrive and make room at the cap.
     hook = registry_pb2.Webhook(webhook_id="w", url="https://example.com/" + "a" * 3000)
     registry_backend.servicer.list_answer.webhooks.extend([hook] * 1000)

@@ -1,6 +1,6 @@
 """The REST process under a low open-file limit and more slow clients than files.
 
-The gateway runs as its own process (as `edgesense gateway` does: through
+The REST API runs as its own process (as `edgesense api` does: through
 `runtime.run`) with RLIMIT_NOFILE set to 256 before it starts, and 300
 connections trickle header lines at it. Before the connection guard, the
 process ran out of descriptors and every new client was reset.
@@ -41,7 +41,7 @@ def _limit_files(soft: int, hard: int) -> None:
 
 
 @pytest.fixture
-def gateway_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def api_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     env = {
         **os.environ,
         "EDGESENSE_HTTP_ADDR": "127.0.0.1:0",
@@ -50,7 +50,7 @@ def gateway_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], P
         "EDGESENSE_DELIVERY_ADDR": closed_port_address(),
         "EDGESENSE_BRIDGE_ADDR": closed_port_address(),
     }
-    log = tmp_path / "gateway.log"
+    log = tmp_path / "api.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", SERVE],
@@ -111,9 +111,9 @@ async def _client(url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_rest_answers_beside_more_slow_clients_than_files(
-    gateway_process: tuple[subprocess.Popen[bytes], Path],
+    api_process: tuple[subprocess.Popen[bytes], Path],
 ) -> None:
-    _, log = gateway_process
+    _, log = api_process
     url = await _listening(log)
     port = int(url.rsplit(":", 1)[1])
     loop = asyncio.get_running_loop()

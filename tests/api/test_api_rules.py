@@ -9,7 +9,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 
 from edgesense.api.router import Router
 from edgesense.api.rules import load_routes
-from edgesense.api.status import GatewayError
+from edgesense.api.status import TranscodeError
 from edgesense.common.errors import ConfigurationError
 
 EDGESENSE_SERVICES = ("edgesense.v1.WebhookRegistry", "edgesense.v1.Delivery")
@@ -102,10 +102,10 @@ def test_router_prefers_literal_over_variable(things_pool: descriptor_pool.Descr
 
 def test_router_answers_404_and_405() -> None:
     router = Router(load_routes(EDGESENSE_SERVICES))
-    with pytest.raises(GatewayError) as not_found:
+    with pytest.raises(TranscodeError) as not_found:
         router.match("GET", "/api/nothing")
     assert (not_found.value.status, not_found.value.code) == (404, grpc.StatusCode.NOT_FOUND)
-    with pytest.raises(GatewayError) as wrong_method:
+    with pytest.raises(TranscodeError) as wrong_method:
         router.match("PUT", "/api/webhooks/wh_1")
     error = wrong_method.value
     assert (error.status, error.code) == (405, grpc.StatusCode.UNIMPLEMENTED)
@@ -115,6 +115,6 @@ def test_router_answers_404_and_405() -> None:
 
 def test_router_rejects_malformed_escapes_with_400() -> None:
     router = Router(load_routes(EDGESENSE_SERVICES))
-    with pytest.raises(GatewayError) as caught:
+    with pytest.raises(TranscodeError) as caught:
         router.match("GET", "/api/webhooks/%zz")
     assert caught.value.status == 400

@@ -1,4 +1,4 @@
-"""The gateway over real sockets, in front of a real grpc.aio server."""
+"""The REST API over real sockets, in front of a real grpc.aio server."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ async def test_error_details_are_rendered(client: httpx.AsyncClient) -> None:
     assert detail["fieldViolations"][0]["field"] == "url"
 
 
-async def test_backend_down_is_503_and_the_gateway_keeps_answering(
+async def test_backend_down_is_503_and_the_api_keeps_answering(
     client: httpx.AsyncClient,
 ) -> None:
     body = _status(await client.get("/api/webhooks/wh_1/deliveries"), 503, 14)
@@ -220,7 +220,7 @@ async def serve(
     return started.result(), serving
 
 
-async def test_run_gateway_serves_until_stopped_and_finishes_in_flight(
+async def test_run_api_serves_until_stopped_and_finishes_in_flight(
     registry_backend: Backend,
 ) -> None:
     stop = asyncio.Event()
@@ -239,14 +239,14 @@ async def test_run_gateway_serves_until_stopped_and_finishes_in_flight(
 
 
 @pytest.mark.parametrize("address", ["8080", "localhost", "host:http", "127.0.0.1:70000"])
-async def test_run_gateway_names_a_bad_listen_address(address: str) -> None:
+async def test_run_api_names_a_bad_listen_address(address: str) -> None:
     settings = Settings(http_addr=address)
     with pytest.raises(ConfigurationError) as refused:
         await run_api(settings, stop=asyncio.Event())
     assert str(refused.value) == f"EDGESENSE_HTTP_ADDR must be host:port, not {address!r}"
 
 
-async def test_run_gateway_with_no_host_listens_on_every_address(
+async def test_run_api_with_no_host_listens_on_every_address(
     registry_backend: Backend,
 ) -> None:
     # As the gRPC services read their addresses: ':port' is every IPv4 address.
@@ -266,7 +266,7 @@ async def test_unexpected_error_is_a_logged_500(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def broken(*args: object) -> NoReturn:
-        raise ZeroDivisionError("bug in the gateway")
+        raise ZeroDivisionError("bug in the REST API")
 
     monkeypatch.setattr(Backends, "call", broken)
     with caplog.at_level(logging.ERROR, logger="edgesense.api.server"):

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc.aio import AioRpcError, Metadata
 
-from edgesense.api.status import HTTP_STATUS_BY_CODE, GatewayError, from_rpc_error, http_status
+from edgesense.api.status import HTTP_STATUS_BY_CODE, TranscodeError, from_rpc_error, http_status
 
 GRPC_GATEWAY_TABLE = {
     "OK": 200,
@@ -42,7 +42,7 @@ def test_http_status_follows_the_table(code: grpc.StatusCode) -> None:
 
 
 def test_error_body_is_a_status() -> None:
-    error = GatewayError(grpc.StatusCode.NOT_FOUND, "webhook wh_1 not found")
+    error = TranscodeError(grpc.StatusCode.NOT_FOUND, "webhook wh_1 not found")
     assert error.status == 404
     assert json.loads(error.body()) == {
         "code": 5,

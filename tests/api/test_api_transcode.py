@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from edgesense.api.router import Router
 from edgesense.api.rules import load_routes
-from edgesense.api.status import GatewayError
+from edgesense.api.status import TranscodeError
 from edgesense.api.transcode import build_request, render_response
 from edgesense.v1 import delivery_pb2, registry_pb2
 
@@ -35,7 +35,7 @@ def request(
 
 
 def rejected(router: Router, method: str, path: str, body: bytes = b"", **query: str) -> str:
-    with pytest.raises(GatewayError) as caught:
+    with pytest.raises(TranscodeError) as caught:
         request(router, method, path, body, list(query.items()))
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.status == 400
@@ -114,7 +114,7 @@ def test_bad_query_values_name_the_parameter() -> None:
 
 
 def test_a_singular_field_given_twice_is_rejected() -> None:
-    with pytest.raises(GatewayError, match="given 2 times"):
+    with pytest.raises(TranscodeError, match="given 2 times"):
         request(
             EDGESENSE,
             "GET",
@@ -170,7 +170,7 @@ def test_oneof_members_cannot_both_be_set(things: Router) -> None:
     [("flag", "yes"), ("small", "-1"), ("ratio", "1e999"), ("blob", "!!"), ("inner", "x")],
 )
 def test_bad_typed_query_values(things: Router, name: str, value: str) -> None:
-    with pytest.raises(GatewayError) as caught:
+    with pytest.raises(TranscodeError) as caught:
         request(things, "GET", "/v1/things/x", query=[(name, value)])
     assert caught.value.status == 400
     assert name in caught.value.message

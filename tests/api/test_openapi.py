@@ -1,4 +1,4 @@
-def test_the_gateway_builds_with_every_configured_backend() -> None:
+def test_the_api_builds_with_every_configured_backend() -> None:
     """Every service the default configuration routes to has its descriptors loaded."""
     from edgesense.api.server import create_app, default_backends
     from edgesense.common.config import Settings

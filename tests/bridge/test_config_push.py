@@ -94,7 +94,7 @@ async def test_push_over_grpc_then_the_confirmation_becomes_config_update(
     assert len(delivery.received) == 1, "our own config/set publication is not an event"
 
 
-async def test_push_over_rest_through_the_gateway(
+async def test_push_over_rest_through_the_api(
     bridge: Bridge, listener: ConfigListener, prefix: str
 ) -> None:
     await asyncio.sleep(0.2)

@@ -1,6 +1,6 @@
 """Ctrl-C on `make run | tee log`: the terminal's SIGINT ends tee too, so `up`
 loses its stdout just as it starts stopping. It must stop every child all the
-same: registry, delivery (and delivery's sender processes), gateway, bridge
+same: registry, delivery (and delivery's sender processes), api, bridge
 and the embedded broker."""
 
 from __future__ import annotations

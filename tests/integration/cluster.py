@@ -1,4 +1,4 @@
-"""Registry, delivery and gateway as real servers on free ports, in-process,
+"""Registry, delivery and the REST API as real servers on free ports, in-process,
 plus helpers to publish events the way the bridge does."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Cluster:
     keys: dict[str, str]
     registry: RunningRegistry
     delivery: RunningDelivery
-    gateway: RunningApi
+    api: RunningApi
     http: httpx.AsyncClient
 
     def auth(self, project: str = "project-a") -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The registry and the gateway as real servers on free ports, driven over HTTP."""
+"""The registry and the REST API as real servers on free ports, driven over HTTP."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from tests.support.receivers import Receiver
 
 @dataclass
 class Api:
-    """An HTTP client of the gateway, with each project's key at hand."""
+    """An HTTP client of the REST API, with each project's key at hand."""
 
     http: httpx.AsyncClient
     keys: dict[str, str]
     registry: RunningRegistry
-    gateway: RunningApi
+    server: RunningApi
     settings: Settings
 
     def auth(self, project: str = "project-a") -> dict[str, str]:
@@ -35,9 +35,9 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def serving_api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
-    """The registry and the gateway with `settings`, stopped on leaving."""
+    """The registry and the REST API with `settings`, stopped on leaving."""
     registry = await start_registry(settings, "127.0.0.1:0")
-    gateway = await start_api(
+    server = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
             # Delivery is not running in these tests: its routes answer 503.
@@ -45,10 +45,10 @@ async def serving_api(settings: Settings, api_keys: dict[str, str]) -> AsyncIter
         }
     )
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
-            yield Api(http, api_keys, registry, gateway, settings)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            yield Api(http, api_keys, registry, server, settings)
     finally:
-        await gateway.stop()
+        await server.stop()
         await registry.stop(0)
 
 
@@ -89,16 +89,16 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
     registry = await start_registry(settings, "127.0.0.1:0")
     settings = dataclasses.replace(settings, registry_addr=f"127.0.0.1:{registry.port}")
     delivery = await start_delivery(settings, "127.0.0.1:0")
-    gateway = await start_api(
+    server = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
             "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
         }
     )
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
-            yield Cluster(settings, api_keys, registry, delivery, gateway, http)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            yield Cluster(settings, api_keys, registry, delivery, server, http)
     finally:
-        await gateway.stop()
+        await server.stop()
         await delivery.stop(0)
         await registry.stop(0)

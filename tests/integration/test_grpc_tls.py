@@ -1,9 +1,9 @@
 """gRPC between the services over TLS and mutual TLS, with a test CA (trustme).
 
 The whole path with every service holding its own certificate and requiring
-the others': a webhook registered over REST (gateway -> registry), delivery
+the others': a webhook registered over REST (api -> registry), delivery
 following the registry's change stream, an event published over MQTT (bridge
--> delivery Publish), a configuration pushed over REST (gateway -> bridge's
+-> delivery Publish), a configuration pushed over REST (api -> bridge's
 DeviceConfig), and the POST at a receiver. Then the refusals: a client with no
 certificate, one from another CA, a plaintext client, a client that does not
 trust the server's CA. And reflection, served only when enabled.
@@ -57,7 +57,7 @@ def identities(ca: trustme.CA, tmp_path: Path) -> dict[str, TlsFiles]:
     """A certificate of its own for each service (all name 127.0.0.1)."""
     return {
         name: write_identity(ca, tmp_path / name)
-        for name in ("registry", "delivery", "bridge", "gateway")
+        for name in ("registry", "delivery", "bridge", "api")
     }
 
 
@@ -126,20 +126,20 @@ async def test_the_whole_path_runs_over_mutual_tls(
     bridge_task = asyncio.create_task(bridge.run(stop_bridge, addr="127.0.0.1:0"))
     receiver = Receiver()
     await receiver.start()
-    gateway_device = Gateway(mosquitto.port, f"gw-{uuid.uuid4().hex[:8]}")
-    gateway = None
+    gateway = Gateway(mosquitto.port, f"gw-{uuid.uuid4().hex[:8]}")
+    api = None
     try:
         await asyncio.wait_for(bridge.connection.subscribed.wait(), 10)
-        gateway = await start_api(
+        api = await start_api(
             {
                 "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
                 "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
                 "edgesense.v1.DeviceConfig": f"127.0.0.1:{bridge.port}",
             },
-            tls=identities["gateway"].tls("require"),
+            tls=identities["api"].tls("require"),
         )
         auth = {"Authorization": f"Bearer {key_of(api_keys, 'project-a')}"}
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=10, headers=auth) as http:
+        async with httpx.AsyncClient(base_url=api.url, timeout=10, headers=auth) as http:
             answer = await http.post(
                 "/api/webhooks/register",
                 json={"url": receiver.url, "events": ["device.data"], "secret": "s3cret"},
@@ -151,7 +151,7 @@ async def test_the_whole_path_runs_over_mutual_tls(
                     await asyncio.sleep(0.01)
 
             topic = f"{prefix}/project-a/gw-1/edge-node-7/data"
-            await gateway_device.publish([(topic, b'{"temperature": 75.3}', None)])
+            await gateway.publish([(topic, b'{"temperature": 75.3}', None)])
             (received,) = await receiver.wait_for(1)
             body = json.loads(received.body)
             assert (body["event"], body["deviceId"], body["webhookId"]) == (
@@ -168,9 +168,9 @@ async def test_the_whole_path_runs_over_mutual_tls(
             listed = await http.get(f"/api/webhooks/{webhook_id}/deliveries")
             assert listed.status_code == 200, listed.text
     finally:
-        gateway_device.close()
-        if gateway is not None:
-            await gateway.stop()
+        gateway.close()
+        if api is not None:
+            await api.stop()
         stop_bridge.set()
         await asyncio.wait_for(bridge_task, 15)
         await receiver.stop()
@@ -207,7 +207,7 @@ async def test_a_tls_server_refuses_plaintext_and_a_client_checks_the_server(
     try:
         addr = f"127.0.0.1:{registry.port}"
         token = next(iter(settings.api_keys))  # an API key of a project
-        ca_only = GrpcTls.from_env({CA_VAR: str(identities["gateway"].ca)})
+        ca_only = GrpcTls.from_env({CA_VAR: str(identities["api"].ca)})
         assert await list_webhooks(addr, ca_only, token) == grpc.StatusCode.OK
         assert await list_webhooks(addr, GrpcTls(), token) in REFUSED
         other_ca = write_identity(trustme.CA(), tmp_path / "other")
@@ -265,7 +265,7 @@ async def test_up_waits_on_health_over_tls(
 ) -> None:
     addr = f"127.0.0.1:{mtls_registry.port}"
     with_tls = dataclasses.replace(
-        settings, registry_addr=addr, grpc_tls=identities["gateway"].tls("require")
+        settings, registry_addr=addr, grpc_tls=identities["api"].tls("require")
     )
     (registry,) = up.children(with_tls, ["registry"])
     assert await registry.healthy()

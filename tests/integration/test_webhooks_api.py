@@ -1,4 +1,4 @@
-"""The /api/webhooks routes end to end: gateway -> registry -> database, on
+"""The /api/webhooks routes end to end: REST API -> registry -> database, on
 SQLite and on PostgreSQL, with the integration guide's own request body."""
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ async def test_another_projects_webhook_is_not_found(api: Api) -> None:
     assert (await api.http.get(f"/api/webhooks/{hook}", headers=api.auth())).status_code == 200
 
 
-async def test_bad_requests_are_answered_and_the_gateway_keeps_serving(api: Api) -> None:
+async def test_bad_requests_are_answered_and_the_api_keeps_serving(api: Api) -> None:
     headers = {**api.auth(), "Content-Type": "application/json"}
     malformed = await api.http.post(
         "/api/webhooks/register", content=b'{"url": "https://x', headers=headers

@@ -77,7 +77,7 @@ async def run_cli(
 def api_env(running: Cluster, project: str = "project-a") -> dict[str, str]:
     """What a user exports to point the tools at the cluster, as `project`."""
     key = next(k for k, p in running.keys.items() if p == project)
-    return {"EDGESENSE_API_URL": running.gateway.url, "EDGESENSE_API_KEY": key}
+    return {"EDGESENSE_API_URL": running.api.url, "EDGESENSE_API_KEY": key}
 
 
 @dataclass(frozen=True)

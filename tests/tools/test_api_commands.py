@@ -190,7 +190,7 @@ async def test_api_errors_exit_1_with_the_gateways_message(cluster: Cluster) -> 
     assert hidden.err.rstrip().endswith("(HTTP 404)")
 
 
-async def test_no_gateway_exits_3() -> None:
+async def test_no_api_exits_3() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     answer = await run_cli(
         "webhooks", "list", env={"EDGESENSE_API_URL": url, "EDGESENSE_API_KEY": "k"}
@@ -198,7 +198,7 @@ async def test_no_gateway_exits_3() -> None:
     assert answer.code == 3
     assert answer.err == f"error: cannot reach the API at {url}; is `edgesense up` running?\n"
 
-    # EDGESENSE_HTTP_ADDR is where the gateway listens, so also where the tools look.
+    # EDGESENSE_HTTP_ADDR is where the REST API listens, so also where the tools look.
     port = free_port()
     answer = await run_cli(
         "deliveries", "redeliver", "dlv_x",

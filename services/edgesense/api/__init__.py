@@ -1,4 +1,4 @@
-"""The HTTP/JSON -> gRPC transcoding gateway, driven by `google.api.http` rules.
+"""The REST API: an HTTP/JSON -> gRPC transcoder, driven by `google.api.http` rules.
 
 A generic transcoder in the manner of grpc-gateway and Envoy's
 grpc_json_transcoder: the routes come from the annotations in the service
@@ -20,29 +20,29 @@ it. The modules, each with one job:
 
 Errors:
 
-    GatewayError (status.py)    an answer that is not a success, as google.rpc.Status
+    TranscodeError (status.py)  an answer that is not a success, as google.rpc.Status
     TemplateSyntaxError         a bad path template (a ConfigurationError at start)
     MalformedPathError          a request path with bad escapes (answered 400)
     FieldValueError             a field path or text value that does not fit (400)
     BodyFieldError              a body field unknown or of the wrong type (400, BadRequest)
-    edgesense.common.errors.ConfigurationError   the gateway cannot start, saying why
+    edgesense.common.errors.ConfigurationError   the API cannot start, saying why
 """
 
 from edgesense.api.server import (
-    GATEWAY_KEY,
+    HANDLERS_KEY,
     RunningApi,
     create_app,
     default_backends,
     run_api,
     start_api,
 )
-from edgesense.api.status import HTTP_STATUS_BY_CODE, GatewayError, http_status
+from edgesense.api.status import HTTP_STATUS_BY_CODE, TranscodeError, http_status
 
 __all__ = [
-    "GATEWAY_KEY",
+    "HANDLERS_KEY",
     "HTTP_STATUS_BY_CODE",
-    "GatewayError",
     "RunningApi",
+    "TranscodeError",
     "create_app",
     "default_backends",
     "http_status",

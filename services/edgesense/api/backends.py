@@ -1,9 +1,9 @@
-"""The gRPC side of the gateway: one channel per backend address, generic unary calls.
+"""The gRPC side of the REST API: one channel per backend address, generic unary calls.
 
 Calls go through `channel.unary_unary("/pkg.Service/Method")` with the
-request and response classes built from the descriptors, so the gateway
+request and response classes built from the descriptors, so the API
 needs no generated stubs. Each call carries the forwarded metadata and a
-deadline; a failed call leaves this module as a GatewayError.
+deadline; a failed call leaves this module as a TranscodeError.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Backends:
         tls: GrpcTls | None = None,
     ) -> None:
         if timeout <= 0:
-            raise ConfigurationError(f"gateway: the call timeout must be positive, not {timeout}")
+            raise ConfigurationError(f"api: the call timeout must be positive, not {timeout}")
         self.targets = dict(targets)
         self.timeout = timeout
         self.tls = tls or GrpcTls()
@@ -57,7 +57,7 @@ class Backends:
             await channel.close(grace)
 
     async def call(self, route: Route, request: Message, metadata: Metadata) -> Message:
-        """Call the route's RPC; raises GatewayError with the backend's status."""
+        """Call the route's RPC; raises TranscodeError with the backend's status."""
         try:
             return await self._callable(route)(request, metadata=metadata, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -68,7 +68,7 @@ class Backends:
         if call is None:
             channel = self._channels.get(self.targets.get(route.service, ""))
             if channel is None:
-                raise ConfigurationError(f"gateway: no open channel for {route.service}")
+                raise ConfigurationError(f"api: no open channel for {route.service}")
             response_class = message_factory.GetMessageClass(route.output)
             call = channel.unary_unary(
                 route.grpc_path,

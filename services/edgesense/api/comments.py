@@ -43,7 +43,7 @@ def load_comments(source: bytes | Path | None = None) -> dict[str, str]:
     try:
         files = descriptor_pb2.FileDescriptorSet.FromString(raw).file
     except DecodeError:
-        log.warning("gateway: the descriptor set is unreadable; OpenAPI without descriptions")
+        log.warning("api: the descriptor set is unreadable; OpenAPI without descriptions")
         return {}
     comments: dict[str, str] = {}
     for file in files:

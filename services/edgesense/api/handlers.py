@@ -1,6 +1,6 @@
-"""The gateway's request handlers: transcode a request to its backend, and the built-ins.
+"""The REST API's request handlers: transcode a request to its backend, and the built-ins.
 
-`Gateway.transcode` answers every `/api` route: match, read the body (within
+`ApiHandlers.transcode` answers every `/api` route: match, read the body (within
 the body timeout, 408 after it; 499 when the client goes away meanwhile),
 build the request message, check it fits the backend's receive limit (413
 naming the limit: gRPC's own refusal would be RESOURCE_EXHAUSTED, a 429),
@@ -25,7 +25,7 @@ from edgesense.api.metadata import outgoing_metadata
 from edgesense.api.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, ApiMetrics
 from edgesense.api.openapi import openapi_document
 from edgesense.api.router import RouteMatch, Router
-from edgesense.api.status import GatewayError
+from edgesense.api.status import TranscodeError
 from edgesense.api.transcode import (
     MAX_BODY_BYTES,
     build_request,
@@ -37,7 +37,7 @@ from edgesense.common.message_limits import max_receive
 log = logging.getLogger(__name__)
 
 
-class Gateway:
+class ApiHandlers:
     """The request handlers, over a router, the backends and the metrics."""
 
     def __init__(
@@ -62,16 +62,14 @@ class Gateway:
                 match = self.router.match(request.method, request.rel_url.raw_path)
                 label = match.route.template.source
                 response = _json_response(await self._forward(match, request))
-            except GatewayError as exc:
+            except TranscodeError as exc:
                 response = error_response(exc)
                 if exc.status == 408:  # the rest of the body may still come: drop it
                     response.force_close()
             except Exception:
-                log.exception(
-                    "gateway: unexpected error answering %s %s", request.method, request.path
-                )
+                log.exception("api: unexpected error answering %s %s", request.method, request.path)
                 response = error_response(
-                    GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway")
+                    TranscodeError(grpc.StatusCode.INTERNAL, "internal error in the REST API")
                 )
         self.metrics.observe(label, request.method, response.status, time.perf_counter() - started)
         return response
@@ -91,7 +89,7 @@ class Gateway:
         )
         try:
             answer = await self.backends.call(route, message, metadata)
-        except GatewayError as exc:
+        except TranscodeError as exc:
             self.metrics.backend_call(route.grpc_path, exc.code.name)
             raise
         self.metrics.backend_call(route.grpc_path, grpc.StatusCode.OK.name)
@@ -112,7 +110,7 @@ class Gateway:
         return response
 
 
-def error_response(error: GatewayError) -> web.Response:
+def error_response(error: TranscodeError) -> web.Response:
     return web.Response(
         status=error.status,
         body=error.body(),
@@ -125,8 +123,8 @@ def _json_response(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-def _too_large(message: str) -> GatewayError:
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, status=413)
+def _too_large(message: str) -> TranscodeError:
+    return TranscodeError(grpc.StatusCode.INVALID_ARGUMENT, message, status=413)
 
 
 async def _read_body(request: web.Request, seconds: float) -> bytes:
@@ -137,7 +135,7 @@ async def _read_body(request: web.Request, seconds: float) -> bytes:
         async with asyncio.timeout(seconds):
             return await request.read()
     except TimeoutError:
-        raise GatewayError(
+        raise TranscodeError(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"the request body did not arrive within {seconds:g} s",
             status=408,
@@ -148,8 +146,8 @@ async def _read_body(request: web.Request, seconds: float) -> bytes:
         # Nobody is left to answer: counted as 499 (nginx's "client closed
         # request"), not as our failure, and no traceback for a client's choice.
         log.debug(
-            "gateway: client closed the connection mid-body (%s %s)", request.method, request.path
+            "api: client closed the connection mid-body (%s %s)", request.method, request.path
         )
-        raise GatewayError(
+        raise TranscodeError(
             grpc.StatusCode.CANCELLED, "the client closed the connection before the whole body"
         ) from None

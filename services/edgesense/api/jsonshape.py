@@ -6,7 +6,7 @@ protobuf's `json_format` reports a bad body with its own text ("Message type
 is ...") and no field path. This walk finds the first problem the way a
 client would name it: the JSON path as sent (`deviceIds[2]`, `inner.name`)
 and what was expected there (`a list of strings, not a string`), so the
-gateway can answer a `google.rpc.BadRequest` with that field. What it
+API can answer a `google.rpc.BadRequest` with that field. What it
 accepts, json_format accepts too (proto names as well as lowerCamelCase
 names, numbers as strings, null for any field); the string forms of the
 well-known types (Timestamp, Duration, ...) are parsed by json_format on

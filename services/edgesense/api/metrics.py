@@ -1,7 +1,7 @@
-"""Prometheus metrics of the gateway: requests, latency, in flight, backend calls, connections.
+"""Prometheus metrics of the REST API: requests, latency, in flight, backend calls, connections.
 
 Each app gets its own CollectorRegistry unless one is passed in, so several
-gateways (tests, `edgesense up`) can live in one process. Label values are
+REST APIs (tests, `edgesense up`) can live in one process. Label values are
 bounded: the route label is the path template (never the raw path, which
 would grow without limit), unknown HTTP methods count as OTHER, and backend
 calls are labelled by gRPC method and status code name.
@@ -25,7 +25,7 @@ class ApiMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
             "edgesense_api_requests",
-            "HTTP requests answered by the gateway",
+            "HTTP requests answered by the REST API",
             ("route", "method", "code"),
             registry=self.registry,
         )
@@ -54,7 +54,7 @@ class ApiMetrics:
         )
         self.connections_closed = Counter(
             "edgesense_api_connections_closed",
-            "Connections the gateway closed on its own: header_timeout, evicted (at the cap, "
+            "Connections the REST API closed on its own: header_timeout, evicted (at the cap, "
             "to make room), over_capacity (refused at the cap, every connection busy)",
             ("reason",),
             registry=self.registry,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 
 from edgesense.api.rules import Route
-from edgesense.api.status import GatewayError, invalid_argument
+from edgesense.api.status import TranscodeError, invalid_argument
 from edgesense.api.templates import MalformedPathError
 
 
@@ -31,7 +31,7 @@ class Router:
         self.routes = tuple(sorted(routes, key=lambda r: r.template.specificity()))
 
     def match(self, http_method: str, raw_path: str) -> RouteMatch:
-        """The matching route and its decoded path variables; raises GatewayError."""
+        """The matching route and its decoded path variables; raises TranscodeError."""
         allowed: list[str] = []
         for route in self.routes:
             try:
@@ -47,12 +47,12 @@ class Router:
             if route.http_method not in allowed:
                 allowed.append(route.http_method)
         if allowed:
-            raise GatewayError(
+            raise TranscodeError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"Method Not Allowed: {http_method} {raw_path} accepts {', '.join(allowed)}",
                 status=405,
                 headers={"Allow": ", ".join(allowed)},
             )
-        raise GatewayError(
+        raise TranscodeError(
             grpc.StatusCode.NOT_FOUND, f"Not Found: no route for {http_method} {raw_path}"
         )

@@ -4,7 +4,7 @@ Nothing here names an RPC: each method of the given services that carries an
 HttpRule (plus its additional_bindings) becomes one Route per binding.
 Methods without a rule, and streaming methods, are not exposed. A rule that
 cannot work (bad template, a variable or body naming a missing or unsuitable
-field) stops the gateway at start with a ConfigurationError that names it.
+field) stops the API at start with a ConfigurationError that names it.
 """
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ def load_routes(
         try:
             service = pool.FindServiceByName(name)
         except KeyError:
-            raise ConfigurationError(f"gateway: no service {name!r} in the descriptors") from None
+            raise ConfigurationError(f"api: no service {name!r} in the descriptors") from None
         for method in service.methods:
             options = method.GetOptions()
             if not options.HasExtension(annotations_pb2.http):
                 continue
             if method.client_streaming or method.server_streaming:
-                log.warning("gateway: %s is streaming and is not transcoded", method.full_name)
+                log.warning("api: %s is streaming and is not transcoded", method.full_name)
                 continue
             rule = options.Extensions[annotations_pb2.http]
             for binding, each in enumerate([rule, *rule.additional_bindings]):
@@ -109,7 +109,7 @@ def load_routes(
                 key = (route.http_method, route.template.source)
                 if key in seen:
                     raise ConfigurationError(
-                        f"gateway: {method.full_name} and {seen[key]} both bind {' '.join(key)}"
+                        f"api: {method.full_name} and {seen[key]} both bind {' '.join(key)}"
                     )
                 seen[key] = method.full_name
                 routes.append(route)
@@ -118,7 +118,7 @@ def load_routes(
 
 
 def _route(method: MethodDescriptor, rule: http_pb2.HttpRule, binding: int) -> Route:
-    where = f"gateway: {method.full_name} http rule"
+    where = f"api: {method.full_name} http rule"
     pattern = rule.WhichOneof("pattern")
     if pattern is None:
         raise ConfigurationError(f"{where} has no get/put/post/delete/patch/custom path")

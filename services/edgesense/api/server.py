@@ -1,4 +1,4 @@
-"""The gateway's HTTP server (aiohttp): the application, its connections, its lifecycle.
+"""The REST API's HTTP server (aiohttp): the application, its connections, its lifecycle.
 
 `create_app` builds the application from the descriptors (routes, OpenAPI)
 at once, so a broken http rule stops the start, and opens the gRPC channels
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from edgesense.api.backends import DEFAULT_TIMEOUT_SECONDS, Backends
 from edgesense.api.connections import ConnectionGuard, HttpLimits
-from edgesense.api.handlers import Gateway
+from edgesense.api.handlers import ApiHandlers
 from edgesense.api.metrics import ApiMetrics
 from edgesense.api.router import Router
 from edgesense.api.rules import load_routes
@@ -41,7 +41,7 @@ SHUTDOWN_TIMEOUT_SECONDS = DEFAULT_TIMEOUT_SECONDS + 5.0
 LINGERING_SECONDS = 10.0  # aiohttp's default
 
 DEFAULT_LIMITS = HttpLimits()
-GATEWAY_KEY = web.AppKey("edgesense_gateway", Gateway)
+HANDLERS_KEY = web.AppKey("edgesense_api_handlers", ApiHandlers)
 GUARD_KEY = web.AppKey("edgesense_connection_guard", ConnectionGuard)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,11 +78,11 @@ def create_app(
     limits: HttpLimits = DEFAULT_LIMITS,
     tls: GrpcTls | None = None,
 ) -> web.Application:
-    """The gateway for `backends` (gRPC service full name -> address)."""
+    """The REST API for `backends` (gRPC service full name -> address)."""
     channels = Backends(backends, timeout=call_timeout, tls=tls)
     metrics = ApiMetrics(metrics_registry)
     router = Router(load_routes(backends, pool))
-    gateway = Gateway(router, channels, metrics, limits.body_timeout)
+    handlers = ApiHandlers(router, channels, metrics, limits.body_timeout)
     guard = ConnectionGuard(
         max_connections=limits.connection_cap(),
         header_timeout=limits.header_timeout,
@@ -90,7 +90,7 @@ def create_app(
     )
     metrics.track_connections(guard)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_tracking(guard)])
-    app[GATEWAY_KEY] = gateway
+    app[HANDLERS_KEY] = handlers
     app[GUARD_KEY] = guard
 
     async def open_channels(app: web.Application) -> AsyncIterator[None]:
@@ -101,10 +101,10 @@ def create_app(
             await channels.close(grace=1.0)
 
     app.cleanup_ctx.append(open_channels)
-    app.router.add_get("/healthz", gateway.healthz, allow_head=False)
-    app.router.add_get("/metrics", gateway.metrics_text, allow_head=False)
-    app.router.add_get("/openapi.json", gateway.openapi_json, allow_head=False)
-    app.router.add_route("*", "/{tail:.*}", gateway.transcode)
+    app.router.add_get("/healthz", handlers.healthz, allow_head=False)
+    app.router.add_get("/metrics", handlers.metrics_text, allow_head=False)
+    app.router.add_get("/openapi.json", handlers.openapi_json, allow_head=False)
+    app.router.add_route("*", "/{tail:.*}", handlers.transcode)
     return app
 
 
@@ -144,7 +144,7 @@ async def start_api(
     limits: HttpLimits = DEFAULT_LIMITS,
     tls: GrpcTls | None = None,
 ) -> RunningApi:
-    """Serve a new gateway on host:port (0: a free port, see `.port`)."""
+    """Serve a new REST API on host:port (0: a free port, see `.port`)."""
     app = create_app(
         backends,
         call_timeout=call_timeout,
@@ -201,7 +201,7 @@ async def run_api(
         try:
             guard = running.runner.app[GUARD_KEY]
             log.info(
-                "gateway listening on %s (at most %d connections)",
+                "api listening on %s (at most %d connections)",
                 running.url,
                 guard.max_connections,
             )
@@ -209,7 +209,7 @@ async def run_api(
                 on_started(running)
             await stop_event.wait()
         finally:
-            log.info("gateway stopping")
+            log.info("api stopping")
             await running.stop()
 
 

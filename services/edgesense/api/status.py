@@ -1,6 +1,6 @@
 """Errors as `google.rpc.Status` JSON, and the one gRPC code -> HTTP status table.
 
-Every answer that is not a success is a GatewayError rendered as
+Every answer that is not a success is a TranscodeError rendered as
 `{"code": <gRPC code number>, "message": ..., "details": [...]}`. The HTTP
 status follows from the gRPC code with grpc-gateway's table
 (runtime/errors.go HTTPStatusFromCode); the routing answers 405 and 413 set
@@ -74,7 +74,7 @@ def code_number(code: grpc.StatusCode) -> int:
     return number
 
 
-class GatewayError(Exception):
+class TranscodeError(Exception):
     """An answer that is not a success, with its google.rpc.Status body."""
 
     def __init__(
@@ -98,22 +98,24 @@ class GatewayError(Exception):
         return json.dumps(status, ensure_ascii=False).encode()
 
 
-def invalid_argument(message: str, *, status: int | None = None) -> GatewayError:
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, status=status)
+def invalid_argument(message: str, *, status: int | None = None) -> TranscodeError:
+    return TranscodeError(grpc.StatusCode.INVALID_ARGUMENT, message, status=status)
 
 
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
 
-def bad_request(field: str, description: str, *, status: int | None = None) -> GatewayError:
+def bad_request(field: str, description: str, *, status: int | None = None) -> TranscodeError:
     """INVALID_ARGUMENT naming `field` with a google.rpc.BadRequest detail, as the registry's."""
     violation = {"field": field, "description": description}
     detail = {"@type": BAD_REQUEST_TYPE, "fieldViolations": [violation]}
     message = f"{field}: {description}" if field else description
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, details=[detail], status=status)
+    return TranscodeError(
+        grpc.StatusCode.INVALID_ARGUMENT, message, details=[detail], status=status
+    )
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError, service: str) -> GatewayError:
+def from_rpc_error(error: grpc.aio.AioRpcError, service: str) -> TranscodeError:
     """Translate a failed backend call into the answer the HTTP client gets."""
     code = error.code()
     message = error.details() or ""
@@ -122,7 +124,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError, service: str) -> GatewayError:
     if code in _SERVER_FAULTS:
         log.warning("%s answered %s: %s", service, code.name, message)
         message = _SERVER_FAULTS[code].format(service=service)
-    return GatewayError(code, message, details=details)
+    return TranscodeError(code, message, details=details)
 
 
 def rich_status(metadata: Any) -> status_pb2.Status | None:

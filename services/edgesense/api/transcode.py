@@ -8,7 +8,7 @@ variables, which win over the body, then from query parameters.
 Query parameters set the fields that neither the path nor the body binds,
 by proto name or lowerCamelCase JSON name, nested by dots (`sub.field`),
 repeated by repeating the key. Unlike grpc-gateway, which ignores unknown
-query parameters, this gateway is strict: a parameter that names no field,
+query parameters, this transcoder is strict: a parameter that names no field,
 names a field the path or body already binds, or is sent to a `body: "*"`
 route answers 400 naming the parameter, so that a typo such as `?pagesize=`
 is reported instead of silently ignored.
@@ -68,7 +68,7 @@ _NON_OBJECT_JSON = (
 
 
 def build_request(match: RouteMatch, body: bytes, query: Iterable[tuple[str, str]]) -> Message:
-    """The gRPC request for a matched route; raises GatewayError (400) on bad input."""
+    """The gRPC request for a matched route; raises TranscodeError (400) on bad input."""
     route = match.route
     message = message_factory.GetMessageClass(route.input)()
     if route.body:

@@ -1,7 +1,7 @@
 """Who is calling: API keys (one project each) and the internal service token.
 
 Every RPC reads `authorization: Bearer <token>` from the gRPC metadata (the
-HTTP gateway forwards the `Authorization` header there). An API key scopes the
+REST API forwards the `Authorization` header there). An API key scopes the
 call to its project; the internal token, shared by our own services, opens the
 internal RPCs (WatchWebhooks, ReportDeliveryFailure, Publish) and nothing else.
 

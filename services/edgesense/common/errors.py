@@ -14,7 +14,7 @@
 
 Domain code raises these; `grpc_runtime.ErrorInterceptor` turns them into
 gRPC statuses (with `google.rpc.BadRequest` details for InvalidArgument), and
-the HTTP gateway turns gRPC statuses into HTTP codes with grpc-gateway's table.
+the REST API turns gRPC statuses into HTTP codes with grpc-gateway's table.
 Third-party errors are translated where they enter our code
 (`raise Unavailable(...) from exc`).
 """

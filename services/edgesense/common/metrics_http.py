@@ -1,7 +1,7 @@
 """A small HTTP endpoint serving Prometheus metrics (and a liveness probe).
 
 Each non-HTTP process (registry, delivery, bridge) runs one on its own address
-(`EDGESENSE_<SERVICE>_METRICS_ADDR`); the gateway serves `/metrics` itself.
+(`EDGESENSE_<SERVICE>_METRICS_ADDR`); the REST API serves `/metrics` itself.
 An address that cannot be bound is a `CannotListen` naming it.
 """
 

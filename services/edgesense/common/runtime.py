@@ -3,7 +3,7 @@ and the open-file limit raised.
 
 The soft RLIMIT_NOFILE is often 1,024 while the hard limit is far higher: a
 service that serves many connections (the REST process caps its own below
-the soft limit, see `gateway.connections`) raises the soft limit to the hard
+the soft limit, see `api.connections`) raises the soft limit to the hard
 one at start, as nginx's `worker_rlimit_nofile` and Go's runtime do.
 
 CPython's cyclic collector runs a young-generation pass every 700 net

@@ -1,7 +1,7 @@
 """Validation of a webhook registration: every rule of contract section 3.
 
 A rule that fails raises InvalidArgument naming the field (its JSON name, as
-users wrote it), which the gateway answers with 400.
+users wrote it), which the REST API answers with 400.
 """
 
 from __future__ import annotations

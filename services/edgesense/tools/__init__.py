@@ -5,10 +5,10 @@
     edgesense simulate      publish readings, alerts and status over MQTT
     edgesense receive       a local webhook receiver that checks signatures
 
-The API commands talk to the REST gateway (`--api-url`, else EDGESENSE_API_URL,
+The API commands talk to the REST API (`--api-url`, else EDGESENSE_API_URL,
 else http://{EDGESENSE_HTTP_ADDR}) with an API key (`--api-key`, else
 EDGESENSE_API_KEY, else the file var/dev-api-key that `edgesense up --dev`
-writes). Every API command takes `--json` to print the gateway's JSON as is.
+writes). Every API command takes `--json` to print the API's JSON as is.
 
 Exit codes, for scripts:
 

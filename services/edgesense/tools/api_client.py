@@ -1,6 +1,6 @@
-"""A small typed client of the REST gateway (contract section 3), over httpx.
+"""A small typed client of the REST API (contract section 3), over httpx.
 
-Everything that touches httpx is here. Answers are the gateway's JSON objects
+Everything that touches httpx is here. Answers are the API's JSON objects
 (`JsonObject`); failures are translated where they happen:
 
 - an error answer (4xx/5xx) -> `ApiError` with the google.rpc.Status message;
@@ -30,7 +30,7 @@ TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class ApiTarget:
-    """Where the gateway is and which key to show it."""
+    """Where the REST API is and which key to show it."""
 
     url: str
     key: str

@@ -2,7 +2,7 @@
 
     ToolError          (exit_code)
     ├── UsageError     2  a bad option or missing configuration (like argparse's own)
-    ├── ApiError       1  the gateway answered 4xx/5xx; carries its google.rpc.Status message
+    ├── ApiError       1  the REST API answered 4xx/5xx; carries its google.rpc.Status message
     ├── Unacknowledged 1  `simulate` stopped with messages the broker never acknowledged
     └── CannotConnect  3  the API or the broker does not answer, or a port cannot be bound
 
@@ -46,7 +46,7 @@ class UsageError(ToolError):
 
 
 class ApiError(ToolError):
-    """An error answer of the gateway: its message and HTTP status."""
+    """An error answer of the REST API: its message and HTTP status."""
 
     exit_code = EXIT_API_ERROR
 

@@ -22,7 +22,7 @@ def _api_options() -> argparse.ArgumentParser:
     api.add_argument(
         "--api-url",
         metavar="URL",
-        help="the REST gateway (default: EDGESENSE_API_URL, else "
+        help="the REST API (default: EDGESENSE_API_URL, else "
         "http://EDGESENSE_HTTP_ADDR, else http://127.0.0.1:8080)",
     )
     api.add_argument(

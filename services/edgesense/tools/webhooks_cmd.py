@@ -2,7 +2,7 @@
 
 Each command returns the exit code (0); errors are raised as ToolErrors and
 turned into `error: …` and an exit code by `errors.run_tool`. With `--json`
-the gateway's answer is printed as is, otherwise as a table (`list`) or a
+the API's answer is printed as is, otherwise as a table (`list`) or a
 `key: value` block.
 """
 

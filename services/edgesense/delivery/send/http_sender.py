@@ -5,7 +5,7 @@ faster than httpx's here (encode/httpx#3215), and delivery keeps hundreds of
 POSTs in flight. One `TCPConnector` is shared by all attempts: keep-alive
 connections pooled per target, bounded overall but not per host: the
 dispatcher bounds each webhook's attempts itself, and a per-host bound would
-make webhooks on one host (a SaaS, an API gateway) share one pool, where one
+make webhooks on one host (a SaaS, a reverse proxy) share one pool, where one
 webhook's hanging requests hold every connection the others need. TLS is verified
 against the system CAs plus `EDGESENSE_CA_BUNDLE`; redirects are not
 followed (a 3xx is a failed attempt); no cookies are kept; no proxy from the
