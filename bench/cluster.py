@@ -73,9 +73,7 @@ class EdgeSense:
         async with aiohttp.ClientSession() as http:
             for start in range(0, len(targets), REGISTER_AT_ONCE):
                 chunk = targets[start : start + REGISTER_AT_ONCE]
-                ids = await asyncio.gather(
-                    *(self.register(http, ports["api"], t) for t in chunk)
-                )
+                ids = await asyncio.gather(*(self.register(http, ports["api"], t) for t in chunk))
                 for target, webhook_id in zip(chunk, ids, strict=True):
                     self.webhook_ids.setdefault(target.name, webhook_id)
 

@@ -115,8 +115,7 @@ async def test_a_client_gone_mid_body_is_a_quiet_499(
     writer.close()
     await writer.wait_closed()
     line = (
-        'edgesense_api_requests_total{code="499",method="POST",'
-        'route="/api/webhooks/register"} 1.0'
+        'edgesense_api_requests_total{code="499",method="POST",route="/api/webhooks/register"} 1.0'
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5.0
