@@ -3,8 +3,8 @@
 Run it with `edgesense bridge` (`edgesense_bridge.server.run_bridge`). The
 modules, each with one job:
 
-    settings      the bridge's environment variables (BridgeSettings, BrokerUrl), read
-                  with edgesense.common.config's parsers
+    settings      the bridge's own environment variables (BridgeSettings), read with
+                  edgesense.common.config's parsers
     topics        what a gateway topic names; the topics we subscribe and publish to
     payloads      JSON, envelope and protobuf payloads -> the kind's message
     parsing       one MQTT message -> Event, or the reason it is rejected or ignored

@@ -39,47 +39,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
-from edgesense.common.config import env_choice, env_int, env_optional, env_text
+from edgesense.common.config import (
+    BrokerUrl,
+    check_topic_prefix,
+    env_choice,
+    env_int,
+    env_optional,
+    env_text,
+)
 from edgesense.common.errors import ConfigurationError
-
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    """`mqtt[s]://[user[:password]@]host[:port]`, parsed."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerUrl:
-        parts = urlsplit(url)
-        if parts.scheme not in DEFAULT_PORTS:
-            raise ConfigurationError(f"EDGESENSE_MQTT_URL must be mqtt:// or mqtts://, not {url!r}")
-        try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError:
-            raise ConfigurationError("EDGESENSE_MQTT_URL has a bad port") from None
-        if not parts.hostname:
-            raise ConfigurationError("EDGESENSE_MQTT_URL has no host")
-        return cls(
-            host=parts.hostname,
-            port=port,
-            tls=parts.scheme == "mqtts",
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-        )
-
-    def __str__(self) -> str:
-        """The URL without its credentials, for logs."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -100,15 +69,7 @@ class BridgeSettings:
     pipeline_depth: int = 4
 
     def __post_init__(self) -> None:
-        if (
-            not self.topic_prefix
-            or any(c in self.topic_prefix for c in "+#")
-            or (self.topic_prefix.startswith("/") or self.topic_prefix.endswith("/"))
-        ):
-            raise ConfigurationError(
-                f"EDGESENSE_MQTT_TOPIC_PREFIX {self.topic_prefix!r} must be topic levels "
-                "without wildcards or a leading or trailing '/'"
-            )
+        check_topic_prefix(self.topic_prefix)
         if self.shared_group is not None and any(c in self.shared_group for c in "/+#"):
             raise ConfigurationError("EDGESENSE_MQTT_SHARED_GROUP must not contain / + or #")
 

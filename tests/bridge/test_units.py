@@ -7,12 +7,12 @@ import random
 import pytest
 
 from edgesense.common.backoff import backoff_delay
-from edgesense.common.config import Settings
+from edgesense.common.config import BrokerUrl, Settings
 from edgesense.common.errors import ConfigurationError
 from edgesense.v1 import events_pb2
 from edgesense_bridge.batching import Item, Outbox, UnknownBatch
 from edgesense_bridge.inbound import Receipt
-from edgesense_bridge.settings import BridgeSettings, BrokerUrl
+from edgesense_bridge.settings import BridgeSettings
 
 
 def test_broker_urls() -> None:

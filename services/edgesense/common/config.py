@@ -17,11 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.tls import GrpcTls
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_TOPIC_PREFIX = "edgesense"
 DEV_DIR = Path("var")
 DEFAULT_METRICS_ADDRS = {
     "registry": "127.0.0.1:9101",
@@ -109,6 +112,65 @@ def _within(name: str, raw: str, value: N, minimum: N, maximum: N | None) -> N:
     if maximum is not None and value > maximum:
         raise ConfigurationError(f"{name} must be at most {maximum}, not {raw!r}")
     return value
+
+
+MQTT_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """`mqtt[s]://[user[:password]@]host[:port]`, parsed."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in MQTT_DEFAULT_PORTS:
+            raise ConfigurationError(
+                f"the MQTT URL (EDGESENSE_MQTT_URL) must be mqtt:// or mqtts://, not {url!r}"
+            )
+        try:
+            port = parts.port or MQTT_DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ConfigurationError(
+                f"the MQTT URL (EDGESENSE_MQTT_URL) has a bad port: {url!r}"
+            ) from None
+        if not parts.hostname:
+            raise ConfigurationError(f"the MQTT URL (EDGESENSE_MQTT_URL) has no host: {url!r}")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    def __str__(self) -> str:
+        """The URL without its credentials, for logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+def check_topic_prefix(prefix: str) -> str:
+    """EDGESENSE_MQTT_TOPIC_PREFIX: topic levels, without wildcards or a
+    leading or trailing '/' (the bridge subscribes below it, the simulator
+    publishes below it)."""
+    if (
+        not prefix
+        or any(c in prefix for c in "+#")
+        or prefix.startswith("/")
+        or prefix.endswith("/")
+    ):
+        raise ConfigurationError(
+            f"the topic prefix (EDGESENSE_MQTT_TOPIC_PREFIX) {prefix!r} must be topic levels "
+            "without wildcards or a leading or trailing '/'"
+        )
+    return prefix
 
 
 MAX_SENDERS = 32
@@ -211,8 +273,8 @@ class Settings:
 
     dev: bool = False
     database_url: str = DEFAULT_DATABASE_URL
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
-    topic_prefix: str = "edgesense"
+    mqtt_url: str = DEFAULT_MQTT_URL
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     api_keys: Mapping[str, str] = field(default_factory=dict)
     secret_key: bytes | None = None
     internal_token: str | None = None
@@ -261,8 +323,8 @@ class Settings:
         return cls(
             dev=dev,
             database_url=env_text(env, "EDGESENSE_DATABASE_URL", DEFAULT_DATABASE_URL),
-            mqtt_url=env_text(env, "EDGESENSE_MQTT_URL", "mqtt://127.0.0.1:1883"),
-            topic_prefix=env_text(env, "EDGESENSE_MQTT_TOPIC_PREFIX", "edgesense"),
+            mqtt_url=env_text(env, "EDGESENSE_MQTT_URL", DEFAULT_MQTT_URL),
+            topic_prefix=env_text(env, "EDGESENSE_MQTT_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX),
             api_keys=api_keys,
             secret_key=secret_key,
             internal_token=env_optional(env, "EDGESENSE_INTERNAL_TOKEN"),
