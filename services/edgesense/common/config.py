@@ -34,9 +34,9 @@ DEFAULT_METRICS_ADDRS = {
 N = TypeVar("N", int, float)
 
 
-# The parsers of single variables, for every process's settings (these, the
-# bridge's `BridgeSettings`, the TLS files): one spelling of "unset", one
-# wording of each complaint. An empty variable counts as unset.
+# The parsers of single variables, for every process's settings (`Settings`
+# below, the bridge's `BridgeSettings`, `edgesense simulate`): one spelling of
+# "unset", one wording of each complaint. An empty variable counts as unset.
 
 
 def env_text(env: Mapping[str, str], name: str, default: str) -> str:
@@ -130,18 +130,19 @@ class BrokerUrl:
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
         parts = urlsplit(url)
+        # The messages never repeat the URL: it may hold a password.
         if parts.scheme not in MQTT_DEFAULT_PORTS:
+            given = f"{parts.scheme}://" if parts.scheme else "no scheme"
             raise ConfigurationError(
-                f"the MQTT URL (EDGESENSE_MQTT_URL) must be mqtt:// or mqtts://, not {url!r}"
+                "the MQTT URL (EDGESENSE_MQTT_URL) must start with mqtt:// or mqtts://, "
+                f"not {given}"
             )
         try:
             port = parts.port or MQTT_DEFAULT_PORTS[parts.scheme]
         except ValueError:
-            raise ConfigurationError(
-                f"the MQTT URL (EDGESENSE_MQTT_URL) has a bad port: {url!r}"
-            ) from None
+            raise ConfigurationError("the MQTT URL (EDGESENSE_MQTT_URL) has a bad port") from None
         if not parts.hostname:
-            raise ConfigurationError(f"the MQTT URL (EDGESENSE_MQTT_URL) has no host: {url!r}")
+            raise ConfigurationError("the MQTT URL (EDGESENSE_MQTT_URL) has no host")
         return cls(
             host=parts.hostname,
             port=port,

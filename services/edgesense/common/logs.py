@@ -13,6 +13,8 @@ import sys
 
 
 def configure_logging(service: str, verbose: bool = False) -> None:
+    """Timestamped lines naming the service (unless `edgesense up` names it
+    already), and third-party libraries that talk too much quietened."""
     # Under `edgesense up` the parent prefixes each line with the service name.
     name = "" if os.environ.get("EDGESENSE_LOG_FORMAT") == "short" else f" {service}"
     logging.basicConfig(
