@@ -27,6 +27,7 @@ fmt: setup
 lint: setup
 	$(PY) -m ruff format --check services gateway-bridge tests bench
 	$(PY) -m ruff check services gateway-bridge tests bench
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 typecheck: setup
 	$(PY) -m mypy

@@ -3,7 +3,8 @@
 Run it with `edgesense bridge` (`edgesense_bridge.server.run_bridge`). The
 modules, each with one job:
 
-    settings      the bridge's environment variables (BridgeSettings, BrokerUrl)
+    settings      the bridge's own environment variables (BridgeSettings), read with
+                  edgesense.common.config's parsers
     topics        what a gateway topic names; the topics we subscribe and publish to
     payloads      JSON, envelope and protobuf payloads -> the kind's message
     parsing       one MQTT message -> Event, or the reason it is rejected or ignored
@@ -16,4 +17,8 @@ modules, each with one job:
     metrics       Prometheus metrics
     server        the process wiring, graceful shutdown
     errors        the bridge's exceptions (drawn there)
+
+It depends only on `edgesense.common` (settings parsing, retry backoff, the
+gRPC runtime) and the generated `edgesense.v1`, never on another service's
+package: the import contracts in pyproject.toml hold this.
 """

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from edgesense.common.auth import Authenticator
 from edgesense.common.errors import EdgesenseError, FailedPrecondition, InvalidArgument
+from edgesense.common.grpc_status import status_code
 from edgesense.v1 import devices_pb2, devices_pb2_grpc
 from edgesense_bridge import metrics
 from edgesense_bridge.topics import ID_RULE, TopicLayout, is_valid_id
@@ -59,7 +60,7 @@ class DeviceConfigService(devices_pb2_grpc.DeviceConfigServicer):
         try:
             topic = await self._push(request, context)
         except EdgesenseError as exc:
-            metrics.CONFIG_PUSHES.labels(exc.code.name.lower()).inc()
+            metrics.CONFIG_PUSHES.labels(status_code(exc).name.lower()).inc()
             raise
         metrics.CONFIG_PUSHES.labels("published").inc()
         return devices_pb2.PushConfigResponse(topic=topic, status="published")

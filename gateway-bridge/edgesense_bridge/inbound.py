@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from edgesense.common.config import BrokerUrl
 from edgesense_bridge.parsing import RawMessage
-from edgesense_bridge.settings import BrokerUrl
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The bridge's own settings, read from the environment next to `edgesense.common.config`.
+"""The bridge's own settings, read with `edgesense.common.config`'s parsers.
 
 EDGESENSE_MQTT_CLIENT_ID (`edgesense-bridge`)
     Stable client id: the broker keeps our session (and queues for us) under it.
@@ -27,7 +27,11 @@ EDGESENSE_BRIDGE_BATCH_LINGER_MS (`2`)
 EDGESENSE_BRIDGE_PIPELINE_DEPTH (`4`)
     Batches sent and not yet confirmed, at most.
 
-`EDGESENSE_BRIDGE_ADDR` (the DeviceConfig gRPC server) is in `edgesense.common.config`.
+The variables every process shares (`EDGESENSE_MQTT_URL`,
+`EDGESENSE_MQTT_TOPIC_PREFIX`, `EDGESENSE_BRIDGE_ADDR` for the DeviceConfig gRPC
+server, TLS, keys) are `edgesense.common.config.Settings`; these are the
+bridge's alone. Both read each variable with the same functions
+(`env_int`, `env_choice`, ...), so a bad value is refused in the same words.
 """
 
 from __future__ import annotations
@@ -35,59 +39,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
+from edgesense.common.config import (
+    BrokerUrl,
+    check_topic_prefix,
+    env_choice,
+    env_int,
+    env_optional,
+    env_text,
+)
 from edgesense.common.errors import ConfigurationError
-
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    """`mqtt[s]://[user[:password]@]host[:port]`, parsed."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerUrl:
-        parts = urlsplit(url)
-        if parts.scheme not in DEFAULT_PORTS:
-            raise ConfigurationError(f"EDGESENSE_MQTT_URL must be mqtt:// or mqtts://, not {url!r}")
-        try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError:
-            raise ConfigurationError("EDGESENSE_MQTT_URL has a bad port") from None
-        if not parts.hostname:
-            raise ConfigurationError("EDGESENSE_MQTT_URL has no host")
-        return cls(
-            host=parts.hostname,
-            port=port,
-            tls=parts.scheme == "mqtts",
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-        )
-
-    def __str__(self) -> str:
-        """The URL without its credentials, for logs."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigurationError(f"{name} must be in {minimum}..{maximum}, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -108,15 +69,7 @@ class BridgeSettings:
     pipeline_depth: int = 4
 
     def __post_init__(self) -> None:
-        if (
-            not self.topic_prefix
-            or any(c in self.topic_prefix for c in "+#")
-            or (self.topic_prefix.startswith("/") or self.topic_prefix.endswith("/"))
-        ):
-            raise ConfigurationError(
-                f"EDGESENSE_MQTT_TOPIC_PREFIX {self.topic_prefix!r} must be topic levels "
-                "without wildcards or a leading or trailing '/'"
-            )
+        check_topic_prefix(self.topic_prefix)
         if self.shared_group is not None and any(c in self.shared_group for c in "/+#"):
             raise ConfigurationError("EDGESENSE_MQTT_SHARED_GROUP must not contain / + or #")
 
@@ -125,28 +78,24 @@ class BridgeSettings:
         cls, env: Mapping[str, str] | None = None, *, mqtt_url: str, topic_prefix: str
     ) -> BridgeSettings:
         env = os.environ if env is None else env
-        protocol = (env.get("EDGESENSE_MQTT_PROTOCOL") or "5").strip()
-        if protocol not in ("5", "3.1.1"):
-            raise ConfigurationError(
-                f"EDGESENSE_MQTT_PROTOCOL must be 5 or 3.1.1, not {protocol!r}"
-            )
+        linger_ms = env_int(env, "EDGESENSE_BRIDGE_BATCH_LINGER_MS", 2, 0, 1000)
         return cls(
             broker=BrokerUrl.parse(mqtt_url),
             topic_prefix=topic_prefix,
-            client_id=env.get("EDGESENSE_MQTT_CLIENT_ID") or "edgesense-bridge",
-            shared_group=env.get("EDGESENSE_MQTT_SHARED_GROUP") or None,
-            mqtt5=protocol == "5",
-            session_expiry_seconds=_int(
+            client_id=env_text(env, "EDGESENSE_MQTT_CLIENT_ID", "edgesense-bridge"),
+            shared_group=env_optional(env, "EDGESENSE_MQTT_SHARED_GROUP"),
+            mqtt5=env_choice(env, "EDGESENSE_MQTT_PROTOCOL", "5", ("5", "3.1.1")) == "5",
+            session_expiry_seconds=env_int(
                 env, "EDGESENSE_MQTT_SESSION_EXPIRY_SECONDS", 86400, 0, 2**32 - 1
             ),
-            keepalive_seconds=_int(env, "EDGESENSE_MQTT_KEEPALIVE_SECONDS", 30, 5, 65535),
-            ca_file=env.get("EDGESENSE_MQTT_CA_FILE") or None,
-            max_payload_bytes=_int(
+            keepalive_seconds=env_int(env, "EDGESENSE_MQTT_KEEPALIVE_SECONDS", 30, 5, 65535),
+            ca_file=env_optional(env, "EDGESENSE_MQTT_CA_FILE"),
+            max_payload_bytes=env_int(
                 env, "EDGESENSE_MQTT_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 256 * 1024 * 1024
             ),
-            reconnect_max_seconds=_int(env, "EDGESENSE_MQTT_RECONNECT_MAX_SECONDS", 30, 1, 3600),
-            max_in_flight=_int(env, "EDGESENSE_BRIDGE_MAX_IN_FLIGHT", 1000, 1, 65535),
-            batch_size=_int(env, "EDGESENSE_BRIDGE_BATCH_SIZE", 200, 1, 10000),
-            batch_linger_seconds=_int(env, "EDGESENSE_BRIDGE_BATCH_LINGER_MS", 2, 0, 1000) / 1000,
-            pipeline_depth=_int(env, "EDGESENSE_BRIDGE_PIPELINE_DEPTH", 4, 1, 64),
+            reconnect_max_seconds=env_int(env, "EDGESENSE_MQTT_RECONNECT_MAX_SECONDS", 30, 1, 3600),
+            max_in_flight=env_int(env, "EDGESENSE_BRIDGE_MAX_IN_FLIGHT", 1000, 1, 65535),
+            batch_size=env_int(env, "EDGESENSE_BRIDGE_BATCH_SIZE", 200, 1, 10000),
+            batch_linger_seconds=linger_ms / 1000,
+            pipeline_depth=env_int(env, "EDGESENSE_BRIDGE_PIPELINE_DEPTH", 4, 1, 64),
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from edgesense.common import runtime
 from edgesense.common.config import Settings
 from edgesense.common.errors import CannotListen, ConfigurationError
+from edgesense.common.logs import configure_logging
 
 log = logging.getLogger("edgesense")
 
@@ -59,19 +59,6 @@ SERVICES: dict[str, ServiceMain] = {
     "api": _api,
     "bridge": _bridge,
 }
-
-
-def configure_logging(service: str, verbose: bool = False) -> None:
-    # Under `edgesense up` the parent prefixes each line with the service name.
-    name = "" if os.environ.get("EDGESENSE_LOG_FORMAT") == "short" else f" {service}"
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"%(asctime)s{name} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO (`up`'s health checks, one a poll).
-    for noisy in ("alembic.runtime.plugins", "transitions", "amqtt", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_service(name: str, dev: bool, verbose: bool = False) -> int:

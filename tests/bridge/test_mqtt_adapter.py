@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import trustme
 
+from edgesense.common.config import BrokerUrl
 from edgesense_bridge.errors import MqttUnavailable
 from edgesense_bridge.inbound import InboundMessage, MqttOptions
 from edgesense_bridge.mqtt_adapter import MqttConnection
-from edgesense_bridge.settings import BrokerUrl
 from tests.support.broker import Gateway, Mosquitto
 from tests.support.waiting import eventually
 

@@ -7,11 +7,12 @@ import random
 import pytest
 
 from edgesense.common.backoff import backoff_delay
+from edgesense.common.config import BrokerUrl, Settings
 from edgesense.common.errors import ConfigurationError
 from edgesense.v1 import events_pb2
 from edgesense_bridge.batching import Item, Outbox, UnknownBatch
 from edgesense_bridge.inbound import Receipt
-from edgesense_bridge.settings import BridgeSettings, BrokerUrl
+from edgesense_bridge.settings import BridgeSettings
 
 
 def test_broker_urls() -> None:
@@ -68,6 +69,20 @@ def test_bridge_settings_defaults_and_overrides() -> None:
 def test_bad_bridge_settings(env: dict[str, str], prefix: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         BridgeSettings.from_env(env, mqtt_url="mqtt://h", topic_prefix=prefix)
+
+
+@pytest.mark.parametrize("value", ["2.5", "many", "0"])
+def test_the_bridge_and_the_services_refuse_a_value_in_the_same_words(value: str) -> None:
+    """One parser for every process: a bad whole number reads the same whoever reads it."""
+    with pytest.raises(ConfigurationError) as services:
+        Settings.from_env({"EDGESENSE_DELIVERY_PER_TARGET": value})
+    with pytest.raises(ConfigurationError) as bridge:
+        BridgeSettings.from_env(
+            {"EDGESENSE_BRIDGE_BATCH_SIZE": value}, mqtt_url="mqtt://h", topic_prefix="edgesense"
+        )
+    assert services.value.message.replace("EDGESENSE_DELIVERY_PER_TARGET", "X") == (
+        bridge.value.message.replace("EDGESENSE_BRIDGE_BATCH_SIZE", "X")
+    )
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap() -> None:

@@ -17,9 +17,9 @@ from standardwebhooks.webhooks import Webhook
 
 import edgesense
 from edgesense.common.signing import signature_headers
+from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.send.http_sender import (
     EXCERPT_BYTES,
-    AttemptResult,
     HttpSender,
     PrivateAddressError,
     PublicAddressResolver,

@@ -20,7 +20,7 @@ from aiohttp import web
 from edgesense.common.config import Settings
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.signing import signature_headers
-from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.send.sender_wire import Frames, frame, result_message, result_of
 from edgesense.delivery.send.senders import SenderPool
 from tests.support.http_receivers import Receiver, server_tls, write_ca_bundle

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime
 
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt
-from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
 

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from edgesense.common.config import BrokerUrl
+from edgesense.common.errors import ConfigurationError
 from edgesense.tools.api_client import ApiTarget
 from edgesense.tools.arguments import comma_list
 from edgesense.tools.errors import UsageError
 from edgesense.tools.output import clean, column, details, table
+from edgesense.tools.sim_publisher import Broker
 
 
 def test_table_aligns_columns_and_shows_missing_values_as_dashes() -> None:
@@ -61,3 +64,17 @@ def test_api_target_options_then_environment_then_dev_defaults(
         "http://127.0.0.1:9999", "esk_dev_abc"
     )
     assert ApiTarget.resolve(None, None, {}).url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"), [("http://h", "mqtt:// or mqtts://"), ("mqtt://h:port", "bad port")]
+)
+def test_the_simulator_reads_a_broker_url_as_the_bridge_does(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as bridge:
+        BrokerUrl.parse(url)
+    with pytest.raises(UsageError) as tool:
+        Broker.parse(url)
+    assert problem in tool.value.message
+    assert tool.value.message == bridge.value.message
+    shown = Broker.parse("mqtts://user:pw@[::1]:8884").url
+    assert shown == "mqtts://[::1]:8884"  # no credentials on screen

@@ -13,23 +13,44 @@ import base64
 import binascii
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.tls import GrpcTls
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_TOPIC_PREFIX = "edgesense"
 DEV_DIR = Path("var")
 DEFAULT_METRICS_ADDRS = {
     "registry": "127.0.0.1:9101",
     "delivery": "127.0.0.1:9102",
     "bridge": "127.0.0.1:9104",
 }
+N = TypeVar("N", int, float)
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+# The parsers of single variables, for every process's settings (`Settings`
+# below, the bridge's `BridgeSettings`, `edgesense simulate`): one spelling of
+# "unset", one wording of each complaint. An empty variable counts as unset.
+
+
+def env_text(env: Mapping[str, str], name: str, default: str) -> str:
+    """The variable as it is, or `default` when unset."""
+    return env.get(name) or default
+
+
+def env_optional(env: Mapping[str, str], name: str) -> str | None:
+    """The variable as it is, or None when unset."""
+    return env.get(name) or None
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """1/0, true/false, yes/no, on/off (any case)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -41,13 +62,14 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise ConfigurationError(f"{name} must be 0 or 1, not {raw!r}")
 
 
-def _number(
+def env_number(
     env: Mapping[str, str],
     name: str,
     default: float,
     minimum: float = 0.0,
     maximum: float | None = None,
 ) -> float:
+    """A number (seconds, hours) within [minimum, maximum]."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -55,11 +77,101 @@ def _number(
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    return _within(name, raw, value, minimum, maximum)
+
+
+def env_int(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
+    """A whole number (a count, bytes, milliseconds) within [minimum, maximum]."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    return _within(name, raw, value, minimum, maximum)
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: Sequence[str]) -> str:
+    """One of `choices` (surrounding blanks ignored)."""
+    value = (env.get(name) or default).strip()
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be {' or '.join(choices)}, not {value!r}")
+    return value
+
+
+def _within(name: str, raw: str, value: N, minimum: N, maximum: N | None) -> N:
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, not {raw!r}")
     if maximum is not None and value > maximum:
         raise ConfigurationError(f"{name} must be at most {maximum}, not {raw!r}")
     return value
+
+
+MQTT_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """`mqtt[s]://[user[:password]@]host[:port]`, parsed."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url)
+        # The messages never repeat the URL: it may hold a password.
+        if parts.scheme not in MQTT_DEFAULT_PORTS:
+            given = f"{parts.scheme}://" if parts.scheme else "no scheme"
+            raise ConfigurationError(
+                "the MQTT URL (EDGESENSE_MQTT_URL) must start with mqtt:// or mqtts://, "
+                f"not {given}"
+            )
+        try:
+            port = parts.port or MQTT_DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ConfigurationError("the MQTT URL (EDGESENSE_MQTT_URL) has a bad port") from None
+        if not parts.hostname:
+            raise ConfigurationError("the MQTT URL (EDGESENSE_MQTT_URL) has no host")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    def __str__(self) -> str:
+        """The URL without its credentials, for logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+def check_topic_prefix(prefix: str) -> str:
+    """EDGESENSE_MQTT_TOPIC_PREFIX: topic levels, without wildcards or a
+    leading or trailing '/' (the bridge subscribes below it, the simulator
+    publishes below it)."""
+    if (
+        not prefix
+        or any(c in prefix for c in "+#")
+        or prefix.startswith("/")
+        or prefix.endswith("/")
+    ):
+        raise ConfigurationError(
+            f"the topic prefix (EDGESENSE_MQTT_TOPIC_PREFIX) {prefix!r} must be topic levels "
+            "without wildcards or a leading or trailing '/'"
+        )
+    return prefix
 
 
 MAX_SENDERS = 32
@@ -91,7 +203,7 @@ def per_project(env: Mapping[str, str], concurrency: int, per_target: int) -> in
     webhook's limit (at least half); never more than all of it (then one
     project's hanging receivers could hold every slot)."""
     name = "EDGESENSE_DELIVERY_PER_PROJECT"
-    value = int(_number(env, name, default_per_project(concurrency, per_target), 1))
+    value = env_int(env, name, default_per_project(concurrency, per_target), 1)
     if value > concurrency:
         raise ConfigurationError(
             f"{name} ({value}) must not exceed EDGESENSE_DELIVERY_CONCURRENCY ({concurrency}): "
@@ -162,8 +274,8 @@ class Settings:
 
     dev: bool = False
     database_url: str = DEFAULT_DATABASE_URL
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
-    topic_prefix: str = "edgesense"
+    mqtt_url: str = DEFAULT_MQTT_URL
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     api_keys: Mapping[str, str] = field(default_factory=dict)
     secret_key: bytes | None = None
     internal_token: str | None = None
@@ -197,7 +309,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
         env = os.environ if env is None else env
-        dev = _flag(env, "EDGESENSE_DEV") if dev is None else dev
+        dev = env_flag(env, "EDGESENSE_DEV") if dev is None else dev
         raw_keys = env.get("EDGESENSE_API_KEYS", "")
         api_keys = parse_api_keys(raw_keys)
         if not api_keys and dev:
@@ -206,51 +318,52 @@ class Settings:
         if not raw_secret and dev:
             raw_secret = dev_secret_key()
         secret_key = parse_secret_key(raw_secret) if raw_secret else None
-        concurrency = int(_number(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1))
-        per_target = int(_number(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1))
+        concurrency = env_int(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)
+        held_hours = env_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0)
+        per_target = env_int(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)
         return cls(
             dev=dev,
-            database_url=env.get("EDGESENSE_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            mqtt_url=env.get("EDGESENSE_MQTT_URL") or "mqtt://127.0.0.1:1883",
-            topic_prefix=env.get("EDGESENSE_MQTT_TOPIC_PREFIX") or "edgesense",
+            database_url=env_text(env, "EDGESENSE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            mqtt_url=env_text(env, "EDGESENSE_MQTT_URL", DEFAULT_MQTT_URL),
+            topic_prefix=env_text(env, "EDGESENSE_MQTT_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX),
             api_keys=api_keys,
             secret_key=secret_key,
-            internal_token=env.get("EDGESENSE_INTERNAL_TOKEN") or None,
-            registry_addr=env.get("EDGESENSE_REGISTRY_ADDR") or "127.0.0.1:50051",
-            delivery_addr=env.get("EDGESENSE_DELIVERY_ADDR") or "127.0.0.1:50052",
-            bridge_addr=env.get("EDGESENSE_BRIDGE_ADDR") or "127.0.0.1:50053",
-            http_addr=env.get("EDGESENSE_HTTP_ADDR") or "127.0.0.1:8080",
-            allow_insecure_urls=_flag(env, "EDGESENSE_ALLOW_INSECURE_URLS", dev),
-            allow_private_networks=_flag(env, "EDGESENSE_ALLOW_PRIVATE_NETWORKS", dev),
-            ca_bundle=env.get("EDGESENSE_CA_BUNDLE") or None,
-            delivery_timeout_seconds=_number(env, "EDGESENSE_DELIVERY_TIMEOUT_SECONDS", 3.0, 0.001),
-            max_retries=int(_number(env, "EDGESENSE_MAX_RETRIES", 5)),
-            retry_base_seconds=_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
-            retry_max_seconds=_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
-            held_retention_seconds=_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0) * 3600.0,
-            lease_seconds=_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
+            internal_token=env_optional(env, "EDGESENSE_INTERNAL_TOKEN"),
+            registry_addr=env_text(env, "EDGESENSE_REGISTRY_ADDR", "127.0.0.1:50051"),
+            delivery_addr=env_text(env, "EDGESENSE_DELIVERY_ADDR", "127.0.0.1:50052"),
+            bridge_addr=env_text(env, "EDGESENSE_BRIDGE_ADDR", "127.0.0.1:50053"),
+            http_addr=env_text(env, "EDGESENSE_HTTP_ADDR", "127.0.0.1:8080"),
+            allow_insecure_urls=env_flag(env, "EDGESENSE_ALLOW_INSECURE_URLS", dev),
+            allow_private_networks=env_flag(env, "EDGESENSE_ALLOW_PRIVATE_NETWORKS", dev),
+            ca_bundle=env_optional(env, "EDGESENSE_CA_BUNDLE"),
+            delivery_timeout_seconds=env_number(
+                env, "EDGESENSE_DELIVERY_TIMEOUT_SECONDS", 3.0, 0.001
+            ),
+            max_retries=env_int(env, "EDGESENSE_MAX_RETRIES", 5),
+            retry_base_seconds=env_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
+            retry_max_seconds=env_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
+            held_retention_seconds=held_hours * 3600.0,
+            lease_seconds=env_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
             delivery_concurrency=concurrency,
             delivery_per_target=per_target,
             delivery_per_project=per_project(env, concurrency, per_target),
-            outbox_limit=int(_number(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1)),
-            http_header_timeout_seconds=_number(
+            outbox_limit=env_int(env, "EDGESENSE_OUTBOX_LIMIT", 1_000_000, 1),
+            http_header_timeout_seconds=env_number(
                 env, "EDGESENSE_HTTP_HEADER_TIMEOUT_SECONDS", 10.0, 0.001
             ),
-            http_body_timeout_seconds=_number(
+            http_body_timeout_seconds=env_number(
                 env, "EDGESENSE_HTTP_BODY_TIMEOUT_SECONDS", 30.0, 0.001
             ),
-            http_max_connections=int(_number(env, "EDGESENSE_HTTP_MAX_CONNECTIONS", 0, 0)),
-            max_webhooks_per_project=int(
-                _number(env, "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT", 100, 0)
-            ),
-            delivery_senders=int(
-                _number(env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS)
+            http_max_connections=env_int(env, "EDGESENSE_HTTP_MAX_CONNECTIONS", 0, 0),
+            max_webhooks_per_project=env_int(env, "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT", 100, 0),
+            delivery_senders=env_int(
+                env, "EDGESENSE_DELIVERY_SENDERS", default_senders(), 0, MAX_SENDERS
             ),
             grpc_tls=GrpcTls.from_env(env),
             # Reflection lists every method, the internal ones too: on in dev only.
-            grpc_reflection=_flag(env, "EDGESENSE_GRPC_REFLECTION", dev),
+            grpc_reflection=env_flag(env, "EDGESENSE_GRPC_REFLECTION", dev),
             metrics_addrs={
-                name: env.get(f"EDGESENSE_{name.upper()}_METRICS_ADDR") or default
+                name: env_text(env, f"EDGESENSE_{name.upper()}_METRICS_ADDR", default)
                 for name, default in DEFAULT_METRICS_ADDRS.items()
             },
         )

@@ -1,4 +1,4 @@
-"""The exception tree of EdgeSense, and its one mapping to gRPC status codes.
+"""The exception tree of EdgeSense: plain Python, no transport library.
 
     EdgesenseError
     ├── InvalidArgument      (names the offending field)
@@ -12,22 +12,22 @@
     ├── ConfigurationError   (a process cannot start; never sent over gRPC)
     └── CannotListen         (a process cannot bind one of its addresses; exit 3)
 
-Domain code raises these; `grpc_runtime.ErrorInterceptor` turns them into
-gRPC statuses (with `google.rpc.BadRequest` details for InvalidArgument), and
-the REST API turns gRPC statuses into HTTP codes with grpc-gateway's table.
+Domain code raises these. Which gRPC status each one becomes is the gRPC
+layer's business, not the domain's: `grpc_status.status_code` is the one
+mapping, and `grpc_runtime.ErrorInterceptor` applies it (with
+`google.rpc.BadRequest` details for InvalidArgument); the REST API turns gRPC
+statuses into HTTP codes with grpc-gateway's table. So validation, the
+network policy and every other rule that raises can be imported without gRPC
+(`make check` holds this).
 Third-party errors are translated where they enter our code
 (`raise Unavailable(...) from exc`).
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class EdgesenseError(Exception):
     """Base of every error EdgeSense raises on purpose."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -35,7 +35,7 @@ class EdgesenseError(Exception):
 
 
 class InvalidArgument(EdgesenseError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """A request field is wrong; `field` names it, `problem` says how."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -44,31 +44,31 @@ class InvalidArgument(EdgesenseError):
 
 
 class Unauthenticated(EdgesenseError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    """No credentials, or credentials we do not know."""
 
 
 class PermissionDenied(EdgesenseError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    """Known credentials that may not do this (another project's webhook, an internal method)."""
 
 
 class NotFound(EdgesenseError):
-    code = grpc.StatusCode.NOT_FOUND
+    """The named webhook or delivery does not exist (for this project)."""
 
 
 class AlreadyExists(EdgesenseError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    """Something with this id exists already."""
 
 
 class FailedPrecondition(EdgesenseError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    """The request is well formed but the state does not allow it now."""
 
 
 class ResourceExhausted(EdgesenseError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    """A limit is reached (the outbox is full, too many webhooks): slow down."""
 
 
 class Unavailable(EdgesenseError):
-    code = grpc.StatusCode.UNAVAILABLE
+    """A database or peer that is down or locked: try again later."""
 
 
 class ConfigurationError(EdgesenseError):

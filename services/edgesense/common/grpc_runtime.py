@@ -2,11 +2,11 @@
 reflection and graceful shutdown.
 
 Servicers stay thin and raise `edgesense.common.errors` exceptions; `ErrorInterceptor`
-is the one place those become gRPC statuses. `GrpcServer` owns a grpc.aio
-server: it binds (port 0 for tests; TLS when configured, see `grpc_tls`),
-serves `grpc.health.v1.Health` and, when enabled, reflection, and on stop
-flips health to NOT_SERVING before the grace period so load balancers drain it
-first. A server may start NOT_SERVING and report its own readiness
+is the one place those become gRPC statuses (by `grpc_status`'s mapping).
+`GrpcServer` owns a grpc.aio server: it binds (port 0 for tests; TLS when
+configured, see `grpc_tls`), serves `grpc.health.v1.Health` and, when enabled,
+reflection, and on stop flips health to NOT_SERVING before the grace period so
+load balancers drain it first. A server may start NOT_SERVING and report its own readiness
 (`set_serving`: the bridge, while it has no MQTT connection). An address that
 is taken is a `CannotListen` naming it (see `edgesense.common.listen`).
 """
@@ -21,15 +21,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection as grpc_reflection
 from prometheus_client import Counter, Histogram
 
 from edgesense.common.auth import Authenticator
-from edgesense.common.errors import CannotListen, EdgesenseError, InvalidArgument
+from edgesense.common.errors import CannotListen, EdgesenseError
 from edgesense.common.grpc_gate import AuthGate
+from edgesense.common.grpc_status import status_code, status_trailers
 from edgesense.common.grpc_tls import listen
 from edgesense.common.listen import ensure_free
 from edgesense.common.log_throttle import ThrottledLog
@@ -57,30 +56,10 @@ GRPC_LATENCY = Histogram(
 # choice, and a label per path would let anyone grow the metrics for ever.
 UNKNOWN_METHOD = "unknown"
 
-DETAILS_KEY = "grpc-status-details-bin"
 # Internal methods whose strings come from our own services, not from users;
 # the servicer cleans them itself (a refused disable report would be retried
 # for ever).
 TEXT_UNCHECKED = frozenset({"/edgesense.v1.WebhookRegistry/ReportDeliveryFailure"})
-
-
-def status_trailers(error: EdgesenseError) -> tuple[tuple[str, bytes], ...]:
-    """`google.rpc.Status` details for an error (a BadRequest naming the field)."""
-    if not isinstance(error, InvalidArgument):
-        return ()
-    violation = error_details_pb2.BadRequest.FieldViolation(
-        field=error.field, description=error.problem
-    )
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-    status = status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message=error.message, details=[detail]
-    )
-    return ((DETAILS_KEY, status.SerializeToString()),)
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: EdgesenseError) -> None:
-    await context.abort(error.code, error.message, trailing_metadata=status_trailers(error))
 
 
 def _record(method: str, started: float, code: grpc.StatusCode) -> None:
@@ -96,8 +75,8 @@ async def _guard(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> As
     try:
         yield
     except EdgesenseError as exc:
-        code = exc.code
-        await _abort(context, exc)
+        code = status_code(exc)
+        await context.abort(code, exc.message, trailing_metadata=status_trailers(exc))
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise

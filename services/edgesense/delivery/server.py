@@ -26,7 +26,8 @@ from edgesense.delivery import metrics
 from edgesense.delivery.accept.acceptor import Acceptor
 from edgesense.delivery.claim.dispatcher import Dispatcher
 from edgesense.delivery.record.policy import RetryPolicy
-from edgesense.delivery.send.http_sender import HttpSender, Sender
+from edgesense.delivery.send.attempt import Sender
+from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.send.senders import SenderPool
 from edgesense.delivery.service import DeliveryService
 from edgesense.delivery.store.outbox import Outbox, Outcome

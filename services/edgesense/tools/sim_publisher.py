@@ -27,13 +27,14 @@ import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgesense.common.config import BrokerUrl
+from edgesense.common.errors import ConfigurationError
 from edgesense.common.events import EVENT_ID_PROPERTY
 from edgesense.tools.errors import CannotConnect, UsageError
 
@@ -58,17 +59,13 @@ class Broker:
 
     @classmethod
     def parse(cls, url: str) -> Broker:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise UsageError(f"the MQTT URL must be mqtt://host[:port] or mqtts://…, not {url!r}")
         try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise UsageError(f"the MQTT URL has a bad port: {url!r}") from None
-        shown = f"{parts.scheme}://{parts.hostname}:{port}"
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        return cls(shown, parts.hostname, port, parts.scheme == "mqtts", user, password)
+            parsed = BrokerUrl.parse(url)  # as the bridge reads it
+        except ConfigurationError as exc:
+            raise UsageError(exc.message) from None
+        return cls(
+            str(parsed), parsed.host, parsed.port, parsed.tls, parsed.username, parsed.password
+        )
 
 
 class Publisher:

@@ -35,6 +35,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from edgesense.common.config import (
+    DEFAULT_MQTT_URL,
+    DEFAULT_TOPIC_PREFIX,
+    check_topic_prefix,
+    env_text,
+)
+from edgesense.common.errors import ConfigurationError
 from edgesense.common.events import DEVICE_ID
 from edgesense.tools.errors import Unacknowledged, UsageError
 from edgesense.tools.sim_devices import traffic
@@ -127,12 +134,17 @@ def _check_id(name: str, value: str) -> str:
 def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     project, gateway = _check_id("project", args.project), _check_id("gateway", args.gateway)
-    prefix = args.topic_prefix or os.environ.get("EDGESENSE_MQTT_TOPIC_PREFIX") or "edgesense"
-    if any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
-        raise UsageError(f"topic prefix {prefix!r} must be topic levels without wildcards")
-    broker = Broker.parse(
-        args.mqtt_url or os.environ.get("EDGESENSE_MQTT_URL") or "mqtt://127.0.0.1:1883"
-    )
+    # The same variables, defaults and rules as the services' (edgesense.common.config).
+    env = os.environ
+    try:
+        prefix = check_topic_prefix(
+            args.topic_prefix or env_text(env, "EDGESENSE_MQTT_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX)
+        )
+        broker = Broker.parse(
+            args.mqtt_url or env_text(env, "EDGESENSE_MQTT_URL", DEFAULT_MQTT_URL)
+        )
+    except ConfigurationError as exc:
+        raise UsageError(exc.message) from None
     base = f"{prefix}/{project}/{gateway}"
     publisher = Publisher(broker, client_id(gateway), args.max_in_flight)
     publisher.connect(f"{base}/status", b"offline")

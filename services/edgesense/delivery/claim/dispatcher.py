@@ -28,7 +28,7 @@ from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON, Breaker
 from edgesense.delivery.claim.fairness import FairShare
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt, without_attempt
-from edgesense.delivery.send.http_sender import Sender
+from edgesense.delivery.send.attempt import Sender
 from edgesense.delivery.send.payload import RenderedEvent, render
 from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
 from edgesense.delivery.webhooks.index import Target, WebhookIndex

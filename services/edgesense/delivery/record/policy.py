@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass
 
 from edgesense.common.backoff import next_delay
-from edgesense.delivery.send.http_sender import AttemptResult
-from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outcome
+from edgesense.delivery.send.attempt import AttemptResult
+from edgesense.delivery.store.rows import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outcome
 
 RESPONSE_EXCERPT_CHARS = 1024
 

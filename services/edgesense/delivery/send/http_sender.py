@@ -30,10 +30,9 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -44,6 +43,7 @@ from edgesense.common.backoff import RETRY_AFTER_STATUSES, parse_retry_after
 from edgesense.common.config import Settings
 from edgesense.common.netpolicy import is_forbidden_address
 from edgesense.common.signing import USER_AGENT
+from edgesense.delivery.send.attempt import AttemptResult
 
 EXCERPT_BYTES = 1024
 
@@ -79,37 +79,6 @@ class PublicAddressResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """How one POST ended: an answer (status_code), a failure (error), or both
-    when the answer's body could not be read (e.g. it timed out half-way)."""
-
-    started_at: datetime
-    duration_ms: int
-    status_code: int | None = None
-    error: str | None = None
-    response_excerpt: str = ""
-    retry_after: float | None = None  # seconds, from Retry-After on 429/503
-    # The attempt could not be made on our side (a sender process died or none
-    # was running): not the receiver's doing, so it uses no attempt.
-    internal_failure: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """A 2xx answer, fully within the timeout."""
-        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
-
-
-class Sender(Protocol):
-    """What the dispatcher sends with: an `HttpSender`, or a pool of sender processes."""
-
-    timeout_seconds: float
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult: ...
 
 
 class HttpSender:

@@ -24,10 +24,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from edgesense.cli import configure_logging
 from edgesense.common import runtime
 from edgesense.common.log_throttle import ThrottledLog
-from edgesense.delivery.send.http_sender import AttemptResult, HttpSender
+from edgesense.common.logs import configure_logging
+from edgesense.delivery.send.attempt import AttemptResult
+from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.send.sender_wire import Batcher, Frames, result_message
 
 log = logging.getLogger("edgesense.delivery.sender")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.send.attempt import AttemptResult
 
 HEADER = 4  # bytes of big-endian frame length
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from edgesense.common.backoff import backoff_delay
 from edgesense.common.config import Settings
-from edgesense.delivery.send.http_sender import AttemptResult
+from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.send.sender_wire import Batcher, Frames, result_of
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,124 @@
+"""The walls between the parts (pyproject.toml, `[tool.importlinter]`) hold, and
+each of them would catch a breach.
+
+`make check` runs the same contracts with `lint-imports`; CI runs `make test`,
+so this file is what holds them in CI. The contracts see imports in our own
+code; `test_pure_module_loads_no_transport_library` also imports each pure
+module in a fresh interpreter, which sees what third-party code loads too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+CONTRACTS: dict[str, dict[str, Any]] = {c["id"]: c for c in CONFIG["contracts"]}
+PURE = CONTRACTS["pure-rules"]
+
+
+def lint_imports(cwd: Path, *args: str, pythonpath: str | None = None) -> tuple[int, str]:
+    env = dict(os.environ, COLUMNS="1000")  # contract names on one line each
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    done = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+def test_the_import_contracts_hold() -> None:
+    code, report = lint_imports(ROOT)
+    assert code == 0, report
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in report, report
+
+
+@pytest.mark.parametrize("module", PURE["source_modules"])
+def test_pure_module_loads_no_transport_library(module: str) -> None:
+    """What the module loads at run time, third-party imports included."""
+    forbidden = set(PURE["forbidden_modules"])
+    probe = (
+        f"import json, sys, {module}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert loaded & forbidden == set(), f"importing {module} loads these"
+
+
+def parts_of_edgesense() -> set[str]:
+    """Every top-level module and package of edgesense, as dotted names."""
+    package = ROOT / "services" / "edgesense"
+    modules = {p.stem for p in package.glob("*.py") if p.name != "__init__.py"}
+    packages = {p.parent.name for p in package.glob("*/__init__.py")}
+    return {f"edgesense.{name}" for name in modules | packages}
+
+
+@pytest.mark.parametrize(
+    ("contract", "allowed"),
+    [
+        ("bridge-standalone", {"edgesense.common", "edgesense.v1"}),
+        ("common-neutral", {"edgesense.common", "edgesense.v1"}),
+    ],
+)
+def test_the_allow_lists_name_every_other_part(contract: str, allowed: set[str]) -> None:
+    """These contracts say "only common and v1" as a list of everything else:
+    a part added to edgesense must be added to the list, or this fails."""
+    forbidden = set(CONTRACTS[contract]["forbidden_modules"]) - {"edgesense_bridge"}
+    assert forbidden == parts_of_edgesense() - allowed
+
+
+# One breach per contract: (file under the copy's roots, line appended to it).
+BREACHES = {
+    "pure-rules": ("edgesense/common/backoff.py", "import grpc"),
+    "services-apart": ("edgesense/api/breach.py", "from edgesense.registry import validation"),
+    "services-below-root": ("edgesense/delivery/breach.py", "import edgesense.cli"),
+    "common-neutral": ("edgesense/common/breach.py", "import edgesense.delivery.record.policy"),
+    "storage-shared-by-two": ("edgesense_bridge/breach.py", "import edgesense.storage.engine"),
+    "storage-below-services": ("edgesense/storage/breach.py", "import edgesense.registry.store"),
+    "bridge-standalone": ("edgesense_bridge/breach.py", "import edgesense.envoygen"),
+}
+
+
+def test_every_contract_has_a_breach() -> None:
+    assert set(BREACHES) == set(CONTRACTS)
+
+
+@pytest.mark.parametrize("contract", sorted(BREACHES))
+def test_a_breach_breaks_the_contract(tmp_path: Path, contract: str) -> None:
+    """The contract, run on a copy of the code with one forbidden import added,
+    is reported broken and names the import."""
+    roots = {"edgesense": ROOT / "services", "edgesense_bridge": ROOT / "gateway-bridge"}
+    for package, parent in roots.items():
+        shutil.copytree(
+            parent / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    path, line = BREACHES[contract]
+    target = tmp_path / path
+    before = target.read_text() if target.exists() else ""
+    target.write_text(before + f"\n{line}\n")
+    breaching = path.removesuffix(".py").replace("/", ".")
+
+    code, report = lint_imports(tmp_path, "--contract", contract, pythonpath=str(tmp_path))
+    assert code != 0, report
+    assert f"{CONTRACTS[contract]['name']} BROKEN" in report, report
+    assert f"{breaching} " in report, report
