@@ -42,8 +42,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from bench.processes import free_port as free_port
 from edgesense.api.metrics import ApiMetrics
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -24,6 +24,7 @@ from edgesense.delivery.send.http_sender import AttemptResult
 from edgesense.delivery.send.sender_wire import Frames, frame, result_message, result_of
 from edgesense.delivery.send.senders import SenderPool
 from tests.support.http_receivers import Receiver, server_tls, write_ca_bundle
+from tests.support.waiting import eventually
 
 BODY = b'{"event":"device.data","payload":{"temperature":75.3}}'
 
@@ -184,10 +185,7 @@ async def test_a_killed_child_fails_its_attempts_and_is_started_again(
     assert not result.ok
     assert result.error == "the sender process exited during the attempt"
     assert result.internal_failure  # not counted against the receiver
-    deadline = time.monotonic() + 10
-    while not pool.pids or pool.pids == [pid]:
-        assert time.monotonic() < deadline, "the sender process was not started again"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: pool.pids not in ([], [pid]), 10, "a new sender process")
     assert (await pool.post(fine.url(), BODY, {})).ok
 
 
@@ -202,10 +200,8 @@ async def test_close_lets_attempts_in_flight_finish(
     pool = await pools()
     [pid] = pool.pids
     attempts = [asyncio.create_task(pool.post(server.url(), BODY, {})) for _ in range(5)]
-    deadline = time.monotonic() + 10
-    while len(server.requests) < 5:  # all five are at the receiver, being answered
-        assert time.monotonic() < deadline, "the attempts did not reach the receiver"
-        await asyncio.sleep(0.01)
+    # all five are at the receiver, being answered
+    await eventually(lambda: len(server.requests) == 5, 10, "the attempts at the receiver")
     await pool.close()
     assert [a.result().status_code for a in attempts] == [204] * 5
     assert pool.pids == []
@@ -228,8 +224,5 @@ async def test_a_hung_child_is_killed_and_its_attempts_fail(
             os.kill(pid, signal.SIGCONT)
     assert result.error == "the sender process exited during the attempt"
     assert result.internal_failure
-    deadline = time.monotonic() + 10
-    while not pool.pids or pool.pids == [pid]:
-        assert time.monotonic() < deadline, "the sender process was not started again"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: pool.pids not in ([], [pid]), 10, "a new sender process")
     assert (await pool.post(server.url(), BODY, {})).ok

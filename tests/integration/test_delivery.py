@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -24,6 +24,7 @@ from edgesense.delivery.server import start_delivery
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.integration.cluster import Cluster, reading
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 
 # The integration guide's snippet, verbatim.
@@ -34,13 +35,6 @@ def verify_signature(secret, payload, signature):  # type: ignore[no-untyped-def
 
 def guide_verifies(secret: str, payload: str, signature: str) -> bool:
     return bool(verify_signature(secret, payload, signature))  # type: ignore[no-untyped-call]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 15.0) -> None:
-    """Poll an async predicate until it holds (state behind a REST API)."""
-    async with asyncio.timeout(seconds):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +171,7 @@ async def test_retries_then_failed_disabled_held_and_enable_sends_oldest_first(
     async def disabled() -> bool:
         return bool((await cluster.webhook(webhook_id))["status"] == "disabled")
 
-    await eventually(disabled)
+    await eventually(disabled, 15, "the webhook disabled")
     assert "6 attempts failed" in str((await cluster.webhook(webhook_id))["disabledReason"])
 
     held_events = [reading(values={"n": i}) for i in range(5)]
