@@ -19,7 +19,14 @@ import pytest
 
 from edgesense.common.config import Settings
 from edgesense.v1 import events_pb2
-from tests.bridge.conftest import API_KEY, PROJECT, TOKEN, bridge_options, running_bridge
+from tests.bridge.conftest import (
+    API_KEY,
+    PROJECT,
+    TOKEN,
+    bridge_options,
+    delivery_double,
+    running_bridge,
+)
 from tests.bridge.delivery_double import FakeDelivery
 from tests.bridge.process import BridgeProcess
 from tests.support.broker import Gateway, Mosquitto
@@ -127,12 +134,8 @@ async def test_delivery_down_for_20_seconds_loses_nothing_and_memory_stays_bound
 
 @pytest.fixture
 async def second_delivery() -> AsyncIterator[FakeDelivery]:
-    double = FakeDelivery(TOKEN)
-    await double.start()
-    try:
+    async with delivery_double() as double:
         yield double
-    finally:
-        await double.stop()
 
 
 async def test_two_bridges_in_one_shared_group_split_a_burst(

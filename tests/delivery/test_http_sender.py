@@ -27,11 +27,10 @@ from edgesense.delivery.send.http_sender import (
 from edgesense.delivery.send.payload import event_name, webhook_body
 from edgesense.v1 import events_pb2
 from tests.support.receivers import (
-    Behaviour,
     FakeDNS,
-    Receiver,
+    StartReceiver,
     guide_verify_signature,
-    ok,
+    started_receivers,
     write_ca_bundle,
 )
 
@@ -48,24 +47,11 @@ def ca_bundle(ca: trustme.CA, tmp_path: Path) -> str:
     return write_ca_bundle(ca, tmp_path)
 
 
-ReceiverFactory = Callable[..., Awaitable[Receiver]]
-
-
 @pytest.fixture
-async def receiver(ca: trustme.CA) -> AsyncIterator[ReceiverFactory]:
+async def receiver(ca: trustme.CA) -> AsyncIterator[StartReceiver]:
     """Starts HTTPS receivers (certificate from the test CA unless `ca` is given)."""
-    started: list[Receiver] = []
-
-    async def start(behaviour: Behaviour = ok, **kwargs: Any) -> Receiver:
-        kwargs.setdefault("ca", ca)
-        server = Receiver(behaviour)
-        started.append(server)
-        await server.start(**kwargs)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
+    async with started_receivers(ca) as start:
+        yield start
 
 
 SenderFactory = Callable[..., Awaitable[HttpSender]]
@@ -126,7 +112,7 @@ async def post_event(http: HttpSender, url: str, secret: str) -> tuple[bytes, At
 
 @pytest.mark.parametrize("secret", ["your_shared_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
 async def test_signed_post_arrives_and_verifies(
-    receiver: ReceiverFactory, sender: SenderFactory, secret: str
+    receiver: StartReceiver, sender: SenderFactory, secret: str
 ) -> None:
     server = await receiver()
     http = await sender()
@@ -162,7 +148,7 @@ async def test_signed_post_arrives_and_verifies(
 
 
 async def test_certificate_not_from_the_bundle_is_refused(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     server = await receiver(ca=trustme.CA())
     http = await sender()
@@ -176,7 +162,7 @@ async def test_certificate_not_from_the_bundle_is_refused(
 
 
 async def test_redirect_is_a_failure_and_not_followed(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     async def redirect(request: web.Request, _n: int) -> web.StreamResponse:
         if request.path == "/hook":
@@ -190,7 +176,7 @@ async def test_redirect_is_a_failure_and_not_followed(
     assert [r.path for r in server.received] == ["/hook"]
 
 
-async def test_slow_answer_times_out(receiver: ReceiverFactory, sender: SenderFactory) -> None:
+async def test_slow_answer_times_out(receiver: StartReceiver, sender: SenderFactory) -> None:
     async def hang(request: web.Request, _n: int) -> web.StreamResponse:
         await server.release.wait()
         return web.Response(text="too late")
@@ -205,7 +191,7 @@ async def test_slow_answer_times_out(receiver: ReceiverFactory, sender: SenderFa
 
 
 async def test_timeout_covers_reading_the_answer(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     async def headers_then_hang(request: web.Request, _n: int) -> web.StreamResponse:
         response = web.StreamResponse(status=200)
@@ -222,7 +208,7 @@ async def test_timeout_covers_reading_the_answer(
 
 
 async def test_error_answer_keeps_one_kib_of_its_body(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     async def fail(request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=500, text="é" + "x" * 5000)
@@ -240,7 +226,7 @@ async def test_error_answer_keeps_one_kib_of_its_body(
 
 
 async def test_huge_answer_is_not_downloaded(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     async def endless(request: web.Request, _n: int) -> web.StreamResponse:
         response = web.StreamResponse(status=200)
@@ -267,7 +253,7 @@ async def test_huge_answer_is_not_downloaded(
     ],
 )
 async def test_retry_after(
-    receiver: ReceiverFactory,
+    receiver: StartReceiver,
     sender: SenderFactory,
     status: int,
     retry_after: str,
@@ -305,7 +291,7 @@ async def test_unknown_host_and_bad_url_are_failed_attempts(sender: SenderFactor
 
 
 async def test_keep_alive_reuses_one_connection(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     server = await receiver()
     http = await sender()
@@ -321,7 +307,7 @@ async def test_post_before_start_is_a_programming_error() -> None:
         await HttpSender().post("https://example.com/", b"{}", {})
 
 
-async def test_usable_as_async_context_manager(receiver: ReceiverFactory, ca_bundle: str) -> None:
+async def test_usable_as_async_context_manager(receiver: StartReceiver, ca_bundle: str) -> None:
     server = await receiver()
     async with HttpSender(allow_private_networks=True, ca_bundle=ca_bundle) as http:
         _, result = await post_event(http, server.url, "s")
@@ -371,7 +357,7 @@ async def test_private_ip_literals_are_refused_before_connecting(
     ],
 )
 async def test_loopback_targets_are_refused_without_a_connection(
-    receiver: ReceiverFactory,
+    receiver: StartReceiver,
     sender: SenderFactory,
     connect_calls: list[Any],
     host: str,
@@ -397,7 +383,7 @@ async def test_loopback_targets_are_refused_without_a_connection(
     ],
 )
 async def test_private_targets_are_reached_when_allowed(
-    receiver: ReceiverFactory,
+    receiver: StartReceiver,
     sender: SenderFactory,
     connect_calls: list[Any],
     host: str,

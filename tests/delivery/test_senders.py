@@ -23,7 +23,7 @@ from edgesense.common.signing import signature_headers
 from edgesense.delivery.send.http_sender import AttemptResult
 from edgesense.delivery.send.sender_wire import Frames, frame, result_message, result_of
 from edgesense.delivery.send.senders import SenderPool
-from tests.support.receivers import Behaviour, Receiver, ok, write_ca_bundle
+from tests.support.receivers import StartReceiver, started_receivers, write_ca_bundle
 from tests.support.waiting import eventually
 
 BODY = b'{"event":"device.data","payload":{"temperature":75.3}}'
@@ -76,18 +76,9 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-async def receivers(ca: trustme.CA) -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
-    started: list[Receiver] = []
-
-    async def start(behaviour: Behaviour = ok) -> Receiver:
-        server = Receiver(behaviour)
-        started.append(server)
-        await server.start(ca)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
+async def receivers(ca: trustme.CA) -> AsyncIterator[StartReceiver]:
+    async with started_receivers(ca) as start:
+        yield start
 
 
 PoolFactory = Callable[..., Awaitable[SenderPool]]
@@ -116,7 +107,7 @@ async def pools(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[PoolFactory]:
 
 
 async def test_a_child_process_posts_the_exact_request(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     server = await receivers()
     pool = await pools(2)
@@ -132,7 +123,7 @@ async def test_a_child_process_posts_the_exact_request(
 
 
 async def test_failures_come_back_as_attempt_results(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     async def busy(_request: web.Request, _n: int) -> web.Response:
         return web.Response(status=503, text="later", headers={"Retry-After": "7"})
@@ -155,7 +146,7 @@ async def test_failures_come_back_as_attempt_results(
 
 
 async def test_the_private_network_rule_holds_in_the_child(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     server = await receivers()
     pool = await pools(allow_private_networks=False)
@@ -166,7 +157,7 @@ async def test_the_private_network_rule_holds_in_the_child(
 
 
 async def test_a_killed_child_fails_its_attempts_and_is_started_again(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     hanging = asyncio.Event()
 
@@ -191,7 +182,7 @@ async def test_a_killed_child_fails_its_attempts_and_is_started_again(
 
 
 async def test_close_lets_attempts_in_flight_finish(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     async def slowly(_request: web.Request, _n: int) -> web.Response:
         await asyncio.sleep(0.5)
@@ -212,7 +203,7 @@ async def test_close_lets_attempts_in_flight_finish(
 
 
 async def test_a_hung_child_is_killed_and_its_attempts_fail(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     server = await receivers()
     pool = await pools(timeout_seconds=0.5, grace=0.5)

@@ -11,14 +11,16 @@ carried one (so a test sees whether keep-alive connections were reused).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trustme
 from aiohttp import web
@@ -140,6 +142,29 @@ class Receiver:
 
     def deliveries(self) -> set[str]:
         return {r.delivery_id for r in self.received}
+
+
+StartReceiver = Callable[..., Awaitable[Receiver]]
+
+
+@contextlib.asynccontextmanager
+async def started_receivers(ca: trustme.CA | None = None) -> AsyncIterator[StartReceiver]:
+    """`start(behaviour, **start_arguments)` starts a Receiver (HTTPS from
+    `ca` unless another `ca` is given); every one is stopped on leaving."""
+    started: list[Receiver] = []
+
+    async def start(behaviour: Behaviour = ok, **arguments: Any) -> Receiver:
+        arguments.setdefault("ca", ca)
+        receiver = Receiver(behaviour)
+        started.append(receiver)
+        await receiver.start(**arguments)
+        return receiver
+
+    try:
+        yield start
+    finally:
+        for receiver in started:
+            await receiver.stop()
 
 
 def server_tls(ca: trustme.CA, names: tuple[str, ...] = CERT_NAMES) -> ssl.SSLContext:
