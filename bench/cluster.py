@@ -64,7 +64,7 @@ class EdgeSense:
             "EDGESENSE_REGISTRY_ADDR": f"127.0.0.1:{ports['registry']}",
             "EDGESENSE_DELIVERY_ADDR": f"127.0.0.1:{ports['delivery']}",
             "EDGESENSE_BRIDGE_ADDR": f"127.0.0.1:{ports['bridge']}",
-            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{ports['gateway']}",
+            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{ports['api']}",
         }
         for name in ("registry", "delivery", "bridge"):
             self.env[f"EDGESENSE_{name.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
