@@ -161,8 +161,11 @@ async def test_paused_reading_holds_messages_until_resumed(
         assert isinstance(sock, socket.socket)
         # The messages reach our socket (the loop is free meanwhile: it would
         # read them if reading were not paused, and they would never show here)...
-        assert await asyncio.to_thread(readable, sock, 5), "the broker sent nothing"
-        await asyncio.sleep(0)  # one turn of the loop, where a reader would run
+        assert await asyncio.to_thread(readable, sock, 5), "nothing waits unread in the socket"
+        # Two turns of the loop: in the first its selector sees the socket
+        # ready and runs a reader after us, if one were registered.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         # ...and stay there, unread.
         assert readable(sock, 0)
         assert recorder.messages == []
