@@ -40,7 +40,7 @@ protos: setup
 envoy: setup
 	$(PY) -m edgesense.envoygen deploy/envoy
 
-# End-to-end benchmarks against the baseline forwarder (about ten minutes; see README,
+# End-to-end benchmarks against the baseline forwarder (5-10 minutes on 2 cores; see README,
 # Performance). ARGS=--postgres for PostgreSQL, ARGS=--quick for a short run.
 bench: setup
 	$(PY) -m bench.run $(ARGS)

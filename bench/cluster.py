@@ -20,10 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.databases import Database
-from bench.processes import Child, Children, free_port, python_module
+from bench.processes import Child, Children, python_module
 from bench.procstats import child_pids
 from bench.receivers import OTHER_PROJECT, PROJECT, Target
 from bench.systems import TOPIC_PREFIX
+from tests.support.ports import free_port
 
 API_KEYS = {
     project: "esk_bench_" + base64.urlsafe_b64encode(os.urandom(18)).decode()

@@ -15,7 +15,8 @@ import pwd
 import shutil
 from pathlib import Path
 
-from bench.processes import Child, Children, free_port, wait_for_port
+from bench.processes import Child, Children, wait_for_port
+from tests.support.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MAX_QUEUED = 2_000_000

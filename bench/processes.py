@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,22 +20,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 20.0
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it for port 0), and
-    one not handed out before by this process: the OS may give a port just
-    released again at once, and two services told the same port collide."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def python_module(module: str, *args: str) -> list[str]:

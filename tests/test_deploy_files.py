@@ -21,7 +21,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -42,9 +41,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from bench.processes import free_port as free_port
 from edgesense import cli
 from edgesense.api.metrics import ApiMetrics
+from tests.support.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -830,15 +829,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             [MOSQUITTO, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None, f"mosquitto exited: {log.read_text()}"
-                assert time.monotonic() < deadline, f"mosquitto did not listen: {log.read_text()}"
-                time.sleep(0.02)
+        try:
+            wait_for_port(port, WAIT, process)
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}; mosquitto's log:\n{log.read_text()}") from None
         yield Broker(port, log)
     finally:
         process.terminate()

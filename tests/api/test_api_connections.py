@@ -8,7 +8,7 @@ import contextlib
 import json
 import resource
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from edgesense.api import RunningApi, start_api
 from edgesense.api.connections import HttpLimits, default_max_connections
 from edgesense.api.server import GUARD_KEY
 from edgesense.v1 import registry_pb2
+from tests.support.waiting import eventually
 
 if TYPE_CHECKING:
     from tests.api.conftest import Backend
@@ -34,15 +35,6 @@ async def serving(backend: Backend, limits: HttpLimits) -> AsyncIterator[Running
         yield running
     finally:
         await running.stop()
-
-
-async def until(check: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            while not check():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def closed_total(running: RunningApi, reason: str) -> str:
@@ -137,7 +129,7 @@ async def test_at_the_cap_a_new_client_evicts_the_longest_waiting(
     async with serving(registry_backend, HttpLimits(max_connections=3)) as running:
         guard = running.runner.app[GUARD_KEY]
         silent = [await clients.connect(running) for _ in range(3)]
-        await until(lambda: len(guard) == 3, "three connections open")
+        await eventually(lambda: len(guard) == 3, 5, "three connections open")
         async with httpx.AsyncClient(base_url=running.url, trust_env=False) as client:
             assert (await client.get("/healthz")).status_code == 200
         assert await closed_by_server(silent[0]) == b""
@@ -155,7 +147,7 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(
         for _, writer in busy:
             writer.write(b"GET /api/webhooks HTTP/1.1\r\nHost: t\r\n\r\n")
         held = registry_backend.servicer.requests
-        await until(lambda: len(held) == 2, "both requests reached the backend")
+        await eventually(lambda: len(held) == 2, 5, "both requests reached the backend")
         refused = await clients.connect(running)
         refused[1].write(HEALTHZ)
         assert await closed_by_server(refused) == b""

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import closed_port_address
+from tests.support.waiting import eventually
 
 FILE_LIMIT = 256
 TRICKLERS = 300
@@ -71,9 +72,14 @@ def api_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]
 
 
 async def _listening(log: Path) -> str:
-    async with asyncio.timeout(30):
-        while not (found := re.search(r"listening on (http\S+)", log.read_text())):
-            await asyncio.sleep(0.05)
+    """The URL the process logs once it listens."""
+
+    def logged() -> re.Match[str] | None:
+        return re.search(r"listening on (http\S+)", log.read_text())
+
+    await eventually(lambda: logged() is not None, 30, "the process to listen", interval=0.05)
+    found = logged()
+    assert found is not None
     return found[1]
 
 

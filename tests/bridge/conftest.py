@@ -10,6 +10,7 @@ EDGESENSE_TEST_STRICT=1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -77,14 +78,21 @@ def settings() -> Settings:  # overrides the database-backed one of tests/confte
     )
 
 
-@pytest.fixture
-async def delivery() -> AsyncIterator[FakeDelivery]:
+@contextlib.asynccontextmanager
+async def delivery_double() -> AsyncIterator[FakeDelivery]:
+    """A started FakeDelivery that accepts TOKEN, stopped on leaving."""
     double = FakeDelivery(TOKEN)
     await double.start()
     try:
         yield double
     finally:
         await double.stop()
+
+
+@pytest.fixture
+async def delivery() -> AsyncIterator[FakeDelivery]:
+    async with delivery_double() as double:
+        yield double
 
 
 @pytest.fixture

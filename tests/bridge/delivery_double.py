@@ -26,6 +26,7 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
         self.stored: dict[str, events_pb2.Event] = {}  # by event id, first copy
         self.received: list[events_pb2.Event] = []  # every copy, in arrival order
         self.batches: list[int] = []  # batch ids, in arrival order
+        self.requests_read = 0  # Publish requests read, confirmed or not (paused)
         self.duplicates = 0
         self.delay = 0.0
         self.fail_next: grpc.StatusCode | None = None  # end the next stream after a batch
@@ -48,6 +49,7 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
         if ("authorization", f"Bearer {self.token}") not in (context.invocation_metadata() or ()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad internal token")
         async for request in request_iterator:
+            self.requests_read += 1
             await self._confirming.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)

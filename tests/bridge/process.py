@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.broker import free_port
+from tests.support.ports import free_port
 
 
 class BridgeProcess:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Callable
 
 import grpc
@@ -17,7 +16,8 @@ from edgesense.common.config import Settings
 from edgesense_bridge.server import Bridge
 from tests.bridge.conftest import bridge_options, sample
 from tests.bridge.delivery_double import FakeDelivery
-from tests.support.broker import Mosquitto, free_port
+from tests.support.broker import Mosquitto
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -33,10 +33,11 @@ async def health(port: int) -> int:
 
 
 async def health_becomes(port: int, status: int, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while (now := await health(port)) != status:
-        assert time.monotonic() < deadline, f"health stayed {now}, not {status}"
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return await health(port) == status
+
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    await eventually(reached, within, f"health {name}", interval=0.05)
 
 
 def failed_attempts() -> float:

@@ -19,10 +19,18 @@ import pytest
 
 from edgesense.common.config import Settings
 from edgesense.v1 import events_pb2
-from tests.bridge.conftest import API_KEY, PROJECT, TOKEN, bridge_options, running_bridge
+from tests.bridge.conftest import (
+    API_KEY,
+    PROJECT,
+    TOKEN,
+    bridge_options,
+    delivery_double,
+    running_bridge,
+)
 from tests.bridge.delivery_double import FakeDelivery
 from tests.bridge.process import BridgeProcess
 from tests.support.broker import Gateway, Mosquitto
+from tests.support.waiting import eventually
 
 
 def seq_of(event: events_pb2.Event) -> object:
@@ -65,11 +73,14 @@ def bridge_process(
 
 async def until_ready(gateway: Gateway, delivery: FakeDelivery, prefix: str) -> None:
     """Probe until the bridge forwards (it is subscribed, with its session, from then on)."""
-    deadline = time.monotonic() + 20
-    while not any(isinstance(key, str) for key in delivery.keys):
-        assert time.monotonic() < deadline, "the bridge never forwarded a probe"
+
+    async def forwarded() -> bool:
+        if any(isinstance(key, str) for key in delivery.keys):
+            return True
         await gateway.publish([(f"{prefix}/{PROJECT}/gw-1/probe/data", b"{}", None)])
-        await asyncio.sleep(0.2)
+        return False
+
+    await eventually(forwarded, 20, "the bridge to forward a probe", interval=0.2)
 
 
 async def test_kill_9_mid_burst_then_restart_delivers_all_5000(
@@ -123,12 +134,8 @@ async def test_delivery_down_for_20_seconds_loses_nothing_and_memory_stays_bound
 
 @pytest.fixture
 async def second_delivery() -> AsyncIterator[FakeDelivery]:
-    double = FakeDelivery(TOKEN)
-    await double.start()
-    try:
+    async with delivery_double() as double:
         yield double
-    finally:
-        await double.stop()
 
 
 async def test_two_bridges_in_one_shared_group_split_a_burst(

@@ -3,8 +3,8 @@ with QoS 1; the gateway's confirmation on …/config becomes config.update."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
@@ -30,11 +30,15 @@ class ConfigListener:
 
     def __init__(self, port: int, topic: str) -> None:
         self.received: list[tuple[str, bytes, str | None]] = []
+        subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(topic, qos=1)
         self.client.loop_start()
+        # A message published before the broker's SUBACK could miss us.
+        assert subscribed.wait(10), f"the broker never acknowledged the subscription to {topic}"
 
     def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         content_type = getattr(message.properties, "ContentType", None)
@@ -67,7 +71,6 @@ async def test_push_over_grpc_then_the_confirmation_becomes_config_update(
     delivery: FakeDelivery,
     prefix: str,
 ) -> None:
-    await asyncio.sleep(0.2)  # the listener's subscription
     config = struct_pb2.Struct()
     config.update({"interval": 30, "thresholds": {"temperature": 80}})
     async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
@@ -97,7 +100,6 @@ async def test_push_over_grpc_then_the_confirmation_becomes_config_update(
 async def test_push_over_rest_through_the_api(
     bridge: Bridge, listener: ConfigListener, prefix: str
 ) -> None:
-    await asyncio.sleep(0.2)
     http = await start_api({"edgesense.v1.DeviceConfig": f"127.0.0.1:{bridge.port}"})
     try:
         async with httpx.AsyncClient(base_url=http.url, timeout=10) as client:

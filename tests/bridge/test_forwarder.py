@@ -41,6 +41,8 @@ async def forwarding(
 
     def confirmed(batch: Batch) -> None:
         confirmations.batches.append(batch)
+        in_flight = outbox.in_flight_batches + 1  # this one is no longer counted
+        confirmations.most_in_flight = max(confirmations.most_in_flight, in_flight)
 
     forwarder = Forwarder(channel, token, outbox, confirmed, linger_seconds=0.001)
     task = asyncio.create_task(forwarder.run())
@@ -68,17 +70,25 @@ def failures(code: str) -> float:
     return value or 0.0
 
 
+def all_failures() -> float:
+    """Publish streams that ended, for any reason."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "edgesense_bridge_delivery_stream_failures"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
 async def test_batches_are_pipelined_and_confirmed_in_order(delivery: FakeDelivery) -> None:
     delivery.delay = 0.02
     async with forwarding(delivery, batch_size=10, depth=4) as (forwarder, confirmations):
         ids = submit(forwarder, 200)
-        most = 0
-        while len(confirmations.event_ids) < 200:
-            most = max(most, forwarder.outbox.in_flight_batches)
-            await asyncio.sleep(0.005)
+        await delivery.wait_for(lambda: len(confirmations.event_ids) == 200, what="200 confirmed")
         assert confirmations.event_ids == ids
         assert set(delivery.stored) == set(ids)
-        assert most > 1, "several batches should be in flight at once"
+        assert confirmations.most_in_flight > 1, "several batches should be in flight at once"
         assert all(len(batch.items) <= 10 for batch in confirmations.batches)
         assert [b.batch_id for b in confirmations.batches] == sorted(delivery.batches)
         assert await forwarder.drain(0.1)
@@ -97,7 +107,9 @@ async def test_nothing_is_confirmed_while_delivery_holds_back(delivery: FakeDeli
     delivery.pause()
     async with forwarding(delivery) as (forwarder, confirmations):
         submit(forwarder, 30)
-        await asyncio.sleep(0.3)
+        # All three batches are sent, and the first is at delivery, which holds it.
+        await delivery.wait_for(lambda: forwarder.outbox.in_flight_batches == 3, what="3 sent")
+        await delivery.wait_for(lambda: delivery.requests_read == 1, what="a batch at delivery")
         assert confirmations.batches == []
         assert not await forwarder.drain(0.05)
         assert len(forwarder.outbox) == 30
@@ -115,7 +127,7 @@ async def test_a_broken_stream_resends_unconfirmed_batches(
     delivery.fail_next = code
     async with forwarding(delivery, batch_size=5, depth=4) as (forwarder, confirmations):
         ids = submit(forwarder, 40)
-        await asyncio.sleep(0.1)
+        await delivery.wait_for(lambda: delivery.requests_read >= 1, what="a batch sent")
         delivery.resume()  # stores the first batch, then ends the stream unconfirmed
         assert await forwarder.drain(10)
         assert sorted(confirmations.event_ids) == ids
@@ -129,9 +141,10 @@ async def test_delivery_restarting_loses_nothing(delivery: FakeDelivery) -> None
     async with forwarding(delivery) as (forwarder, confirmations):
         first = submit(forwarder, 20)
         assert await forwarder.drain(5)
+        ended = all_failures()
         await delivery.stop()
-        second = submit(forwarder, 20, start=20)
-        await asyncio.sleep(0.5)
+        await delivery.wait_for(lambda: all_failures() > ended, what="the stream's end")
+        second = submit(forwarder, 20, start=20)  # held while delivery is away
         assert len(confirmations.event_ids) == 20
         await delivery.start()
         assert await forwarder.drain(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import subprocess
 import uuid
@@ -20,6 +21,7 @@ from edgesense.common.config import BrokerUrl
 from edgesense_bridge.errors import MqttUnavailable
 from edgesense_bridge.inbound import InboundMessage, MqttOptions
 from edgesense_bridge.mqtt_adapter import MqttConnection
+from tests.bridge.conftest import sample
 from tests.support.broker import Gateway, Mosquitto
 from tests.support.waiting import eventually
 
@@ -65,6 +67,18 @@ async def connected(
         await asyncio.wait_for(task, 5)
 
 
+MARKER = b'{"marker": true}'
+
+
+def failed_attempts() -> float:
+    return sample("edgesense_bridge_mqtt_connect_attempts_total", result="failed")
+
+
+def readable(sock: socket.socket, seconds: float) -> bool:
+    """Whether bytes wait unread in `sock` (within `seconds`)."""
+    return bool(select.select([sock], [], [], seconds)[0])
+
+
 def messages(prefix: str, count: int) -> list[tuple[str, bytes, None]]:
     return [(f"{prefix}/p/g/d/data", b'{"n": %d}' % n, None) for n in range(count)]
 
@@ -78,7 +92,6 @@ async def test_unacknowledged_messages_come_back_on_the_resumed_session(
         await gateway.publish(messages(prefix, 3))
         await first.wait(3)
         assert connection.ack(first.messages[0].receipt)
-        await asyncio.sleep(0.2)
     assert first.sessions == [(1, False)]
     second = Recorder()
     async with connected(opts, second) as connection:
@@ -91,11 +104,14 @@ async def test_unacknowledged_messages_come_back_on_the_resumed_session(
         ]
         for message in second.messages:
             assert connection.ack(message.receipt)
-        await asyncio.sleep(0.2)
     third = Recorder()
     async with connected(opts, third):
-        await asyncio.sleep(0.5)
-        assert third.messages == []
+        # The broker resends a session's unacknowledged messages at once on
+        # reconnecting, before anything published later: once the marker is
+        # here, anything left unacknowledged would be here too.
+        await gateway.publish([(f"{prefix}/p/g/d/data", MARKER, None)])
+        await third.wait(1)
+        assert [m.raw.payload for m in third.messages] == [MARKER]
 
 
 async def test_an_ack_from_an_earlier_connection_is_dropped(
@@ -141,7 +157,17 @@ async def test_paused_reading_holds_messages_until_resumed(
     async with connected(opts, recorder) as connection:
         connection.pause_reading()
         await gateway.publish(messages(prefix, 5))
-        await asyncio.sleep(0.3)
+        sock = connection._client.socket()
+        assert isinstance(sock, socket.socket)
+        # The messages reach our socket (the loop is free meanwhile: it would
+        # read them if reading were not paused, and they would never show here)...
+        assert await asyncio.to_thread(readable, sock, 5), "nothing waits unread in the socket"
+        # Two turns of the loop: in the first its selector sees the socket
+        # ready and runs a reader after us, if one were registered.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # ...and stay there, unread.
+        assert readable(sock, 0)
         assert recorder.messages == []
         connection.resume_reading()
         await recorder.wait(5)
@@ -152,10 +178,13 @@ async def test_receive_maximum_bounds_unacknowledged_messages(
 ) -> None:
     recorder = Recorder()
     opts = options(mosquitto.url, prefix, f"adapter-{uuid.uuid4().hex[:8]}", receive_maximum=20)
-    async with connected(opts, recorder):
-        await gateway.publish(messages(prefix, 100))
+    async with connected(opts, recorder) as connection:
+        await gateway.publish(messages(prefix, 100))  # all 100 are at the broker
         await recorder.wait(20)
-        await asyncio.sleep(0.3)
+        # A round trip on the same connection as a marker: the broker handled
+        # all 100 publishes before it answers ours, so whatever more it would
+        # send us stands in our socket before this PUBACK, and is read first.
+        await connection.publish(f"elsewhere/{prefix}", b"{}", "application/json")
         assert len(recorder.messages) == 20
 
 
@@ -222,10 +251,14 @@ async def test_tls_with_user_and_password_from_the_url(
         await recorder.wait(1)
     wrong = f"mqtts://bridge:nope@localhost:{broker.port}"
     opts = options(wrong, prefix, f"adapter-{uuid.uuid4().hex[:8]}", ca_file=str(ca_file))
-    async with connected(opts, Recorder(), wait=False) as connection:
-        await asyncio.sleep(0.5)
+    await is_refused(opts)  # a wrong password
+    await is_refused(options(good, prefix, f"adapter-{uuid.uuid4().hex[:8]}"))  # untrusted
+
+
+async def is_refused(opts: MqttOptions) -> None:
+    """A connection attempt with `opts` fails, and the adapter never connects."""
+    recorder, failed_before = Recorder(), failed_attempts()
+    async with connected(opts, recorder, wait=False) as connection:
+        await eventually(lambda: failed_attempts() > failed_before, 5, "a refused attempt")
         assert not connection.connected
-    untrusted = options(good, prefix, f"adapter-{uuid.uuid4().hex[:8]}")
-    async with connected(untrusted, Recorder(), wait=False) as connection:
-        await asyncio.sleep(0.5)
-        assert not connection.connected
+    assert recorder.sessions == []  # not even for a moment

@@ -21,7 +21,8 @@ from edgesense_bridge.errors import ProtocolRefused
 from edgesense_bridge.server import Bridge
 from tests.bridge.conftest import bridge_options
 from tests.bridge.delivery_double import FakeDelivery
-from tests.support.broker import Mosquitto, free_port, wait_for_port
+from tests.support.broker import Mosquitto
+from tests.support.ports import free_port, wait_for_port
 
 
 @pytest.fixture(scope="module")

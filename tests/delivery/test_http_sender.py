@@ -26,12 +26,11 @@ from edgesense.delivery.send.http_sender import (
 )
 from edgesense.delivery.send.payload import event_name, webhook_body
 from edgesense.v1 import events_pb2
-from tests.support.http_receivers import (
+from tests.support.receivers import (
     FakeDNS,
-    Handler,
-    Receiver,
+    StartReceiver,
     guide_verify_signature,
-    server_tls,
+    started_receivers,
     write_ca_bundle,
 )
 
@@ -48,23 +47,11 @@ def ca_bundle(ca: trustme.CA, tmp_path: Path) -> str:
     return write_ca_bundle(ca, tmp_path)
 
 
-ReceiverFactory = Callable[..., Awaitable[Receiver]]
-
-
 @pytest.fixture
-async def receiver(ca: trustme.CA) -> AsyncIterator[ReceiverFactory]:
-    """Starts HTTPS receivers (certificate from the test CA unless `tls` is given)."""
-    started: list[Receiver] = []
-
-    async def start(handler: Handler | None = None, **kwargs: Any) -> Receiver:
-        kwargs.setdefault("tls", server_tls(ca))
-        server = await Receiver(handler=handler, **kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
+async def receiver(ca: trustme.CA) -> AsyncIterator[StartReceiver]:
+    """Starts HTTPS receivers (certificate from the test CA unless `ca` is given)."""
+    async with started_receivers(ca) as start:
+        yield start
 
 
 SenderFactory = Callable[..., Awaitable[HttpSender]]
@@ -125,15 +112,15 @@ async def post_event(http: HttpSender, url: str, secret: str) -> tuple[bytes, At
 
 @pytest.mark.parametrize("secret", ["your_shared_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
 async def test_signed_post_arrives_and_verifies(
-    receiver: ReceiverFactory, sender: SenderFactory, secret: str
+    receiver: StartReceiver, sender: SenderFactory, secret: str
 ) -> None:
     server = await receiver()
     http = await sender()
-    body, result = await post_event(http, server.url(), secret)
+    body, result = await post_event(http, server.url, secret)
 
     assert result.ok, result
     assert (result.status_code, result.error, result.response_excerpt) == (200, None, "ok")
-    [request] = server.requests
+    [request] = server.received
     assert (request.method, request.path, request.body) == ("POST", "/hook", body)
     headers = request.headers
     assert headers["Content-Type"] == "application/json"
@@ -161,52 +148,52 @@ async def test_signed_post_arrives_and_verifies(
 
 
 async def test_certificate_not_from_the_bundle_is_refused(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
-    server = await receiver(tls=server_tls(trustme.CA()))
+    server = await receiver(ca=trustme.CA())
     http = await sender()
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert not result.ok
     assert result.status_code is None
     assert result.error is not None
     assert result.error.startswith("TLS certificate verify failed:"), result.error
     assert "certificate" in result.error
-    assert server.requests == []
+    assert server.received == []
 
 
 async def test_redirect_is_a_failure_and_not_followed(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
-    async def redirect(request: web.Request) -> web.StreamResponse:
+    async def redirect(request: web.Request, _n: int) -> web.StreamResponse:
         if request.path == "/hook":
             raise web.HTTPFound("/elsewhere")
         return web.Response(text="should never be asked")
 
     server = await receiver(redirect)
     http = await sender()
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert (result.ok, result.status_code, result.error) == (False, 302, None)
-    assert [r.path for r in server.requests] == ["/hook"]
+    assert [r.path for r in server.received] == ["/hook"]
 
 
-async def test_slow_answer_times_out(receiver: ReceiverFactory, sender: SenderFactory) -> None:
-    async def hang(request: web.Request) -> web.StreamResponse:
+async def test_slow_answer_times_out(receiver: StartReceiver, sender: SenderFactory) -> None:
+    async def hang(request: web.Request, _n: int) -> web.StreamResponse:
         await server.release.wait()
         return web.Response(text="too late")
 
     server = await receiver(hang)
     http = await sender(timeout_seconds=0.3)
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert not result.ok
     assert (result.status_code, result.error) == (None, "timeout after 0.3 s")
     assert 250 <= result.duration_ms < 2000
-    assert len(server.requests) == 1
+    assert len(server.received) == 1
 
 
 async def test_timeout_covers_reading_the_answer(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
-    async def headers_then_hang(request: web.Request) -> web.StreamResponse:
+    async def headers_then_hang(request: web.Request, _n: int) -> web.StreamResponse:
         response = web.StreamResponse(status=200)
         await response.prepare(request)
         await response.write(b"partial")
@@ -215,20 +202,20 @@ async def test_timeout_covers_reading_the_answer(
 
     server = await receiver(headers_then_hang)
     http = await sender(timeout_seconds=0.3)
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert (result.ok, result.status_code, result.error) == (False, 200, "timeout after 0.3 s")
     assert 250 <= result.duration_ms < 2000
 
 
 async def test_error_answer_keeps_one_kib_of_its_body(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
-    async def fail(request: web.Request) -> web.StreamResponse:
+    async def fail(request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=500, text="é" + "x" * 5000)
 
     server = await receiver(fail)
     http = await sender()
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert (result.ok, result.status_code, result.error, result.retry_after) == (
         False,
         500,
@@ -239,9 +226,9 @@ async def test_error_answer_keeps_one_kib_of_its_body(
 
 
 async def test_huge_answer_is_not_downloaded(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
-    async def endless(request: web.Request) -> web.StreamResponse:
+    async def endless(request: web.Request, _n: int) -> web.StreamResponse:
         response = web.StreamResponse(status=200)
         await response.prepare(request)
         await response.write(b"y" * 4096)
@@ -250,7 +237,7 @@ async def test_huge_answer_is_not_downloaded(
 
     server = await receiver(endless)
     http = await sender(timeout_seconds=5.0)
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert (result.ok, result.status_code, result.error) == (True, 200, None)
     assert result.response_excerpt == "y" * EXCERPT_BYTES
     assert result.duration_ms < 4000  # returned after 1 KiB, not at the timeout
@@ -266,18 +253,18 @@ async def test_huge_answer_is_not_downloaded(
     ],
 )
 async def test_retry_after(
-    receiver: ReceiverFactory,
+    receiver: StartReceiver,
     sender: SenderFactory,
     status: int,
     retry_after: str,
     expected: float | None,
 ) -> None:
-    async def busy(request: web.Request) -> web.StreamResponse:
+    async def busy(request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=status, headers={"Retry-After": retry_after})
 
     server = await receiver(busy)
     http = await sender()
-    _, result = await post_event(http, server.url(), "s")
+    _, result = await post_event(http, server.url, "s")
     assert (result.ok, result.status_code, result.retry_after) == (False, status, expected)
 
 
@@ -304,14 +291,14 @@ async def test_unknown_host_and_bad_url_are_failed_attempts(sender: SenderFactor
 
 
 async def test_keep_alive_reuses_one_connection(
-    receiver: ReceiverFactory, sender: SenderFactory
+    receiver: StartReceiver, sender: SenderFactory
 ) -> None:
     server = await receiver()
     http = await sender()
     for _ in range(5):
-        _, result = await post_event(http, server.url(), "s")
+        _, result = await post_event(http, server.url, "s")
         assert result.ok, result
-    assert len(server.requests) == 5
+    assert len(server.received) == 5
     assert server.connections == 1
 
 
@@ -320,13 +307,13 @@ async def test_post_before_start_is_a_programming_error() -> None:
         await HttpSender().post("https://example.com/", b"{}", {})
 
 
-async def test_usable_as_async_context_manager(receiver: ReceiverFactory, ca_bundle: str) -> None:
+async def test_usable_as_async_context_manager(receiver: StartReceiver, ca_bundle: str) -> None:
     server = await receiver()
     async with HttpSender(allow_private_networks=True, ca_bundle=ca_bundle) as http:
-        _, result = await post_event(http, server.url(), "s")
+        _, result = await post_event(http, server.url, "s")
     assert result.ok, result
     with pytest.raises(RuntimeError):
-        await http.post(server.url(), b"{}", {})
+        await http.post(server.url, b"{}", {})
 
 
 # -- the private-network rule, on the address actually connected to ----------------------
@@ -370,7 +357,7 @@ async def test_private_ip_literals_are_refused_before_connecting(
     ],
 )
 async def test_loopback_targets_are_refused_without_a_connection(
-    receiver: ReceiverFactory,
+    receiver: StartReceiver,
     sender: SenderFactory,
     connect_calls: list[Any],
     host: str,
@@ -378,7 +365,7 @@ async def test_loopback_targets_are_refused_without_a_connection(
 ) -> None:
     server = await receiver(host="::1" if host == "::1" else "127.0.0.1")
     http = await sender(allow_private_networks=False, resolver=dns)
-    _, result = await post_event(http, server.url(host=host), "s")
+    _, result = await post_event(http, server.url_via(host), "s")
     assert result.error == f"refused: {host} {REFUSAL}"
     assert result.status_code is None
     assert connect_calls == []
@@ -396,7 +383,7 @@ async def test_loopback_targets_are_refused_without_a_connection(
     ],
 )
 async def test_private_targets_are_reached_when_allowed(
-    receiver: ReceiverFactory,
+    receiver: StartReceiver,
     sender: SenderFactory,
     connect_calls: list[Any],
     host: str,
@@ -404,9 +391,9 @@ async def test_private_targets_are_reached_when_allowed(
 ) -> None:
     server = await receiver()
     http = await sender(allow_private_networks=True, resolver=dns)
-    _, result = await post_event(http, server.url(host=host), "s")
+    _, result = await post_event(http, server.url_via(host), "s")
     assert result.ok, result
-    assert len(server.requests) == 1
+    assert len(server.received) == 1
     connected = [address[:2] for address in connect_calls]
     assert ("127.0.0.1", server.port) in connected
     assert {address for address, _ in connected} <= {"127.0.0.1", "::1"}

@@ -23,7 +23,8 @@ from edgesense.common.signing import signature_headers
 from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.send.sender_wire import Frames, frame, result_message, result_of
 from edgesense.delivery.send.senders import SenderPool
-from tests.support.http_receivers import Receiver, server_tls, write_ca_bundle
+from tests.support.receivers import StartReceiver, started_receivers, write_ca_bundle
+from tests.support.waiting import eventually
 
 BODY = b'{"event":"device.data","payload":{"temperature":75.3}}'
 
@@ -75,17 +76,9 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-async def receivers(ca: trustme.CA) -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
-    started: list[Receiver] = []
-
-    async def start(handler: Any = None) -> Receiver:
-        server = await Receiver(handler=handler, tls=server_tls(ca)).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
+async def receivers(ca: trustme.CA) -> AsyncIterator[StartReceiver]:
+    async with started_receivers(ca) as start:
+        yield start
 
 
 PoolFactory = Callable[..., Awaitable[SenderPool]]
@@ -114,30 +107,30 @@ async def pools(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[PoolFactory]:
 
 
 async def test_a_child_process_posts_the_exact_request(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     server = await receivers()
     pool = await pools(2)
     assert len(pool.pids) == 2
     assert os.getpid() not in pool.pids
     headers = signature_headers("s3cret", "dlv_1", "device.data", BODY, int(time.time()))
-    results = await asyncio.gather(*(pool.post(server.url(), BODY, headers) for _ in range(20)))
+    results = await asyncio.gather(*(pool.post(server.url, BODY, headers) for _ in range(20)))
     assert all(r.ok and r.status_code == 200 and r.response_excerpt == "ok" for r in results)
-    assert len(server.requests) == 20
-    arrived = server.requests[0]
+    assert len(server.received) == 20
+    arrived = server.received[0]
     assert arrived.body == BODY
     assert {k: arrived.headers[k] for k in headers} == headers
 
 
 async def test_failures_come_back_as_attempt_results(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
-    async def busy(_: web.Request) -> web.Response:
+    async def busy(_request: web.Request, _n: int) -> web.Response:
         return web.Response(status=503, text="later", headers={"Retry-After": "7"})
 
     server = await receivers(busy)
     pool = await pools()
-    answered = await pool.post(server.url(), BODY, {})
+    answered = await pool.post(server.url, BODY, {})
     assert (answered.status_code, answered.response_excerpt, answered.retry_after) == (
         503,
         "later",
@@ -153,22 +146,22 @@ async def test_failures_come_back_as_attempt_results(
 
 
 async def test_the_private_network_rule_holds_in_the_child(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     server = await receivers()
     pool = await pools(allow_private_networks=False)
-    result = await pool.post(server.url(), BODY, {})
+    result = await pool.post(server.url, BODY, {})
     assert result.error is not None
     assert "private address" in result.error
-    assert server.requests == []
+    assert server.received == []
 
 
 async def test_a_killed_child_fails_its_attempts_and_is_started_again(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     hanging = asyncio.Event()
 
-    async def hang(_: web.Request) -> web.Response:
+    async def hang(_request: web.Request, _n: int) -> web.Response:
         hanging.set()
         await asyncio.sleep(30)
         return web.Response()
@@ -177,59 +170,51 @@ async def test_a_killed_child_fails_its_attempts_and_is_started_again(
     fine = await receivers()
     pool = await pools(timeout_seconds=20.0)
     [pid] = pool.pids
-    attempt = asyncio.create_task(pool.post(slow.url(), BODY, {}))
+    attempt = asyncio.create_task(pool.post(slow.url, BODY, {}))
     await asyncio.wait_for(hanging.wait(), 10)
     os.kill(pid, signal.SIGKILL)
     result = await asyncio.wait_for(attempt, 10)
     assert not result.ok
     assert result.error == "the sender process exited during the attempt"
     assert result.internal_failure  # not counted against the receiver
-    deadline = time.monotonic() + 10
-    while not pool.pids or pool.pids == [pid]:
-        assert time.monotonic() < deadline, "the sender process was not started again"
-        await asyncio.sleep(0.05)
-    assert (await pool.post(fine.url(), BODY, {})).ok
+    await eventually(lambda: pool.pids not in ([], [pid]), 10, "a new sender process")
+    assert (await pool.post(fine.url, BODY, {})).ok
 
 
 async def test_close_lets_attempts_in_flight_finish(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
-    async def slowly(_: web.Request) -> web.Response:
+    async def slowly(_request: web.Request, _n: int) -> web.Response:
         await asyncio.sleep(0.5)
         return web.Response(status=204)
 
     server = await receivers(slowly)
     pool = await pools()
     [pid] = pool.pids
-    attempts = [asyncio.create_task(pool.post(server.url(), BODY, {})) for _ in range(5)]
-    deadline = time.monotonic() + 10
-    while len(server.requests) < 5:  # all five are at the receiver, being answered
-        assert time.monotonic() < deadline, "the attempts did not reach the receiver"
-        await asyncio.sleep(0.01)
+    attempts = [asyncio.create_task(pool.post(server.url, BODY, {})) for _ in range(5)]
+    # all five are at the receiver, being answered
+    await eventually(lambda: len(server.received) == 5, 10, "the attempts at the receiver")
     await pool.close()
     assert [a.result().status_code for a in attempts] == [204] * 5
     assert pool.pids == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert (await pool.post(server.url(), BODY, {})).error == "no sender process is running"
+    assert (await pool.post(server.url, BODY, {})).error == "no sender process is running"
 
 
 async def test_a_hung_child_is_killed_and_its_attempts_fail(
-    receivers: Callable[..., Awaitable[Receiver]], pools: PoolFactory
+    receivers: StartReceiver, pools: PoolFactory
 ) -> None:
     server = await receivers()
     pool = await pools(timeout_seconds=0.5, grace=0.5)
     [pid] = pool.pids
     os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
     try:
-        result = await asyncio.wait_for(pool.post(server.url(), BODY, {}), 10)
+        result = await asyncio.wait_for(pool.post(server.url, BODY, {}), 10)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     assert result.error == "the sender process exited during the attempt"
     assert result.internal_failure
-    deadline = time.monotonic() + 10
-    while not pool.pids or pool.pids == [pid]:
-        assert time.monotonic() < deadline, "the sender process was not started again"
-        await asyncio.sleep(0.05)
-    assert (await pool.post(server.url(), BODY, {})).ok
+    await eventually(lambda: pool.pids not in ([], [pid]), 10, "a new sender process")
+    assert (await pool.post(server.url, BODY, {})).ok

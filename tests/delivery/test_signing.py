@@ -18,7 +18,7 @@ from edgesense.common.signing import (
     standard_webhooks_key,
     standard_webhooks_signature,
 )
-from tests.support.http_receivers import guide_verify_signature
+from tests.support.receivers import guide_verify_signature
 
 BODY = '{"event":"device.data","payload":{"temperature":75.3,"unit":"°C"}}'.encode()
 

@@ -22,7 +22,8 @@ import pytest_asyncio
 import trustme
 
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.support.broker import MOSQUITTO, Mosquitto, free_port
+from tests.support.broker import MOSQUITTO, Mosquitto
+from tests.support.ports import free_port
 
 UP_SECONDS = 90.0
 PROJECT = "acme"

@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from tests.e2e.conftest import PROJECT, UpCluster
 from tests.support.broker import Gateway, Mosquitto
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -57,17 +58,19 @@ async def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
 async def wait_status(
     cluster: UpCluster, webhook_id: str, status: str, count: int = 1
 ) -> list[dict[str, Any]]:
-    async with asyncio.timeout(60):
-        while True:
-            found = (
-                await cluster.get(
-                    f"/api/webhooks/{webhook_id}/deliveries", status=status, pageSize=500
-                )
-            )["deliveries"]
-            assert isinstance(found, list)
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.1)
+    found: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        answer = await cluster.get(
+            f"/api/webhooks/{webhook_id}/deliveries", status=status, pageSize=500
+        )
+        found = answer["deliveries"]
+        assert isinstance(found, list)
+        return len(found) >= count
+
+    await eventually(enough, 60, f"{count} {status} deliveries", interval=0.1)
+    return found
 
 
 async def test_mqtt_to_signed_https_post(
@@ -187,10 +190,14 @@ async def test_restart_keeps_webhooks_pending_deliveries_and_attempts(
     try:
         webhook_id = await cluster.register(receiver.url, ["device.data"], "s3cret")
         await publish(broker, [(topic(cluster, "gw-1", "restart-dev", "data"), b'{"v": 1}')])
-        [pending] = await wait_status(cluster, webhook_id, "pending")
-        async with asyncio.timeout(30):
-            while not pending["attempts"]:
-                [pending] = await wait_status(cluster, webhook_id, "pending")
+        pending: dict[str, Any] = {}
+
+        async def attempted() -> bool:
+            nonlocal pending
+            [pending] = await wait_status(cluster, webhook_id, "pending")
+            return bool(pending["attempts"])
+
+        await eventually(attempted, 30, "a first attempt", interval=0.1)
         assert pending["attempts"][0]["statusCode"] == 503
 
         assert await cluster.stop() == 0

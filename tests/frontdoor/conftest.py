@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.support.broker import free_port
+from tests.support.ports import free_port
 from tests.tools.conftest import cli_command
 
 ADDRESS_VARIABLES = (

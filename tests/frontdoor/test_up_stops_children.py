@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.procstats import child_pids
 from tests.frontdoor.conftest import private_env
+from tests.support.waiting import wait_until
 
 UP_SECONDS = 90.0
 
@@ -66,9 +67,9 @@ def test_up_stops_every_child_when_its_stdout_is_gone(tmp_path: Path) -> None:
         up.stdout.close()  # tee is gone: every later write of `up` gets EPIPE
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
-        deadline = time.monotonic() + 10
-        while (left := [pid for pid in children if alive(pid)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(AssertionError):  # the assertion below names who is left
+            wait_until(lambda: not any(alive(pid) for pid in children), 10, "the children")
+        left = [pid for pid in children if alive(pid)]
     finally:
         if up.poll() is None:  # the test failed early: let `up` stop what it started
             up.send_signal(signal.SIGINT)

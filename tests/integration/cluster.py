@@ -3,7 +3,6 @@ plus helpers to publish events the way the bridge does."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from edgesense.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from tests.support.waiting import eventually
 
 _batches = itertools.count(1)
 
@@ -81,12 +81,12 @@ class Cluster:
 
     async def known_to_delivery(self, webhook_id: str, status: str = "active") -> None:
         """Wait until delivery's index has the webhook (it follows the registry's stream)."""
-        async with asyncio.timeout(10):
-            while True:
-                target = self.delivery.index.get(webhook_id)
-                if target is not None and target.status == status:
-                    return
-                await asyncio.sleep(0.01)
+
+        def known() -> bool:
+            target = self.delivery.index.get(webhook_id)
+            return target is not None and target.status == status
+
+        await eventually(known, 10, f"delivery's index to have {webhook_id} {status}")
 
     async def publish(
         self, events: Sequence[events_pb2.Event], batch: int = 500
@@ -116,12 +116,15 @@ class Cluster:
         self, webhook_id: str, status: str, count: int = 1, seconds: float = 20.0
     ) -> list[dict[str, Any]]:
         """Poll the REST API until `count` deliveries of the webhook have `status`."""
-        async with asyncio.timeout(seconds):
-            while True:
-                found = await self.deliveries(webhook_id, status=status, pageSize=500)
-                if len(found) >= count:
-                    return found
-                await asyncio.sleep(0.05)
+        found: list[dict[str, Any]] = []
+
+        async def enough() -> bool:
+            nonlocal found
+            found = await self.deliveries(webhook_id, status=status, pageSize=500)
+            return len(found) >= count
+
+        await eventually(enough, seconds, f"{count} {status} deliveries", interval=0.05)
+        return found
 
     async def webhook(self, webhook_id: str) -> dict[str, Any]:
         answer = await self.http.get(f"/api/webhooks/{webhook_id}", headers=self.auth())

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -19,11 +19,11 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from edgesense.common.auth import bearer_metadata
-from edgesense.common.config import Settings
 from edgesense.delivery.server import start_delivery
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.integration.cluster import Cluster, reading
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 
 # The integration guide's snippet, verbatim.
@@ -34,13 +34,6 @@ def verify_signature(secret, payload, signature):  # type: ignore[no-untyped-def
 
 def guide_verifies(secret: str, payload: str, signature: str) -> bool:
     return bool(verify_signature(secret, payload, signature))  # type: ignore[no-untyped-call]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 15.0) -> None:
-    """Poll an async predicate until it holds (state behind a REST API)."""
-    async with asyncio.timeout(seconds):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +170,7 @@ async def test_retries_then_failed_disabled_held_and_enable_sends_oldest_first(
     async def disabled() -> bool:
         return bool((await cluster.webhook(webhook_id))["status"] == "disabled")
 
-    await eventually(disabled)
+    await eventually(disabled, 15, "the webhook disabled")
     assert "6 attempts failed" in str((await cluster.webhook(webhook_id))["disabledReason"])
 
     held_events = [reading(values={"n": i}) for i in range(5)]
@@ -348,9 +341,23 @@ async def test_a_failing_and_a_hanging_receiver_do_not_hold_up_a_healthy_one(
             await r.stop()
 
 
-def test_settings_used_here_are_fast(cluster_env: dict[str, str]) -> None:
-    settings = Settings.from_env(cluster_env)
-    assert settings.retry_base_seconds == 0.05
+async def test_the_cluster_retries_on_its_fast_schedule(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    """cluster_env's 0.05 s retry base reaches the running delivery service:
+    the first retry comes 25-50 ms after a failed attempt (plus scheduling
+    slack), where the default base would make it wait 15-30 s."""
+
+    async def fail_once(_request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500 if n == 1 else 204)
+
+    receiver.behaviour = fail_once
+    webhook_id = await cluster.register(receiver.url)
+    await cluster.publish([reading()])
+    first, retry = await receiver.wait_for(2, seconds=5)
+    assert 0.025 <= retry.at - first.at < 2.0
+    assert first.delivery_id == retry.delivery_id
+    await cluster.wait_deliveries(webhook_id, "succeeded", 1)
 
 
 async def test_stopping_ends_open_publish_streams_once_what_was_read_is_confirmed(

@@ -37,14 +37,13 @@ from tests.support.processes import (
     ServiceProcess,
     arrived,
     delivery_counts,
-    eventually,
-    poll,
     processes_of,
     publish,
     register_webhook,
     wait_routed,
 )
 from tests.support.receivers import Behaviour, Receiver
+from tests.support.waiting import eventually
 
 SUCCEEDED = ("edgesense_deliveries_total", {"outcome": "succeeded"})
 
@@ -173,7 +172,7 @@ async def wait_sent(
 ) -> None:
     """`poll` for `arrived`, saying what the outbox holds if it times out."""
     try:
-        await poll(arrived(receiver, webhook_id, event_ids), seconds, what)
+        await eventually(arrived(receiver, webhook_id, event_ids), seconds, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the outbox: {await outbox_state(database_url)}") from None
 
@@ -226,8 +225,10 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
 
         reader = asyncio.create_task(read_confirmations())
         try:
-            await poll(lambda: len(confirmed) >= len(batches) // 2, 30, "half the burst confirmed")
-            await poll(lambda: bool(open_requests), 10, "webhook requests in flight")
+            await eventually(
+                lambda: len(confirmed) >= len(batches) // 2, 30, "half the burst confirmed"
+            )
+            await eventually(lambda: bool(open_requests), 10, "webhook requests in flight")
             senders = delivery.children()
             assert senders, "delivery runs its POSTs in sender processes"
             delivery.kill()
@@ -245,7 +246,7 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
     confirmed_before_kill = set(confirmed)
     assert len(batches) // 2 <= len(confirmed_before_kill) <= hold_after
     # Its senders see their input close, finish what they had and exit.
-    await poll(lambda: not any(_alive(pid) for pid in senders), 15, "the senders to exit")
+    await eventually(lambda: not any(_alive(pid) for pid in senders), 15, "the senders to exit")
 
     delivery = await processes.start(
         "delivery", {**env, "EDGESENSE_REGISTRY_ADDR": registry.address}
@@ -270,7 +271,7 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
 
     # What was on the wire when the worker died is sent again once its lease
     # expires (at least once), with the same delivery id.
-    await poll(
+    await eventually(
         lambda: all(delivery_counts(receiver)[d] >= 2 for d in in_flight_at_kill),
         30,
         "the requests cut by the kill to be sent again",
@@ -321,7 +322,7 @@ async def test_two_delivery_processes_share_the_postgres_outbox_without_duplicat
     assert sum(a.accepted for batch in answers for a in batch) == len(events)
 
     for hook in hooks:
-        await poll(
+        await eventually(
             arrived(receiver, hook, [e.event_id for e in events]), 60, f"every event at {hook}"
         )
 
@@ -375,7 +376,7 @@ async def test_sigterm_hands_back_claimed_deliveries_and_finishes_those_in_fligh
     receiver.behaviour = slow_while_stopping
     events = [reading(values={"n": float(i)}) for i in range(60)]
     await publish(delivery, token, events)
-    await poll(lambda: receiver.in_progress >= 4, 10, "a full lane of requests in flight")
+    await eventually(lambda: receiver.in_progress >= 4, 10, "a full lane of requests in flight")
     before = await outbox_state(database_url)
     # A full lane: 4 in flight and 4 more leased to this process, waiting in
     # it (fresh deliveries are leased at insert up to twice the per-target limit).
@@ -547,7 +548,9 @@ async def test_delivery_keeps_sending_while_the_registry_is_down_and_resyncs_aft
     events = [reading(values={"n": float(i)}) for i in range(20)]
     answers = await publish(delivery, token, events, batch=5)
     assert sum(a.accepted for a in answers) == len(events)
-    await poll(arrived(receiver, known, [e.event_id for e in events]), 15, "events sent meanwhile")
+    await eventually(
+        arrived(receiver, known, [e.event_id for e in events]), 15, "events sent meanwhile"
+    )
 
     other = Receiver()
     await other.start()

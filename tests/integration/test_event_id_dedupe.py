@@ -30,12 +30,11 @@ from tests.support.broker import MOSQUITTO, Gateway, Mosquitto, message_properti
 from tests.support.processes import (
     Processes,
     ServiceProcess,
-    eventually,
-    poll,
     register_webhook,
     wait_routed,
 )
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.mosquitto
 SECONDS = 30.0
@@ -173,7 +172,7 @@ async def test_a_message_published_again_with_its_event_id_is_delivered_once(
     stored = await stored_deliveries(delivery, key_of(api_keys, "project-a"), webhook_id)
     assert stored["named"] == 1, "the copy with the same event-id made a second delivery"
     assert stored["unnamed"] == 2, "without event-id each copy is an event of its own"
-    await poll(
+    await eventually(
         lambda: (
             devices_received(receiver)["unnamed"] == 2 and devices_received(receiver)["named"] >= 1
         ),
@@ -210,7 +209,7 @@ async def test_a_message_the_broker_sends_again_after_a_kill_is_delivered_once_w
         await gateway.publish([message])
     finally:
         gateway.close()
-    await poll(lambda: devices_received(receiver)[device] == 1, SECONDS, "the first copy")
+    await eventually(lambda: devices_received(receiver)[device] == 1, SECONDS, "the first copy")
     bridged.bridge.kill()
     await bridged.bridge.wait_exit()
     duplicates = await bridged.delivery.metric("edgesense_events_duplicate_total")
@@ -226,4 +225,6 @@ async def test_a_message_the_broker_sends_again_after_a_kill_is_delivered_once_w
     assert stored[device] == deliveries
     duplicated = await bridged.delivery.metric("edgesense_events_duplicate_total") - duplicates
     assert duplicated == (1 if event_id else 0)
-    await poll(lambda: devices_received(receiver)[device] == deliveries, SECONDS, "deliveries")
+    await eventually(
+        lambda: devices_received(receiver)[device] == deliveries, SECONDS, "deliveries"
+    )

@@ -31,7 +31,8 @@ from edgesense.registry.validation import (
 )
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
-from tests.support.processes import Processes, free_port
+from tests.support.ports import free_port
+from tests.support.processes import Processes
 
 # Each call is just under its server's receive limit, so the limit cannot be
 # what refuses it: only the gate can answer before the request is read.

@@ -14,7 +14,6 @@ import asyncio
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,21 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.processes import free_port as free_port
+from tests.support.ports import free_port, wait_for_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 @dataclass

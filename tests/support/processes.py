@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.processes import free_port as free_port
 from bench.procstats import child_pids
 from edgesense.common.auth import bearer_metadata
 from edgesense.v1 import (
@@ -40,40 +39,13 @@ from edgesense.v1 import (
     registry_pb2_grpc,
 )
 from tests.integration.cluster import reading
+from tests.support.ports import free_port
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 START_SECONDS = 30.0
 STOP_SECONDS = 20.0
-POLL_SECONDS = 0.02
-
-
-async def poll(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Wait until `condition()` holds, checking every 20 ms; fail after `seconds`.
-
-    For state that changes in another process or behind a socket, where there
-    is nothing to await."""
-
-    async def check() -> bool:
-        return condition()
-
-    await eventually(check, seconds, what)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]],
-    seconds: float,
-    what: str,
-    interval: float = POLL_SECONDS,
-) -> None:
-    """`poll` for a condition that needs I/O to evaluate."""
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {seconds} s waiting for {what}") from None
+PROBE_SECONDS = 1.0
 
 
 class ServiceExited(AssertionError):
@@ -124,11 +96,10 @@ class ServiceProcess:
 
     async def wait_serving(self, seconds: float = START_SECONDS) -> None:
         """Poll grpc.health.v1 until the server answers SERVING."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
         async with grpc.aio.insecure_channel(self.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            while True:
+
+            async def serving() -> bool:
                 if not self.running:
                     raise ServiceExited(
                         f"{self.name} exited with {self.process.returncode} while starting; "
@@ -136,15 +107,16 @@ class ServiceProcess:
                     )
                 try:
                     answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
                 except grpc.aio.AioRpcError:
-                    pass  # not listening yet
-                if loop.time() > deadline:
-                    raise AssertionError(
-                        f"{self.name} not SERVING after {seconds} s; its log:\n{self.log()}"
-                    )
-                await asyncio.sleep(0.05)
+                    return False  # not listening yet
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+            try:
+                await eventually(serving, seconds, f"{self.name} SERVING", interval=0.05)
+            except ServiceExited:
+                raise
+            except AssertionError as timed_out:
+                raise AssertionError(f"{timed_out}; its log:\n{self.log()}") from None
 
     async def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         """One sample from the process's Prometheus endpoint (0 when absent)."""
@@ -269,7 +241,7 @@ async def publish(
 
 
 def arrived(receiver: Receiver, webhook_id: str, wanted: Collection[str]) -> Callable[[], bool]:
-    """A condition for `poll`: every event id in `wanted` reached `receiver`
+    """A condition for `eventually`: every event id in `wanted` reached `receiver`
     for `webhook_id` (bodies are parsed once, as they arrive)."""
     missing = set(wanted)
     read = 0
@@ -305,20 +277,28 @@ async def wait_routed(
     so a probe arriving proves that delivery knows the webhook (and sends).
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        probe = reading(project=project, device="probe")
-        await publish(delivery, token, [probe])
-        try:
-            await poll(
-                arrived(receiver, webhook_id, [probe.event_id]),
-                min(1.0, max(0.1, deadline - loop.time())),
-                "a probe event",
-            )
-            return
-        except AssertionError:
-            if loop.time() > deadline:
-                raise AssertionError(
-                    f"delivery {delivery.address} did not route to {webhook_id} "
-                    f"within {seconds} s; its log:\n{delivery.log()}"
-                ) from None
+    probes: set[str] = set()
+    last_probe = -PROBE_SECONDS
+    read = 0
+
+    async def routed() -> bool:
+        nonlocal last_probe, read
+        for got in receiver.received[read:]:
+            body = json.loads(got.body)
+            if body["webhookId"] == webhook_id and body["eventId"] in probes:
+                return True
+        read = len(receiver.received)
+        if loop.time() - last_probe >= PROBE_SECONDS:  # one probe a second
+            last_probe = loop.time()
+            probe = reading(project=project, device="probe")
+            probes.add(probe.event_id)
+            await publish(delivery, token, [probe])
+        return False
+
+    try:
+        await eventually(routed, seconds, "a probe event")
+    except AssertionError:
+        raise AssertionError(
+            f"delivery {delivery.address} did not route to {webhook_id} "
+            f"within {seconds} s; its log:\n{delivery.log()}"
+        ) from None

@@ -1,29 +1,58 @@
 """Real webhook receivers for tests: aiohttp servers on loopback (HTTP, or
-HTTPS with a trustme CA) that record what arrives and answer as told."""
+HTTPS with a certificate from a trustme test CA) that record what arrives and
+answer as told.
+
+A `Receiver` records every request, on any path and with any method (so a
+test sees a redirect that was followed, too), and every TCP connection that
+carried one (so a test sees whether keep-alive connections were reused).
+`FakeDNS` makes made-up names resolve to chosen addresses.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
+import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import trustme
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDict
 
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+# Names every test certificate is valid for.
+CERT_NAMES = ("127.0.0.1", "::1", "localhost", "hooks.example.test")
 
 
 async def ok(_request: web.Request, _n: int) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
+# The integration guide's verify_signature snippet, verbatim: what receivers will run.
+def verify_signature(secret, payload, signature):  # type: ignore[no-untyped-def]
+    computed = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(computed, signature)
+
+
+guide_verify_signature: Callable[[str, str, str], bool] = verify_signature
+
+
 @dataclass(frozen=True)
 class Received:
-    headers: dict[str, str]
+    method: str
+    path: str
+    headers: CIMultiDict[str]
     body: bytes
-    at: float
+    at: float  # time.time() when it arrived
 
     @property
     def delivery_id(self) -> str:
@@ -32,44 +61,71 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Records every request; `behaviour(request, n)` answers the n-th (1-based)."""
+    """Records every request; `behaviour(request, n)` answers the n-th (1-based).
+
+    `start()` gives `url` (and `base`, its scheme, host and port); a handler
+    that must hang waits on `release`, which `stop()` sets so shutdown is quick.
+    """
 
     behaviour: Behaviour = ok
     received: list[Received] = field(default_factory=list)
     url: str = ""
     base: str = ""  # scheme, host and port
+    port: int = 0
     in_progress: int = 0
+    peers: set[tuple[str, int]] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    _tls: bool = False
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def start(
         self, ca: trustme.CA | None = None, path: str = "/hook", host: str = "127.0.0.1"
     ) -> str:
-        """Listen on a free port of `host` (any 127.x.y.z is loopback); `path`
-        may be an aiohttp pattern (then `base` plus a path is a URL)."""
+        """Listen on a free port of `host` (any 127.x.y.z is loopback), over
+        HTTPS with a certificate from `ca` if given; `url` is `base` + `path`."""
         app = web.Application()
-        app.router.add_post(path, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await self._runner.setup()
-        context = None
-        if ca is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        context = server_tls(ca) if ca is not None else None
         site = web.TCPSite(self._runner, host, 0, ssl_context=context)
         await site.start()
-        port = self._runner.addresses[0][1]
-        self.base = f"{'https' if ca else 'http'}://{host}:{port}"
+        self.port = self._runner.addresses[0][1]
+        self._tls = ca is not None
+        self.base = self.base_via(host)
         self.url = f"{self.base}{path}"
         return self.url
 
+    def base_via(self, host: str) -> str:
+        """The base URL under another name of this host (`localhost`, a FakeDNS name)."""
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
+
+    def url_via(self, host: str, path: str = "/hook") -> str:
+        return f"{self.base_via(host)}{path}"
+
+    @property
+    def connections(self) -> int:
+        """Distinct TCP connections that carried at least one request."""
+        return len(self.peers)
+
     async def stop(self) -> None:
+        self.release.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")
+        self.peers.add((peer[0], peer[1]))
         body = await request.read()
+        headers = CIMultiDict(request.headers)
         async with self._changed:
-            self.received.append(Received(dict(request.headers), body, time.time()))
+            self.received.append(Received(request.method, request.path, headers, body, time.time()))
             n = len(self.received)
             self._changed.notify_all()
         self.in_progress += 1
@@ -86,3 +142,67 @@ class Receiver:
 
     def deliveries(self) -> set[str]:
         return {r.delivery_id for r in self.received}
+
+
+StartReceiver = Callable[..., Awaitable[Receiver]]
+
+
+@contextlib.asynccontextmanager
+async def started_receivers(ca: trustme.CA | None = None) -> AsyncIterator[StartReceiver]:
+    """`start(behaviour, **start_arguments)` starts a Receiver (HTTPS from
+    `ca` unless another `ca` is given); every one is stopped on leaving."""
+    started: list[Receiver] = []
+
+    async def start(behaviour: Behaviour = ok, **arguments: Any) -> Receiver:
+        arguments.setdefault("ca", ca)
+        receiver = Receiver(behaviour)
+        started.append(receiver)
+        await receiver.start(**arguments)
+        return receiver
+
+    try:
+        yield start
+    finally:
+        for receiver in started:
+            await receiver.stop()
+
+
+def server_tls(ca: trustme.CA, names: tuple[str, ...] = CERT_NAMES) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
+def write_ca_bundle(ca: trustme.CA, directory: Path) -> str:
+    path = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+class FakeDNS(AbstractResolver):
+    """Resolves only the names it was given; anything else fails like NXDOMAIN."""
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.names = names
+        self.lookups: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups.append(host)
+        if host not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for address in self.names[host]
+        ]
+
+    async def close(self) -> None:
+        pass

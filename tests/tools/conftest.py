@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench.processes import free_port as free_port
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import api, cluster, cluster_env  # noqa: F401
+from tests.support.ports import free_port, wait_for_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CLI_TIMEOUT_SECONDS = 30.0
@@ -99,15 +97,7 @@ def mosquitto() -> Iterator[Broker]:
         [MOSQUITTO, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None, "mosquitto exited"
-                assert time.monotonic() < deadline, "mosquitto does not listen"
-                time.sleep(0.02)
+        wait_for_port(port, 10, process)
         yield Broker(port)
     finally:
         process.terminate()

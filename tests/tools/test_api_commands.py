@@ -17,8 +17,9 @@ from edgesense import cli
 from edgesense.tools import api_client
 from edgesense.v1 import registry_pb2_grpc
 from tests.integration.cluster import Cluster, reading, register_large
+from tests.support.ports import free_port
 from tests.support.receivers import Receiver
-from tests.tools.conftest import api_env, free_port, run_cli
+from tests.tools.conftest import api_env, run_cli
 
 WEBHOOK_ID = re.compile(r"wh_[a-z0-9]+")
 

@@ -18,8 +18,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgesense.common.events import DEVICE_ID, EVENT_ID_PROPERTY
-from tests.support.broker import wait_for_port
-from tests.tools.conftest import Broker, clean_env, cli_command, free_port
+from tests.support.ports import free_port, wait_for_port
+from tests.tools.conftest import Broker, clean_env, cli_command
 
 pytestmark = pytest.mark.mosquitto
 WAIT_SECONDS = 20.0

@@ -1,0 +1,174 @@
+"""README against the code: every metric it names is one a process exposes,
+every EDGESENSE_ variable it names is one the code reads, and every variable
+the code reads is in README. A renamed metric or a new setting that README
+does not follow fails here, not in an operator's dashboard.
+
+Variables the code reads are the string literals (and f-string patterns) of
+the form EDGESENSE_… in `edgesense` and `edgesense_bridge`, the generated
+protobuf code left out. README may shorten a run of names: in
+"`EDGESENSE_GRPC_TLS_CERT` / `_KEY`" the `_KEY` replaces part of the full
+name before it (EDGESENSE_GRPC_TLS_KEY); a shortened name must stand for a
+variable the code reads.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from collections.abc import Callable
+
+from tests.support.metrics import GENERATED, PACKAGES, REPO, exposed_metric_names
+
+README = REPO / "README.md"
+
+METRIC = re.compile(r"\bedgesense_[a-z0-9_]+\b")
+FULL_VARIABLE = re.compile(r"\bEDGESENSE_[A-Z0-9_]*[A-Z0-9]\b")
+# `_KEY`, `_DELIVERY_`, `_CLIENT_AUTH=require`: a shortened name in backticks.
+SHORT_VARIABLE = re.compile(r"`(_[A-Z][A-Z0-9_]*)(?:=[^`]*)?`")
+
+# Read by the code but not for users to set, so README leaves them out.
+INTERNAL = {
+    # delivery's JSON handed to its own sender child processes
+    "EDGESENSE_SENDER_OPTIONS",
+    # `edgesense up` sets it for its children so their log lines are short
+    "EDGESENSE_LOG_FORMAT",
+}
+# In README for developers (running the test suite); the tests read them.
+TEST_SETTINGS = {"EDGESENSE_TEST_POSTGRES_URL", "EDGESENSE_TEST_STRICT"}
+
+
+def readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def code_variables() -> tuple[set[str], list[re.Pattern[str]]]:
+    """Names the code reads, and patterns for names it builds (f-strings)."""
+    names: set[str] = set()
+    patterns: list[re.Pattern[str]] = []
+    for folder in PACKAGES.values():
+        for path in folder.rglob("*.py"):
+            if path.relative_to(folder).parts[0] == GENERATED:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if FULL_VARIABLE.fullmatch(node.value):
+                        names.add(node.value)
+                elif isinstance(node, ast.JoinedStr) and (built := name_pattern(node)):
+                    patterns.append(built)
+    return names, patterns
+
+
+def name_pattern(node: ast.JoinedStr) -> re.Pattern[str] | None:
+    """f"EDGESENSE_{name.upper()}_METRICS_ADDR" as a pattern; None for other f-strings."""
+    pattern = ""
+    for part in node.values:
+        if not isinstance(part, ast.Constant):
+            pattern += "[A-Z0-9_]+"
+        elif isinstance(part.value, str) and re.fullmatch("[A-Z0-9_]*", part.value):
+            pattern += re.escape(part.value)
+        else:
+            return None  # words around a value: a message, not a name
+    return re.compile(pattern) if pattern.startswith("EDGESENSE_") else None
+
+
+def expansions(full: str, short: str) -> list[str]:
+    """The names `short` can stand for after `full`, the likeliest first.
+
+    It replaces whole words of `full`: `_X_` (ending in an underscore) some
+    words in the middle or at the start, `_X` the last words. The fewer words
+    replaced, the likelier: `_DELIVERY_` after EDGESENSE_REGISTRY_METRICS_ADDR
+    is EDGESENSE_DELIVERY_METRICS_ADDR before EDGESENSE_DELIVERY_ADDR.
+    """
+    starts = [i for i, char in enumerate(full) if char == "_"]
+    if short.endswith("_"):
+        spans = [(i, j + 1) for i in starts for j in starts if j > i]
+    else:
+        spans = [(i, len(full)) for i in starts]
+    spans.sort(key=lambda span: span[1] - span[0])
+    return [full[:i] + short + full[j:] for i, j in spans]
+
+
+def readme_variables(read: Callable[[str], bool]) -> tuple[set[str], set[str]]:
+    """The variables README names, and the shortened names that match none the code reads."""
+    text = readme()
+    named = set(FULL_VARIABLE.findall(text))
+    unresolved: set[str] = set()
+    for short in SHORT_VARIABLE.finditer(text):
+        before = FULL_VARIABLE.findall(text[: short.start()])
+        assert before, f"{short[1]} shortens no name before it"
+        meant = next((name for name in expansions(before[-1], short[1]) if read(name)), None)
+        if meant is None:
+            unresolved.add(f"{short[1]} (after {before[-1]})")
+        else:
+            named.add(meant)
+    return named, unresolved
+
+
+def code_reads() -> tuple[set[str], list[re.Pattern[str]], Callable[[str], bool]]:
+    names, patterns = code_variables()
+
+    def read(name: str) -> bool:
+        return name in names or any(pattern.fullmatch(name) for pattern in patterns)
+
+    return names, patterns, read
+
+
+def test_every_metric_readme_names_is_exposed() -> None:
+    named = {
+        name
+        for name in METRIC.findall(readme())
+        if importlib.util.find_spec(name) is None  # `edgesense_bridge` is a package
+    }
+    assert len(named) >= 8, "README's metric names were not found"
+    unknown = named - exposed_metric_names()
+    assert not unknown, f"README names metrics no process exposes: {sorted(unknown)}"
+
+
+def test_every_variable_readme_names_is_read_by_the_code() -> None:
+    _, _, read = code_reads()
+    named, unresolved = readme_variables(read)
+    assert not unresolved, f"README shortens names the code does not read: {sorted(unresolved)}"
+    unknown = {name for name in named - TEST_SETTINGS if not read(name)}
+    assert not unknown, f"README names variables the code never reads: {sorted(unknown)}"
+
+
+def test_the_test_settings_readme_names_are_read_by_the_tests() -> None:
+    conftest = (REPO / "tests" / "conftest.py").read_text(encoding="utf-8")
+    assert {name for name in TEST_SETTINGS if name not in conftest} == set()
+    assert set(FULL_VARIABLE.findall(readme())) >= TEST_SETTINGS
+
+
+def test_every_variable_the_code_reads_is_in_readme() -> None:
+    names, patterns, read = code_reads()
+    named, _ = readme_variables(read)
+    missing = names - named - INTERNAL
+    assert not missing, f"README does not document: {sorted(missing)}"
+    for pattern in patterns:
+        assert any(pattern.fullmatch(name) for name in named), (
+            f"README documents no variable of the form {pattern.pattern}"
+        )
+    assert not INTERNAL - names, (
+        f"INTERNAL lists names the code no longer reads: {INTERNAL - names}"
+    )
+
+
+def test_shortened_names_replace_the_fewest_words_that_make_a_name_read() -> None:
+    read = {
+        "EDGESENSE_GRPC_TLS_KEY",
+        "EDGESENSE_DELIVERY_ADDR",
+        "EDGESENSE_DELIVERY_METRICS_ADDR",
+        "EDGESENSE_BRIDGE_PIPELINE_DEPTH",
+    }
+
+    def meant(full: str, short: str) -> str:
+        return next(name for name in expansions(full, short) if name in read)
+
+    assert meant("EDGESENSE_GRPC_TLS_CERT", "_KEY") == "EDGESENSE_GRPC_TLS_KEY"
+    assert meant("EDGESENSE_REGISTRY_ADDR", "_DELIVERY_ADDR") == "EDGESENSE_DELIVERY_ADDR"
+    assert (
+        meant("EDGESENSE_REGISTRY_METRICS_ADDR", "_DELIVERY_") == "EDGESENSE_DELIVERY_METRICS_ADDR"
+    )
+    assert (
+        meant("EDGESENSE_BRIDGE_BATCH_SIZE", "_PIPELINE_DEPTH") == "EDGESENSE_BRIDGE_PIPELINE_DEPTH"
+    )
