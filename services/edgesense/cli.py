@@ -53,6 +53,13 @@ def _bridge(settings: Settings) -> Coroutine[Any, Any, None]:
     return run_bridge(settings)
 
 
+SERVICE_HELP = {
+    "registry": "run the registry: webhooks, API keys (gRPC)",
+    "delivery": "run delivery: outbox, signed POSTs (gRPC)",
+    "api": "run the REST API (JSON, transcoded to gRPC)",
+    "bridge": "run the bridge: gateways' MQTT -> events",
+}
+
 SERVICES: dict[str, ServiceMain] = {
     "registry": _registry,
     "delivery": _delivery,
@@ -99,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dev", action="store_true", help="development mode (dev API key, http:// targets)"
     )
     for name in SERVICES:
-        cmd = sub.add_parser(name, help=f"run the {name} service")
+        cmd = sub.add_parser(name, help=SERVICE_HELP[name])
         cmd.add_argument("--dev", action="store_true", help="development mode")
         cmd.add_argument("-v", "--verbose", action="store_true")
     from edgesense.tools import add_tool_commands
