@@ -100,8 +100,8 @@ class Handoff(Protocol):
     owner: str
     lease_seconds: float
 
-    def reserve(self, webhook_id: str, project_id: str) -> bool: ...
-    def paused_until(self, webhook_id: str) -> float | None: ...
+    def reserve(self, webhook_id: str, project_id: str, now: float) -> bool: ...
+    def paused_until(self, webhook_id: str, now: float) -> float | None: ...
     def cancel_reservations(self, items: Iterable[Claimed]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None: ...
@@ -175,7 +175,7 @@ class Acceptor:
                     if start is None:
                         if not target.active:
                             start = Start(HELD, "webhook disabled", now, None, None, now, now)
-                        elif reserve(webhook_id, project_id):
+                        elif reserve(webhook_id, project_id, now):
                             handed.append(
                                 Claimed(
                                     0,
@@ -202,7 +202,7 @@ class Acceptor:
                             )
                             continue
                         else:
-                            not_before = paused_until(webhook_id)
+                            not_before = paused_until(webhook_id, now)
                             reason = None if not_before is None else PAUSED_REASON
                             start = Start(PENDING, reason, not_before or now, None, None, now, now)
                         settled[webhook_id] = start
