@@ -89,6 +89,7 @@ class Dispatcher:
         self.writer = OutcomeWriter(
             outbox, owner, on_exhausted=on_exhausted, on_retry_due=self.wake
         )
+        self._record = self.writer.add  # bound once: every attempt calls it
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()  # attempts, and deferrals
@@ -237,7 +238,7 @@ class Dispatcher:
                 outcome = without_attempt(item, PENDING, PAUSED_REASON, now, until)
             else:
                 outcome = await self._send(item, target)
-            self.writer.add(outcome, target)
+            self._record(outcome, target)
         except Exception as exc:
             _internal_errors.exception(
                 type(exc).__name__,
