@@ -33,7 +33,8 @@ Rules
   can together hold every slot, and a third then waits for an attempt to
   end (at most the attempt timeout) for its first slot.
 
-Invariants (tests/delivery/test_fairness.py checks them through these methods)
+Invariants (tests/delivery/test_fairness.py checks them through these methods;
+`check()` asserts those the counts show, for Lanes' tests)
 - Every count is >= 0; a webhook's or project's entry is dropped once its
   counts are all 0, so webhooks that come and go leave nothing behind.
 - in flight: total <= capacity, per project <= per_project, per webhook <=

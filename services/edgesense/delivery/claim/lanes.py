@@ -79,7 +79,7 @@ class Lanes:
 
     def reserve(self, project_id: str, webhook_id: str, now: float) -> bool:
         """Room for one fresh delivery of this webhook (counted as reserved until
-        `add(..., reserved=True)` or `cancel()`)? None while it is paused."""
+        `add(..., reserved=True)` or `cancel()`)? Never while it is paused."""
         if self.breaker.open_until(webhook_id, now) is not None:
             return False
         return self.fair.admit(project_id, webhook_id)
