@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from edgesense.delivery.claim.breaker import Breaker
 from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
 from edgesense.delivery.claim.lanes import CLAIM_BATCH, Lanes
-from edgesense.delivery.store.outbox import Claimed
+from edgesense.delivery.store.rows import Claimed
 
 
 def claimed(number: int, project: str, webhook: str) -> Claimed:

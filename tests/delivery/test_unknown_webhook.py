@@ -22,7 +22,7 @@ from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import events_pb2
-from tests.support.processes import eventually
+from tests.support.waiting import eventually
 
 
 @pytest.fixture

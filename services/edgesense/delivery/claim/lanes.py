@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable
 
 from edgesense.delivery.claim.breaker import Breaker
 from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
-from edgesense.delivery.store.outbox import Claimed
+from edgesense.delivery.store.rows import Claimed
 
 CLAIM_BATCH = 500
 CLAIM_LOW_WATER = 64
