@@ -1,11 +1,13 @@
 """A claimed delivery whose webhook this process does not know: a young one
-waits for the registry's stream, an old one is failed as deleted (real
-SQLite outbox; nothing is sent)."""
+waits for the registry's stream, an old one is failed as deleted; a failure
+of ours uses no attempt. A real Dispatcher runs on a real SQLite outbox and
+claims the rows itself; the tests read the outcomes back from the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,18 +17,12 @@ from edgesense.delivery.claim.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, D
 from edgesense.delivery.record.policy import RetryPolicy
 from edgesense.delivery.send.attempt import AttemptResult, Sender
 from edgesense.delivery.send.http_sender import HttpSender
-from edgesense.delivery.store.outbox import (
-    FAILED,
-    PENDING,
-    Claimed,
-    NewDelivery,
-    Outbox,
-    StoredEvent,
-)
+from edgesense.delivery.store.outbox import FAILED, PENDING, NewDelivery, Outbox, StoredEvent
 from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.storage.migrate import migrate
 from edgesense.v1 import events_pb2
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -76,12 +72,21 @@ def dispatcher_for(outbox: Outbox, index: WebhookIndex, sender: Sender) -> Dispa
     )
 
 
-async def attempt(dispatcher: Dispatcher, claimed: Claimed) -> None:
-    """One attempt as the dispatcher makes it: in a slot its FairShare gave."""
-    dispatcher.fair.queue(claimed.project_id, claimed.webhook_id)
-    assert dispatcher.fair.start() == (claimed.project_id, claimed.webhook_id)
-    await dispatcher._attempt(claimed)
-    assert dispatcher.fair.running_total == 0
+async def running(dispatcher: Dispatcher, until: Callable[[], Awaitable[bool]]) -> None:
+    """Run the dispatcher until `until` holds, then stop it (its outcomes are
+    written by then)."""
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await eventually(until, 10, "the outcomes")
+    finally:
+        dispatcher.stop()
+        await task
+
+
+async def status_of(outbox: Outbox, delivery_id: str) -> tuple[str, str | None]:
+    found = await outbox.one("p", delivery_id)
+    assert found is not None
+    return found[0].status, found[0].status_reason
 
 
 @pytest.mark.parametrize(
@@ -101,9 +106,11 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     index = WebhookIndex()
     index.replace([])  # loaded, and without wh_elsewhere
     dispatcher = dispatcher_for(outbox, index, HttpSender())
-    [claimed] = await outbox.claim("me", time.time(), 30, 10)
-    await attempt(dispatcher, claimed)
-    await dispatcher._flush()
+
+    async def recorded() -> bool:
+        return await status_of(outbox, "dlv_1") == (status, reason)
+
+    await running(dispatcher, recorded)
     found = await outbox.one("p", "dlv_1")
     assert found is not None
     row, attempts = found
@@ -150,15 +157,17 @@ async def test_a_failure_of_ours_uses_no_attempt_and_opens_no_breaker(outbox: Ou
     index = WebhookIndex()
     index.replace([target])
     dispatcher = dispatcher_for(outbox, index, _DeadSender())
-    for claimed in await outbox.claim("me", time.time(), 30, 100):
-        await attempt(dispatcher, claimed)
-    await dispatcher._flush()
+    not_sent = "not sent: the sender process exited during the attempt; trying again"
+
+    async def all_tried() -> bool:
+        statuses = [await status_of(outbox, d.delivery_id) for d in deliveries]
+        return statuses == [(PENDING, not_sent)] * len(deliveries)
+
+    await running(dispatcher, all_tried)
     assert dispatcher.breaker.open_until("wh_1", time.time()) is None  # 15 > its threshold
     row, attempts = await outbox.one("p", "dlv_3") or (None, None)
     assert row is not None
     assert attempts == []
     assert (row.status, row.attempt_count) == (PENDING, 0)
-    assert row.status_reason == (
-        "not sent: the sender process exited during the attempt; trying again"
-    )
+    assert row.status_reason == not_sent
     assert time.time() < row.next_attempt_at < time.time() + 2

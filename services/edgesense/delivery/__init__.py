@@ -1,1 +1,36 @@
-"""The delivery service: durable outbox, signed POSTs with retries, attempt log."""
+"""The delivery service: durable outbox, signed POSTs with retries, attempt log.
+
+The path of a delivery, folder by folder (each folder's __init__ says more):
+
+    Publish (from the bridge) -> accept -> store -> claim -> send -> record -> store
+
+webhooks/ holds the webhooks, fed by the registry: accept matches events
+against it, claim looks up where to send, record disables a webhook whose
+delivery failed for good (and tells the registry).
+
+accept/   acceptor.py: Publish batches become events and one delivery per
+          matching webhook, group-committed in one transaction; a delivery
+          whose lane has room is stored leased to this process and handed
+          straight to the dispatcher (no claim needed).
+store/    the outbox: every database read and write (events, deliveries,
+          attempts; SQLite or PostgreSQL), batched per step; the row types
+          (rows.py) shared by every step.
+claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
+          lanes.py: what waits in memory and what the next claim may take
+          (pure; its invariants are written there); fairness.py: which lane
+          gets the next send slot (pure); breaker.py: pauses a failing webhook.
+send/     payload.py renders the JSON body once per event (the dispatcher
+          signs it with edgesense.common.signing); http_sender.py POSTs it
+          (one POST = one attempt); senders.py and sender_process.py run
+          those POSTs in child processes, sender_wire.py is their framing.
+record/   writer.py: outcomes batched and written back, failures reported;
+          policy.py: what an outcome means (retry, fail, hold; pure);
+          reconciler.py: delivery states follow webhook states (disabled,
+          enabled, deleted, exhausted); maintenance.py: counts and expiry.
+webhooks/ index.py: the webhooks in memory, matched per event; registry_link.py:
+          the registry's change stream into the index, and failure reports.
+
+Around them: service.py is the gRPC servicer (Publish, ListDeliveries,
+Redeliver); server.py wires everything and says what starts and stops in
+which order; metrics.py names the Prometheus metrics.
+"""

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edgesense.common.errors import EdgesenseError, InvalidArgument, ResourceExhausted
 from edgesense.common.events import KIND_TO_EVENT
@@ -43,6 +43,22 @@ class Accepted:
 
 
 Job = tuple[Sequence[events_pb2.Event], "asyncio.Future[Accepted]"]
+
+
+class Start(NamedTuple):
+    """How a new delivery to one webhook starts out: the last seven fields of
+    its `NewDelivery`, in that row's order (the row is built as
+    `NewDelivery(delivery_id, ..., device_id, *start)`). One is made per
+    webhook and group, not per delivery; a NamedTuple, like the rows in
+    store/rows.py, since a frozen dataclass costs several times more."""
+
+    status: str
+    status_reason: str | None
+    next_attempt_at: float  # later than now while the webhook's sends are paused
+    lease_owner: str | None  # this process, when handed straight to its dispatcher
+    lease_expires_at: float | None
+    created_at: float
+    updated_at: float
 
 
 def check_event(event: events_pb2.Event, position: int) -> str:
@@ -84,8 +100,8 @@ class Handoff(Protocol):
     owner: str
     lease_seconds: float
 
-    def reserve(self, webhook_id: str, project_id: str) -> bool: ...
-    def paused_until(self, webhook_id: str) -> float | None: ...
+    def reserve(self, webhook_id: str, project_id: str, now: float) -> bool: ...
+    def paused_until(self, webhook_id: str, now: float) -> float | None: ...
     def cancel_reservations(self, items: Iterable[Claimed]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None: ...
@@ -137,11 +153,11 @@ class Acceptor:
         lease_until = now + self._handoff.lease_seconds
         owner = self._handoff.owner
         reserve, paused_until = self._handoff.reserve, self._handoff.paused_until
-        # What a delivery to each webhook looks like from `status` on. A webhook
-        # whose lease was refused once is refused for the rest of the group
-        # (its lane only fills up meanwhile): the answer is kept.
-        leased = (PENDING, None, now, owner, lease_until, now, now)
-        settled: dict[str, tuple[str, str | None, float, None, None, float, float]] = {}
+        # How a delivery to each webhook starts out. A webhook whose lease was
+        # refused once is refused for the rest of the group (its lane only
+        # fills up meanwhile): the answer is kept.
+        leased = Start(PENDING, None, now, owner, lease_until, now, now)
+        settled: dict[str, Start] = {}
         for events, _ in group:
             for event in events:
                 event_id = event.event_id
@@ -155,11 +171,11 @@ class Acceptor:
                 for target in self.index.match(project_id, name, device_id):
                     delivery_id = new_id("dlv")
                     webhook_id = target.webhook_id
-                    tail = settled.get(webhook_id)
-                    if tail is None:
+                    start = settled.get(webhook_id)
+                    if start is None:
                         if not target.active:
-                            tail = (HELD, "webhook disabled", now, None, None, now, now)
-                        elif reserve(webhook_id, project_id):
+                            start = Start(HELD, "webhook disabled", now, None, None, now, now)
+                        elif reserve(webhook_id, project_id, now):
                             handed.append(
                                 Claimed(
                                     0,
@@ -186,15 +202,15 @@ class Acceptor:
                             )
                             continue
                         else:
-                            not_before = paused_until(webhook_id)
+                            not_before = paused_until(webhook_id, now)
                             reason = None if not_before is None else PAUSED_REASON
-                            tail = (PENDING, reason, not_before or now, None, None, now, now)
-                        settled[webhook_id] = tail
-                    if tail[0] == PENDING:
+                            start = Start(PENDING, reason, not_before or now, None, None, now, now)
+                        settled[webhook_id] = start
+                    if start.status == PENDING:
                         unleased.append((event_id, webhook_id, project_id))
                     planned.append(
                         NewDelivery(
-                            delivery_id, event_id, webhook_id, project_id, name, device_id, *tail
+                            delivery_id, event_id, webhook_id, project_id, name, device_id, *start
                         )
                     )
         try:

@@ -33,7 +33,8 @@ Rules
   can together hold every slot, and a third then waits for an attempt to
   end (at most the attempt timeout) for its first slot.
 
-Invariants (tests/delivery/test_fairness.py checks them through these methods)
+Invariants (tests/delivery/test_fairness.py checks them through these methods;
+`check()` asserts those the counts show, for Lanes' tests)
 - Every count is >= 0; a webhook's or project's entry is dropped once its
   counts are all 0, so webhooks that come and go leave nothing behind.
 - in flight: total <= capacity, per project <= per_project, per webhook <=
@@ -47,6 +48,7 @@ Invariants (tests/delivery/test_fairness.py checks them through these methods)
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 # Deliveries held in memory (queued and in flight) never pass this many times
 # the capacity through `admit()` or a claim.
@@ -236,6 +238,37 @@ class FairShare:
                 entry.queued -= hook.queued
                 hook.queued = 0
                 self._update(name, entry, webhook, hook)
+
+    def counts(self) -> Iterator[tuple[str, str, int, int, int]]:
+        """(project, webhook, reserved, queued, running) of every webhook with load."""
+        for name, entry in self._projects.items():
+            for webhook, hook in entry.webhooks.items():
+                yield name, webhook, hook.reserved, hook.queued, hook.running
+
+    def check(self) -> None:
+        """Assert the invariants above that the counts alone show (for tests:
+        it walks every entry)."""
+        running = load = 0
+        for name, entry in self._projects.items():
+            assert entry.webhooks, f"{name}: an entry without webhooks was kept"
+            sums = [0, 0, 0]
+            for webhook, hook in entry.webhooks.items():
+                counts = (hook.reserved, hook.queued, hook.running)
+                assert min(counts) >= 0, f"{webhook}: counts {counts}"
+                assert hook.load > 0, f"{webhook}: an entry without load was kept"
+                assert hook.running <= self.per_webhook, f"{webhook}: {hook.running} in flight"
+                ready = hook.queued > 0 and hook.running < self.per_webhook
+                assert (webhook in entry.ready) == ready, f"{webhook}: turn order out of step"
+                sums = [a + b for a, b in zip(sums, counts, strict=True)]
+            assert sums == [entry.reserved, entry.queued, entry.running], f"{name}: sums"
+            assert entry.running <= self.per_project, f"{name}: {entry.running} in flight"
+            eligible = bool(entry.ready) and entry.running < self.per_project
+            assert (name in self._eligible) == eligible, f"{name}: turn order out of step"
+            running += entry.running
+            load += entry.load
+        assert set(self._eligible) <= set(self._projects), "a project without load is eligible"
+        assert (running, load) == (self.running_total, self.load_total), "totals out of step"
+        assert running <= self.capacity, f"{running} in flight"
 
     def _entry(self, project: str, webhook: str) -> tuple[_Project, _Counts]:
         entry = self._projects.get(project)

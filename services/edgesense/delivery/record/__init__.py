@@ -1,2 +1,3 @@
-"""Record: what an attempt's outcome means for its delivery (retry, fail, hold),
-and writing it back."""
+"""Record: a delivery's state after it was stored: what an attempt's outcome
+means (retry, fail, hold), writing outcomes back, following webhook changes,
+and expiring what was held too long."""

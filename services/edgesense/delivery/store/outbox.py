@@ -274,17 +274,6 @@ class Outbox:
             found = {status: int(n) for status, n in rows}
         return {status: found.get(status, 0) for status in STATUSES}
 
-    async def next_due(self) -> float | None:
-        async with reading(self.engine, "finding the next due delivery") as conn:
-            value = (
-                await conn.execute(
-                    select(func.min(deliveries.c.next_attempt_at)).where(
-                        deliveries.c.status == PENDING
-                    )
-                )
-            ).scalar()
-        return float(value) if value is not None else None
-
     async def page(
         self, project_id: str, webhook_id: str, status: str, limit: int, before_seq: int | None
     ) -> tuple[list[Any], dict[str, list[Any]]]:
@@ -318,13 +307,6 @@ class Outbox:
                 return None
             logs = await self._attempts(conn, [delivery_id])
         return row, logs.get(delivery_id, [])
-
-    async def event_payload(self, event_id: str) -> bytes | None:
-        async with reading(self.engine, "reading an event") as conn:
-            value = (
-                await conn.execute(select(events.c.event).where(events.c.event_id == event_id))
-            ).scalar()
-        return bytes(value) if value is not None else None
 
     @staticmethod
     async def _attempts(conn: Any, delivery_ids: list[str]) -> dict[str, list[Any]]:

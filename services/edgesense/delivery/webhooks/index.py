@@ -61,9 +61,6 @@ class WebhookIndex:
     def get(self, webhook_id: str) -> Target | None:
         return self._targets.get(webhook_id)
 
-    def targets(self) -> list[Target]:
-        return list(self._targets.values())
-
     def webhook_ids(self, project_id: str) -> list[str]:
         """The ids of a project's webhooks."""
         return self._by_project.get(project_id, [])

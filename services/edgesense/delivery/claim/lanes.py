@@ -1,0 +1,273 @@
+"""Lanes: the claimed deliveries waiting in memory, and what the next claim
+may take.
+
+The dispatcher (claim/dispatcher.py) does the I/O and the waiting; every
+count it keeps about deliveries lives here. Pure bookkeeping: no asyncio, no
+I/O, no clock (times are passed in), so tests/delivery/test_lanes.py drives
+it through random sequences of operations.
+
+Words
+- lane: a webhook's claimed deliveries waiting in memory for a send slot,
+  oldest first. `add()` appends (a claim, or a hand-off from the acceptor),
+  `start()` takes the next one that may be sent, in `FairShare`'s order.
+- reserved, queued, running: `FairShare`'s counts per (project, webhook)
+  (claim/fairness.py): room promised to deliveries on their way (a fresh one
+  being stored, `reserve()`; a refill claim under way, `begin_refill()`),
+  deliveries in a lane, and attempts between `start()` and `finish()`.
+- backlogged: webhooks (-> project) that have due deliveries left in the
+  outbox because their lane had no room. While an attempt of theirs runs,
+  claims of due deliveries leave them out; once an attempt ends with a
+  quarter of the lane free (`finish()`), they move to refill.
+- refill: webhooks (-> project) whose lanes have room for deliveries waiting
+  in the outbox; the next claim (`begin_refill()`) claims for them alone,
+  up to their room.
+- more_due: whether a claim of due deliveries may find something. Fresh
+  deliveries normally arrive by hand-off, so this is only set by the
+  dispatcher's `wake()` (work stored without a lease, a retry now due), a
+  claim that came back full, or a claim that failed.
+- the breaker (claim/breaker.py): a paused webhook gets no room: `reserve()`
+  refuses it, refills skip it, claims of due deliveries leave it out (its
+  deliveries in the outbox are due when the pause ends).
+
+Invariants (`check()` asserts them)
+1. Lanes and FairShare agree: for every (project, webhook), the lane's length
+   is FairShare's queued count; no lane is kept empty; every delivery in a
+   lane has that lane's webhook and the same project.
+2. Nothing is lost or duplicated: a delivery is in at most one lane, once.
+   `start()` hands each out once, for exactly one `finish()`; `drop_queued()`
+   returns every queued one (to be handed back) and leaves none. So every
+   claimed delivery is queued, running or handed back.
+3. Reserved = hand-offs admitted and not yet `add`ed or `cancel`led, plus
+   the limits of the refill under way (between `begin_refill()` and
+   `end_refill()`; at most one at a time).
+4. In flight (FairShare, which `check()` also checks): at most `capacity`,
+   `per_project` of one project, `per_webhook` of one webhook.
+5. A webhook is backlogged or to refill, never both.
+6. Memory: admission (`reserve()`, refills) never takes the total held
+   (reserved + queued + running) past MEMORY_BOUND x capacity. A claim of
+   due deliveries is not reserved (the outbox decides how many come back),
+   so hand-offs may use its room while it runs: the total then exceeds the
+   bound by at most that claim's size (itself at most the bound), and
+   admits nothing more until it is back under: never past twice the bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+
+from edgesense.delivery.claim.breaker import Breaker
+from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
+from edgesense.delivery.store.rows import Claimed
+
+CLAIM_BATCH = 500
+CLAIM_LOW_WATER = 64
+
+
+class Lanes:
+    def __init__(self, fair: FairShare, breaker: Breaker) -> None:
+        self.fair = fair
+        self.breaker = breaker
+        self.more_due = True
+        self._lanes: dict[str, deque[Claimed]] = {}
+        self._backlogged: dict[str, str] = {}
+        self._refill: dict[str, str] = {}
+        # The refill claim under way: webhook -> (project, room reserved for it).
+        self._refilling: dict[str, tuple[str, int]] = {}
+
+    # Hand-off: a fresh delivery stored already leased to this process.
+
+    def reserve(self, project_id: str, webhook_id: str, now: float) -> bool:
+        """Room for one fresh delivery of this webhook (counted as reserved until
+        `add(..., reserved=True)` or `cancel()`)? Never while it is paused."""
+        if self.breaker.open_until(webhook_id, now) is not None:
+            return False
+        return self.fair.admit(project_id, webhook_id)
+
+    def cancel(self, items: Iterable[Claimed]) -> None:
+        """Reserved deliveries that will not come (not stored, or not new)."""
+        cancel = self.fair.cancel
+        for item in items:
+            cancel(item.project_id, item.webhook_id)
+
+    def add(self, items: Iterable[Claimed], reserved: bool = False) -> None:
+        """Claimed deliveries join their lanes (`reserved`: hand-offs that had room
+        reserved by `reserve()`)."""
+        queue, lanes = self.fair.queue, self._lanes
+        for item in items:
+            queue(item.project_id, item.webhook_id, reserved)
+            lane = lanes.get(item.webhook_id)
+            if lane is None:
+                lane = lanes[item.webhook_id] = deque()
+            lane.append(item)
+
+    def stored_unleased(self, webhooks: Iterable[tuple[str, str]], now: float) -> bool:
+        """Fresh pending deliveries of these (webhook, project)s were stored without
+        a lease: to refill when their lane has room, else backlogged (those of a
+        paused webhook are due when the pause ends). True when a refill is wanted."""
+        wanted = False
+        for webhook_id, project_id in webhooks:
+            if self.breaker.open_until(webhook_id, now) is not None:
+                continue
+            if self.fair.room(project_id, webhook_id) <= 0:
+                self._backlog(webhook_id, project_id)
+            else:
+                # Room in the lane: the lease was refused for a limit since
+                # lifted or a missing index.
+                self._backlogged.pop(webhook_id, None)
+                self._refill[webhook_id] = project_id
+                wanted = True
+        return wanted
+
+    # Send slots.
+
+    def start(self) -> Claimed | None:
+        """The next delivery to send, taking a free slot (FairShare's order); None
+        while no queued delivery may take one."""
+        chosen = self.fair.start()
+        if chosen is None:
+            return None
+        webhook_id = chosen[1]
+        lane = self._lanes[webhook_id]
+        item = lane.popleft()
+        if not lane:
+            del self._lanes[webhook_id]
+        return item
+
+    def finish(self, project_id: str, webhook_id: str) -> None:
+        """An attempt `start()` gave a slot has ended (however it went)."""
+        fair = self.fair
+        fair.finish(project_id, webhook_id)
+        if (
+            webhook_id in self._backlogged
+            and 2 * fair.room(project_id, webhook_id) >= fair.per_webhook
+        ):
+            del self._backlogged[webhook_id]
+            self._refill[webhook_id] = project_id
+
+    @property
+    def refill_wanted(self) -> bool:
+        return bool(self._refill)
+
+    # Claims.
+
+    def claim_size(self) -> int:
+        """How many deliveries a claim of due ones may take now (0: wait for room
+        for a batch).
+
+        Claims come in batches: while much is in flight, wait until a batch
+        fits (every finished attempt wakes the claim loop while more is due).
+        While other projects' work fills memory, a claim still takes a
+        newcomer's share (the projects that fill it are left out).
+        """
+        fair = self.fair
+        load, capacity = fair.load_total, fair.capacity
+        room = min(CLAIM_BATCH, fair.claim_room())
+        if load >= 2 * capacity:
+            return room
+        return room if room >= CLAIM_LOW_WATER or (room > 0 and load < capacity) else 0
+
+    def begin_due_claim(
+        self, now: float, webhook_ids: Callable[[str], Iterable[str]]
+    ) -> tuple[int, list[str]]:
+        """(How many, which webhooks to leave out) for a claim of due deliveries
+        (retries, redeliveries, ...); 0: none now. Left out: full lanes with an
+        attempt running (refilled by their own claims once they drain), paused
+        webhooks, and the webhooks (`webhook_ids(project)`) of projects that
+        hold all they may. Clears `more_due`: whatever sets it meanwhile asks
+        for another claim."""
+        size = self.claim_size()
+        if size <= 0:
+            return 0, []
+        fair = self.fair
+        for webhook_id, lane in self._lanes.items():
+            project_id = lane[0].project_id
+            if fair.room(project_id, webhook_id) <= 0:
+                self._backlog(webhook_id, project_id)
+        running = fair.running
+        left_out = [w for w, p in self._backlogged.items() if running(p, w)]
+        left_out += self.breaker.paused(now)
+        for project_id in fair.saturated():
+            left_out += webhook_ids(project_id)
+        self.more_due = False
+        return size, left_out
+
+    def end_due_claim(self, claimed: list[Claimed], size: int) -> bool:
+        """The claim's deliveries join their lanes; True if it came back full
+        (more may be due right now)."""
+        self.add(claimed)
+        full = len(claimed) == size
+        self.more_due = self.more_due or full
+        return full
+
+    def begin_refill(self, now: float) -> dict[str, int]:
+        """webhook -> how many to claim, for the webhooks to refill, with that
+        room reserved until `end_refill()` (so that lanes refilled together stay
+        within their project's room, and hand-offs meanwhile too)."""
+        if self._refilling:
+            raise ValueError("a refill is already under way")
+        refill, self._refill = self._refill, {}
+        limits: dict[str, int] = {}
+        for webhook_id, project_id in refill.items():
+            if self.breaker.open_until(webhook_id, now) is not None:
+                continue  # due again when the pause ends
+            want = self.fair.room(project_id, webhook_id)
+            if want <= 0:
+                self._backlog(webhook_id, project_id)  # hand-offs took the room
+                continue
+            limits[webhook_id] = want
+            self.fair.reserve(project_id, webhook_id, want)
+            self._refilling[webhook_id] = (project_id, want)
+        return limits
+
+    def end_refill(self, claimed: list[Claimed]) -> None:
+        """The refill's deliveries join their lanes (none if the claim failed:
+        the refill's rows are then left to claims of due deliveries)."""
+        refilling, self._refilling = self._refilling, {}
+        for webhook_id, (project_id, limit) in refilling.items():
+            self.fair.cancel(project_id, webhook_id, limit)
+        self.add(claimed)
+        got = Counter(item.webhook_id for item in claimed)
+        for webhook_id, (project_id, limit) in refilling.items():
+            if got[webhook_id] == limit and webhook_id not in self._refill:
+                self._backlogged[webhook_id] = project_id  # there may be more
+
+    def drop_queued(self) -> list[Claimed]:
+        """Take every queued delivery out (to hand back); in-flight ones stay."""
+        queued = [item for lane in self._lanes.values() for item in lane]
+        self._lanes.clear()
+        self.fair.drop_queued()
+        return queued
+
+    def queued(self) -> list[Claimed]:
+        """Every queued delivery, lane by lane, oldest first."""
+        return [item for lane in self._lanes.values() for item in lane]
+
+    def _backlog(self, webhook_id: str, project_id: str) -> None:
+        self._refill.pop(webhook_id, None)
+        self._backlogged[webhook_id] = project_id
+
+    def check(self) -> None:
+        """Assert the invariants in this module's docstring (for tests: it walks
+        everything)."""
+        fair = self.fair
+        fair.check()
+        seen: set[str] = set()
+        for webhook_id, lane in self._lanes.items():
+            assert lane, f"{webhook_id}: an empty lane was kept"
+            project_id = lane[0].project_id
+            for item in lane:
+                assert (item.webhook_id, item.project_id) == (webhook_id, project_id), item
+                assert item.delivery_id not in seen, f"{item.delivery_id} queued twice"
+                seen.add(item.delivery_id)
+        reserved_for_refill = {w: n for w, (_, n) in self._refilling.items()}
+        for project_id, webhook_id, reserved, queued, _ in fair.counts():
+            found = self._lanes.get(webhook_id)
+            in_lane = len(found) if found is not None else 0
+            assert queued == in_lane, f"{webhook_id}: {queued} queued, {in_lane} in its lane"
+            assert found is None or found[0].project_id == project_id, f"{webhook_id}: project"
+            assert reserved >= reserved_for_refill.get(webhook_id, 0), f"{webhook_id}: reserved"
+        assert len(seen) == sum(q for *_, q, _ in fair.counts()), "a lane FairShare does not count"
+        both = self._backlogged.keys() & self._refill.keys()
+        assert not both, f"backlogged and to refill: {both}"
+        assert fair.load_total <= 2 * MEMORY_BOUND * fair.capacity, f"{fair.load_total} held"

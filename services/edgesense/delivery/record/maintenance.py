@@ -1,0 +1,56 @@
+"""Outbox upkeep every few seconds: count deliveries by status (Publish's
+backpressure and the queue metrics) and expire deliveries held too long."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from edgesense.common.config import Settings
+from edgesense.common.errors import Unavailable
+from edgesense.delivery import metrics
+from edgesense.delivery.accept.acceptor import Acceptor
+from edgesense.delivery.store.outbox import Outbox
+
+log = logging.getLogger(__name__)
+COUNT_EVERY_SECONDS = 2.0
+EXPIRE_EVERY_SECONDS = 60.0
+
+
+def expiry_period(held_retention_seconds: float) -> float:
+    """How often held deliveries are checked for expiry: every minute, or every
+    half retention when that is shorter, so a delivery is not held much past its
+    retention (checks run with the maintenance loop: at most every 2 s)."""
+    return min(EXPIRE_EVERY_SECONDS, held_retention_seconds / 2)
+
+
+async def maintain(outbox: Outbox, acceptor: Acceptor, settings: Settings) -> None:
+    """Run until cancelled."""
+    last_expiry = 0.0
+    expire_every = expiry_period(settings.held_retention_seconds)
+    while True:
+        try:
+            created_before = acceptor.created_total
+            counts = await outbox.counts()
+            # Deliveries accepted while counting may be missing from the count;
+            # overwriting the acceptor's tally with it would drop them.
+            created_meanwhile = acceptor.created_total - created_before
+            acceptor.pending_deliveries = counts["pending"] + created_meanwhile
+            metrics.QUEUE_DEPTH.set(counts["pending"])
+            metrics.HELD.set(counts["held"])
+            now = time.time()
+            if now - last_expiry >= expire_every:
+                last_expiry = now
+                hours = settings.held_retention_seconds / 3600
+                expired = await outbox.expire_held(
+                    now - settings.held_retention_seconds,
+                    f"expired: held longer than {hours:g} h",
+                    now,
+                )
+                if expired:
+                    metrics.DELIVERIES.labels("expired").inc(expired)
+                    log.warning("%d held deliveries expired after %g h", expired, hours)
+        except Unavailable as exc:
+            log.warning("outbox maintenance skipped: %s", exc.message)
+        await asyncio.sleep(COUNT_EVERY_SECONDS)

@@ -1,0 +1,107 @@
+"""OutcomeWriter on a real SQLite outbox: outcomes are written back in
+batches, a delivery that used up its attempts is reported, the dispatcher is
+woken when a retry is due, and close() writes what is left."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edgesense.delivery.record.writer import OutcomeWriter
+from edgesense.delivery.store.outbox import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    NewDelivery,
+    Outbox,
+    Outcome,
+    StoredEvent,
+)
+from edgesense.delivery.webhooks.index import ACTIVE, Target
+from edgesense.storage.engine import create_engine, dispose_engine
+from edgesense.storage.migrate import migrate
+
+TARGET = Target("wh_1", "p", "https://hooks.example.test/x", frozenset(), frozenset(), ACTIVE, "s")
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    await migrate(engine, "delivery")
+    outbox = Outbox(engine)
+    now = time.time()
+    await outbox.accept(
+        [StoredEvent(f"evt_{n}", "p", b"") for n in range(3)],
+        [
+            NewDelivery(
+                f"dlv_{n}",
+                f"evt_{n}",
+                "wh_1",
+                "p",
+                "device.data",
+                "d",
+                PENDING,
+                None,
+                now,
+                "me",
+                now + 30,
+                now,
+                now,
+            )
+            for n in range(3)
+        ],
+        now,
+    )
+    yield outbox
+    await outbox.close()
+    await dispose_engine(engine)
+
+
+def outcome(number: int, status: str, next_attempt_at: float = 0.0) -> Outcome:
+    return Outcome(
+        f"dlv_{number}", 1, time.time(), 12, 500, None, "no", status, "HTTP 500", 1, next_attempt_at
+    )
+
+
+async def state(outbox: Outbox, number: int) -> tuple[str, int]:
+    found = await outbox.one("p", f"dlv_{number}")
+    assert found is not None
+    row, attempts = found
+    return row.status, len(attempts)
+
+
+async def test_outcomes_are_written_and_acted_on(outbox: Outbox) -> None:
+    exhausted: list[tuple[Target, Outcome]] = []
+    retry_due = asyncio.Event()
+
+    async def on_exhausted(target: Target, outcome: Outcome) -> None:
+        exhausted.append((target, outcome))
+
+    writer = OutcomeWriter(outbox, "me", on_exhausted=on_exhausted, on_retry_due=retry_due.set)
+    running = asyncio.create_task(writer.run())
+    failed, retried = outcome(0, FAILED), outcome(1, PENDING, time.time() + 0.1)
+    writer.add(failed, TARGET)
+    writer.add(retried, TARGET)
+    await asyncio.wait_for(retry_due.wait(), 5)  # once written, and the retry is due
+    assert exhausted == [(TARGET, failed)]
+    writer.add(outcome(2, SUCCEEDED), TARGET)  # after run() went back to waiting
+    await writer.close(running, 5)
+    assert running.done()
+    assert [await state(outbox, n) for n in range(3)] == [(FAILED, 1), (PENDING, 1), (SUCCEEDED, 1)]
+
+
+async def test_close_writes_what_is_left(outbox: Outbox) -> None:
+    async def never(target: Target, outcome: Outcome) -> None:
+        raise AssertionError("nothing is exhausted here")
+
+    writer = OutcomeWriter(outbox, "me", on_exhausted=never, on_retry_due=lambda: None)
+    running = asyncio.create_task(writer.run())
+    writer.add(outcome(0, SUCCEEDED), TARGET)  # while run() lingers for a batch
+    await writer.close(running, 5)
+    assert await state(outbox, 0) == (SUCCEEDED, 1)
+    await writer.flush()  # nothing left: no second write
+    assert await state(outbox, 0) == (SUCCEEDED, 1)
