@@ -12,8 +12,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from edgesense.common.auth import Authenticator
 from edgesense.common.config import Settings
 from edgesense.common.errors import Unavailable
@@ -30,11 +28,9 @@ from edgesense.delivery.send.attempt import Sender
 from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.send.senders import SenderPool
 from edgesense.delivery.service import DeliveryService
-from edgesense.delivery.store.outbox import Outbox, Outcome
+from edgesense.delivery.store.outbox import Outbox, Outcome, open_outbox
 from edgesense.delivery.webhooks.index import DISABLED, Target, WebhookIndex
 from edgesense.delivery.webhooks.registry_link import FailureReport, RegistryLink
-from edgesense.storage.engine import create_engine, dispose_engine
-from edgesense.storage.migrate import migrate
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -107,7 +103,7 @@ class Reconciler:
 @dataclass
 class RunningDelivery:
     server: GrpcServer
-    engine: AsyncEngine
+    outbox: Outbox
     sender: Sender
     service: DeliveryService
     dispatcher: Dispatcher
@@ -127,8 +123,7 @@ class RunningDelivery:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self.sender.close()
-        await self.dispatcher.outbox.close()
-        await dispose_engine(self.engine)
+        await self.outbox.close()
 
 
 async def _maintain(outbox: Outbox, acceptor: Acceptor, settings: Settings) -> None:
@@ -165,13 +160,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     """Migrate, connect to the registry, and start serving and sending."""
     auth = Authenticator(settings.require_api_keys(), settings.service_token())
     ensure_free(addr or settings.delivery_addr)  # before the senders and the link start
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate(engine, "delivery")
-    except BaseException:
-        await engine.dispose()
-        raise
-    outbox = Outbox(engine)
+    outbox = await open_outbox(settings.database_url)
     index = WebhookIndex()
     sender: Sender = (
         SenderPool.from_settings(settings)
@@ -219,7 +208,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(acceptor.run(), name="acceptor"),
         asyncio.create_task(_maintain(outbox, acceptor, settings), name="maintenance"),
     ]
-    running = RunningDelivery(server, engine, sender, service, dispatcher, index, 0, tasks)
+    running = RunningDelivery(server, outbox, sender, service, dispatcher, index, 0, tasks)
     try:
         running.port = await server.start(addr or settings.delivery_addr)
     except BaseException:
