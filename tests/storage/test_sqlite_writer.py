@@ -119,3 +119,22 @@ def test_an_in_memory_database_is_refused(url: str) -> None:
     # Every connection (the engine's, the writer thread's) would have its own.
     with pytest.raises(ConfigurationError, match="not an in-memory database"):
         create_engine(url)
+
+
+async def test_a_uri_form_url_is_one_file_for_the_engine_and_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = create_engine(f"sqlite+aiosqlite:///file:{tmp_path / 'u.db'}?mode=rwc&uri=true")
+    writer = SqliteWriter(engine)
+    try:
+        async with transaction(engine, "creating a table") as conn:
+            await conn.execute(text("CREATE TABLE items (n INTEGER NOT NULL)"))
+        await writer.run("storing events", insert(7))
+        async with reading(engine, "reading") as conn:
+            assert (await conn.execute(text("SELECT n FROM items"))).scalar() == 7
+    finally:
+        await writer.close()
+        await dispose_engine(engine)
+    # No folder named after the URI ("file:") was made for it.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("u.db")] == []

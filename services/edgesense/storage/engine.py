@@ -42,7 +42,8 @@ def create_engine(url: str) -> AsyncEngine:
                 "EDGESENSE_DATABASE_URL: SQLite needs a file (sqlite+aiosqlite:///path),"
                 " not an in-memory database"
             )
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if not parsed.query.get("uri"):  # a URI (file:…?mode=…) is not a path
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=5
         )
