@@ -85,7 +85,8 @@ def _row(row: Any) -> StoredWebhook:
 class WebhookStore:
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
         self.engine = engine
-        # This store is the engine's only writer in the registry process.
+        # The engine's only writer in the registry process: on SQLite its
+        # writes queue on this lock before SQLite's (see writer_lock).
         self._writes = writer_lock(engine)
         self.box = box
         self.changed = ChangeSignal()
