@@ -20,19 +20,16 @@ from edgesense.delivery.store.outbox import (
     Outbox,
     Outcome,
     StoredEvent,
+    open_outbox,
 )
 from edgesense.delivery.webhooks.index import ACTIVE, Target
-from edgesense.storage.engine import create_engine, dispose_engine
-from edgesense.storage.migrate import migrate
 
 TARGET = Target("wh_1", "p", "https://hooks.example.test/x", frozenset(), frozenset(), ACTIVE, "s")
 
 
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
-    await migrate(engine, "delivery")
-    outbox = Outbox(engine)
+    outbox = await open_outbox(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
     now = time.time()
     await outbox.accept(
         [StoredEvent(f"evt_{n}", "p", b"") for n in range(3)],
@@ -58,7 +55,6 @@ async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
     )
     yield outbox
     await outbox.close()
-    await dispose_engine(engine)
 
 
 def outcome(number: int, status: str, next_attempt_at: float = 0.0) -> Outcome:

@@ -17,22 +17,24 @@ from edgesense.delivery.claim.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, D
 from edgesense.delivery.record.policy import RetryPolicy
 from edgesense.delivery.send.attempt import AttemptResult, Sender
 from edgesense.delivery.send.http_sender import HttpSender
-from edgesense.delivery.store.outbox import FAILED, PENDING, NewDelivery, Outbox, StoredEvent
+from edgesense.delivery.store.outbox import (
+    FAILED,
+    PENDING,
+    NewDelivery,
+    Outbox,
+    StoredEvent,
+    open_outbox,
+)
 from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
-from edgesense.storage.engine import create_engine, dispose_engine
-from edgesense.storage.migrate import migrate
 from edgesense.v1 import events_pb2
 from tests.support.waiting import eventually
 
 
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
-    await migrate(engine, "delivery")
-    outbox = Outbox(engine)
+    outbox = await open_outbox(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
     yield outbox
     await outbox.close()
-    await dispose_engine(engine)
 
 
 async def _unused(*_args: object) -> None:

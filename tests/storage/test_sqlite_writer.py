@@ -1,9 +1,8 @@
 """The SQLite writer thread: a locked database, a failing transaction, and the
-engine's other writers, against a real SQLite file."""
+engine's readers beside it, against a real SQLite file."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.common.errors import Unavailable
-from edgesense.storage.engine import create_engine, dispose_engine, transaction
+from edgesense.common.errors import ConfigurationError, Unavailable
+from edgesense.storage.engine import create_engine, dispose_engine, reading, transaction
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 
@@ -36,7 +35,7 @@ async def writers(engine: AsyncEngine) -> AsyncIterator[Writers]:
     made: list[SqliteWriter] = []
 
     def make(**kwargs: int) -> SqliteWriter:
-        made.append(SqliteWriter(engine, str(engine.url.database), **kwargs))
+        made.append(SqliteWriter(engine, **kwargs))
         return made[-1]
 
     yield make
@@ -90,23 +89,52 @@ async def test_a_failing_transaction_is_rolled_back_and_the_next_one_commits(
     assert count(path) == 1  # the half-done transaction left nothing
 
 
-async def test_the_engines_other_writers_pause_the_thread_instead_of_colliding(
+async def test_a_reader_on_the_engine_neither_waits_for_the_writer_nor_blocks_it(
     engine: AsyncEngine, writers: Writers
 ) -> None:
     path = str(engine.url.database)
     writer = writers(busy_timeout_ms=200)
+    await writer.run("storing events", insert(1))
+    # A read transaction held open through the engine (aiosqlite) while the
+    # thread commits: in WAL mode the writer does not wait for it (outside
+    # WAL it could not commit, and would fail after 200 ms), and the reader
+    # keeps its snapshot.
+    async with reading(engine, "counting") as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM items"))).scalar() == 1
+        assert await writer.run("storing events", insert(2)) == 2
+        assert (await conn.execute(text("SELECT count(*) FROM items"))).scalar() == 1
+    # And a writer transaction in progress does not hold the reader up.
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO items (n) VALUES (3)")
+    async with reading(engine, "counting") as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM items"))).scalar() == 2
+    holder.execute("COMMIT")
+    holder.close()
+    assert count(path) == 3
 
-    # Many thread transactions queued while the engine writes, slowly,
-    # through SQLAlchemy: neither side meets SQLite's lock (which would
-    # fail the thread's transactions after 200 ms).
-    async def slow_engine_write() -> None:
-        async with transaction(engine, "holding") as conn:
-            await conn.execute(text("INSERT INTO items (n) VALUES (0)"))
-            await asyncio.sleep(0.5)
 
-    results = await asyncio.gather(
-        slow_engine_write(),
-        *(writer.run("storing events", insert(n)) for n in range(1, 51)),
-    )
-    assert results[1:] == list(range(1, 51))
-    assert count(path) == 51
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://"])
+def test_an_in_memory_database_is_refused(url: str) -> None:
+    # Every connection (the engine's, the writer thread's) would have its own.
+    with pytest.raises(ConfigurationError, match="not an in-memory database"):
+        create_engine(url)
+
+
+async def test_a_uri_form_url_is_one_file_for_the_engine_and_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = create_engine(f"sqlite+aiosqlite:///file:{tmp_path / 'u.db'}?mode=rwc&uri=true")
+    writer = SqliteWriter(engine)
+    try:
+        async with transaction(engine, "creating a table") as conn:
+            await conn.execute(text("CREATE TABLE items (n INTEGER NOT NULL)"))
+        await writer.run("storing events", insert(7))
+        async with reading(engine, "reading") as conn:
+            assert (await conn.execute(text("SELECT n FROM items"))).scalar() == 7
+    finally:
+        await writer.close()
+        await dispose_engine(engine)
+    # No folder named after the URI ("file:") was made for it.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("u.db")] == []

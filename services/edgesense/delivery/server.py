@@ -25,8 +25,6 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from edgesense.common.auth import Authenticator
 from edgesense.common.config import Settings
 from edgesense.common.grpc_runtime import GrpcServer, wait_for_signal
@@ -43,11 +41,9 @@ from edgesense.delivery.send.attempt import Sender
 from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.send.senders import SenderPool
 from edgesense.delivery.service import DeliveryService
-from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.webhooks.index import WebhookIndex
 from edgesense.delivery.webhooks.registry_link import RegistryLink
-from edgesense.storage.engine import create_engine, dispose_engine
-from edgesense.storage.migrate import migrate
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -57,7 +53,7 @@ SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["Delivery"].full_name
 @dataclass
 class RunningDelivery:
     server: GrpcServer
-    engine: AsyncEngine
+    outbox: Outbox
     sender: Sender
     service: DeliveryService
     dispatcher: Dispatcher
@@ -77,21 +73,14 @@ class RunningDelivery:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self.sender.close()
-        await self.dispatcher.outbox.close()
-        await dispose_engine(self.engine)
+        await self.outbox.close()
 
 
 async def start_delivery(settings: Settings, addr: str | None = None) -> RunningDelivery:
     """Migrate, connect to the registry, and start serving and sending."""
     auth = Authenticator(settings.require_api_keys(), settings.service_token())
     ensure_free(addr or settings.delivery_addr)  # before the senders and the link start
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate(engine, "delivery")
-    except BaseException:
-        await engine.dispose()
-        raise
-    outbox = Outbox(engine)
+    outbox = await open_outbox(settings.database_url)
     index = WebhookIndex()
     sender: Sender = (
         SenderPool.from_settings(settings)
@@ -139,7 +128,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(acceptor.run(), name="acceptor"),
         asyncio.create_task(maintain(outbox, acceptor, settings), name="maintenance"),
     ]
-    running = RunningDelivery(server, engine, sender, service, dispatcher, index, 0, tasks)
+    running = RunningDelivery(server, outbox, sender, service, dispatcher, index, 0, tasks)
     try:
         running.port = await server.start(addr or settings.delivery_addr)
     except BaseException:

@@ -24,7 +24,7 @@ from edgesense.common.ids import new_id
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.tables import webhook_changes, webhooks
 from edgesense.registry.validation import WebhookSpec
-from edgesense.storage.engine import reading, transaction
+from edgesense.storage.engine import reading, transaction, writer_lock
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -85,6 +85,9 @@ def _row(row: Any) -> StoredWebhook:
 class WebhookStore:
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
         self.engine = engine
+        # The engine's only writer in the registry process: on SQLite its
+        # writes queue on this lock before SQLite's (see writer_lock).
+        self._writes = writer_lock(engine)
         self.box = box
         self.changed = ChangeSignal()
 
@@ -106,7 +109,7 @@ class WebhookStore:
             "status": ACTIVE,
             "created_at": created_at,
         }
-        async with transaction(self.engine, "registering a webhook") as conn:
+        async with transaction(self.engine, "registering a webhook", self._writes) as conn:
             # Counted after the change-log lock (PostgreSQL) or inside BEGIN
             # IMMEDIATE (SQLite): two registrations cannot both pass the limit.
             await self._lock_changes(conn)
@@ -160,7 +163,7 @@ class WebhookStore:
         return found
 
     async def delete(self, project_id: str, webhook_id: str) -> None:
-        async with transaction(self.engine, "deleting a webhook") as conn:
+        async with transaction(self.engine, "deleting a webhook", self._writes) as conn:
             result = await conn.execute(
                 delete(webhooks).where(
                     webhooks.c.webhook_id == webhook_id, webhooks.c.project_id == project_id
@@ -175,7 +178,7 @@ class WebhookStore:
         self, project_id: str | None, webhook_id: str, status: str, reason: str | None = None
     ) -> StoredWebhook:
         """Enable (reason None) or disable a webhook; a no-op if it already is."""
-        async with transaction(self.engine, f"setting a webhook {status}") as conn:
+        async with transaction(self.engine, f"setting a webhook {status}", self._writes) as conn:
             current = await self._get(conn, project_id, webhook_id)
             if current is None:
                 raise NotFound(f"webhook {webhook_id} not found")
@@ -197,7 +200,7 @@ class WebhookStore:
 
     async def snapshot(self) -> tuple[list[StoredWebhook], int]:
         """Every webhook, and the change seq the snapshot is consistent with."""
-        async with transaction(self.engine, "reading the webhook snapshot") as conn:
+        async with transaction(self.engine, "reading the webhook snapshot", self._writes) as conn:
             # A write transaction: on SQLite it excludes writers between the
             # two reads; on PostgreSQL the change-log lock does.
             await self._lock_changes(conn)

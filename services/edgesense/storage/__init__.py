@@ -1,1 +1,2 @@
-"""The one place that talks to the database: engines, migrations, error mapping."""
+"""Database plumbing shared by the registry and delivery: engines, the SQLite
+writer thread, migrations, and database errors as `Unavailable`."""

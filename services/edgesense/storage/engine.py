@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -23,10 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from edgesense.common.errors import ConfigurationError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -41,7 +36,13 @@ def create_engine(url: str) -> AsyncEngine:
             raise ConfigurationError(
                 "EDGESENSE_DATABASE_URL: use sqlite+aiosqlite:///path for SQLite"
             )
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database in (None, "", ":memory:"):
+            # Each connection would have a database of its own, lost at exit.
+            raise ConfigurationError(
+                "EDGESENSE_DATABASE_URL: SQLite needs a file (sqlite+aiosqlite:///path),"
+                " not an in-memory database"
+            )
+        if not parsed.query.get("uri"):  # a URI (file:…?mode=…) is not a path
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=5
@@ -96,46 +97,21 @@ def translate(what: str) -> Iterator[None]:
 
 # SQLite has one writer at a time; a writer that finds the lock taken sleeps
 # in SQLite's busy handler (1, 2, 5 ... 100 ms naps), which put a floor of
-# about 200 ms under delivery latency. Writers of one process therefore queue
-# on an asyncio lock first and meet SQLite's lock only across processes.
-_sqlite_writers: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-def _writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
-    if engine.dialect.name != "sqlite":
-        return None
-    lock = _sqlite_writers.get(engine.sync_engine)
-    if lock is None:
-        lock = _sqlite_writers[engine.sync_engine] = asyncio.Lock()
-    return lock
-
-
-class ExclusiveWriter(Protocol):
-    def exclusive(self) -> contextlib.AbstractAsyncContextManager[None]: ...
-
-
-# A process's SqliteWriter for an engine: its writes happen in its own thread,
-# which other writers of the engine pause while they write (see transaction).
-_thread_writers: weakref.WeakKeyDictionary[Any, ExclusiveWriter] = weakref.WeakKeyDictionary()
-
-
-def register_thread_writer(engine: AsyncEngine, writer: ExclusiveWriter | None) -> None:
-    if writer is None:
-        _thread_writers.pop(engine.sync_engine, None)
-    else:
-        _thread_writers[engine.sync_engine] = writer
+# about 200 ms under latency. The writers of one process therefore queue on
+# an asyncio lock first (made by `writer_lock`, held by whoever owns the
+# engine and passed to `transaction`) and meet SQLite's lock only across
+# processes. PostgreSQL locks rows, not the database: no lock there.
+def writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    """The lock `engine`'s writers in this process share: one per SQLite engine, else None."""
+    return asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
 
 @contextlib.asynccontextmanager
-async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
-    """A write transaction (on SQLite: BEGIN IMMEDIATE, one writer per process at a time)."""
-    lock = _writer_lock(engine)
-    async with contextlib.AsyncExitStack() as stack:
-        if lock is not None:
-            await stack.enter_async_context(lock)
-            thread_writer = _thread_writers.get(engine.sync_engine)
-            if thread_writer is not None:
-                await stack.enter_async_context(thread_writer.exclusive())
+async def transaction(
+    engine: AsyncEngine, what: str, lock: asyncio.Lock | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """A write transaction (on SQLite: BEGIN IMMEDIATE), after taking `lock` if given."""
+    async with lock if lock is not None else contextlib.nullcontext():
         with translate(what):
             async with engine.begin() as conn:
                 yield conn
@@ -143,7 +119,9 @@ async def transaction(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConn
 
 @contextlib.asynccontextmanager
 async def reading(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnection]:
-    """A read-only transaction (on SQLite it does not take the write lock)."""
+    """A read-only transaction. On SQLite it does not take the write lock, and
+    in WAL mode a reader sees a snapshot: it neither waits for a writer (of
+    this process or another) nor makes one wait."""
     with translate(what):
         async with engine.execution_options(edgesense_read=True).begin() as conn:
             yield conn

@@ -4,7 +4,9 @@ Each component (`registry`, `delivery`) has its own migration folder and its
 own version table, so the two can share one database or use two. Concurrent
 starts are serialised: on PostgreSQL by an advisory lock held for the
 migration's transaction, on SQLite by the write lock that `BEGIN IMMEDIATE`
-takes.
+takes (tests/storage/test_migrate.py starts six at once). Within one
+process, run one migration at a time: Alembic keeps its context in module
+globals, and two interleaved on one event loop trip over each other.
 """
 
 from __future__ import annotations

@@ -1,18 +1,33 @@
-"""The outbox's hot transactions on SQLite, as plain `sqlite3` functions.
+"""The outbox on SQLite: every write a plain `sqlite3` function on one writer thread.
 
-Each runs whole inside a `SqliteWriter` transaction (one hop to the writer
-thread, see storage.sqlite_writer); the PostgreSQL versions are in `outbox`
-(through SQLAlchemy and asyncpg, where several processes share the work).
-They do what `Outbox.accept`, `claim` and `record` document.
+SQLite has one writer at a time. Through SQLAlchemy and aiosqlite each
+statement of a transaction is a round trip to the event loop, and the write
+lock is held across them all; on the writer thread (`storage.sqlite_writer`)
+a whole transaction is one hop and holds the lock for the database work
+only, which was measured much faster. Every write of the outbox, the hot
+ones (accept, claim, record) and the rare ones (defer, hold, requeue, …),
+goes through that one thread, so this process's writes queue there and
+never meet each other on SQLite's lock (another process's writer, such as
+the registry's, waits for it up to the busy timeout). Reads are shared with
+PostgreSQL (`reads.OutboxReads`, on the engine's aiosqlite connections): in
+WAL mode they neither wait for the writer nor make it wait.
+
+The functions do what the `Outbox` methods of the same name document; each
+runs inside the writer's BEGIN IMMEDIATE … COMMIT.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
+    FAILED,
+    HELD,
     INSERT_ATTEMPT,
     INSERT_DELIVERY,
     PENDING,
@@ -25,6 +40,7 @@ from edgesense.delivery.store.rows import (
     delivery_rows,
     outcome_rows,
 )
+from edgesense.storage.sqlite_writer import SqliteWriter
 
 # Well under SQLite's limit of host parameters in one statement.
 CHUNK = 500
@@ -43,6 +59,145 @@ CLAIM = (
     " project_id"
 )
 CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="")
+DEFER = (
+    "UPDATE deliveries SET next_attempt_at = ?, status_reason = ?, updated_at = ?"
+    " WHERE webhook_id = ? AND status = ? AND next_attempt_at < ?"
+    " AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+)
+RELEASE_LEASES = (
+    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL"
+    " WHERE lease_owner = ? AND delivery_id IN ({})"
+)
+# A status change of a webhook's deliveries; back to pending means due now,
+# with fresh attempts.
+TRANSITION = (
+    "UPDATE deliveries SET status = ?, status_reason = ?, updated_at = ?"
+    " WHERE status = ? AND webhook_id IN ({})"
+)
+TRANSITION_TO_PENDING = (
+    "UPDATE deliveries SET status = ?, status_reason = ?, updated_at = ?,"
+    " cycle_attempts = 0, next_attempt_at = ?"
+    " WHERE status = ? AND webhook_id IN ({})"
+)
+EXPIRE_HELD = (
+    "UPDATE deliveries SET status = ?, status_reason = ?, updated_at = ?"
+    " WHERE status = ? AND created_at < ?"
+)
+REQUEUE = (
+    "UPDATE deliveries SET status = ?, status_reason = ?, cycle_attempts = 0,"
+    " next_attempt_at = ?, updated_at = ? WHERE delivery_id = ? AND project_id = ?"
+)
+
+
+class SqliteOutbox(OutboxReads):
+    """The `Outbox` on SQLite; owns `writer` and `engine` (closing the outbox closes both)."""
+
+    def __init__(self, engine: AsyncEngine, writer: SqliteWriter) -> None:
+        super().__init__(engine)
+        self._writer = writer
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await super().close()
+
+    async def accept(
+        self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+    ) -> tuple[set[str], int]:
+        if not stored:
+            return set(), 0
+        return await self._writer.run("storing events", lambda c: accept(c, stored, planned, now))
+
+    async def claim(
+        self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
+    ) -> list[Claimed]:
+        excluded = list(exclude)
+        return await self._writer.run(
+            "claiming deliveries",
+            lambda c: claim(c, owner, now, lease_seconds, limit, excluded),
+        )
+
+    async def claim_for(
+        self, owner: str, now: float, lease_seconds: float, limits: Mapping[str, int]
+    ) -> list[Claimed]:
+        if not limits:
+            return []
+        return await self._writer.run(
+            "claiming deliveries",
+            lambda c: claim_for(c, owner, now, lease_seconds, limits),
+        )
+
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+        if not outcomes:
+            return
+        await self._writer.run(
+            "recording delivery attempts", lambda c: record(c, owner, outcomes, now)
+        )
+
+    async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
+        return await self._writer.run(
+            "deferring deliveries",
+            lambda c: (
+                c.execute(DEFER, (until, reason, now, webhook_id, PENDING, until, now)).rowcount
+            ),
+        )
+
+    async def release_leases(self, owner: str, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        ids = list(delivery_ids)
+        await self._writer.run(
+            "releasing leases", lambda c: _update_in_chunks(c, RELEASE_LEASES, (owner,), ids)
+        )
+
+    async def hold(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
+        return await self._transition(webhook_ids, (PENDING,), HELD, reason, now)
+
+    async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
+        return await self._transition(webhook_ids, (HELD,), PENDING, None, now)
+
+    async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
+        return await self._transition(webhook_ids, (PENDING, HELD), FAILED, reason, now)
+
+    async def _transition(
+        self,
+        webhook_ids: Sequence[str],
+        olds: Sequence[str],
+        new: str,
+        reason: str | None,
+        now: float,
+    ) -> int:
+        if not webhook_ids:
+            return 0
+        ids = list(webhook_ids)
+
+        def work(conn: sqlite3.Connection) -> int:
+            count = 0
+            for old in olds:
+                if new == PENDING:
+                    head: tuple[Any, ...] = (new, reason, now, now, old)
+                    count += _update_in_chunks(conn, TRANSITION_TO_PENDING, head, ids)
+                else:
+                    count += _update_in_chunks(conn, TRANSITION, (new, reason, now, old), ids)
+            return count
+
+        return await self._writer.run(f"marking deliveries {new}", work)
+
+    async def expire_held(self, created_before: float, reason: str, now: float) -> int:
+        return await self._writer.run(
+            "expiring held deliveries",
+            lambda c: c.execute(EXPIRE_HELD, (FAILED, reason, now, HELD, created_before)).rowcount,
+        )
+
+    async def requeue(
+        self, project_id: str, delivery_id: str, status: str, reason: str | None, now: float
+    ) -> bool:
+        updated = await self._writer.run(
+            "requeueing a delivery",
+            lambda c: (
+                c.execute(REQUEUE, (status, reason, now, now, delivery_id, project_id)).rowcount
+            ),
+        )
+        return updated > 0
 
 
 def _placeholders(count: int) -> str:
@@ -57,6 +212,20 @@ def _in_chunks(conn: sqlite3.Connection, query: str, ids: Sequence[str]) -> list
         chunk = ids[start : start + CHUNK]
         found += conn.execute(query.format(_placeholders(len(chunk))), chunk).fetchall()
     return found
+
+
+def _update_in_chunks(
+    conn: sqlite3.Connection, statement: str, head: tuple[Any, ...], ids: Sequence[str]
+) -> int:
+    """Run `statement` (its `{}` an IN list, after the `head` parameters) for
+    every id, CHUNK ids per statement; how many rows it changed."""
+    changed = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        changed += conn.execute(
+            statement.format(_placeholders(len(chunk))), (*head, *chunk)
+        ).rowcount
+    return changed
 
 
 def accept(

@@ -1,0 +1,274 @@
+"""The outbox on PostgreSQL: SQLAlchemy Core over asyncpg.
+
+Several delivery processes may share one PostgreSQL outbox, so a claim
+leases due rows with `FOR UPDATE SKIP LOCKED`: each process takes rows no
+other is taking at that moment, without waiting for them. Writes are
+ordinary transactions from the engine's pool, several at once (PostgreSQL
+locks rows, not the database). The three statements run once per delivery
+(storing a delivery, logging an attempt, recording an outcome) go to asyncpg
+directly as executemany (see `rows`). Reads are shared with SQLite
+(`reads.OutboxReads`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from edgesense.delivery.store.reads import OutboxReads
+from edgesense.delivery.store.rows import (
+    FAILED,
+    HELD,
+    INSERT_ATTEMPT,
+    INSERT_DELIVERY,
+    PENDING,
+    UPDATE_OUTCOME,
+    Claimed,
+    NewDelivery,
+    Outcome,
+    StoredEvent,
+    attempt_rows,
+    delivery_rows,
+    outcome_rows,
+)
+from edgesense.delivery.store.tables import deliveries, events
+from edgesense.storage.engine import transaction
+
+
+def driver_sql(statement: str, paramstyle: str) -> str:
+    """Our `?` placeholders in the driver's own style (asyncpg: `$1, $2, …`)."""
+    if paramstyle == "qmark":
+        return statement
+    if paramstyle != "numeric_dollar":
+        raise ValueError(f"unsupported paramstyle {paramstyle}")
+    parts = statement.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+class PostgresOutbox(OutboxReads):
+    """The `Outbox` on PostgreSQL; owns `engine` (closing the outbox disposes it)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        style = engine.dialect.paramstyle
+        self._insert_delivery = driver_sql(INSERT_DELIVERY, style)
+        self._insert_attempt = driver_sql(INSERT_ATTEMPT, style)
+        self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
+
+    async def accept(
+        self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+    ) -> tuple[set[str], int]:
+        if not stored:
+            return set(), 0
+        async with transaction(self.engine, "storing events") as conn:
+            result = await conn.execute(
+                insert(events).on_conflict_do_nothing().returning(events.c.event_id),
+                [
+                    {
+                        "event_id": e.event_id,
+                        "project_id": e.project_id,
+                        "event": e.payload,
+                        "created_at": now,
+                    }
+                    for e in stored
+                ],
+            )
+            new_ids = {row[0] for row in result}
+            rows = delivery_rows(planned, new_ids)
+            if rows:
+                await conn.exec_driver_sql(self._insert_delivery, rows)
+        return new_ids, len(rows)
+
+    async def claim(
+        self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
+    ) -> list[Claimed]:
+        excluded = list(exclude)
+        where = [deliveries.c.webhook_id.not_in(excluded)] if excluded else []
+        async with transaction(self.engine, "claiming deliveries") as conn:
+            rows = await _lease(conn, owner, now, lease_seconds, limit, where)
+            return await _with_payloads(conn, rows)
+
+    async def claim_for(
+        self, owner: str, now: float, lease_seconds: float, limits: Mapping[str, int]
+    ) -> list[Claimed]:
+        if not limits:
+            return []
+        async with transaction(self.engine, "claiming deliveries") as conn:
+            rows = []
+            for webhook_id, limit in limits.items():
+                where = [deliveries.c.webhook_id == webhook_id]
+                rows += await _lease(conn, owner, now, lease_seconds, limit, where)
+            return await _with_payloads(conn, rows)
+
+    async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+        if not outcomes:
+            return
+        logged = attempt_rows(outcomes)
+        updates = outcome_rows(owner, outcomes, now)
+        async with transaction(self.engine, "recording delivery attempts") as conn:
+            if logged:
+                await conn.exec_driver_sql(self._insert_attempt, logged)
+            await conn.exec_driver_sql(self._update_outcome, updates)
+
+    async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
+        async with transaction(self.engine, "deferring deliveries") as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.webhook_id == webhook_id,
+                    deliveries.c.status == PENDING,
+                    deliveries.c.next_attempt_at < until,
+                    or_(
+                        deliveries.c.lease_expires_at.is_(None),
+                        deliveries.c.lease_expires_at < now,
+                    ),
+                )
+                .values(next_attempt_at=until, status_reason=reason, updated_at=now)
+            )
+            return result.rowcount
+
+    async def release_leases(self, owner: str, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        async with transaction(self.engine, "releasing leases") as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.delivery_id.in_(delivery_ids), deliveries.c.lease_owner == owner
+                )
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def hold(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
+        return await self._transition(webhook_ids, PENDING, HELD, reason, now)
+
+    async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
+        return await self._transition(webhook_ids, HELD, PENDING, None, now)
+
+    async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
+        total = 0
+        for status in (PENDING, HELD):
+            total += await self._transition(webhook_ids, status, FAILED, reason, now)
+        return total
+
+    async def _transition(
+        self, webhook_ids: Sequence[str], old: str, new: str, reason: str | None, now: float
+    ) -> int:
+        if not webhook_ids:
+            return 0
+        values: dict[str, Any] = {"status": new, "status_reason": reason, "updated_at": now}
+        if new == PENDING:
+            values |= {"cycle_attempts": 0, "next_attempt_at": now}
+        count = 0
+        async with transaction(self.engine, f"marking deliveries {new}") as conn:
+            for start in range(0, len(webhook_ids), 500):
+                chunk = list(webhook_ids[start : start + 500])
+                result = await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.webhook_id.in_(chunk), deliveries.c.status == old)
+                    .values(**values)
+                )
+                count += result.rowcount
+        return count
+
+    async def expire_held(self, created_before: float, reason: str, now: float) -> int:
+        async with transaction(self.engine, "expiring held deliveries") as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.status == HELD, deliveries.c.created_at < created_before)
+                .values(status=FAILED, status_reason=reason, updated_at=now)
+            )
+            return result.rowcount
+
+    async def requeue(
+        self, project_id: str, delivery_id: str, status: str, reason: str | None, now: float
+    ) -> bool:
+        async with transaction(self.engine, "requeueing a delivery") as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.delivery_id == delivery_id, deliveries.c.project_id == project_id
+                )
+                .values(
+                    status=status,
+                    status_reason=reason,
+                    cycle_attempts=0,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+            return result.rowcount > 0
+
+
+async def _lease(
+    conn: AsyncConnection,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    limit: int,
+    where: list[Any],
+) -> list[Any]:
+    """Lease up to `limit` due rows matching `where`, skipping rows other
+    processes are leasing at this moment."""
+    due = (
+        select(deliveries.c.seq)
+        .where(
+            deliveries.c.status == PENDING,
+            deliveries.c.next_attempt_at <= now,
+            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+            *where,
+        )
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+        .returning(
+            deliveries.c.seq,
+            deliveries.c.delivery_id,
+            deliveries.c.webhook_id,
+            deliveries.c.event_id,
+            deliveries.c.attempt_count,
+            deliveries.c.cycle_attempts,
+            deliveries.c.created_at,
+            deliveries.c.project_id,
+        )
+    )
+    return list(leased.all())
+
+
+async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed]:
+    """Leased rows, oldest first, with their events."""
+    if not rows:
+        return []
+    payloads = dict(
+        (
+            await conn.execute(
+                select(events.c.event_id, events.c.event).where(
+                    events.c.event_id.in_({r.event_id for r in rows})
+                )
+            )
+        ).all()
+    )
+    rows.sort(key=lambda r: r.seq)
+    return [
+        Claimed(
+            r.seq,
+            r.delivery_id,
+            r.webhook_id,
+            r.event_id,
+            r.attempt_count,
+            r.cycle_attempts,
+            payloads[r.event_id],
+            r.created_at,
+            r.project_id,
+        )
+        for r in rows
+    ]
