@@ -16,7 +16,6 @@ receive what.
 
 from __future__ import annotations
 
-import importlib
 import os
 import queue
 import re
@@ -39,10 +38,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from prometheus_client import REGISTRY, CollectorRegistry
 
 from edgesense import cli
-from edgesense.api.metrics import ApiMetrics
+from tests.support.metrics import exposed_metric_names
 from tests.support.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,15 +77,10 @@ BRIDGE_USER = "edgesense-bridge"
 BRIDGE_MAX_PAYLOAD = 256 * 1024
 K8S_SECRET = "edgesense-secrets"
 HEALTHCHECK_MODULE = "edgesense.common.healthcheck"
+
+
 # Modules whose metrics live in prometheus_client's default registry (the
 # REST API's have a registry of their own).
-METRIC_MODULES = (
-    "edgesense.common.grpc_runtime",
-    "edgesense.delivery.metrics",
-    "edgesense_bridge.metrics",
-)
-
-
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
@@ -742,20 +735,6 @@ def test_mosquitto_acl_essentials() -> None:
 
 
 # ------------------------------------------------------------------ README
-
-
-def exposed_metric_names() -> set[str]:
-    """Every metric name our processes can expose."""
-    for module in METRIC_MODULES:  # importing one registers its metrics
-        importlib.import_module(module)
-    api = ApiMetrics(CollectorRegistry())
-    names: set[str] = set()
-    for registry in (REGISTRY, api.registry):
-        for family in registry.collect():
-            names.add(family.name)
-            if family.type == "counter":
-                names.add(family.name + "_total")
-    return names
 
 
 def test_readme_metrics_exist() -> None:

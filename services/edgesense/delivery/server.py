@@ -87,7 +87,11 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         if settings.delivery_senders
         else HttpSender.from_settings(settings)
     )
-    await sender.start()
+    try:
+        await sender.start()
+    except BaseException:
+        await outbox.close()  # nothing else holds it yet
+        raise
     owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('w', 6)}"
     reconciler = Reconciler(outbox, index)
     dispatcher = Dispatcher(
