@@ -33,6 +33,7 @@ from edgesense.delivery.store.rows import (
     StoredEvent,
     attempt_rows,
     delivery_rows,
+    id_chunks,
     outcome_rows,
 )
 from edgesense.delivery.store.tables import deliveries, events
@@ -40,9 +41,7 @@ from edgesense.storage.engine import transaction
 
 
 def driver_sql(statement: str, paramstyle: str) -> str:
-    """Our `?` placeholders in the driver's own style (asyncpg: `$1, $2, …`)."""
-    if paramstyle == "qmark":
-        return statement
+    """Our `?` placeholders (rows.py's statements) in asyncpg's style: `$1, $2, …`."""
     if paramstyle != "numeric_dollar":
         raise ValueError(f"unsupported paramstyle {paramstyle}")
     parts = statement.split("?")
@@ -144,19 +143,21 @@ class PostgresOutbox(OutboxReads):
             )
 
     async def hold(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
-        return await self._transition(webhook_ids, PENDING, HELD, reason, now)
+        return await self._transition(webhook_ids, (PENDING,), HELD, reason, now)
 
     async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
-        return await self._transition(webhook_ids, HELD, PENDING, None, now)
+        return await self._transition(webhook_ids, (HELD,), PENDING, None, now)
 
     async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
-        total = 0
-        for status in (PENDING, HELD):
-            total += await self._transition(webhook_ids, status, FAILED, reason, now)
-        return total
+        return await self._transition(webhook_ids, (PENDING, HELD), FAILED, reason, now)
 
     async def _transition(
-        self, webhook_ids: Sequence[str], old: str, new: str, reason: str | None, now: float
+        self,
+        webhook_ids: Sequence[str],
+        olds: Sequence[str],
+        new: str,
+        reason: str | None,
+        now: float,
     ) -> int:
         if not webhook_ids:
             return 0
@@ -165,11 +166,10 @@ class PostgresOutbox(OutboxReads):
             values |= {"cycle_attempts": 0, "next_attempt_at": now}
         count = 0
         async with transaction(self.engine, f"marking deliveries {new}") as conn:
-            for start in range(0, len(webhook_ids), 500):
-                chunk = list(webhook_ids[start : start + 500])
+            for chunk in id_chunks(webhook_ids):
                 result = await conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.webhook_id.in_(chunk), deliveries.c.status == old)
+                    .where(deliveries.c.webhook_id.in_(list(chunk)), deliveries.c.status.in_(olds))
                     .values(**values)
                 )
                 count += result.rowcount

@@ -38,12 +38,10 @@ from edgesense.delivery.store.rows import (
     StoredEvent,
     attempt_rows,
     delivery_rows,
+    id_chunks,
     outcome_rows,
 )
 from edgesense.storage.sqlite_writer import SqliteWriter
-
-# Well under SQLite's limit of host parameters in one statement.
-CHUNK = 500
 
 INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (event_id, project_id, event, created_at) VALUES (?, ?, ?, ?)"
@@ -206,10 +204,9 @@ def _placeholders(count: int) -> str:
 
 
 def _in_chunks(conn: sqlite3.Connection, query: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-    """Rows of `query` (its `{}` an IN list) for every id, CHUNK ids per statement."""
+    """Rows of `query` (its `{}` an IN list) for every id, IN_LIST_CHUNK ids per statement."""
     found: list[tuple[Any, ...]] = []
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
+    for chunk in id_chunks(ids):
         found += conn.execute(query.format(_placeholders(len(chunk))), chunk).fetchall()
     return found
 
@@ -218,10 +215,9 @@ def _update_in_chunks(
     conn: sqlite3.Connection, statement: str, head: tuple[Any, ...], ids: Sequence[str]
 ) -> int:
     """Run `statement` (its `{}` an IN list, after the `head` parameters) for
-    every id, CHUNK ids per statement; how many rows it changed."""
+    every id, IN_LIST_CHUNK ids per statement; how many rows it changed."""
     changed = 0
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
+    for chunk in id_chunks(ids):
         changed += conn.execute(
             statement.format(_placeholders(len(chunk))), (*head, *chunk)
         ).rowcount
