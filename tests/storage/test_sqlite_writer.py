@@ -20,7 +20,7 @@ from edgesense.storage.sqlite_writer import SqliteWriter
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
-    async with transaction(engine, "creating a table") as conn:
+    async with transaction(engine, "creating a table", lock=None) as conn:
         await conn.execute(text("CREATE TABLE items (n INTEGER NOT NULL)"))
     yield engine
     await dispose_engine(engine)
@@ -128,7 +128,7 @@ async def test_a_uri_form_url_is_one_file_for_the_engine_and_the_writer(
     engine = create_engine(f"sqlite+aiosqlite:///file:{tmp_path / 'u.db'}?mode=rwc&uri=true")
     writer = SqliteWriter(engine)
     try:
-        async with transaction(engine, "creating a table") as conn:
+        async with transaction(engine, "creating a table", lock=None) as conn:
             await conn.execute(text("CREATE TABLE items (n INTEGER NOT NULL)"))
         await writer.run("storing events", insert(7))
         async with reading(engine, "reading") as conn:

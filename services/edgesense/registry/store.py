@@ -109,7 +109,7 @@ class WebhookStore:
             "status": ACTIVE,
             "created_at": created_at,
         }
-        async with transaction(self.engine, "registering a webhook", self._writes) as conn:
+        async with transaction(self.engine, "registering a webhook", lock=self._writes) as conn:
             # Counted after the change-log lock (PostgreSQL) or inside BEGIN
             # IMMEDIATE (SQLite): two registrations cannot both pass the limit.
             await self._lock_changes(conn)
@@ -163,7 +163,7 @@ class WebhookStore:
         return found
 
     async def delete(self, project_id: str, webhook_id: str) -> None:
-        async with transaction(self.engine, "deleting a webhook", self._writes) as conn:
+        async with transaction(self.engine, "deleting a webhook", lock=self._writes) as conn:
             result = await conn.execute(
                 delete(webhooks).where(
                     webhooks.c.webhook_id == webhook_id, webhooks.c.project_id == project_id
@@ -178,7 +178,9 @@ class WebhookStore:
         self, project_id: str | None, webhook_id: str, status: str, reason: str | None = None
     ) -> StoredWebhook:
         """Enable (reason None) or disable a webhook; a no-op if it already is."""
-        async with transaction(self.engine, f"setting a webhook {status}", self._writes) as conn:
+        async with transaction(
+            self.engine, f"setting a webhook {status}", lock=self._writes
+        ) as conn:
             current = await self._get(conn, project_id, webhook_id)
             if current is None:
                 raise NotFound(f"webhook {webhook_id} not found")
@@ -200,7 +202,9 @@ class WebhookStore:
 
     async def snapshot(self) -> tuple[list[StoredWebhook], int]:
         """Every webhook, and the change seq the snapshot is consistent with."""
-        async with transaction(self.engine, "reading the webhook snapshot", self._writes) as conn:
+        async with transaction(
+            self.engine, "reading the webhook snapshot", lock=self._writes
+        ) as conn:
             # A write transaction: on SQLite it excludes writers between the
             # two reads; on PostgreSQL the change-log lock does.
             await self._lock_changes(conn)

@@ -88,9 +88,9 @@ def translate(what: str) -> Iterator[None]:
     try:
         yield
     except (OperationalError, DBAPIError) as exc:
-        raise Unavailable(f"database unavailable while {what}: {_short(exc)}") from exc
+        raise Unavailable(f"database unavailable while {what}: {short_error(exc)}") from exc
     except SQLAlchemyError as exc:
-        raise Unavailable(f"database error while {what}: {_short(exc)}") from exc
+        raise Unavailable(f"database error while {what}: {short_error(exc)}") from exc
     except (OSError, ConnectionError) as exc:
         raise Unavailable(f"database unreachable while {what}: {exc}") from exc
 
@@ -108,9 +108,15 @@ def writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
 
 @contextlib.asynccontextmanager
 async def transaction(
-    engine: AsyncEngine, what: str, lock: asyncio.Lock | None = None
+    engine: AsyncEngine, what: str, *, lock: asyncio.Lock | None
 ) -> AsyncIterator[AsyncConnection]:
-    """A write transaction (on SQLite: BEGIN IMMEDIATE), after taking `lock` if given."""
+    """A write transaction (on SQLite: BEGIN IMMEDIATE), after taking `lock`.
+
+    `lock` is required so that every writer says how it queues: on SQLite the
+    `writer_lock` its owner made for the engine (forgetting it would bring
+    back SQLite's busy-wait naps), None on PostgreSQL or where nothing else of
+    this process writes.
+    """
     async with lock if lock is not None else contextlib.nullcontext():
         with translate(what):
             async with engine.begin() as conn:
@@ -138,7 +144,8 @@ async def dispose_engine(engine: AsyncEngine, wait_seconds: float = 5.0) -> None
     await engine.dispose()
 
 
-def _short(exc: Exception) -> str:
+def short_error(exc: Exception) -> str:
+    """A database error's first line (its driver's, if wrapped), at most 200 characters."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc)
     return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -34,7 +34,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.common.errors import Unavailable
-from edgesense.storage.engine import SQLITE_BUSY_TIMEOUT_MS, sqlite_pragmas
+from edgesense.storage.engine import SQLITE_BUSY_TIMEOUT_MS, short_error, sqlite_pragmas
 
 T = TypeVar("T")
 
@@ -61,8 +61,7 @@ class SqliteWriter:
         try:
             return await loop.run_in_executor(self._executor, self._transaction, work)
         except sqlite3.Error as exc:
-            text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise Unavailable(f"database unavailable while {what}: {text}") from exc
+            raise Unavailable(f"database unavailable while {what}: {short_error(exc)}") from exc
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn

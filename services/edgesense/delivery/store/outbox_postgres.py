@@ -63,7 +63,7 @@ class PostgresOutbox(OutboxReads):
     ) -> tuple[set[str], int]:
         if not stored:
             return set(), 0
-        async with transaction(self.engine, "storing events") as conn:
+        async with transaction(self.engine, "storing events", lock=None) as conn:
             result = await conn.execute(
                 insert(events).on_conflict_do_nothing().returning(events.c.event_id),
                 [
@@ -87,7 +87,7 @@ class PostgresOutbox(OutboxReads):
     ) -> list[Claimed]:
         excluded = list(exclude)
         where = [deliveries.c.webhook_id.not_in(excluded)] if excluded else []
-        async with transaction(self.engine, "claiming deliveries") as conn:
+        async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
 
@@ -96,7 +96,7 @@ class PostgresOutbox(OutboxReads):
     ) -> list[Claimed]:
         if not limits:
             return []
-        async with transaction(self.engine, "claiming deliveries") as conn:
+        async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = []
             for webhook_id, limit in limits.items():
                 where = [deliveries.c.webhook_id == webhook_id]
@@ -108,13 +108,13 @@ class PostgresOutbox(OutboxReads):
             return
         logged = attempt_rows(outcomes)
         updates = outcome_rows(owner, outcomes, now)
-        async with transaction(self.engine, "recording delivery attempts") as conn:
+        async with transaction(self.engine, "recording delivery attempts", lock=None) as conn:
             if logged:
                 await conn.exec_driver_sql(self._insert_attempt, logged)
             await conn.exec_driver_sql(self._update_outcome, updates)
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
-        async with transaction(self.engine, "deferring deliveries") as conn:
+        async with transaction(self.engine, "deferring deliveries", lock=None) as conn:
             result = await conn.execute(
                 update(deliveries)
                 .where(
@@ -133,7 +133,7 @@ class PostgresOutbox(OutboxReads):
     async def release_leases(self, owner: str, delivery_ids: Sequence[str]) -> None:
         if not delivery_ids:
             return
-        async with transaction(self.engine, "releasing leases") as conn:
+        async with transaction(self.engine, "releasing leases", lock=None) as conn:
             await conn.execute(
                 update(deliveries)
                 .where(
@@ -165,7 +165,7 @@ class PostgresOutbox(OutboxReads):
         if new == PENDING:
             values |= {"cycle_attempts": 0, "next_attempt_at": now}
         count = 0
-        async with transaction(self.engine, f"marking deliveries {new}") as conn:
+        async with transaction(self.engine, f"marking deliveries {new}", lock=None) as conn:
             for chunk in id_chunks(webhook_ids):
                 result = await conn.execute(
                     update(deliveries)
@@ -176,7 +176,7 @@ class PostgresOutbox(OutboxReads):
         return count
 
     async def expire_held(self, created_before: float, reason: str, now: float) -> int:
-        async with transaction(self.engine, "expiring held deliveries") as conn:
+        async with transaction(self.engine, "expiring held deliveries", lock=None) as conn:
             result = await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.status == HELD, deliveries.c.created_at < created_before)
@@ -187,7 +187,7 @@ class PostgresOutbox(OutboxReads):
     async def requeue(
         self, project_id: str, delivery_id: str, status: str, reason: str | None, now: float
     ) -> bool:
-        async with transaction(self.engine, "requeueing a delivery") as conn:
+        async with transaction(self.engine, "requeueing a delivery", lock=None) as conn:
             result = await conn.execute(
                 update(deliveries)
                 .where(
