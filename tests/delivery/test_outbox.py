@@ -20,6 +20,7 @@ from edgesense.delivery.store.outbox import (
 )
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
+from tests.delivery.conftest import new_delivery
 
 NOW = 1_000_000.0
 LEASE = 30.0
@@ -40,21 +41,7 @@ def delivery(
     number: int, webhook_id: str, due: float = NOW, of_event: int | None = None
 ) -> NewDelivery:
     """`dlv_{number}` of event `evt_{number}` (or `evt_{of_event}`) to `webhook_id`."""
-    return NewDelivery(
-        f"dlv_{number}",
-        f"evt_{number if of_event is None else of_event}",
-        webhook_id,
-        "p",
-        "device.data",
-        "d",
-        PENDING,
-        None,
-        due,
-        None,
-        None,
-        NOW,
-        NOW,
-    )
+    return new_delivery(number, webhook_id, due=due, created=NOW, of_event=of_event)
 
 
 def outcome(delivery_id: str, status: str, attempt: int = 1) -> Outcome:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,45 +14,29 @@ from edgesense.delivery.store.outbox import (
     FAILED,
     PENDING,
     SUCCEEDED,
-    NewDelivery,
     Outbox,
     Outcome,
     StoredEvent,
-    open_outbox,
 )
 from edgesense.delivery.webhooks.index import ACTIVE, Target
+from tests.delivery.conftest import new_delivery
 
 TARGET = Target("wh_1", "p", "https://hooks.example.test/x", frozenset(), frozenset(), ACTIVE, "s")
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    outbox = await open_outbox(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+async def outbox(outbox: Outbox) -> Outbox:
+    """The SQLite outbox with dlv_0..dlv_2 to wh_1, leased to "me"."""
     now = time.time()
     await outbox.accept(
         [StoredEvent(f"evt_{n}", "p", b"") for n in range(3)],
         [
-            NewDelivery(
-                f"dlv_{n}",
-                f"evt_{n}",
-                "wh_1",
-                "p",
-                "device.data",
-                "d",
-                PENDING,
-                None,
-                now,
-                "me",
-                now + 30,
-                now,
-                now,
-            )
+            new_delivery(n, "wh_1", due=now, lease_owner="me", lease_expires_at=now + 30)
             for n in range(3)
         ],
         now,
     )
-    yield outbox
-    await outbox.close()
+    return outbox
 
 
 def outcome(number: int, status: str, next_attempt_at: float = 0.0) -> Outcome:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -20,44 +19,17 @@ from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.store.outbox import (
     FAILED,
     PENDING,
-    NewDelivery,
     Outbox,
     StoredEvent,
-    open_outbox,
 )
 from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
 from edgesense.v1 import events_pb2
+from tests.delivery.conftest import new_delivery
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    outbox = await open_outbox(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
-    yield outbox
-    await outbox.close()
 
 
 async def _unused(*_args: object) -> None:
     raise AssertionError("no delivery should be exhausted here")
-
-
-def pending(number: int, webhook_id: str, created: float) -> NewDelivery:
-    """`dlv_{number}` of event `evt_{number}` to `webhook_id`, due at `created`."""
-    return NewDelivery(
-        f"dlv_{number}",
-        f"evt_{number}",
-        webhook_id,
-        "p",
-        "device.data",
-        "d",
-        PENDING,
-        None,
-        created,
-        None,
-        None,
-        created,
-        created,
-    )
 
 
 def dispatcher_for(outbox: Outbox, index: WebhookIndex, sender: Sender) -> Dispatcher:
@@ -102,7 +74,7 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     created = time.time() - age
     await outbox.accept(
         [StoredEvent("evt_1", "p", b"")],
-        [pending(1, "wh_elsewhere", created)],
+        [new_delivery(1, "wh_elsewhere", due=created)],
         created,
     )
     index = WebhookIndex()
@@ -151,7 +123,7 @@ async def test_a_failure_of_ours_uses_no_attempt_and_opens_no_breaker(outbox: Ou
         ACTIVE,
         "s3cret",
     )
-    deliveries = [pending(n, "wh_1", now) for n in range(15)]
+    deliveries = [new_delivery(n, "wh_1", due=now) for n in range(15)]
     event = events_pb2.Event(event_id="evt_0", project_id="p", device_id="d")
     event.readings.values.update({"t": 1})
     stored = [StoredEvent(d.event_id, "p", event.SerializeToString()) for d in deliveries]
