@@ -10,12 +10,11 @@ every run starts empty.
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 from pathlib import Path
 
 from bench.processes import Child, Children, wait_for_port
+from tests.support.broker import burst_settings
 from tests.support.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -23,23 +22,7 @@ MAX_QUEUED = 2_000_000
 
 
 def config(port: int) -> str:
-    return "\n".join(
-        [
-            f"listener {port} 127.0.0.1",
-            "allow_anonymous true",
-            f"max_queued_messages {MAX_QUEUED}",
-            "max_queued_bytes 0",
-            "max_inflight_messages 0",
-            "set_tcp_nodelay true",
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            # As root, Mosquitto would switch to the `mosquitto` user otherwise.
-            f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            "",
-        ]
-    )
+    return "\n".join([*burst_settings(port, MAX_QUEUED), "allow_anonymous true", ""])
 
 
 async def start_mosquitto(children: Children) -> tuple[Child, int]:

@@ -30,6 +30,27 @@ from tests.support.ports import free_port, wait_for_port
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
+def burst_settings(port: int, max_queued: int) -> list[str]:
+    """Mosquitto config lines for bursts of QoS 1 traffic on 127.0.0.1:`port`
+    (the tests' broker and bench/'s): up to `max_queued` messages queued per
+    subscriber, no inflight cap, TCP_NODELAY, nothing persisted, errors and
+    warnings on stderr. Authentication and TLS are the caller's to add."""
+    return [
+        f"listener {port} 127.0.0.1",
+        f"max_queued_messages {max_queued}",
+        "max_queued_bytes 0",
+        "max_inflight_messages 0",
+        "set_tcp_nodelay true",
+        "persistence false",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        # Run as ourselves: as root, Mosquitto would drop to `mosquitto`, which cannot
+        # read the password and key files in our temporary folder.
+        f"user {pwd.getpwuid(os.getuid()).pw_name}",
+    ]
+
+
 @dataclass
 class Mosquitto:
     directory: Path
@@ -43,19 +64,7 @@ class Mosquitto:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "max_queued_messages 1000000",
-            "max_inflight_messages 0",
-            "set_tcp_nodelay true",
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            # Run as ourselves: as root, Mosquitto would drop to `mosquitto`, which cannot
-            # read the password and key files in our temporary folder.
-            f"user {pwd.getpwuid(os.getuid()).pw_name}",
-        ]
+        lines = burst_settings(self.port, 1_000_000)
         if self.password_file:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
