@@ -24,6 +24,7 @@ import trustme
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.support.broker import MOSQUITTO, Mosquitto
 from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 UP_SECONDS = 90.0
 PROJECT = "acme"
@@ -97,11 +98,14 @@ class UpCluster:
             )
             assert answer.status_code == 200, answer.text
             webhook_id = str(answer.json()["webhookId"])
+
             # Delivery learns of webhooks from the registry's change stream; its
             # deliveries route answers 404 until it has.
-            async with asyncio.timeout(30):
-                while (await http.get(f"/api/webhooks/{webhook_id}/deliveries")).status_code != 200:
-                    await asyncio.sleep(0.05)
+            async def routed() -> bool:
+                answer = await http.get(f"/api/webhooks/{webhook_id}/deliveries")
+                return answer.status_code == 200
+
+            await eventually(routed, 30, f"delivery to know webhook {webhook_id}")
         return webhook_id
 
     async def get(self, path: str, **params: str | int) -> dict[str, Any]:

@@ -3,7 +3,7 @@ PostgreSQL outbox, graceful hand-back on SIGTERM, held-delivery expiry,
 back-pressure and a registry outage.
 
 The process tests run `python -m edgesense.cli registry|delivery` (see
-tests/integration/processes.py) against a receiver in the test process; the
+tests/support/processes.py) against a receiver in the test process; the
 expiry and back-pressure tests use the in-process `cluster` with a few
 settings changed. Every wait is a poll with a deadline, and the deadlines are
 shorter than the time a broken mechanism would take to come right by accident

@@ -43,6 +43,7 @@ from tests.conftest import key_of
 from tests.support.broker import MOSQUITTO, Gateway, Mosquitto
 from tests.support.receivers import Receiver
 from tests.support.tls_files import TlsFiles, write_identity
+from tests.support.waiting import eventually
 
 REFUSED = (grpc.StatusCode.UNAVAILABLE,)  # a failed handshake never reaches a handler
 
@@ -146,9 +147,9 @@ async def test_the_whole_path_runs_over_mutual_tls(
             )
             assert answer.status_code == 200, answer.text
             webhook_id = answer.json()["webhookId"]
-            async with asyncio.timeout(10):  # delivery learns it over the TLS change stream
-                while delivery.index.get(webhook_id) is None:
-                    await asyncio.sleep(0.01)
+            await eventually(  # delivery learns it over the TLS change stream
+                lambda: delivery.index.get(webhook_id) is not None, 10, "delivery to know it"
+            )
 
             topic = f"{prefix}/project-a/gw-1/edge-node-7/data"
             await gateway.publish([(topic, b'{"temperature": 75.3}', None)])

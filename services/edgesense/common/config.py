@@ -188,7 +188,7 @@ def default_per_project(capacity: int, per_webhook: int) -> int:
 def default_senders() -> int:
     """Sender processes by default: half the usable cores, at most 4; none on one core.
 
-    Each takes POSTs off the delivery process (see `delivery.senders`); with a
+    Each takes POSTs off the delivery process (see `edgesense.delivery.send.senders`); with a
     single core, the process switches would cost more than they save.
     """
     try:

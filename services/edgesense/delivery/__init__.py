@@ -12,9 +12,11 @@ accept/   acceptor.py: Publish batches become events and one delivery per
           matching webhook, group-committed in one transaction; a delivery
           whose lane has room is stored leased to this process and handed
           straight to the dispatcher (no claim needed).
-store/    the outbox: every database read and write (events, deliveries,
-          attempts; SQLite or PostgreSQL), batched per step; the row types
-          (rows.py) shared by every step.
+store/    outbox.py: the `Outbox` interface and `open_outbox`, which picks
+          outbox_sqlite.py (every write on one writer thread) or
+          outbox_postgres.py (SQLAlchemy over asyncpg, SKIP LOCKED claims);
+          reads.py: counts and listings, the same on both; rows.py: the row
+          types and statements every step shares (pure); tables.py: the schema.
 claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
           lanes.py: what waits in memory and what the next claim may take
           (pure; its invariants are written there); fairness.py: which lane

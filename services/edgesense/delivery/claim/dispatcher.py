@@ -96,7 +96,8 @@ class Dispatcher:
         self._rendered: dict[str, RenderedEvent] = {}  # by event id, oldest first
 
     def wake(self) -> None:
-        """Something may be due: look now (stored unleased, enabled, redelivered)."""
+        """Something may be due: look now (held deliveries released, a
+        redelivery, a retry whose time came)."""
         self.lanes.more_due = True
         self._wake.set()
 

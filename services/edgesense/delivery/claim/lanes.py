@@ -22,9 +22,10 @@ Words
   in the outbox; the next claim (`begin_refill()`) claims for them alone,
   up to their room.
 - more_due: whether a claim of due deliveries may find something. Fresh
-  deliveries normally arrive by hand-off, so this is only set by the
-  dispatcher's `wake()` (work stored without a lease, a retry now due), a
-  claim that came back full, or a claim that failed.
+  deliveries normally arrive by hand-off (and those stored without a lease
+  go to refill or backlogged, see `stored_unleased()`), so this is only set
+  by the dispatcher's `wake()` (held deliveries released, a redelivery, a
+  retry now due), a claim that came back full, or a claim that failed.
 - the breaker (claim/breaker.py): a paused webhook gets no room: `reserve()`
   refuses it, refills skip it, claims of due deliveries leave it out (its
   deliveries in the outbox are due when the pause ends).
