@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from edgesense.common.errors import Unavailable
 from edgesense.delivery.record.writer import OutcomeWriter
 from edgesense.delivery.store.outbox import (
     FAILED,
@@ -78,8 +79,68 @@ async def test_close_writes_what_is_left(outbox: Outbox) -> None:
 
     writer = OutcomeWriter(outbox, "me", on_exhausted=never, on_retry_due=lambda: None)
     running = asyncio.create_task(writer.run())
-    writer.add(outcome(0, SUCCEEDED), TARGET)  # while run() lingers for a batch
+    writer.add(outcome(0, SUCCEEDED), TARGET)  # run() has not written it yet
     await writer.close(running, 5)
     assert await state(outbox, 0) == (SUCCEEDED, 1)
     await writer.flush()  # nothing left: no second write
     assert await state(outbox, 0) == (SUCCEEDED, 1)
+
+
+async def test_a_failing_report_skips_nothing_else(outbox: Outbox) -> None:
+    """The batch is written; then the first exhausted delivery's report fails
+    (the database refusing the hold, then a bug): the second is still
+    reported, the retry wake still set, and the batch is not written twice."""
+    reported: list[str] = []
+    retry_due = asyncio.Event()
+    failures = iter([Unavailable("database is down"), RuntimeError("a bug")])
+
+    async def on_exhausted(target: Target, outcome: Outcome) -> None:
+        reported.append(outcome.delivery_id)
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    writer = OutcomeWriter(outbox, "me", on_exhausted=on_exhausted, on_retry_due=retry_due.set)
+    for n in range(2):
+        writer.add(outcome(n, FAILED), TARGET)
+    writer.add(outcome(2, PENDING, time.time()), TARGET)
+    await writer.flush()
+    assert reported == ["dlv_0", "dlv_1"]
+    await asyncio.wait_for(retry_due.wait(), 5)
+    await writer.flush()  # nothing queued again
+    assert [await state(outbox, n) for n in range(3)] == [(FAILED, 1), (FAILED, 1), (PENDING, 1)]
+
+
+class RefusesOnce:
+    """The real outbox, whose first record() fails as an unexpected error
+    (fault injection: a database driver raising something we did not map)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.refused = asyncio.Event()
+
+    async def record(self, owner: str, outcomes: list[Outcome], now: float) -> None:
+        if not self.refused.is_set():
+            self.refused.set()
+            raise RuntimeError("driver exploded")
+        await self.outbox.record(owner, outcomes, now)
+
+
+async def test_run_survives_an_unexpected_error(outbox: Outbox) -> None:
+    """run() logs a failed write and tries again: the outcome is written once
+    the outbox takes it, and the writer keeps going."""
+    flaky = RefusesOnce(outbox)
+    written = asyncio.Event()
+    writer = OutcomeWriter(
+        flaky,  # type: ignore[arg-type]  # only record() is used
+        "me",
+        on_exhausted=lambda target, outcome: asyncio.sleep(0),
+        on_retry_due=written.set,
+    )
+    running = asyncio.create_task(writer.run())
+    writer.add(outcome(0, PENDING, time.time()), TARGET)
+    await asyncio.wait_for(written.wait(), 10)  # after the failure, a second write
+    assert flaky.refused.is_set()
+    assert not running.done()
+    await writer.close(running, 5)
+    assert await state(outbox, 0) == (PENDING, 1)

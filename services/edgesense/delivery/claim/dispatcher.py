@@ -145,9 +145,22 @@ class Dispatcher:
             timeout = self.sender.timeout_seconds + 5
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=timeout)
-            with contextlib.suppress(Unavailable):
+            # Two steps, each tried whatever the other did. An outcome the
+            # database refuses now leaves its delivery leased: once the lease
+            # expires it is claimed and sent again (a duplicate, never a loss);
+            # leases not handed back expire the same way.
+            try:
                 await self.writer.close(writer, timeout)
+            except Unavailable as exc:
+                log.warning("at stop, delivery outcomes not recorded: %s", exc.message)
+            try:
                 await self.outbox.release_leases(self.owner, queued)
+            except Unavailable as exc:
+                log.warning(
+                    "at stop, %d claimed deliveries not handed back (their leases expire): %s",
+                    len(queued),
+                    exc.message,
+                )
             log.info("dispatcher stopped; handed back %d claimed deliveries", len(queued))
 
     async def _claim_loop(self) -> None:

@@ -81,5 +81,7 @@ class Reconciler:
             reason,
         )
         self.index.upsert(dataclasses.replace(target, status=DISABLED, disabled_reason=reason))
-        await self.outbox.hold([target.webhook_id], "webhook disabled", time.time())
+        # The registry hears first: if the hold below fails (Unavailable), the
+        # registry's disable, streamed back, holds the deliveries instead.
         self.report_failure(FailureReport(target.webhook_id, outcome.delivery_id, reason))
+        await self.outbox.hold([target.webhook_id], "webhook disabled", time.time())

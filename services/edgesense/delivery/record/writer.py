@@ -7,6 +7,12 @@ is reported (the reconciler then disables its webhook), and the dispatcher is
 woken when the earliest retry of the batch is due. A write the database
 refuses (Unavailable) is tried again a second later; an outcome is written
 by its lease holder only (see outbox), so it is never applied twice.
+
+Once a batch is written, what follows cannot undo it: metrics and the retry
+wake come first, and each exhausted delivery is reported on its own, so one
+report that fails (the database refusing the hold) neither skips the others
+nor queues the written batch again. Nothing but cancellation ends run(): an
+unexpected error is logged (throttled) and the writer carries on.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from edgesense.common.errors import Unavailable
+from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.store.outbox import FAILED, PENDING, Outbox, Outcome
 from edgesense.delivery.webhooks.index import Target
 
 log = logging.getLogger(__name__)
+_problems = ThrottledLog(log)
 
 LINGER_SECONDS = 0.02
 ExhaustedHandler = Callable[[Target, Outcome], Awaitable[None]]
@@ -70,7 +78,16 @@ class OutcomeWriter:
             try:
                 await self.flush()
             except Unavailable as exc:
-                log.warning("cannot record delivery outcomes: %s; retrying in 1 s", exc.message)
+                _problems.warning(
+                    "unavailable",
+                    "cannot record delivery outcomes: %s; retrying in 1 s",
+                    exc.message,
+                )
+                await asyncio.sleep(1)
+            except Exception as exc:  # a bug: keep recording, never stop silently
+                _problems.exception(
+                    ("flush", type(exc)), "recording delivery outcomes failed; retrying in 1 s"
+                )
                 await asyncio.sleep(1)
 
     async def close(self, running: asyncio.Task[None], grace: float) -> None:
@@ -103,6 +120,7 @@ class OutcomeWriter:
             self._batch[:0] = batch
             raise
         earliest: float | None = None
+        exhausted: list[tuple[Target, Outcome]] = []
         for outcome, target in batch:
             metrics.DELIVERIES.labels(_label(outcome)).inc()
             if outcome.status == PENDING:
@@ -112,10 +130,30 @@ class OutcomeWriter:
                     else min(earliest, outcome.next_attempt_at)
                 )
             elif outcome.status == FAILED and outcome.attempt > 0 and target is not None:
-                await self._on_exhausted(target, outcome)
+                exhausted.append((target, outcome))
         if earliest is not None:
             loop = asyncio.get_running_loop()
             loop.call_later(max(0.0, earliest - time.time()), self._on_retry_due)
+        for target, outcome in exhausted:
+            try:
+                await self._on_exhausted(target, outcome)
+            except Unavailable as exc:
+                # Written as failed all the same; the webhook's other
+                # deliveries are held when the registry's disable comes back.
+                _problems.warning(
+                    ("exhausted", "unavailable"),
+                    "delivery %s failed, but holding webhook %s's deliveries did not: %s",
+                    outcome.delivery_id,
+                    target.webhook_id,
+                    exc.message,
+                )
+            except Exception as exc:
+                _problems.exception(
+                    ("exhausted", type(exc)),
+                    "reporting failed delivery %s of webhook %s went wrong",
+                    outcome.delivery_id,
+                    target.webhook_id,
+                )
 
 
 def _label(outcome: Outcome) -> str:
