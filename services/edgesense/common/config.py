@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,8 @@ def env_number(
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf", no limit stops nan
+        raise ConfigurationError(f"{name} must be a finite number, not {raw!r}")
     return _within(name, raw, value, minimum, maximum)
 
 
