@@ -4,7 +4,9 @@ may take.
 The dispatcher (claim/dispatcher.py) does the I/O and the waiting; every
 count it keeps about deliveries lives here. Pure bookkeeping: no asyncio, no
 I/O, no clock (times are passed in), so tests/delivery/test_lanes.py drives
-it through random sequences of operations.
+it through random sequences of operations. The pure-rules import contract
+(pyproject.toml) and tests/test_architecture.py, which imports it in a fresh
+interpreter, check that it loads neither asyncio nor any transport library.
 
 Words
 - lane: a webhook's claimed deliveries waiting in memory for a send slot,
