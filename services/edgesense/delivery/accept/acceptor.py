@@ -100,7 +100,7 @@ class Handoff(Protocol):
     owner: str
     lease_seconds: float
 
-    def reserve(self, webhook_id: str, project_id: str, now: float) -> bool: ...
+    def reserve(self, *, project_id: str, webhook_id: str, now: float) -> bool: ...
     def paused_until(self, webhook_id: str, now: float) -> float | None: ...
     def cancel_reservations(self, items: Iterable[Claimed]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
@@ -175,7 +175,7 @@ class Acceptor:
                     if start is None:
                         if not target.active:
                             start = Start(HELD, "webhook disabled", now, None, None, now, now)
-                        elif reserve(webhook_id, project_id, now):
+                        elif reserve(project_id=project_id, webhook_id=webhook_id, now=now):
                             handed.append(
                                 Claimed(
                                     0,
@@ -240,7 +240,7 @@ class Acceptor:
         self.pending_deliveries += created
         self.created_total += created
         waiting = {
-            (webhook, project) for event_id, webhook, project in unleased if event_id in new_ids
+            (project, webhook) for event_id, webhook, project in unleased if event_id in new_ids
         }
         if waiting:
             self._handoff.stored_unleased(waiting)  # for a claim to find

@@ -109,7 +109,7 @@ class Dispatcher:
     # process when its lane has room, and passes it here after the commit, so
     # the common case costs no claim transaction and no wait for one.
 
-    def reserve(self, webhook_id: str, project_id: str, now: float) -> bool:
+    def reserve(self, *, project_id: str, webhook_id: str, now: float) -> bool:
         """Room for one freshly accepted delivery of this webhook?"""
         if self._stopping or not self.index.ready.is_set():
             return False
@@ -120,7 +120,7 @@ class Dispatcher:
         return self.breaker.open_until(webhook_id, now)
 
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None:
-        """Fresh pending deliveries of these (webhook, project)s were stored
+        """Fresh pending deliveries of these (project, webhook)s were stored
         without a lease: claim them now if their lanes have room, else once
         they have drained."""
         if self.lanes.stored_unleased(webhooks, time.time()):

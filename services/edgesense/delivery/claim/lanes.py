@@ -105,11 +105,11 @@ class Lanes:
             lane.append(item)
 
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]], now: float) -> bool:
-        """Fresh pending deliveries of these (webhook, project)s were stored without
+        """Fresh pending deliveries of these (project, webhook)s were stored without
         a lease: to refill when their lane has room, else backlogged (those of a
         paused webhook are due when the pause ends). True when a refill is wanted."""
         wanted = False
-        for webhook_id, project_id in webhooks:
+        for project_id, webhook_id in webhooks:
             if self.breaker.open_until(webhook_id, now) is not None:
                 continue
             if self.fair.room(project_id, webhook_id) <= 0:
