@@ -200,7 +200,7 @@ class LanesMachine(RuleBasedStateMachine):
         (size, left_out), self.due_claim = self.due_claim, None
         if fails:  # Unavailable: the dispatcher tries again
             self.lanes.end_due_claim([], size)
-            self.lanes.more_due = True
+            self.lanes.due_wanted()
             return
         due = [c for c in self.outbox if c.webhook_id not in left_out]
         # Other processes may have claimed some: fewer than the size may come.

@@ -98,7 +98,7 @@ class Dispatcher:
     def wake(self) -> None:
         """Something may be due: look now (held deliveries released, a
         redelivery, a retry whose time came)."""
-        self.lanes.more_due = True
+        self.lanes.due_wanted()
         self._wake.set()
 
     def stop(self) -> None:
@@ -183,7 +183,7 @@ class Dispatcher:
                     if await self._claim_due():
                         continue  # a full batch: more may be due right now
             except Unavailable as exc:
-                lanes.more_due = True
+                lanes.due_wanted()
                 log.warning("cannot claim deliveries: %s; retrying in 1 s", exc.message)
                 await asyncio.sleep(1)
                 continue
