@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -118,6 +118,18 @@ class Acceptor:
         self.pending_deliveries = 0  # refreshed by the maintenance loop
         self.created_total = 0  # deliveries this process created, ever
         self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_BATCHES)
+
+    def begin_pending_count(self) -> Callable[[int], None]:
+        """Before reading how many deliveries the outbox holds pending: returns
+        what to call with that count to make it `pending_deliveries`. Deliveries
+        this process created while the count was read may be missing from it
+        (overwriting the tally with it would drop them): they are added."""
+        created_before = self.created_total
+
+        def counted(pending: int) -> None:
+            self.pending_deliveries = pending + self.created_total - created_before
+
+        return counted
 
     async def submit(self, events: Sequence[events_pb2.Event]) -> asyncio.Future[Accepted]:
         """Queue a batch (waits while the queue is full); the future resolves once stored."""
