@@ -1,7 +1,10 @@
 """README against the code: every metric it names is one a process exposes,
-every EDGESENSE_ variable it names is one the code reads, and every variable
-the code reads is in README. A renamed metric or a new setting that README
-does not follow fails here, not in an operator's dashboard.
+and every metric a process exposes is named in it (or in deploy/README.md's
+monitoring table); the outcomes it lists for edgesense_deliveries_total are
+the ones delivery counts; every EDGESENSE_ variable it names is one the code
+reads, and every variable the code reads is in README. A renamed metric, a
+new one, a new outcome or a new setting that README does not follow fails
+here, not in an operator's dashboard.
 
 Variables the code reads are the string literals (and f-string patterns) of
 the form EDGESENSE_… in `edgesense` and `edgesense_bridge`, the generated
@@ -18,9 +21,20 @@ import importlib.util
 import re
 from collections.abc import Callable
 
-from tests.support.metrics import GENERATED, PACKAGES, REPO, exposed_metric_names
+from edgesense.delivery.record.policy import without_attempt
+from edgesense.delivery.record.writer import _label
+from edgesense.delivery.store.rows import STATUSES, Claimed
+from tests.support.metrics import (
+    GENERATED,
+    PACKAGES,
+    REPO,
+    exposed_metric_names,
+    metric_families,
+    our_metric_names,
+)
 
 README = REPO / "README.md"
+DEPLOY_README = REPO / "deploy" / "README.md"
 
 METRIC = re.compile(r"\bedgesense_[a-z0-9_]+\b")
 FULL_VARIABLE = re.compile(r"\bEDGESENSE_[A-Z0-9_]*[A-Z0-9]\b")
@@ -123,6 +137,74 @@ def test_every_metric_readme_names_is_exposed() -> None:
     assert len(named) >= 8, "README's metric names were not found"
     unknown = named - exposed_metric_names()
     assert not unknown, f"README names metrics no process exposes: {sorted(unknown)}"
+
+
+def monitoring_table() -> str:
+    """deploy/README.md's "What to monitor" section: every metric, with its labels."""
+    return DEPLOY_README.read_text(encoding="utf-8").split("## What to monitor", 1)[1]
+
+
+def test_every_metric_a_process_exposes_is_named_in_readme() -> None:
+    named = set(METRIC.findall(readme())) | set(METRIC.findall(monitoring_table()))
+    ours = our_metric_names()
+    assert len(ours) >= 20, "the code's metrics were not found"
+    missing = ours - named
+    assert not missing, (
+        f"neither README nor deploy/README.md's monitoring table names: {sorted(missing)}"
+    )
+
+
+# "(succeeded, retried, ...)", in parentheses or not: the words up to the first
+# that a comma does not follow.
+OUTCOME_LIST = r"\(?((?:[a-z]+, )*[a-z]+)"
+
+
+def listed_outcomes(text: str, after: str) -> set[str]:
+    found = re.search(re.escape(after) + " " + OUTCOME_LIST, " ".join(text.split()))
+    assert found, f"no list of outcomes after {after}"
+    return set(found[1].split(", "))
+
+
+def counted_outcomes() -> set[str]:
+    """Every `outcome` label delivery counts: the literal ones of its
+    `DELIVERIES.labels(...)` calls, and what `record.writer._label` (the one
+    other argument those calls take) makes of an outcome of every status, with
+    an attempt made or not."""
+    literal: set[str] = set()
+    for path in (PACKAGES["edgesense"] / "delivery").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "labels"
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "DELIVERIES"
+            ):
+                continue
+            (label,) = node.args
+            if isinstance(label, ast.Constant) and isinstance(label.value, str):
+                literal.add(label.value)
+            else:  # _label(...): the outcomes it makes are read below
+                unread = f"{path.name}: an outcome this test cannot read: {ast.unparse(node)}"
+                assert isinstance(label, ast.Call), unread
+                assert ast.unparse(label.func) == "_label", unread
+    claimed = Claimed(1, "dlv_1", "wh_1", "evt_1", 0, 0, b"")
+    made = {
+        _label(without_attempt(claimed, status, "", 0.0)._replace(attempt=attempt))
+        for status in STATUSES
+        for attempt in (0, 1)
+    }
+    return literal | made
+
+
+def test_the_outcomes_readme_lists_are_the_ones_delivery_counts() -> None:
+    counted = counted_outcomes()
+    assert {"succeeded", "expired"} <= counted, "the code's outcomes were not found"
+    assert listed_outcomes(readme(), "`edgesense_deliveries_total{outcome}`") == counted
+    table = listed_outcomes(monitoring_table(), "`edgesense_deliveries_total` | `outcome`")
+    assert table == counted, "deploy/README.md's monitoring table"
+    (family,) = (f for f in metric_families() if f.name == "edgesense_deliveries")
+    assert listed_outcomes(family.documentation, "outcomes:") == counted, "the help text"
 
 
 def test_every_variable_readme_names_is_read_by_the_code() -> None:

@@ -71,7 +71,7 @@ def test_a_paused_webhook_gets_no_room_until_the_pause_ends() -> None:
     until = lanes.breaker.record("w", False, 100)
     assert until is not None
     assert not lanes.reserve("p", "w", 101)
-    assert not lanes.stored_unleased([("w", "p")], 101)  # due when the pause ends
+    assert not lanes.stored_unleased([("p", "w")], 101)  # due when the pause ends
     assert lanes.begin_due_claim(101, lambda project: [])[1] == ["w"]
     lanes.end_due_claim([], 1)
     assert lanes.reserve("p", "w", until)
@@ -164,7 +164,7 @@ class LanesMachine(RuleBasedStateMachine):
                 unleased.append(item)
         if unleased:
             self.outbox += unleased
-            self.lanes.stored_unleased([(webhook, project)], self.now)
+            self.lanes.stored_unleased([(project, webhook)], self.now)
 
     @precondition(lambda self: self.coming)
     @rule(data=st.data(), stored=st.booleans())
@@ -200,7 +200,7 @@ class LanesMachine(RuleBasedStateMachine):
         (size, left_out), self.due_claim = self.due_claim, None
         if fails:  # Unavailable: the dispatcher tries again
             self.lanes.end_due_claim([], size)
-            self.lanes.more_due = True
+            self.lanes.due_wanted()
             return
         due = [c for c in self.outbox if c.webhook_id not in left_out]
         # Other processes may have claimed some: fewer than the size may come.

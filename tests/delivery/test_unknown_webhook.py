@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edgesense.delivery.claim.dispatcher import UNKNOWN_WEBHOOK_GRACE_SECONDS, Dispatcher
-from edgesense.delivery.record.policy import RetryPolicy
+from edgesense.delivery.claim.dispatcher import Dispatcher
+from edgesense.delivery.record.policy import UNKNOWN_WEBHOOK_GRACE_SECONDS, RetryPolicy
 from edgesense.delivery.send.attempt import AttemptResult, Sender
 from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.store.outbox import (

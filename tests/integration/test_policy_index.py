@@ -1,11 +1,21 @@
-"""Pure logic of delivery: the retry policy and the webhook index."""
+"""Pure logic of delivery: whether a claimed delivery is sent, the retry
+policy, and the webhook index."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
 
-from edgesense.delivery.record.policy import RetryPolicy, after_attempt
+import pytest
+
+from edgesense.delivery.claim.breaker import PAUSED_REASON
+from edgesense.delivery.record.policy import (
+    UNKNOWN_WEBHOOK_GRACE_SECONDS,
+    UNKNOWN_WEBHOOK_RETRY_SECONDS,
+    RetryPolicy,
+    after_attempt,
+    before_attempt,
+)
 from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
@@ -14,8 +24,8 @@ POLICY = RetryPolicy(max_retries=5, base_seconds=10, cap_seconds=100)
 NOW = 1_000_000.0
 
 
-def claimed(cycle: int = 0, total: int = 0) -> Claimed:
-    return Claimed(1, "dlv_1", "wh_1", "evt_1", total, cycle, b"")
+def claimed(cycle: int = 0, total: int = 0, created: float = 0.0) -> Claimed:
+    return Claimed(1, "dlv_1", "wh_1", "evt_1", total, cycle, b"", created)
 
 
 def result(
@@ -29,6 +39,45 @@ def result(
         response_excerpt="nope",
         retry_after=retry_after,
     )
+
+
+YOUNG = NOW - UNKNOWN_WEBHOOK_GRACE_SECONDS + 1
+OLD = NOW - UNKNOWN_WEBHOOK_GRACE_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("created", "active", "paused_until", "expected"),
+    [
+        # webhook not known here: young deliveries wait for the registry's stream
+        (
+            YOUNG,
+            None,
+            None,
+            (PENDING, "webhook not known yet", NOW + UNKNOWN_WEBHOOK_RETRY_SECONDS),
+        ),
+        (OLD, None, None, (FAILED, "webhook deleted", NOW)),
+        (OLD, None, NOW + 5, (FAILED, "webhook deleted", NOW)),
+        (YOUNG, False, None, (HELD, "webhook disabled", NOW)),
+        (YOUNG, False, NOW + 5, (HELD, "webhook disabled", NOW)),  # held outlasts a pause
+        (YOUNG, True, NOW + 5, (PENDING, PAUSED_REASON, NOW + 5)),
+        (OLD, True, None, None),
+    ],
+)
+def test_before_an_attempt(
+    created: float,
+    active: bool | None,
+    paused_until: float | None,
+    expected: tuple[str, str, float] | None,
+) -> None:
+    """None: sent. Otherwise (status, reason, due) of the delivery, with no
+    attempt made or counted."""
+    outcome = before_attempt(claimed(cycle=2, total=4, created=created), active, paused_until, NOW)
+    if expected is None:
+        assert outcome is None
+        return
+    assert outcome is not None
+    assert (outcome.status, outcome.status_reason, outcome.next_attempt_at) == expected
+    assert (outcome.attempt, outcome.cycle_attempts, outcome.status_code) == (0, 2, None)
 
 
 def test_success_ends_the_delivery() -> None:

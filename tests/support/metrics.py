@@ -14,6 +14,7 @@ import importlib
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
 from edgesense.api.metrics import ApiMetrics
 
@@ -41,15 +42,34 @@ def metric_modules() -> list[str]:
     return found
 
 
+def metric_families() -> list[Metric]:
+    """Every family registered by our modules (and prometheus_client's own
+    process and platform collectors)."""
+    for module in metric_modules():
+        importlib.import_module(module)
+    return [
+        family
+        for registry in (REGISTRY, ApiMetrics(CollectorRegistry()).registry)
+        for family in registry.collect()
+    ]
+
+
 def exposed_metric_names() -> set[str]:
     """Metric names as /metrics shows them (a counter `x` as `x_total`, a
     histogram by its base name)."""
-    for module in metric_modules():
-        importlib.import_module(module)
     names: set[str] = set()
-    for registry in (REGISTRY, ApiMetrics(CollectorRegistry()).registry):
-        for family in registry.collect():
-            names.add(family.name)
-            if family.type == "counter":
-                names.add(family.name + "_total")
+    for family in metric_families():
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(family.name + "_total")
     return names
+
+
+def our_metric_names() -> set[str]:
+    """Each EdgeSense metric once, by the name the docs give it: a counter `x`
+    as `x_total`, a gauge or a histogram by its name."""
+    return {
+        family.name + "_total" if family.type == "counter" else family.name
+        for family in metric_families()
+        if family.name.startswith("edgesense_")
+    }

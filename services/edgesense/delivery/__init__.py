@@ -23,10 +23,13 @@ claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
           gets the next send slot (pure); breaker.py: pauses a failing webhook.
 send/     payload.py renders the JSON body once per event (the dispatcher
           signs it with edgesense.common.signing); http_sender.py POSTs it
-          (one POST = one attempt); senders.py and sender_process.py run
-          those POSTs in child processes, sender_wire.py is their framing.
+          (one POST = one attempt); attempt.py: how a POST ended and the
+          `Sender` interface (pure); senders.py and sender_process.py run
+          those POSTs in child processes (none with
+          EDGESENSE_DELIVERY_SENDERS=0), sender_wire.py is their framing.
 record/   writer.py: outcomes batched and written back, failures reported;
-          policy.py: what an outcome means (retry, fail, hold; pure);
+          policy.py: whether a claimed delivery is sent, and what an
+          outcome means (retry, fail, hold; pure);
           reconciler.py: delivery states follow webhook states (disabled,
           enabled, deleted, exhausted); maintenance.py: counts and expiry.
 webhooks/ index.py: the webhooks in memory, matched per event; registry_link.py:

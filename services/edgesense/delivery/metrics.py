@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "edgesense_deliveries_total",
-    "Delivery outcomes: succeeded, retried, failed, held, expired",
+    "Delivery outcomes: succeeded, retried, deferred, failed, held, expired "
+    "(deferred: not sent, due again later)",
     ["outcome"],
 )
 ATTEMPT_SECONDS = Histogram(

@@ -130,7 +130,9 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(link.run(), name="registry-link"),
         asyncio.create_task(acceptor.run(), name="acceptor"),
-        asyncio.create_task(maintain(outbox, acceptor, settings), name="maintenance"),
+        asyncio.create_task(
+            maintain(outbox, acceptor.begin_pending_count, settings), name="maintenance"
+        ),
     ]
     running = RunningDelivery(server, outbox, sender, service, dispatcher, index, 0, tasks)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -100,7 +100,7 @@ class Handoff(Protocol):
     owner: str
     lease_seconds: float
 
-    def reserve(self, webhook_id: str, project_id: str, now: float) -> bool: ...
+    def reserve(self, *, project_id: str, webhook_id: str, now: float) -> bool: ...
     def paused_until(self, webhook_id: str, now: float) -> float | None: ...
     def cancel_reservations(self, items: Iterable[Claimed]) -> None: ...
     def hand_over(self, items: Iterable[Claimed]) -> None: ...
@@ -118,6 +118,18 @@ class Acceptor:
         self.pending_deliveries = 0  # refreshed by the maintenance loop
         self.created_total = 0  # deliveries this process created, ever
         self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_BATCHES)
+
+    def begin_pending_count(self) -> Callable[[int], None]:
+        """Before reading how many deliveries the outbox holds pending: returns
+        what to call with that count to make it `pending_deliveries`. Deliveries
+        this process created while the count was read may be missing from it
+        (overwriting the tally with it would drop them): they are added."""
+        created_before = self.created_total
+
+        def counted(pending: int) -> None:
+            self.pending_deliveries = pending + self.created_total - created_before
+
+        return counted
 
     async def submit(self, events: Sequence[events_pb2.Event]) -> asyncio.Future[Accepted]:
         """Queue a batch (waits while the queue is full); the future resolves once stored."""
@@ -175,7 +187,7 @@ class Acceptor:
                     if start is None:
                         if not target.active:
                             start = Start(HELD, "webhook disabled", now, None, None, now, now)
-                        elif reserve(webhook_id, project_id, now):
+                        elif reserve(project_id=project_id, webhook_id=webhook_id, now=now):
                             handed.append(
                                 Claimed(
                                     0,
@@ -240,7 +252,7 @@ class Acceptor:
         self.pending_deliveries += created
         self.created_total += created
         waiting = {
-            (webhook, project) for event_id, webhook, project in unleased if event_id in new_ids
+            (project, webhook) for event_id, webhook, project in unleased if event_id in new_ids
         }
         if waiting:
             self._handoff.stored_unleased(waiting)  # for a claim to find

@@ -34,11 +34,16 @@ from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON, Breaker
 from edgesense.delivery.claim.fairness import FairShare
 from edgesense.delivery.claim.lanes import Lanes
-from edgesense.delivery.record.policy import RetryPolicy, after_attempt, without_attempt
+from edgesense.delivery.record.policy import (
+    RetryPolicy,
+    after_attempt,
+    before_attempt,
+    without_attempt,
+)
 from edgesense.delivery.record.writer import ExhaustedHandler, OutcomeWriter
 from edgesense.delivery.send.attempt import Sender
 from edgesense.delivery.send.payload import RenderedEvent, render
-from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, Claimed, Outbox, Outcome
+from edgesense.delivery.store.outbox import PENDING, Claimed, Outbox, Outcome
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
 from edgesense.v1 import events_pb2
 
@@ -50,11 +55,6 @@ _internal_errors = ThrottledLog(log)
 # seconds' worth at full speed; an event sent again later renders again.
 RENDERED_EVENTS = 4096
 IDLE_POLL_SECONDS = 0.5
-# A delivery whose webhook this process does not know is only taken for one of
-# a deleted webhook once it is older than this (deletions seen live fail their
-# deliveries at once; this covers those missed while every process was down).
-UNKNOWN_WEBHOOK_GRACE_SECONDS = 60.0
-UNKNOWN_WEBHOOK_RETRY_SECONDS = 1.0
 # A delivery not sent for a failure of ours (a sender process died) is tried again after this.
 INTERNAL_RETRY_SECONDS = 1.0
 # A webhook failing again and again pauses for the first backoff delay, at most this.
@@ -98,7 +98,7 @@ class Dispatcher:
     def wake(self) -> None:
         """Something may be due: look now (held deliveries released, a
         redelivery, a retry whose time came)."""
-        self.lanes.more_due = True
+        self.lanes.due_wanted()
         self._wake.set()
 
     def stop(self) -> None:
@@ -109,7 +109,7 @@ class Dispatcher:
     # process when its lane has room, and passes it here after the commit, so
     # the common case costs no claim transaction and no wait for one.
 
-    def reserve(self, webhook_id: str, project_id: str, now: float) -> bool:
+    def reserve(self, *, project_id: str, webhook_id: str, now: float) -> bool:
         """Room for one freshly accepted delivery of this webhook?"""
         if self._stopping or not self.index.ready.is_set():
             return False
@@ -120,7 +120,7 @@ class Dispatcher:
         return self.breaker.open_until(webhook_id, now)
 
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None:
-        """Fresh pending deliveries of these (webhook, project)s were stored
+        """Fresh pending deliveries of these (project, webhook)s were stored
         without a lease: claim them now if their lanes have room, else once
         they have drained."""
         if self.lanes.stored_unleased(webhooks, time.time()):
@@ -183,7 +183,7 @@ class Dispatcher:
                     if await self._claim_due():
                         continue  # a full batch: more may be due right now
             except Unavailable as exc:
-                lanes.more_due = True
+                lanes.due_wanted()
                 log.warning("cannot claim deliveries: %s; retrying in 1 s", exc.message)
                 await asyncio.sleep(1)
                 continue
@@ -238,19 +238,10 @@ class Dispatcher:
         try:
             target = self.index.get(webhook_id)
             now = time.time()
-            if target is None and now - item.created_at < UNKNOWN_WEBHOOK_GRACE_SECONDS:
-                # Another process accepted it for a webhook whose registration
-                # has not reached this process's change stream yet: try later.
-                outcome = without_attempt(
-                    item, PENDING, "webhook not known yet", now, now + UNKNOWN_WEBHOOK_RETRY_SECONDS
-                )
-            elif target is None:
-                outcome = without_attempt(item, FAILED, "webhook deleted", now)
-            elif not target.active:
-                outcome = without_attempt(item, HELD, "webhook disabled", now)
-            elif (until := self.breaker.open_until(webhook_id, now)) is not None:
-                outcome = without_attempt(item, PENDING, PAUSED_REASON, now, until)
-            else:
+            active = None if target is None else target.active
+            outcome = before_attempt(item, active, self.breaker.open_until(webhook_id, now), now)
+            if outcome is None:
+                assert target is not None  # before_attempt sends to known webhooks only
                 outcome = await self._send(item, target)
             self._record(outcome, target)
         except Exception as exc:

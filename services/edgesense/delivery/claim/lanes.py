@@ -4,7 +4,9 @@ may take.
 The dispatcher (claim/dispatcher.py) does the I/O and the waiting; every
 count it keeps about deliveries lives here. Pure bookkeeping: no asyncio, no
 I/O, no clock (times are passed in), so tests/delivery/test_lanes.py drives
-it through random sequences of operations.
+it through random sequences of operations. The pure-rules import contract
+(pyproject.toml) and tests/test_architecture.py, which imports it in a fresh
+interpreter, check that it loads neither asyncio nor any transport library.
 
 Words
 - lane: a webhook's claimed deliveries waiting in memory for a send slot,
@@ -23,14 +25,16 @@ Words
   up to their room.
 - more_due: whether a claim of due deliveries may find something. Fresh
   deliveries normally arrive by hand-off (and those stored without a lease
-  go to refill or backlogged, see `stored_unleased()`), so this is only set
-  by the dispatcher's `wake()` (held deliveries released, a redelivery, a
-  retry now due), a claim that came back full, or a claim that failed.
+  go to refill or backlogged, see `stored_unleased()`), so only two things
+  set it: `due_wanted()`, which the dispatcher calls from `wake()` (held
+  deliveries released, a redelivery, a retry now due) and after a claim
+  failed, and a claim that came back full (`end_due_claim()`). The next
+  claim of due deliveries clears it (`begin_due_claim()`).
 - the breaker (claim/breaker.py): a paused webhook gets no room: `reserve()`
   refuses it, refills skip it, claims of due deliveries leave it out (its
   deliveries in the outbox are due when the pause ends).
 
-Invariants (`check()` asserts them)
+Invariants
 1. Lanes and FairShare agree: for every (project, webhook), the lane's length
    is FairShare's queued count; no lane is kept empty; every delivery in a
    lane has that lane's webhook and the same project.
@@ -50,6 +54,16 @@ Invariants (`check()` asserts them)
    so hand-offs may use its room while it runs: the total then exceeds the
    bound by at most that claim's size (itself at most the bound), and
    admits nothing more until it is back under: never past twice the bound.
+
+Who checks them: `check()` asserts 1, 4 and 5 whole, and what of the others
+can be seen in Lanes alone: no delivery queued twice (2), at least a refill's
+limits reserved while it runs (3), never past twice the bound (6). The rest
+needs what came in and went out, which Lanes does not keep: the state machine
+in tests/delivery/test_lanes.py checks it against its model after every step
+(each delivery in exactly one place, reserved + queued + running equal to
+what the model holds, admission within the bound). That each `start()` gets
+exactly one `finish()` is the caller's part: the dispatcher calls `finish()`
+in the `finally` of the attempt `start()` gave it.
 """
 
 from __future__ import annotations
@@ -69,7 +83,7 @@ class Lanes:
     def __init__(self, fair: FairShare, breaker: Breaker) -> None:
         self.fair = fair
         self.breaker = breaker
-        self.more_due = True
+        self._more_due = True
         self._lanes: dict[str, deque[Claimed]] = {}
         self._backlogged: dict[str, str] = {}
         self._refill: dict[str, str] = {}
@@ -103,11 +117,11 @@ class Lanes:
             lane.append(item)
 
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]], now: float) -> bool:
-        """Fresh pending deliveries of these (webhook, project)s were stored without
+        """Fresh pending deliveries of these (project, webhook)s were stored without
         a lease: to refill when their lane has room, else backlogged (those of a
         paused webhook are due when the pause ends). True when a refill is wanted."""
         wanted = False
-        for webhook_id, project_id in webhooks:
+        for project_id, webhook_id in webhooks:
             if self.breaker.open_until(webhook_id, now) is not None:
                 continue
             if self.fair.room(project_id, webhook_id) <= 0:
@@ -152,6 +166,17 @@ class Lanes:
 
     # Claims.
 
+    @property
+    def more_due(self) -> bool:
+        """Whether a claim of due deliveries may find something (see the module
+        docstring)."""
+        return self._more_due
+
+    def due_wanted(self) -> None:
+        """Something may be due: the next claim of due deliveries looks at once
+        (the dispatcher's `wake()`, and after a claim failed)."""
+        self._more_due = True
+
     def claim_size(self) -> int:
         """How many deliveries a claim of due ones may take now (0: wait for room
         for a batch).
@@ -190,7 +215,7 @@ class Lanes:
         left_out += self.breaker.paused(now)
         for project_id in fair.saturated():
             left_out += webhook_ids(project_id)
-        self.more_due = False
+        self._more_due = False
         return size, left_out
 
     def end_due_claim(self, claimed: list[Claimed], size: int) -> bool:
@@ -198,7 +223,7 @@ class Lanes:
         (more may be due right now)."""
         self.add(claimed)
         full = len(claimed) == size
-        self.more_due = self.more_due or full
+        self._more_due = self._more_due or full
         return full
 
     def begin_refill(self, now: float) -> dict[str, int]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from edgesense.common.config import Settings
 from edgesense.common.errors import Unavailable
 from edgesense.delivery import metrics
-from edgesense.delivery.accept.acceptor import Acceptor
 from edgesense.delivery.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -25,18 +25,19 @@ def expiry_period(held_retention_seconds: float) -> float:
     return min(EXPIRE_EVERY_SECONDS, held_retention_seconds / 2)
 
 
-async def maintain(outbox: Outbox, acceptor: Acceptor, settings: Settings) -> None:
-    """Run until cancelled."""
+async def maintain(
+    outbox: Outbox, begin_pending_count: Callable[[], Callable[[int], None]], settings: Settings
+) -> None:
+    """Run until cancelled. `begin_pending_count` (`Acceptor.begin_pending_count`)
+    is called before each count and returns what takes the pending count:
+    Publish's backpressure."""
     last_expiry = 0.0
     expire_every = expiry_period(settings.held_retention_seconds)
     while True:
         try:
-            created_before = acceptor.created_total
+            pending_counted = begin_pending_count()
             counts = await outbox.counts()
-            # Deliveries accepted while counting may be missing from the count;
-            # overwriting the acceptor's tally with it would drop them.
-            created_meanwhile = acceptor.created_total - created_before
-            acceptor.pending_deliveries = counts["pending"] + created_meanwhile
+            pending_counted(counts["pending"])
             metrics.QUEUE_DEPTH.set(counts["pending"])
             metrics.HELD.set(counts["held"])
             now = time.time()

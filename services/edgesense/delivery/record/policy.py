@@ -1,10 +1,13 @@
-"""What happens after an attempt (contract section 6), as pure functions.
+"""Whether a claimed delivery is sent, and what happens after an attempt
+(contract section 6), as pure functions.
 
-One attempt plus `max_retries` retries per cycle; a cycle starts when a
-delivery is created, redelivered or released from held. Success ends it;
-a failure with retries left makes it due again after the backoff (Retry-After
-honoured within the cap); the last failure makes it `failed` and disables its
-webhook. If the webhook was disabled meanwhile, a retry waits as `held`.
+Before: a delivery is sent only to a known, active webhook that is not
+paused (`before_attempt`). After: one attempt plus `max_retries` retries per
+cycle; a cycle starts when a delivery is created, redelivered or released
+from held. Success ends it; a failure with retries left makes it due again
+after the backoff (Retry-After honoured within the cap); the last failure
+makes it `failed` and disables its webhook. If the webhook was disabled
+meanwhile, a retry waits as `held`.
 """
 
 from __future__ import annotations
@@ -13,10 +16,16 @@ import random
 from dataclasses import dataclass
 
 from edgesense.common.backoff import next_delay
+from edgesense.delivery.claim.breaker import PAUSED_REASON
 from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.store.rows import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outcome
 
 RESPONSE_EXCERPT_CHARS = 1024
+# A delivery whose webhook this process does not know is only taken for one of
+# a deleted webhook once it is older than this (deletions seen live fail their
+# deliveries at once; this covers those missed while every process was down).
+UNKNOWN_WEBHOOK_GRACE_SECONDS = 60.0
+UNKNOWN_WEBHOOK_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,32 @@ def describe(result: AttemptResult) -> str:
     if result.error:
         return result.error
     return f"HTTP {result.status_code}"
+
+
+def before_attempt(
+    claimed: Claimed, webhook_active: bool | None, paused_until: float | None, now: float
+) -> Outcome | None:
+    """None: send it now. Otherwise the outcome of a claimed delivery that is
+    not sent, by the state of its webhook in this process:
+
+    - not known (`webhook_active` None), and the delivery younger than
+      UNKNOWN_WEBHOOK_GRACE_SECONDS: pending, due again shortly (another
+      process accepted it for a webhook whose registration has not reached
+      this process's change stream yet);
+    - not known, and older: failed, "webhook deleted";
+    - disabled: held;
+    - paused by the breaker (`paused_until`): pending, due when the pause ends.
+    """
+    if webhook_active is None:
+        if now - claimed.created_at < UNKNOWN_WEBHOOK_GRACE_SECONDS:
+            retry_at = now + UNKNOWN_WEBHOOK_RETRY_SECONDS
+            return without_attempt(claimed, PENDING, "webhook not known yet", now, retry_at)
+        return without_attempt(claimed, FAILED, "webhook deleted", now)
+    if not webhook_active:
+        return without_attempt(claimed, HELD, "webhook disabled", now)
+    if paused_until is not None:
+        return without_attempt(claimed, PENDING, PAUSED_REASON, now, paused_until)
+    return None
 
 
 def after_attempt(
