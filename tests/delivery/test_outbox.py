@@ -4,9 +4,12 @@ PostgreSQL), do the same thing for every method of the `Outbox` interface."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
+from edgesense.delivery.record.policy import RetryPolicy, after_attempt
+from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.store.outbox import (
     FAILED,
     HELD,
@@ -108,6 +111,25 @@ async def test_only_the_lease_holder_records_an_outcome(outbox: Outbox) -> None:
     row, logs = found
     assert (row.status, row.attempt_count, row.lease_owner) == (SUCCEEDED, 1, None)
     assert [(log.attempt, log.status_code) for log in logs] == [(1, 200)]
+
+
+async def test_an_answer_with_nul_is_recorded(outbox: Outbox) -> None:
+    """A receiver's answer (and an error quoting it) with NUL bytes, which a
+    PostgreSQL text column refuses: the retry policy's outcome replaces them,
+    and the outbox records it on both databases."""
+    await store(outbox, delivery(1, "wh_a"))
+    [claimed] = await outbox.claim("me", NOW, LEASE, 10)
+    answer = AttemptResult(
+        datetime.fromtimestamp(NOW, UTC), 5, 500, "read \x00 failed", "bad\x00body"
+    )
+    await outbox.record("me", [after_attempt(RetryPolicy(), claimed, answer, NOW, True)], NOW)
+    found = await outbox.one("p", "dlv_1")
+    assert found is not None
+    row, logs = found
+    assert (row.status, row.status_reason) == (PENDING, "attempt 1 failed: read \ufffd failed")
+    assert [(log.error, log.response_body) for log in logs] == [
+        ("read \ufffd failed", "bad\ufffdbody")
+    ]
 
 
 async def test_defer_moves_unleased_due_deliveries_of_one_webhook(outbox: Outbox) -> None:

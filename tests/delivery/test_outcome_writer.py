@@ -1,6 +1,9 @@
 """OutcomeWriter on a real SQLite outbox: outcomes are written back in
 batches, a delivery that used up its attempts is reported, the dispatcher is
-woken when a retry is due, and close() writes what is left."""
+woken when a retry is due, and close() lets the write under way finish and
+writes what is left. Failures are injected around the real outbox: the
+database down (the batch waits), an unexpected error (the batch is written
+one outcome at a time, and one that cannot be written is dropped)."""
 
 from __future__ import annotations
 
@@ -127,8 +130,8 @@ class RefusesOnce:
 
 
 async def test_run_survives_an_unexpected_error(outbox: Outbox) -> None:
-    """run() logs a failed write and tries again: the outcome is written once
-    the outbox takes it, and the writer keeps going."""
+    """A batch whose write fails unexpectedly is written again one outcome at
+    a time: the outcome is written, and the writer keeps going."""
     flaky = RefusesOnce(outbox)
     written = asyncio.Event()
     writer = OutcomeWriter(
@@ -144,3 +147,130 @@ async def test_run_survives_an_unexpected_error(outbox: Outbox) -> None:
     assert not running.done()
     await writer.close(running, 5)
     assert await state(outbox, 0) == (PENDING, 1)
+
+
+class Refuses:
+    """The real outbox, whose record() fails for a while: as the database
+    down (Unavailable) until `down` is cleared, and always, as an unexpected
+    error, for a batch that holds `poison`'s outcome (one that can never be
+    written: a bug, a row the driver cannot take)."""
+
+    def __init__(self, outbox: Outbox, poison: str = "") -> None:
+        self.outbox = outbox
+        self.poison = poison
+        self.down = False
+        self.calls = 0
+
+    async def record(self, owner: str, outcomes: list[Outcome], now: float) -> None:
+        self.calls += 1
+        if self.down:
+            raise Unavailable("database is down")
+        if any(o.delivery_id == self.poison for o in outcomes):
+            raise RuntimeError("driver cannot take this row")
+        await self.outbox.record(owner, outcomes, now)
+
+
+async def lease_of(outbox: Outbox, number: int) -> str | None:
+    found = await outbox.one("p", f"dlv_{number}")
+    assert found is not None
+    owner: str | None = found[0].lease_owner
+    return owner
+
+
+async def test_an_outcome_that_cannot_be_written_is_dropped(outbox: Outbox) -> None:
+    """The batch fails for dlv_1's outcome: dlv_0 and dlv_2 are written one
+    at a time and acted on (dlv_2 reported), dlv_1's is dropped, its delivery
+    left leased (sent again once the lease expires), and not tried again."""
+    reported: list[str] = []
+
+    async def on_exhausted(target: Target, outcome: Outcome) -> None:
+        reported.append(outcome.delivery_id)
+
+    poisoned = Refuses(outbox, poison="dlv_1")
+    writer = OutcomeWriter(
+        poisoned,  # type: ignore[arg-type]  # only record() is used
+        "me",
+        on_exhausted=on_exhausted,
+        on_retry_due=lambda: None,
+    )
+    writer.add(outcome(0, SUCCEEDED), TARGET)
+    writer.add(outcome(1, SUCCEEDED), TARGET)
+    writer.add(outcome(2, FAILED), TARGET)
+    await writer.flush()
+    assert [await state(outbox, n) for n in range(3)] == [
+        (SUCCEEDED, 1),
+        (PENDING, 0),
+        (FAILED, 1),
+    ]
+    assert await lease_of(outbox, 1) == "me"
+    assert reported == ["dlv_2"]
+    calls = poisoned.calls  # the batch, then each of the three
+    assert calls == 4
+    await writer.flush()
+    assert poisoned.calls == calls  # dropped: nothing queued again
+
+
+async def test_the_database_down_keeps_the_whole_batch(outbox: Outbox) -> None:
+    """Unavailable: nothing is written one at a time or dropped; the batch is
+    written whole once the database is back."""
+    refusing = Refuses(outbox)
+    refusing.down = True
+    writer = OutcomeWriter(
+        refusing,  # type: ignore[arg-type]  # only record() is used
+        "me",
+        on_exhausted=lambda target, outcome: asyncio.sleep(0),
+        on_retry_due=lambda: None,
+    )
+    for n in range(3):
+        writer.add(outcome(n, SUCCEEDED), TARGET)
+    with pytest.raises(Unavailable):
+        await writer.flush()
+    assert refusing.calls == 1
+    refusing.down = False
+    await writer.flush()
+    assert refusing.calls == 2
+    assert [await state(outbox, n) for n in range(3)] == [(SUCCEEDED, 1)] * 3
+
+
+class Gated:
+    """The real outbox, whose record() waits for `gate` once it has begun."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def record(self, owner: str, outcomes: list[Outcome], now: float) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await self.outbox.record(owner, outcomes, now)
+
+
+async def test_close_lets_the_flush_under_way_finish(outbox: Outbox) -> None:
+    """close() comes while run() is writing dlv_0's outcome, just after
+    dlv_1's was added: run() finishes that flush (dlv_0 is reported) and is
+    not cancelled; close() writes and reports dlv_1."""
+    reported: list[str] = []
+
+    async def on_exhausted(target: Target, outcome: Outcome) -> None:
+        reported.append(outcome.delivery_id)
+
+    gated = Gated(outbox)
+    writer = OutcomeWriter(
+        gated,  # type: ignore[arg-type]  # only record() is used
+        "me",
+        on_exhausted=on_exhausted,
+        on_retry_due=lambda: None,
+    )
+    running = asyncio.create_task(writer.run())
+    writer.add(outcome(0, FAILED), TARGET)
+    await gated.entered.wait()  # run() is writing dlv_0
+    writer.add(outcome(1, FAILED), TARGET)
+    closing = asyncio.create_task(writer.close(running, 5))
+    # Tasks run in the order they were made ready: close() begins before the
+    # write goes on.
+    gated.gate.set()
+    await closing
+    assert not running.cancelled()
+    assert sorted(reported) == ["dlv_0", "dlv_1"]
+    assert [await state(outbox, n) for n in range(2)] == [(FAILED, 1), (FAILED, 1)]

@@ -14,6 +14,18 @@ confirmed; the gRPC server stops; the dispatcher hands back its queued
 deliveries, finishes the attempts in flight and writes their outcomes; the
 other tasks are cancelled; then the senders, the outbox and the database
 engine close.
+
+Failures, one rule: the loops go on where they can, and the process stops
+where they cannot (crash-only). The claim loop, the outcome writer and the
+outbox maintenance log any error (throttled) and go on after a short pause;
+the registry link reconnects after a broken stream; the acceptor answers a
+commit the database refused with an error to its Publish batches. A task
+that ends all the same before stop() (a bug past those guards, e.g. an
+unexpected error in the acceptor's commit) is not restarted in place: it is
+logged, the process stops as on SIGTERM, and run_delivery raises SystemExit
+(exit status 1) for a supervisor to start it again. Nothing is lost by that:
+every accepted event is in the outbox, a lease not handed back expires, and
+the bridge sends again what Publish did not confirm.
 """
 
 from __future__ import annotations
@@ -23,15 +35,17 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgesense.common.auth import Authenticator
 from edgesense.common.config import Settings
-from edgesense.common.grpc_runtime import GrpcServer, wait_for_signal
+from edgesense.common.grpc_runtime import GrpcServer
 from edgesense.common.ids import new_id
 from edgesense.common.listen import ensure_free
 from edgesense.common.metrics_http import MetricsServer
 from edgesense.common.paging import PageTokens
+from edgesense.common.runtime import stop_on_signals
 from edgesense.delivery.accept.acceptor import Acceptor
 from edgesense.delivery.claim.dispatcher import Dispatcher
 from edgesense.delivery.record.maintenance import maintain
@@ -60,9 +74,32 @@ class RunningDelivery:
     index: WebhookIndex
     port: int
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The names of `tasks` that ended before stop() (see the module docstring).
+    ended: list[str] = field(default_factory=list)
+    _stopping: bool = False
+
+    def watch(self, on_end: Callable[[], None]) -> None:
+        """Call `on_end` when one of `tasks` ends before stop() (it is logged)."""
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if self._stopping:
+                return
+            name = task.get_name()
+            if task.cancelled():
+                log.error("delivery's %s task was cancelled; stopping", name)
+            elif (error := task.exception()) is not None:
+                log.error("delivery's %s task failed; stopping", name, exc_info=error)
+            else:
+                log.error("delivery's %s task ended; stopping", name)
+            self.ended.append(name)
+            on_end()
+
+        for task in self.tasks:
+            task.add_done_callback(ended)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking events, finish or hand back claimed work, then close."""
+        self._stopping = True
         self.service.stop_publishing()  # Publish streams never end on their own
         await self.server.stop(grace)
         self.dispatcher.stop()
@@ -155,10 +192,15 @@ async def run_delivery(settings: Settings, stop: asyncio.Event | None = None) ->
             settings.delivery_addr,
             metrics_server.address,
         )
+        event = stop or asyncio.Event()
+        delivery.watch(event.set)
         try:
-            await wait_for_signal(stop)
+            with stop_on_signals(event) if stop is None else contextlib.nullcontext():
+                await event.wait()
         finally:
             log.info("delivery stopping")
             await delivery.stop()
+        if delivery.ended:
+            raise SystemExit(f"delivery stopped: its {', '.join(delivery.ended)} task ended")
     finally:
         await metrics_server.stop()

@@ -55,6 +55,7 @@ _internal_errors = ThrottledLog(log)
 # seconds' worth at full speed; an event sent again later renders again.
 RENDERED_EVENTS = 4096
 IDLE_POLL_SECONDS = 0.5
+CLAIM_RETRY_SECONDS = 1.0  # after a claim that failed
 # A delivery not sent for a failure of ours (a sender process died) is tried again after this.
 INTERNAL_RETRY_SECONDS = 1.0
 # A webhook failing again and again pauses for the first backoff delay, at most this.
@@ -132,7 +133,9 @@ class Dispatcher:
     def hand_over(self, items: Iterable[Claimed]) -> None:
         """Deliveries stored as leased to this process, after their commit."""
         self.lanes.add(items, reserved=True)
-        if not self._stopping:  # stopping: they are handed back with the queued ones
+        # Stopping: run() hands them back with the queued ones, until it has
+        # ended (any later keep their lease until it expires).
+        if not self._stopping:
             self._pump()
 
     async def run(self) -> None:
@@ -141,10 +144,12 @@ class Dispatcher:
         try:
             await self._claim_loop()
         finally:
-            queued = [c.delivery_id for c in self.lanes.drop_queued()]
+            queued = self.lanes.drop_queued()
             timeout = self.sender.timeout_seconds + 5
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=timeout)
+            # Handed over since (the acceptor's commits that ended meanwhile).
+            queued += self.lanes.drop_queued()
             # Two steps, each tried whatever the other did. An outcome the
             # database refuses now leaves its delivery leased: once the lease
             # expires it is claimed and sent again (a duplicate, never a loss);
@@ -153,17 +158,31 @@ class Dispatcher:
                 await self.writer.close(writer, timeout)
             except Unavailable as exc:
                 log.warning("at stop, delivery outcomes not recorded: %s", exc.message)
+            except Exception as exc:
+                _internal_errors.exception(
+                    ("stop", "outcomes", type(exc).__name__),
+                    "at stop, recording delivery outcomes failed",
+                )
             try:
-                await self.outbox.release_leases(self.owner, queued)
+                await self.outbox.release_leases(self.owner, [c.delivery_id for c in queued])
             except Unavailable as exc:
                 log.warning(
                     "at stop, %d claimed deliveries not handed back (their leases expire): %s",
                     len(queued),
                     exc.message,
                 )
+            except Exception as exc:
+                _internal_errors.exception(
+                    ("stop", "leases", type(exc).__name__),
+                    "at stop, handing back %d claimed deliveries failed (their leases expire)",
+                    len(queued),
+                )
             log.info("dispatcher stopped; handed back %d claimed deliveries", len(queued))
 
     async def _claim_loop(self) -> None:
+        """Claim until stop(). A failed claim is tried again a second later:
+        the database refusing it (Unavailable), or anything else (a bug:
+        logged, throttled), so that claiming never ends but with stop()."""
         loop = asyncio.get_running_loop()
         lanes = self.lanes
         next_poll = 0.0
@@ -184,8 +203,21 @@ class Dispatcher:
                         continue  # a full batch: more may be due right now
             except Unavailable as exc:
                 lanes.due_wanted()
-                log.warning("cannot claim deliveries: %s; retrying in 1 s", exc.message)
-                await asyncio.sleep(1)
+                log.warning(
+                    "cannot claim deliveries: %s; retrying in %g s",
+                    exc.message,
+                    CLAIM_RETRY_SECONDS,
+                )
+                await asyncio.sleep(CLAIM_RETRY_SECONDS)
+                continue
+            except Exception as exc:
+                lanes.due_wanted()
+                _internal_errors.exception(
+                    ("claim", type(exc).__name__),
+                    "claiming deliveries failed unexpectedly; retrying in %g s",
+                    CLAIM_RETRY_SECONDS,
+                )
+                await asyncio.sleep(CLAIM_RETRY_SECONDS)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_poll - loop.time()))

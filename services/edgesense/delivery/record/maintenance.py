@@ -10,10 +10,12 @@ from collections.abc import Callable
 
 from edgesense.common.config import Settings
 from edgesense.common.errors import Unavailable
+from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
+_problems = ThrottledLog(log)
 COUNT_EVERY_SECONDS = 2.0
 EXPIRE_EVERY_SECONDS = 60.0
 
@@ -30,7 +32,8 @@ async def maintain(
 ) -> None:
     """Run until cancelled. `begin_pending_count` (`Acceptor.begin_pending_count`)
     is called before each count and returns what takes the pending count:
-    Publish's backpressure."""
+    Publish's backpressure. A round that fails (the database refusing it, or
+    anything else: logged, throttled) is followed by the next one as usual."""
     last_expiry = 0.0
     expire_every = expiry_period(settings.held_retention_seconds)
     while True:
@@ -54,4 +57,6 @@ async def maintain(
                     log.warning("%d held deliveries expired after %g h", expired, hours)
         except Unavailable as exc:
             log.warning("outbox maintenance skipped: %s", exc.message)
+        except Exception as exc:  # a bug: logged, and the next round is tried all the same
+            _problems.exception(type(exc).__name__, "outbox maintenance failed unexpectedly")
         await asyncio.sleep(COUNT_EVERY_SECONDS)

@@ -26,6 +26,10 @@ RESPONSE_EXCERPT_CHARS = 1024
 # deliveries at once; this covers those missed while every process was down).
 UNKNOWN_WEBHOOK_GRACE_SECONDS = 60.0
 UNKNOWN_WEBHOOK_RETRY_SECONDS = 1.0
+# A PostgreSQL text column refuses NUL (SQLite stores it), and the outbox then
+# refuses the whole batch of outcomes (Unavailable, so tried again and again):
+# in a receiver's answer, or an error that quotes it, NUL becomes U+FFFD.
+NUL, REPLACEMENT = "\x00", "\ufffd"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class RetryPolicy:
 
 def describe(result: AttemptResult) -> str:
     if result.error:
-        return result.error
+        return storable(result.error)
     return f"HTTP {result.status_code}"
 
 
@@ -69,6 +73,11 @@ def before_attempt(
     if paused_until is not None:
         return without_attempt(claimed, PENDING, PAUSED_REASON, now, paused_until)
     return None
+
+
+def storable(text: str) -> str:
+    """`text` without NUL (see NUL); `text` itself when it has none."""
+    return text.replace(NUL, REPLACEMENT) if NUL in text else text
 
 
 def after_attempt(
@@ -106,8 +115,8 @@ def after_attempt(
         started_at=result.started_at.timestamp(),
         duration_ms=result.duration_ms,
         status_code=result.status_code,
-        error=result.error,
-        response_body=result.response_excerpt[:RESPONSE_EXCERPT_CHARS]
+        error=None if result.error is None else storable(result.error),
+        response_body=storable(result.response_excerpt[:RESPONSE_EXCERPT_CHARS])
         if result.response_excerpt
         else None,
         status=status,

@@ -6,7 +6,8 @@ in the outbox:
 - a snapshot (at start, and after a broken stream): deliveries held for a
   webhook that is active again are released, those of a disabled one held;
 - a webhook deleted: its open deliveries fail ("webhook deleted");
-- disabled: its pending deliveries are held; enabled again: released;
+- disabled (and any change that leaves it disabled): its pending
+  deliveries are held; enabled again: released;
 - a delivery that used up its attempts (reported by the outcome writer):
   its webhook is disabled here at once, its pending deliveries are held, and
   the registry is told (which disables it everywhere).
@@ -64,9 +65,14 @@ class Reconciler:
                 log.info(
                     "webhook %s deleted: %d open deliveries failed", previous.webhook_id, failed
                 )
-        elif not current.active and (previous is None or previous.active):
+        elif not current.active:
+            # Whatever this index said before: on_exhausted disables a webhook
+            # here before its hold, and if that hold failed, the registry's
+            # disable coming back is what holds them (hold is idempotent: it
+            # only touches pending deliveries).
             held = await self.outbox.hold([current.webhook_id], "webhook disabled", now)
-            log.info("webhook %s disabled: %d deliveries held", current.webhook_id, held)
+            if held or previous is None or previous.active:
+                log.info("webhook %s disabled: %d deliveries held", current.webhook_id, held)
         elif current.active and previous is not None and not previous.active:
             released = await self.outbox.release_held([current.webhook_id], now)
             log.info("webhook %s enabled: sending %d held deliveries", current.webhook_id, released)
@@ -82,6 +88,9 @@ class Reconciler:
         )
         self.index.upsert(dataclasses.replace(target, status=DISABLED, disabled_reason=reason))
         # The registry hears first: if the hold below fails (Unavailable), the
-        # registry's disable, streamed back, holds the deliveries instead.
+        # registry's disable, streamed back, holds the deliveries instead
+        # (on_change holds a disabled webhook's deliveries even though this
+        # index has it disabled already), as would a snapshot after a broken
+        # stream.
         self.report_failure(FailureReport(target.webhook_id, outcome.delivery_id, reason))
         await self.outbox.hold([target.webhook_id], "webhook disabled", time.time())

@@ -5,14 +5,23 @@ gather for a moment into fewer, larger writes. After a batch is written, its
 deliveries are counted in the metrics, a delivery that used up its attempts
 is reported (the reconciler then disables its webhook), and the dispatcher is
 woken when the earliest retry of the batch is due. A write the database
-refuses (Unavailable) is tried again a second later; an outcome is written
-by its lease holder only (see outbox), so it is never applied twice.
+refuses (Unavailable: the outbox raises it for every error the database
+reports, see outbox) is tried again a second later, whole; an outcome is
+written by its lease holder only (see outbox), so it is never applied twice.
+
+A batch that fails otherwise (a bug, an error of the driver's that the
+outbox does not map) is written again one outcome at a time, so that one
+outcome that can never be written does not block every later one: those that
+fail on their own too are logged (throttled) and dropped. A dropped outcome's
+delivery stays leased, its attempt unrecorded; once the lease expires it is
+claimed and sent again (a duplicate, never a loss).
 
 Once a batch is written, what follows cannot undo it: metrics and the retry
 wake come first, and each exhausted delivery is reported on its own, so one
 report that fails (the database refusing the hold) neither skips the others
-nor queues the written batch again. Nothing but cancellation ends run(): an
-unexpected error is logged (throttled) and the writer carries on.
+nor queues the written batch again. Nothing but close() (or cancellation)
+ends run(): an unexpected error is logged (throttled) and the writer carries
+on.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
@@ -33,7 +42,9 @@ log = logging.getLogger(__name__)
 _problems = ThrottledLog(log)
 
 LINGER_SECONDS = 0.02
+RETRY_SECONDS = 1.0
 ExhaustedHandler = Callable[[Target, Outcome], Awaitable[None]]
+Batch = list[tuple[Outcome, Target | None]]
 
 
 class OutcomeWriter:
@@ -49,10 +60,11 @@ class OutcomeWriter:
         self.owner = owner
         self._on_exhausted = on_exhausted
         self._on_retry_due = on_retry_due
-        self._batch: list[tuple[Outcome, Target | None]] = []
+        self._batch: Batch = []
         # Set while run() waits for a first outcome: add() wakes it (a bare
         # future rather than an Event, so add() costs no further call).
         self._waiter: asyncio.Future[None] | None = None
+        self._closing = asyncio.Event()
         self._writes: set[asyncio.Task[None]] = set()
 
     def add(self, outcome: Outcome, target: Target | None) -> None:
@@ -65,60 +77,93 @@ class OutcomeWriter:
                 waiter.set_result(None)
 
     async def run(self) -> None:
-        """Write outcomes as they come, until cancelled (then see `close`)."""
+        """Write outcomes as they come, until close() (see there)."""
         loop = asyncio.get_running_loop()
-        while True:
+        closing = self._closing
+        while not closing.is_set():
             if not self._batch:
                 self._waiter = loop.create_future()
                 try:
                     await self._waiter
                 finally:
                     self._waiter = None
+                if closing.is_set():
+                    return  # close() writes what came meanwhile
             await asyncio.sleep(LINGER_SECONDS)  # let a batch gather
             try:
                 await self.flush()
             except Unavailable as exc:
                 _problems.warning(
                     "unavailable",
-                    "cannot record delivery outcomes: %s; retrying in 1 s",
+                    "cannot record delivery outcomes: %s; retrying in %g s",
                     exc.message,
+                    RETRY_SECONDS,
                 )
-                await asyncio.sleep(1)
+                await self._pause()
             except Exception as exc:  # a bug: keep recording, never stop silently
                 _problems.exception(
-                    ("flush", type(exc)), "recording delivery outcomes failed; retrying in 1 s"
+                    ("flush", type(exc)),
+                    "recording delivery outcomes failed; retrying in %g s",
+                    RETRY_SECONDS,
                 )
-                await asyncio.sleep(1)
+                await self._pause()
+
+    async def _pause(self) -> None:
+        """RETRY_SECONDS before the next write, or until close()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), RETRY_SECONDS)
 
     async def close(self, running: asyncio.Task[None], grace: float) -> None:
-        """Stop `running` (this writer's run()), give the writes under way up to
-        `grace` seconds to end, and write what is left (Unavailable if the
-        database refuses it)."""
-        running.cancel()
+        """Stop `running` (this writer's run()) and write what is left.
+
+        run() is asked to stop, and given up to `grace` seconds to finish the
+        flush under way (its write and what follows it: metrics, the retry
+        wake, the reports); only then is it cancelled, and a write it had
+        handed to the database given what is left of `grace` to end. Then
+        what is left is written, and acted on, here: Unavailable if the
+        database refuses it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        self._closing.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        await asyncio.wait([running], timeout=grace)
+        if not running.done():
+            running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
         if self._writes:
-            await asyncio.wait(self._writes, timeout=grace)
+            await asyncio.wait(self._writes, timeout=max(0.0, deadline - loop.time()))
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every outcome added so far (Unavailable: they stay, for the next)."""
+        """Write every outcome added so far, then act on those written.
+
+        Unavailable: the outcomes not written stay, for the next flush (after
+        those that were written are acted on). Another error writing the
+        batch: one at a time, as the module docstring says.
+        """
         batch, self._batch = self._batch, []
         if not batch:
             return
-        # Shielded: once handed to the database the write goes on even if this
-        # task is cancelled (at shutdown), and is not queued again, which
-        # would log its attempts twice.
-        record = self.outbox.record(self.owner, [o for o, _ in batch], time.time())
-        self._writes.add(writing := asyncio.create_task(record))
-        writing.add_done_callback(self._writes.discard)
+        refused: Unavailable | None = None
+        singly = False
         try:
-            await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
+            await self._write([o for o, _ in batch])
+        except Unavailable:
             self._batch[:0] = batch
             raise
+        except Exception as exc:
+            _problems.exception(
+                ("batch", type(exc)),
+                "recording %d delivery outcomes failed; writing them one at a time",
+                len(batch),
+            )
+            singly = True
+        if singly:
+            batch, refused = await self._write_singly(batch)
         earliest: float | None = None
         exhausted: list[tuple[Target, Outcome]] = []
         for outcome, target in batch:
@@ -154,6 +199,42 @@ class OutcomeWriter:
                     outcome.delivery_id,
                     target.webhook_id,
                 )
+        if refused is not None:
+            raise refused
+
+    async def _write(self, outcomes: Sequence[Outcome]) -> None:
+        # Shielded: once handed to the database the write goes on even if this
+        # task is cancelled (close() after its grace), and is not queued
+        # again, which would log its attempts twice.
+        writing = asyncio.create_task(self.outbox.record(self.owner, outcomes, time.time()))
+        self._writes.add(writing)
+        writing.add_done_callback(self._writes.discard)
+        await asyncio.shield(writing)
+
+    async def _write_singly(self, batch: Batch) -> tuple[Batch, Unavailable | None]:
+        """Write each outcome of `batch` on its own; (those written, and
+        Unavailable if the database refused one: it and the rest are queued
+        again). One that fails otherwise is logged and dropped."""
+        written: Batch = []
+        for position, (outcome, target) in enumerate(batch):
+            try:
+                await self._write([outcome])
+            except Unavailable as exc:
+                self._batch[:0] = batch[position:]
+                return written, exc
+            except asyncio.CancelledError:
+                self._batch[:0] = batch[position + 1 :]  # this one's write goes on
+                raise
+            except Exception as exc:
+                _problems.exception(
+                    ("dropped", type(exc)),
+                    "the outcome of delivery %s cannot be recorded; dropped "
+                    "(the delivery is sent again once its lease expires)",
+                    outcome.delivery_id,
+                )
+                continue
+            written.append((outcome, target))
+        return written, None
 
 
 def _label(outcome: Outcome) -> str:
