@@ -239,6 +239,22 @@ class RecordingRegistry(registry_pb2_grpc.WebhookRegistryServicer):
     ) -> registry_pb2.ReportDeliveryFailureResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
 
+    async def UpdateWebhook(
+        self, request: registry_pb2.UpdateWebhookRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        self._record(request, context)
+        return registry_pb2.Webhook(webhook_id=request.webhook_id, url=request.webhook.url)
+
+    async def RotateWebhookSecret(
+        self, request: registry_pb2.RotateWebhookSecretRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
+    async def ListEventTypes(
+        self, request: registry_pb2.ListEventTypesRequest, context: Context
+    ) -> registry_pb2.ListEventTypesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
 
 def bad_request_status() -> bytes:
     """A google.rpc.Status with a BadRequest detail, as the registry sends for bad input."""

@@ -147,7 +147,7 @@ def rotated_signer() -> Signer:
 def standard_verifies(secret: str, headers: dict[str, str]) -> bool:
     key = secret if secret.startswith("whsec_") else secret.encode()
     try:
-        Webhook(key).verify(BODY, headers)  # type: ignore[arg-type]
+        Webhook(key).verify(BODY, headers)
     except WebhookVerificationError:
         return False
     return True

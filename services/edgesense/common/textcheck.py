@@ -85,7 +85,9 @@ def _is_map(field: FieldDescriptor) -> bool:
 def _check_map(name: str, field: FieldDescriptor, value: Any) -> None:
     """A map's keys and string values, named by the map and the key (a
     header's value is a secret of its own: the problem says where, never what)."""
-    value_field = field.message_type.fields_by_name["value"]
+    entry = field.message_type
+    assert entry is not None  # a map field's entry message
+    value_field = entry.fields_by_name["value"]
     for key in value:
         index = control_character(key) if isinstance(key, str) else None
         if index is not None:
