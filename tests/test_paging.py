@@ -4,7 +4,7 @@ no listing answer can pass gRPC's 4 MiB message limit."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +15,12 @@ from edgesense.common.textcheck import check_message_text, printable
 from edgesense.delivery.service import MAX_ATTEMPTS_LISTED, delivery_record
 from edgesense.registry.service import webhook_message
 from edgesense.registry.store import StoredWebhook
-from edgesense.registry.validation import MAX_DESCRIPTION_CHARS, MAX_DEVICE_IDS
+from edgesense.registry.validation import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_DEVICE_IDS,
+    MAX_HEADER_NAME_CHARS,
+    MAX_HEADERS,
+)
 from edgesense.v1 import registry_pb2
 
 GRPC_LIMIT = 4 * 1024 * 1024
@@ -96,8 +101,13 @@ def test_the_largest_possible_webhook_is_far_below_a_page() -> None:
         disabled_at=now,
         disabled_reason=WIDE * 1000,
         secret_ciphertext="",
+        updated_at=now,
+        secret_rotation_ends_at=now + timedelta(days=7),
     )
-    size = webhook_message(hook).ByteSize()
+    headers = {
+        f"X-Custom-{i:02d}".ljust(MAX_HEADER_NAME_CHARS, "x"): "" for i in range(MAX_HEADERS)
+    }
+    size = webhook_message(hook, headers, now).ByteSize()
     assert size < PAGE_BYTES / 4
     assert PAGE_BYTES + size < GRPC_LIMIT / 2
 

@@ -19,7 +19,13 @@ import grpc
 import httpx
 import pytest
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    field_mask_pb2,
+    struct_pb2,
+    timestamp_pb2,
+)
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.rpc import error_details_pb2, status_pb2
 
@@ -58,10 +64,11 @@ def _method(
     rule: http_pb2.HttpRule | None,
     *,
     server_streaming: bool = False,
+    input_type: str = ".gwtest.Thing",
 ) -> None:
     method = service.method.add(
         name=name,
-        input_type=".gwtest.Thing",
+        input_type=input_type,
         output_type=".gwtest.Thing",
         server_streaming=server_streaming,
     )
@@ -74,7 +81,12 @@ def build_things_file() -> descriptor_pb2.FileDescriptorProto:
         name="gwtest/things.proto",
         package="gwtest",
         syntax="proto3",
-        dependency=["google/api/annotations.proto", "google/protobuf/timestamp.proto"],
+        dependency=[
+            "google/api/annotations.proto",
+            "google/protobuf/timestamp.proto",
+            "google/protobuf/field_mask.proto",
+            "google/protobuf/struct.proto",
+        ],
     )
     color = file.enum_type.add(name="Color")
     for number, name in enumerate(("COLOR_UNSPECIFIED", "RED", "GREEN")):
@@ -84,6 +96,21 @@ def build_things_file() -> descriptor_pb2.FileDescriptorProto:
     _field(inner, "count", 2, F.TYPE_INT64)
     _field(inner, "tags", 3, F.TYPE_STRING, repeated=True)
     _field(inner, "at", 4, F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp")
+    _field(inner, "sub", 5, F.TYPE_MESSAGE, type_name=".gwtest.Sub")
+    labels = inner.nested_type.add(name="LabelsEntry")
+    labels.options.map_entry = True
+    _field(labels, "key", 1, F.TYPE_STRING)
+    _field(labels, "value", 2, F.TYPE_STRING)
+    _field(inner, "labels", 6, F.TYPE_MESSAGE, repeated=True, type_name=".gwtest.Inner.LabelsEntry")
+    _field(inner, "extra", 7, F.TYPE_MESSAGE, type_name=".google.protobuf.Struct")
+    sub = file.message_type.add(name="Sub")
+    _field(sub, "word", 1, F.TYPE_STRING)
+    _field(sub, "max_count", 2, F.TYPE_INT32)
+    # An AIP-134 update: the resource as the body, and a mask.
+    patch = file.message_type.add(name="PatchThingRequest")
+    _field(patch, "parent", 1, F.TYPE_STRING)
+    _field(patch, "inner", 2, F.TYPE_MESSAGE, type_name=".gwtest.Inner")
+    _field(patch, "update_mask", 3, F.TYPE_MESSAGE, type_name=".google.protobuf.FieldMask")
     thing = file.message_type.add(name="Thing")
     thing.oneof_decl.add(name="choice")
     _field(thing, "parent", 1, F.TYPE_STRING)
@@ -104,6 +131,12 @@ def build_things_file() -> descriptor_pb2.FileDescriptorProto:
     _method(
         service, "UpdateThing", http_pb2.HttpRule(patch="/v1/{parent=projects/*}", body="inner")
     )
+    _method(
+        service,
+        "PatchThing",
+        http_pb2.HttpRule(patch="/v1/{parent=patches/*}", body="inner"),
+        input_type=".gwtest.PatchThingRequest",
+    )
     _method(service, "CreateThing", http_pb2.HttpRule(post="/v1/{parent=**}:create", body="*"))
     _method(service, "Files", http_pb2.HttpRule(get="/v1/files/{path=**}"))
     _method(service, "Special", http_pb2.HttpRule(get="/v1/things/special"))
@@ -120,6 +153,8 @@ def things_pool() -> descriptor_pool.DescriptorPool:
         http_pb2.DESCRIPTOR,
         annotations_pb2.DESCRIPTOR,
         timestamp_pb2.DESCRIPTOR,
+        field_mask_pb2.DESCRIPTOR,
+        struct_pb2.DESCRIPTOR,
     ):
         pool.AddSerializedFile(dependency.serialized_pb)
     pool.AddSerializedFile(build_things_file().SerializeToString())
@@ -202,6 +237,22 @@ class RecordingRegistry(registry_pb2_grpc.WebhookRegistryServicer):
     async def ReportDeliveryFailure(
         self, request: registry_pb2.ReportDeliveryFailureRequest, context: Context
     ) -> registry_pb2.ReportDeliveryFailureResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
+    async def UpdateWebhook(
+        self, request: registry_pb2.UpdateWebhookRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        self._record(request, context)
+        return registry_pb2.Webhook(webhook_id=request.webhook_id, url=request.webhook.url)
+
+    async def RotateWebhookSecret(
+        self, request: registry_pb2.RotateWebhookSecretRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
+    async def ListEventTypes(
+        self, request: registry_pb2.ListEventTypesRequest, context: Context
+    ) -> registry_pb2.ListEventTypesResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
 
 

@@ -33,6 +33,9 @@ def test_every_route_with_its_method(document: dict[str, Any]) -> None:
         ("/api/webhooks/{webhookId}/enable", "post"),
         ("/api/webhooks/{webhookId}/deliveries", "get"),
         ("/api/deliveries/{deliveryId}/redeliver", "post"),
+        ("/api/webhooks/{webhookId}", "patch"),
+        ("/api/webhooks/{webhookId}/rotate-secret", "post"),
+        ("/api/event-types", "get"),
     }
     assert document["openapi"].startswith("3.0")
 
@@ -75,6 +78,9 @@ def test_component_schemas_follow_the_json_mapping(document: dict[str, Any]) -> 
         "createdAt",
         "disabledAt",
         "disabledReason",
+        "headers",
+        "updatedAt",
+        "secretRotationEndsAt",
     }
     assert webhook["events"]["type"] == "array"
     assert webhook["events"]["items"] == {"type": "string"}

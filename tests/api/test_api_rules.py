@@ -30,6 +30,12 @@ def test_every_annotated_edgesense_rpc_is_a_route() -> None:
         ): "/edgesense.v1.WebhookRegistry/EnableWebhook",
         ("GET", "/api/webhooks/{webhook_id}/deliveries"): "/edgesense.v1.Delivery/ListDeliveries",
         ("POST", "/api/deliveries/{delivery_id}/redeliver"): "/edgesense.v1.Delivery/Redeliver",
+        ("PATCH", "/api/webhooks/{webhook_id}"): "/edgesense.v1.WebhookRegistry/UpdateWebhook",
+        (
+            "POST",
+            "/api/webhooks/{webhook_id}/rotate-secret",
+        ): "/edgesense.v1.WebhookRegistry/RotateWebhookSecret",
+        ("GET", "/api/event-types"): "/edgesense.v1.WebhookRegistry/ListEventTypes",
     }
 
 
@@ -110,7 +116,7 @@ def test_router_answers_404_and_405() -> None:
     error = wrong_method.value
     assert (error.status, error.code) == (405, grpc.StatusCode.UNIMPLEMENTED)
     assert error.message.startswith("Method Not Allowed")
-    assert set(error.headers["Allow"].split(", ")) == {"GET", "DELETE"}
+    assert set(error.headers["Allow"].split(", ")) == {"GET", "DELETE", "PATCH"}
 
 
 def test_router_rejects_malformed_escapes_with_400() -> None:

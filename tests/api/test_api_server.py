@@ -53,6 +53,7 @@ async def test_get_forwards_metadata_and_binds_the_path(
         "description": "",
         "deviceIds": [],
         "createdAt": "2025-07-24T10:35:17Z",
+        "headers": {},
     }
     received = registry_backend.servicer.metadata[-1]
     assert received["authorization"] == "Bearer esk_test"
@@ -154,7 +155,7 @@ async def test_unknown_route_is_404(client: httpx.AsyncClient) -> None:
 async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.put("/api/webhooks/wh_1", json={})
     assert _status(response, 405, 12)["message"].startswith("Method Not Allowed")
-    assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE", "PATCH"}
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, json_format
+from google.protobuf import descriptor_pool, field_mask_pb2, json_format
 from google.protobuf.message import Message
 
 from edgesense.api.router import Router
@@ -203,6 +203,49 @@ def test_deep_path_keeps_encoded_slash(things: Router) -> None:
     assert request(things, "GET", "/v1/files/dir/a%2Fb").path == "dir/a%2Fb"
 
 
+def mask_of(router: Router, path: str, body: bytes, **query: str) -> list[str]:
+    return list(request(router, "PATCH", path, body, list(query.items())).update_mask.paths)
+
+
+def test_patch_infers_the_update_mask_from_the_body_fields(things: Router) -> None:
+    body = (
+        b'{"name": "n", "tags": ["a"], "sub": {"maxCount": 3}, "labels": {"k": "v"},'
+        b' "at": "2025-07-24T10:35:17Z", "extra": {"a": {"b": 1}}}'
+    )
+    # Proto names, relative to the body's message, sorted; repeated, map and
+    # well-known fields are one path each, nested messages are entered.
+    assert mask_of(things, "/v1/patches/p", body) == [
+        "at",
+        "extra",
+        "labels",
+        "name",
+        "sub.max_count",
+        "tags",
+    ]
+
+
+def test_inferred_mask_takes_proto_names_empty_objects_and_nulls(things: Router) -> None:
+    assert mask_of(things, "/v1/patches/p", b'{"sub": {"max_count": 1}}') == ["sub.max_count"]
+    assert mask_of(things, "/v1/patches/p", b'{"sub": {}, "count": null}') == ["count", "sub"]
+
+
+def test_a_mask_in_the_query_wins_and_no_body_infers_nothing(things: Router) -> None:
+    body = b'{"name": "n", "count": "1"}'
+    assert mask_of(things, "/v1/patches/p", body, updateMask="name") == ["name"]
+    assert mask_of(things, "/v1/patches/p", b"") == []
+    assert mask_of(things, "/v1/patches/p", b"{}") == []
+
+
+def test_patch_webhook_infers_its_mask() -> None:
+    body = b'{"url": "https://x.test/h", "deviceIds": [], "headers": {"X-Token": "t"}}'
+    message = request(EDGESENSE, "PATCH", "/api/webhooks/wh_1", body)
+    assert message == registry_pb2.UpdateWebhookRequest(
+        webhook_id="wh_1",
+        webhook=registry_pb2.WebhookUpdate(url="https://x.test/h", headers={"X-Token": "t"}),
+        update_mask=field_mask_pb2.FieldMask(paths=["device_ids", "headers", "url"]),
+    )
+
+
 def test_response_prints_unset_fields_but_not_optional_ones() -> None:
     route = EDGESENSE.match("GET", "/api/webhooks/x").route
     answer = json.loads(render_response(route, registry_pb2.Webhook(webhook_id="wh_1")))
@@ -213,6 +256,7 @@ def test_response_prints_unset_fields_but_not_optional_ones() -> None:
         "status": "",
         "description": "",
         "deviceIds": [],
+        "headers": {},
     }
 
 

@@ -17,6 +17,7 @@ from edgesense.common.signing import (
     signature_headers,
     standard_webhooks_key,
     standard_webhooks_signature,
+    with_custom_headers,
 )
 from tests.support.receivers import guide_verify_signature
 
@@ -131,3 +132,79 @@ def test_a_signer_keeps_its_keys_and_signs_each_attempt(secret: str) -> None:
 
 def _as_whsec(secret: str) -> str:
     return "whsec_" + base64.b64encode(secret.encode()).decode()
+
+
+# Secret rotation: a Signer with previous secrets and an injected `now`.
+OLD, OLDER, NEW = "old-secret", "older-secret", "whsec_" + base64.b64encode(b"n" * 32).decode()
+SENT = 1_753_353_317
+
+
+def rotated_signer() -> Signer:
+    # OLDER ends at SENT + 10, OLD at SENT + 100 (oldest first, as stored).
+    return Signer(NEW, [(OLDER, SENT + 10.0), (OLD, SENT + 100.0)])
+
+
+def standard_verifies(secret: str, headers: dict[str, str]) -> bool:
+    key = secret if secret.startswith("whsec_") else secret.encode()
+    try:
+        Webhook(key).verify(BODY, headers)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+def test_during_an_overlap_every_live_secret_signs_newest_first() -> None:
+    now = time.time()
+    signer = Signer(NEW, [(OLDER, now + 10), (OLD, now + 100)])
+    headers = signer.headers("dlv_1", "device.data", BODY, int(now), now)
+    signatures = headers["webhook-signature"].split(" ")
+    stamp = int(now)
+    assert signatures == [
+        standard_webhooks_signature(NEW, "dlv_1", stamp, BODY),
+        standard_webhooks_signature(OLD, "dlv_1", stamp, BODY),
+        standard_webhooks_signature(OLDER, "dlv_1", stamp, BODY),
+    ]
+    # The reference library accepts the request with any live secret.
+    for secret in (NEW, OLD, OLDER):
+        assert standard_verifies(secret, headers)
+    assert not standard_verifies("never-used", headers)
+    # The guide's exact compare: the oldest live secret signs it.
+    assert headers["X-EdgeSense-Signature"] == sign_body(OLDER, BODY)
+    assert guide_verify_signature(OLDER, BODY.decode(), headers["X-EdgeSense-Signature"])
+
+
+@pytest.mark.parametrize(
+    ("now", "guide_secret", "standard_secrets"),
+    [
+        (SENT + 9.999, OLDER, [NEW, OLD, OLDER]),
+        (SENT + 10.0, OLD, [NEW, OLD]),  # OLDER's overlap ended exactly now
+        (SENT + 99.5, OLD, [NEW, OLD]),
+        (SENT + 100.0, NEW, [NEW]),
+        (SENT + 10_000.0, NEW, [NEW]),
+    ],
+)
+def test_expiry_is_decided_at_send_time(
+    now: float, guide_secret: str, standard_secrets: list[str]
+) -> None:
+    headers = rotated_signer().headers("dlv_1", "device.data", BODY, SENT, now)
+    assert headers["X-EdgeSense-Signature"] == sign_body(guide_secret, BODY)
+    assert headers["webhook-signature"].split(" ") == [
+        standard_webhooks_signature(s, "dlv_1", SENT, BODY) for s in standard_secrets
+    ]
+
+
+def test_without_now_the_timestamp_decides() -> None:
+    headers = rotated_signer().headers("dlv_1", "device.data", BODY, SENT + 50)
+    assert headers["X-EdgeSense-Signature"] == sign_body(OLD, BODY)
+
+
+def test_custom_headers_never_override_ours() -> None:
+    ours = Signer(NEW).headers("dlv_1", "device.data", BODY, SENT)
+    custom = [
+        ("Authorization", "Bearer gw-token"),
+        ("content-type", "text/plain"),
+        ("X-EDGESENSE-SIGNATURE", "forged"),
+        ("Webhook-Id", "other"),
+    ]
+    headers = with_custom_headers(custom, ours)
+    assert headers == {"Authorization": "Bearer gw-token", **ours}

@@ -219,7 +219,9 @@ async def test_openapi_describes_every_route(api: Api) -> None:
     paths = document["paths"]
     assert set(paths["/api/webhooks/register"]) == {"post"}
     assert set(paths["/api/webhooks"]) == {"get"}
-    assert set(paths["/api/webhooks/{webhookId}"]) == {"get", "delete"}
+    assert set(paths["/api/webhooks/{webhookId}"]) == {"get", "delete", "patch"}
+    assert set(paths["/api/webhooks/{webhookId}/rotate-secret"]) == {"post"}
+    assert set(paths["/api/event-types"]) == {"get"}
     assert set(paths["/api/webhooks/{webhookId}/enable"]) == {"post"}
     assert set(paths["/api/webhooks/{webhookId}/deliveries"]) == {"get"}
     assert set(paths["/api/deliveries/{deliveryId}/redeliver"]) == {"post"}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from sqlalchemy import text
 
 from edgesense.common.auth import bearer_metadata
@@ -126,10 +127,18 @@ async def test_failure_report_for_a_deleted_webhook(
 async def test_secrets_are_encrypted_at_rest(
     stub: registry_pb2_grpc.WebhookRegistryAsyncStub, settings: Settings, api_keys: dict[str, str]
 ) -> None:
-    secret = "plain-text-secret-4711"
-    await stub.RegisterWebhook(
-        register_request(secret=secret), metadata=bearer_metadata(key_of(api_keys, "project-a"))
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    request = register_request(secret="plain-text-secret-4711")
+    request.headers["Authorization"] = "Bearer header-value-4711"
+    created = await stub.RegisterWebhook(request, metadata=user)
+    # The rotated-out secret is stored too, as a previous secret.
+    await stub.RotateWebhookSecret(
+        registry_pb2.RotateWebhookSecretRequest(
+            webhook_id=created.webhook_id, secret="rotated-secret-0815"
+        ),
+        metadata=user,
     )
+    secret = "4711"  # in the first secret and the header value
     engine = create_engine(settings.database_url)
     try:
         async with engine.connect() as conn:
@@ -138,6 +147,7 @@ async def test_secrets_are_encrypted_at_rest(
         await engine.dispose()
     assert rows
     assert all(secret not in repr(tuple(row)) for row in rows)
+    assert all("0815" not in repr(tuple(row)) for row in rows)
     if settings.database_url.startswith("sqlite"):
         path = settings.database_url.split("///", 1)[1]
         for suffix in ("", "-wal"):
@@ -188,3 +198,73 @@ async def test_stopping_ends_open_watch_streams_instead_of_waiting_out_the_grace
         with pytest.raises(StopAsyncIteration):
             await next_change(stream)  # ended cleanly: the watcher reconnects
         assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_update_over_grpc_needs_a_mask_of_known_fields(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, api_keys: dict[str, str]
+) -> None:
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    created = await stub.RegisterWebhook(register_request(), metadata=user)
+    update = registry_pb2.WebhookUpdate(url="https://example.com/new")
+    for paths in ([], ["secret"], ["url", "status"]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.UpdateWebhook(
+                registry_pb2.UpdateWebhookRequest(
+                    webhook_id=created.webhook_id,
+                    webhook=update,
+                    update_mask=field_mask_pb2.FieldMask(paths=paths),
+                ),
+                metadata=user,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (caught.value.details() or "").startswith("updateMask:")
+    updated = await stub.UpdateWebhook(
+        registry_pb2.UpdateWebhookRequest(
+            webhook_id=created.webhook_id,
+            webhook=update,
+            update_mask=field_mask_pb2.FieldMask(paths=["url"]),
+        ),
+        metadata=user,
+    )
+    assert (updated.url, list(updated.events)) == ("https://example.com/new", ["device.data"])
+
+
+async def test_rotation_keeps_at_most_ten_previous_secrets_and_streams_them(
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub, settings: Settings, api_keys: dict[str, str]
+) -> None:
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    created = await stub.RegisterWebhook(register_request(secret="secret-0"), metadata=user)
+
+    def rotation(
+        secret: str, overlap: int | None = 3600
+    ) -> registry_pb2.RotateWebhookSecretRequest:
+        request = registry_pb2.RotateWebhookSecretRequest(
+            webhook_id=created.webhook_id, secret=secret
+        )
+        if overlap is not None:
+            request.overlap_seconds = overlap
+        return request
+
+    for n in range(1, 11):
+        answer = await stub.RotateWebhookSecret(rotation(f"secret-{n}"), metadata=user)
+        assert answer.HasField("secret_rotation_ends_at")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RotateWebhookSecret(rotation("secret-11"), metadata=user)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "at most 10" in (caught.value.details() or "")
+    assert "oldest ends at" in (caught.value.details() or "")
+
+    internal = bearer_metadata(settings.service_token())
+    call = stub.WatchWebhooks(registry_pb2.WatchWebhooksRequest(), metadata=internal)
+    stream = call.__aiter__()
+    target = (await next_change(stream)).target
+    assert target.secret == "secret-10"
+    assert [p.secret for p in target.previous_secrets] == [f"secret-{n}" for n in range(10)]
+    assert (await next_change(stream)).kind == Change.KIND_SNAPSHOT_END
+
+    # Switching now ends every previous secret; the change is streamed.
+    answer = await stub.RotateWebhookSecret(rotation("secret-11", overlap=0), metadata=user)
+    assert not answer.HasField("secret_rotation_ends_at")
+    upsert = await next_change(stream)
+    assert (upsert.target.secret, list(upsert.target.previous_secrets)) == ("secret-11", [])
+    call.cancel()

@@ -6,7 +6,12 @@ import pytest
 
 from edgesense.common.errors import InvalidArgument
 from edgesense.common.netpolicy import UrlPolicy, is_forbidden_address
-from edgesense.registry.validation import WebhookSpec, validate_registration
+from edgesense.registry.validation import (
+    MAX_HEADERS,
+    WebhookSpec,
+    check_headers,
+    validate_registration,
+)
 
 STRICT = UrlPolicy()
 
@@ -96,3 +101,53 @@ def test_forbidden_addresses(address: str) -> None:
 )
 def test_public_addresses(address: str) -> None:
     assert not is_forbidden_address(address)
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({"Content-Type": "text/plain"}, "'Content-Type' is set by EdgeSense"),
+        ({"content-length": "1"}, "'content-length' is set by"),
+        ({"HOST": "evil.example"}, "'HOST' is set by"),
+        ({"User-Agent": "me"}, "'User-Agent' is set by"),
+        ({"X-EdgeSense-Signature": "x"}, "'X-EdgeSense-Signature' is set by"),
+        ({"x-edgesense-anything": "x"}, "'x-edgesense-anything' is set by"),
+        ({"Webhook-Signature": "v1,x"}, "'Webhook-Signature' is set by"),
+        ({"webhook-id": "x"}, "'webhook-id' is set by"),
+        ({"Connection": "close"}, "'Connection' is set by"),
+        ({"Keep-Alive": "5"}, "'Keep-Alive' is set by"),
+        ({"Proxy-Authorization": "x"}, "'Proxy-Authorization' is set by"),
+        ({"Proxy-Authenticate": "x"}, "'Proxy-Authenticate' is set by"),
+        ({"TE": "trailers"}, "'TE' is set by"),
+        ({"Trailer": "x"}, "'Trailer' is set by"),
+        ({"Transfer-Encoding": "chunked"}, "'Transfer-Encoding' is set by"),
+        ({"Upgrade": "h2c"}, "'Upgrade' is set by"),
+        ({"X-Token": "a", "x-token": "b"}, "differ only by case"),
+        ({"Bad Name": "x"}, "'Bad Name' is not a header name"),
+        ({"X-Tok:en": "x"}, "'X-Tok:en' is not a header name"),
+        ({"": "x"}, "'' is not a header name"),
+        ({"X-Evil": "a\r\nInjected: 1"}, "the value of 'X-Evil' may hold only"),
+        ({"X-Evil": "a\nb"}, "the value of 'X-Evil' may hold only"),
+        ({"X-Utf8": "caf\u00e9"}, "the value of 'X-Utf8' may hold only"),
+        ({"X-Pad": " padded"}, "the value of 'X-Pad' starts or ends"),
+        ({"X-Long": "v" * 1025}, "the value of 'X-Long' is longer than 1024 bytes"),
+        ({f"X-H{i}": "v" for i in range(MAX_HEADERS + 1)}, "at most 20"),
+    ],
+)
+def test_header_rules_name_the_header_and_never_the_value(
+    headers: dict[str, str], words: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        register(headers=headers)
+    assert caught.value.field == "headers"
+    assert words in caught.value.message
+    for value in headers.values():
+        if len(value) > 1:
+            assert value not in caught.value.message
+
+
+def test_headers_that_are_fine() -> None:
+    headers = {f"X-H{i}": "v" for i in range(MAX_HEADERS - 3)}
+    headers |= {"Authorization": "Bearer abc.def", "X-Tab": "a\tb", "X-Long": "v" * 1024}
+    assert dict(check_headers(headers)) == headers
+    assert register(headers=headers).headers == check_headers(headers)

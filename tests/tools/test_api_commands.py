@@ -262,3 +262,38 @@ async def test_webhooks_list_follows_every_page(cluster: Cluster) -> None:
     listed = await run_cli("webhooks", "list", "--json", env=api_env(cluster))
     assert listed.code == 0, listed.err
     assert len({h["webhookId"] for h in json.loads(listed.out)["webhooks"]}) == 8
+
+
+async def test_update_rotate_secret_and_event_types(cluster: Cluster, receiver: Receiver) -> None:
+    env = api_env(cluster)
+    hook = await cluster.register(receiver.url, description="plant 7")
+    updated = await run_cli(
+        "webhooks", "update", hook, "--events", "device.data,device.status",
+        "--header", "Authorization: Bearer gw-token", "--json", env=env,
+    )  # fmt: skip
+    assert updated.code == 0, updated.err
+    answer = json.loads(updated.out)
+    # Only the options given were sent: the description and URL are kept.
+    assert answer["events"] == ["device.data", "device.status"]
+    assert (answer["description"], answer["url"]) == ("plant 7", receiver.url)
+    assert answer["headers"] == {"Authorization": "***"}
+    nothing = await run_cli("webhooks", "update", hook, env=env)
+    assert nothing.code == 2
+    assert "nothing to update" in nothing.err
+
+    rotated = await run_cli(
+        "webhooks", "rotate-secret", hook, "--secret", "new-secret-value", "--overlap", "60",
+        env=env,
+    )  # fmt: skip
+    assert rotated.code == 0, rotated.err
+    assert any(line.startswith("secretRotationEndsAt:") for line in rotated.lines)
+    assert "new-secret-value" not in rotated.out
+
+    types = await run_cli("event-types", env=env)
+    assert types.code == 0, types.err
+    assert [line.split()[0] for line in types.lines[1:]] == [
+        "device.data",
+        "device.alert",
+        "device.status",
+        "config.update",
+    ]

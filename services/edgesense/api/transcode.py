@@ -13,6 +13,16 @@ names a field the path or body already binds, or is sent to a `body: "*"`
 route answers 400 naming the parameter, so that a typo such as `?pagesize=`
 is reported instead of silently ignored.
 
+A request with a FieldMask field named `update_mask` whose route's body is
+one message field of it (AIP-134's `PATCH …/{id}` with `body: "webhook"`)
+gets its mask from the body when neither the body nor a query parameter
+(`?updateMask=url,events`) set one, as grpc-gateway does: the proto names of
+the fields present in the body's JSON object, relative to the body's
+message, nested objects as dotted paths. As grpc-gateway does too, repeated
+and map fields are one path each and not entered; unlike it, well-known
+types (Struct included, which grpc-gateway enters key by key) are one path
+each. A body member sent as `null` counts as present: its field is cleared.
+
 Bodies are UTF-8 JSON (RFC 8259): a byte order mark, bytes that are not
 UTF-8 (a UTF-16 body) or a Content-Type charset other than utf-8 (415) are
 refused, saying so, instead of being guessed at as `json.loads` would. The
@@ -32,7 +42,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from edgesense.api.fields import (
@@ -51,6 +61,8 @@ from edgesense.api.rules import Route
 from edgesense.api.status import bad_request, invalid_argument
 
 MAX_BODY_BYTES = 1024 * 1024
+UPDATE_MASK = "update_mask"
+FIELD_MASK = "google.protobuf.FieldMask"
 UTF8_CHARSETS = frozenset(("utf-8", "utf8"))
 # Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BYTE_ORDER_MARKS = (
@@ -61,6 +73,8 @@ _BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF16_BE, "UTF-16"),
 )
 
+# Message types a body's update mask names whole, never entering them.
+WELL_KNOWN_PREFIX = "google.protobuf."
 # Message types whose JSON form is not an object.
 _NON_OBJECT_JSON = (
     WRAPPERS | STRING_FORM_MESSAGES | {"google.protobuf.Value", "google.protobuf.ListValue"}
@@ -71,15 +85,68 @@ def build_request(match: RouteMatch, body: bytes, query: Iterable[tuple[str, str
     """The gRPC request for a matched route; raises TranscodeError (400) on bad input."""
     route = match.route
     message = message_factory.GetMessageClass(route.input)()
-    if route.body:
-        _fill_body(message, route, body)
+    sent = _fill_body(message, route, body) if route.body else None
     try:
         for name, value in match.path_values.items():
             assign(message, resolve(route.input, name), [value], label=name, override=True)
     except FieldValueError as exc:
         raise invalid_argument(f"path: {exc}") from None
     _fill_query(message, route, query)
+    _infer_update_mask(message, route, sent)
     return message
+
+
+def update_mask_field(route: Route) -> FieldDescriptor | None:
+    """The request's `update_mask` when the route's body is one message field
+    of the request: the mask `build_request` fills from the body."""
+    if route.body in ("", "*"):
+        return None
+    mask = route.input.fields_by_name.get(UPDATE_MASK)
+    if mask is None or mask.is_repeated or not is_message(mask):
+        return None
+    if message_type(mask).full_name != FIELD_MASK:
+        return None
+    body = route.input.fields_by_name[route.body]
+    if body.is_repeated or not _wants_object(body) or _well_known(message_type(body)):
+        return None
+    return mask
+
+
+def mask_paths(document: dict[str, Any], descriptor: Descriptor, prefix: str = "") -> list[str]:
+    """The update mask of a JSON object (already checked against `descriptor`):
+    sorted proto-name paths of its members, entering nested message objects."""
+    by_name = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
+    paths: list[str] = []
+    for key, value in document.items():
+        field = by_name[key]
+        path = prefix + field.name
+        nested = (
+            is_message(field)
+            and not field.is_repeated
+            and not _well_known(message_type(field))
+            and isinstance(value, dict)
+            and value
+        )
+        if nested:
+            paths += mask_paths(value, message_type(field), path + ".")
+        else:
+            paths.append(path)
+    return sorted(paths)
+
+
+def _well_known(descriptor: Descriptor) -> bool:
+    return str(descriptor.full_name).startswith(WELL_KNOWN_PREFIX)
+
+
+def _infer_update_mask(message: Message, route: Route, sent: Any) -> None:
+    field = update_mask_field(route)
+    if field is None or not isinstance(sent, dict):
+        return
+    mask = getattr(message, field.name)
+    if mask.paths:
+        return  # the query (`?updateMask=`) said which fields
+    body = route.input.fields_by_name[route.body]
+    mask.paths.extend(mask_paths(sent, message_type(body)))
 
 
 def render_response(route: Route, message: Message) -> bytes:
@@ -133,9 +200,10 @@ def parse_json(raw: bytes) -> Any:
         raise invalid_argument(f"request body is not valid JSON: {exc}") from None
 
 
-def _fill_body(message: Message, route: Route, raw: bytes) -> None:
+def _fill_body(message: Message, route: Route, raw: bytes) -> Any:
+    """Fill `message` from the body; returns the JSON value sent (None for no body)."""
     if not raw.strip():
-        return  # as in grpc-gateway, an empty body is an empty message
+        return None  # as in grpc-gateway, an empty body is an empty message
     value = parse_json(raw)
     if route.body == "*":
         _require(value, dict, "a JSON object")
@@ -157,6 +225,7 @@ def _fill_body(message: Message, route: Route, raw: bytes) -> None:
         json_format.ParseDict(document, message, ignore_unknown_fields=False)
     except (json_format.Error, ValueError, TypeError, RecursionError) as exc:
         raise invalid_argument(f"request body: {_one_line(exc)}") from None
+    return value
 
 
 def _wants_object(field: FieldDescriptor) -> bool:

@@ -9,6 +9,24 @@ use either:
   `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, so the official
   `standardwebhooks` libraries (and Svix's) verify it, including their replay
   window on the timestamp.
+
+After a secret rotation, the secrets rotated out stay live until their
+overlap ends, and every request is signed so that a receiver holding any
+live secret verifies it:
+
+- `webhook-signature` carries one `v1,<sig>` per live secret, the current one
+  first and then newest to oldest, space-separated: Standard Webhooks
+  receivers accept a request when any of them matches.
+- `X-EdgeSense-Signature` holds one hex HMAC, which the guide's snippet
+  compares exactly, so it is signed with the OLDEST live secret: a receiver
+  still running the snippet with the old secret verifies every request until
+  the overlap ends, and switches to the new secret then (the README gives
+  the receiver's procedure step by step). After the overlap only the current
+  secret signs.
+
+Which previous secrets are live is decided for each request from the time
+it is signed (`now`), so an overlap ends on time with no restart and no
+message from the registry.
 """
 
 from __future__ import annotations
@@ -16,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Iterable, Mapping, Sequence
 
 import edgesense
 
@@ -57,39 +76,68 @@ def _standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) ->
 
 
 class Signer:
-    """Signs attempts with one webhook's secret; its keys are derived once."""
+    """Signs attempts with one webhook's secrets; their keys are derived once.
 
-    __slots__ = ("_key", "_standard_key")
+    `previous` are the secrets rotated out, oldest first, each with the unix
+    time its overlap ends.
+    """
 
-    def __init__(self, secret: str) -> None:
+    __slots__ = ("_key", "_previous", "_standard_key")
+
+    def __init__(self, secret: str, previous: Sequence[tuple[str, float]] = ()) -> None:
         self._key = secret.encode()
         self._standard_key = standard_webhooks_key(secret)
+        self._previous = tuple(
+            (old.encode(), standard_webhooks_key(old), ends) for old, ends in previous
+        )
 
     def __repr__(self) -> str:  # never the secret
         return "Signer(...)"
 
     def headers(
-        self, delivery_id: str, event_name: str, body: bytes, timestamp: int
+        self,
+        delivery_id: str,
+        event_name: str,
+        body: bytes,
+        timestamp: int,
+        now: float | None = None,
     ) -> dict[str, str]:
         """Every header of one attempt (contract section 5), User-Agent included.
 
         `delivery_id` is both `X-EdgeSense-Delivery` and `webhook-id`: the same
         on every retry, so receivers can deduplicate. `timestamp` is the
         attempt's time in unix seconds; it is re-signed on each attempt, which
-        keeps retries inside the receivers' replay window.
+        keeps retries inside the receivers' replay window. A previous secret
+        signs while its overlap ends after `now` (default: `timestamp`).
         """
+        moment = float(timestamp) if now is None else now
+        live = [(key, standard) for key, standard, ends in self._previous if ends > moment]
+        oldest = live[0][0] if live else self._key
+        standard_keys = [self._standard_key, *(standard for _, standard in reversed(live))]
         return {
             "Content-Type": "application/json",
             "X-EdgeSense-Event": event_name,
             "X-EdgeSense-Delivery": delivery_id,
-            "X-EdgeSense-Signature": hmac.digest(self._key, body, "sha256").hex(),
+            "X-EdgeSense-Signature": hmac.digest(oldest, body, "sha256").hex(),
             "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": _standard_signature(
-                self._standard_key, delivery_id, timestamp, body
+            "webhook-signature": " ".join(
+                _standard_signature(key, delivery_id, timestamp, body) for key in standard_keys
             ),
             "User-Agent": USER_AGENT,
         }
+
+
+def with_custom_headers(
+    custom: Iterable[tuple[str, str]], ours: Mapping[str, str]
+) -> dict[str, str]:
+    """The headers of a request: a webhook's custom headers, then ours. A
+    custom header named like one of ours (in any case) is left out, so ours
+    always win; registration refuses such names already."""
+    taken = {name.lower() for name in ours}
+    headers = {name: value for name, value in custom if name.lower() not in taken}
+    headers.update(ours)
+    return headers
 
 
 def signature_headers(

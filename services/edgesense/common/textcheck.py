@@ -13,6 +13,7 @@ except tab, line feed and carriage return in free-text fields such as
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -58,6 +59,9 @@ def check_message_text(message: Message, prefix: str = "") -> None:
     such as Struct excepted: they hold user data, not our fields)."""
     for field, value in message.ListFields():
         name = f"{prefix}{field.json_name}"
+        if _is_map(field):
+            _check_map(name, field, value)
+            continue
         # Repeated fields are named with their index: deviceIds[3].
         items = (
             [(f"{name}[{i}]", item) for i, item in enumerate(value)]
@@ -71,6 +75,38 @@ def check_message_text(message: Message, prefix: str = "") -> None:
         elif field.type == FieldDescriptor.TYPE_MESSAGE and not _well_known(field):
             for path, nested in items:
                 check_message_text(nested, f"{path}.")
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return entry is not None and entry.GetOptions().map_entry
+
+
+def _check_map(name: str, field: FieldDescriptor, value: Any) -> None:
+    """A map's keys and string values, named by the map and the key (a
+    header's value is a secret of its own: the problem says where, never what)."""
+    entry = field.message_type
+    assert entry is not None  # a map field's entry message
+    value_field = entry.fields_by_name["value"]
+    for key in value:
+        index = control_character(key) if isinstance(key, str) else None
+        if index is not None:
+            raise InvalidArgument(
+                name,
+                f"key {key!r} contains the control character U+{ord(key[index]):04X} "
+                f"at position {index}",
+            )
+        item = value[key]
+        if value_field.type == FieldDescriptor.TYPE_STRING:
+            index = control_character(item)
+            if index is not None:
+                raise InvalidArgument(
+                    name,
+                    f"the value of {key!r} contains the control character "
+                    f"U+{ord(item[index]):04X} at position {index}",
+                )
+        elif value_field.type == FieldDescriptor.TYPE_MESSAGE and not _well_known(value_field):
+            check_message_text(item, f"{name}[{key!r}].")
 
 
 def _well_known(field: FieldDescriptor) -> bool:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from edgesense.common.auth import Authenticator
 from edgesense.common.errors import NotFound
+from edgesense.common.event_types import EVENT_TYPES
 from edgesense.common.netpolicy import UrlPolicy
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.common.textcheck import printable
+from edgesense.registry.rotation import live
 from edgesense.registry.store import DISABLED, Change, StoredWebhook, WebhookStore
-from edgesense.registry.validation import validate_registration
+from edgesense.registry.validation import (
+    check_overlap,
+    check_secret,
+    validate_registration,
+    validate_update,
+)
 from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,6 +35,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 WATCH_POLL_SECONDS = 1.0
 DEFAULT_PAGE_SIZE = 100  # the default webhook limit: one page, unless raised
 MAX_PAGE_SIZE = 100
+# What a custom header's value reads as in every answer: the same for every
+# value, so an answer tells neither the value nor its length.
+MASKED_HEADER_VALUE = "***"
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -36,7 +46,11 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def webhook_message(hook: StoredWebhook) -> registry_pb2.Webhook:
+def webhook_message(
+    hook: StoredWebhook, headers: Mapping[str, str], now: datetime | None = None
+) -> registry_pb2.Webhook:
+    """The webhook as users see it: `headers` by name with masked values, and
+    the end of the rotation only while it is ahead of `now`."""
     message = registry_pb2.Webhook(
         webhook_id=hook.webhook_id,
         url=hook.url,
@@ -45,12 +59,26 @@ def webhook_message(hook: StoredWebhook) -> registry_pb2.Webhook:
         description=hook.description,
         device_ids=list(hook.device_ids),
         created_at=timestamp(hook.created_at),
+        headers=dict.fromkeys(headers, MASKED_HEADER_VALUE),
+        updated_at=timestamp(hook.updated_at),
     )
     if hook.disabled_at is not None:
         message.disabled_at.CopyFrom(timestamp(hook.disabled_at))
     if hook.disabled_reason is not None:
         message.disabled_reason = hook.disabled_reason
+    ends = hook.secret_rotation_ends_at
+    if ends is not None and ends > (now or datetime.now(UTC)):
+        message.secret_rotation_ends_at.CopyFrom(timestamp(ends))
     return message
+
+
+def event_types_message() -> registry_pb2.ListEventTypesResponse:
+    answer = registry_pb2.ListEventTypesResponse()
+    for kind in EVENT_TYPES:
+        schema = struct_pb2.Struct()
+        schema.update(kind.schema())
+        answer.event_types.add(name=kind.name, description=kind.description, schema=schema)
+    return answer
 
 
 class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
@@ -80,6 +108,7 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
             secret=request.secret,
             description=request.description,
             device_ids=list(request.device_ids),
+            headers=request.headers,
         )
         hook = await self.store.create(project, spec, self.max_per_project)
         log.info(
@@ -95,7 +124,7 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         scope = (project, "webhooks")
         after = self.page_tokens.read(request.page_token, scope)
         hooks = await self.store.list_project(project, size + 1, after)
-        page, more = fit_page(hooks, webhook_message, size)
+        page, more = fit_page(hooks, self._message, size)
         response = registry_pb2.ListWebhooksResponse(webhooks=page)
         if more:
             response.next_page_token = self.page_tokens.issue(scope, page[-1].webhook_id)
@@ -105,7 +134,48 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         self, request: registry_pb2.GetWebhookRequest, context: Context
     ) -> registry_pb2.Webhook:
         project = self.auth.project(context.invocation_metadata())
-        return webhook_message(await self.store.get(project, request.webhook_id))
+        return self._message(await self.store.get(project, request.webhook_id))
+
+    async def UpdateWebhook(
+        self, request: registry_pb2.UpdateWebhookRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        project = self.auth.project(context.invocation_metadata())
+        update = request.webhook
+        changes = validate_update(
+            self.policy,
+            list(request.update_mask.paths),
+            url=update.url,
+            events=list(update.events),
+            description=update.description,
+            device_ids=list(update.device_ids),
+            headers=update.headers,
+        )
+        hook = await self.store.update(project, request.webhook_id, changes)
+        log.info("updated %s of project %s: %r", hook.webhook_id, project, changes)
+        return self._message(hook)
+
+    async def RotateWebhookSecret(
+        self, request: registry_pb2.RotateWebhookSecretRequest, context: Context
+    ) -> registry_pb2.Webhook:
+        project = self.auth.project(context.invocation_metadata())
+        overlap = check_overlap(
+            request.overlap_seconds if request.HasField("overlap_seconds") else None
+        )
+        secret = check_secret(request.secret)
+        hook = await self.store.rotate_secret(project, request.webhook_id, secret, overlap)
+        log.info(
+            "rotated the secret of %s of project %s (the previous one signs for %d s)",
+            hook.webhook_id,
+            project,
+            overlap,
+        )
+        return self._message(hook)
+
+    async def ListEventTypes(
+        self, request: registry_pb2.ListEventTypesRequest, context: Context
+    ) -> registry_pb2.ListEventTypesResponse:
+        self.auth.project(context.invocation_metadata())
+        return event_types_message()
 
     async def DeleteWebhook(
         self, request: registry_pb2.DeleteWebhookRequest, context: Context
@@ -162,12 +232,22 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         self.stopping = True
         self.store.changed.notify()
 
+    def _message(self, hook: StoredWebhook) -> registry_pb2.Webhook:
+        return webhook_message(hook, self.store.headers_of(hook))
+
     def _target(self, hook: StoredWebhook) -> registry_pb2.WebhookTarget:
-        return registry_pb2.WebhookTarget(
-            webhook=webhook_message(hook),
+        headers = self.store.headers_of(hook)
+        target = registry_pb2.WebhookTarget(
+            webhook=webhook_message(hook, headers),
             project_id=hook.project_id,
             secret=self.store.secret_of(hook),
+            headers=headers,
         )
+        for previous in live(self.store.previous_secrets_of(hook), datetime.now(UTC)):
+            target.previous_secrets.add(
+                secret=previous.secret, expires_at=timestamp(previous.expires_at)
+            )
+        return target
 
     def _change(self, change: Change, hook: StoredWebhook | None) -> registry_pb2.WebhookChange:
         Kind = registry_pb2.WebhookChange

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.common.errors import NotFound, ResourceExhausted
 from edgesense.common.ids import new_id
-from edgesense.registry.secretbox import SecretBox
+from edgesense.registry.rotation import PreviousSecret, rotate
+from edgesense.registry.secretbox import HEADERS, PREVIOUS_SECRETS, SecretBox
 from edgesense.registry.tables import webhook_changes, webhooks
-from edgesense.registry.validation import WebhookSpec
+from edgesense.registry.validation import WebhookChanges, WebhookSpec
 from edgesense.storage.engine import reading, transaction, writer_lock
 
 ACTIVE = "active"
@@ -54,6 +56,10 @@ class StoredWebhook:
     disabled_at: datetime | None
     disabled_reason: str | None
     secret_ciphertext: str
+    updated_at: datetime
+    headers_ciphertext: str | None = None
+    previous_secrets_ciphertext: str | None = None
+    secret_rotation_ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,10 @@ def _row(row: Any) -> StoredWebhook:
         disabled_at=utc(row.disabled_at),
         disabled_reason=row.disabled_reason,
         secret_ciphertext=row.secret_ciphertext,
+        updated_at=utc(row.updated_at) or created,
+        headers_ciphertext=row.headers_ciphertext,
+        previous_secrets_ciphertext=row.previous_secrets_ciphertext,
+        secret_rotation_ends_at=utc(row.secret_rotation_ends_at),
     )
 
 
@@ -98,6 +108,7 @@ class WebhookStore:
         webhook_id = new_webhook_id()
         created_at = datetime.now(UTC)
         ciphertext = self.box.seal(webhook_id, spec.secret)
+        headers = self._seal_headers(webhook_id, spec.headers)
         values: dict[str, Any] = {
             "webhook_id": webhook_id,
             "project_id": project_id,
@@ -108,6 +119,8 @@ class WebhookStore:
             "secret_ciphertext": ciphertext,
             "status": ACTIVE,
             "created_at": created_at,
+            "updated_at": created_at,
+            "headers_ciphertext": headers,
         }
         async with transaction(self.engine, "registering a webhook", lock=self._writes) as conn:
             # Counted after the change-log lock (PostgreSQL) or inside BEGIN
@@ -136,6 +149,8 @@ class WebhookStore:
             disabled_at=None,
             disabled_reason=None,
             secret_ciphertext=ciphertext,
+            updated_at=created_at,
+            headers_ciphertext=headers,
         )
 
     async def list_project(
@@ -186,11 +201,76 @@ class WebhookStore:
                 raise NotFound(f"webhook {webhook_id} not found")
             if current.status == status:
                 return current
-            values: dict[str, Any] = {"status": status}
+            values: dict[str, Any] = {"status": status, "updated_at": datetime.now(UTC)}
             if status == DISABLED:
                 values |= {"disabled_at": datetime.now(UTC), "disabled_reason": reason}
             else:
                 values |= {"disabled_at": None, "disabled_reason": None}
+            await conn.execute(
+                update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values)
+            )
+            await self._log(conn, webhook_id, current.project_id, "upsert")
+            updated = await self._get(conn, None, webhook_id)
+        self.changed.notify()
+        assert updated is not None
+        return updated
+
+    async def update(
+        self, project_id: str, webhook_id: str, changes: WebhookChanges
+    ) -> StoredWebhook:
+        """Set the fields `changes` holds and keep the others; NotFound if the
+        webhook does not exist or belongs to another project."""
+        values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+        if changes.url is not None:
+            values["url"] = changes.url
+        if changes.events is not None:
+            values["events"] = json.dumps(list(changes.events))
+        if changes.description is not None:
+            values["description"] = changes.description
+        if changes.device_ids is not None:
+            values["device_ids"] = json.dumps(list(changes.device_ids))
+        if changes.headers is not None:
+            values["headers_ciphertext"] = self._seal_headers(webhook_id, changes.headers)
+        return await self._write(project_id, webhook_id, "updating a webhook", lambda _: values)
+
+    async def rotate_secret(
+        self, project_id: str, webhook_id: str, secret: str, overlap_seconds: int
+    ) -> StoredWebhook:
+        """Make `secret` current, the replaced one live for `overlap_seconds`
+        (rotation.rotate's rules and errors); NotFound as `update`."""
+
+        def rotated(current: StoredWebhook) -> dict[str, Any]:
+            now = datetime.now(UTC)
+            previous = rotate(
+                self.secret_of(current),
+                self.previous_secrets_of(current),
+                secret,
+                overlap_seconds,
+                now,
+            )
+            return {
+                "secret_ciphertext": self.box.seal(webhook_id, secret),
+                "previous_secrets_ciphertext": self._seal_previous(webhook_id, previous),
+                "secret_rotation_ends_at": max((p.expires_at for p in previous), default=None),
+                "updated_at": now,
+            }
+
+        return await self._write(project_id, webhook_id, "rotating a webhook secret", rotated)
+
+    async def _write(
+        self,
+        project_id: str,
+        webhook_id: str,
+        what: str,
+        values_for: Callable[[StoredWebhook], dict[str, Any]],
+    ) -> StoredWebhook:
+        """Update one webhook of the project with `values_for(its current row)`
+        and log the change, in one transaction."""
+        async with transaction(self.engine, what, lock=self._writes) as conn:
+            current = await self._get(conn, project_id, webhook_id)
+            if current is None:
+                raise NotFound(f"webhook {webhook_id} not found")
+            values = values_for(current)
             await conn.execute(
                 update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values)
             )
@@ -233,6 +313,35 @@ class WebhookStore:
 
     def secret_of(self, hook: StoredWebhook) -> str:
         return self.box.open(hook.webhook_id, hook.secret_ciphertext)
+
+    def headers_of(self, hook: StoredWebhook) -> dict[str, str]:
+        """The custom headers with their real values."""
+        if hook.headers_ciphertext is None:
+            return {}
+        plain = self.box.open(hook.webhook_id, hook.headers_ciphertext, HEADERS)
+        return dict(json.loads(plain))
+
+    def previous_secrets_of(self, hook: StoredWebhook) -> tuple[PreviousSecret, ...]:
+        """The previous secrets of the latest rotation, oldest first, expired
+        ones included (rotation.live filters them)."""
+        if hook.previous_secrets_ciphertext is None:
+            return ()
+        plain = self.box.open(hook.webhook_id, hook.previous_secrets_ciphertext, PREVIOUS_SECRETS)
+        return tuple(
+            PreviousSecret(item["secret"], datetime.fromtimestamp(item["expiresAt"], UTC))
+            for item in json.loads(plain)
+        )
+
+    def _seal_headers(self, webhook_id: str, headers: tuple[tuple[str, str], ...]) -> str | None:
+        if not headers:
+            return None
+        return self.box.seal(webhook_id, json.dumps(dict(headers)), HEADERS)
+
+    def _seal_previous(self, webhook_id: str, previous: tuple[PreviousSecret, ...]) -> str | None:
+        if not previous:
+            return None
+        plain = [{"secret": p.secret, "expiresAt": p.expires_at.timestamp()} for p in previous]
+        return self.box.seal(webhook_id, json.dumps(plain), PREVIOUS_SECRETS)
 
     async def _get(
         self, conn: AsyncConnection, project_id: str | None, webhook_id: str

@@ -20,6 +20,14 @@ webhooks = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("disabled_at", DateTime(timezone=True)),
     Column("disabled_reason", Text),
+    # Added by 0002. The custom headers (a JSON object) and the live previous
+    # secrets (a JSON list), each encrypted like the secret; NULL when none.
+    Column("headers_ciphertext", Text),
+    Column("previous_secrets_ciphertext", Text),
+    # When the last previous secret of the latest rotation ends.
+    Column("secret_rotation_ends_at", DateTime(timezone=True)),
+    # Set by every write (0002 set it to created_at for the rows it found).
+    Column("updated_at", DateTime(timezone=True)),
 )
 
 # Every change, in commit order, so any number of watchers (in any replica)

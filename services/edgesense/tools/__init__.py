@@ -1,6 +1,7 @@
 """Commands for people: the webhooks API, a gateway simulator, a local receiver.
 
-    edgesense webhooks register|list|get|delete|enable
+    edgesense webhooks register|list|get|update|rotate-secret|delete|enable
+    edgesense event-types   the event types and their bodies' JSON Schemas
     edgesense deliveries list|redeliver
     edgesense simulate      publish readings, alerts and status over MQTT
     edgesense receive       a local webhook receiver that checks signatures

@@ -92,13 +92,32 @@ class ApiClient:
         secret: str,
         description: str = "",
         device_ids: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> JsonObject:
         body: JsonObject = {"url": url, "events": list(events), "secret": secret}
         if description:
             body["description"] = description
         if device_ids:
             body["deviceIds"] = list(device_ids)
+        if headers:
+            body["headers"] = dict(headers)
         return self._call("POST", "/api/webhooks/register", json=body)
+
+    def update_webhook(self, webhook_id: str, changes: JsonObject) -> JsonObject:
+        """PATCH the fields in `changes` (JSON names); the API keeps the others."""
+        return self._call("PATCH", f"/api/webhooks/{_segment(webhook_id)}", json=changes)
+
+    def rotate_secret(
+        self, webhook_id: str, secret: str, overlap_seconds: int | None = None
+    ) -> JsonObject:
+        body: JsonObject = {"secret": secret}
+        if overlap_seconds is not None:
+            body["overlapSeconds"] = overlap_seconds
+        path = f"/api/webhooks/{_segment(webhook_id)}/rotate-secret"
+        return self._call("POST", path, json=body)
+
+    def event_types(self) -> list[JsonObject]:
+        return list(self._call("GET", "/api/event-types").get("eventTypes") or [])
 
     def list_webhooks(self) -> list[JsonObject]:
         """Every webhook of the project, page after page."""

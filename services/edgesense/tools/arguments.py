@@ -32,6 +32,14 @@ def comma_list(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def header(raw: str) -> tuple[str, str]:
+    """`Name: value` (as curl's -H) -> ("Name", "value")."""
+    name, colon, value = raw.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', not {raw!r}")
+    return name.strip(), value.strip()
+
+
 def bounded(
     kind: Callable[[str], float], low: float, high: float | None = None
 ) -> Callable[[str], float]:

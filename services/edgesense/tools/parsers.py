@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from edgesense.tools.arguments import Handler, Subcommands, comma_list, command, group, int_in, lazy
+from edgesense.tools.arguments import (
+    Handler,
+    Subcommands,
+    comma_list,
+    command,
+    group,
+    header,
+    int_in,
+    lazy,
+)
 from edgesense.tools.local_commands import add_receive, add_simulate
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
@@ -43,7 +52,9 @@ def add_tool_commands(sub: Subcommands) -> None:
         parser.set_defaults(handler=handler)
         return parser
 
-    webhooks = group(sub, "webhooks", "register, list, inspect, delete and re-enable webhooks")
+    webhooks = group(
+        sub, "webhooks", "register, list, inspect, update, rotate, delete and re-enable webhooks"
+    )
     register = leaf(webhooks, "register", "register a webhook", lazy("webhooks_cmd", "register"))
     register.add_argument(
         "--url", metavar="URL", required=True, help="where to POST events (https://)"
@@ -69,6 +80,7 @@ def add_tool_commands(sub: Subcommands) -> None:
         default=[],
         help="comma list: only these devices (default: all)",
     )
+    _header_option(register)
     leaf(webhooks, "list", "list the project's webhooks", lazy("webhooks_cmd", "list_webhooks"))
     for name, function, text in (
         ("get", "get", "show one webhook"),
@@ -78,6 +90,47 @@ def add_tool_commands(sub: Subcommands) -> None:
         leaf(webhooks, name, text, lazy("webhooks_cmd", function)).add_argument(
             "webhook_id", metavar="WEBHOOK_ID"
         )
+
+    change = leaf(
+        webhooks,
+        "update",
+        "change a webhook's fields; only the options given change",
+        lazy("webhooks_cmd", "update"),
+    )
+    change.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    change.add_argument("--url", metavar="URL")
+    change.add_argument("--events", metavar="EVENTS", type=comma_list)
+    change.add_argument("--description", metavar="D")
+    change.add_argument(
+        "--device-ids", metavar="IDS", type=comma_list, help="comma list; '' for all devices"
+    )
+    _header_option(change, " (replaces every custom header)")
+    change.add_argument("--clear-headers", action="store_true", help="remove every custom header")
+    rotate = leaf(
+        webhooks,
+        "rotate-secret",
+        "make a new signing secret current; the old one also signs during the overlap",
+        lazy("webhooks_cmd", "rotate_secret"),
+    )
+    rotate.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    rotate.add_argument(
+        "--secret",
+        metavar="S",
+        required=True,
+        help="the new signing secret; `-` reads it from stdin (keeps it out of ps)",
+    )
+    rotate.add_argument(
+        "--overlap",
+        metavar="SECONDS",
+        type=int_in(0, 604_800),
+        help="how long the old secret keeps signing (default 86400; 0: switch now)",
+    )
+    leaf(
+        sub,
+        "event-types",
+        "the event types a webhook can subscribe to (--json: with their body's JSON Schema)",
+        lazy("webhooks_cmd", "event_types"),
+    )
 
     deliveries = group(sub, "deliveries", "inspect and resend a webhook's deliveries")
     listing = leaf(
@@ -104,3 +157,15 @@ def add_tool_commands(sub: Subcommands) -> None:
 
     add_simulate(sub)
     add_receive(sub)
+
+
+def _header_option(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--header",
+        metavar="'NAME: VALUE'",
+        dest="headers",
+        action="append",
+        type=header,
+        default=[],
+        help=f"a custom header sent with every request; repeat for more{more}",
+    )

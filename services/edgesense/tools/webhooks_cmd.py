@@ -1,4 +1,5 @@
-"""`edgesense webhooks register|list|get|delete|enable`: the webhook routes.
+"""`edgesense webhooks register|list|get|update|rotate-secret|delete|enable` and
+`edgesense event-types`: the webhook routes.
 
 Each command returns the exit code (0); errors are raised as ToolErrors and
 turned into `error: …` and an exit code by `errors.run_tool`. With `--json`
@@ -40,8 +41,12 @@ def webhook_fields(hook: JsonObject) -> list[tuple[str, object]]:
         ("events", hook.get("events")),
         ("deviceIds", hook.get("deviceIds") or "all devices"),
         ("description", hook.get("description")),
+        ("headers", sorted(hook.get("headers") or {}) or "none"),
         ("createdAt", hook.get("createdAt")),
+        ("updatedAt", hook.get("updatedAt")),
     ]
+    if hook.get("secretRotationEndsAt"):
+        fields.append(("secretRotationEndsAt", hook.get("secretRotationEndsAt")))
     if hook.get("status") == "disabled" or hook.get("disabledAt"):
         fields += [
             ("disabledAt", hook.get("disabledAt")),
@@ -75,8 +80,56 @@ def read_secret(raw: str) -> str:
 def register(args: argparse.Namespace) -> int:
     secret = read_secret(args.secret)
     with client(args) as api:
-        body = api.register(args.url, args.events, secret, args.description, args.device_ids)
+        body = api.register(
+            args.url, args.events, secret, args.description, args.device_ids, dict(args.headers)
+        )
     return _show(args, body, _status_fields)
+
+
+def update(args: argparse.Namespace) -> int:
+    """Only the options given are sent, so the API keeps every other field."""
+    changes: JsonObject = {}
+    for option, name in (
+        ("url", "url"),
+        ("events", "events"),
+        ("description", "description"),
+        ("device_ids", "deviceIds"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            changes[name] = value
+    if args.clear_headers:
+        changes["headers"] = {}
+    elif args.headers:
+        changes["headers"] = dict(args.headers)
+    if not changes:
+        raise UsageError(
+            "nothing to update: give --url, --events, --description, --device-ids, "
+            "--header or --clear-headers"
+        )
+    with client(args) as api:
+        body = api.update_webhook(args.webhook_id, changes)
+    return _show(args, body, webhook_fields)
+
+
+def rotate_secret(args: argparse.Namespace) -> int:
+    secret = read_secret(args.secret)
+    with client(args) as api:
+        body = api.rotate_secret(args.webhook_id, secret, args.overlap)
+    return _show(args, body, webhook_fields)
+
+
+EVENT_TYPE_COLUMNS = (column("EVENT", "name"), column("DESCRIPTION", "description"))
+
+
+def event_types(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        types = api.event_types()
+    if args.json:
+        emit_json({"eventTypes": types})
+    else:
+        emit(table(types, EVENT_TYPE_COLUMNS))
+    return 0
 
 
 def list_webhooks(args: argparse.Namespace) -> int:

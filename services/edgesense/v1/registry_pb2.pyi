@@ -5,7 +5,9 @@ The webhook registry: webhooks, API keys and the disable policy."""
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -22,9 +24,29 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Webhook(_message.Message):
-    """A registered webhook as users see it. The secret is never part of it."""
+    """A registered webhook as users see it. Its secrets are never part of it."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     WEBHOOK_ID_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
@@ -35,6 +57,9 @@ class Webhook(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     DISABLED_AT_FIELD_NUMBER: _builtins.int
     DISABLED_REASON_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SECRET_ROTATION_ENDS_AT_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
     url: _builtins.str
     status: _builtins.str
@@ -49,6 +74,22 @@ class Webhook(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def disabled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Custom headers sent with every request: the names as registered, each
+        value shown as "***" (values are stored encrypted, like secrets).
+        """
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """The last registration, update, rotation, enable or disable."""
+
+    @_builtins.property
+    def secret_rotation_ends_at(self) -> _timestamp_pb2.Timestamp:
+        """While a rotated-out secret is still live: when the last one ends, after
+        which only the current secret signs. Unset otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -61,10 +102,13 @@ class Webhook(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         disabled_at: _timestamp_pb2.Timestamp | None = ...,
         disabled_reason: _builtins.str | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        secret_rotation_ends_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "secret_rotation_ends_at", b"secret_rotation_ends_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "description", b"description", "device_ids", b"device_ids", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "events", b"events", "status", b"status", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "description", b"description", "device_ids", b"device_ids", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "events", b"events", "headers", b"headers", "secret_rotation_ends_at", b"secret_rotation_ends_at", "status", b"status", "updated_at", b"updated_at", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__disabled_reason: _TypeAlias = _typing.Literal["disabled_reason"]  # noqa: Y015
     _WhichOneofArgType__disabled_reason: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason"]  # noqa: Y015
@@ -76,11 +120,32 @@ Global___Webhook: _TypeAlias = Webhook  # noqa: Y015
 class RegisterWebhookRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     URL_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """https:// URL (http:// only where insecure URLs are allowed)."""
     secret: _builtins.str
@@ -98,6 +163,12 @@ class RegisterWebhookRequest(_message.Message):
     def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these devices; empty means every device."""
 
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Up to 20 headers sent with every request (see the README for the names
+        and values refused).
+        """
+
     def __init__(
         self,
         *,
@@ -106,10 +177,11 @@ class RegisterWebhookRequest(_message.Message):
         secret: _builtins.str = ...,
         description: _builtins.str = ...,
         device_ids: _abc.Iterable[_builtins.str] | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "secret", b"secret", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "headers", b"headers", "secret", b"secret", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,6 +368,195 @@ class EnableWebhookResponse(_message.Message):
 Global___EnableWebhookResponse: _TypeAlias = EnableWebhookResponse  # noqa: Y015
 
 @_typing.final
+class UpdateWebhookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    @_builtins.property
+    def webhook(self) -> Global___WebhookUpdate:
+        """The new values of the fields update_mask names."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths of WebhookUpdate: url, events, description, device_ids, headers, or
+        "*" for all of them. Required over gRPC; the REST API fills it from the
+        fields present in the body when the request has none.
+        """
+
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        webhook: Global___WebhookUpdate | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "webhook", b"webhook"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "webhook", b"webhook", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateWebhookRequest: _TypeAlias = UpdateWebhookRequest  # noqa: Y015
+
+@_typing.final
+class WebhookUpdate(_message.Message):
+    """The fields of a webhook an update can change; the same rules as at
+    registration. `headers` replaces the whole set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        events: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "headers", b"headers", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookUpdate: _TypeAlias = WebhookUpdate  # noqa: Y015
+
+@_typing.final
+class RotateWebhookSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    OVERLAP_SECONDS_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    secret: _builtins.str
+    """The new signing secret, 1 to 256 bytes; not the current secret nor a
+    live previous one.
+    """
+    overlap_seconds: _builtins.int
+    """How long the replaced secret keeps signing: default 86400 (a day), at
+    most 604800 (a week); 0 switches at once, ending every previous secret.
+    """
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        secret: _builtins.str = ...,
+        overlap_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_overlap_seconds", b"_overlap_seconds", "overlap_seconds", b"overlap_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_overlap_seconds", b"_overlap_seconds", "overlap_seconds", b"overlap_seconds", "secret", b"secret", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__overlap_seconds: _TypeAlias = _typing.Literal["overlap_seconds"]  # noqa: Y015
+    _WhichOneofArgType__overlap_seconds: _TypeAlias = _typing.Literal["_overlap_seconds", b"_overlap_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__overlap_seconds) -> _WhichOneofReturnType__overlap_seconds | None: ...
+
+Global___RotateWebhookSecretRequest: _TypeAlias = RotateWebhookSecretRequest  # noqa: Y015
+
+@_typing.final
+class ListEventTypesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventTypesRequest: _TypeAlias = ListEventTypesRequest  # noqa: Y015
+
+@_typing.final
+class ListEventTypesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventType]: ...
+    def __init__(
+        self,
+        *,
+        event_types: _abc.Iterable[Global___EventType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_types", b"event_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventTypesResponse: _TypeAlias = ListEventTypesResponse  # noqa: Y015
+
+@_typing.final
+class EventType(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"device.data", ...: what `events` of a webhook lists."""
+    description: _builtins.str
+    @_builtins.property
+    def schema(self) -> _struct_pb2.Struct:
+        """JSON Schema (draft 2020-12) of the request body a receiver gets."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        schema: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+@_typing.final
 class WatchWebhooksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -312,33 +573,91 @@ Global___WatchWebhooksRequest: _TypeAlias = WatchWebhooksRequest  # noqa: Y015
 
 @_typing.final
 class WebhookTarget(_message.Message):
-    """What delivery needs to match and sign: the webhook plus its project and
-    secret.
+    """What delivery needs to match, sign and send: the webhook plus its project,
+    its secrets and the real values of its custom headers.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WEBHOOK_FIELD_NUMBER: _builtins.int
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SECRETS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     secret: _builtins.str
+    """The current signing secret."""
     @_builtins.property
     def webhook(self) -> Global___Webhook: ...
+    @_builtins.property
+    def previous_secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreviousSecret]:
+        """Secrets rotated out that still sign, oldest first."""
+
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The custom headers with their values (webhook.headers has them masked)."""
+
     def __init__(
         self,
         *,
         webhook: Global___Webhook | None = ...,
         project_id: _builtins.str = ...,
         secret: _builtins.str = ...,
+        previous_secrets: _abc.Iterable[Global___PreviousSecret] | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id", "secret", b"secret", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "previous_secrets", b"previous_secrets", "project_id", b"project_id", "secret", b"secret", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WebhookTarget: _TypeAlias = WebhookTarget  # noqa: Y015
+
+@_typing.final
+class PreviousSecret(_message.Message):
+    """A rotated-out secret that signs until expires_at."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviousSecret: _TypeAlias = PreviousSecret  # noqa: Y015
 
 @_typing.final
 class WebhookChange(_message.Message):

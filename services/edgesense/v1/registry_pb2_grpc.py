@@ -63,6 +63,21 @@ class WebhookRegistryStub:
                 request_serializer=edgesense_dot_v1_dot_registry__pb2.EnableWebhookRequest.SerializeToString,
                 response_deserializer=edgesense_dot_v1_dot_registry__pb2.EnableWebhookResponse.FromString,
                 _registered_method=True)
+        self.UpdateWebhook = channel.unary_unary(
+                '/edgesense.v1.WebhookRegistry/UpdateWebhook',
+                request_serializer=edgesense_dot_v1_dot_registry__pb2.UpdateWebhookRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_registry__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/edgesense.v1.WebhookRegistry/RotateWebhookSecret',
+                request_serializer=edgesense_dot_v1_dot_registry__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_registry__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.ListEventTypes = channel.unary_unary(
+                '/edgesense.v1.WebhookRegistry/ListEventTypes',
+                request_serializer=edgesense_dot_v1_dot_registry__pb2.ListEventTypesRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_registry__pb2.ListEventTypesResponse.FromString,
+                _registered_method=True)
         self.WatchWebhooks = channel.unary_stream(
                 '/edgesense.v1.WebhookRegistry/WatchWebhooks',
                 request_serializer=edgesense_dot_v1_dot_registry__pb2.WatchWebhooksRequest.SerializeToString,
@@ -114,6 +129,33 @@ class WebhookRegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateWebhook(self, request, context):
+        """Changes the fields update_mask names (AIP-134), each validated as at
+        registration; the others are kept. The webhook keeps its id, and so its
+        deliveries and their attempts. Over REST the body is the WebhookUpdate;
+        without an updateMask the mask is the fields present in the body.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """Makes `secret` the signing secret. The secret it replaces stays live (it
+        signs too) until overlap_seconds from now, and no older secret stays live
+        past that time either. At most 10 previous secrets are live at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventTypes(self, request, context):
+        """Every event type a webhook can subscribe to, with the JSON Schema of the
+        body a receiver gets for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchWebhooks(self, request, context):
         """Internal: a snapshot of every webhook (with its signing secret), then
         every change, for as long as the stream is open.
@@ -157,6 +199,21 @@ def add_WebhookRegistryServicer_to_server(servicer, server):
                     servicer.EnableWebhook,
                     request_deserializer=edgesense_dot_v1_dot_registry__pb2.EnableWebhookRequest.FromString,
                     response_serializer=edgesense_dot_v1_dot_registry__pb2.EnableWebhookResponse.SerializeToString,
+            ),
+            'UpdateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhook,
+                    request_deserializer=edgesense_dot_v1_dot_registry__pb2.UpdateWebhookRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_registry__pb2.Webhook.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=edgesense_dot_v1_dot_registry__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_registry__pb2.Webhook.SerializeToString,
+            ),
+            'ListEventTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventTypes,
+                    request_deserializer=edgesense_dot_v1_dot_registry__pb2.ListEventTypesRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_registry__pb2.ListEventTypesResponse.SerializeToString,
             ),
             'WatchWebhooks': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchWebhooks,
@@ -308,6 +365,87 @@ class WebhookRegistry:
             '/edgesense.v1.WebhookRegistry/EnableWebhook',
             edgesense_dot_v1_dot_registry__pb2.EnableWebhookRequest.SerializeToString,
             edgesense_dot_v1_dot_registry__pb2.EnableWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.WebhookRegistry/UpdateWebhook',
+            edgesense_dot_v1_dot_registry__pb2.UpdateWebhookRequest.SerializeToString,
+            edgesense_dot_v1_dot_registry__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.WebhookRegistry/RotateWebhookSecret',
+            edgesense_dot_v1_dot_registry__pb2.RotateWebhookSecretRequest.SerializeToString,
+            edgesense_dot_v1_dot_registry__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.WebhookRegistry/ListEventTypes',
+            edgesense_dot_v1_dot_registry__pb2.ListEventTypesRequest.SerializeToString,
+            edgesense_dot_v1_dot_registry__pb2.ListEventTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,21 @@ class WebhookRegistryStub:
     """Turns a disabled webhook active again; delivery then sends its held
     deliveries, oldest first.
     """
+    UpdateWebhook: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateWebhookRequest, _registry_pb2.Webhook]
+    """Changes the fields update_mask names (AIP-134), each validated as at
+    registration; the others are kept. The webhook keeps its id, and so its
+    deliveries and their attempts. Over REST the body is the WebhookUpdate;
+    without an updateMask the mask is the fields present in the body.
+    """
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RotateWebhookSecretRequest, _registry_pb2.Webhook]
+    """Makes `secret` the signing secret. The secret it replaces stays live (it
+    signs too) until overlap_seconds from now, and no older secret stays live
+    past that time either. At most 10 previous secrets are live at once.
+    """
+    ListEventTypes: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListEventTypesRequest, _registry_pb2.ListEventTypesResponse]
+    """Every event type a webhook can subscribe to, with the JSON Schema of the
+    body a receiver gets for it.
+    """
     WatchWebhooks: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchWebhooksRequest, _registry_pb2.WebhookChange]
     """Internal: a snapshot of every webhook (with its signing secret), then
     every change, for as long as the stream is open.
@@ -70,6 +85,21 @@ class WebhookRegistryAsyncStub(WebhookRegistryStub):
     EnableWebhook: _aio.UnaryUnaryMultiCallable[_registry_pb2.EnableWebhookRequest, _registry_pb2.EnableWebhookResponse]  # type: ignore[assignment]
     """Turns a disabled webhook active again; delivery then sends its held
     deliveries, oldest first.
+    """
+    UpdateWebhook: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateWebhookRequest, _registry_pb2.Webhook]  # type: ignore[assignment]
+    """Changes the fields update_mask names (AIP-134), each validated as at
+    registration; the others are kept. The webhook keeps its id, and so its
+    deliveries and their attempts. Over REST the body is the WebhookUpdate;
+    without an updateMask the mask is the fields present in the body.
+    """
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_registry_pb2.RotateWebhookSecretRequest, _registry_pb2.Webhook]  # type: ignore[assignment]
+    """Makes `secret` the signing secret. The secret it replaces stays live (it
+    signs too) until overlap_seconds from now, and no older secret stays live
+    past that time either. At most 10 previous secrets are live at once.
+    """
+    ListEventTypes: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListEventTypesRequest, _registry_pb2.ListEventTypesResponse]  # type: ignore[assignment]
+    """Every event type a webhook can subscribe to, with the JSON Schema of the
+    body a receiver gets for it.
     """
     WatchWebhooks: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchWebhooksRequest, _registry_pb2.WebhookChange]  # type: ignore[assignment]
     """Internal: a snapshot of every webhook (with its signing secret), then
@@ -123,6 +153,39 @@ class WebhookRegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.EnableWebhookResponse, _abc.Awaitable[_registry_pb2.EnableWebhookResponse]]:
         """Turns a disabled webhook active again; delivery then sends its held
         deliveries, oldest first.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateWebhook(
+        self,
+        request: _registry_pb2.UpdateWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Webhook, _abc.Awaitable[_registry_pb2.Webhook]]:
+        """Changes the fields update_mask names (AIP-134), each validated as at
+        registration; the others are kept. The webhook keeps its id, and so its
+        deliveries and their attempts. Over REST the body is the WebhookUpdate;
+        without an updateMask the mask is the fields present in the body.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _registry_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Webhook, _abc.Awaitable[_registry_pb2.Webhook]]:
+        """Makes `secret` the signing secret. The secret it replaces stays live (it
+        signs too) until overlap_seconds from now, and no older secret stays live
+        past that time either. At most 10 previous secrets are live at once.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEventTypes(
+        self,
+        request: _registry_pb2.ListEventTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListEventTypesResponse, _abc.Awaitable[_registry_pb2.ListEventTypesResponse]]:
+        """Every event type a webhook can subscribe to, with the JSON Schema of the
+        body a receiver gets for it.
         """
 
     @_abc_1.abstractmethod

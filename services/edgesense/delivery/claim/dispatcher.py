@@ -290,7 +290,7 @@ class Dispatcher:
     async def _send(self, item: Claimed, target: Target) -> Outcome:
         rendered = self._render(item)
         body = rendered.body(target.webhook_id)
-        headers = target.signer.headers(item.delivery_id, rendered.name, body, int(time.time()))
+        headers = target.request_headers(item.delivery_id, rendered.name, body, time.time())
         metrics.IN_FLIGHT.set(self.lanes.fair.running_total)
         result = await self.sender.post(target.url, body, headers)
         now = time.time()

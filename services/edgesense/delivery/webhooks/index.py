@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from edgesense.common.signing import Signer
+from edgesense.common.signing import Signer, with_custom_headers
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -22,7 +22,8 @@ DISABLED = "disabled"
 
 @dataclass(frozen=True)
 class Target:
-    """What delivery needs of a webhook: where, what, and the signing secret."""
+    """What delivery needs of a webhook: where, what, its signing secrets and
+    its custom headers."""
 
     webhook_id: str
     project_id: str
@@ -32,14 +33,25 @@ class Target:
     status: str
     secret: str
     disabled_reason: str | None = None
+    # Secrets rotated out, oldest first, with the unix time each stops signing.
+    previous_secrets: tuple[tuple[str, float], ...] = ()
+    # Custom headers with their real values, sent with every request.
+    headers: tuple[tuple[str, str], ...] = ()
     signer: Signer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "signer", Signer(self.secret))
+        object.__setattr__(self, "signer", Signer(self.secret, self.previous_secrets))
 
     @property
     def active(self) -> bool:
         return self.status == ACTIVE
+
+    def request_headers(
+        self, delivery_id: str, event_name: str, body: bytes, now: float
+    ) -> dict[str, str]:
+        """Every header of an attempt sent at `now`: the custom ones, then ours."""
+        signed = self.signer.headers(delivery_id, event_name, body, int(now), now)
+        return with_custom_headers(self.headers, signed)
 
     def wants(self, event_name: str, device_id: str) -> bool:
         return event_name in self.events and (not self.device_ids or device_id in self.device_ids)

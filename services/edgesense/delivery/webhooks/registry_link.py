@@ -51,6 +51,11 @@ def target_from(message: registry_pb2.WebhookTarget) -> Target:
         status=hook.status,
         secret=message.secret,
         disabled_reason=hook.disabled_reason if hook.HasField("disabled_reason") else None,
+        previous_secrets=tuple(
+            (p.secret, p.expires_at.seconds + p.expires_at.nanos / 1e9)
+            for p in message.previous_secrets
+        ),
+        headers=tuple(sorted(message.headers.items())),
     )
 
 
