@@ -7,19 +7,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edgesense.delivery.store.outbox import (
+from edgesense.delivery.store.outbox import Outbox, open_outbox
+from edgesense.delivery.store.outbox_postgres import PostgresOutbox
+from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
+from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
     PENDING,
     SUCCEEDED,
     NewDelivery,
-    Outbox,
     Outcome,
     StoredEvent,
-    open_outbox,
 )
-from edgesense.delivery.store.outbox_postgres import PostgresOutbox
-from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
 from tests.delivery.conftest import new_delivery
 
 NOW = 1_000_000.0

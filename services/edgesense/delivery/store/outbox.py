@@ -1,7 +1,9 @@
 """The durable outbox: every database read and write of the delivery service.
 
 `Outbox` is the one interface the rest of delivery uses; `open_outbox`
-chooses its implementation from the database URL, in this one place:
+chooses its implementation from the database URL, in this one place. The
+rows and statuses it takes and returns live in `rows`, and are imported from
+there:
 
 - `SqliteOutbox` (`outbox_sqlite`), the embedded default: one process owns
   the file, and every write is a plain `sqlite3` function run whole on one
@@ -32,34 +34,12 @@ from typing import Any, Protocol
 
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
-from edgesense.delivery.store.rows import (
-    FAILED,
-    HELD,
-    PENDING,
-    STATUSES,
-    SUCCEEDED,
-    Claimed,
-    NewDelivery,
-    Outcome,
-    StoredEvent,
-)
+from edgesense.delivery.store.rows import Claimed, NewDelivery, Outcome, StoredEvent
 from edgesense.storage.engine import create_engine
 from edgesense.storage.migrate import migrate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
-__all__ = [
-    "FAILED",
-    "HELD",
-    "PENDING",
-    "STATUSES",
-    "SUCCEEDED",
-    "Claimed",
-    "NewDelivery",
-    "Outbox",
-    "Outcome",
-    "StoredEvent",
-    "open_outbox",
-]
+__all__ = ["Outbox", "open_outbox"]
 
 
 class Outbox(Protocol):

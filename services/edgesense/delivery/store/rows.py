@@ -1,4 +1,8 @@
-"""The outbox's rows and its per-delivery statements, shared by both databases.
+"""The outbox's rows, statuses and per-delivery statements, shared by both databases.
+
+This module is the one home of the row types and statuses: the rest of
+delivery imports them from here (`outbox` is the interface that takes and
+returns them).
 
 The rows are NamedTuples: one is made per delivery at each step, and a
 frozen dataclass's __init__ cost several times more (measured in profiles).
@@ -49,6 +53,9 @@ class NewDelivery(NamedTuple):
 
 
 class Claimed(NamedTuple):
+    """A leased delivery and its event, as a claim returns it (fields in its
+    RETURNING order)."""
+
     seq: int
     delivery_id: str
     webhook_id: str
@@ -58,6 +65,21 @@ class Claimed(NamedTuple):
     event: bytes
     created_at: float = 0.0
     project_id: str = ""  # whose share of the send slots it uses
+
+    @classmethod
+    def fresh(
+        cls,
+        delivery_id: str,
+        webhook_id: str,
+        event_id: str,
+        event: bytes,
+        created_at: float,
+        project_id: str,
+    ) -> Claimed:
+        """A delivery being stored already leased to this process (handed
+        straight to its dispatcher): no attempts yet, and no `seq`, which the
+        database assigns and nothing after the claim reads."""
+        return cls(0, delivery_id, webhook_id, event_id, 0, 0, event, created_at, project_id)
 
 
 class Outcome(NamedTuple):
