@@ -4,6 +4,7 @@ PostgreSQL), do the same thing for every method of the `Outbox` interface."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,13 @@ async def store(outbox: Outbox, *planned: NewDelivery) -> None:
     await outbox.accept(events, planned, NOW)
 
 
+async def read(outbox: Outbox, delivery_id: str) -> tuple[Any, list[Any]]:
+    """The delivery's row and its attempt log."""
+    found = await outbox.one("p", delivery_id)
+    assert found is not None
+    return found
+
+
 async def test_the_database_url_chooses_the_implementation(
     outbox: Outbox, database_url: str
 ) -> None:
@@ -95,18 +103,42 @@ async def test_claims_lease_due_deliveries_oldest_first_with_their_events(outbox
     assert {c.delivery_id for c in again} == {"dlv_1", "dlv_2", "dlv_4"}  # dlv_3 not due
 
 
-async def test_only_the_lease_holder_records_an_outcome(outbox: Outbox) -> None:
-    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"))
+async def test_an_outcome_is_written_once_and_only_by_the_lease_holder(outbox: Outbox) -> None:
+    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"), delivery(3, "wh_a"))
     await outbox.claim("me", NOW, LEASE, 10)
-    await outbox.record("other", [outcome("dlv_1", SUCCEEDED)], NOW)
-    await outbox.record("me", [outcome("dlv_2", SUCCEEDED)], NOW)
+    await outbox.record("other", [outcome("dlv_1", SUCCEEDED)], NOW)  # not its lease
+    # Written twice (a batch sent again after a commit whose answer was lost):
+    # the second finds the leases gone, and neither logs nor changes anything.
+    # dlv_3 was not sent (no attempt): its new state only.
+    batch = [outcome("dlv_2", SUCCEEDED), outcome("dlv_3", PENDING, attempt=0)]
+    await outbox.record("me", batch, NOW)
+    await outbox.record("me", batch, NOW)
     counts = await outbox.counts()
-    assert (counts[PENDING], counts[SUCCEEDED]) == (1, 1)
-    found = await outbox.one("p", "dlv_2")
-    assert found is not None
-    row, logs = found
+    assert (counts[PENDING], counts[SUCCEEDED]) == (2, 1)
+    row, logs = await read(outbox, "dlv_1")
+    assert (row.status, row.attempt_count, row.lease_owner) == (PENDING, 0, "me")
+    assert logs == []
+    row, logs = await read(outbox, "dlv_2")
     assert (row.status, row.attempt_count, row.lease_owner) == (SUCCEEDED, 1, None)
     assert [(log.attempt, log.status_code) for log in logs] == [(1, 200)]
+    row, logs = await read(outbox, "dlv_3")
+    assert (row.attempt_count, row.lease_owner, row.next_attempt_at) == (0, None, NOW + 60)
+    assert logs == []
+
+
+async def test_an_outcome_after_the_lease_was_taken_over_writes_nothing(outbox: Outbox) -> None:
+    await store(outbox, delivery(1, "wh_a"))
+    await outbox.claim("me", NOW, LEASE, 10)
+    later = NOW + LEASE + 1  # me's lease has expired: another process claims the delivery
+    assert [c.delivery_id for c in await outbox.claim("other", later, LEASE, 10)] == ["dlv_1"]
+    await outbox.record("me", [outcome("dlv_1", FAILED)], later)
+    row, logs = await read(outbox, "dlv_1")
+    assert (row.status, row.attempt_count, row.lease_owner) == (PENDING, 0, "other")
+    assert logs == []
+    await outbox.record("other", [outcome("dlv_1", SUCCEEDED)], later)
+    row, logs = await read(outbox, "dlv_1")
+    assert (row.status, row.attempt_count, row.lease_owner) == (SUCCEEDED, 1, None)
+    assert len(logs) == 1
 
 
 async def test_defer_moves_unleased_due_deliveries_of_one_webhook(outbox: Outbox) -> None:

@@ -23,8 +23,8 @@ Throughput comes from doing each step for a batch in one statement: a publish
 batch is one transaction (events, then their deliveries); a claim is one
 UPDATE … RETURNING over due rows; outcomes are written back in batches with
 executemany. A claim is a lease: rows leased by a process that died become
-due again when the lease expires, and an outcome is only written by the
-lease holder.
+due again when the lease expires, and an outcome (with its attempt's log
+entry) is only written by the lease holder.
 """
 
 from __future__ import annotations
@@ -73,7 +73,11 @@ class Outbox(Protocol):
         ...
 
     async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
-        """Write attempt logs and new states; only rows still leased by `owner`."""
+        """Write each outcome's new state and, if it was an attempt, its log
+        entry: both or neither, and only for deliveries still leased by
+        `owner` (writing one clears the lease). So an outcome is written once
+        even if recorded twice, and not at all by a process whose lease
+        expired and was taken by another."""
         ...
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:

@@ -4,9 +4,9 @@ Several delivery processes may share one PostgreSQL outbox, so a claim
 leases due rows with `FOR UPDATE SKIP LOCKED`: each process takes rows no
 other is taking at that moment, without waiting for them. Writes are
 ordinary transactions from the engine's pool, several at once (PostgreSQL
-locks rows, not the database). The three statements run once per delivery
-(storing a delivery, logging an attempt, recording an outcome) go to asyncpg
-directly as executemany (see `rows`). Reads are shared with SQLite
+locks rows, not the database). The statements run once per delivery
+(storing it; writing its outcome, with its attempt's log entry) go to
+asyncpg directly as executemany (see `rows`). Reads are shared with SQLite
 (`reads.OutboxReads`).
 """
 
@@ -23,18 +23,17 @@ from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
-    INSERT_ATTEMPT,
     INSERT_DELIVERY,
     PENDING,
+    RECORD_ATTEMPT,
     UPDATE_OUTCOME,
     Claimed,
     NewDelivery,
     Outcome,
     StoredEvent,
-    attempt_rows,
     delivery_rows,
     id_chunks,
-    outcome_rows,
+    record_attempt_rows,
 )
 from edgesense.delivery.store.tables import deliveries, events
 from edgesense.storage.engine import transaction
@@ -55,7 +54,7 @@ class PostgresOutbox(OutboxReads):
         super().__init__(engine)
         style = engine.dialect.paramstyle
         self._insert_delivery = driver_sql(INSERT_DELIVERY, style)
-        self._insert_attempt = driver_sql(INSERT_ATTEMPT, style)
+        self._record_attempt = driver_sql(RECORD_ATTEMPT, style)
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
 
     async def accept(
@@ -106,12 +105,14 @@ class PostgresOutbox(OutboxReads):
     async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
         if not outcomes:
             return
-        logged = attempt_rows(outcomes)
-        updates = outcome_rows(owner, outcomes, now)
+        # An attempt is logged by the statement that writes its outcome, only
+        # if that matched (see rows.RECORD_ATTEMPT).
+        attempts, others = record_attempt_rows(owner, outcomes, now)
         async with transaction(self.engine, "recording delivery attempts", lock=None) as conn:
-            if logged:
-                await conn.exec_driver_sql(self._insert_attempt, logged)
-            await conn.exec_driver_sql(self._update_outcome, updates)
+            if attempts:
+                await conn.exec_driver_sql(self._record_attempt, attempts)
+            if others:
+                await conn.exec_driver_sql(self._update_outcome, others)
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "deferring deliveries", lock=None) as conn:

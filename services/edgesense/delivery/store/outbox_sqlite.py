@@ -28,17 +28,17 @@ from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
-    INSERT_ATTEMPT,
     INSERT_DELIVERY,
+    LOG_ATTEMPT_IF_LEASED,
     PENDING,
     UPDATE_OUTCOME,
     Claimed,
     NewDelivery,
     Outcome,
     StoredEvent,
-    attempt_rows,
     delivery_rows,
     id_chunks,
+    log_attempt_rows,
     outcome_rows,
 )
 from edgesense.storage.sqlite_writer import SqliteWriter
@@ -294,7 +294,9 @@ def _with_payloads(conn: sqlite3.Connection, leased: list[tuple[Any, ...]]) -> l
 
 
 def record(conn: sqlite3.Connection, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
-    logged = attempt_rows(outcomes)
+    # Attempts first: they are logged only while `owner` still holds the lease,
+    # which the updates then clear (see rows.LOG_ATTEMPT_IF_LEASED).
+    logged = log_attempt_rows(owner, outcomes)
     if logged:
-        conn.executemany(INSERT_ATTEMPT, logged)
+        conn.executemany(LOG_ATTEMPT_IF_LEASED, logged)
     conn.executemany(UPDATE_OUTCOME, outcome_rows(owner, outcomes, now))
