@@ -44,7 +44,25 @@ __all__ = ["Outbox", "open_outbox"]
 
 class Outbox(Protocol):
     """The delivery service's storage. Every method is one transaction and
-    raises `Unavailable` if the database fails."""
+    raises `Unavailable` if the database fails.
+
+    What a caller may rely on, on both databases: a method's writes take
+    effect all together or not at all, never in part. It may not rely on a
+    call that raised, or was cancelled, having changed nothing:
+
+    - On SQLite every write runs whole on the writer thread, which does not
+      see the caller's cancellation: a call cancelled after its transaction
+      started still commits (its result is dropped); one cancelled while it
+      waits in the writer's queue never runs.
+    - On PostgreSQL a call cancelled before it commits rolls back. One whose
+      COMMIT was sent when the cancellation (or a lost connection) came may
+      have committed or not; so may a call that raised `Unavailable` then.
+
+    So whoever cancels a write or sees it fail treats it as possibly done:
+    the writes are safe to repeat (an event id already stored creates
+    nothing; an outcome is written, and its attempt logged, only by the
+    lease holder, once) or leave a lease that expires.
+    """
 
     async def accept(
         self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
