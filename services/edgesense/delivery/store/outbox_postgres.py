@@ -8,6 +8,16 @@ locks rows, not the database). The statements run once per delivery
 (storing it; writing its outcome, with its attempt's log entry) go to
 asyncpg directly as executemany (see `rows`). Reads are shared with SQLite
 (`reads.OutboxReads`).
+
+A list of ids of any length is one parameter, a PostgreSQL array
+(`= ANY(:ids)`, `<> ALL(:ids)`, see `array_param`). An `IN (…)` list is one
+parameter per id, and asyncpg takes at most 32,767 in a statement; a claim's
+excluded webhooks may be every webhook of every saturated project, and its
+NOT IN cannot be split into several statements (their LIMIT and due order
+apply to the whole), nor within one (an AND of NOT IN lists has as many
+parameters). One array parameter has no such limit, and the
+statement's text stays the same whatever the length, so asyncpg's prepared
+statement is reused.
 """
 
 from __future__ import annotations
@@ -15,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, all_, any_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.delivery.store.reads import OutboxReads
@@ -32,7 +42,6 @@ from edgesense.delivery.store.rows import (
     Outcome,
     StoredEvent,
     delivery_rows,
-    id_chunks,
     record_attempt_rows,
 )
 from edgesense.delivery.store.tables import deliveries, events
@@ -45,6 +54,12 @@ def driver_sql(statement: str, paramstyle: str) -> str:
         raise ValueError(f"unsupported paramstyle {paramstyle}")
     parts = statement.split("?")
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+def array_param(values: Iterable[str]) -> Any:
+    """`values` as one array parameter, for `column == any_(array_param(…))`
+    (`= ANY($1::VARCHAR[])`) and `column != all_(array_param(…))`."""
+    return bindparam("ids", list(values), type_=ARRAY(String), unique=True)
 
 
 class PostgresOutbox(OutboxReads):
@@ -85,7 +100,7 @@ class PostgresOutbox(OutboxReads):
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
     ) -> list[Claimed]:
         excluded = list(exclude)
-        where = [deliveries.c.webhook_id.not_in(excluded)] if excluded else []
+        where = [deliveries.c.webhook_id != all_(array_param(excluded))] if excluded else []
         async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
@@ -138,7 +153,8 @@ class PostgresOutbox(OutboxReads):
             await conn.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.delivery_id.in_(delivery_ids), deliveries.c.lease_owner == owner
+                    deliveries.c.delivery_id == any_(array_param(delivery_ids)),
+                    deliveries.c.lease_owner == owner,
                 )
                 .values(lease_owner=None, lease_expires_at=None)
             )
@@ -165,16 +181,16 @@ class PostgresOutbox(OutboxReads):
         values: dict[str, Any] = {"status": new, "status_reason": reason, "updated_at": now}
         if new == PENDING:
             values |= {"cycle_attempts": 0, "next_attempt_at": now}
-        count = 0
         async with transaction(self.engine, f"marking deliveries {new}", lock=None) as conn:
-            for chunk in id_chunks(webhook_ids):
-                result = await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.webhook_id.in_(list(chunk)), deliveries.c.status.in_(olds))
-                    .values(**values)
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.webhook_id == any_(array_param(webhook_ids)),
+                    deliveries.c.status == any_(array_param(olds)),
                 )
-                count += result.rowcount
-        return count
+                .values(**values)
+            )
+            return result.rowcount
 
     async def expire_held(self, created_before: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "expiring held deliveries", lock=None) as conn:
@@ -253,7 +269,7 @@ async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed
         (
             await conn.execute(
                 select(events.c.event_id, events.c.event).where(
-                    events.c.event_id.in_({r.event_id for r in rows})
+                    events.c.event_id == any_(array_param({r.event_id for r in rows}))
                 )
             )
         ).all()

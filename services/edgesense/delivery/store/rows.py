@@ -10,21 +10,11 @@ frozen dataclass's __init__ cost several times more (measured in profiles).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 PENDING, SUCCEEDED, FAILED, HELD = "pending", "succeeded", "failed", "held"
 STATUSES = (PENDING, SUCCEEDED, FAILED, HELD)
-
-# Ids per `IN (…)` list in one statement: well under SQLite's limit of host
-# parameters; longer lists are split into several statements.
-IN_LIST_CHUNK = 500
-
-
-def id_chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
-    """`ids` in slices of at most IN_LIST_CHUNK, one `IN (…)` list each."""
-    for start in range(0, len(ids), IN_LIST_CHUNK):
-        yield ids[start : start + IN_LIST_CHUNK]
 
 
 class StoredEvent(NamedTuple):
