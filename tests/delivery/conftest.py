@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.delivery.store.outbox import PENDING, NewDelivery, Outbox, open_outbox
+from edgesense.delivery.store.outbox import Outbox, open_outbox
+from edgesense.delivery.store.rows import PENDING, NewDelivery
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from edgesense.delivery.claim.dispatcher import Dispatcher
 from edgesense.delivery.record.policy import UNKNOWN_WEBHOOK_GRACE_SECONDS, RetryPolicy
 from edgesense.delivery.send.attempt import AttemptResult, Sender
 from edgesense.delivery.send.http_sender import HttpSender
-from edgesense.delivery.store.outbox import FAILED, Claimed, Outbox, StoredEvent
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import FAILED, Claimed, StoredEvent
 from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
 from edgesense.v1 import events_pb2
 from tests.delivery.conftest import new_delivery

@@ -5,28 +5,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt
 from edgesense.delivery.send.attempt import AttemptResult
-from edgesense.delivery.store.outbox import (
+from edgesense.delivery.store.outbox import Outbox, open_outbox
+from edgesense.delivery.store.outbox_postgres import PostgresOutbox
+from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
+from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
     PENDING,
     SUCCEEDED,
     NewDelivery,
-    Outbox,
     Outcome,
     StoredEvent,
-    open_outbox,
 )
-from edgesense.delivery.store.outbox_postgres import PostgresOutbox
-from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
 from tests.delivery.conftest import new_delivery
 
 NOW = 1_000_000.0
 LEASE = 30.0
+# More ids in one list than a statement may have parameters: asyncpg takes at
+# most 32,767, a default build of SQLite 32,766 (some builds allow more).
+MANY = 40_000
 
 
 @pytest.fixture
@@ -56,6 +59,13 @@ async def store(outbox: Outbox, *planned: NewDelivery) -> None:
     await outbox.accept(events, planned, NOW)
 
 
+async def read(outbox: Outbox, delivery_id: str) -> tuple[Any, list[Any]]:
+    """The delivery's row and its attempt log."""
+    found = await outbox.one("p", delivery_id)
+    assert found is not None
+    return found
+
+
 async def test_the_database_url_chooses_the_implementation(
     outbox: Outbox, database_url: str
 ) -> None:
@@ -76,41 +86,92 @@ async def test_accept_stores_new_events_once(outbox: Outbox) -> None:
     assert (await outbox.counts())[PENDING] == 4
 
 
-async def test_claims_lease_due_deliveries_oldest_first_with_their_events(outbox: Outbox) -> None:
+async def test_claims_lease_the_oldest_due_deliveries_with_their_events(outbox: Outbox) -> None:
+    # Stored newest due first: a claim taking rows in the order they were
+    # stored would lease dlv_1 and dlv_2.
     await store(
         outbox,
-        delivery(1, "wh_a", due=NOW - 2),
-        delivery(2, "wh_b", due=NOW - 1),
-        delivery(3, "wh_a", due=NOW + 60),  # not due yet
-        delivery(4, "wh_c", due=NOW - 3),
+        delivery(1, "wh_a", due=NOW - 1),
+        delivery(2, "wh_b", due=NOW - 2),
+        delivery(3, "wh_a", due=NOW - 3),
+        delivery(4, "wh_a", due=NOW + 60),  # not due yet
+        delivery(5, "wh_c", due=NOW - 9),  # excluded below
     )
-    claimed = await outbox.claim("me", NOW, LEASE, 10, exclude=["wh_c"])
-    assert [(c.delivery_id, c.event) for c in claimed] == [
-        ("dlv_1", b"payload 1"),
-        ("dlv_2", b"payload 2"),
-    ]
-    assert await outbox.claim("other", NOW, LEASE, 10, exclude=["wh_c"]) == []  # leased
+    claimed = await outbox.claim("me", NOW, LEASE, 2, exclude=["wh_c"])
+    assert {c.delivery_id: c.event for c in claimed} == {
+        "dlv_2": b"payload 2",
+        "dlv_3": b"payload 3",
+    }
+    rest = await outbox.claim("other", NOW, LEASE, 10, exclude=["wh_c"])
+    assert [c.delivery_id for c in rest] == ["dlv_1"]
+    assert await outbox.claim("other", NOW, LEASE, 10, exclude=["wh_c"]) == []  # all leased
     assert [c.delivery_id for c in await outbox.claim_for("me", NOW, LEASE, {"wh_c": 5})] == [
-        "dlv_4"
+        "dlv_5"
     ]
     # Once a lease has expired, its delivery is due again for anyone.
     later = NOW + LEASE + 1
     again = await outbox.claim("other", later, LEASE, 10)
-    assert {c.delivery_id for c in again} == {"dlv_1", "dlv_2", "dlv_4"}  # dlv_3 not due
+    assert {c.delivery_id for c in again} == {"dlv_1", "dlv_2", "dlv_3", "dlv_5"}  # dlv_4 not due
 
 
-async def test_only_the_lease_holder_records_an_outcome(outbox: Outbox) -> None:
-    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"))
+async def test_claim_for_leases_each_webhooks_oldest_due(outbox: Outbox) -> None:
+    await store(
+        outbox,
+        delivery(1, "wh_a", due=NOW - 1),
+        delivery(2, "wh_a", due=NOW - 2),
+        delivery(3, "wh_b", due=NOW - 1),
+        delivery(4, "wh_b", due=NOW - 3),
+        delivery(5, "wh_c", due=NOW - 9),  # not asked for
+    )
+    claimed = await outbox.claim_for("me", NOW, LEASE, {"wh_a": 1, "wh_b": 1})
+    assert {c.delivery_id for c in claimed} == {"dlv_2", "dlv_4"}
+
+
+async def test_claim_excludes_more_webhooks_than_a_statement_has_parameters(
+    outbox: Outbox,
+) -> None:
+    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_b"), delivery(3, "wh_c"))
+    excluded = [f"wh_x{n}" for n in range(MANY)] + ["wh_a", "wh_c"]
+    claimed = await outbox.claim("me", NOW, LEASE, 10, exclude=excluded)
+    assert [c.delivery_id for c in claimed] == ["dlv_2"]
+
+
+async def test_an_outcome_is_written_once_and_only_by_the_lease_holder(outbox: Outbox) -> None:
+    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"), delivery(3, "wh_a"))
     await outbox.claim("me", NOW, LEASE, 10)
-    await outbox.record("other", [outcome("dlv_1", SUCCEEDED)], NOW)
-    await outbox.record("me", [outcome("dlv_2", SUCCEEDED)], NOW)
+    await outbox.record("other", [outcome("dlv_1", SUCCEEDED)], NOW)  # not its lease
+    # Written twice (a batch sent again after a commit whose answer was lost):
+    # the second finds the leases gone, and neither logs nor changes anything.
+    # dlv_3 was not sent (no attempt): its new state only.
+    batch = [outcome("dlv_2", SUCCEEDED), outcome("dlv_3", PENDING, attempt=0)]
+    await outbox.record("me", batch, NOW)
+    await outbox.record("me", batch, NOW)
     counts = await outbox.counts()
-    assert (counts[PENDING], counts[SUCCEEDED]) == (1, 1)
-    found = await outbox.one("p", "dlv_2")
-    assert found is not None
-    row, logs = found
+    assert (counts[PENDING], counts[SUCCEEDED]) == (2, 1)
+    row, logs = await read(outbox, "dlv_1")
+    assert (row.status, row.attempt_count, row.lease_owner) == (PENDING, 0, "me")
+    assert logs == []
+    row, logs = await read(outbox, "dlv_2")
     assert (row.status, row.attempt_count, row.lease_owner) == (SUCCEEDED, 1, None)
     assert [(log.attempt, log.status_code) for log in logs] == [(1, 200)]
+    row, logs = await read(outbox, "dlv_3")
+    assert (row.attempt_count, row.lease_owner, row.next_attempt_at) == (0, None, NOW + 60)
+    assert logs == []
+
+
+async def test_an_outcome_after_the_lease_was_taken_over_writes_nothing(outbox: Outbox) -> None:
+    await store(outbox, delivery(1, "wh_a"))
+    await outbox.claim("me", NOW, LEASE, 10)
+    later = NOW + LEASE + 1  # me's lease has expired: another process claims the delivery
+    assert [c.delivery_id for c in await outbox.claim("other", later, LEASE, 10)] == ["dlv_1"]
+    await outbox.record("me", [outcome("dlv_1", FAILED)], later)
+    row, logs = await read(outbox, "dlv_1")
+    assert (row.status, row.attempt_count, row.lease_owner) == (PENDING, 0, "other")
+    assert logs == []
+    await outbox.record("other", [outcome("dlv_1", SUCCEEDED)], later)
+    row, logs = await read(outbox, "dlv_1")
+    assert (row.status, row.attempt_count, row.lease_owner) == (SUCCEEDED, 1, None)
+    assert len(logs) == 1
 
 
 async def test_an_answer_with_nul_is_recorded(outbox: Outbox) -> None:
@@ -159,8 +220,18 @@ async def test_released_leases_are_claimable_again(outbox: Outbox) -> None:
     assert [c.delivery_id for c in await outbox.claim("other", NOW, LEASE, 10)] == ["dlv_1"]
 
 
+async def test_leases_are_released_by_more_ids_than_a_statement_has_parameters(
+    outbox: Outbox,
+) -> None:
+    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"), delivery(3, "wh_a"))
+    await outbox.claim("me", NOW, LEASE, 10)
+    await outbox.release_leases("me", [f"dlv_x{n}" for n in range(MANY)] + ["dlv_1", "dlv_3"])
+    released = await outbox.claim("other", NOW, LEASE, 10)
+    assert [c.delivery_id for c in released] == ["dlv_1", "dlv_3"]
+
+
 async def test_webhook_states_hold_release_and_fail_their_deliveries(outbox: Outbox) -> None:
-    ids = [f"wh_{n}" for n in range(1200)]  # more than one chunk of ids
+    ids = [f"wh_{n}" for n in range(MANY)]
     await store(outbox, *(delivery(n, ids[n % 3]) for n in range(6)), delivery(6, "wh_x"))
     assert await outbox.hold(ids, "webhook disabled", NOW) == 6
     assert await outbox.hold(ids, "webhook disabled", NOW) == 0

@@ -14,14 +14,8 @@ import pytest
 
 from edgesense.common.errors import Unavailable
 from edgesense.delivery.record.writer import OutcomeWriter
-from edgesense.delivery.store.outbox import (
-    FAILED,
-    PENDING,
-    SUCCEEDED,
-    Outbox,
-    Outcome,
-    StoredEvent,
-)
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import FAILED, PENDING, SUCCEEDED, Outcome, StoredEvent
 from edgesense.delivery.webhooks.index import ACTIVE, Target
 from tests.delivery.conftest import new_delivery
 

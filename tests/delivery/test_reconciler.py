@@ -13,14 +13,8 @@ import pytest
 
 from edgesense.common.errors import Unavailable
 from edgesense.delivery.record.reconciler import Reconciler
-from edgesense.delivery.store.outbox import (
-    FAILED,
-    HELD,
-    PENDING,
-    Outbox,
-    Outcome,
-    StoredEvent,
-)
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import FAILED, HELD, PENDING, Outcome, StoredEvent
 from edgesense.delivery.webhooks.index import ACTIVE, DISABLED, Target, WebhookIndex
 from edgesense.delivery.webhooks.registry_link import FailureReport
 from tests.delivery.conftest import new_delivery

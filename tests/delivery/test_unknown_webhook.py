@@ -13,15 +13,15 @@ from datetime import UTC, datetime
 import pytest
 
 from edgesense.delivery.claim.dispatcher import Dispatcher
-from edgesense.delivery.record.policy import UNKNOWN_WEBHOOK_GRACE_SECONDS, RetryPolicy
+from edgesense.delivery.record.policy import (
+    UNKNOWN_WEBHOOK_GRACE_SECONDS,
+    UNKNOWN_WEBHOOK_RETRY_SECONDS,
+    RetryPolicy,
+)
 from edgesense.delivery.send.attempt import AttemptResult, Sender
 from edgesense.delivery.send.http_sender import HttpSender
-from edgesense.delivery.store.outbox import (
-    FAILED,
-    PENDING,
-    Outbox,
-    StoredEvent,
-)
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import FAILED, PENDING, StoredEvent
 from edgesense.delivery.webhooks.index import ACTIVE, Target, WebhookIndex
 from edgesense.v1 import events_pb2
 from tests.delivery.conftest import new_delivery
@@ -84,6 +84,7 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     async def recorded() -> bool:
         return await status_of(outbox, "dlv_1") == (status, reason)
 
+    started = time.time()
     await running(dispatcher, recorded)
     found = await outbox.one("p", "dlv_1")
     assert found is not None
@@ -91,8 +92,11 @@ async def test_unknown_webhook(outbox: Outbox, age: float, status: str, reason: 
     assert (row.status, row.status_reason) == (status, reason)
     assert attempts == []
     if status == PENDING:  # due again shortly, and not claimable before
-        assert row.next_attempt_at > time.time()
-        assert await outbox.claim("me", time.time(), 30, 10) == []
+        due = row.next_attempt_at
+        assert started + UNKNOWN_WEBHOOK_RETRY_SECONDS <= due
+        assert due <= time.time() + UNKNOWN_WEBHOOK_RETRY_SECONDS
+        assert await outbox.claim("me", due - 0.001, 30, 10) == []
+        assert [c.delivery_id for c in await outbox.claim("me", due, 30, 10)] == ["dlv_1"]
 
 
 class _DeadSender:

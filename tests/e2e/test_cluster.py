@@ -113,9 +113,12 @@ async def test_failing_receiver_is_disabled_held_and_enabled(
         broker, [(topic(cluster, "gw-1", device, "alert"), b'{"metric": "pressure", "value": 9.1}')]
     )
     await wait_status(cluster, webhook_id, "failed")
-    async with asyncio.timeout(30):
-        while (await cluster.get(f"/api/webhooks/{webhook_id}"))["status"] != "disabled":
-            await asyncio.sleep(0.1)
+
+    async def disabled() -> bool:
+        webhook = await cluster.get(f"/api/webhooks/{webhook_id}")
+        return bool(webhook["status"] == "disabled")
+
+    await eventually(disabled, 30, "the webhook disabled", interval=0.1)
     await publish(
         broker,
         [

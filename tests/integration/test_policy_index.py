@@ -17,7 +17,7 @@ from edgesense.delivery.record.policy import (
     before_attempt,
 )
 from edgesense.delivery.send.attempt import AttemptResult
-from edgesense.delivery.store.outbox import FAILED, HELD, PENDING, SUCCEEDED, Claimed
+from edgesense.delivery.store.rows import FAILED, HELD, PENDING, SUCCEEDED, Claimed
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
 
 POLICY = RetryPolicy(max_retries=5, base_seconds=10, cap_seconds=100)

@@ -16,7 +16,8 @@ store/    outbox.py: the `Outbox` interface and `open_outbox`, which picks
           outbox_sqlite.py (every write on one writer thread) or
           outbox_postgres.py (SQLAlchemy over asyncpg, SKIP LOCKED claims);
           reads.py: counts and listings, the same on both; rows.py: the row
-          types and statements every step shares (pure); tables.py: the schema.
+          types, statuses and statements every step shares (pure; every
+          module imports them from there); tables.py: the schema.
 claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
           lanes.py: what waits in memory and what the next claim may take
           (pure; its invariants are written there); fairness.py: which lane

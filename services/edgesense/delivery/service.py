@@ -15,7 +15,8 @@ from edgesense.common.auth import Authenticator
 from edgesense.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.delivery.accept.acceptor import Accepted, Acceptor
-from edgesense.delivery.store.outbox import HELD, PENDING, STATUSES, Outbox
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import HELD, PENDING, STATUSES
 from edgesense.delivery.webhooks.index import WebhookIndex
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 

@@ -22,7 +22,8 @@ from edgesense.common.events import KIND_TO_EVENT
 from edgesense.common.ids import new_id
 from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON
-from edgesense.delivery.store.outbox import HELD, PENDING, Claimed, NewDelivery, Outbox, StoredEvent
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import HELD, PENDING, Claimed, NewDelivery, StoredEvent
 from edgesense.delivery.webhooks.index import WebhookIndex
 from edgesense.v1 import events_pb2
 
@@ -189,16 +190,8 @@ class Acceptor:
                             start = Start(HELD, "webhook disabled", now, None, None, now, now)
                         elif reserve(project_id=project_id, webhook_id=webhook_id, now=now):
                             handed.append(
-                                Claimed(
-                                    0,
-                                    delivery_id,
-                                    webhook_id,
-                                    event_id,
-                                    0,
-                                    0,
-                                    payload,
-                                    now,
-                                    project_id,
+                                Claimed.fresh(
+                                    delivery_id, webhook_id, event_id, payload, now, project_id
                                 )
                             )
                             planned.append(

@@ -43,7 +43,8 @@ from edgesense.delivery.record.policy import (
 from edgesense.delivery.record.writer import ExhaustedHandler, OutcomeWriter
 from edgesense.delivery.send.attempt import Sender
 from edgesense.delivery.send.payload import RenderedEvent, render
-from edgesense.delivery.store.outbox import PENDING, Claimed, Outbox, Outcome
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import PENDING, Claimed, Outcome
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
 from edgesense.v1 import events_pb2
 

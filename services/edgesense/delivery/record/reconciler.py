@@ -23,7 +23,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from edgesense.delivery.store.outbox import Outbox, Outcome
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import Outcome
 from edgesense.delivery.webhooks.index import DISABLED, Target, WebhookIndex
 from edgesense.delivery.webhooks.registry_link import FailureReport
 

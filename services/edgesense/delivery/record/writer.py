@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
-from edgesense.delivery.store.outbox import FAILED, PENDING, Outbox, Outcome
+from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import FAILED, PENDING, Outcome
 from edgesense.delivery.webhooks.index import Target
 
 log = logging.getLogger(__name__)

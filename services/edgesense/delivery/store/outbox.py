@@ -1,7 +1,9 @@
 """The durable outbox: every database read and write of the delivery service.
 
 `Outbox` is the one interface the rest of delivery uses; `open_outbox`
-chooses its implementation from the database URL, in this one place:
+chooses its implementation from the database URL, in this one place. The
+rows and statuses it takes and returns live in `rows`, and are imported from
+there:
 
 - `SqliteOutbox` (`outbox_sqlite`), the embedded default: one process owns
   the file, and every write is a plain `sqlite3` function run whole on one
@@ -21,8 +23,8 @@ Throughput comes from doing each step for a batch in one statement: a publish
 batch is one transaction (events, then their deliveries); a claim is one
 UPDATE … RETURNING over due rows; outcomes are written back in batches with
 executemany. A claim is a lease: rows leased by a process that died become
-due again when the lease expires, and an outcome is only written by the
-lease holder.
+due again when the lease expires, and an outcome (with its attempt's log
+entry) is only written by the lease holder.
 """
 
 from __future__ import annotations
@@ -32,39 +34,35 @@ from typing import Any, Protocol
 
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
-from edgesense.delivery.store.rows import (
-    FAILED,
-    HELD,
-    PENDING,
-    STATUSES,
-    SUCCEEDED,
-    Claimed,
-    NewDelivery,
-    Outcome,
-    StoredEvent,
-)
+from edgesense.delivery.store.rows import Claimed, NewDelivery, Outcome, StoredEvent
 from edgesense.storage.engine import create_engine
 from edgesense.storage.migrate import migrate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
-__all__ = [
-    "FAILED",
-    "HELD",
-    "PENDING",
-    "STATUSES",
-    "SUCCEEDED",
-    "Claimed",
-    "NewDelivery",
-    "Outbox",
-    "Outcome",
-    "StoredEvent",
-    "open_outbox",
-]
+__all__ = ["Outbox", "open_outbox"]
 
 
 class Outbox(Protocol):
     """The delivery service's storage. Every method is one transaction and
-    raises `Unavailable` if the database fails."""
+    raises `Unavailable` if the database fails.
+
+    What a caller may rely on, on both databases: a method's writes take
+    effect all together or not at all, never in part. It may not rely on a
+    call that raised, or was cancelled, having changed nothing:
+
+    - On SQLite every write runs whole on the writer thread, which does not
+      see the caller's cancellation: a call cancelled after its transaction
+      started still commits (its result is dropped); one cancelled while it
+      waits in the writer's queue never runs.
+    - On PostgreSQL a call cancelled before it commits rolls back. One whose
+      COMMIT was sent when the cancellation (or a lost connection) came may
+      have committed or not; so may a call that raised `Unavailable` then.
+
+    So whoever cancels a write or sees it fail treats it as possibly done:
+    the writes are safe to repeat (an event id already stored creates
+    nothing; an outcome is written, and its attempt logged, only by the
+    lease holder, once) or leave a lease that expires.
+    """
 
     async def accept(
         self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
@@ -93,7 +91,11 @@ class Outbox(Protocol):
         ...
 
     async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
-        """Write attempt logs and new states; only rows still leased by `owner`."""
+        """Write each outcome's new state and, if it was an attempt, its log
+        entry: both or neither, and only for deliveries still leased by
+        `owner` (writing one clears the lease). So an outcome is written once
+        even if recorded twice, and not at all by a process whose lease
+        expired and was taken by another."""
         ...
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:

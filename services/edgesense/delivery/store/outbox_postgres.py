@@ -4,10 +4,20 @@ Several delivery processes may share one PostgreSQL outbox, so a claim
 leases due rows with `FOR UPDATE SKIP LOCKED`: each process takes rows no
 other is taking at that moment, without waiting for them. Writes are
 ordinary transactions from the engine's pool, several at once (PostgreSQL
-locks rows, not the database). The three statements run once per delivery
-(storing a delivery, logging an attempt, recording an outcome) go to asyncpg
-directly as executemany (see `rows`). Reads are shared with SQLite
+locks rows, not the database). The statements run once per delivery
+(storing it; writing its outcome, with its attempt's log entry) go to
+asyncpg directly as executemany (see `rows`). Reads are shared with SQLite
 (`reads.OutboxReads`).
+
+A list of ids of any length is one parameter, a PostgreSQL array
+(`= ANY(:ids)`, `<> ALL(:ids)`, see `array_param`). An `IN (…)` list is one
+parameter per id, and asyncpg takes at most 32,767 in a statement; a claim's
+excluded webhooks may be every webhook of every saturated project, and its
+NOT IN cannot be split into several statements (their LIMIT and due order
+apply to the whole), nor within one (an AND of NOT IN lists has as many
+parameters). One array parameter has no such limit, and the
+statement's text stays the same whatever the length, so asyncpg's prepared
+statement is reused.
 """
 
 from __future__ import annotations
@@ -15,26 +25,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, all_, any_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
-    INSERT_ATTEMPT,
     INSERT_DELIVERY,
     PENDING,
+    RECORD_ATTEMPT,
     UPDATE_OUTCOME,
     Claimed,
     NewDelivery,
     Outcome,
     StoredEvent,
-    attempt_rows,
     delivery_rows,
-    id_chunks,
-    outcome_rows,
+    record_attempt_rows,
 )
 from edgesense.delivery.store.tables import deliveries, events
 from edgesense.storage.engine import transaction
@@ -48,6 +56,12 @@ def driver_sql(statement: str, paramstyle: str) -> str:
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
+def array_param(values: Iterable[str]) -> Any:
+    """`values` as one array parameter, for `column == any_(array_param(…))`
+    (`= ANY($1::VARCHAR[])`) and `column != all_(array_param(…))`."""
+    return bindparam("ids", list(values), type_=ARRAY(String), unique=True)
+
+
 class PostgresOutbox(OutboxReads):
     """The `Outbox` on PostgreSQL; owns `engine` (closing the outbox disposes it)."""
 
@@ -55,7 +69,7 @@ class PostgresOutbox(OutboxReads):
         super().__init__(engine)
         style = engine.dialect.paramstyle
         self._insert_delivery = driver_sql(INSERT_DELIVERY, style)
-        self._insert_attempt = driver_sql(INSERT_ATTEMPT, style)
+        self._record_attempt = driver_sql(RECORD_ATTEMPT, style)
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
 
     async def accept(
@@ -86,7 +100,7 @@ class PostgresOutbox(OutboxReads):
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
     ) -> list[Claimed]:
         excluded = list(exclude)
-        where = [deliveries.c.webhook_id.not_in(excluded)] if excluded else []
+        where = [deliveries.c.webhook_id != all_(array_param(excluded))] if excluded else []
         async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
@@ -106,12 +120,14 @@ class PostgresOutbox(OutboxReads):
     async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
         if not outcomes:
             return
-        logged = attempt_rows(outcomes)
-        updates = outcome_rows(owner, outcomes, now)
+        # An attempt is logged by the statement that writes its outcome, only
+        # if that matched (see rows.RECORD_ATTEMPT).
+        attempts, others = record_attempt_rows(owner, outcomes, now)
         async with transaction(self.engine, "recording delivery attempts", lock=None) as conn:
-            if logged:
-                await conn.exec_driver_sql(self._insert_attempt, logged)
-            await conn.exec_driver_sql(self._update_outcome, updates)
+            if attempts:
+                await conn.exec_driver_sql(self._record_attempt, attempts)
+            if others:
+                await conn.exec_driver_sql(self._update_outcome, others)
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "deferring deliveries", lock=None) as conn:
@@ -137,7 +153,8 @@ class PostgresOutbox(OutboxReads):
             await conn.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.delivery_id.in_(delivery_ids), deliveries.c.lease_owner == owner
+                    deliveries.c.delivery_id == any_(array_param(delivery_ids)),
+                    deliveries.c.lease_owner == owner,
                 )
                 .values(lease_owner=None, lease_expires_at=None)
             )
@@ -164,16 +181,16 @@ class PostgresOutbox(OutboxReads):
         values: dict[str, Any] = {"status": new, "status_reason": reason, "updated_at": now}
         if new == PENDING:
             values |= {"cycle_attempts": 0, "next_attempt_at": now}
-        count = 0
         async with transaction(self.engine, f"marking deliveries {new}", lock=None) as conn:
-            for chunk in id_chunks(webhook_ids):
-                result = await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.webhook_id.in_(list(chunk)), deliveries.c.status.in_(olds))
-                    .values(**values)
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.webhook_id == any_(array_param(webhook_ids)),
+                    deliveries.c.status == any_(array_param(olds)),
                 )
-                count += result.rowcount
-        return count
+                .values(**values)
+            )
+            return result.rowcount
 
     async def expire_held(self, created_before: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "expiring held deliveries", lock=None) as conn:
@@ -252,7 +269,7 @@ async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed
         (
             await conn.execute(
                 select(events.c.event_id, events.c.event).where(
-                    events.c.event_id.in_({r.event_id for r in rows})
+                    events.c.event_id == any_(array_param({r.event_id for r in rows}))
                 )
             )
         ).all()

@@ -76,6 +76,9 @@ class OutboxReads:
 
 
 async def _attempts(conn: Any, delivery_ids: list[str]) -> dict[str, list[Any]]:
+    """The attempt logs of `delivery_ids`, one page's deliveries: an `IN (…)`
+    list of at most a few hundred ids (the API's page size), far below either
+    driver's limit on parameters."""
     if not delivery_ids:
         return {}
     rows = await conn.execute(
