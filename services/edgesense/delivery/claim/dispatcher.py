@@ -42,7 +42,7 @@ from edgesense.delivery.record.policy import (
 )
 from edgesense.delivery.record.writer import ExhaustedHandler, OutcomeWriter
 from edgesense.delivery.send.attempt import Sender
-from edgesense.delivery.send.payload import RenderedEvent, render
+from edgesense.delivery.send.payload import TEST_HEADER, RenderedEvent, render
 from edgesense.delivery.store.outbox import PENDING, Claimed, Outbox, Outcome
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
 from edgesense.v1 import events_pb2
@@ -291,6 +291,8 @@ class Dispatcher:
         rendered = self._render(item)
         body = rendered.body(target.webhook_id)
         headers = target.request_headers(item.delivery_id, rendered.name, body, time.time())
+        if rendered.test:
+            headers[TEST_HEADER] = "1"
         metrics.IN_FLIGHT.set(self.lanes.fair.running_total)
         result = await self.sender.post(target.url, body, headers)
         now = time.time()
