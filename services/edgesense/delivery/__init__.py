@@ -38,6 +38,7 @@ webhooks/ index.py: the webhooks in memory, matched per event; registry_link.py:
           the registry's change stream into the index, and failure reports.
 
 Around them: service.py is the gRPC servicer (Publish, ListDeliveries,
-Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats); server.py wires everything and says what starts and stops in
-which order; metrics.py names the Prometheus metrics.
+Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats); server.py
+wires everything and says what starts and stops in which order; metrics.py
+names the Prometheus metrics.
 """
