@@ -36,6 +36,9 @@ def test_every_route_with_its_method(document: dict[str, Any]) -> None:
         ("/api/webhooks/{webhookId}", "patch"),
         ("/api/webhooks/{webhookId}/rotate-secret", "post"),
         ("/api/event-types", "get"),
+        ("/api/webhooks/{webhookId}/test", "post"),
+        ("/api/webhooks/{webhookId}/recover", "post"),
+        ("/api/webhooks/{webhookId}/stats", "get"),
     }
     assert document["openapi"].startswith("3.0")
 

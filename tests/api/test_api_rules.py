@@ -36,6 +36,9 @@ def test_every_annotated_edgesense_rpc_is_a_route() -> None:
             "/api/webhooks/{webhook_id}/rotate-secret",
         ): "/edgesense.v1.WebhookRegistry/RotateWebhookSecret",
         ("GET", "/api/event-types"): "/edgesense.v1.WebhookRegistry/ListEventTypes",
+        ("POST", "/api/webhooks/{webhook_id}/test"): "/edgesense.v1.Delivery/SendTestEvent",
+        ("POST", "/api/webhooks/{webhook_id}/recover"): "/edgesense.v1.Delivery/RecoverDeliveries",
+        ("GET", "/api/webhooks/{webhook_id}/stats"): "/edgesense.v1.Delivery/GetWebhookStats",
     }
 
 

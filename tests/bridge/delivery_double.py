@@ -85,6 +85,24 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
         raise AssertionError("unreachable")
 
+    async def SendTestEvent(
+        self, request: delivery_pb2.SendTestEventRequest, context: Context
+    ) -> delivery_pb2.DeliveryRecord:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
+        raise AssertionError("unreachable")
+
+    async def RecoverDeliveries(
+        self, request: delivery_pb2.RecoverDeliveriesRequest, context: Context
+    ) -> delivery_pb2.RecoverDeliveriesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
+        raise AssertionError("unreachable")
+
+    async def GetWebhookStats(
+        self, request: delivery_pb2.GetWebhookStatsRequest, context: Context
+    ) -> delivery_pb2.WebhookStats:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
+        raise AssertionError("unreachable")
+
     async def start(self) -> int:
         """Serve on 127.0.0.1 (the same port again after a stop)."""
         # delivery's own receive limit, so batches too large for it fail here too

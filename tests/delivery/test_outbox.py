@@ -8,9 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt
 from edgesense.delivery.send.attempt import AttemptResult
+from edgesense.delivery.store import outbox_postgres, outbox_sqlite
+from edgesense.delivery.store.online_indexes import ONLINE_INDEXES, ensure_online_indexes
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
@@ -23,6 +27,7 @@ from edgesense.delivery.store.rows import (
     Outcome,
     StoredEvent,
 )
+from edgesense.storage.engine import create_engine, dispose_engine
 from tests.delivery.conftest import new_delivery
 
 NOW = 1_000_000.0
@@ -272,3 +277,170 @@ async def test_requeue_and_listing(outbox: Outbox) -> None:
     older, _ = await outbox.page("p", "wh_a", PENDING, 10, rows[0].seq)
     assert [r.delivery_id for r in older] == ["dlv_1"]
     assert await outbox.one("other-project", "dlv_1") is None
+
+
+def attempt_outcome(
+    delivery_id: str,
+    number: int,
+    started: float,
+    duration_ms: int,
+    status_code: int,
+    status: str,
+) -> Outcome:
+    """Attempt `number` of a delivery, started at `started`, answered `status_code`."""
+    return Outcome(
+        delivery_id,
+        number,
+        started,
+        duration_ms,
+        status_code,
+        None,
+        None,
+        status,
+        None,
+        number,
+        started + 60,
+    )
+
+
+async def fail_at(outbox: Outbox, failures: dict[str, float]) -> None:
+    """The deliveries named fail for good (one attempt, HTTP 500), each at its time."""
+    await outbox.claim("me", NOW + 10_000, LEASE, 100)
+    for delivery_id, when in failures.items():
+        await outbox.record("me", [attempt_outcome(delivery_id, 1, when, 5, 500, FAILED)], when)
+
+
+async def test_recover_makes_failed_deliveries_of_the_window_due_again(outbox: Outbox) -> None:
+    await store(outbox, *(delivery(n, "wh_a") for n in range(1, 6)), delivery(6, "wh_b"))
+    # dlv_3 failed first (before the window); dlv_5 is still pending.
+    await fail_at(
+        outbox, {"dlv_3": NOW + 10, "dlv_2": NOW + 20, "dlv_1": NOW + 30, "dlv_6": NOW + 20}
+    )
+    await outbox.record("me", [attempt_outcome("dlv_4", 1, NOW, 5, 200, SUCCEEDED)], NOW)
+    await outbox.release_leases("me", ["dlv_5"])
+
+    other = await outbox.recover("other-project", "wh_a", NOW, NOW + 40, PENDING, None, NOW)
+    assert other == (0, None)
+
+    recovered = await outbox.recover("p", "wh_a", NOW + 15, NOW + 40, PENDING, None, NOW + 50)
+    assert recovered == (2, None)
+    states = {}
+    for number in range(1, 7):
+        found = await outbox.one("p", f"dlv_{number}")
+        assert found is not None
+        row = found[0]
+        states[number] = (row.status, row.cycle_attempts, row.next_attempt_at)
+    assert states[1] == states[2] == (PENDING, 0, NOW + 50)  # fresh attempts, due now
+    assert states[3][0] == FAILED  # failed before the window
+    assert (states[4][0], states[5][0], states[6][0]) == (SUCCEEDED, PENDING, FAILED)
+    # Claimed oldest first, with the one that was pending all along.
+    claimed = await outbox.claim("me", NOW + 50, LEASE, 10)
+    assert [c.delivery_id for c in claimed] == ["dlv_1", "dlv_2", "dlv_5"]
+    # Pending again: a second call finds nothing to recover.
+    again = await outbox.recover("p", "wh_a", NOW + 15, NOW + 40, PENDING, None, NOW + 51)
+    assert again == (0, None)
+
+
+async def test_recover_takes_the_first_failures_up_to_the_limit_in_chunks(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_sqlite, "RECOVER_CHUNK", 2)
+    monkeypatch.setattr(outbox_postgres, "RECOVER_CHUNK", 2)
+    await store(outbox, *(delivery(n, "wh_a") for n in range(1, 7)))
+    # Failure times not in creation order: recover goes by failure time.
+    times = {"dlv_4": 1.0, "dlv_2": 2.0, "dlv_6": 3.0, "dlv_1": 4.0, "dlv_5": 5.0, "dlv_3": 6.0}
+    await fail_at(outbox, {d: NOW + t for d, t in times.items()})
+
+    first = await outbox.recover(
+        "p", "wh_a", NOW, NOW + 60, HELD, "webhook disabled", NOW + 70, limit=5
+    )
+    assert first == (5, NOW + 6.0)  # dlv_3 left: its failure time is where to go on
+    counts = await outbox.counts()
+    assert (counts[HELD], counts[FAILED]) == (5, 1)
+    found = await outbox.one("p", "dlv_3")
+    assert found is not None
+    assert found[0].status == FAILED
+    held = await outbox.one("p", "dlv_4")
+    assert held is not None
+    assert (held[0].status, held[0].status_reason) == (HELD, "webhook disabled")
+
+    rest = await outbox.recover("p", "wh_a", NOW + 6.0, NOW + 60, PENDING, None, NOW + 71, limit=5)
+    assert rest == (1, None)
+    assert (await outbox.counts())[FAILED] == 0
+
+
+async def stats_fixture(outbox: Outbox) -> None:
+    """In the hour from NOW: dlv_1 failed once then succeeded, dlv_2 failed
+    twice (for good), dlv_3 pending; dlv_4 (created before), dlv_5 (another
+    webhook) and dlv_6 (created at the window's end) are outside it."""
+    rows = [
+        new_delivery(1, "wh_a", due=NOW + 10),
+        new_delivery(2, "wh_a", due=NOW + 20),
+        new_delivery(3, "wh_a", due=NOW + 30),
+        new_delivery(4, "wh_a", due=NOW - 10),
+        new_delivery(5, "wh_b", due=NOW + 10),
+        new_delivery(6, "wh_a", due=NOW + 3600),
+    ]
+    await store(outbox, *rows)
+    await outbox.claim("me", NOW + 10_000, LEASE, 100)
+    first = [
+        attempt_outcome("dlv_1", 1, NOW + 15, 10, 500, PENDING),
+        attempt_outcome("dlv_2", 1, NOW + 20, 40, 503, PENDING),
+        attempt_outcome("dlv_4", 1, NOW + 15, 1, 200, SUCCEEDED),
+        attempt_outcome("dlv_5", 1, NOW + 15, 1, 200, SUCCEEDED),
+        attempt_outcome("dlv_6", 1, NOW + 3600, 1, 200, SUCCEEDED),
+    ]
+    await outbox.record("me", first, NOW + 40)
+    await outbox.release_leases("me", ["dlv_3"])
+    await outbox.claim("me", NOW + 10_000, LEASE, 100)
+    second = [
+        attempt_outcome("dlv_1", 2, NOW + 75, 30, 200, SUCCEEDED),
+        attempt_outcome("dlv_2", 2, NOW + 80, 20, 500, FAILED),
+    ]
+    await outbox.record("me", second, NOW + 90)
+    await outbox.release_leases("me", ["dlv_3"])
+
+
+async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
+    await stats_fixture(outbox)
+    stats = await outbox.stats("p", "wh_a", NOW, NOW + 3600, 60, (50, 95, 99))
+    assert stats.counts == {PENDING: 1, SUCCEEDED: 1, FAILED: 1, HELD: 0}
+    assert (stats.attempts, stats.attempts_succeeded) == (4, 1)
+    # Bucket 0: both first attempts failed and were retried; bucket 1: dlv_1's
+    # second succeeded, dlv_2's second was its last (failed for good).
+    assert stats.buckets == [(0, 0, 2, 0), (1, 1, 0, 1)]
+    # Durations 10, 20, 30, 40: nearest ranks 2, 4 and 4.
+    assert stats.durations == {50: 20, 95: 40, 99: 40}
+
+    other = await outbox.stats("other-project", "wh_a", NOW, NOW + 3600, 60, (50,))
+    assert other.counts == dict.fromkeys((PENDING, SUCCEEDED, FAILED, HELD), 0)
+    assert (other.buckets, other.durations, other.attempts) == ([], {}, 0)
+    # 5-minute buckets: all four attempts fall in the first.
+    wide = await outbox.stats("p", "wh_a", NOW, NOW + 3600, 300, (50,))
+    assert wide.buckets == [(0, 1, 2, 1)]
+
+
+async def test_the_recover_and_stats_indexes_exist(outbox: Outbox, database_url: str) -> None:
+    """Migration 0003 on SQLite, built concurrently on PostgreSQL (online_indexes);
+    building them again finds them valid and does nothing."""
+    names = set(ONLINE_INDEXES)
+    if database_url.startswith("sqlite"):
+        query = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    else:
+        await ensure_online_indexes(outbox_postgres_engine(outbox))
+        query = (
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indisvalid"
+        )
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            found = {name for (name,) in await conn.execute(text(query))}
+    finally:
+        await dispose_engine(engine)
+    assert names <= found
+
+
+def outbox_postgres_engine(outbox: Outbox) -> AsyncEngine:
+    assert isinstance(outbox, PostgresOutbox)
+    return outbox.engine

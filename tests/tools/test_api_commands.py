@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -297,3 +298,33 @@ async def test_update_rotate_secret_and_event_types(cluster: Cluster, receiver: 
         "device.status",
         "config.update",
     ]
+
+
+async def test_test_recover_and_stats(cluster: Cluster, receiver: Receiver) -> None:
+    env = api_env(cluster)
+    hook = await cluster.register(receiver.url)
+    sent = await run_cli("webhooks", "test", hook, "--event", "device.alert", "--json", env=env)
+    assert sent.code == 0, sent.err
+    record = json.loads(sent.out)
+    assert (record["event"], record["webhookId"]) == ("device.alert", hook)
+    [got] = await receiver.wait_for(1)
+    assert got.delivery_id == record["deliveryId"]
+    assert got.headers["X-EdgeSense-Test"] == "1"
+    await cluster.wait_deliveries(hook, "succeeded")
+
+    recovered = await run_cli(
+        "webhooks", "recover", hook, "--since", "2020-01-01T00:00:00Z", env=env
+    )
+    assert recovered.code != 0  # further back than the held retention
+    assert "since" in recovered.err
+    recent = await run_cli(
+        "webhooks", "recover", hook, "--since",
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600)), env=env,
+    )  # fmt: skip
+    assert recent.code == 0, recent.err
+    assert "recovered: 0" in recent.lines
+
+    stats = await run_cli("webhooks", "stats", hook, "--window", "1h", env=env)
+    assert stats.code == 0, stats.err
+    assert "deliveries.succeeded: 1" in [" ".join(line.split()) for line in stats.lines]
+    assert "successRate: 100.0%" in [" ".join(line.split()) for line in stats.lines]

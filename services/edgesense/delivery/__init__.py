@@ -11,13 +11,15 @@ delivery failed for good (and tells the registry).
 accept/   acceptor.py: Publish batches become events and one delivery per
           matching webhook, group-committed in one transaction; a delivery
           whose lane has room is stored leased to this process and handed
-          straight to the dispatcher (no claim needed).
+          straight to the dispatcher (no claim needed); samples.py: the
+          sample events of test sends and their limit per webhook (pure).
 store/    outbox.py: the `Outbox` interface and `open_outbox`, which picks
           outbox_sqlite.py (every write on one writer thread) or
           outbox_postgres.py (SQLAlchemy over asyncpg, SKIP LOCKED claims);
-          reads.py: counts and listings, the same on both; rows.py: the row
-          types, statuses and statements every step shares (pure; every
-          module imports them from there); tables.py: the schema.
+          reads.py: counts, listings and stats, the same on both; rows.py: the
+          row types, statuses and statements every step shares (pure; every
+          module imports them from there); tables.py: the schema;
+          online_indexes.py: indexes PostgreSQL builds concurrently.
 claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
           lanes.py: what waits in memory and what the next claim may take
           (pure; its invariants are written there); fairness.py: which lane
@@ -37,6 +39,7 @@ webhooks/ index.py: the webhooks in memory, matched per event; registry_link.py:
           the registry's change stream into the index, and failure reports.
 
 Around them: service.py is the gRPC servicer (Publish, ListDeliveries,
-Redeliver); server.py wires everything and says what starts and stops in
-which order; metrics.py names the Prometheus metrics.
+Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats); server.py
+wires everything and says what starts and stops in which order; metrics.py
+names the Prometheus metrics.
 """

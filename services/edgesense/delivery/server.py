@@ -155,7 +155,13 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     reconciler.attach(dispatcher.wake, link.report_failure)
     acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
     service = DeliveryService(
-        outbox, index, acceptor, auth, dispatcher.wake, PageTokens(settings.service_token())
+        outbox,
+        index,
+        acceptor,
+        auth,
+        dispatcher.wake,
+        PageTokens(settings.service_token()),
+        recover_max_age_seconds=settings.held_retention_seconds,
     )
     server = GrpcServer.for_service(
         lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s),

@@ -1,9 +1,11 @@
-"""The Delivery gRPC servicer: Publish (internal), ListDeliveries, Redeliver."""
+"""The Delivery gRPC servicer: Publish (internal), ListDeliveries, Redeliver,
+SendTestEvent, RecoverDeliveries, GetWebhookStats."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,12 +14,28 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from edgesense.common.auth import Authenticator
-from edgesense.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from edgesense.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from edgesense.common.events import EVENT_NAMES
+from edgesense.common.ids import new_id
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.delivery.accept.acceptor import Accepted, Acceptor
+from edgesense.delivery.accept.samples import TestSendLimit, sample_event
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import HELD, PENDING, STATUSES
-from edgesense.delivery.webhooks.index import WebhookIndex
+from edgesense.delivery.store.rows import (
+    HELD,
+    PENDING,
+    STATUSES,
+    TEST_DELIVERY_PREFIX,
+    NewDelivery,
+    StoredEvent,
+)
+from edgesense.delivery.webhooks.index import Target, WebhookIndex
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -27,6 +45,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_ATTEMPTS_LISTED = 50
 MAX_TEXT_CHARS = 1000
+# Stats windows: (length, bucket) in seconds; 60, 288 and 168 buckets.
+STATS_WINDOWS = {"1h": (3600, 60), "24h": (86_400, 300), "7d": (604_800, 3600)}
+DEFAULT_STATS_WINDOW = "24h"
+PERCENTILES = (50, 95, 99)
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -71,8 +93,13 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         auth: Authenticator,
         wake: Callable[[], None],
         page_tokens: PageTokens,
+        *,
+        recover_max_age_seconds: float = 7 * 24 * 3600.0,
     ) -> None:
         self.page_tokens = page_tokens
+        # How far back recover may look: the held-delivery retention.
+        self.recover_max_age_seconds = recover_max_age_seconds
+        self.test_sends = TestSendLimit()
         self.outbox = outbox
         self.index = index
         self.acceptor = acceptor
@@ -176,3 +203,138 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         again = await self.outbox.one(project, request.delivery_id)
         assert again is not None
         return delivery_record(*again)
+
+    def _own_webhook(self, project: str, webhook_id: str) -> Target:
+        """The project's webhook as this process knows it; NotFound for
+        another project's or an unknown one."""
+        if not self.index.ready.is_set():
+            raise Unavailable("delivery is starting: the webhook list is not loaded yet")
+        target = self.index.get(webhook_id)
+        if target is None or target.project_id != project:
+            raise NotFound(f"webhook {webhook_id} not found")
+        return target
+
+    async def SendTestEvent(
+        self, request: delivery_pb2.SendTestEventRequest, context: Context
+    ) -> delivery_pb2.DeliveryRecord:
+        project = self.auth.project(context.invocation_metadata())
+        target = self._own_webhook(project, request.webhook_id)
+        if request.event not in EVENT_NAMES:
+            raise InvalidArgument("event", f"must be one of {', '.join(EVENT_NAMES)}")
+        now = time.time()
+        if not self.test_sends.allow(target.webhook_id, now):
+            raise ResourceExhausted(
+                f"at most {self.test_sends.per_minute} test sends per webhook a minute; retry later"
+            )
+        event = sample_event(request.event, project, target.device_ids, now)
+        # Pending even while the webhook is disabled: the policy sends a test
+        # delivery all the same (record/policy.py). To this webhook only.
+        delivery_id = new_id(TEST_DELIVERY_PREFIX.removesuffix("_"))
+        await self.outbox.accept(
+            [StoredEvent(event.event_id, project, event.SerializeToString())],
+            [
+                NewDelivery(
+                    delivery_id,
+                    event.event_id,
+                    target.webhook_id,
+                    project,
+                    request.event,
+                    event.device_id,
+                    PENDING,
+                    None,
+                    now,
+                    None,
+                    None,
+                    now,
+                    now,
+                )
+            ],
+            now,
+        )
+        self._wake()
+        found = await self.outbox.one(project, delivery_id)
+        assert found is not None
+        return delivery_record(*found)
+
+    async def RecoverDeliveries(
+        self, request: delivery_pb2.RecoverDeliveriesRequest, context: Context
+    ) -> delivery_pb2.RecoverDeliveriesResponse:
+        project = self.auth.project(context.invocation_metadata())
+        target = self._own_webhook(project, request.webhook_id)
+        now = time.time()
+        if not request.HasField("since"):
+            raise InvalidArgument("since", "is required: an RFC 3339 time")
+        since = request.since.ToMicroseconds() / 1e6
+        # Never past now: a delivery recovered here that fails again during
+        # this call must not be taken again.
+        until = min(now, request.until.ToMicroseconds() / 1e6) if request.HasField("until") else now
+        oldest = now - self.recover_max_age_seconds
+        if since < oldest:
+            hours = self.recover_max_age_seconds / 3600
+            raise InvalidArgument(
+                "since",
+                f"is more than {hours:g} h ago (EDGESENSE_HELD_RETENTION_HOURS); "
+                f"at most {self.recover_max_age_seconds:g} s back",
+            )
+        if since >= until:
+            raise InvalidArgument("since", "must be before until (default: now)")
+        status, reason = (PENDING, None) if target.active else (HELD, "webhook disabled")
+        done = await self.outbox.recover(
+            project, target.webhook_id, since, until, status, reason, now
+        )
+        if done.recovered:
+            self._wake()
+        response = delivery_pb2.RecoverDeliveriesResponse(
+            webhook_id=target.webhook_id,
+            recovered=done.recovered,
+            more=done.next_since is not None,
+        )
+        if done.next_since is not None:
+            response.next_since.CopyFrom(timestamp(done.next_since))
+        return response
+
+    async def GetWebhookStats(
+        self, request: delivery_pb2.GetWebhookStatsRequest, context: Context
+    ) -> delivery_pb2.WebhookStats:
+        project = self.auth.project(context.invocation_metadata())
+        target = self._own_webhook(project, request.webhook_id)
+        window = request.window or DEFAULT_STATS_WINDOW
+        if window not in STATS_WINDOWS:
+            raise InvalidArgument("window", f"must be one of {', '.join(STATS_WINDOWS)}")
+        length, bucket = STATS_WINDOWS[window]
+        # Ends with the current bucket: buckets start at whole multiples of
+        # their size, so successive answers line up.
+        until = (math.floor(time.time() / bucket) + 1) * bucket
+        since = until - length
+        stats = await self.outbox.stats(
+            project, target.webhook_id, since, until, bucket, PERCENTILES
+        )
+        counts = stats.counts
+        answer = delivery_pb2.WebhookStats(
+            webhook_id=target.webhook_id,
+            window=window,
+            since=timestamp(since),
+            until=timestamp(until),
+            deliveries=delivery_pb2.DeliveryCounts(
+                total=sum(counts.values()),
+                pending=counts[PENDING],
+                succeeded=counts["succeeded"],
+                failed=counts["failed"],
+                held=counts[HELD],
+            ),
+            attempts=stats.attempts,
+            attempts_succeeded=stats.attempts_succeeded,
+            bucket_seconds=bucket,
+        )
+        if stats.attempts:
+            answer.success_rate = stats.attempts_succeeded / stats.attempts
+            answer.p50_duration_ms = stats.durations[50]
+            answer.p95_duration_ms = stats.durations[95]
+            answer.p99_duration_ms = stats.durations[99]
+        found = {b.bucket: b for b in stats.buckets}
+        for position in range(length // bucket):
+            point = answer.series.add(start=timestamp(since + position * bucket))
+            got = found.get(position)
+            if got is not None:
+                point.succeeded, point.retried, point.failed = got[1:]
+        return answer

@@ -116,6 +116,23 @@ class ApiClient:
         path = f"/api/webhooks/{_segment(webhook_id)}/rotate-secret"
         return self._call("POST", path, json=body)
 
+    def send_test(self, webhook_id: str, event: str) -> JsonObject:
+        """A test send: the delivery of a sample event, as queued."""
+        path = f"/api/webhooks/{_segment(webhook_id)}/test"
+        return self._call("POST", path, json={"event": event})
+
+    def recover(self, webhook_id: str, since: str, until: str | None = None) -> JsonObject:
+        """Send again the webhook's deliveries that failed between `since` and
+        `until` (RFC 3339; default now)."""
+        body: JsonObject = {"since": since}
+        if until is not None:
+            body["until"] = until
+        return self._call("POST", f"/api/webhooks/{_segment(webhook_id)}/recover", json=body)
+
+    def stats(self, webhook_id: str, window: str) -> JsonObject:
+        path = f"/api/webhooks/{_segment(webhook_id)}/stats"
+        return self._call("GET", path, params={"window": window})
+
     def event_types(self) -> list[JsonObject]:
         return list(self._call("GET", "/api/event-types").get("eventTypes") or [])
 

@@ -53,7 +53,10 @@ def add_tool_commands(sub: Subcommands) -> None:
         return parser
 
     webhooks = group(
-        sub, "webhooks", "register, list, inspect, update, rotate, delete and re-enable webhooks"
+        sub,
+        "webhooks",
+        "register, list, inspect, update, rotate, delete, re-enable, test, recover"
+        " and measure webhooks",
     )
     register = leaf(webhooks, "register", "register a webhook", lazy("webhooks_cmd", "register"))
     register.add_argument(
@@ -125,6 +128,38 @@ def add_tool_commands(sub: Subcommands) -> None:
         type=int_in(0, 604_800),
         help="how long the old secret keeps signing (default 86400; 0: switch now)",
     )
+    test = leaf(
+        webhooks,
+        "test",
+        "send a sample event (marked as a test) through the normal pipeline",
+        lazy("webhooks_cmd", "send_test"),
+    )
+    test.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    test.add_argument(
+        "--event",
+        metavar="EVENT",
+        default="device.data",
+        help="device.data (default), device.alert, device.status or config.update",
+    )
+    again = leaf(
+        webhooks,
+        "recover",
+        "send again every delivery that failed in a time window, oldest first",
+        lazy("webhooks_cmd", "recover"),
+    )
+    again.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    again.add_argument(
+        "--since", metavar="TIME", required=True, help="RFC 3339, e.g. 2025-07-24T10:00:00Z"
+    )
+    again.add_argument("--until", metavar="TIME", help="RFC 3339 (default: now)")
+    measured = leaf(
+        webhooks,
+        "stats",
+        "counts, success rate and attempt durations of recent deliveries",
+        lazy("webhooks_cmd", "stats"),
+    )
+    measured.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    measured.add_argument("--window", choices=("1h", "24h", "7d"), default="24h")
     leaf(
         sub,
         "event-types",

@@ -1,5 +1,5 @@
-"""`edgesense webhooks register|list|get|update|rotate-secret|delete|enable` and
-`edgesense event-types`: the webhook routes.
+"""`edgesense webhooks register|list|get|update|rotate-secret|delete|enable|test|
+recover|stats` and `edgesense event-types`: the webhook routes.
 
 Each command returns the exit code (0); errors are raised as ToolErrors and
 turned into `error: …` and an exit code by `errors.run_tool`. With `--json`
@@ -119,6 +119,51 @@ def rotate_secret(args: argparse.Namespace) -> int:
     return _show(args, body, webhook_fields)
 
 
+def send_test(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.send_test(args.webhook_id, args.event)
+    return _show(
+        args,
+        body,
+        lambda d: [
+            ("deliveryId", d.get("deliveryId")),
+            ("webhookId", d.get("webhookId")),
+            ("event", d.get("event")),
+            ("status", d.get("status")),
+        ],
+    )
+
+
+def recover(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.recover(args.webhook_id, args.since, args.until)
+    fields: list[tuple[str, object]] = [
+        ("webhookId", body.get("webhookId")),
+        ("recovered", body.get("recovered", 0)),
+    ]
+    if body.get("more"):
+        fields.append(("more", f"yes: run again with --since {body.get('nextSince')}"))
+    return _show(args, body, lambda _: fields)
+
+
+def stats(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.stats(args.webhook_id, args.window)
+    counts = body.get("deliveries") or {}
+    rate = body.get("successRate")
+    fields: list[tuple[str, object]] = [
+        ("webhookId", body.get("webhookId")),
+        ("window", f"{body.get('window')} from {body.get('since')} to {body.get('until')}"),
+        *((f"deliveries.{k}", counts.get(k, 0)) for k in ("total", *STATUSES)),
+        ("attempts", body.get("attempts", 0)),
+        ("successRate", "-" if rate is None else f"{rate:.1%}"),
+        *((f"p{p}DurationMs", body.get(f"p{p}DurationMs", "-")) for p in (50, 95, 99)),
+        ("bucketSeconds", body.get("bucketSeconds")),
+    ]
+    return _show(args, body, lambda _: fields)
+
+
+STATUSES = ("pending", "succeeded", "failed", "held")
 EVENT_TYPE_COLUMNS = (column("EVENT", "name"), column("DESCRIPTION", "description"))
 
 

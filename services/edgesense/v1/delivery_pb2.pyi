@@ -255,3 +255,271 @@ class RedeliverRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedeliverRequest: _TypeAlias = RedeliverRequest  # noqa: Y015
+
+@_typing.final
+class SendTestEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    event: _builtins.str
+    """One of "device.data", "device.alert", "device.status", "config.update"."""
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        event: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendTestEventRequest: _TypeAlias = SendTestEventRequest  # noqa: Y015
+
+@_typing.final
+class RecoverDeliveriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Deliveries that failed at or after this time (required). At most the
+        held-delivery retention (EDGESENSE_HELD_RETENTION_HOURS, 7 days by
+        default) before now.
+        """
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """... and before this time; default: now. Later than `since`."""
+
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverDeliveriesRequest: _TypeAlias = RecoverDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class RecoverDeliveriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    RECOVERED_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    NEXT_SINCE_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    recovered: _builtins.int
+    """Deliveries sent again by this call."""
+    more: _builtins.bool
+    """True when more failed deliveries remain in the window (a call recovers
+    the 10,000 that failed first): call again with `since` = `next_since`.
+    """
+    @_builtins.property
+    def next_since(self) -> _timestamp_pb2.Timestamp:
+        """When `more`: the failure time of the oldest one left."""
+
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        recovered: _builtins.int = ...,
+        more: _builtins.bool = ...,
+        next_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_since", b"next_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["more", b"more", "next_since", b"next_since", "recovered", b"recovered", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverDeliveriesResponse: _TypeAlias = RecoverDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class GetWebhookStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    window: _builtins.str
+    """"1h", "24h" or "7d"; default "24h"."""
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["webhook_id", b"webhook_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookStatsRequest: _TypeAlias = GetWebhookStatsRequest  # noqa: Y015
+
+@_typing.final
+class WebhookStats(_message.Message):
+    """A webhook's deliveries created in the window, and their attempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_SUCCEEDED_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    P50_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P95_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P99_DURATION_MS_FIELD_NUMBER: _builtins.int
+    BUCKET_SECONDS_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    window: _builtins.str
+    attempts: _builtins.int
+    """Attempts of those deliveries, and how many got a 2xx answer."""
+    attempts_succeeded: _builtins.int
+    success_rate: _builtins.float
+    """attempts_succeeded / attempts; absent without attempts."""
+    p50_duration_ms: _builtins.int
+    """Attempt durations (nearest rank), in milliseconds; absent without attempts."""
+    p95_duration_ms: _builtins.int
+    p99_duration_ms: _builtins.int
+    bucket_seconds: _builtins.int
+    """60 (1h window), 300 (24h) or 3600 (7d): 60, 288 or 168 buckets."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The window [since, until): `until` is the end of the current bucket, so
+        buckets start at whole multiples of `bucket_seconds`.
+        """
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deliveries(self) -> Global___DeliveryCounts:
+        """Deliveries created in the window, by their status now."""
+
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatsBucket]:
+        """Every bucket of the window, oldest first, empty ones included."""
+
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        window: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        deliveries: Global___DeliveryCounts | None = ...,
+        attempts: _builtins.int = ...,
+        attempts_succeeded: _builtins.int = ...,
+        success_rate: _builtins.float | None = ...,
+        p50_duration_ms: _builtins.int | None = ...,
+        p95_duration_ms: _builtins.int | None = ...,
+        p99_duration_ms: _builtins.int | None = ...,
+        bucket_seconds: _builtins.int = ...,
+        series: _abc.Iterable[Global___StatsBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms", "_p95_duration_ms", b"_p95_duration_ms", "_p99_duration_ms", b"_p99_duration_ms", "_success_rate", b"_success_rate", "deliveries", b"deliveries", "p50_duration_ms", b"p50_duration_ms", "p95_duration_ms", b"p95_duration_ms", "p99_duration_ms", b"p99_duration_ms", "since", b"since", "success_rate", b"success_rate", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms", "_p95_duration_ms", b"_p95_duration_ms", "_p99_duration_ms", b"_p99_duration_ms", "_success_rate", b"_success_rate", "attempts", b"attempts", "attempts_succeeded", b"attempts_succeeded", "bucket_seconds", b"bucket_seconds", "deliveries", b"deliveries", "p50_duration_ms", b"p50_duration_ms", "p95_duration_ms", b"p95_duration_ms", "p99_duration_ms", b"p99_duration_ms", "series", b"series", "since", b"since", "success_rate", b"success_rate", "until", b"until", "webhook_id", b"webhook_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__p50_duration_ms: _TypeAlias = _typing.Literal["p50_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p50_duration_ms: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p95_duration_ms: _TypeAlias = _typing.Literal["p95_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p95_duration_ms: _TypeAlias = _typing.Literal["_p95_duration_ms", b"_p95_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p99_duration_ms: _TypeAlias = _typing.Literal["p99_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p99_duration_ms: _TypeAlias = _typing.Literal["_p99_duration_ms", b"_p99_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__success_rate: _TypeAlias = _typing.Literal["success_rate"]  # noqa: Y015
+    _WhichOneofArgType__success_rate: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p50_duration_ms) -> _WhichOneofReturnType__p50_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p95_duration_ms) -> _WhichOneofReturnType__p95_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p99_duration_ms) -> _WhichOneofReturnType__p99_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success_rate) -> _WhichOneofReturnType__success_rate | None: ...
+
+Global___WebhookStats: _TypeAlias = WebhookStats  # noqa: Y015
+
+@_typing.final
+class DeliveryCounts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    pending: _builtins.int
+    succeeded: _builtins.int
+    failed: _builtins.int
+    held: _builtins.int
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        held: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "held", b"held", "pending", b"pending", "succeeded", b"succeeded", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryCounts: _TypeAlias = DeliveryCounts  # noqa: Y015
+
+@_typing.final
+class StatsBucket(_message.Message):
+    """The attempts that started in one bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    succeeded: _builtins.int
+    """Answered 2xx."""
+    retried: _builtins.int
+    """Failed, and the delivery is (or will be) tried again."""
+    failed: _builtins.int
+    """Failed, and it was the delivery's last: the delivery failed for good."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        succeeded: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "retried", b"retried", "start", b"start", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015

@@ -52,6 +52,21 @@ class DeliveryStub:
                 request_serializer=edgesense_dot_v1_dot_delivery__pb2.RedeliverRequest.SerializeToString,
                 response_deserializer=edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.FromString,
                 _registered_method=True)
+        self.SendTestEvent = channel.unary_unary(
+                '/edgesense.v1.Delivery/SendTestEvent',
+                request_serializer=edgesense_dot_v1_dot_delivery__pb2.SendTestEventRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.FromString,
+                _registered_method=True)
+        self.RecoverDeliveries = channel.unary_unary(
+                '/edgesense.v1.Delivery/RecoverDeliveries',
+                request_serializer=edgesense_dot_v1_dot_delivery__pb2.RecoverDeliveriesRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_delivery__pb2.RecoverDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookStats = channel.unary_unary(
+                '/edgesense.v1.Delivery/GetWebhookStats',
+                request_serializer=edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_delivery__pb2.WebhookStats.FromString,
+                _registered_method=True)
 
 
 class DeliveryServicer:
@@ -83,6 +98,35 @@ class DeliveryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendTestEvent(self, request, context):
+        """Stores a sample event of the type asked for, for this webhook only, and
+        sends it through the normal pipeline (signed, logged, retried). The body
+        has "test": true and the request the header X-EdgeSense-Test: 1. Sent
+        even while the webhook is disabled; a test delivery that fails for good
+        neither disables the webhook nor is reported to the registry. At most
+        10 per webhook per minute (RESOURCE_EXHAUSTED beyond).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverDeliveries(self, request, context):
+        """Sends again every delivery of the webhook that ended "failed" in the
+        window, oldest failure first, each with a fresh set of attempts (held
+        instead while the webhook is disabled). At most 10,000 per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookStats(self, request, context):
+        """Counts, success rate, attempt durations and a time series of the
+        webhook's deliveries created in the window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +144,21 @@ def add_DeliveryServicer_to_server(servicer, server):
                     servicer.Redeliver,
                     request_deserializer=edgesense_dot_v1_dot_delivery__pb2.RedeliverRequest.FromString,
                     response_serializer=edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.SerializeToString,
+            ),
+            'SendTestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestEvent,
+                    request_deserializer=edgesense_dot_v1_dot_delivery__pb2.SendTestEventRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.SerializeToString,
+            ),
+            'RecoverDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverDeliveries,
+                    request_deserializer=edgesense_dot_v1_dot_delivery__pb2.RecoverDeliveriesRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_delivery__pb2.RecoverDeliveriesResponse.SerializeToString,
+            ),
+            'GetWebhookStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookStats,
+                    request_deserializer=edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_delivery__pb2.WebhookStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +245,87 @@ class Delivery:
             '/edgesense.v1.Delivery/Redeliver',
             edgesense_dot_v1_dot_delivery__pb2.RedeliverRequest.SerializeToString,
             edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Delivery/SendTestEvent',
+            edgesense_dot_v1_dot_delivery__pb2.SendTestEventRequest.SerializeToString,
+            edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Delivery/RecoverDeliveries',
+            edgesense_dot_v1_dot_delivery__pb2.RecoverDeliveriesRequest.SerializeToString,
+            edgesense_dot_v1_dot_delivery__pb2.RecoverDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Delivery/GetWebhookStats',
+            edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.SerializeToString,
+            edgesense_dot_v1_dot_delivery__pb2.WebhookStats.FromString,
             options,
             channel_credentials,
             insecure,

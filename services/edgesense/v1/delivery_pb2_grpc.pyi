@@ -45,6 +45,23 @@ class DeliveryStub:
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListDeliveriesRequest, _delivery_pb2.ListDeliveriesResponse]
     Redeliver: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RedeliverRequest, _delivery_pb2.DeliveryRecord]
     """Sends a delivery again, whatever its status."""
+    SendTestEvent: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.SendTestEventRequest, _delivery_pb2.DeliveryRecord]
+    """Stores a sample event of the type asked for, for this webhook only, and
+    sends it through the normal pipeline (signed, logged, retried). The body
+    has "test": true and the request the header X-EdgeSense-Test: 1. Sent
+    even while the webhook is disabled; a test delivery that fails for good
+    neither disables the webhook nor is reported to the registry. At most
+    10 per webhook per minute (RESOURCE_EXHAUSTED beyond).
+    """
+    RecoverDeliveries: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RecoverDeliveriesRequest, _delivery_pb2.RecoverDeliveriesResponse]
+    """Sends again every delivery of the webhook that ended "failed" in the
+    window, oldest failure first, each with a fresh set of attempts (held
+    instead while the webhook is disabled). At most 10,000 per call.
+    """
+    GetWebhookStats: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetWebhookStatsRequest, _delivery_pb2.WebhookStats]
+    """Counts, success rate, attempt durations and a time series of the
+    webhook's deliveries created in the window.
+    """
 
 @_typing.type_check_only
 class DeliveryAsyncStub(DeliveryStub):
@@ -63,6 +80,23 @@ class DeliveryAsyncStub(DeliveryStub):
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListDeliveriesRequest, _delivery_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     Redeliver: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RedeliverRequest, _delivery_pb2.DeliveryRecord]  # type: ignore[assignment]
     """Sends a delivery again, whatever its status."""
+    SendTestEvent: _aio.UnaryUnaryMultiCallable[_delivery_pb2.SendTestEventRequest, _delivery_pb2.DeliveryRecord]  # type: ignore[assignment]
+    """Stores a sample event of the type asked for, for this webhook only, and
+    sends it through the normal pipeline (signed, logged, retried). The body
+    has "test": true and the request the header X-EdgeSense-Test: 1. Sent
+    even while the webhook is disabled; a test delivery that fails for good
+    neither disables the webhook nor is reported to the registry. At most
+    10 per webhook per minute (RESOURCE_EXHAUSTED beyond).
+    """
+    RecoverDeliveries: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RecoverDeliveriesRequest, _delivery_pb2.RecoverDeliveriesResponse]  # type: ignore[assignment]
+    """Sends again every delivery of the webhook that ended "failed" in the
+    window, oldest failure first, each with a fresh set of attempts (held
+    instead while the webhook is disabled). At most 10,000 per call.
+    """
+    GetWebhookStats: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetWebhookStatsRequest, _delivery_pb2.WebhookStats]  # type: ignore[assignment]
+    """Counts, success rate, attempt durations and a time series of the
+    webhook's deliveries created in the window.
+    """
 
 class DeliveryServicer(metaclass=_abc_1.ABCMeta):
     """Accepts events, stores them durably and delivers them to the matching
@@ -96,5 +130,40 @@ class DeliveryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.DeliveryRecord, _abc.Awaitable[_delivery_pb2.DeliveryRecord]]:
         """Sends a delivery again, whatever its status."""
+
+    @_abc_1.abstractmethod
+    def SendTestEvent(
+        self,
+        request: _delivery_pb2.SendTestEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.DeliveryRecord, _abc.Awaitable[_delivery_pb2.DeliveryRecord]]:
+        """Stores a sample event of the type asked for, for this webhook only, and
+        sends it through the normal pipeline (signed, logged, retried). The body
+        has "test": true and the request the header X-EdgeSense-Test: 1. Sent
+        even while the webhook is disabled; a test delivery that fails for good
+        neither disables the webhook nor is reported to the registry. At most
+        10 per webhook per minute (RESOURCE_EXHAUSTED beyond).
+        """
+
+    @_abc_1.abstractmethod
+    def RecoverDeliveries(
+        self,
+        request: _delivery_pb2.RecoverDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.RecoverDeliveriesResponse, _abc.Awaitable[_delivery_pb2.RecoverDeliveriesResponse]]:
+        """Sends again every delivery of the webhook that ended "failed" in the
+        window, oldest failure first, each with a fresh set of attempts (held
+        instead while the webhook is disabled). At most 10,000 per call.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWebhookStats(
+        self,
+        request: _delivery_pb2.GetWebhookStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.WebhookStats, _abc.Awaitable[_delivery_pb2.WebhookStats]]:
+        """Counts, success rate, attempt durations and a time series of the
+        webhook's deliveries created in the window.
+        """
 
 def add_DeliveryServicer_to_server(servicer: DeliveryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -36,6 +36,7 @@ class Event(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
     READINGS_FIELD_NUMBER: _builtins.int
     ALERT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -48,6 +49,10 @@ class Event(_message.Message):
     gateway_id: _builtins.str
     device_id: _builtins.str
     """The device the event is about; the gateway id for a gateway's own status."""
+    test: _builtins.bool
+    """A sample event stored by a test send (POST /api/webhooks/{id}/test):
+    its body has "test": true and its requests the header X-EdgeSense-Test: 1.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the event happened: the envelope's timestamp if the gateway sent
@@ -75,6 +80,7 @@ class Event(_message.Message):
         device_id: _builtins.str = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        test: _builtins.bool = ...,
         readings: Global___Readings | None = ...,
         alert: Global___Alert | None = ...,
         status: Global___DeviceStatus | None = ...,
@@ -82,7 +88,7 @@ class Event(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "kind", b"kind", "readings", b"readings", "received_at", b"received_at", "status", b"status", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "device_id", b"device_id", "event_id", b"event_id", "gateway_id", b"gateway_id", "kind", b"kind", "project_id", b"project_id", "readings", b"readings", "received_at", b"received_at", "status", b"status", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "device_id", b"device_id", "event_id", b"event_id", "gateway_id", b"gateway_id", "kind", b"kind", "project_id", b"project_id", "readings", b"readings", "received_at", b"received_at", "status", b"status", "test", b"test", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["readings", "alert", "status", "configuration"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

@@ -42,7 +42,7 @@ from edgesense.delivery.record.policy import (
 )
 from edgesense.delivery.record.writer import ExhaustedHandler, OutcomeWriter
 from edgesense.delivery.send.attempt import Sender
-from edgesense.delivery.send.payload import RenderedEvent, render
+from edgesense.delivery.send.payload import TEST_HEADER, RenderedEvent, render
 from edgesense.delivery.store.outbox import Outbox
 from edgesense.delivery.store.rows import PENDING, Claimed, Outcome
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
@@ -292,6 +292,8 @@ class Dispatcher:
         rendered = self._render(item)
         body = rendered.body(target.webhook_id)
         headers = target.request_headers(item.delivery_id, rendered.name, body, time.time())
+        if rendered.test:
+            headers[TEST_HEADER] = "1"
         metrics.IN_FLIGHT.set(self.lanes.fair.running_total)
         result = await self.sender.post(target.url, body, headers)
         now = time.time()

@@ -8,6 +8,11 @@ from held. Success ends it; a failure with retries left makes it due again
 after the backoff (Retry-After honoured within the cap); the last failure
 makes it `failed` and disables its webhook. If the webhook was disabled
 meanwhile, a retry waits as `held`.
+
+A test send's delivery (`is_test_delivery`) is sent, and retried, while its
+webhook is disabled too: that is how a fix is checked before enabling it.
+Its last failure makes it `failed` like any other, but the outcome writer
+does not report it, so it never disables its webhook.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from dataclasses import dataclass
 from edgesense.common.backoff import next_delay
 from edgesense.delivery.claim.breaker import PAUSED_REASON
 from edgesense.delivery.send.attempt import AttemptResult
-from edgesense.delivery.store.rows import FAILED, HELD, PENDING, SUCCEEDED, Claimed, Outcome
+from edgesense.delivery.store.rows import (
+    FAILED,
+    HELD,
+    PENDING,
+    SUCCEEDED,
+    Claimed,
+    Outcome,
+    is_test_delivery,
+)
 
 RESPONSE_EXCERPT_CHARS = 1024
 # A delivery whose webhook this process does not know is only taken for one of
@@ -60,7 +73,7 @@ def before_attempt(
       process accepted it for a webhook whose registration has not reached
       this process's change stream yet);
     - not known, and older: failed, "webhook deleted";
-    - disabled: held;
+    - disabled: held, unless it is a test send's (sent all the same);
     - paused by the breaker (`paused_until`): pending, due when the pause ends.
     """
     if webhook_active is None:
@@ -68,7 +81,7 @@ def before_attempt(
             retry_at = now + UNKNOWN_WEBHOOK_RETRY_SECONDS
             return without_attempt(claimed, PENDING, "webhook not known yet", now, retry_at)
         return without_attempt(claimed, FAILED, "webhook deleted", now)
-    if not webhook_active:
+    if not webhook_active and not is_test_delivery(claimed.delivery_id):
         return without_attempt(claimed, HELD, "webhook disabled", now)
     if paused_until is not None:
         return without_attempt(claimed, PENDING, PAUSED_REASON, now, paused_until)
@@ -104,10 +117,9 @@ def after_attempt(
             policy.cap_seconds,
             rng,
         )
-        status = PENDING if webhook_active else HELD
-        reason = (
-            f"attempt {cycle} failed: {describe(result)}" if webhook_active else "webhook disabled"
-        )
+        retried = webhook_active or is_test_delivery(claimed.delivery_id)
+        status = PENDING if retried else HELD
+        reason = f"attempt {cycle} failed: {describe(result)}" if retried else "webhook disabled"
         next_at = now + delay
     return Outcome(
         delivery_id=claimed.delivery_id,

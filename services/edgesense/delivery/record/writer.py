@@ -3,11 +3,12 @@
 Outcomes are not on the latency path (the POST already happened), so they
 gather for a moment into fewer, larger writes. After a batch is written, its
 deliveries are counted in the metrics, a delivery that used up its attempts
-is reported (the reconciler then disables its webhook), and the dispatcher is
-woken when the earliest retry of the batch is due. A write the database
-refuses (Unavailable: the outbox raises it for every error the database
-reports, see outbox) is tried again a second later, whole; an outcome is
-written by its lease holder only (see outbox), so it is never applied twice.
+is reported (the reconciler then disables its webhook; a test send's
+delivery is never reported), and the dispatcher is woken when the earliest
+retry of the batch is due. A write the database refuses (Unavailable: the
+outbox raises it for every error the database reports, see outbox) is tried
+again a second later, whole; an outcome is written by its lease holder only
+(see outbox), so it is never applied twice.
 
 A batch that fails otherwise (a bug, an error of the driver's that the
 outbox does not map) is written again one outcome at a time, so that one
@@ -36,7 +37,7 @@ from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import FAILED, PENDING, Outcome
+from edgesense.delivery.store.rows import FAILED, PENDING, Outcome, is_test_delivery
 from edgesense.delivery.webhooks.index import Target
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,12 @@ class OutcomeWriter:
                     if earliest is None
                     else min(earliest, outcome.next_attempt_at)
                 )
-            elif outcome.status == FAILED and outcome.attempt > 0 and target is not None:
+            elif (
+                outcome.status == FAILED
+                and outcome.attempt > 0
+                and target is not None
+                and not is_test_delivery(outcome.delivery_id)  # a test never disables
+            ):
                 exhausted.append((target, outcome))
         if earliest is not None:
             loop = asyncio.get_running_loop()

@@ -13,6 +13,10 @@ pass). Rules:
   infinities have no JSON form and become `null`.
 - Object keys are sorted: a Struct is a map without order, and the same event
   must render to the same bytes on every retry.
+- A test send's event (`Event.test`) has `"test": true` after `gatewayId`
+  (the event types' schemas allow members they do not name), and its
+  requests the header `X-EdgeSense-Test: 1` (TEST_HEADER); other bodies
+  have no `test` member.
 - `timestamp` is RFC 3339 in UTC with `Z`: seconds precision, or milliseconds
   when the event time has a sub-second part of at least one millisecond.
 """
@@ -30,6 +34,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from edgesense.common.events import KIND_TO_EVENT
 from edgesense.v1 import events_pb2
 
+TEST_HEADER = "X-EdgeSense-Test"
 _MAX_EXACT = 2**53
 _EPOCH = datetime(1970, 1, 1)  # naive UTC: isoformat() then has no offset to strip
 _STATE_NAMES = {
@@ -57,6 +62,7 @@ class RenderedEvent:
 
     name: str  # the webhook event name, `device.data`, ...
     head: bytes  # the body without `,"webhookId":...}`
+    test: bool = False  # a test send's sample event
 
     def body(self, webhook_id: str) -> bytes:
         """The exact bytes POSTed (and signed) to webhook `webhook_id`."""
@@ -65,7 +71,7 @@ class RenderedEvent:
 
 def render(event: events_pb2.Event) -> RenderedEvent:
     name = event_name(event)
-    body = {
+    body: dict[str, Any] = {
         "event": name,
         "timestamp": rfc3339(event.timestamp if event.HasField("timestamp") else event.received_at),
         "deviceId": event.device_id,
@@ -73,6 +79,9 @@ def render(event: events_pb2.Event) -> RenderedEvent:
         "eventId": event.event_id,
         "gatewayId": event.gateway_id,
     }
+    if event.test:
+        body["test"] = True
+        return RenderedEvent(name, _json(body)[:-1], True)
     return RenderedEvent(name, _json(body)[:-1])
 
 

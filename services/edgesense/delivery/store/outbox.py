@@ -32,9 +32,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
-from edgesense.delivery.store.rows import Claimed, NewDelivery, Outcome, StoredEvent
+from edgesense.delivery.store.rows import (
+    RECOVER_LIMIT,
+    Claimed,
+    DeliveryStats,
+    NewDelivery,
+    Outcome,
+    Recovered,
+    StoredEvent,
+)
 from edgesense.storage.engine import create_engine
 from edgesense.storage.migrate import migrate
 from edgesense.storage.sqlite_writer import SqliteWriter
@@ -147,12 +156,50 @@ class Outbox(Protocol):
         """Close what the outbox owns (its engine; on SQLite its writer thread)."""
         ...
 
+    async def recover(
+        self,
+        project_id: str,
+        webhook_id: str,
+        since: float,
+        until: float,
+        status: str,
+        reason: str | None,
+        now: float,
+        limit: int = RECOVER_LIMIT,
+    ) -> Recovered:
+        """The webhook's deliveries that are failed and failed (`updated_at`)
+        in [since, until), the `limit` that failed first, are due now with
+        fresh attempts, as `status` (pending, or held with `reason`).
+
+        In transactions of RECOVER_CHUNK deliveries; each changes only rows
+        still failed, so two calls at once never count a delivery twice.
+        Reads the webhook's failed rows only (ix_deliveries_webhook_failed).
+        """
+        ...
+
+    async def stats(
+        self,
+        project_id: str,
+        webhook_id: str,
+        since: float,
+        until: float,
+        bucket_seconds: float,
+        percentiles: Sequence[int],
+    ) -> DeliveryStats:
+        """The webhook's deliveries created in [since, until) and their
+        attempts started in it, counted in the database (see DeliveryStats);
+        attempts bucketed by `bucket_seconds` from `since`. Reads that
+        webhook's rows of the window only (ix_deliveries_webhook_created).
+        """
+        ...
+
 
 async def open_outbox(database_url: str) -> Outbox:
     """The outbox at `database_url`, its schema migrated to the newest version."""
     engine = create_engine(database_url)
     try:
         await migrate(engine, "delivery")
+        await ensure_online_indexes(engine)  # PostgreSQL's, built without blocking writes
         if engine.dialect.name == "sqlite":
             return SqliteOutbox(engine, SqliteWriter(engine))
         return PostgresOutbox(engine)

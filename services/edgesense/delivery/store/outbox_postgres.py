@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import String, all_, any_, bindparam, or_, select, update
+from sqlalchemy import String, all_, any_, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,10 +36,13 @@ from edgesense.delivery.store.rows import (
     INSERT_DELIVERY,
     PENDING,
     RECORD_ATTEMPT,
+    RECOVER_CHUNK,
+    RECOVER_LIMIT,
     UPDATE_OUTCOME,
     Claimed,
     NewDelivery,
     Outcome,
+    Recovered,
     StoredEvent,
     delivery_rows,
     record_attempt_rows,
@@ -220,6 +223,39 @@ class PostgresOutbox(OutboxReads):
             )
             return result.rowcount > 0
 
+    async def recover(
+        self,
+        project_id: str,
+        webhook_id: str,
+        since: float,
+        until: float,
+        status: str,
+        reason: str | None,
+        now: float,
+        limit: int = RECOVER_LIMIT,
+    ) -> Recovered:
+        count = 0
+        while count < limit:
+            size = min(RECOVER_CHUNK, limit - count)
+            async with transaction(self.engine, "recovering failed deliveries", lock=None) as conn:
+                result = await conn.execute(
+                    RECOVER,
+                    {
+                        "status": status,
+                        "reason": reason,
+                        "now": now,
+                        "webhook": webhook_id,
+                        "project": project_id,
+                        "since": since,
+                        "until": until,
+                        "size": size,
+                    },
+                )
+            count += result.rowcount
+            if result.rowcount < size:
+                return Recovered(count, None)
+        return Recovered(count, await self.oldest_failed(project_id, webhook_id, since, until))
+
 
 async def _lease(
     conn: AsyncConnection,
@@ -289,3 +325,23 @@ async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed
         )
         for r in rows
     ]
+
+
+# Up to :size of a webhook's deliveries that failed first in the window, due
+# again (Outbox.recover). `status = 'failed'` is a literal so that the planner
+# can use the partial index ix_deliveries_webhook_failed. The rows are picked
+# once, in a MATERIALIZED CTE: as `seq IN (SELECT … LIMIT … FOR UPDATE)` the
+# planner may rescan the subquery for every row it updates, and each rescan
+# skips the rows this statement has updated already and takes the next ones
+# (seen: all 6 failed rows updated with LIMIT 2). Rows another transaction is
+# changing are skipped (they are no longer failed, or a concurrent recover
+# takes them); `status = 'failed'` is checked again on the locked row.
+RECOVER = text(
+    "WITH picked AS MATERIALIZED ("
+    " SELECT seq FROM deliveries WHERE webhook_id = :webhook AND status = 'failed'"
+    " AND updated_at >= :since AND updated_at < :until AND project_id = :project"
+    " ORDER BY updated_at, seq LIMIT :size FOR UPDATE SKIP LOCKED)"
+    " UPDATE deliveries SET status = :status, status_reason = :reason, cycle_attempts = 0,"
+    " next_attempt_at = :now, updated_at = :now"
+    " FROM picked WHERE deliveries.seq = picked.seq AND deliveries.status = 'failed'"
+)

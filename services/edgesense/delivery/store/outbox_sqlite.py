@@ -29,6 +29,7 @@ runs inside the writer's BEGIN IMMEDIATE … COMMIT.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,10 +44,13 @@ from edgesense.delivery.store.rows import (
     INSERT_DELIVERY,
     LOG_ATTEMPT_IF_LEASED,
     PENDING,
+    RECOVER_CHUNK,
+    RECOVER_LIMIT,
     UPDATE_OUTCOME,
     Claimed,
     NewDelivery,
     Outcome,
+    Recovered,
     StoredEvent,
     delivery_rows,
     log_attempt_rows,
@@ -220,6 +224,37 @@ class SqliteOutbox(OutboxReads):
         )
         return updated > 0
 
+    async def recover(
+        self,
+        project_id: str,
+        webhook_id: str,
+        since: float,
+        until: float,
+        status: str,
+        reason: str | None,
+        now: float,
+        limit: int = RECOVER_LIMIT,
+    ) -> Recovered:
+        count = 0
+        while count < limit:
+            size = min(RECOVER_CHUNK, limit - count)
+            chunk = functools.partial(
+                recover_chunk,
+                project_id=project_id,
+                webhook_id=webhook_id,
+                since=since,
+                until=until,
+                status=status,
+                reason=reason,
+                now=now,
+                size=size,
+            )
+            changed = await self._writer.run("recovering failed deliveries", chunk)
+            count += changed
+            if changed < size:
+                return Recovered(count, None)
+        return Recovered(count, await self.oldest_failed(project_id, webhook_id, since, until))
+
 
 def accept(
     conn: sqlite3.Connection,
@@ -300,3 +335,39 @@ def record(conn: sqlite3.Connection, owner: str, outcomes: Sequence[Outcome], no
     if logged:
         conn.executemany(LOG_ATTEMPT_IF_LEASED, logged)
     conn.executemany(UPDATE_OUTCOME, outcome_rows(owner, outcomes, now))
+
+
+# `status = 'failed'` as a literal, not a parameter: only then can SQLite
+# use the partial index ix_deliveries_webhook_failed.
+SELECT_FAILED = (
+    "SELECT seq FROM deliveries INDEXED BY ix_deliveries_webhook_failed"
+    " WHERE webhook_id = ? AND status = 'failed' AND updated_at >= ? AND updated_at < ?"
+    " AND project_id = ? ORDER BY updated_at, seq LIMIT ?"
+)
+RECOVER = (
+    "UPDATE deliveries SET status = ?, status_reason = ?, cycle_attempts = 0,"
+    " next_attempt_at = ?, updated_at = ? WHERE status = 'failed'"
+    " AND seq IN (SELECT value FROM json_each(?))"
+)
+
+
+def recover_chunk(
+    conn: sqlite3.Connection,
+    *,
+    project_id: str,
+    webhook_id: str,
+    since: float,
+    until: float,
+    status: str,
+    reason: str | None,
+    now: float,
+    size: int,
+) -> int:
+    """Up to `size` of the webhook's deliveries that failed first in the
+    window are due again (see Outbox.recover); how many."""
+    seqs = [
+        row[0] for row in conn.execute(SELECT_FAILED, (webhook_id, since, until, project_id, size))
+    ]
+    if not seqs:
+        return 0
+    return conn.execute(RECOVER, (status, reason, now, now, json.dumps(seqs))).rowcount

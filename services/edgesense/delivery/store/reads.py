@@ -10,12 +10,19 @@ and neither waits for the writer nor makes it wait.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, and_, case, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.delivery.store.rows import STATUSES
+from edgesense.delivery.store.rows import (
+    FAILED,
+    STATUSES,
+    DeliveryStats,
+    StatsBucket,
+    nearest_rank,
+)
 from edgesense.delivery.store.tables import attempts, deliveries
 from edgesense.storage.engine import dispose_engine, reading
 
@@ -74,6 +81,98 @@ class OutboxReads:
             logs = await _attempts(conn, [delivery_id])
         return row, logs.get(delivery_id, [])
 
+    async def oldest_failed(
+        self, project_id: str, webhook_id: str, since: float, until: float
+    ) -> float | None:
+        """When the webhook's delivery that failed first in [since, until)
+        failed; None if none is failed there."""
+        query = (
+            select(deliveries.c.updated_at)
+            .where(*_failed_in(project_id, webhook_id, since, until))
+            .order_by(deliveries.c.updated_at, deliveries.c.seq)
+            .limit(1)
+        )
+        async with reading(self.engine, "reading failed deliveries") as conn:
+            found = (await conn.execute(query)).scalar()
+        return None if found is None else float(found)
+
+    async def stats(
+        self,
+        project_id: str,
+        webhook_id: str,
+        since: float,
+        until: float,
+        bucket_seconds: float,
+        percentiles: Sequence[int],
+    ) -> DeliveryStats:
+        """See Outbox.stats: three grouped reads of the window's rows."""
+        d, a = deliveries, attempts
+        cohort = (
+            d.c.project_id == project_id,
+            d.c.webhook_id == webhook_id,
+            d.c.created_at >= since,
+            d.c.created_at < until,
+        )
+        joined = a.join(d, a.c.delivery_id == d.c.delivery_id)
+        started = (*cohort, a.c.started_at >= since, a.c.started_at < until)
+        ok = and_(a.c.error.is_(None), func.coalesce(a.c.status_code, 0).between(200, 299))
+        last = and_(a.c.attempt == d.c.attempt_count, d.c.status == FAILED)
+        offset = (a.c.started_at - since) / float(bucket_seconds)
+        # Non-negative (started_at >= since), so truncating is flooring.
+        bucket = (
+            func.floor(offset)
+            if self.engine.dialect.name == "postgresql"
+            else cast(offset, Integer)
+        ).label("bucket")
+        series = (
+            select(
+                bucket,
+                func.sum(case((ok, 1), else_=0)),
+                func.sum(case((ok, 0), (last, 0), else_=1)),
+                func.sum(case((ok, 0), (last, 1), else_=0)),
+            )
+            .select_from(joined)
+            .where(*started)
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+        async with reading(self.engine, "counting a webhook's deliveries") as conn:
+            counted = await conn.execute(
+                select(d.c.status, func.count()).where(*cohort).group_by(d.c.status)
+            )
+            by_status: dict[str, int] = {status: int(n) for status, n in counted}
+            buckets = [
+                StatsBucket(int(i), int(ok_n), int(retried), int(failed))
+                for i, ok_n, retried, failed in await conn.execute(series)
+            ]
+            total = sum(b.succeeded + b.retried + b.failed for b in buckets)
+            durations: dict[int, int] = {}
+            if total:
+                ranks = {p: nearest_rank(p, total) for p in percentiles}
+                ranked = (
+                    select(
+                        a.c.duration_ms,
+                        func.row_number().over(order_by=a.c.duration_ms).label("rank"),
+                    )
+                    .select_from(joined)
+                    .where(*started)
+                    .subquery()
+                )
+                found = await conn.execute(
+                    select(ranked.c.rank, ranked.c.duration_ms).where(
+                        ranked.c.rank.in_(set(ranks.values()))
+                    )
+                )
+                at: dict[int, int] = {int(rank): int(ms) for rank, ms in found}
+                durations = {p: int(at[rank]) for p, rank in ranks.items()}
+        return DeliveryStats(
+            counts={status: int(by_status.get(status, 0)) for status in STATUSES},
+            buckets=buckets,
+            durations=durations,
+            attempts=total,
+            attempts_succeeded=sum(b.succeeded for b in buckets),
+        )
+
 
 async def _attempts(conn: Any, delivery_ids: list[str]) -> dict[str, list[Any]]:
     """The attempt logs of `delivery_ids`, one page's deliveries: an `IN (…)`
@@ -90,3 +189,16 @@ async def _attempts(conn: Any, delivery_ids: list[str]) -> dict[str, list[Any]]:
     for row in rows:
         logs.setdefault(row.delivery_id, []).append(row)
     return logs
+
+
+def _failed_in(project_id: str, webhook_id: str, since: float, until: float) -> tuple[Any, ...]:
+    """The webhook's failed deliveries that failed in [since, until). The
+    status is a literal, so that the planner may use the partial index
+    ix_deliveries_webhook_failed."""
+    return (
+        deliveries.c.webhook_id == webhook_id,
+        deliveries.c.status == literal_column(f"'{FAILED}'"),
+        deliveries.c.updated_at >= since,
+        deliveries.c.updated_at < until,
+        deliveries.c.project_id == project_id,
+    )

@@ -216,3 +216,65 @@ def record_attempt_rows(
                 )
             )
     return attempts, others
+
+
+# Test sends (POST /api/webhooks/{id}/test). A test delivery's id starts with
+# TEST_DELIVERY_PREFIX, which no other id can: after `dlv_` an ordinary id
+# has only [a-z2-7] (common/ids.py), never a second `_`. The id is on every
+# row the steps pass (Claimed, Outcome), so the policy and the outcome writer
+# tell a test delivery apart with no column and no claim cost.
+TEST_DELIVERY_PREFIX = "dlv_test_"
+
+
+def is_test_delivery(delivery_id: str) -> bool:
+    """Is this the delivery of a test send?"""
+    return delivery_id.startswith(TEST_DELIVERY_PREFIX)
+
+
+# Recover (POST /api/webhooks/{id}/recover): at most RECOVER_LIMIT deliveries
+# per call, RECOVER_CHUNK per transaction, so no transaction holds its locks
+# (on SQLite: the one write lock) for long.
+RECOVER_LIMIT = 10_000
+RECOVER_CHUNK = 500
+
+
+class Recovered(NamedTuple):
+    """What a recover did: how many failed deliveries are due again, and the
+    failure time of the oldest one left in the window (None: none left)."""
+
+    recovered: int
+    next_since: float | None
+
+
+class StatsBucket(NamedTuple):
+    """The attempts that started in one bucket of a stats window (see DeliveryStats)."""
+
+    bucket: int  # 0 for the bucket that starts at the window's start
+    succeeded: int
+    retried: int
+    failed: int
+
+
+class DeliveryStats(NamedTuple):
+    """A webhook's deliveries created in a window, and those deliveries'
+    attempts that started in it.
+
+    An attempt succeeded when it got a 2xx answer (and no error); a failed
+    one is `failed` when it was its delivery's last attempt and the delivery
+    is failed, `retried` otherwise (another attempt followed or will).
+    `durations` are the attempt durations (ms) at the percentiles asked
+    for, by nearest rank (empty without attempts).
+    """
+
+    counts: dict[str, int]  # by status, every status present
+    buckets: list[StatsBucket]  # non-empty buckets only, oldest first
+    durations: dict[int, int]  # percentile -> duration_ms
+    attempts: int
+    attempts_succeeded: int
+
+
+def nearest_rank(percentile: int, count: int) -> int:
+    """The rank (1 = smallest) of the `percentile`th of `count` values, by
+    nearest rank: the smallest value with at least that share at or below it
+    (in integers: 95 * 20 / 100 is 19 exactly, as a float it is not)."""
+    return min(count, max(1, -(-percentile * count // 100)))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -55,6 +56,18 @@ deliveries = Table(
     Index("ix_deliveries_due", "status", "next_attempt_at", "seq", "webhook_id"),
     Index("ix_deliveries_webhook", "webhook_id", "seq"),
     Index("ix_deliveries_webhook_due", "webhook_id", "status", "next_attempt_at", "seq"),
+    # Stats read a webhook's deliveries by creation time; recover its failed
+    # ones by failure time (only failed rows are in that index). On
+    # PostgreSQL both are built concurrently (online_indexes.py).
+    Index("ix_deliveries_webhook_created", "webhook_id", "created_at"),
+    Index(
+        "ix_deliveries_webhook_failed",
+        "webhook_id",
+        "updated_at",
+        "seq",
+        sqlite_where=text("status = 'failed'"),
+        postgresql_where=text("status = 'failed'"),
+    ),
 )
 
 attempts = Table(

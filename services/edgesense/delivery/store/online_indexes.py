@@ -1,0 +1,69 @@
+"""The outbox's indexes that PostgreSQL builds without blocking writes.
+
+A plain CREATE INDEX on a large deliveries table blocks every write to it
+(accept, claim, record) until the index is built; CREATE INDEX CONCURRENTLY
+does not, but it cannot run inside a transaction, and a migration runs in
+one (storage/migrate.py). So migration 0003 creates these indexes on SQLite
+only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
+transaction, when the outbox opens:
+
+- at every start one catalog read finds them valid, and nothing else runs;
+- otherwise, under an advisory lock (processes starting together build
+  each index once), an index left invalid by a build that was interrupted
+  is dropped, and the missing ones are built concurrently. Until then the
+  queries that use them (recover, stats) read the rows without them.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from edgesense.storage.engine import translate
+
+# name -> its CREATE INDEX CONCURRENTLY statement (the same columns as migration 0003).
+ONLINE_INDEXES = {
+    "ix_deliveries_webhook_created": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_created"
+        " ON deliveries (webhook_id, created_at)"
+    ),
+    "ix_deliveries_webhook_failed": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_failed"
+        " ON deliveries (webhook_id, updated_at, seq) WHERE status = 'failed'"
+    ),
+}
+VALID = text(
+    "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    " WHERE c.relname = ANY(:names) AND pg_table_is_visible(c.oid)"
+)
+LOCK_ID = zlib.crc32(b"edgesense-online-indexes-delivery")
+
+
+async def ensure_online_indexes(engine: AsyncEngine) -> None:
+    """Build the ONLINE_INDEXES that are missing or invalid (PostgreSQL only)."""
+    if engine.dialect.name != "postgresql":
+        return
+    names = list(ONLINE_INDEXES)
+    with translate("building the outbox's indexes"):
+        async with engine.connect() as plain:
+            conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
+            if await _valid(conn, names) == set(names):
+                return
+            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": LOCK_ID})
+            try:
+                rows = await conn.execute(VALID, {"names": names})
+                found: dict[str, bool] = {name: valid for name, valid in rows}
+                for name, create in ONLINE_INDEXES.items():
+                    if found.get(name) is False:  # a build that did not finish
+                        await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                    if found.get(name) is not True:
+                        await conn.execute(text(create))
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
+
+
+async def _valid(conn: AsyncConnection, names: list[str]) -> set[str]:
+    rows = await conn.execute(VALID, {"names": names})
+    return {name for name, valid in rows if valid}
