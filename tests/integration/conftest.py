@@ -98,10 +98,13 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
             "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
         }
     )
+    running: Cluster | None = None
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            yield Cluster(settings, api_keys, registry, delivery, server, http)
+            running = Cluster(settings, api_keys, registry, delivery, server, http)
+            yield running
     finally:
         await server.stop()
         await delivery.stop(0)
-        await registry.stop(0)
+        # The registry the cluster has now: a test may have restarted it.
+        await (running.registry if running is not None else registry).stop(0)
