@@ -204,3 +204,32 @@ def test_one_rendering_serves_every_webhook(webhook_id: str) -> None:
     # The same bytes as rendering the whole body in one go.
     whole = {**json.loads(body)}
     assert body == json.dumps(whole, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_operational_bodies_name_their_subject_and_no_device() -> None:
+    event = events_pb2.Event(
+        event_id="evt_op",
+        project_id="project-a",
+        timestamp=timestamp_pb2.Timestamp(seconds=1753353317, nanos=250_000_000),
+    )
+    disabled = event.webhook_disabled
+    disabled.webhook_id, disabled.url, disabled.reason = "wh_a", "https://a.test/in", "gone"
+    disabled.last_attempt.started_at.FromSeconds(1753353316)
+    disabled.last_attempt.error = "connection refused"
+    assert webhook_body(event, "wh_b") == (
+        b'{"event":"webhook.disabled","timestamp":"2025-07-24T10:35:17.250Z",'
+        b'"payload":{"webhookId":"wh_a","url":"https://a.test/in","reason":"gone",'
+        b'"lastAttempt":{"startedAt":"2025-07-24T10:35:16Z","error":"connection refused"}},'
+        b'"eventId":"evt_op","webhookId":"wh_b"}'
+    )
+    disabled.ClearField("last_attempt")
+    assert "lastAttempt" not in json.loads(webhook_body(event, "wh_b"))["payload"]
+
+    event.webhook_enabled.webhook_id, event.webhook_enabled.url = "wh_a", "https://a.test/in"
+    assert json.loads(webhook_body(event, "wh_b")) == {
+        "event": "webhook.enabled",
+        "timestamp": "2025-07-24T10:35:17.250Z",
+        "payload": {"webhookId": "wh_a", "url": "https://a.test/in"},
+        "eventId": "evt_op",
+        "webhookId": "wh_b",
+    }

@@ -124,6 +124,18 @@ async def written_exhausted(outbox: Outbox) -> Outcome:
     return outcome
 
 
+def report_of(outcome: Outcome) -> FailureReport:
+    """What on_exhausted reports for dlv_1 to wh_1: the reason and the last attempt."""
+    return FailureReport(
+        "wh_1",
+        "dlv_1",
+        str(outcome.status_reason),
+        started_at=outcome.started_at,
+        status_code=outcome.status_code,
+        error=outcome.error,
+    )
+
+
 async def test_exhausted_disables_here_reports_and_holds(outbox: Outbox) -> None:
     outcome = await written_exhausted(outbox)
     await store(outbox, "wh_1", "wh_2", first=2)
@@ -135,7 +147,7 @@ async def test_exhausted_disables_here_reports_and_holds(outbox: Outbox) -> None
     here = index.get("wh_1")
     assert here is not None
     assert (here.status, here.disabled_reason) == (DISABLED, outcome.status_reason)
-    assert calls.reports == [FailureReport("wh_1", "dlv_1", str(outcome.status_reason))]
+    assert calls.reports == [report_of(outcome)]
     assert await states(outbox, 3) == [
         (FAILED, outcome.status_reason),
         (HELD, DISABLED_REASON),
@@ -174,7 +186,7 @@ async def test_a_failed_hold_is_done_by_the_registrys_disable(outbox: Outbox) ->
     with pytest.raises(Unavailable):
         await reconciler.on_exhausted(target("wh_1"), outcome)
     assert flaky.refused
-    assert calls.reports == [FailureReport("wh_1", "dlv_1", str(outcome.status_reason))]
+    assert calls.reports == [report_of(outcome)]
     assert (await states(outbox, 3))[1:] == [(PENDING, None), (PENDING, None)]
     # The registry's change, applied as RegistryLink applies it.
     disabled = dataclasses.replace(

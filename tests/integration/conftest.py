@@ -36,7 +36,8 @@ class Api:
 @contextlib.asynccontextmanager
 async def serving_api(settings: Settings, api_keys: dict[str, str]) -> AsyncIterator[Api]:
     """The registry and the REST API with `settings`, stopped on leaving."""
-    registry = await start_registry(settings, "127.0.0.1:0")
+    # No delivery: operational events stay unpublished (nothing listens there).
+    registry = await start_registry(settings, "127.0.0.1:0", "127.0.0.1:1")
     server = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
@@ -89,16 +90,21 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
     registry = await start_registry(settings, "127.0.0.1:0")
     settings = dataclasses.replace(settings, registry_addr=f"127.0.0.1:{registry.port}")
     delivery = await start_delivery(settings, "127.0.0.1:0")
+    # Operational events go to this delivery, whose port is known only now.
+    registry.forwarder.delivery_addr = f"127.0.0.1:{delivery.port}"
     server = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
             "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
         }
     )
+    running: Cluster | None = None
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            yield Cluster(settings, api_keys, registry, delivery, server, http)
+            running = Cluster(settings, api_keys, registry, delivery, server, http)
+            yield running
     finally:
         await server.stop()
         await delivery.stop(0)
-        await registry.stop(0)
+        # The registry the cluster has now: a test may have restarted it.
+        await (running.registry if running is not None else registry).stop(0)

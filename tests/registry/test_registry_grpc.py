@@ -17,7 +17,7 @@ from edgesense.common.auth import bearer_metadata
 from edgesense.common.config import Settings
 from edgesense.registry.server import RunningRegistry, start_registry
 from edgesense.storage.engine import create_engine
-from edgesense.v1 import registry_pb2, registry_pb2_grpc
+from edgesense.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 from tests.conftest import key_of
 
 Change = registry_pb2.WebhookChange
@@ -25,7 +25,8 @@ Change = registry_pb2.WebhookChange
 
 @pytest.fixture
 async def registry(settings: Settings) -> AsyncIterator[RunningRegistry]:
-    running = await start_registry(settings, "127.0.0.1:0")
+    # No delivery: operational events stay unpublished, for the tests to read.
+    running = await start_registry(settings, "127.0.0.1:0", "127.0.0.1:1")
     yield running
     await running.stop(0)
 
@@ -268,3 +269,76 @@ async def test_rotation_keeps_at_most_ten_previous_secrets_and_streams_them(
     upsert = await next_change(stream)
     assert (upsert.target.secret, list(upsert.target.previous_secrets)) == ("secret-11", [])
     call.cancel()
+
+
+async def unpublished(registry: RunningRegistry) -> list[events_pb2.Event]:
+    rows = await registry.service.store.unpublished()
+    return [events_pb2.Event.FromString(r.event) for r in rows]
+
+
+async def test_a_disable_and_an_enable_store_their_operational_events(
+    registry: RunningRegistry,
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub,
+    settings: Settings,
+    api_keys: dict[str, str],
+) -> None:
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    internal = bearer_metadata(settings.service_token())
+    a = (await stub.RegisterWebhook(register_request(), metadata=user)).webhook_id
+    last = events_pb2.WebhookAttempt(status_code=503)
+    last.started_at.FromSeconds(1_753_353_317)
+    report = registry_pb2.ReportDeliveryFailureRequest(
+        webhook_id=a, delivery_id="dlv_1", reason="2 attempts failed; last: HTTP 503"
+    )
+    report.last_attempt.CopyFrom(last)
+    await stub.ReportDeliveryFailure(report, metadata=internal)
+    await stub.ReportDeliveryFailure(report, metadata=internal)  # disabled already: no event
+    hook = await stub.GetWebhook(registry_pb2.GetWebhookRequest(webhook_id=a), metadata=user)
+    [disabled] = await unpublished(registry)
+    assert (disabled.project_id, disabled.WhichOneof("kind")) == ("project-a", "webhook_disabled")
+    assert disabled.webhook_disabled == events_pb2.WebhookDisabled(
+        webhook_id=a, url=hook.url, reason=hook.disabled_reason, last_attempt=last
+    )
+    assert disabled.timestamp == hook.disabled_at
+
+    await stub.EnableWebhook(registry_pb2.EnableWebhookRequest(webhook_id=a), metadata=user)
+    await stub.EnableWebhook(registry_pb2.EnableWebhookRequest(webhook_id=a), metadata=user)
+    events = await unpublished(registry)
+    assert len(events) == 2
+    enabled = events[1]
+    assert enabled.webhook_enabled == events_pb2.WebhookEnabled(webhook_id=a, url=hook.url)
+    assert enabled.event_id != disabled.event_id
+
+    # A failed operational event disables, and stores no event.
+    b = (await stub.RegisterWebhook(register_request(), metadata=user)).webhook_id
+    report = registry_pb2.ReportDeliveryFailureRequest(
+        webhook_id=b, delivery_id="dlv_op_1", reason="failed", operational_event=True
+    )
+    assert (await stub.ReportDeliveryFailure(report, metadata=internal)).status == "disabled"
+    assert await unpublished(registry) == events
+
+
+async def test_no_status_change_is_committed_without_its_event(
+    registry: RunningRegistry,
+    stub: registry_pb2_grpc.WebhookRegistryAsyncStub,
+    settings: Settings,
+    api_keys: dict[str, str],
+) -> None:
+    """The event is written in the status change's transaction: when writing
+    it fails, the webhook stays as it was."""
+    user = bearer_metadata(key_of(api_keys, "project-a"))
+    a = (await stub.RegisterWebhook(register_request(), metadata=user)).webhook_id
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TABLE operational_events"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ReportDeliveryFailure(
+            registry_pb2.ReportDeliveryFailureRequest(webhook_id=a, reason="x"),
+            metadata=bearer_metadata(settings.service_token()),
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    hook = await stub.GetWebhook(registry_pb2.GetWebhookRequest(webhook_id=a), metadata=user)
+    assert hook.status == "active"

@@ -297,6 +297,8 @@ async def test_update_rotate_secret_and_event_types(cluster: Cluster, receiver: 
         "device.alert",
         "device.status",
         "config.update",
+        "webhook.disabled",
+        "webhook.enabled",
     ]
 
 

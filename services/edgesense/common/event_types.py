@@ -5,7 +5,9 @@
 describes the whole request body of contract section 5: the envelope every
 event shares, whose `event` is that type's name, and the type's `payload`.
 Members may be added to a body later, so the schemas allow unknown members
-(a receiver should ignore what it does not know).
+(a receiver should ignore what it does not know). An operational event
+(`webhook.disabled`, `webhook.enabled`) is about a webhook, not a device:
+its body has no `deviceId` and no `gatewayId`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from edgesense.common.events import (
     DEVICE_ID,
     DEVICE_STATUS,
     EVENT_NAMES,
+    OPERATIONAL_EVENT_NAMES,
+    WEBHOOK_DISABLED,
+    WEBHOOK_ENABLED,
 )
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -37,9 +42,10 @@ class EventType:
 
 
 def body_schema(name: str, description: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The envelope of contract section 5 with `event` fixed to `name`."""
+    """The envelope of contract section 5 with `event` fixed to `name`
+    (without `deviceId` and `gatewayId` for an operational event)."""
     ids = {"type": "string", "pattern": f"^{DEVICE_ID.pattern}$"}
-    return {
+    schema: dict[str, Any] = {
         "$schema": JSON_SCHEMA_DIALECT,
         "title": name,
         "description": description,
@@ -70,10 +76,30 @@ def body_schema(name: str, description: str, payload: dict[str, Any]) -> dict[st
             "gatewayId": {**ids, "description": "the gateway that published the event"},
             "webhookId": {
                 "type": "string",
-                "pattern": "^wh_[a-z2-7]+$",
+                "pattern": _WEBHOOK_ID,
                 "description": "the webhook this request is for",
             },
         },
+    }
+    if name in OPERATIONAL_EVENT_NAMES:
+        for member in ("deviceId", "gatewayId"):
+            schema["required"].remove(member)
+            del schema["properties"][member]
+    return schema
+
+
+_WEBHOOK_ID: Final = "^wh_[a-z2-7]+$"
+
+
+def _subject(what: str) -> dict[str, Any]:
+    """The payload members every operational event has: the webhook it is about."""
+    return {
+        "webhookId": {
+            "type": "string",
+            "pattern": _WEBHOOK_ID,
+            "description": f"the webhook {what} (never the one this request is for)",
+        },
+        "url": {"type": "string", "description": "that webhook's URL"},
     }
 
 
@@ -116,6 +142,50 @@ EVENT_TYPES: Final = (
         {
             "type": "object",
             "description": "the configuration applied, as the gateway reported it",
+            "additionalProperties": True,
+        },
+    ),
+    EventType(
+        WEBHOOK_DISABLED,
+        "Another webhook of the project was disabled: a delivery to it used all its "
+        "attempts. Its deliveries are held until it is enabled again. Not sent when "
+        "the delivery that failed was itself of an operational event.",
+        {
+            "type": "object",
+            "description": "the webhook disabled, why, and the last attempt that failed",
+            "required": ["webhookId", "url", "reason"],
+            "properties": {
+                **_subject("disabled"),
+                "reason": {"type": "string", "description": "why, as its disabledReason says"},
+                "lastAttempt": {
+                    "type": "object",
+                    "description": "the failed delivery's last attempt (absent when none)",
+                    "required": ["startedAt"],
+                    "properties": {
+                        "startedAt": {"type": "string", "format": "date-time"},
+                        "statusCode": {
+                            "type": "integer",
+                            "description": "the receiver's HTTP status, when it answered",
+                        },
+                        "error": {
+                            "type": "string",
+                            "description": "why it failed without an HTTP answer",
+                        },
+                    },
+                    "additionalProperties": True,
+                },
+            },
+            "additionalProperties": True,
+        },
+    ),
+    EventType(
+        WEBHOOK_ENABLED,
+        "Another webhook of the project was enabled again; its held deliveries are sent.",
+        {
+            "type": "object",
+            "description": "the webhook enabled",
+            "required": ["webhookId", "url"],
+            "properties": _subject("enabled"),
             "additionalProperties": True,
         },
     ),

@@ -1,8 +1,10 @@
-"""Wiring of the registry process: database, migrations, servicer, gRPC server."""
+"""Wiring of the registry process: database, migrations, servicer, gRPC server,
+and the task that publishes operational events to delivery (forwarder.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ from edgesense.common.grpc_runtime import GrpcServer, wait_for_signal
 from edgesense.common.metrics_http import MetricsServer
 from edgesense.common.netpolicy import UrlPolicy
 from edgesense.common.paging import PageTokens
+from edgesense.registry.forwarder import OperationalForwarder
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.service import RegistryService
 from edgesense.registry.store import WebhookStore
@@ -31,24 +34,36 @@ class RunningRegistry:
     engine: AsyncEngine
     port: int
     service: RegistryService
+    forwarder: OperationalForwarder
+    forwarding: asyncio.Task[None]
 
     async def stop(self, grace: float = 5.0) -> None:
         # Watch streams never end on their own: end them, or stopping would
         # always wait out the whole grace period.
         self.service.stop_watches()
         await self.server.stop(grace)
+        # Rows it had not seen confirmed stay, for the next start (or another
+        # replica) to publish.
+        self.forwarding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.forwarding
         await dispose_engine(self.engine)
 
 
-async def start_registry(settings: Settings, addr: str | None = None) -> RunningRegistry:
-    """Migrate the database and start serving on `addr` (default: the configured one)."""
+async def start_registry(
+    settings: Settings, addr: str | None = None, delivery_addr: str | None = None
+) -> RunningRegistry:
+    """Migrate the database and start serving on `addr` (default: the configured
+    one); operational events go to delivery at `delivery_addr` (default: the
+    configured one)."""
     api_keys = settings.require_api_keys()
     box = SecretBox(settings.require_secret_key())
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine, "registry")
+        store = WebhookStore(engine, box)
         service = RegistryService(
-            WebhookStore(engine, box),
+            store,
             Authenticator(api_keys, settings.service_token()),
             UrlPolicy(settings.allow_insecure_urls, settings.allow_private_networks),
             PageTokens(settings.service_token()),
@@ -65,7 +80,14 @@ async def start_registry(settings: Settings, addr: str | None = None) -> Running
     except BaseException:
         await engine.dispose()
         raise
-    return RunningRegistry(server, engine, port, service)
+    forwarder = OperationalForwarder(
+        store,
+        delivery_addr or settings.delivery_addr,
+        settings.service_token(),
+        settings.grpc_tls,
+    )
+    forwarding = asyncio.create_task(forwarder.run(), name="operational-events")
+    return RunningRegistry(server, engine, port, service, forwarder, forwarding)
 
 
 async def run_registry(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -201,7 +201,15 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
             f"delivery {request.delivery_id} failed after all attempts"
         )
         try:
-            hook = await self.store.set_status(None, request.webhook_id, DISABLED, reason[:1000])
+            hook = await self.store.set_status(
+                None,
+                request.webhook_id,
+                DISABLED,
+                reason[:1000],
+                last_attempt=request.last_attempt if request.HasField("last_attempt") else None,
+                # A failed operational event disables, but publishes none: no loops.
+                publish=not request.operational_event,
+            )
         except NotFound:
             return registry_pb2.ReportDeliveryFailureResponse(status="deleted")
         log.warning("disabled %s: %s", hook.webhook_id, hook.disabled_reason)

@@ -1,7 +1,11 @@
 """Webhooks in the database: the registry's only I/O.
 
 Every write also appends to `webhook_changes` in the same transaction, so the
-change stream never misses or reorders a change. On PostgreSQL those appends
+change stream never misses or reorders a change. A disable or enable also
+writes its operational event (operational.py) to `operational_events` in
+that transaction (a transactional outbox): once the status change is
+committed, its event is too, and forwarder.py publishes it, however soon
+after the commit the process dies. On PostgreSQL those appends
 are serialised (a table lock on the tiny change log) so that sequence order is
 commit order and a watcher that read up to seq N can never later see a
 smaller seq commit.
@@ -22,11 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.common.errors import NotFound, ResourceExhausted
 from edgesense.common.ids import new_id
+from edgesense.registry.operational import disabled_event, enabled_event
 from edgesense.registry.rotation import PreviousSecret, rotate
 from edgesense.registry.secretbox import HEADERS, PREVIOUS_SECRETS, SecretBox
-from edgesense.registry.tables import webhook_changes, webhooks
+from edgesense.registry.tables import operational_events, webhook_changes, webhooks
 from edgesense.registry.validation import WebhookChanges, WebhookSpec
 from edgesense.storage.engine import reading, transaction, writer_lock
+from edgesense.v1 import events_pb2
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -60,6 +66,14 @@ class StoredWebhook:
     headers_ciphertext: str | None = None
     previous_secrets_ciphertext: str | None = None
     secret_rotation_ends_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    """An operational event not yet confirmed by delivery."""
+
+    seq: int
+    event: bytes  # serialized edgesense.v1.Event
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,8 @@ class WebhookStore:
         self._writes = writer_lock(engine)
         self.box = box
         self.changed = ChangeSignal()
+        # Wakes the forwarder of this process after a write of an operational event.
+        self.operational_written = ChangeSignal()
 
     async def create(
         self, project_id: str, spec: WebhookSpec, max_per_project: int | None = None
@@ -190,9 +206,21 @@ class WebhookStore:
         self.changed.notify()
 
     async def set_status(
-        self, project_id: str | None, webhook_id: str, status: str, reason: str | None = None
+        self,
+        project_id: str | None,
+        webhook_id: str,
+        status: str,
+        reason: str | None = None,
+        *,
+        last_attempt: events_pb2.WebhookAttempt | None = None,
+        publish: bool = True,
     ) -> StoredWebhook:
-        """Enable (reason None) or disable a webhook; a no-op if it already is."""
+        """Enable (reason None) or disable a webhook; a no-op if it already is.
+
+        A change writes its operational event (webhook.enabled, or
+        webhook.disabled with the reason and `last_attempt`) in the same
+        transaction, unless `publish` is False.
+        """
         async with transaction(
             self.engine, f"setting a webhook {status}", lock=self._writes
         ) as conn:
@@ -201,19 +229,54 @@ class WebhookStore:
                 raise NotFound(f"webhook {webhook_id} not found")
             if current.status == status:
                 return current
-            values: dict[str, Any] = {"status": status, "updated_at": datetime.now(UTC)}
+            now = datetime.now(UTC)
+            values: dict[str, Any] = {"status": status, "updated_at": now}
             if status == DISABLED:
-                values |= {"disabled_at": datetime.now(UTC), "disabled_reason": reason}
+                values |= {"disabled_at": now, "disabled_reason": reason}
             else:
                 values |= {"disabled_at": None, "disabled_reason": None}
             await conn.execute(
                 update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values)
             )
             await self._log(conn, webhook_id, current.project_id, "upsert")
+            if publish:
+                project, url = current.project_id, current.url
+                event = (
+                    disabled_event(project, webhook_id, url, reason or "", now, last_attempt)
+                    if status == DISABLED
+                    else enabled_event(project, webhook_id, url, now)
+                )
+                await conn.execute(
+                    insert(operational_events).values(
+                        event_id=event.event_id,
+                        project_id=project,
+                        event=event.SerializeToString(),
+                        created_at=now,
+                    )
+                )
             updated = await self._get(conn, None, webhook_id)
         self.changed.notify()
+        if publish:
+            self.operational_written.notify()
         assert updated is not None
         return updated
+
+    async def unpublished(self, limit: int = 100) -> list[Unpublished]:
+        """The oldest operational events not yet confirmed by delivery."""
+        async with reading(self.engine, "reading operational events") as conn:
+            rows = await conn.execute(
+                select(operational_events.c.seq, operational_events.c.event)
+                .order_by(operational_events.c.seq)
+                .limit(limit)
+            )
+            return [Unpublished(r.seq, bytes(r.event)) for r in rows]
+
+    async def published(self, seqs: list[int]) -> None:
+        """Forget operational events delivery has confirmed (stored)."""
+        async with transaction(
+            self.engine, "forgetting published operational events", lock=self._writes
+        ) as conn:
+            await conn.execute(delete(operational_events).where(operational_events.c.seq.in_(seqs)))
 
     async def update(
         self, project_id: str, webhook_id: str, changes: WebhookChanges
@@ -379,6 +442,10 @@ class ChangeSignal:
     def notify(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
+
+    def next(self) -> asyncio.Event:
+        """The event the next notify() sets."""
+        return self._event
 
     async def wait(self, seconds: float) -> None:
         event = self._event

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -41,5 +51,23 @@ webhook_changes = Table(
     Column("webhook_id", String(40), nullable=False),
     Column("project_id", String(128), nullable=False),
     Column("kind", String(8), nullable=False),  # "upsert" or "delete"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Operational events (webhook.disabled, webhook.enabled) written in the same
+# transaction as the status change they report, and deleted once delivery has
+# confirmed them (registry/forwarder.py): a row here is one not yet published.
+operational_events = Table(
+    "operational_events",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # The event's id, made once when the row is written: every publish of the
+    # row (again after a crash, or by another replica) has the same id, and
+    # delivery stores an event id once.
+    Column("event_id", String(40), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("event", LargeBinary, nullable=False),  # serialized edgesense.v1.Event
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -67,7 +67,8 @@ def add_tool_commands(sub: Subcommands) -> None:
         metavar="EVENTS",
         required=True,
         type=comma_list,
-        help="comma list: device.data,device.alert,device.status,config.update",
+        help="comma list: device.data,device.alert,device.status,config.update,"
+        "webhook.disabled,webhook.enabled",
     )
     register.add_argument(
         "--secret",
@@ -139,7 +140,8 @@ def add_tool_commands(sub: Subcommands) -> None:
         "--event",
         metavar="EVENT",
         default="device.data",
-        help="device.data (default), device.alert, device.status or config.update",
+        help="device.data (default), device.alert, device.status, config.update, "
+        "webhook.disabled or webhook.enabled",
     )
     again = leaf(
         webhooks,

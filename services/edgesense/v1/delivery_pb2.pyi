@@ -264,7 +264,9 @@ class SendTestEventRequest(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
     event: _builtins.str
-    """One of "device.data", "device.alert", "device.status", "config.update"."""
+    """One of "device.data", "device.alert", "device.status", "config.update",
+    "webhook.disabled", "webhook.enabled".
+    """
     def __init__(
         self,
         *,

@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class DeliveryStub:
     """Accepts events, stores them durably and delivers them to the matching
-    webhooks. Publish is internal (the bridge's; it takes the internal service
-    token); the other RPCs take an API key and see only its project.
+    webhooks. Publish is internal (the bridge's, and the registry's for
+    operational events; it takes the internal service token); the other RPCs
+    take an API key and see only its project.
     """
 
     def __init__(self, channel):
@@ -71,8 +72,9 @@ class DeliveryStub:
 
 class DeliveryServicer:
     """Accepts events, stores them durably and delivers them to the matching
-    webhooks. Publish is internal (the bridge's; it takes the internal service
-    token); the other RPCs take an API key and see only its project.
+    webhooks. Publish is internal (the bridge's, and the registry's for
+    operational events; it takes the internal service token); the other RPCs
+    take an API key and see only its project.
     """
 
     def Publish(self, request_iterator, context):
@@ -170,8 +172,9 @@ def add_DeliveryServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Delivery:
     """Accepts events, stores them durably and delivers them to the matching
-    webhooks. Publish is internal (the bridge's; it takes the internal service
-    token); the other RPCs take an API key and see only its project.
+    webhooks. Publish is internal (the bridge's, and the registry's for
+    operational events; it takes the internal service token); the other RPCs
+    take an API key and see only its project.
     """
 
     @staticmethod

@@ -28,8 +28,9 @@ GRPC_VERSION: str
 
 class DeliveryStub:
     """Accepts events, stores them durably and delivers them to the matching
-    webhooks. Publish is internal (the bridge's; it takes the internal service
-    token); the other RPCs take an API key and see only its project.
+    webhooks. Publish is internal (the bridge's, and the registry's for
+    operational events; it takes the internal service token); the other RPCs
+    take an API key and see only its project.
     """
 
     @_typing.overload
@@ -66,8 +67,9 @@ class DeliveryStub:
 @_typing.type_check_only
 class DeliveryAsyncStub(DeliveryStub):
     """Accepts events, stores them durably and delivers them to the matching
-    webhooks. Publish is internal (the bridge's; it takes the internal service
-    token); the other RPCs take an API key and see only its project.
+    webhooks. Publish is internal (the bridge's, and the registry's for
+    operational events; it takes the internal service token); the other RPCs
+    take an API key and see only its project.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -100,8 +102,9 @@ class DeliveryAsyncStub(DeliveryStub):
 
 class DeliveryServicer(metaclass=_abc_1.ABCMeta):
     """Accepts events, stores them durably and delivers them to the matching
-    webhooks. Publish is internal (the bridge's; it takes the internal service
-    token); the other RPCs take an API key and see only its project.
+    webhooks. Publish is internal (the bridge's, and the registry's for
+    operational events; it takes the internal service token); the other RPCs
+    take an API key and see only its project.
     """
 
     @_abc_1.abstractmethod

@@ -25,7 +25,11 @@ class Event(_message.Message):
 
     The webhook event name follows from which `kind` is set:
     readings -> "device.data", alert -> "device.alert",
-    status -> "device.status", configuration -> "config.update".
+    status -> "device.status", configuration -> "config.update",
+    webhook_disabled -> "webhook.disabled", webhook_enabled -> "webhook.enabled".
+    The last two are operational events: the registry publishes them (with no
+    gateway or device) and delivery sends them to the project's other webhooks
+    that subscribe to them, never to the webhook they are about.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -41,6 +45,8 @@ class Event(_message.Message):
     ALERT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CONFIGURATION_FIELD_NUMBER: _builtins.int
+    WEBHOOK_DISABLED_FIELD_NUMBER: _builtins.int
+    WEBHOOK_ENABLED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id, "evt_" followed by random characters. Publishing the same id
     twice is idempotent.
@@ -71,6 +77,10 @@ class Event(_message.Message):
     def status(self) -> Global___DeviceStatus: ...
     @_builtins.property
     def configuration(self) -> Global___Configuration: ...
+    @_builtins.property
+    def webhook_disabled(self) -> Global___WebhookDisabled: ...
+    @_builtins.property
+    def webhook_enabled(self) -> Global___WebhookEnabled: ...
     def __init__(
         self,
         *,
@@ -85,12 +95,14 @@ class Event(_message.Message):
         alert: Global___Alert | None = ...,
         status: Global___DeviceStatus | None = ...,
         configuration: Global___Configuration | None = ...,
+        webhook_disabled: Global___WebhookDisabled | None = ...,
+        webhook_enabled: Global___WebhookEnabled | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "kind", b"kind", "readings", b"readings", "received_at", b"received_at", "status", b"status", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "kind", b"kind", "readings", b"readings", "received_at", b"received_at", "status", b"status", "timestamp", b"timestamp", "webhook_disabled", b"webhook_disabled", "webhook_enabled", b"webhook_enabled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "device_id", b"device_id", "event_id", b"event_id", "gateway_id", b"gateway_id", "kind", b"kind", "project_id", b"project_id", "readings", b"readings", "received_at", b"received_at", "status", b"status", "test", b"test", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "configuration", b"configuration", "device_id", b"device_id", "event_id", b"event_id", "gateway_id", b"gateway_id", "kind", b"kind", "project_id", b"project_id", "readings", b"readings", "received_at", b"received_at", "status", b"status", "test", b"test", "timestamp", b"timestamp", "webhook_disabled", b"webhook_disabled", "webhook_enabled", b"webhook_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["readings", "alert", "status", "configuration"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["readings", "alert", "status", "configuration", "webhook_disabled", "webhook_enabled"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -203,3 +215,102 @@ class Configuration(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Configuration: _TypeAlias = Configuration  # noqa: Y015
+
+@_typing.final
+class WebhookDisabled(_message.Message):
+    """A webhook was disabled because a delivery to it used all its attempts
+    (`webhook.disabled`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    """The webhook disabled (the subject): it never receives this event."""
+    url: _builtins.str
+    reason: _builtins.str
+    """Why, as GET /api/webhooks/{id} says in disabledReason."""
+    @_builtins.property
+    def last_attempt(self) -> Global___WebhookAttempt:
+        """The last attempt of the delivery that failed; unset when there was none."""
+
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        last_attempt: Global___WebhookAttempt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_attempt", b"last_attempt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_attempt", b"last_attempt", "reason", b"reason", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDisabled: _TypeAlias = WebhookDisabled  # noqa: Y015
+
+@_typing.final
+class WebhookAttempt(_message.Message):
+    """One attempt to send to a webhook, as an operational event describes it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    status_code: _builtins.int
+    """The receiver's HTTP status, when it answered."""
+    error: _builtins.str
+    """Why the attempt failed without an HTTP answer (timeout, refused, ...)."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        status_code: _builtins.int | None = ...,
+        error: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_status_code", b"_status_code", "error", b"error", "started_at", b"started_at", "status_code", b"status_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_status_code", b"_status_code", "error", b"error", "started_at", b"started_at", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
+    _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__status_code: _TypeAlias = _typing.Literal["status_code"]  # noqa: Y015
+    _WhichOneofArgType__status_code: _TypeAlias = _typing.Literal["_status_code", b"_status_code"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status_code) -> _WhichOneofReturnType__status_code | None: ...
+
+Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
+
+@_typing.final
+class WebhookEnabled(_message.Message):
+    """A disabled webhook was enabled again (`webhook.enabled`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    """The webhook enabled (the subject): it never receives this event."""
+    url: _builtins.str
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookEnabled: _TypeAlias = WebhookEnabled  # noqa: Y015

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from edgesense.v1 import events_pb2 as edgesense_dot_v1_dot_events__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/registry.proto\x12\x0c\x65\x64gesense.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x03\n\x07Webhook\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x12\n\ndevice_ids\x18\x06 \x03(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64isabled_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0f\x64isabled_reason\x18\t \x01(\tH\x00\x88\x01\x01\x12\x33\n\x07headers\x18\n \x03(\x0b\x32\".edgesense.v1.Webhook.HeadersEntry\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17secret_rotation_ends_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x12\n\x10_disabled_reason\"\xe2\x01\n\x16RegisterWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ndevice_ids\x18\x05 \x03(\t\x12\x42\n\x07headers\x18\x06 \x03(\x0b\x32\x31.edgesense.v1.RegisterWebhookRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x17RegisterWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"<\n\x13ListWebhooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListWebhooksResponse\x12\'\n\x08webhooks\x18\x01 \x03(\x0b\x32\x15.edgesense.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x44\x65leteWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"*\n\x14\x45nableWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x45nableWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x89\x01\n\x14UpdateWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12,\n\x07webhook\x18\x02 \x01(\x0b\x32\x1b.edgesense.v1.WebhookUpdate\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xc0\x01\n\rWebhookUpdate\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\ndevice_ids\x18\x04 \x03(\t\x12\x39\n\x07headers\x18\x05 \x03(\x0b\x32(.edgesense.v1.WebhookUpdate.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x1aRotateWebhookSecretRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x1c\n\x0foverlap_seconds\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_overlap_seconds\"\x17\n\x15ListEventTypesRequest\"F\n\x16ListEventTypesResponse\x12,\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x17.edgesense.v1.EventType\"W\n\tEventType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x16\n\x14WatchWebhooksRequest\"\xfe\x01\n\rWebhookTarget\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x15.edgesense.v1.Webhook\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x36\n\x10previous_secrets\x18\x04 \x03(\x0b\x32\x1c.edgesense.v1.PreviousSecret\x12\x39\n\x07headers\x18\x05 \x03(\x0b\x32(.edgesense.v1.WebhookTarget.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x0ePreviousSecret\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\rWebhookChange\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .edgesense.v1.WebhookChange.Kind\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.edgesense.v1.WebhookTarget\"h\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x15\n\x11KIND_SNAPSHOT_END\x10\x02\x12\x0f\n\x0bKIND_UPSERT\x10\x03\x12\x0f\n\x0bKIND_DELETE\x10\x04\"W\n\x1cReportDeliveryFailureRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x1dReportDeliveryFailureResponse\x12\x0e\n\x06status\x18\x01 \x01(\t2\xb5\t\n\x0fWebhookRegistry\x12\x81\x01\n\x0fRegisterWebhook\x12$.edgesense.v1.RegisterWebhookRequest\x1a%.edgesense.v1.RegisterWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/webhooks/register:\x01*\x12l\n\x0cListWebhooks\x12!.edgesense.v1.ListWebhooksRequest\x1a\".edgesense.v1.ListWebhooksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/webhooks\x12h\n\nGetWebhook\x12\x1f.edgesense.v1.GetWebhookRequest\x1a\x15.edgesense.v1.Webhook\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/webhooks/{webhook_id}\x12|\n\rDeleteWebhook\x12\".edgesense.v1.DeleteWebhookRequest\x1a#.edgesense.v1.DeleteWebhookResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/api/webhooks/{webhook_id}\x12\x83\x01\n\rEnableWebhook\x12\".edgesense.v1.EnableWebhookRequest\x1a#.edgesense.v1.EnableWebhookResponse\")\x82\xd3\xe4\x93\x02#\"!/api/webhooks/{webhook_id}/enable\x12w\n\rUpdateWebhook\x12\".edgesense.v1.UpdateWebhookRequest\x1a\x15.edgesense.v1.Webhook\"+\x82\xd3\xe4\x93\x02%2\x1a/api/webhooks/{webhook_id}:\x07webhook\x12\x8b\x01\n\x13RotateWebhookSecret\x12(.edgesense.v1.RotateWebhookSecretRequest\x1a\x15.edgesense.v1.Webhook\"3\x82\xd3\xe4\x93\x02-\"(/api/webhooks/{webhook_id}/rotate-secret:\x01*\x12u\n\x0eListEventTypes\x12#.edgesense.v1.ListEventTypesRequest\x1a$.edgesense.v1.ListEventTypesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/event-types\x12R\n\rWatchWebhooks\x12\".edgesense.v1.WatchWebhooksRequest\x1a\x1b.edgesense.v1.WebhookChange0\x01\x12p\n\x15ReportDeliveryFailure\x12*.edgesense.v1.ReportDeliveryFailureRequest\x1a+.edgesense.v1.ReportDeliveryFailureResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/registry.proto\x12\x0c\x65\x64gesense.v1\x1a\x19\x65\x64gesense/v1/events.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x03\n\x07Webhook\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x12\n\ndevice_ids\x18\x06 \x03(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64isabled_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x0f\x64isabled_reason\x18\t \x01(\tH\x00\x88\x01\x01\x12\x33\n\x07headers\x18\n \x03(\x0b\x32\".edgesense.v1.Webhook.HeadersEntry\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17secret_rotation_ends_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x12\n\x10_disabled_reason\"\xe2\x01\n\x16RegisterWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ndevice_ids\x18\x05 \x03(\t\x12\x42\n\x07headers\x18\x06 \x03(\x0b\x32\x31.edgesense.v1.RegisterWebhookRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x17RegisterWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"<\n\x13ListWebhooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListWebhooksResponse\x12\'\n\x08webhooks\x18\x01 \x03(\x0b\x32\x15.edgesense.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x44\x65leteWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"*\n\x14\x45nableWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\";\n\x15\x45nableWebhookResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x89\x01\n\x14UpdateWebhookRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12,\n\x07webhook\x18\x02 \x01(\x0b\x32\x1b.edgesense.v1.WebhookUpdate\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xc0\x01\n\rWebhookUpdate\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\ndevice_ids\x18\x04 \x03(\t\x12\x39\n\x07headers\x18\x05 \x03(\x0b\x32(.edgesense.v1.WebhookUpdate.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x1aRotateWebhookSecretRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x1c\n\x0foverlap_seconds\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_overlap_seconds\"\x17\n\x15ListEventTypesRequest\"F\n\x16ListEventTypesResponse\x12,\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x17.edgesense.v1.EventType\"W\n\tEventType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x16\n\x14WatchWebhooksRequest\"\xfe\x01\n\rWebhookTarget\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x15.edgesense.v1.Webhook\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x36\n\x10previous_secrets\x18\x04 \x03(\x0b\x32\x1c.edgesense.v1.PreviousSecret\x12\x39\n\x07headers\x18\x05 \x03(\x0b\x32(.edgesense.v1.WebhookTarget.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x0ePreviousSecret\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\rWebhookChange\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .edgesense.v1.WebhookChange.Kind\x12+\n\x06target\x18\x02 \x01(\x0b\x32\x1b.edgesense.v1.WebhookTarget\"h\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x15\n\x11KIND_SNAPSHOT_END\x10\x02\x12\x0f\n\x0bKIND_UPSERT\x10\x03\x12\x0f\n\x0bKIND_DELETE\x10\x04\"\xa6\x01\n\x1cReportDeliveryFailureRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x32\n\x0clast_attempt\x18\x04 \x01(\x0b\x32\x1c.edgesense.v1.WebhookAttempt\x12\x19\n\x11operational_event\x18\x05 \x01(\x08\"/\n\x1dReportDeliveryFailureResponse\x12\x0e\n\x06status\x18\x01 \x01(\t2\xb5\t\n\x0fWebhookRegistry\x12\x81\x01\n\x0fRegisterWebhook\x12$.edgesense.v1.RegisterWebhookRequest\x1a%.edgesense.v1.RegisterWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/webhooks/register:\x01*\x12l\n\x0cListWebhooks\x12!.edgesense.v1.ListWebhooksRequest\x1a\".edgesense.v1.ListWebhooksResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/webhooks\x12h\n\nGetWebhook\x12\x1f.edgesense.v1.GetWebhookRequest\x1a\x15.edgesense.v1.Webhook\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/webhooks/{webhook_id}\x12|\n\rDeleteWebhook\x12\".edgesense.v1.DeleteWebhookRequest\x1a#.edgesense.v1.DeleteWebhookResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/api/webhooks/{webhook_id}\x12\x83\x01\n\rEnableWebhook\x12\".edgesense.v1.EnableWebhookRequest\x1a#.edgesense.v1.EnableWebhookResponse\")\x82\xd3\xe4\x93\x02#\"!/api/webhooks/{webhook_id}/enable\x12w\n\rUpdateWebhook\x12\".edgesense.v1.UpdateWebhookRequest\x1a\x15.edgesense.v1.Webhook\"+\x82\xd3\xe4\x93\x02%2\x1a/api/webhooks/{webhook_id}:\x07webhook\x12\x8b\x01\n\x13RotateWebhookSecret\x12(.edgesense.v1.RotateWebhookSecretRequest\x1a\x15.edgesense.v1.Webhook\"3\x82\xd3\xe4\x93\x02-\"(/api/webhooks/{webhook_id}/rotate-secret:\x01*\x12u\n\x0eListEventTypes\x12#.edgesense.v1.ListEventTypesRequest\x1a$.edgesense.v1.ListEventTypesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/event-types\x12R\n\rWatchWebhooks\x12\".edgesense.v1.WatchWebhooksRequest\x1a\x1b.edgesense.v1.WebhookChange0\x01\x12p\n\x15ReportDeliveryFailure\x12*.edgesense.v1.ReportDeliveryFailureRequest\x1a+.edgesense.v1.ReportDeliveryFailureResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,60 +60,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKREGISTRY'].methods_by_name['RotateWebhookSecret']._serialized_options = b'\202\323\344\223\002-\"(/api/webhooks/{webhook_id}/rotate-secret:\001*'
   _globals['_WEBHOOKREGISTRY'].methods_by_name['ListEventTypes']._loaded_options = None
   _globals['_WEBHOOKREGISTRY'].methods_by_name['ListEventTypes']._serialized_options = b'\202\323\344\223\002\022\022\020/api/event-types'
-  _globals['_WEBHOOK']._serialized_start=173
-  _globals['_WEBHOOK']._serialized_end=645
-  _globals['_WEBHOOK_HEADERSENTRY']._serialized_start=579
-  _globals['_WEBHOOK_HEADERSENTRY']._serialized_end=625
-  _globals['_REGISTERWEBHOOKREQUEST']._serialized_start=648
-  _globals['_REGISTERWEBHOOKREQUEST']._serialized_end=874
-  _globals['_REGISTERWEBHOOKREQUEST_HEADERSENTRY']._serialized_start=579
-  _globals['_REGISTERWEBHOOKREQUEST_HEADERSENTRY']._serialized_end=625
-  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=876
-  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=937
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=939
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=999
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1001
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1089
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=1091
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=1130
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1132
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1174
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1176
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1235
-  _globals['_ENABLEWEBHOOKREQUEST']._serialized_start=1237
-  _globals['_ENABLEWEBHOOKREQUEST']._serialized_end=1279
-  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_start=1281
-  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_end=1340
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1343
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1480
-  _globals['_WEBHOOKUPDATE']._serialized_start=1483
-  _globals['_WEBHOOKUPDATE']._serialized_end=1675
-  _globals['_WEBHOOKUPDATE_HEADERSENTRY']._serialized_start=579
-  _globals['_WEBHOOKUPDATE_HEADERSENTRY']._serialized_end=625
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1677
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1791
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=1793
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=1816
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=1818
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=1888
-  _globals['_EVENTTYPE']._serialized_start=1890
-  _globals['_EVENTTYPE']._serialized_end=1977
-  _globals['_WATCHWEBHOOKSREQUEST']._serialized_start=1979
-  _globals['_WATCHWEBHOOKSREQUEST']._serialized_end=2001
-  _globals['_WEBHOOKTARGET']._serialized_start=2004
-  _globals['_WEBHOOKTARGET']._serialized_end=2258
-  _globals['_WEBHOOKTARGET_HEADERSENTRY']._serialized_start=579
-  _globals['_WEBHOOKTARGET_HEADERSENTRY']._serialized_end=625
-  _globals['_PREVIOUSSECRET']._serialized_start=2260
-  _globals['_PREVIOUSSECRET']._serialized_end=2340
-  _globals['_WEBHOOKCHANGE']._serialized_start=2343
-  _globals['_WEBHOOKCHANGE']._serialized_end=2557
-  _globals['_WEBHOOKCHANGE_KIND']._serialized_start=2453
-  _globals['_WEBHOOKCHANGE_KIND']._serialized_end=2557
-  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_start=2559
-  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_end=2646
-  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_start=2648
-  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_end=2695
-  _globals['_WEBHOOKREGISTRY']._serialized_start=2698
-  _globals['_WEBHOOKREGISTRY']._serialized_end=3903
+  _globals['_WEBHOOK']._serialized_start=200
+  _globals['_WEBHOOK']._serialized_end=672
+  _globals['_WEBHOOK_HEADERSENTRY']._serialized_start=606
+  _globals['_WEBHOOK_HEADERSENTRY']._serialized_end=652
+  _globals['_REGISTERWEBHOOKREQUEST']._serialized_start=675
+  _globals['_REGISTERWEBHOOKREQUEST']._serialized_end=901
+  _globals['_REGISTERWEBHOOKREQUEST_HEADERSENTRY']._serialized_start=606
+  _globals['_REGISTERWEBHOOKREQUEST_HEADERSENTRY']._serialized_end=652
+  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=903
+  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=964
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=966
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1026
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1028
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1116
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=1118
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=1157
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1159
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1201
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1203
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1262
+  _globals['_ENABLEWEBHOOKREQUEST']._serialized_start=1264
+  _globals['_ENABLEWEBHOOKREQUEST']._serialized_end=1306
+  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_start=1308
+  _globals['_ENABLEWEBHOOKRESPONSE']._serialized_end=1367
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1370
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1507
+  _globals['_WEBHOOKUPDATE']._serialized_start=1510
+  _globals['_WEBHOOKUPDATE']._serialized_end=1702
+  _globals['_WEBHOOKUPDATE_HEADERSENTRY']._serialized_start=606
+  _globals['_WEBHOOKUPDATE_HEADERSENTRY']._serialized_end=652
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1704
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1818
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=1820
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=1843
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=1845
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=1915
+  _globals['_EVENTTYPE']._serialized_start=1917
+  _globals['_EVENTTYPE']._serialized_end=2004
+  _globals['_WATCHWEBHOOKSREQUEST']._serialized_start=2006
+  _globals['_WATCHWEBHOOKSREQUEST']._serialized_end=2028
+  _globals['_WEBHOOKTARGET']._serialized_start=2031
+  _globals['_WEBHOOKTARGET']._serialized_end=2285
+  _globals['_WEBHOOKTARGET_HEADERSENTRY']._serialized_start=606
+  _globals['_WEBHOOKTARGET_HEADERSENTRY']._serialized_end=652
+  _globals['_PREVIOUSSECRET']._serialized_start=2287
+  _globals['_PREVIOUSSECRET']._serialized_end=2367
+  _globals['_WEBHOOKCHANGE']._serialized_start=2370
+  _globals['_WEBHOOKCHANGE']._serialized_end=2584
+  _globals['_WEBHOOKCHANGE_KIND']._serialized_start=2480
+  _globals['_WEBHOOKCHANGE_KIND']._serialized_end=2584
+  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_start=2587
+  _globals['_REPORTDELIVERYFAILUREREQUEST']._serialized_end=2753
+  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_start=2755
+  _globals['_REPORTDELIVERYFAILURERESPONSE']._serialized_end=2802
+  _globals['_WEBHOOKREGISTRY']._serialized_start=2805
+  _globals['_WEBHOOKREGISTRY']._serialized_end=4010
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 The webhook registry: webhooks, API keys and the disable policy."""
 
 from collections import abc as _abc
+from edgesense.v1 import events_pb2 as _events_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
@@ -156,7 +157,7 @@ class RegisterWebhookRequest(_message.Message):
     @_builtins.property
     def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Non-empty, no duplicates, each one of "device.data", "device.alert",
-        "device.status", "config.update".
+        "device.status", "config.update", "webhook.disabled", "webhook.enabled".
         """
 
     @_builtins.property
@@ -718,19 +719,32 @@ class ReportDeliveryFailureRequest(_message.Message):
     WEBHOOK_ID_FIELD_NUMBER: _builtins.int
     DELIVERY_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    OPERATIONAL_EVENT_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
     delivery_id: _builtins.str
     reason: _builtins.str
+    operational_event: _builtins.bool
+    """The failed delivery was of an operational event (webhook.disabled or
+    webhook.enabled): the webhook is disabled, but no webhook.disabled event
+    is published for it, so operational events never cause one another.
+    """
+    @_builtins.property
+    def last_attempt(self) -> _events_pb2.WebhookAttempt:
+        """The failed delivery's last attempt, for the webhook.disabled event."""
+
     def __init__(
         self,
         *,
         webhook_id: _builtins.str = ...,
         delivery_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        last_attempt: _events_pb2.WebhookAttempt | None = ...,
+        operational_event: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_attempt", b"last_attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "reason", b"reason", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "last_attempt", b"last_attempt", "operational_event", b"operational_event", "reason", b"reason", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -123,7 +123,8 @@ class WebhookRegistryServicer:
 
     def EnableWebhook(self, request, context):
         """Turns a disabled webhook active again; delivery then sends its held
-        deliveries, oldest first.
+        deliveries, oldest first. Publishes a webhook.enabled event (not when
+        the webhook was active already).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,7 +167,8 @@ class WebhookRegistryServicer:
 
     def ReportDeliveryFailure(self, request, context):
         """Internal: delivery reports a delivery that used all its attempts; the
-        registry disables the webhook with the reason.
+        registry disables the webhook with the reason, and publishes a
+        webhook.disabled event unless the delivery was of an operational event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

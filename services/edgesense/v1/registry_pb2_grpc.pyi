@@ -43,7 +43,8 @@ class WebhookRegistryStub:
     DeleteWebhook: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteWebhookRequest, _registry_pb2.DeleteWebhookResponse]
     EnableWebhook: _grpc.UnaryUnaryMultiCallable[_registry_pb2.EnableWebhookRequest, _registry_pb2.EnableWebhookResponse]
     """Turns a disabled webhook active again; delivery then sends its held
-    deliveries, oldest first.
+    deliveries, oldest first. Publishes a webhook.enabled event (not when
+    the webhook was active already).
     """
     UpdateWebhook: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateWebhookRequest, _registry_pb2.Webhook]
     """Changes the fields update_mask names (AIP-134), each validated as at
@@ -66,7 +67,8 @@ class WebhookRegistryStub:
     """
     ReportDeliveryFailure: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportDeliveryFailureRequest, _registry_pb2.ReportDeliveryFailureResponse]
     """Internal: delivery reports a delivery that used all its attempts; the
-    registry disables the webhook with the reason.
+    registry disables the webhook with the reason, and publishes a
+    webhook.disabled event unless the delivery was of an operational event.
     """
 
 @_typing.type_check_only
@@ -84,7 +86,8 @@ class WebhookRegistryAsyncStub(WebhookRegistryStub):
     DeleteWebhook: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteWebhookRequest, _registry_pb2.DeleteWebhookResponse]  # type: ignore[assignment]
     EnableWebhook: _aio.UnaryUnaryMultiCallable[_registry_pb2.EnableWebhookRequest, _registry_pb2.EnableWebhookResponse]  # type: ignore[assignment]
     """Turns a disabled webhook active again; delivery then sends its held
-    deliveries, oldest first.
+    deliveries, oldest first. Publishes a webhook.enabled event (not when
+    the webhook was active already).
     """
     UpdateWebhook: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateWebhookRequest, _registry_pb2.Webhook]  # type: ignore[assignment]
     """Changes the fields update_mask names (AIP-134), each validated as at
@@ -107,7 +110,8 @@ class WebhookRegistryAsyncStub(WebhookRegistryStub):
     """
     ReportDeliveryFailure: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportDeliveryFailureRequest, _registry_pb2.ReportDeliveryFailureResponse]  # type: ignore[assignment]
     """Internal: delivery reports a delivery that used all its attempts; the
-    registry disables the webhook with the reason.
+    registry disables the webhook with the reason, and publishes a
+    webhook.disabled event unless the delivery was of an operational event.
     """
 
 class WebhookRegistryServicer(metaclass=_abc_1.ABCMeta):
@@ -152,7 +156,8 @@ class WebhookRegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.EnableWebhookResponse, _abc.Awaitable[_registry_pb2.EnableWebhookResponse]]:
         """Turns a disabled webhook active again; delivery then sends its held
-        deliveries, oldest first.
+        deliveries, oldest first. Publishes a webhook.enabled event (not when
+        the webhook was active already).
         """
 
     @_abc_1.abstractmethod
@@ -205,7 +210,8 @@ class WebhookRegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ReportDeliveryFailureResponse, _abc.Awaitable[_registry_pb2.ReportDeliveryFailureResponse]]:
         """Internal: delivery reports a delivery that used all its attempts; the
-        registry disables the webhook with the reason.
+        registry disables the webhook with the reason, and publishes a
+        webhook.disabled event unless the delivery was of an operational event.
         """
 
 def add_WebhookRegistryServicer_to_server(servicer: WebhookRegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,12 +18,19 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from edgesense.common.errors import EdgesenseError, InvalidArgument, ResourceExhausted
-from edgesense.common.events import KIND_TO_EVENT
+from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.common.ids import new_id
 from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import HELD, PENDING, Claimed, NewDelivery, StoredEvent
+from edgesense.delivery.store.rows import (
+    HELD,
+    OPERATIONAL_DELIVERY_PREFIX,
+    PENDING,
+    Claimed,
+    NewDelivery,
+    StoredEvent,
+)
 from edgesense.delivery.webhooks.index import WebhookIndex
 from edgesense.v1 import events_pb2
 
@@ -35,6 +42,20 @@ QUEUE_BATCHES = 64
 FIRST_SECOND = -62_135_596_800
 LAST_SECOND = 253_402_300_799
 NANOS = 1_000_000_000
+_OPERATIONAL = frozenset(OPERATIONAL_EVENT_NAMES)
+_OPERATIONAL_ID = OPERATIONAL_DELIVERY_PREFIX.removesuffix("_")
+# Event.kind of an operational event -> its field's JSON name.
+_SUBJECT_FIELDS = {"webhook_disabled": "webhookDisabled", "webhook_enabled": "webhookEnabled"}
+
+
+def subject_of(event: events_pb2.Event) -> str:
+    """The webhook an operational event is about ("" for other events)."""
+    kind = event.WhichOneof("kind")
+    if kind == "webhook_disabled":
+        return event.webhook_disabled.webhook_id
+    if kind == "webhook_enabled":
+        return event.webhook_enabled.webhook_id
+    return ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,11 @@ def check_event(event: events_pb2.Event, position: int) -> str:
     if kind is None:
         raise InvalidArgument(
             f"events[{position}]", "has no kind (readings, alert, status, configuration)"
+        )
+    if kind in _SUBJECT_FIELDS and not subject_of(event):
+        raise InvalidArgument(
+            f"events[{position}].{_SUBJECT_FIELDS[kind]}.webhookId",
+            "is required (the webhook the event is about)",
         )
     stamp, received = event.timestamp, event.received_at
     if not (
@@ -181,8 +207,16 @@ class Acceptor:
                 payload = event.SerializeToString()
                 project_id, device_id = event.project_id, event.device_id
                 stored.append(StoredEvent(event_id, project_id, payload))
-                for target in self.index.match(project_id, name, device_id):
-                    delivery_id = new_id("dlv")
+                if name in _OPERATIONAL:
+                    # The project's other subscribers, never the subject;
+                    # their delivery ids tell the outcome writer what they are.
+                    targets = self.index.subscribers(project_id, name, subject_of(event))
+                    id_prefix = _OPERATIONAL_ID
+                else:
+                    targets = self.index.match(project_id, name, device_id)
+                    id_prefix = "dlv"
+                for target in targets:
+                    delivery_id = new_id(id_prefix)
                     webhook_id = target.webhook_id
                     start = settled.get(webhook_id)
                     if start is None:

@@ -5,7 +5,8 @@ A sample is a real `Event` with `test` set, so it goes through the normal
 pipeline (stored, claimed, signed, retried, logged) and renders as the real
 body of its type plus `"test": true` (send/payload.py). Its device is one
 the webhook filters on, if it has a filter, so that the receiver's own
-routing sees a device it knows.
+routing sees a device it knows. The sample of an operational event names a
+made-up webhook (SAMPLE_SUBJECT), and has no device.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from collections import deque
 from collections.abc import Collection
 from typing import Any
 
-from edgesense.common.events import CONFIG_UPDATE, DEVICE_ALERT, DEVICE_DATA, DEVICE_STATUS
+from edgesense.common.events import (
+    CONFIG_UPDATE,
+    DEVICE_ALERT,
+    DEVICE_DATA,
+    DEVICE_STATUS,
+    OPERATIONAL_EVENT_NAMES,
+    WEBHOOK_DISABLED,
+)
 from edgesense.common.ids import new_id
 from edgesense.v1 import events_pb2
 
@@ -24,6 +32,10 @@ from edgesense.v1 import events_pb2
 TEST_SENDS_PER_MINUTE = 10
 SAMPLE_DEVICE = "edge-node-321"
 SAMPLE_GATEWAY = "gw-test"
+# The webhook an operational sample is about: an id no webhook has (a real
+# id has 20 characters after `wh_`, common/ids.py).
+SAMPLE_SUBJECT = "wh_sample"
+SAMPLE_SUBJECT_URL = "https://receiver.example.com/webhooks"
 
 _PAYLOADS: dict[str, dict[str, Any]] = {
     DEVICE_DATA: {"temperature": 75.3, "humidity": 42.5, "pressure": 1013.2},
@@ -42,17 +54,24 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
 def sample_event(
     name: str, project_id: str, device_ids: Collection[str], now: float
 ) -> events_pb2.Event:
-    """A realistic event of type `name` (one of the four device events), happening now."""
-    event = events_pb2.Event(
-        event_id=new_id("evt"),
-        project_id=project_id,
-        gateway_id=SAMPLE_GATEWAY,
-        device_id=min(device_ids) if device_ids else SAMPLE_DEVICE,
-        test=True,
-    )
+    """A realistic event of type `name` (one of events.EVENT_NAMES), happening now."""
+    event = events_pb2.Event(event_id=new_id("evt"), project_id=project_id, test=True)
     micros = round(now * 1e6)
     event.timestamp.FromMicroseconds(micros)
     event.received_at.FromMicroseconds(micros)
+    if name in OPERATIONAL_EVENT_NAMES:
+        if name == WEBHOOK_DISABLED:
+            disabled = event.webhook_disabled
+            disabled.webhook_id, disabled.url = SAMPLE_SUBJECT, SAMPLE_SUBJECT_URL
+            disabled.reason = "2 attempts failed; last: HTTP 500"
+            disabled.last_attempt.started_at.FromMicroseconds(micros - 1_000_000)
+            disabled.last_attempt.status_code = 500
+        else:
+            enabled = event.webhook_enabled
+            enabled.webhook_id, enabled.url = SAMPLE_SUBJECT, SAMPLE_SUBJECT_URL
+        return event
+    event.gateway_id = SAMPLE_GATEWAY
+    event.device_id = min(device_ids) if device_ids else SAMPLE_DEVICE
     values = _PAYLOADS[name]
     if name == DEVICE_DATA:
         event.readings.values.update(values)

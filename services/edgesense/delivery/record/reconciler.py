@@ -10,7 +10,9 @@ in the outbox:
   deliveries are held; enabled again: released;
 - a delivery that used up its attempts (reported by the outcome writer):
   its webhook is disabled here at once, its pending deliveries are held, and
-  the registry is told (which disables it everywhere).
+  the registry is told (which disables it everywhere), with the last attempt
+  and whether the delivery was of an operational event (the registry then
+  publishes no webhook.disabled: no loops).
 It lives in record/ with the outcome writer and the retry rule because all
 three change a delivery's state after it was stored; webhooks/ only knows
 the webhooks.
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import Outcome
+from edgesense.delivery.store.rows import Outcome, is_operational_delivery
 from edgesense.delivery.webhooks.index import DISABLED, Target, WebhookIndex
 from edgesense.delivery.webhooks.registry_link import FailureReport
 
@@ -93,5 +95,15 @@ class Reconciler:
         # (on_change holds a disabled webhook's deliveries even though this
         # index has it disabled already), as would a snapshot after a broken
         # stream.
-        self.report_failure(FailureReport(target.webhook_id, outcome.delivery_id, reason))
+        self.report_failure(
+            FailureReport(
+                target.webhook_id,
+                outcome.delivery_id,
+                reason,
+                started_at=outcome.started_at,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                operational_event=is_operational_delivery(outcome.delivery_id),
+            )
+        )
         await self.outbox.hold([target.webhook_id], "webhook disabled", time.time())

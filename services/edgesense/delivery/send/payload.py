@@ -17,6 +17,11 @@ pass). Rules:
   (the event types' schemas allow members they do not name), and its
   requests the header `X-EdgeSense-Test: 1` (TEST_HEADER); other bodies
   have no `test` member.
+- An operational event (`webhook.disabled`, `webhook.enabled`) is about a
+  webhook, not a device: its body has no `deviceId` and no `gatewayId`, and
+  its payload names the webhook (`webhookId`, `url`; for `webhook.disabled`
+  also `reason` and, when there was one, `lastAttempt`: `startedAt`,
+  `statusCode` or `error`).
 - `timestamp` is RFC 3339 in UTC with `Z`: seconds precision, or milliseconds
   when the event time has a sub-second part of at least one millisecond.
 """
@@ -31,7 +36,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from edgesense.common.events import KIND_TO_EVENT
+from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.v1 import events_pb2
 
 TEST_HEADER = "X-EdgeSense-Test"
@@ -79,6 +84,8 @@ def render(event: events_pb2.Event) -> RenderedEvent:
         "eventId": event.event_id,
         "gatewayId": event.gateway_id,
     }
+    if name in OPERATIONAL_EVENT_NAMES:
+        del body["deviceId"], body["gatewayId"]
     if event.test:
         body["test"] = True
         return RenderedEvent(name, _json(body)[:-1], True)
@@ -108,6 +115,24 @@ def event_payload(event: events_pb2.Event) -> dict[str, Any]:
         details.pop("status", None)
         # An unspecified state should not reach delivery; "unknown" keeps the body valid.
         return {"status": _STATE_NAMES.get(event.status.state, "unknown"), **details}
+    if kind == "webhook_disabled":
+        disabled = event.webhook_disabled
+        payload: dict[str, Any] = {
+            "webhookId": disabled.webhook_id,
+            "url": disabled.url,
+            "reason": disabled.reason,
+        }
+        if disabled.HasField("last_attempt"):
+            last = disabled.last_attempt
+            attempt: dict[str, Any] = {"startedAt": rfc3339(last.started_at)}
+            if last.HasField("status_code"):
+                attempt["statusCode"] = last.status_code
+            if last.HasField("error"):
+                attempt["error"] = last.error
+            payload["lastAttempt"] = attempt
+        return payload
+    if kind == "webhook_enabled":
+        return {"webhookId": event.webhook_enabled.webhook_id, "url": event.webhook_enabled.url}
     raise ValueError(f"event {event.event_id!r} has no kind (readings, alert, status, ...)")
 
 

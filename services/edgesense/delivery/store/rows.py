@@ -231,6 +231,19 @@ def is_test_delivery(delivery_id: str) -> bool:
     return delivery_id.startswith(TEST_DELIVERY_PREFIX)
 
 
+# Operational events (webhook.disabled, webhook.enabled): their deliveries'
+# ids start with OPERATIONAL_DELIVERY_PREFIX (the acceptor makes them so), by
+# the same rule as test sends' (no ordinary id has a second `_`). A delivery
+# of one that fails for good is reported as such, and the registry then
+# publishes no webhook.disabled (operational events never cause one another).
+OPERATIONAL_DELIVERY_PREFIX = "dlv_op_"
+
+
+def is_operational_delivery(delivery_id: str) -> bool:
+    """Is this the delivery of an operational event (not a test send's)?"""
+    return delivery_id.startswith(OPERATIONAL_DELIVERY_PREFIX)
+
+
 # Recover (POST /api/webhooks/{id}/recover): at most RECOVER_LIMIT deliveries
 # per call, RECOVER_CHUNK per transaction, so no transaction holds its locks
 # (on SQLite: the one write lock) for long.

@@ -82,6 +82,13 @@ class WebhookIndex:
         candidates = self._by_route.get((project_id, event_name), ())
         return [t for t in candidates if not t.device_ids or device_id in t.device_ids]
 
+    def subscribers(self, project_id: str, event_name: str, subject: str) -> list[Target]:
+        """Every webhook of the project (active or disabled) subscribed to
+        operational event `event_name` about webhook `subject`, but `subject`
+        itself: device filters do not apply (the event is about no device)."""
+        candidates = self._by_route.get((project_id, event_name), ())
+        return [t for t in candidates if t.webhook_id != subject]
+
     def replace(self, targets: Iterable[Target]) -> None:
         self._targets = {t.webhook_id: t for t in targets}
         self._rebuild()

@@ -64,6 +64,30 @@ class FailureReport:
     webhook_id: str
     delivery_id: str
     reason: str
+    # The delivery's last attempt: when it started (unix time), and the
+    # receiver's status or why there was none.
+    started_at: float | None = None
+    status_code: int | None = None
+    error: str | None = None
+    # The delivery was of an operational event: the registry publishes no
+    # webhook.disabled for this disable.
+    operational_event: bool = False
+
+    def request(self) -> registry_pb2.ReportDeliveryFailureRequest:
+        request = registry_pb2.ReportDeliveryFailureRequest(
+            webhook_id=self.webhook_id,
+            delivery_id=self.delivery_id,
+            reason=self.reason,
+            operational_event=self.operational_event,
+        )
+        if self.started_at is not None:
+            attempt = request.last_attempt
+            attempt.started_at.FromMicroseconds(round(self.started_at * 1e6))
+            if self.status_code is not None:
+                attempt.status_code = self.status_code
+            if self.error is not None:
+                attempt.error = self.error
+        return request
 
 
 class RegistryLink:
@@ -159,11 +183,7 @@ class RegistryLink:
             while True:
                 try:
                     await stub.ReportDeliveryFailure(
-                        registry_pb2.ReportDeliveryFailureRequest(
-                            webhook_id=report.webhook_id,
-                            delivery_id=report.delivery_id,
-                            reason=report.reason,
-                        ),
+                        report.request(),
                         metadata=self._metadata,
                         timeout=10,
                     )

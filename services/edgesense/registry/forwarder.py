@@ -1,0 +1,120 @@
+"""Publishes the registry's operational events to delivery.
+
+A disable or enable writes its event to `operational_events` in its own
+transaction (store.set_status); this task sends the rows not yet confirmed,
+oldest first, over delivery's Publish stream with the internal token, and
+deletes them once delivery has confirmed them stored. Nothing committed is
+lost: a row stays until delivery has it, across crashes and restarts (a
+registry starting with rows left sends them), and while delivery is down the
+task retries with backoff.
+
+A row can be published more than once: when the registry dies between
+delivery's confirmation and the delete, or when several registry replicas
+read the same rows at the same time (nothing stops them: each publishes and
+deletes). That is harmless: the event id is made once, when the row is
+written, and delivery stores an event id once (a second Publish of it counts
+as a duplicate and creates no deliveries), so each event is sent to each
+subscriber once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from edgesense.common.auth import bearer_metadata
+from edgesense.common.backoff import backoff_delay
+from edgesense.common.errors import Unavailable
+from edgesense.common.grpc_tls import open_channel
+from edgesense.common.tls import GrpcTls
+from edgesense.registry.store import Unpublished, WebhookStore
+from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, events_pb2
+
+log = logging.getLogger(__name__)
+
+# Rows written by another replica (whose writes do not wake this one) are
+# found this often; a write in this process wakes the forwarder at once.
+POLL_SECONDS = 2.0
+BATCH = 100
+PUBLISH_TIMEOUT_SECONDS = 30.0
+RETRY_MIN_SECONDS = 0.2
+RETRY_MAX_SECONDS = 10.0
+
+
+class OperationalForwarder:
+    def __init__(
+        self, store: WebhookStore, delivery_addr: str, token: str, tls: GrpcTls | None = None
+    ) -> None:
+        self.store = store
+        # Read at every connect, so it can be set after start (tests start
+        # delivery after the registry, on a port known only then).
+        self.delivery_addr = delivery_addr
+        self._tls = tls or GrpcTls()
+        self._metadata = bearer_metadata(token)
+        self.published_total = 0  # events delivery confirmed to this process
+
+    async def run(self) -> None:
+        """Publish unsent operational events until cancelled."""
+        channel: grpc.aio.Channel | None = None
+        address = ""
+        failures = 0
+        try:
+            while True:
+                try:
+                    rows = await self._unpublished()
+                    if channel is None or address != self.delivery_addr:
+                        if channel is not None:
+                            await channel.close()
+                        address = self.delivery_addr
+                        channel = open_channel(address, self._tls)
+                    await self._publish(channel, rows)
+                    await self.store.published([r.seq for r in rows])
+                    self.published_total += len(rows)
+                    failures = 0
+                except (grpc.aio.AioRpcError, Unavailable) as exc:
+                    failures += 1
+                    delay = backoff_delay(failures, RETRY_MIN_SECONDS, RETRY_MAX_SECONDS)
+                    why = exc.message if isinstance(exc, Unavailable) else exc.code().name
+                    log.warning(
+                        "cannot publish operational events to delivery %s (%s); retrying in %.1f s",
+                        address or self.delivery_addr,
+                        why,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                except Exception:  # a bug: keep publishing, never stop silently
+                    failures += 1
+                    delay = backoff_delay(failures, RETRY_MIN_SECONDS, RETRY_MAX_SECONDS)
+                    log.exception("publishing operational events failed; retrying in %.1f s", delay)
+                    await asyncio.sleep(delay)
+        finally:
+            if channel is not None:
+                await channel.close()
+
+    async def _unpublished(self) -> list[Unpublished]:
+        """The next rows to publish; waits until there are some."""
+        while True:
+            # Taken before the read: a write after the read still wakes this wait.
+            written = self.store.operational_written.next()
+            rows = await self.store.unpublished(BATCH)
+            if rows:
+                return rows
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(written.wait(), POLL_SECONDS)
+
+    async def _publish(self, channel: grpc.aio.Channel, rows: list[Unpublished]) -> None:
+        """One Publish batch of `rows`; returns once delivery confirmed it stored."""
+        stub = delivery_pb2_grpc.DeliveryStub(channel)
+        request = delivery_pb2.PublishRequest(
+            batch_id=rows[0].seq, events=[events_pb2.Event.FromString(r.event) for r in rows]
+        )
+        call = stub.Publish(
+            iter([request]), metadata=self._metadata, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+        answers = [answer async for answer in call]
+        if not any(a.batch_id == request.batch_id for a in answers):
+            raise Unavailable("delivery ended the Publish stream without confirming the batch")
+        log.info("published %d operational events", len(rows))
