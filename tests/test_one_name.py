@@ -60,6 +60,7 @@ ABOUT_THE_DEVICE = (
     "services/edgesense/__init__.py",
     "services/edgesense/common/events.py",
     "services/edgesense/common/event_types.py",
+    "services/edgesense/delivery/accept/samples.py",
     "services/edgesense/common/log_throttle.py",
     "services/edgesense/tools/__init__.py",
     "services/edgesense/tools/local_commands.py",

@@ -3,8 +3,8 @@
 `webhook.disabled` when a delivery to it used all its attempts (unless that
 delivery was itself of an operational event: operational events never
 cause one another), `webhook.enabled` when it is enabled again. Each is an
-`edgesense.v1.Event` of the webhook's project, with no gateway and no
-device, whose payload names the webhook (its subject); delivery sends it to
+`edgesense.v1.Event` of the webhook's project, with no gatewayId and no
+deviceId, whose payload names the webhook (its subject); delivery sends it to
 the project's other webhooks that subscribe, never to the subject. The store
 writes it in the same transaction as the status change (store.set_status),
 and forwarder.py publishes it to delivery.
