@@ -468,3 +468,35 @@ async def test_retention_batches_are_bounded_and_take_the_first_to_end_first(
     assert third == Deleted(1, 1, 2)  # the last delivery; the events left: 7 - 2 - 2 = 3
     assert await outbox.delete_ended(NOW + 100, limit=2) == Deleted(0, 0, 1)
     assert await table_ids(database_url, "SELECT event_id FROM events") == set()
+
+
+async def test_retention_reads_through_its_indexes(outbox: Outbox, database_url: str) -> None:
+    """No scan of a whole table: on PostgreSQL the plans of a batch use the
+    retention indexes (sequential scans turned off, so that the plan of an
+    almost empty table shows which index is usable); on SQLite the
+    statements name them (INDEXED BY), so they fail if one is missing."""
+    if database_url.startswith("sqlite"):
+        assert "INDEXED BY ix_deliveries_ended" in outbox_sqlite.SELECT_ENDED
+        assert "INDEXED BY ix_events_created" in outbox_sqlite.DELETE_EVENTS
+        assert "INDEXED BY ix_deliveries_event" in outbox_sqlite.DELETE_EVENTS
+        return
+    await ensure_online_indexes(outbox_postgres_engine(outbox))
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plans = {}
+            for name, statement in (
+                ("deliveries", outbox_postgres.DELETE_ENDED),
+                ("events", outbox_postgres.DELETE_EVENTS),
+            ):
+                rows = await conn.execute(
+                    text(f"EXPLAIN {statement.text}"), {"before": NOW, "size": 10}
+                )
+                plans[name] = "\n".join(row[0] for row in rows)
+            await conn.rollback()
+    finally:
+        await dispose_engine(engine)
+    assert "ix_deliveries_ended" in plans["deliveries"], plans["deliveries"]
+    assert "ix_events_created" in plans["events"], plans["events"]
+    assert "ix_deliveries_event" in plans["events"], plans["events"]
