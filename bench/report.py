@@ -21,8 +21,8 @@ Row = dict[str, Any]
 OURS = ("registry", "delivery", "senders", "bridge", "api", "forwarder")
 OTHERS = ("mosquitto", "receiver", "publisher")
 RSS_LIMIT_MB = 300.0
-# The retention phase runs about three times as long as the size takes to
-# settle: a size that kept growing would end near 3x; flat, near 1x.
+# The retention phase runs more than twice as long as the size takes to
+# settle: a size that kept growing would end above 2x; flat, near 1x.
 RETENTION_GROWTH_LIMIT = 1.2
 # (figure, phase kind, a ratio to the healthy webhook alone?, target).
 ISOLATION_ROWS: list[tuple[str, str, bool, float]] = [
