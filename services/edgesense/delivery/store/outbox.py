@@ -129,8 +129,8 @@ class Outbox(Protocol):
     async def expire_held(self, held_before: float, reason: str, now: float) -> int:
         """Deliveries held since before `held_before` are failed. A held row's
         `updated_at` is when it was put on hold (by hold, accept, an outcome,
-        or a redeliver or recover while its webhook is disabled): while it is
-        held, nothing else writes it."""
+        or a redeliver or recover while its webhook is disabled); nothing else
+        changes it while the row is held."""
         ...
 
     async def delete_ended(self, ended_before: float, limit: int = RETENTION_BATCH) -> Deleted:
