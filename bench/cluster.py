@@ -14,6 +14,7 @@ import asyncio
 import base64
 import os
 import time
+from collections.abc import Mapping
 
 import aiohttp
 import grpc
@@ -46,10 +47,17 @@ class EdgeSense:
         self.running: dict[str, Child] = {}
         self.env: dict[str, str] = {}
         self.webhook_ids: dict[str, str] = {}
+        self.database_url = ""
 
-    async def start(self, children: Children, broker_port: int, targets: list[Target]) -> None:
+    async def start(
+        self,
+        children: Children,
+        broker_port: int,
+        targets: list[Target],
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.children, self.running, self.webhook_ids = children, {}, {}
-        url = await self.database.create(children.directory)
+        url = self.database_url = await self.database.create(children.directory)
         ports = {name: free_port() for name in SERVICES}
         self.env = {
             "EDGESENSE_DATABASE_URL": url,
@@ -68,6 +76,7 @@ class EdgeSense:
         }
         for name in ("registry", "delivery", "bridge"):
             self.env[f"EDGESENSE_{name.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+        self.env.update(settings or {})
         for name in ("registry", "delivery", "bridge"):
             await self._start_service(name, ports[name])
         await self._start_service("api", ports["api"])
@@ -104,6 +113,9 @@ class EdgeSense:
             for n, pid in enumerate(child_pids(found["delivery"]), 1):
                 found["senders" if n == 1 else f"senders#{n}"] = pid
         return found
+
+    async def database_bytes(self) -> int | None:
+        return await self.database.size(self.database_url)
 
     async def pause(self) -> None:
         await self.running["delivery"].stop()

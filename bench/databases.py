@@ -30,6 +30,23 @@ class Database:
         base = self.server_url.rsplit("/", 1)[0]
         return f"{base}/{name}"
 
+    async def size(self, url: str) -> int:
+        """Bytes the database at `url` takes now: SQLite's file with its
+        write-ahead log, or PostgreSQL's pg_database_size."""
+        if self.kind == "sqlite":
+            path = Path(url.split(":///", 1)[1])
+            found = [path, path.with_name(path.name + "-wal")]
+            return sum(p.stat().st_size for p in found if p.exists())
+        import asyncpg
+
+        name = url.rsplit("/", 1)[1]
+        dsn = self.server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        connection = await asyncpg.connect(dsn)
+        try:
+            return int(await connection.fetchval("SELECT pg_database_size($1)", name))
+        finally:
+            await connection.close()
+
     async def drop_all(self) -> None:
         while self.created:
             name = self.created.pop()

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.receivers import OTHER_PROJECT, EndpointSpec
 
@@ -18,6 +18,19 @@ ISOLATION_ROUNDS = 3
 # receiver that never answers in time, and its events, published first.
 OTHER_WEBHOOKS = 300
 OTHER_EVENTS = 50
+# Retention (issue 12): a steady load for several times the retention, with
+# the database's size sampled every RETENTION_SAMPLE_SECONDS. Deletion starts
+# once rows are older than the retention and runs every 10 s (every half
+# retention when shorter), so the size should stop growing after about the
+# retention plus one period; from then to the end it grows no more.
+RETENTION_SECONDS = 20
+RETENTION_RATE = 500.0
+RETENTION_SAMPLE_SECONDS = 5.0
+# When the size should have stopped growing: the first deletion comes at most
+# one 10 s period (and a 2 s round of the maintenance loop) after the oldest
+# rows pass the retention, and the size peaks just before the next one,
+# another period later; 5 s of slack.
+RETENTION_SETTLED_SECONDS = RETENTION_SECONDS + 25.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,10 @@ class Phase:
     backlog: bool = False
     limit_seconds: float = 600.0  # after the last publish, at most this long for the rest
     background: int = 0  # events published first to each other project (not measured)
+    settings: dict[str, str] = field(default_factory=dict)  # EdgeSense's, beside the defaults
+    systems: tuple[str, ...] = ()  # the systems it runs on; () for every one
+    sample_database_seconds: float = 0.0  # > 0: the database's size every so many seconds
+    settled_after_seconds: float = 0.0  # from when the sampled size should stay flat
 
     @property
     def healthy(self) -> list[str]:
@@ -89,5 +106,18 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
         ],
         "backlog": [
             Phase("backlog", [healthy("hook")], 20_000 if quick else 200_000, backlog=True)
+        ],
+        # EdgeSense only: the baseline stores nothing.
+        "retention": [
+            Phase(
+                "retention",
+                [healthy("hook")],
+                int(RETENTION_RATE * (60 if quick else 100)),
+                rate=RETENTION_RATE,
+                settings={"EDGESENSE_RETENTION_DAYS": f"{RETENTION_SECONDS / 86400:.9f}"},
+                systems=("edgesense",),
+                sample_database_seconds=RETENTION_SAMPLE_SECONDS,
+                settled_after_seconds=RETENTION_SETTLED_SECONDS,
+            )
         ],
     }

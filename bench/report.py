@@ -21,6 +21,9 @@ Row = dict[str, Any]
 OURS = ("registry", "delivery", "senders", "bridge", "api", "forwarder")
 OTHERS = ("mosquitto", "receiver", "publisher")
 RSS_LIMIT_MB = 300.0
+# The retention phase runs more than twice as long as the size takes to
+# settle: a size that kept growing would end above 2x; flat, near 1x.
+RETENTION_GROWTH_LIMIT = 1.2
 # (figure, phase kind, a ratio to the healthy webhook alone?, target).
 ISOLATION_ROWS: list[tuple[str, str, bool, float]] = [
     ("Isolation: healthy receiver alone, deliveries/s", "alone", False, 0.0),
@@ -180,6 +183,40 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
                 "ratio": None,
                 "target": "",
                 "result": "",
+            }
+        )
+    # Retention (issue 12): the database's size over a steady run several
+    # times the retention long. last/peak is 1.0 for a size that grew to the
+    # end as well; the growth after the size should have settled tells them
+    # apart (without retention it is about the run's length over that time).
+    growth = got.get(("edgesense", "retention"), {}).get("database")
+    if growth:
+        settled = growth["settled_after_s"]
+        flat = growth["last_to_settled"]
+        for figure, value in (
+            ("Retention: database peak MB", growth["peak_mb"]),
+            ("Retention: database size last / peak", growth["last_to_peak"]),
+        ):
+            rows.append(
+                {
+                    "figure": figure,
+                    "edgesense": value,
+                    "baseline": None,
+                    "ratio": None,
+                    "target": "",
+                    "result": "",
+                }
+            )
+        rows.append(
+            {
+                "figure": f"Retention: database size last / at {settled:g} s (growth once settled)",
+                "edgesense": flat,
+                "baseline": None,
+                "ratio": None,
+                "target": f"≤ {RETENTION_GROWTH_LIMIT:g}",
+                "result": ""
+                if flat is None
+                else ("PASS" if flat <= RETENTION_GROWTH_LIMIT else "FAIL"),
             }
         )
     cpu: Row = {

@@ -4,9 +4,10 @@
                         [--systems baseline,edgesense] [--profile DIR] [--keep]
                         [--isolation-rate EVENTS_PER_S] [--baseline-mqtt 5|3.1.1]
 
-Scenarios, in order: saturation, latency, fanout, isolation, backlog. For each
-phase the baseline runs first, then EdgeSense, each from a fresh start, so
-the two meet the same machine at about the same time. Logs of every process
+Scenarios, in order: saturation, latency, fanout, isolation, backlog,
+retention. For each phase the baseline runs first, then EdgeSense, each from
+a fresh start, so the two meet the same machine at about the same time
+(retention runs on EdgeSense only: the baseline stores nothing). Logs of every process
 go to a temporary folder, kept with `--keep` (or when a phase fails).
 `--profile` attaches py-spy to our processes (it slows them: profile in a
 separate run from the one whose figures you keep).
@@ -77,6 +78,15 @@ def one_line(result: dict[str, Any]) -> str:
     )
 
 
+def database_line(growth: dict[str, Any]) -> str:
+    sizes = ", ".join(f"{t:g} s {mb:.1f}" for t, mb in growth["mb"])
+    return (
+        f"  database MB: {sizes}; peak {growth['peak_mb']:.1f}, last/peak "
+        f"{growth['last_to_peak']}, last / at {growth['settled_after_s']:g} s "
+        f"{growth['last_to_settled']}"
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="edgesense-bench-"))
@@ -97,6 +107,8 @@ async def run(args: argparse.Namespace) -> int:
     for phase in phases:
         print(f"\n{describe(phase)}", flush=True)
         for system in make_systems(database, args.systems.split(","), args.baseline_mqtt):
+            if phase.systems and system.name not in phase.systems:
+                continue
             directory = workdir / f"{phase.name}-{system.name}"
             try:
                 result = await PhaseRun(system, phase, directory, args.profile).run()
@@ -107,6 +119,8 @@ async def run(args: argparse.Namespace) -> int:
                 continue
             results.append(result)
             print(one_line(result), flush=True)
+            if "database" in result:
+                print(database_line(result["database"]), flush=True)
     rows = figures(results)
     found = problems(results) + errors
     table = markdown(rows, results)

@@ -15,6 +15,7 @@ again) to the last arrival. The phases themselves are planned in `phases`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ class PhaseRun:
         try:
             _, broker_port = await start_mosquitto(children)
             receivers = await Receivers.start(children, self.phase.endpoints)
-            await self.system.start(children, broker_port, receivers.targets)
+            await self.system.start(children, broker_port, receivers.targets, self.phase.settings)
             probes = await wait_routed(broker_port, receivers, self.phase.projects)
             result = await self._measure(children, broker_port, receivers, probes)
             return result | {"wall_seconds": round(time.monotonic() - started, 1)}
@@ -140,6 +141,12 @@ class PhaseRun:
         self.sampler.mark()
         stop = asyncio.Event()
         sampling = asyncio.create_task(self.sampler.run(stop))
+        sizes: list[tuple[float, int]] = []
+        sizing = None
+        if phase.sample_database_seconds:
+            sizing = asyncio.create_task(
+                sample_database(self.system, phase.sample_database_seconds, sizes, stop)
+            )
         profiler = None
         if self.profile is not None:
             profiler = Profiler(self.profile, f"{phase.name}-{self.system.name}")
@@ -168,11 +175,15 @@ class PhaseRun:
         finally:
             stop.set()
             await sampling
+            if sizing is not None:
+                await sizing
             profiles = [str(path) for path in await profiler.stop()] if profiler else []
         stats = await receivers.stats(full=True)
         processes = self.sampler.report()
         processes["publisher"] = {k: published[k] for k in ("cpu_s", "peak_rss_mb")}
         result = summarise(self.system, phase, published, start_ns, outcome, stats, probes)
+        if sizes:
+            result["database"] = database_growth(sizes, phase.settled_after_seconds)
         ours = sum(p["cpu_s"] for name, p in processes.items() if not name.startswith("py-spy"))
         machine = self.sampler.machine(ours)
         return result | {"processes": processes, "profiles": profiles, "machine": machine}
@@ -203,6 +214,43 @@ class PhaseRun:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the background load is not held after {ROUTE_SECONDS} s")
             await asyncio.sleep(0.05)
+
+
+async def sample_database(
+    system: System, every: float, sizes: list[tuple[float, int]], stop: asyncio.Event
+) -> None:
+    """Append (seconds since the start, bytes) every `every` seconds, and once
+    more when `stop` is set."""
+    started = time.monotonic()
+    while True:
+        size = await system.database_bytes()
+        if size is not None:
+            sizes.append((round(time.monotonic() - started, 1), size))
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+def database_growth(sizes: list[tuple[float, int]], settled_after: float) -> dict[str, Any]:
+    """The sampled sizes in MB, and how they grew: `last_to_peak` (the brief's
+    figure: 1.0 also when the size grew to the very end), and `last_to_settled`,
+    the last size over the first one sampled at or after `settled_after`
+    (about 1.0 when the size stayed flat from then on; without retention, the
+    run's length over `settled_after`)."""
+    mb = [(t, round(size / 2**20, 2)) for t, size in sizes]
+    peak = max(size for _, size in mb)
+    last = mb[-1][1]
+    settled = next((size for t, size in mb if t >= settled_after), None)
+    return {
+        "mb": mb,
+        "peak_mb": peak,
+        "last_mb": last,
+        "settled_after_s": settled_after,
+        "settled_mb": settled,
+        "last_to_peak": round(last / peak, 3) if peak else None,
+        "last_to_settled": round(last / settled, 3) if settled else None,
+    }
 
 
 def summarise(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Protocol
 
 from bench.processes import Child, Children, python_module
@@ -22,9 +23,19 @@ TOPIC_PREFIX = "edgesense"
 class System(Protocol):
     name: str
 
-    async def start(self, children: Children, broker_port: int, targets: list[Target]) -> None:
+    async def start(
+        self,
+        children: Children,
+        broker_port: int,
+        targets: list[Target],
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         """Start, and know the targets (every one gets `device.data` of its project;
-        the baseline has no projects: it sends every event to every target)."""
+        the baseline has no projects: it sends every event to every target).
+        `settings`: environment variables beside the system's defaults (EdgeSense's)."""
+
+    async def database_bytes(self) -> int | None:
+        """The size of what it stores now (None: it stores nothing)."""
 
     def processes(self) -> dict[str, int]:
         """Our processes now running: name -> pid."""
@@ -54,7 +65,13 @@ class Baseline:
         self.child: Child | None = None
         self.argv: list[str] = []
 
-    async def start(self, children: Children, broker_port: int, targets: list[Target]) -> None:
+    async def start(
+        self,
+        children: Children,
+        broker_port: int,
+        targets: list[Target],
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         spec = [
             {"url": t.url, "secret": t.secret, "webhookId": f"wh_{t.name}_{n}"}
             for n, t in enumerate(targets)
@@ -77,6 +94,9 @@ class Baseline:
 
     def processes(self) -> dict[str, int]:
         return {"forwarder": self.child.pid} if self.child and self.child.running else {}
+
+    async def database_bytes(self) -> int | None:
+        return None
 
     async def pause(self) -> None:
         if self.child is not None:

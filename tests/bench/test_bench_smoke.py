@@ -21,7 +21,7 @@ from bench.procstats import cpu_seconds, memory_kb
 from bench.receiver import percentiles
 from bench.receivers import OTHER_PROJECT, EndpointSpec
 from bench.report import figures, markdown, problems
-from bench.scenarios import PhaseRun
+from bench.scenarios import PhaseRun, database_growth
 from bench.systems import Baseline, System
 
 
@@ -114,3 +114,14 @@ async def test_a_phase_beside_another_project_s_hanging_webhooks(
     assert result["endpoints"]["other"]["requests"] >= 15
     background = result["endpoints"]["a"]["background"]
     assert background == (5 if system_name == "baseline" else 0)
+
+
+def test_database_growth_tells_a_flat_size_from_a_growing_one() -> None:
+    mb = 2**20
+    flat = database_growth([(0.0, 0), (10.0, 8 * mb), (20.0, 10 * mb), (40.0, 10 * mb)], 20.0)
+    assert (flat["peak_mb"], flat["last_to_peak"], flat["last_to_settled"]) == (10.0, 1.0, 1.0)
+    growing = database_growth([(0.0, 0), (20.0, 10 * mb), (60.0, 30 * mb)], 20.0)
+    assert (growing["last_to_peak"], growing["last_to_settled"]) == (1.0, 3.0)
+    rows = figures([{"system": "edgesense", "phase": "retention", "database": growing}])
+    [settled] = [r for r in rows if "once settled" in r["figure"]]
+    assert (settled["edgesense"], settled["result"]) == (3.0, "FAIL")

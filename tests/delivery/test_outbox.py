@@ -23,6 +23,7 @@ from edgesense.delivery.store.rows import (
     HELD,
     PENDING,
     SUCCEEDED,
+    Deleted,
     NewDelivery,
     Outcome,
     StoredEvent,
@@ -261,6 +262,16 @@ async def test_held_deliveries_expire_by_age(outbox: Outbox) -> None:
     assert (row[0].status, row[0].status_reason) == (FAILED, "expired")
 
 
+async def test_held_deliveries_expire_counted_from_when_they_became_held(
+    outbox: Outbox,
+) -> None:
+    """A delivery created long ago and held only now is not expired for its age."""
+    await store(outbox, new_delivery(1, "wh_a", due=NOW - 9_000, created=NOW - 9_000))
+    await outbox.hold(["wh_a"], "webhook disabled", NOW)
+    assert await outbox.expire_held(NOW, "expired", NOW) == 0  # held at NOW, not before
+    assert await outbox.expire_held(NOW + 1, "expired", NOW + 1) == 1
+
+
 async def test_requeue_and_listing(outbox: Outbox) -> None:
     await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"), delivery(3, "wh_b"))
     await outbox.claim("me", NOW, LEASE, 10)
@@ -444,3 +455,119 @@ async def test_the_recover_and_stats_indexes_exist(outbox: Outbox, database_url:
 def outbox_postgres_engine(outbox: Outbox) -> AsyncEngine:
     assert isinstance(outbox, PostgresOutbox)
     return outbox.engine
+
+
+# Retention (Outbox.delete_ended).
+
+OLD = NOW - 10_000_000.0  # far older than any cutoff below
+
+
+async def table_ids(database_url: str, query: str) -> set[str]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return {row[0] for row in await conn.execute(text(query))}
+    finally:
+        await dispose_engine(engine)
+
+
+async def end(outbox: Outbox, when: float, outcomes: list[Outcome]) -> None:
+    """Claim the outcomes' deliveries and record them at `when`."""
+    await outbox.claim("me", when, LEASE, 100)
+    await outbox.record("me", outcomes, when)
+
+
+async def test_retention_deletes_only_what_ended_before_the_cutoff(
+    outbox: Outbox, database_url: str
+) -> None:
+    await store(
+        outbox,
+        new_delivery(1, "wh_a", due=OLD),  # succeeds at NOW after a retry
+        new_delivery(2, "wh_a", due=OLD),  # fails for good at NOW
+        new_delivery(3, "wh_a", due=NOW + 10**8, created=OLD),  # pending, never due
+        new_delivery(4, "wh_b", due=OLD),  # held
+        new_delivery(5, "wh_a", due=OLD),  # succeeds at NOW + 100: after the cutoff
+        new_delivery(6, "wh_c", due=NOW + 10**8, created=OLD, of_event=1),  # pending, of evt_1
+    )
+    await outbox.hold(["wh_b"], "webhook disabled", OLD)
+    await outbox.accept([event(7)], [], NOW)  # matched no webhook
+    await end(outbox, NOW - 60, [attempt_outcome("dlv_1", 1, NOW - 60, 5, 500, PENDING)])
+    await end(
+        outbox,
+        NOW,
+        [
+            attempt_outcome("dlv_1", 2, NOW, 5, 200, SUCCEEDED),
+            attempt_outcome("dlv_2", 1, NOW, 5, 500, FAILED),
+        ],
+    )
+    await end(outbox, NOW + 100, [attempt_outcome("dlv_5", 1, NOW + 100, 5, 200, SUCCEEDED)])
+
+    assert await outbox.delete_ended(NOW) == Deleted(0, 0, 0)  # ended at NOW: not before it
+    # dlv_1 (two attempts) and dlv_2 go with evt_2 and evt_7; evt_1 stays for dlv_6.
+    assert await outbox.delete_ended(NOW + 1) == Deleted(2, 3, 2)
+    deliveries = "SELECT delivery_id FROM deliveries"
+    assert await table_ids(database_url, deliveries) == {"dlv_3", "dlv_4", "dlv_5", "dlv_6"}
+    events = "SELECT event_id FROM events"
+    assert await table_ids(database_url, events) == {"evt_1", "evt_3", "evt_4", "evt_5"}
+    assert await table_ids(database_url, "SELECT delivery_id FROM attempts") == {"dlv_5"}
+
+    # Much later: dlv_5 and evt_5 go; pending and held rows of any age stay,
+    # and so do the events they refer to.
+    assert await outbox.delete_ended(NOW + 10**9) == Deleted(1, 1, 1)
+    assert await outbox.delete_ended(NOW + 10**9) == Deleted(0, 0, 0)
+    assert await table_ids(database_url, deliveries) == {"dlv_3", "dlv_4", "dlv_6"}
+    assert await table_ids(database_url, events) == {"evt_1", "evt_3", "evt_4"}
+    [claimed] = await outbox.claim("me", NOW + 10**8, LEASE, 10, exclude=["wh_a"])
+    assert (claimed.delivery_id, claimed.event) == ("dlv_6", b"payload 1")
+    assert (await outbox.counts())[HELD] == 1
+
+
+async def test_retention_batches_are_bounded_and_take_the_first_to_end_first(
+    outbox: Outbox, database_url: str
+) -> None:
+    await store(outbox, *(new_delivery(n, "wh_a", due=OLD) for n in range(5)))
+    await outbox.accept([event(8), event(9)], [], OLD)  # matched no webhook
+    for n in range(5):  # dlv_0 ends first
+        await end(outbox, NOW + n, [attempt_outcome(f"dlv_{n}", 1, NOW + n, 5, 200, SUCCEEDED)])
+    first = await outbox.delete_ended(NOW + 100, limit=2)
+    assert first == Deleted(2, 2, 2)
+    deliveries = "SELECT delivery_id FROM deliveries"
+    assert await table_ids(database_url, deliveries) == {"dlv_2", "dlv_3", "dlv_4"}
+    second = await outbox.delete_ended(NOW + 100, limit=2)
+    assert second == Deleted(2, 2, 2)
+    third = await outbox.delete_ended(NOW + 100, limit=2)
+    assert third == Deleted(1, 1, 2)  # the last delivery; the events left: 7 - 2 - 2 = 3
+    assert await outbox.delete_ended(NOW + 100, limit=2) == Deleted(0, 0, 1)
+    assert await table_ids(database_url, "SELECT event_id FROM events") == set()
+
+
+async def test_retention_reads_through_its_indexes(outbox: Outbox, database_url: str) -> None:
+    """No scan of a whole table: on PostgreSQL the plans of a batch use the
+    retention indexes (sequential scans turned off, so that the plan of an
+    almost empty table shows which index is usable); on SQLite the
+    statements name them (INDEXED BY), so they fail if one is missing."""
+    if database_url.startswith("sqlite"):
+        assert "INDEXED BY ix_deliveries_ended" in outbox_sqlite.SELECT_ENDED
+        assert "INDEXED BY ix_events_created" in outbox_sqlite.DELETE_EVENTS
+        assert "INDEXED BY ix_deliveries_event" in outbox_sqlite.DELETE_EVENTS
+        return
+    await ensure_online_indexes(outbox_postgres_engine(outbox))
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plans = {}
+            for name, statement in (
+                ("deliveries", outbox_postgres.DELETE_ENDED),
+                ("events", outbox_postgres.DELETE_EVENTS),
+            ):
+                rows = await conn.execute(
+                    text(f"EXPLAIN {statement.text}"), {"before": NOW, "size": 10}
+                )
+                plans[name] = "\n".join(row[0] for row in rows)
+            await conn.rollback()
+    finally:
+        await dispose_engine(engine)
+    assert "ix_deliveries_ended" in plans["deliveries"], plans["deliveries"]
+    assert "ix_events_created" in plans["events"], plans["events"]
+    assert "ix_deliveries_event" in plans["events"], plans["events"]

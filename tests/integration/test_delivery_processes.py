@@ -14,6 +14,7 @@ fails instead of passing slowly.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections import Counter
@@ -23,11 +24,12 @@ from pathlib import Path
 import grpc
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from edgesense.common.auth import bearer_metadata
 from edgesense.common.config import Settings
-from edgesense.delivery.store.tables import deliveries
+from edgesense.delivery.store.tables import attempts, deliveries, events
 from edgesense.storage.engine import create_engine
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
 from tests.conftest import key_of
@@ -452,6 +454,71 @@ async def test_held_deliveries_of_a_disabled_webhook_expire(
     assert "expired" in str(record["statusReason"])
     assert record.get("attempts", []) == []
     assert len(receiver.received) == 1  # the held delivery was never sent
+
+
+# 4b. Retention deletes what ended, never what is held.
+
+RETENTION_DAYS = "0.00002"  # 1.728 s
+
+
+@pytest.mark.parametrize(
+    "env_overrides",
+    [{"EDGESENSE_RETENTION_DAYS": RETENTION_DAYS, "EDGESENSE_MAX_RETRIES": "0"}],
+    ids=["short-retention"],
+)
+async def test_the_maintenance_loop_deletes_ended_deliveries_and_keeps_held_ones(
+    cluster: Cluster, receiver: Receiver, database_url: str
+) -> None:
+    """Delivery's own maintenance loop, with a retention of 1.7 s: a succeeded
+    and a failed delivery are deleted with their attempts and their event,
+    while a held delivery older than the retention stays with its event."""
+    assert cluster.settings.retention_seconds == pytest.approx(1.728)
+    counted = {
+        kind: REGISTRY.get_sample_value("edgesense_retention_deleted_total", {"kind": kind}) or 0.0
+        for kind in ("deliveries", "attempts", "events")
+    }
+
+    async def refuse(_request: web.Request, _n: int) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    broken = Receiver(refuse)
+    await broken.start()
+    try:
+        good = await cluster.register(receiver.url)
+        bad = await cluster.register(broken.url)
+        first = reading()
+        await cluster.publish([first])  # succeeds at `good`; fails for good at `bad`
+
+        async def disabled() -> bool:
+            return str((await cluster.webhook(bad))["status"]) == "disabled"
+
+        await eventually(disabled, 10, "the failing webhook disabled")
+        second = reading()
+        await cluster.publish([second])  # succeeds at `good`; held at `bad`
+        [held] = await cluster.wait_deliveries(bad, "held", seconds=5)
+
+        async def only_the_held_one_left() -> bool:
+            left = await cluster.deliveries(good) + await cluster.deliveries(bad)
+            return [d["deliveryId"] for d in left] == [held["deliveryId"]]
+
+        await eventually(only_the_held_one_left, 15, "the ended deliveries deleted")
+    finally:
+        await broken.stop()
+    sent = {json.loads(r.body)["eventId"] for r in receiver.received}
+    assert sent == {first.event_id, second.event_id}
+    assert len(broken.received) == 1
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            stored = set((await conn.execute(select(events.c.event_id))).scalars())
+            logged = (await conn.execute(select(func.count()).select_from(attempts))).scalar()
+    finally:
+        await engine.dispose()
+    assert stored == {second.event_id}  # the held delivery's event stays
+    assert logged == 0
+    for kind, wanted in (("deliveries", 3), ("attempts", 3), ("events", 1)):
+        now = REGISTRY.get_sample_value("edgesense_retention_deleted_total", {"kind": kind})
+        assert (now or 0.0) - counted[kind] == wanted, kind
 
 
 # 5. Back-pressure: past the outbox limit, Publish answers RESOURCE_EXHAUSTED.

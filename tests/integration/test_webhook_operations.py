@@ -291,10 +291,15 @@ async def test_recover_and_stats_refuse_bad_fields_and_other_projects(
     url = f"/api/webhooks/{hook}/recover"
     for body in (
         {},
-        {"since": rfc3339(now - timedelta(days=8))},  # past the 7-day held retention
+        {"since": rfc3339(now - timedelta(days=31))},  # past the 30-day retention
         {"since": rfc3339(now - timedelta(hours=1)), "until": rfc3339(now - timedelta(hours=2))},
     ):
         assert field_of(await cluster.http.post(url, json=body, headers=cluster.auth())) == "since"
+    # The window is bounded by the retention, not by the (7-day) held retention.
+    within = {"since": rfc3339(now - timedelta(days=29))}
+    answer = await cluster.http.post(url, json=within, headers=cluster.auth())
+    assert answer.status_code == 200, answer.text
+    assert answer.json().get("recovered", 0) == 0
     bad_window = await cluster.http.get(
         f"/api/webhooks/{hook}/stats", params={"window": "2h"}, headers=cluster.auth()
     )

@@ -294,6 +294,9 @@ class Settings:
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     held_retention_seconds: float = 7 * 24 * 3600.0
+    # Ended deliveries, their attempts and their events are deleted this long
+    # after they ended (record/maintenance.py).
+    retention_seconds: float = 30 * 86400.0
     metrics_addrs: Mapping[str, str] = field(default_factory=dict)
     lease_seconds: float = 30.0
     delivery_concurrency: int = 256
@@ -346,6 +349,8 @@ class Settings:
             retry_base_seconds=env_number(env, "EDGESENSE_RETRY_BASE_SECONDS", 30.0),
             retry_max_seconds=env_number(env, "EDGESENSE_RETRY_MAX_SECONDS", 3600.0),
             held_retention_seconds=held_hours * 3600.0,
+            # Fractions of a day are allowed (0.001 = 86.4 s: tests, the benchmark).
+            retention_seconds=env_number(env, "EDGESENSE_RETENTION_DAYS", 30.0, 0.00001) * 86400.0,
             lease_seconds=env_number(env, "EDGESENSE_DELIVERY_LEASE_SECONDS", 30.0, 1.0),
             delivery_concurrency=concurrency,
             delivery_per_target=per_target,

@@ -20,3 +20,8 @@ EVENTS_DUPLICATE = Counter("edgesense_events_duplicate_total", "Published events
 QUEUE_DEPTH = Gauge("edgesense_delivery_queue_depth", "Pending deliveries in the outbox")
 HELD = Gauge("edgesense_delivery_held", "Deliveries held for disabled webhooks")
 IN_FLIGHT = Gauge("edgesense_delivery_in_flight", "Attempts under way in this process")
+RETENTION_DELETED = Counter(
+    "edgesense_retention_deleted_total",
+    "Rows deleted by retention (EDGESENSE_RETENTION_DAYS): deliveries, attempts, events",
+    ["kind"],
+)

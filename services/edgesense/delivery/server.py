@@ -161,7 +161,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         auth,
         dispatcher.wake,
         PageTokens(settings.service_token()),
-        recover_max_age_seconds=settings.held_retention_seconds,
+        recover_max_age_seconds=settings.retention_seconds,
     )
     server = GrpcServer.for_service(
         lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s),

@@ -94,10 +94,10 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         wake: Callable[[], None],
         page_tokens: PageTokens,
         *,
-        recover_max_age_seconds: float = 7 * 24 * 3600.0,
+        recover_max_age_seconds: float = 30 * 86400.0,
     ) -> None:
         self.page_tokens = page_tokens
-        # How far back recover may look: the held-delivery retention.
+        # How far back recover may look: the retention (older deliveries are deleted).
         self.recover_max_age_seconds = recover_max_age_seconds
         self.test_sends = TestSendLimit()
         self.outbox = outbox
@@ -270,10 +270,10 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         until = min(now, request.until.ToMicroseconds() / 1e6) if request.HasField("until") else now
         oldest = now - self.recover_max_age_seconds
         if since < oldest:
-            hours = self.recover_max_age_seconds / 3600
+            days = self.recover_max_age_seconds / 86400
             raise InvalidArgument(
                 "since",
-                f"is more than {hours:g} h ago (EDGESENSE_HELD_RETENTION_HOURS); "
+                f"is more than {days:g} days ago (EDGESENSE_RETENTION_DAYS); "
                 f"at most {self.recover_max_age_seconds:g} s back",
             )
         if since >= until:

@@ -1,5 +1,6 @@
 """Outbox upkeep every few seconds: count deliveries by status (Publish's
-backpressure and the queue metrics) and expire deliveries held too long."""
+backpressure and the queue metrics), expire deliveries held too long, and
+delete what ended longer ago than the retention."""
 
 from __future__ import annotations
 
@@ -13,11 +14,18 @@ from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.rows import RETENTION_BATCH, Deleted
 
 log = logging.getLogger(__name__)
 _problems = ThrottledLog(log)
 COUNT_EVERY_SECONDS = 2.0
 EXPIRE_EVERY_SECONDS = 60.0
+RETAIN_EVERY_SECONDS = 10.0
+# Retention deletes at most this many batches (of RETENTION_BATCH deliveries)
+# per round, each its own transaction: a large backlog of old rows (the first
+# start after a long time, a retention shortened) is deleted over several
+# rounds, and counting and expiry still run every round meanwhile.
+RETENTION_ROUND_BATCHES = 10
 
 
 def expiry_period(held_retention_seconds: float) -> float:
@@ -27,6 +35,38 @@ def expiry_period(held_retention_seconds: float) -> float:
     return min(EXPIRE_EVERY_SECONDS, held_retention_seconds / 2)
 
 
+def retention_period(retention_seconds: float) -> float:
+    """How often retention runs while it has no backlog: every 10 s, or every
+    half retention when that is shorter (at most every round, 2 s)."""
+    return min(RETAIN_EVERY_SECONDS, retention_seconds / 2)
+
+
+async def apply_retention(
+    outbox: Outbox,
+    ended_before: float,
+    batches: int = RETENTION_ROUND_BATCHES,
+    batch: int = RETENTION_BATCH,
+) -> tuple[Deleted, bool]:
+    """Delete deliveries that ended before `ended_before` with their attempts,
+    and the events no delivery refers to any more, in up to `batches`
+    transactions of up to `batch` deliveries (and `batch` events).
+
+    Answers what was deleted, and whether rows may be left (the last batch
+    was full). Each batch is counted in edgesense_retention_deleted_total as
+    soon as it is committed.
+    """
+    totals = [0, 0, 0]
+    for _ in range(batches):
+        done = await outbox.delete_ended(ended_before, batch)
+        for kind, count in zip(("deliveries", "attempts", "events"), done, strict=True):
+            if count:
+                metrics.RETENTION_DELETED.labels(kind).inc(count)
+        totals = [total + count for total, count in zip(totals, done, strict=True)]
+        if done.deliveries < batch and done.events < batch:
+            return Deleted(*totals), False
+    return Deleted(*totals), True
+
+
 async def maintain(
     outbox: Outbox, begin_pending_count: Callable[[], Callable[[int], None]], settings: Settings
 ) -> None:
@@ -34,8 +74,10 @@ async def maintain(
     is called before each count and returns what takes the pending count:
     Publish's backpressure. A round that fails (the database refusing it, or
     anything else: logged, throttled) is followed by the next one as usual."""
-    last_expiry = 0.0
+    last_expiry = last_retention = 0.0
+    backlog = False  # the last retention round left rows: the next round goes on
     expire_every = expiry_period(settings.held_retention_seconds)
+    retain_every = retention_period(settings.retention_seconds)
     while True:
         try:
             pending_counted = begin_pending_count()
@@ -55,6 +97,14 @@ async def maintain(
                 if expired:
                     metrics.DELIVERIES.labels("expired").inc(expired)
                     log.warning("%d held deliveries expired after %g h", expired, hours)
+            if backlog or now - last_retention >= retain_every:
+                last_retention = now
+                deleted, backlog = await apply_retention(outbox, now - settings.retention_seconds)
+                if any(deleted):
+                    log.debug(
+                        "retention deleted %d deliveries, %d attempts, %d events",
+                        *deleted,
+                    )
         except Unavailable as exc:
             log.warning("outbox maintenance skipped: %s", exc.message)
         except Exception as exc:  # a bug: logged, and the next round is tried all the same

@@ -3,8 +3,8 @@
 A plain CREATE INDEX on a large deliveries table blocks every write to it
 (accept, claim, record) until the index is built; CREATE INDEX CONCURRENTLY
 does not, but it cannot run inside a transaction, and a migration runs in
-one (storage/migrate.py). So migration 0003 creates these indexes on SQLite
-only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
+one (storage/migrate.py). So migrations 0003 and 0004 create these indexes
+on SQLite only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
 transaction, when the outbox opens:
 
 - at every start one catalog read finds them valid, and nothing else runs;
@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.storage.engine import translate
 
-# name -> its CREATE INDEX CONCURRENTLY statement (the same columns as migration 0003).
+# name -> its CREATE INDEX CONCURRENTLY statement (the same columns as
+# migrations 0003 and 0004).
 ONLINE_INDEXES = {
     "ix_deliveries_webhook_created": (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_created"
@@ -32,6 +33,16 @@ ONLINE_INDEXES = {
     "ix_deliveries_webhook_failed": (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_failed"
         " ON deliveries (webhook_id, updated_at, seq) WHERE status = 'failed'"
+    ),
+    "ix_deliveries_ended": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_ended"
+        " ON deliveries (updated_at) WHERE status IN ('succeeded', 'failed')"
+    ),
+    "ix_deliveries_event": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_event ON deliveries (event_id)"
+    ),
+    "ix_events_created": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_events_created ON events (created_at)"
     ),
 }
 VALID = text(

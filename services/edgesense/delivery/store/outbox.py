@@ -37,7 +37,9 @@ from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
 from edgesense.delivery.store.rows import (
     RECOVER_LIMIT,
+    RETENTION_BATCH,
     Claimed,
+    Deleted,
     DeliveryStats,
     NewDelivery,
     Outcome,
@@ -128,8 +130,23 @@ class Outbox(Protocol):
         """Pending and held deliveries of deleted webhooks are failed."""
         ...
 
-    async def expire_held(self, created_before: float, reason: str, now: float) -> int:
-        """Held deliveries created before `created_before` are failed."""
+    async def expire_held(self, held_before: float, reason: str, now: float) -> int:
+        """Deliveries held since before `held_before` are failed. A held row's
+        `updated_at` is when it was put on hold (by hold, accept, an outcome,
+        or a redeliver or recover while its webhook is disabled); nothing else
+        changes it while the row is held."""
+        ...
+
+    async def delete_ended(self, ended_before: float, limit: int = RETENTION_BATCH) -> Deleted:
+        """Retention, one batch: up to `limit` deliveries that ended (succeeded
+        or failed) before `ended_before`, the first to end first, with their
+        attempts; then up to `limit` events created before `ended_before` that
+        no delivery refers to. Pending and held deliveries are never deleted.
+
+        Reads only those rows (ix_deliveries_ended, ix_events_created,
+        ix_deliveries_event). On PostgreSQL rows another transaction is
+        changing are skipped, not waited for.
+        """
         ...
 
     async def requeue(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import String, all_, any_, bindparam, or_, select, text, update
+from sqlalchemy import String, all_, any_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,8 +38,10 @@ from edgesense.delivery.store.rows import (
     RECORD_ATTEMPT,
     RECOVER_CHUNK,
     RECOVER_LIMIT,
+    RETENTION_BATCH,
     UPDATE_OUTCOME,
     Claimed,
+    Deleted,
     NewDelivery,
     Outcome,
     Recovered,
@@ -47,7 +49,7 @@ from edgesense.delivery.store.rows import (
     delivery_rows,
     record_attempt_rows,
 )
-from edgesense.delivery.store.tables import deliveries, events
+from edgesense.delivery.store.tables import attempts, deliveries, events
 from edgesense.storage.engine import transaction
 
 
@@ -195,14 +197,27 @@ class PostgresOutbox(OutboxReads):
             )
             return result.rowcount
 
-    async def expire_held(self, created_before: float, reason: str, now: float) -> int:
+    async def expire_held(self, held_before: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "expiring held deliveries", lock=None) as conn:
             result = await conn.execute(
                 update(deliveries)
-                .where(deliveries.c.status == HELD, deliveries.c.created_at < created_before)
+                .where(deliveries.c.status == HELD, deliveries.c.updated_at < held_before)
                 .values(status=FAILED, status_reason=reason, updated_at=now)
             )
             return result.rowcount
+
+    async def delete_ended(self, ended_before: float, limit: int = RETENTION_BATCH) -> Deleted:
+        async with transaction(self.engine, "deleting ended deliveries", lock=None) as conn:
+            bounds = {"before": ended_before, "size": limit}
+            ended = [row[0] for row in await conn.execute(DELETE_ENDED, bounds)]
+            attempts_deleted = 0
+            if ended:
+                result = await conn.execute(
+                    delete(attempts).where(attempts.c.delivery_id == any_(array_param(ended)))
+                )
+                attempts_deleted = result.rowcount
+            events_deleted = (await conn.execute(DELETE_EVENTS, bounds)).rowcount
+        return Deleted(len(ended), attempts_deleted, events_deleted)
 
     async def requeue(
         self, project_id: str, delivery_id: str, status: str, reason: str | None, now: float
@@ -344,4 +359,27 @@ RECOVER = text(
     " UPDATE deliveries SET status = :status, status_reason = :reason, cycle_attempts = 0,"
     " next_attempt_at = :now, updated_at = :now"
     " FROM picked WHERE deliveries.seq = picked.seq AND deliveries.status = 'failed'"
+)
+
+# Retention, one batch (Outbox.delete_ended): ended deliveries by primary key,
+# picked once in a MATERIALIZED CTE as RECOVER does, read through the partial
+# index ix_deliveries_ended (the status terms are literals for that). Rows
+# another transaction is changing (a redeliver, a recover) are skipped, and
+# the status is checked again on the locked row. Then the events created
+# before the cutoff that no delivery refers to (ix_events_created,
+# ix_deliveries_event); an old event is never given a new delivery, so none
+# can gain a reference meanwhile.
+DELETE_ENDED = text(
+    "WITH picked AS MATERIALIZED ("
+    " SELECT seq FROM deliveries WHERE status IN ('succeeded', 'failed')"
+    " AND updated_at < :before ORDER BY updated_at LIMIT :size FOR UPDATE SKIP LOCKED)"
+    " DELETE FROM deliveries USING picked WHERE deliveries.seq = picked.seq"
+    " AND deliveries.status IN ('succeeded', 'failed') RETURNING deliveries.delivery_id"
+)
+DELETE_EVENTS = text(
+    "WITH picked AS MATERIALIZED ("
+    " SELECT event_id FROM events WHERE created_at < :before AND NOT EXISTS"
+    " (SELECT 1 FROM deliveries WHERE deliveries.event_id = events.event_id)"
+    " ORDER BY created_at LIMIT :size FOR UPDATE SKIP LOCKED)"
+    " DELETE FROM events USING picked WHERE events.event_id = picked.event_id"
 )

@@ -46,8 +46,10 @@ from edgesense.delivery.store.rows import (
     PENDING,
     RECOVER_CHUNK,
     RECOVER_LIMIT,
+    RETENTION_BATCH,
     UPDATE_OUTCOME,
     Claimed,
+    Deleted,
     NewDelivery,
     Outcome,
     Recovered,
@@ -102,9 +104,10 @@ TRANSITION_TO_PENDING = (
     " WHERE webhook_id IN (SELECT value FROM json_each(?))"
     " AND status IN (SELECT value FROM json_each(?))"
 )
+# A held row's updated_at is when it became held.
 EXPIRE_HELD = (
     "UPDATE deliveries SET status = ?, status_reason = ?, updated_at = ?"
-    " WHERE status = ? AND created_at < ?"
+    " WHERE status = ? AND updated_at < ?"
 )
 REQUEUE = (
     "UPDATE deliveries SET status = ?, status_reason = ?, cycle_attempts = 0,"
@@ -207,10 +210,15 @@ class SqliteOutbox(OutboxReads):
             f"marking deliveries {new}", lambda c: c.execute(statement, parameters).rowcount
         )
 
-    async def expire_held(self, created_before: float, reason: str, now: float) -> int:
+    async def expire_held(self, held_before: float, reason: str, now: float) -> int:
         return await self._writer.run(
             "expiring held deliveries",
-            lambda c: c.execute(EXPIRE_HELD, (FAILED, reason, now, HELD, created_before)).rowcount,
+            lambda c: c.execute(EXPIRE_HELD, (FAILED, reason, now, HELD, held_before)).rowcount,
+        )
+
+    async def delete_ended(self, ended_before: float, limit: int = RETENTION_BATCH) -> Deleted:
+        return await self._writer.run(
+            "deleting ended deliveries", lambda c: delete_ended(c, ended_before, limit)
         )
 
     async def requeue(
@@ -371,3 +379,33 @@ def recover_chunk(
     if not seqs:
         return 0
     return conn.execute(RECOVER, (status, reason, now, now, json.dumps(seqs))).rowcount
+
+
+# Retention. The status terms are literals, not parameters: only then can
+# SQLite use the partial index ix_deliveries_ended.
+SELECT_ENDED = (
+    "SELECT delivery_id FROM deliveries INDEXED BY ix_deliveries_ended"
+    " WHERE status IN ('succeeded', 'failed') AND updated_at < ? ORDER BY updated_at LIMIT ?"
+)
+DELETE_DELIVERIES = "DELETE FROM deliveries WHERE delivery_id IN (SELECT value FROM json_each(?))"
+DELETE_ATTEMPTS = "DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?))"
+DELETE_EVENTS = (
+    "DELETE FROM events WHERE event_id IN ("
+    " SELECT event_id FROM events INDEXED BY ix_events_created WHERE created_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY ix_deliveries_event"
+    " WHERE deliveries.event_id = events.event_id)"
+    " ORDER BY created_at LIMIT ?)"
+)
+
+
+def delete_ended(conn: sqlite3.Connection, ended_before: float, limit: int) -> Deleted:
+    """One retention batch (see Outbox.delete_ended)."""
+    ended = [row[0] for row in conn.execute(SELECT_ENDED, (ended_before, limit))]
+    if not ended:
+        deleted = attempts = 0
+    else:
+        ids = list_param(ended)
+        deleted = conn.execute(DELETE_DELIVERIES, (ids,)).rowcount
+        attempts = conn.execute(DELETE_ATTEMPTS, (ids,)).rowcount
+    events = conn.execute(DELETE_EVENTS, (ended_before, limit)).rowcount
+    return Deleted(deleted, attempts, events)

@@ -291,3 +291,19 @@ def nearest_rank(percentile: int, count: int) -> int:
     nearest rank: the smallest value with at least that share at or below it
     (in integers: 95 * 20 / 100 is 19 exactly, as a float it is not)."""
     return min(count, max(1, -(-percentile * count // 100)))
+
+
+# Retention (EDGESENSE_RETENTION_DAYS): ended deliveries, their attempts and
+# the events no delivery refers to any more are deleted at most
+# RETENTION_BATCH deliveries (and RETENTION_BATCH events) per transaction, so
+# no transaction holds its locks (on SQLite: the one write lock) for long.
+RETENTION_BATCH = 1_000
+ENDED = (SUCCEEDED, FAILED)
+
+
+class Deleted(NamedTuple):
+    """What one retention batch deleted."""
+
+    deliveries: int
+    attempts: int
+    events: int

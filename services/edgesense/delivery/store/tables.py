@@ -31,6 +31,8 @@ events = Table(
     Column("project_id", String(128), nullable=False),
     Column("event", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
+    # Retention reads old events by creation time (online_indexes.py on PostgreSQL).
+    Index("ix_events_created", "created_at"),
 )
 
 # One row per (event, matching webhook): the outbox.
@@ -68,6 +70,16 @@ deliveries = Table(
         sqlite_where=text("status = 'failed'"),
         postgresql_where=text("status = 'failed'"),
     ),
+    # Retention reads ended deliveries by end time (only ended rows are in
+    # that index), and whether any delivery still refers to an event. On
+    # PostgreSQL both are built concurrently (online_indexes.py).
+    Index(
+        "ix_deliveries_ended",
+        "updated_at",
+        sqlite_where=text("status IN ('succeeded', 'failed')"),
+        postgresql_where=text("status IN ('succeeded', 'failed')"),
+    ),
+    Index("ix_deliveries_event", "event_id"),
 )
 
 attempts = Table(
