@@ -8,10 +8,17 @@ on SQLite only, and on PostgreSQL `ensure_online_indexes` builds them, outside a
 transaction, when the outbox opens:
 
 - at every start one catalog read finds them valid, and nothing else runs;
-- otherwise, under an advisory lock (processes starting together build
-  each index once), an index left invalid by a build that was interrupted
-  is dropped, and the missing ones are built concurrently. Until then the
-  queries that use them (recover, stats) read the rows without them.
+- otherwise, by the one process that gets an advisory lock (processes
+  starting together build each index once), an index left invalid by a
+  build that was interrupted is dropped, and the missing ones are built
+  concurrently. Until then the queries that use them (recover, stats,
+  retention) read the rows without them.
+
+The others do not wait for the lock: a statement waiting for it would be a
+transaction that CREATE INDEX CONCURRENTLY itself waits for (it waits out
+every transaction older than its snapshot), and PostgreSQL would end one of
+the two as a deadlock. So `pg_try_advisory_lock`, and a process that does
+not get it goes on without waiting (the one that did builds them).
 """
 
 from __future__ import annotations
@@ -62,7 +69,9 @@ async def ensure_online_indexes(engine: AsyncEngine) -> None:
             conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
             if await _valid(conn, names) == set(names):
                 return
-            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": LOCK_ID})
+            locked = await conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LOCK_ID})
+            if not locked.scalar():
+                return  # another process is building them (see above)
             try:
                 rows = await conn.execute(VALID, {"names": names})
                 found: dict[str, bool] = {name: valid for name, valid in rows}
