@@ -292,8 +292,8 @@ class RecoverDeliveriesRequest(_message.Message):
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Deliveries that failed at or after this time (required). At most the
-        held-delivery retention (EDGESENSE_HELD_RETENTION_HOURS, 7 days by
-        default) before now.
+        retention (EDGESENSE_RETENTION_DAYS, 30 by default) before now: older
+        deliveries have been deleted.
         """
 
     @_builtins.property
