@@ -84,6 +84,8 @@ def test_component_schemas_follow_the_json_mapping(document: dict[str, Any]) -> 
         "headers",
         "updatedAt",
         "secretRotationEndsAt",
+        "rateLimitPerSecond",
+        "ordered",
     }
     assert webhook["events"]["type"] == "array"
     assert webhook["events"]["items"] == {"type": "string"}

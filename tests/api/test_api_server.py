@@ -54,6 +54,8 @@ async def test_get_forwards_metadata_and_binds_the_path(
         "deviceIds": [],
         "createdAt": "2025-07-24T10:35:17Z",
         "headers": {},
+        "rateLimitPerSecond": 0,
+        "ordered": False,
     }
     received = registry_backend.servicer.metadata[-1]
     assert received["authorization"] == "Bearer esk_test"

@@ -257,6 +257,8 @@ def test_response_prints_unset_fields_but_not_optional_ones() -> None:
         "description": "",
         "deviceIds": [],
         "headers": {},
+        "rateLimitPerSecond": 0,
+        "ordered": False,
     }
 
 

@@ -119,6 +119,16 @@ async def test_partial_update_keeps_the_other_fields(api: Api) -> None:
     )
     assert (answer.json()["deviceIds"], answer.json()["description"]) == ([], "after")
 
+    # The sending options: absent from a body, kept; false is a value like any other.
+    assert (got["rateLimitPerSecond"], got["ordered"]) == (0, False)
+    answer = await patch(
+        api.http, hook, {"rateLimitPerSecond": 5, "ordered": True}, headers=api.auth()
+    )
+    assert (answer.json()["rateLimitPerSecond"], answer.json()["ordered"]) == (5, True)
+    answer = await patch(api.http, hook, {"ordered": False}, headers=api.auth())
+    assert (answer.json()["rateLimitPerSecond"], answer.json()["ordered"]) == (5, False)
+    assert answer.json()["description"] == "after"
+
 
 @pytest.mark.parametrize(
     ("body", "query", "field"),
@@ -129,6 +139,8 @@ async def test_partial_update_keeps_the_other_fields(api: Api) -> None:
         ({"events": ["device.everything"]}, "", "events"),
         ({"deviceIds": ["a", "a"]}, "", "deviceIds"),
         ({"description": "d" * 1001}, "", "description"),
+        ({"rateLimitPerSecond": -5}, "", "rateLimitPerSecond"),
+        ({"rateLimitPerSecond": 20_000}, "", "rateLimitPerSecond"),
         ({"headers": {"Host": "evil.example"}}, "", "headers"),
         ({"headers": {"X-EdgeSense-Event": "x"}}, "", "headers"),
         # Control characters are refused before validation, by their gRPC path.

@@ -55,6 +55,8 @@ def test_the_guide_example_is_valid() -> None:
         ({"description": "d" * 1001}, "description", "1000"),
         ({"device_ids": ["a", "a"]}, "deviceIds", "twice"),
         ({"device_ids": ["bad/id"]}, "deviceIds", "not a device id"),
+        ({"rate_limit_per_second": -1}, "rateLimitPerSecond", "0 (no limit) to 10000"),
+        ({"rate_limit_per_second": 10_001}, "rateLimitPerSecond", "is 10001"),
     ],
 )
 def test_each_rule_names_its_field(overrides: dict[str, object], field: str, words: str) -> None:

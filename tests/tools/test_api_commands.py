@@ -278,6 +278,17 @@ async def test_update_rotate_secret_and_event_types(cluster: Cluster, receiver: 
     assert answer["events"] == ["device.data", "device.status"]
     assert (answer["description"], answer["url"]) == ("plant 7", receiver.url)
     assert answer["headers"] == {"Authorization": "***"}
+    limited = await run_cli(
+        "webhooks", "update", hook, "--rate-limit", "7", "--ordered", "--json", env=env
+    )  # fmt: skip
+    assert limited.code == 0, limited.err
+    answer = json.loads(limited.out)
+    assert (answer["rateLimitPerSecond"], answer["ordered"]) == (7, True)
+    assert answer["events"] == ["device.data", "device.status"]
+    unordered = await run_cli("webhooks", "update", hook, "--no-ordered", env=env)
+    assert unordered.code == 0, unordered.err
+    shown = {line.split(":")[0]: line.split(":", 1)[1].strip() for line in unordered.lines}
+    assert (shown["rateLimitPerSecond"], shown["ordered"]) == ("7", "no")
     nothing = await run_cli("webhooks", "update", hook, env=env)
     assert nothing.code == 2
     assert "nothing to update" in nothing.err

@@ -61,6 +61,8 @@ def webhook_message(
         created_at=timestamp(hook.created_at),
         headers=dict.fromkeys(headers, MASKED_HEADER_VALUE),
         updated_at=timestamp(hook.updated_at),
+        rate_limit_per_second=hook.rate_limit_per_second,
+        ordered=hook.ordered,
     )
     if hook.disabled_at is not None:
         message.disabled_at.CopyFrom(timestamp(hook.disabled_at))
@@ -109,6 +111,8 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
             description=request.description,
             device_ids=list(request.device_ids),
             headers=request.headers,
+            rate_limit_per_second=request.rate_limit_per_second,
+            ordered=request.ordered,
         )
         hook = await self.store.create(project, spec, self.max_per_project)
         log.info(
@@ -149,6 +153,8 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
             description=update.description,
             device_ids=list(update.device_ids),
             headers=update.headers,
+            rate_limit_per_second=update.rate_limit_per_second,
+            ordered=update.ordered,
         )
         hook = await self.store.update(project, request.webhook_id, changes)
         log.info("updated %s of project %s: %r", hook.webhook_id, project, changes)

@@ -66,6 +66,8 @@ class StoredWebhook:
     headers_ciphertext: str | None = None
     previous_secrets_ciphertext: str | None = None
     secret_rotation_ends_at: datetime | None = None
+    rate_limit_per_second: int = 0
+    ordered: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ def _row(row: Any) -> StoredWebhook:
         headers_ciphertext=row.headers_ciphertext,
         previous_secrets_ciphertext=row.previous_secrets_ciphertext,
         secret_rotation_ends_at=utc(row.secret_rotation_ends_at),
+        rate_limit_per_second=row.rate_limit_per_second,
+        ordered=bool(row.ordered),
     )
 
 
@@ -137,6 +141,8 @@ class WebhookStore:
             "created_at": created_at,
             "updated_at": created_at,
             "headers_ciphertext": headers,
+            "rate_limit_per_second": spec.rate_limit_per_second,
+            "ordered": spec.ordered,
         }
         async with transaction(self.engine, "registering a webhook", lock=self._writes) as conn:
             # Counted after the change-log lock (PostgreSQL) or inside BEGIN
@@ -167,6 +173,8 @@ class WebhookStore:
             secret_ciphertext=ciphertext,
             updated_at=created_at,
             headers_ciphertext=headers,
+            rate_limit_per_second=spec.rate_limit_per_second,
+            ordered=spec.ordered,
         )
 
     async def list_project(
@@ -294,6 +302,10 @@ class WebhookStore:
             values["device_ids"] = json.dumps(list(changes.device_ids))
         if changes.headers is not None:
             values["headers_ciphertext"] = self._seal_headers(webhook_id, changes.headers)
+        if changes.rate_limit_per_second is not None:
+            values["rate_limit_per_second"] = changes.rate_limit_per_second
+        if changes.ordered is not None:
+            values["ordered"] = changes.ordered
         return await self._write(project_id, webhook_id, "updating a webhook", lambda _: values)
 
     async def rotate_secret(

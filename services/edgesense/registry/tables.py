@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -38,6 +40,9 @@ webhooks = Table(
     Column("secret_rotation_ends_at", DateTime(timezone=True)),
     # Set by every write (0002 set it to created_at for the rows it found).
     Column("updated_at", DateTime(timezone=True)),
+    # Added by 0004 (see RegisterWebhookRequest): 0 is no limit.
+    Column("rate_limit_per_second", Integer, nullable=False, server_default="0"),
+    Column("ordered", Boolean, nullable=False, server_default=false()),
 )
 
 # Every change, in commit order, so any number of watchers (in any replica)

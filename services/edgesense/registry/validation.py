@@ -53,7 +53,18 @@ RESERVED_HEADERS = frozenset(
 RESERVED_HEADER_PREFIXES = ("x-edgesense-", "webhook-")
 
 # The fields an update can change: UpdateWebhookRequest.update_mask paths.
-UPDATABLE_FIELDS = ("url", "events", "description", "device_ids", "headers")
+UPDATABLE_FIELDS = (
+    "url",
+    "events",
+    "description",
+    "device_ids",
+    "headers",
+    "rate_limit_per_second",
+    "ordered",
+)
+# Requests per second a webhook may be limited to (0: no limit). Delivery
+# keeps a send time per request of the last second: the bound keeps that small.
+MAX_RATE_LIMIT_PER_SECOND = 10_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,8 @@ class WebhookSpec:
     description: str
     device_ids: tuple[str, ...]
     headers: tuple[tuple[str, str], ...] = ()
+    rate_limit_per_second: int = 0
+    ordered: bool = False
 
     def __repr__(self) -> str:  # never the secret nor header values
         return f"WebhookSpec({self.url!r}, {self.events})"
@@ -81,6 +94,8 @@ class WebhookChanges:
     description: str | None = None
     device_ids: tuple[str, ...] | None = None
     headers: tuple[tuple[str, str], ...] | None = None
+    rate_limit_per_second: int | None = None
+    ordered: bool | None = None
 
     def __repr__(self) -> str:  # never header values
         changed = [name for name in UPDATABLE_FIELDS if getattr(self, name) is not None]
@@ -96,6 +111,8 @@ def validate_registration(
     description: str = "",
     device_ids: list[str] | None = None,
     headers: Mapping[str, str] | None = None,
+    rate_limit_per_second: int = 0,
+    ordered: bool = False,
 ) -> WebhookSpec:
     return WebhookSpec(
         check_url(policy, url),
@@ -104,6 +121,8 @@ def validate_registration(
         check_description(description),
         check_device_ids(device_ids or []),
         check_headers(headers or {}),
+        check_rate_limit(rate_limit_per_second),
+        ordered,
     )
 
 
@@ -116,6 +135,8 @@ def validate_update(
     description: str,
     device_ids: list[str],
     headers: Mapping[str, str],
+    rate_limit_per_second: int = 0,
+    ordered: bool = False,
 ) -> WebhookChanges:
     """The fields `paths` (an update mask) names, each checked as at registration.
 
@@ -146,6 +167,10 @@ def validate_update(
         description=check_description(description) if "description" in named else None,
         device_ids=check_device_ids(device_ids) if "device_ids" in named else None,
         headers=check_headers(headers) if "headers" in named else None,
+        rate_limit_per_second=(
+            check_rate_limit(rate_limit_per_second) if "rate_limit_per_second" in named else None
+        ),
+        ordered=ordered if "ordered" in named else None,
     )
 
 
@@ -166,6 +191,15 @@ def check_events(events: Sequence[str]) -> tuple[str, ...]:
             raise InvalidArgument("events", f"lists {name!r} twice")
         seen.add(name)
     return tuple(events)
+
+
+def check_rate_limit(rate: int) -> int:
+    if not 0 <= rate <= MAX_RATE_LIMIT_PER_SECOND:
+        raise InvalidArgument(
+            "rateLimitPerSecond",
+            f"is {rate}; expected 0 (no limit) to {MAX_RATE_LIMIT_PER_SECOND} requests per second",
+        )
+    return rate
 
 
 def check_secret(secret: str) -> str:

@@ -93,8 +93,15 @@ class ApiClient:
         description: str = "",
         device_ids: Sequence[str] = (),
         headers: Mapping[str, str] | None = None,
+        *,
+        rate_limit_per_second: int = 0,
+        ordered: bool = False,
     ) -> JsonObject:
         body: JsonObject = {"url": url, "events": list(events), "secret": secret}
+        if rate_limit_per_second:
+            body["rateLimitPerSecond"] = rate_limit_per_second
+        if ordered:
+            body["ordered"] = True
         if description:
             body["description"] = description
         if device_ids:

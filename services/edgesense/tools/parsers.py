@@ -85,6 +85,7 @@ def add_tool_commands(sub: Subcommands) -> None:
         help="comma list: only these devices (default: all)",
     )
     _header_option(register)
+    _sending_options(register, updating=False)
     leaf(webhooks, "list", "list the project's webhooks", lazy("webhooks_cmd", "list_webhooks"))
     for name, function, text in (
         ("get", "get", "show one webhook"),
@@ -110,6 +111,7 @@ def add_tool_commands(sub: Subcommands) -> None:
     )
     _header_option(change, " (replaces every custom header)")
     change.add_argument("--clear-headers", action="store_true", help="remove every custom header")
+    _sending_options(change, updating=True)
     rotate = leaf(
         webhooks,
         "rotate-secret",
@@ -194,6 +196,23 @@ def add_tool_commands(sub: Subcommands) -> None:
 
     add_simulate(sub)
     add_receive(sub)
+
+
+def _sending_options(parser: argparse.ArgumentParser, *, updating: bool) -> None:
+    """--rate-limit and --ordered; on update, absent means unchanged."""
+    parser.add_argument(
+        "--rate-limit",
+        metavar="N",
+        type=int,
+        default=None if updating else 0,
+        help="at most N requests per second to this webhook (0: no limit)",
+    )
+    parser.add_argument(
+        "--ordered",
+        action=argparse.BooleanOptionalAction if updating else "store_true",
+        default=None if updating else False,
+        help="send each device's deliveries strictly in event order, one at a time",
+    )
 
 
 def _header_option(parser: argparse.ArgumentParser, more: str = "") -> None:

@@ -42,6 +42,8 @@ def webhook_fields(hook: JsonObject) -> list[tuple[str, object]]:
         ("deviceIds", hook.get("deviceIds") or "all devices"),
         ("description", hook.get("description")),
         ("headers", sorted(hook.get("headers") or {}) or "none"),
+        ("rateLimitPerSecond", hook.get("rateLimitPerSecond") or "no limit"),
+        ("ordered", bool(hook.get("ordered"))),
         ("createdAt", hook.get("createdAt")),
         ("updatedAt", hook.get("updatedAt")),
     ]
@@ -81,7 +83,14 @@ def register(args: argparse.Namespace) -> int:
     secret = read_secret(args.secret)
     with client(args) as api:
         body = api.register(
-            args.url, args.events, secret, args.description, args.device_ids, dict(args.headers)
+            args.url,
+            args.events,
+            secret,
+            args.description,
+            args.device_ids,
+            dict(args.headers),
+            rate_limit_per_second=args.rate_limit,
+            ordered=args.ordered,
         )
     return _show(args, body, _status_fields)
 
@@ -94,6 +103,8 @@ def update(args: argparse.Namespace) -> int:
         ("events", "events"),
         ("description", "description"),
         ("device_ids", "deviceIds"),
+        ("rate_limit", "rateLimitPerSecond"),
+        ("ordered", "ordered"),
     ):
         value = getattr(args, option)
         if value is not None:
@@ -105,7 +116,7 @@ def update(args: argparse.Namespace) -> int:
     if not changes:
         raise UsageError(
             "nothing to update: give --url, --events, --description, --device-ids, "
-            "--header or --clear-headers"
+            "--header, --clear-headers, --rate-limit or --[no-]ordered"
         )
     with client(args) as api:
         body = api.update_webhook(args.webhook_id, changes)

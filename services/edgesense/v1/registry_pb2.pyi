@@ -61,12 +61,18 @@ class Webhook(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     SECRET_ROTATION_ENDS_AT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ORDERED_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
     url: _builtins.str
     status: _builtins.str
     """"active" or "disabled"."""
     description: _builtins.str
     disabled_reason: _builtins.str
+    rate_limit_per_second: _builtins.int
+    """At most this many requests per second to this webhook (0: no limit)."""
+    ordered: _builtins.bool
+    """Deliveries of one device sent strictly in event order, one at a time."""
     @_builtins.property
     def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -106,10 +112,12 @@ class Webhook(_message.Message):
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         secret_rotation_ends_at: _timestamp_pb2.Timestamp | None = ...,
+        rate_limit_per_second: _builtins.int = ...,
+        ordered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "secret_rotation_ends_at", b"secret_rotation_ends_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "description", b"description", "device_ids", b"device_ids", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "events", b"events", "headers", b"headers", "secret_rotation_ends_at", b"secret_rotation_ends_at", "status", b"status", "updated_at", b"updated_at", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason", "created_at", b"created_at", "description", b"description", "device_ids", b"device_ids", "disabled_at", b"disabled_at", "disabled_reason", b"disabled_reason", "events", b"events", "headers", b"headers", "ordered", b"ordered", "rate_limit_per_second", b"rate_limit_per_second", "secret_rotation_ends_at", b"secret_rotation_ends_at", "status", b"status", "updated_at", b"updated_at", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__disabled_reason: _TypeAlias = _typing.Literal["disabled_reason"]  # noqa: Y015
     _WhichOneofArgType__disabled_reason: _TypeAlias = _typing.Literal["_disabled_reason", b"_disabled_reason"]  # noqa: Y015
@@ -147,6 +155,8 @@ class RegisterWebhookRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DEVICE_IDS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ORDERED_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """https:// URL (http:// only where insecure URLs are allowed)."""
     secret: _builtins.str
@@ -154,6 +164,16 @@ class RegisterWebhookRequest(_message.Message):
     for the Standard Webhooks signature.
     """
     description: _builtins.str
+    rate_limit_per_second: _builtins.int
+    """At most this many requests per second, 0 to 10000 (0, the default: no
+    limit). Bursts up to one second's worth; deliveries over the limit wait
+    in the outbox without using attempts.
+    """
+    ordered: _builtins.bool
+    """Send the deliveries of one device strictly in event order, one at a
+    time: a failing one holds back that device's later ones until it
+    succeeds or fails for good; other devices are not held back.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Non-empty, no duplicates, each one of "device.data", "device.alert",
@@ -179,10 +199,12 @@ class RegisterWebhookRequest(_message.Message):
         description: _builtins.str = ...,
         device_ids: _abc.Iterable[_builtins.str] | None = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        rate_limit_per_second: _builtins.int = ...,
+        ordered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "headers", b"headers", "secret", b"secret", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "headers", b"headers", "ordered", b"ordered", "rate_limit_per_second", b"rate_limit_per_second", "secret", b"secret", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -382,9 +404,10 @@ class UpdateWebhookRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Paths of WebhookUpdate: url, events, description, device_ids, headers, or
-        "*" for all of them. Required over gRPC; the REST API fills it from the
-        fields present in the body when the request has none.
+        """Paths of WebhookUpdate: url, events, description, device_ids, headers,
+        rate_limit_per_second, ordered, or "*" for all of them. Required over
+        gRPC; the REST API fills it from the fields present in the body when the
+        request has none.
         """
 
     def __init__(
@@ -435,8 +458,12 @@ class WebhookUpdate(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DEVICE_IDS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ORDERED_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     description: _builtins.str
+    rate_limit_per_second: _builtins.int
+    ordered: _builtins.bool
     @_builtins.property
     def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -451,10 +478,12 @@ class WebhookUpdate(_message.Message):
         description: _builtins.str = ...,
         device_ids: _abc.Iterable[_builtins.str] | None = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        rate_limit_per_second: _builtins.int = ...,
+        ordered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "headers", b"headers", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "device_ids", b"device_ids", "events", b"events", "headers", b"headers", "ordered", b"ordered", "rate_limit_per_second", b"rate_limit_per_second", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -37,6 +37,10 @@ class Target:
     previous_secrets: tuple[tuple[str, float], ...] = ()
     # Custom headers with their real values, sent with every request.
     headers: tuple[tuple[str, str], ...] = ()
+    # At most this many requests per second (0: no limit; claim/ratelimit.py).
+    rate_limit_per_second: int = 0
+    # One device's deliveries in event order, one at a time (store/ordering).
+    ordered: bool = False
     signer: Signer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -56,6 +56,8 @@ def target_from(message: registry_pb2.WebhookTarget) -> Target:
             for p in message.previous_secrets
         ),
         headers=tuple(sorted(message.headers.items())),
+        rate_limit_per_second=hook.rate_limit_per_second,
+        ordered=hook.ordered,
     )
 
 
