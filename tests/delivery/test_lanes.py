@@ -55,13 +55,40 @@ def test_a_full_lane_is_left_out_then_refilled_once_it_drains() -> None:
     size, left_out = lanes.begin_due_claim(0, lambda project: [])
     assert size > 0
     assert left_out == ["w"]  # full, and an attempt of its is running
-    assert not lanes.end_due_claim([], size)
+    assert lanes.end_due_claim([], size) == (False, [])
     lanes.finish("p", "w")  # a quarter of the lane is free again
     assert lanes.refill_wanted
     assert lanes.begin_refill(0) == {"w": 1}
     lanes.end_refill([claimed(9, "p", "w")])
     assert not lanes.refill_wanted
     assert len(lanes.queued()) == 4
+    lanes.check()
+
+
+def test_a_capped_lane_hands_back_what_a_due_claim_brings_beyond_its_cap() -> None:
+    caps = {"slow": 2}
+    lanes = Lanes(FairShare(8, 8, 4, lane_cap=caps.get), Breaker())
+    assert lanes.fair.lane_limit("slow") == 2
+    assert lanes.fair.lane_limit("fast") == 8
+    size, _ = lanes.begin_due_claim(0, lambda project: [])
+    batch = [claimed(n, "p", "slow") for n in range(5)] + [claimed(9, "p", "fast")]
+    full, excess = lanes.end_due_claim(batch, size)
+    assert not full
+    assert [c.delivery_id for c in excess] == ["dlv_2", "dlv_3", "dlv_4"]
+    assert sorted(c.delivery_id for c in lanes.queued()) == ["dlv_0", "dlv_1", "dlv_9"]
+    lanes.check()
+    # Backlogged with deliveries in memory: left out of the next due claim even
+    # with nothing running, and refilled as its attempts end.
+    assert lanes.begin_due_claim(0, lambda project: [])[1] == ["slow"]
+    lanes.end_due_claim([], 1)
+    assert not lanes.reserve("p", "slow", 0)  # hand-offs too find it full
+    started = [lanes.start(), lanes.start()]
+    assert {c.webhook_id for c in started if c} == {"slow", "fast"}
+    slow = next(c for c in started if c and c.webhook_id == "slow")
+    lanes.finish("p", slow.webhook_id)
+    assert lanes.refill_wanted
+    assert lanes.begin_refill(0) == {"slow": 1}
+    lanes.end_refill([])
     lanes.check()
 
 
@@ -94,6 +121,8 @@ WEBHOOKS = {p: (f"{p}1", f"{p}2") for p in PROJECTS}
 ALL_WEBHOOKS = [(p, w) for p in PROJECTS for w in WEBHOOKS[p]]
 CAPACITY, PER_PROJECT, PER_WEBHOOK = 6, 4, 2
 BOUND = MEMORY_BOUND * CAPACITY
+# Lanes capped below 2 x PER_WEBHOOK (rate-limited webhooks).
+CAPS = {"a2": 1, "b2": 3}
 
 
 class LanesMachine(RuleBasedStateMachine):
@@ -102,7 +131,7 @@ class LanesMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.lanes = Lanes(
-            FairShare(CAPACITY, PER_PROJECT, PER_WEBHOOK),
+            FairShare(CAPACITY, PER_PROJECT, PER_WEBHOOK, lane_cap=CAPS.get),
             Breaker(threshold=2, pause_seconds=10),
         )
         self.now = 1000.0
@@ -207,7 +236,11 @@ class LanesMachine(RuleBasedStateMachine):
         taken = due[: data.draw(st.integers(0, min(size, len(due))))]
         for item in taken:
             self.outbox.remove(item)
-        full = self.lanes.end_due_claim(taken, size)
+        full, excess = self.lanes.end_due_claim(taken, size)
+        assert {c.webhook_id for c in excess} <= set(CAPS), (
+            "an uncapped lane's delivery handed back"
+        )
+        self.outbox += excess  # handed back: due again
         assert full == (len(taken) == size)
         assert not full or self.lanes.more_due
 
@@ -315,6 +348,13 @@ class LanesMachine(RuleBasedStateMachine):
         reserved = len(self.coming) + sum((self.refill or {}).values())
         held = reserved + len(self.lanes.queued()) + len(self.running)
         assert (fair.running_total, fair.load_total) == (len(self.running), held)
+
+    @invariant()
+    def capped_lanes_within_their_cap(self) -> None:
+        fair = self.lanes.fair
+        for project, webhook in ALL_WEBHOOKS:
+            if webhook in CAPS:
+                assert fair.load(project, webhook) <= CAPS[webhook], webhook
 
     @invariant()
     def in_flight_within_limits(self) -> None:

@@ -23,7 +23,8 @@ store/    outbox.py: the `Outbox` interface and `open_outbox`, which picks
 claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
           lanes.py: what waits in memory and what the next claim may take
           (pure; its invariants are written there); fairness.py: which lane
-          gets the next send slot (pure); breaker.py: pauses a failing webhook.
+          gets the next send slot (pure); breaker.py: pauses a failing webhook;
+          ratelimit.py: a webhook's rateLimitPerSecond (pure).
 send/     payload.py renders the JSON body once per event (the dispatcher
           signs it with edgesense.common.signing); http_sender.py POSTs it
           (one POST = one attempt); attempt.py: how a POST ended and the

@@ -19,6 +19,10 @@ EVENTS_ACCEPTED = Counter("edgesense_events_accepted_total", "Events stored by P
 EVENTS_DUPLICATE = Counter("edgesense_events_duplicate_total", "Published events already stored")
 QUEUE_DEPTH = Gauge("edgesense_delivery_queue_depth", "Pending deliveries in the outbox")
 HELD = Gauge("edgesense_delivery_held", "Deliveries held for disabled webhooks")
+RATE_LIMITED = Counter(
+    "edgesense_delivery_rate_limited_total",
+    "Requests held back by their webhook's rateLimitPerSecond until the limit allowed them",
+)
 IN_FLIGHT = Gauge("edgesense_delivery_in_flight", "Attempts under way in this process")
 RETENTION_DELETED = Counter(
     "edgesense_retention_deleted_total",

@@ -25,7 +25,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from edgesense.common.config import default_per_project
 from edgesense.common.errors import Unavailable
@@ -34,6 +35,7 @@ from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON, Breaker
 from edgesense.delivery.claim.fairness import FairShare
 from edgesense.delivery.claim.lanes import Lanes
+from edgesense.delivery.claim.ratelimit import RateLimiter
 from edgesense.delivery.record.policy import (
     RetryPolicy,
     after_attempt,
@@ -61,6 +63,8 @@ CLAIM_RETRY_SECONDS = 1.0  # after a claim that failed
 INTERNAL_RETRY_SECONDS = 1.0
 # A webhook failing again and again pauses for the first backoff delay, at most this.
 BREAKER_MAX_PAUSE_SECONDS = 30.0
+# A request waiting for a rate-limited webhook's token looks again at least this often.
+TOKEN_WAIT_SECONDS = 1.0
 
 
 class Dispatcher:
@@ -87,7 +91,13 @@ class Dispatcher:
         self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         # In flight and in memory, per webhook and per project.
         per_project = per_project or default_per_project(concurrency, per_target)
-        self.lanes = Lanes(FairShare(concurrency, per_project, per_target), self.breaker)
+        self.lanes = Lanes(
+            FairShare(concurrency, per_project, per_target, lane_cap=self._lane_cap),
+            self.breaker,
+        )
+        self.limiter = RateLimiter()
+        # Set when a request of a rate-limited webhook ends: waiters try again.
+        self._tokens_returned: dict[str, asyncio.Event] = {}
         self.writer = OutcomeWriter(
             outbox, owner, on_exhausted=on_exhausted, on_retry_due=self.wake
         )
@@ -96,6 +106,11 @@ class Dispatcher:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()  # attempts, and deferrals
         self._rendered: dict[str, RenderedEvent] = {}  # by event id, oldest first
+
+    def _lane_cap(self, webhook_id: str) -> int | None:
+        """A rate-limited webhook's lane holds one second's worth (ratelimit.py)."""
+        target = self.index.get(webhook_id)
+        return target.rate_limit_per_second or None if target is not None else None
 
     def wake(self) -> None:
         """Something may be due: look now (held deliveries released, a
@@ -232,9 +247,19 @@ class Dispatcher:
         claimed = await self.outbox.claim(
             self.owner, time.time(), self.lease_seconds, size, left_out
         )
-        full = self.lanes.end_due_claim(claimed, size)
+        full, excess = self.lanes.end_due_claim(claimed, size)
+        if excess:
+            self._background(self._hand_back(excess))
         self._pump()
         return full
+
+    async def _hand_back(self, items: list[Claimed]) -> None:
+        """Claimed deliveries beyond a capped lane's room: due again for the
+        next claim that has room for them (a refill as attempts end)."""
+        try:
+            await self.outbox.release_leases(self.owner, [c.delivery_id for c in items])
+        except Unavailable as exc:  # their leases expire instead
+            log.warning("cannot hand back %d claimed deliveries: %s", len(items), exc.message)
 
     async def _claim_refills(self) -> None:
         """Refill the lanes of webhooks with deliveries waiting in the outbox,
@@ -289,6 +314,42 @@ class Dispatcher:
             self.lanes.finish(item.project_id, webhook_id)
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
+        if target.rate_limit_per_second:
+            await self._take_token(target)
+            try:
+                return await self._post(item, target)
+            finally:
+                self._give_back(target.webhook_id)
+        return await self._post(item, target)
+
+    def _give_back(self, webhook_id: str) -> None:
+        self.limiter.give_back(webhook_id, asyncio.get_running_loop().time())
+        returned = self._tokens_returned.pop(webhook_id, None)
+        if returned is not None:
+            returned.set()
+
+    async def _take_token(self, target: Target) -> None:
+        """Wait for a token of this rate-limited webhook (claim/ratelimit.py).
+        Its lane holds at most `rate` deliveries, so this waits about a second
+        at most; the send slot stays taken meanwhile (within per_webhook)."""
+        loop, webhook_id = asyncio.get_running_loop(), target.webhook_id
+        waited = False
+        while True:
+            now = loop.time()
+            retry_at = self.limiter.take(webhook_id, target.rate_limit_per_second, now)
+            if retry_at <= now:
+                break
+            waited = True
+            returned = self._tokens_returned.get(webhook_id)
+            if returned is None:
+                returned = self._tokens_returned[webhook_id] = asyncio.Event()
+            # Until a token comes back, or a request of this webhook ends.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(returned.wait(), min(retry_at - now, TOKEN_WAIT_SECONDS))
+        if waited:
+            metrics.RATE_LIMITED.inc()
+
+    async def _post(self, item: Claimed, target: Target) -> Outcome:
         rendered = self._render(item)
         body = rendered.body(target.webhook_id)
         headers = target.request_headers(item.delivery_id, rendered.name, body, time.time())
@@ -319,7 +380,11 @@ class Dispatcher:
             except Unavailable as exc:  # they stay due; claims leave them out meanwhile
                 log.warning("cannot defer deliveries of %s: %s", webhook_id, exc.message)
 
-        task = asyncio.create_task(defer())
+        self._background(defer())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the attempts (stop() waits for it with them)."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -21,7 +21,9 @@ Rules
   round-robin over its webhooks. This is max-min fairness: a project asking
   for less than its share gets all it asks for.
 - Admission: a webhook may hold 2 x `per_webhook` deliveries (queued and in
-  flight), everything together 2 x `capacity`; a project below twice its
+  flight), or fewer where `lane_cap` says so (a rate-limited webhook holds at
+  most one second's worth: claim/ratelimit.py), everything together
+  2 x `capacity`; a project below twice its
   fair share is admitted beyond the overall bound, so other projects' queues
   never keep its deliveries out, up to a hard bound of `MEMORY_BOUND` x
   `capacity` however many projects arrive (shares are counted as each
@@ -48,7 +50,7 @@ Invariants (tests/delivery/test_fairness.py checks them through these methods;
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # Deliveries held in memory (queued and in flight) never pass this many times
 # the capacity through `admit()` or a claim.
@@ -78,8 +80,20 @@ class _Project(_Counts):
         self.ready: OrderedDict[str, None] = OrderedDict()
 
 
+def _no_cap(webhook: str) -> int | None:
+    return None
+
+
 class FairShare:
-    def __init__(self, capacity: int, per_project: int, per_webhook: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        per_project: int,
+        per_webhook: int,
+        lane_cap: Callable[[str], int | None] = _no_cap,
+    ) -> None:
+        """`lane_cap(webhook)`: at most this many of the webhook's deliveries in
+        memory, if fewer than 2 x `per_webhook` (None: no cap of its own)."""
         if not 1 <= per_project <= capacity or per_webhook < 1:
             raise ValueError(
                 f"need 1 <= per_project ({per_project}) <= capacity ({capacity}) "
@@ -88,6 +102,7 @@ class FairShare:
         self.capacity = capacity
         self.per_project = per_project
         self.per_webhook = per_webhook
+        self.lane_cap = lane_cap
         self.running_total = 0
         self.load_total = 0
         self._projects: dict[str, _Project] = {}
@@ -98,6 +113,12 @@ class FairShare:
         """A project's fair share of the slots now (`newcomer`: once one more project has work)."""
         return max(1, self.capacity // max(1, len(self._projects) + newcomer))
 
+    def lane_limit(self, webhook: str) -> int:
+        """How many of this webhook's deliveries memory may hold (queued and in flight)."""
+        limit = 2 * self.per_webhook
+        cap = self.lane_cap(webhook)
+        return limit if cap is None else max(1, min(limit, cap))
+
     def room(self, project: str, webhook: str) -> int:
         """How many more deliveries of this webhook may be taken into memory now."""
         entry = self._projects.get(project)
@@ -107,7 +128,7 @@ class FairShare:
         return max(
             0,
             min(
-                2 * self.per_webhook - webhook_load,
+                self.lane_limit(webhook) - webhook_load,
                 self._overall_room(project_load, entry is None),
             ),
         )
@@ -154,6 +175,7 @@ class FairShare:
             or hook is None
             or self.load_total >= 2 * self.capacity
             or hook.load >= 2 * self.per_webhook
+            or self.lane_cap(webhook) is not None
         ):
             if self.room(project, webhook) <= 0:
                 return False

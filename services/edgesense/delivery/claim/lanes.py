@@ -33,6 +33,13 @@ Words
 - the breaker (claim/breaker.py): a paused webhook gets no room: `reserve()`
   refuses it, refills skip it, claims of due deliveries leave it out (its
   deliveries in the outbox are due when the pause ends).
+- capped: a webhook whose lane holds fewer than 2 x per_webhook
+  (`FairShare.lane_cap`: a rate-limited one holds one second's worth, so
+  none waits in memory much longer than a second). A claim of due
+  deliveries is not bounded per webhook, so what it brings a capped lane
+  beyond its cap is handed back (`end_due_claim()`), and a backlogged capped
+  webhook with deliveries in memory is left out of such claims: it is
+  refilled, up to its room, as its attempts end.
 
 Invariants
 1. Lanes and FairShare agree: for every (project, webhook), the lane's length
@@ -153,10 +160,9 @@ class Lanes:
         """An attempt `start()` gave a slot has ended (however it went)."""
         fair = self.fair
         fair.finish(project_id, webhook_id)
-        if (
-            webhook_id in self._backlogged
-            and 2 * fair.room(project_id, webhook_id) >= fair.per_webhook
-        ):
+        if webhook_id in self._backlogged and 4 * fair.room(
+            project_id, webhook_id
+        ) >= fair.lane_limit(webhook_id):
             del self._backlogged[webhook_id]
             self._refill[webhook_id] = project_id
 
@@ -210,21 +216,47 @@ class Lanes:
             project_id = lane[0].project_id
             if fair.room(project_id, webhook_id) <= 0:
                 self._backlog(webhook_id, project_id)
-        running = fair.running
-        left_out = [w for w, p in self._backlogged.items() if running(p, w)]
+        running, load, cap = fair.running, fair.load, fair.lane_cap
+        left_out = [
+            w
+            for w, p in self._backlogged.items()
+            if running(p, w) or (load(p, w) and cap(w) is not None)
+        ]
         left_out += self.breaker.paused(now)
         for project_id in fair.saturated():
             left_out += webhook_ids(project_id)
         self._more_due = False
         return size, left_out
 
-    def end_due_claim(self, claimed: list[Claimed], size: int) -> bool:
-        """The claim's deliveries join their lanes; True if it came back full
-        (more may be due right now)."""
-        self.add(claimed)
+    def end_due_claim(self, claimed: list[Claimed], size: int) -> tuple[bool, list[Claimed]]:
+        """The claim's deliveries join their lanes, but those beyond a capped
+        lane's limit: (whether it came back full, so more may be due right
+        now; the deliveries to hand back, their webhooks now backlogged)."""
         full = len(claimed) == size
         self._more_due = self._more_due or full
-        return full
+        fair = self.fair
+        cap = fair.lane_cap
+        kept, excess = claimed, []
+        if any(cap(item.webhook_id) is not None for item in claimed):
+            kept = []
+            room: dict[str, int] = {}
+            for item in claimed:
+                webhook_id = item.webhook_id
+                if cap(webhook_id) is None:
+                    kept.append(item)
+                    continue
+                left = room.get(webhook_id)
+                if left is None:
+                    load = fair.load(item.project_id, webhook_id)
+                    left = fair.lane_limit(webhook_id) - load
+                if left > 0:
+                    kept.append(item)
+                else:
+                    excess.append(item)
+                    self._backlog(webhook_id, item.project_id)
+                room[webhook_id] = left - 1
+        self.add(kept)
+        return full, excess
 
     def begin_refill(self, now: float) -> dict[str, int]:
         """webhook -> how many to claim, for the webhooks to refill, with that
