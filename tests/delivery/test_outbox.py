@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt
 from edgesense.delivery.send.attempt import AttemptResult
-from edgesense.delivery.store import outbox_postgres, outbox_sqlite
+from edgesense.delivery.store import outbox_postgres, outbox_sqlite, reads
 from edgesense.delivery.store.online_indexes import ONLINE_INDEXES, ensure_online_indexes
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
@@ -355,8 +355,7 @@ async def test_recover_makes_failed_deliveries_of_the_window_due_again(outbox: O
 async def test_recover_takes_the_first_failures_up_to_the_limit_in_chunks(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbox_sqlite, "RECOVER_CHUNK", 2)
-    monkeypatch.setattr(outbox_postgres, "RECOVER_CHUNK", 2)
+    monkeypatch.setattr(reads, "RECOVER_CHUNK", 2)
     await store(outbox, *(delivery(n, "wh_a") for n in range(1, 7)))
     # Failure times not in creation order: recover goes by failure time.
     times = {"dlv_4": 1.0, "dlv_2": 2.0, "dlv_6": 3.0, "dlv_1": 4.0, "dlv_5": 5.0, "dlv_3": 6.0}

@@ -36,15 +36,13 @@ from edgesense.delivery.store.rows import (
     INSERT_DELIVERY,
     PENDING,
     RECORD_ATTEMPT,
-    RECOVER_CHUNK,
-    RECOVER_LIMIT,
     RETENTION_BATCH,
     UPDATE_OUTCOME,
     Claimed,
     Deleted,
     NewDelivery,
     Outcome,
-    Recovered,
+    RecoverWindow,
     StoredEvent,
     delivery_rows,
     record_attempt_rows,
@@ -238,38 +236,21 @@ class PostgresOutbox(OutboxReads):
             )
             return result.rowcount > 0
 
-    async def recover(
-        self,
-        project_id: str,
-        webhook_id: str,
-        since: float,
-        until: float,
-        status: str,
-        reason: str | None,
-        now: float,
-        limit: int = RECOVER_LIMIT,
-    ) -> Recovered:
-        count = 0
-        while count < limit:
-            size = min(RECOVER_CHUNK, limit - count)
-            async with transaction(self.engine, "recovering failed deliveries", lock=None) as conn:
-                result = await conn.execute(
-                    RECOVER,
-                    {
-                        "status": status,
-                        "reason": reason,
-                        "now": now,
-                        "webhook": webhook_id,
-                        "project": project_id,
-                        "since": since,
-                        "until": until,
-                        "size": size,
-                    },
-                )
-            count += result.rowcount
-            if result.rowcount < size:
-                return Recovered(count, None)
-        return Recovered(count, await self.oldest_failed(project_id, webhook_id, since, until))
+    async def _recover_chunk(self, window: RecoverWindow, size: int) -> int:
+        w = window
+        parameters = {
+            "status": w.status,
+            "reason": w.reason,
+            "now": w.now,
+            "webhook": w.webhook_id,
+            "project": w.project_id,
+            "since": w.since,
+            "until": w.until,
+            "size": size,
+        }
+        async with transaction(self.engine, "recovering failed deliveries", lock=None) as conn:
+            result = await conn.execute(RECOVER, parameters)
+        return int(result.rowcount)
 
 
 async def _lease(

@@ -29,7 +29,6 @@ runs inside the writer's BEGIN IMMEDIATE … COMMIT.
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,15 +43,13 @@ from edgesense.delivery.store.rows import (
     INSERT_DELIVERY,
     LOG_ATTEMPT_IF_LEASED,
     PENDING,
-    RECOVER_CHUNK,
-    RECOVER_LIMIT,
     RETENTION_BATCH,
     UPDATE_OUTCOME,
     Claimed,
     Deleted,
     NewDelivery,
     Outcome,
-    Recovered,
+    RecoverWindow,
     StoredEvent,
     delivery_rows,
     log_attempt_rows,
@@ -232,36 +229,10 @@ class SqliteOutbox(OutboxReads):
         )
         return updated > 0
 
-    async def recover(
-        self,
-        project_id: str,
-        webhook_id: str,
-        since: float,
-        until: float,
-        status: str,
-        reason: str | None,
-        now: float,
-        limit: int = RECOVER_LIMIT,
-    ) -> Recovered:
-        count = 0
-        while count < limit:
-            size = min(RECOVER_CHUNK, limit - count)
-            chunk = functools.partial(
-                recover_chunk,
-                project_id=project_id,
-                webhook_id=webhook_id,
-                since=since,
-                until=until,
-                status=status,
-                reason=reason,
-                now=now,
-                size=size,
-            )
-            changed = await self._writer.run("recovering failed deliveries", chunk)
-            count += changed
-            if changed < size:
-                return Recovered(count, None)
-        return Recovered(count, await self.oldest_failed(project_id, webhook_id, since, until))
+    async def _recover_chunk(self, window: RecoverWindow, size: int) -> int:
+        return await self._writer.run(
+            "recovering failed deliveries", lambda c: recover_chunk(c, window, size)
+        )
 
 
 def accept(
@@ -359,26 +330,15 @@ RECOVER = (
 )
 
 
-def recover_chunk(
-    conn: sqlite3.Connection,
-    *,
-    project_id: str,
-    webhook_id: str,
-    since: float,
-    until: float,
-    status: str,
-    reason: str | None,
-    now: float,
-    size: int,
-) -> int:
+def recover_chunk(conn: sqlite3.Connection, window: RecoverWindow, size: int) -> int:
     """Up to `size` of the webhook's deliveries that failed first in the
     window are due again (see Outbox.recover); how many."""
-    seqs = [
-        row[0] for row in conn.execute(SELECT_FAILED, (webhook_id, since, until, project_id, size))
-    ]
+    w = window
+    selected = conn.execute(SELECT_FAILED, (w.webhook_id, w.since, w.until, w.project_id, size))
+    seqs = [row[0] for row in selected]
     if not seqs:
         return 0
-    return conn.execute(RECOVER, (status, reason, now, now, json.dumps(seqs))).rowcount
+    return conn.execute(RECOVER, (w.status, w.reason, w.now, w.now, json.dumps(seqs))).rowcount
 
 
 # Retention. The status terms are literals, not parameters: only then can

@@ -18,8 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.store.rows import (
     FAILED,
+    RECOVER_CHUNK,
+    RECOVER_LIMIT,
     STATUSES,
     DeliveryStats,
+    Recovered,
+    RecoverWindow,
     StatsBucket,
     nearest_rank,
 )
@@ -29,7 +33,8 @@ from edgesense.storage.engine import dispose_engine, reading
 
 class OutboxReads:
     """Counts and listings of the outbox, and the engine they read through (owned:
-    `close` disposes it)."""
+    `close` disposes it); and recover's chunks, the same loop on both engines
+    around each engine's `_recover_chunk`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -80,6 +85,33 @@ class OutboxReads:
                 return None
             logs = await _attempts(conn, [delivery_id])
         return row, logs.get(delivery_id, [])
+
+    async def recover(
+        self,
+        project_id: str,
+        webhook_id: str,
+        since: float,
+        until: float,
+        status: str,
+        reason: str | None,
+        now: float,
+        limit: int = RECOVER_LIMIT,
+    ) -> Recovered:
+        """See Outbox.recover: chunks of RECOVER_CHUNK, each its own transaction."""
+        window = RecoverWindow(project_id, webhook_id, since, until, status, reason, now)
+        count = 0
+        while count < limit:
+            size = min(RECOVER_CHUNK, limit - count)
+            changed = await self._recover_chunk(window, size)
+            count += changed
+            if changed < size:
+                return Recovered(count, None)
+        return Recovered(count, await self.oldest_failed(project_id, webhook_id, since, until))
+
+    async def _recover_chunk(self, window: RecoverWindow, size: int) -> int:
+        """Up to `size` of the window's failed deliveries, those that failed
+        first, made due again in one transaction; how many."""
+        raise NotImplementedError
 
     async def oldest_failed(
         self, project_id: str, webhook_id: str, since: float, until: float

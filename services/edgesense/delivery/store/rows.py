@@ -251,6 +251,19 @@ RECOVER_LIMIT = 10_000
 RECOVER_CHUNK = 500
 
 
+class RecoverWindow(NamedTuple):
+    """What a recover asks (see Outbox.recover): the webhook's deliveries that
+    failed in [since, until) become `status` (with `reason`) and due at `now`."""
+
+    project_id: str
+    webhook_id: str
+    since: float
+    until: float
+    status: str
+    reason: str | None
+    now: float
+
+
 class Recovered(NamedTuple):
     """What a recover did: how many failed deliveries are due again, and the
     failure time of the oldest one left in the window (None: none left)."""
