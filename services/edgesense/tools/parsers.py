@@ -52,6 +52,14 @@ def add_tool_commands(sub: Subcommands) -> None:
         parser.set_defaults(handler=handler)
         return parser
 
+    def _of_webhook(
+        group: Subcommands, name: str, text: str, handler: Handler
+    ) -> argparse.ArgumentParser:
+        """A command about one webhook: its WEBHOOK_ID comes first."""
+        parser = leaf(group, name, text, handler)
+        parser.add_argument("webhook_id", metavar="WEBHOOK_ID")
+        return parser
+
     webhooks = group(
         sub,
         "webhooks",
@@ -92,17 +100,14 @@ def add_tool_commands(sub: Subcommands) -> None:
         ("delete", "delete", "delete a webhook"),
         ("enable", "enable", "re-enable a disabled webhook; its held deliveries are sent"),
     ):
-        leaf(webhooks, name, text, lazy("webhooks_cmd", function)).add_argument(
-            "webhook_id", metavar="WEBHOOK_ID"
-        )
+        _of_webhook(webhooks, name, text, lazy("webhooks_cmd", function))
 
-    change = leaf(
+    change = _of_webhook(
         webhooks,
         "update",
         "change a webhook's fields; only the options given change",
         lazy("webhooks_cmd", "update"),
     )
-    change.add_argument("webhook_id", metavar="WEBHOOK_ID")
     change.add_argument("--url", metavar="URL")
     change.add_argument("--events", metavar="EVENTS", type=comma_list)
     change.add_argument("--description", metavar="D")
@@ -112,13 +117,12 @@ def add_tool_commands(sub: Subcommands) -> None:
     _header_option(change, " (replaces every custom header)")
     change.add_argument("--clear-headers", action="store_true", help="remove every custom header")
     _sending_options(change, updating=True)
-    rotate = leaf(
+    rotate = _of_webhook(
         webhooks,
         "rotate-secret",
         "make a new signing secret current; the old one also signs during the overlap",
         lazy("webhooks_cmd", "rotate_secret"),
     )
-    rotate.add_argument("webhook_id", metavar="WEBHOOK_ID")
     rotate.add_argument(
         "--secret",
         metavar="S",
@@ -131,13 +135,12 @@ def add_tool_commands(sub: Subcommands) -> None:
         type=int_in(0, 604_800),
         help="how long the old secret keeps signing (default 86400; 0: switch now)",
     )
-    test = leaf(
+    test = _of_webhook(
         webhooks,
         "test",
         "send a sample event (marked as a test) through the normal pipeline",
         lazy("webhooks_cmd", "send_test"),
     )
-    test.add_argument("webhook_id", metavar="WEBHOOK_ID")
     test.add_argument(
         "--event",
         metavar="EVENT",
@@ -145,24 +148,22 @@ def add_tool_commands(sub: Subcommands) -> None:
         help="device.data (default), device.alert, device.status, config.update, "
         "webhook.disabled or webhook.enabled",
     )
-    again = leaf(
+    again = _of_webhook(
         webhooks,
         "recover",
         "send again every delivery that failed in a time window, oldest first",
         lazy("webhooks_cmd", "recover"),
     )
-    again.add_argument("webhook_id", metavar="WEBHOOK_ID")
     again.add_argument(
         "--since", metavar="TIME", required=True, help="RFC 3339, e.g. 2025-07-24T10:00:00Z"
     )
     again.add_argument("--until", metavar="TIME", help="RFC 3339 (default: now)")
-    measured = leaf(
+    measured = _of_webhook(
         webhooks,
         "stats",
         "counts, success rate and attempt durations of recent deliveries",
         lazy("webhooks_cmd", "stats"),
     )
-    measured.add_argument("webhook_id", metavar="WEBHOOK_ID")
     measured.add_argument("--window", choices=("1h", "24h", "7d"), default="24h")
     leaf(
         sub,
@@ -172,13 +173,12 @@ def add_tool_commands(sub: Subcommands) -> None:
     )
 
     deliveries = group(sub, "deliveries", "inspect and resend a webhook's deliveries")
-    listing = leaf(
+    listing = _of_webhook(
         deliveries,
         "list",
         "a webhook's deliveries, newest first",
         lazy("deliveries_cmd", "list_deliveries"),
     )
-    listing.add_argument("webhook_id", metavar="WEBHOOK_ID")
     listing.add_argument("--status", choices=DELIVERY_STATUSES)
     listing.add_argument(
         "--limit",
@@ -203,7 +203,7 @@ def _sending_options(parser: argparse.ArgumentParser, *, updating: bool) -> None
     parser.add_argument(
         "--rate-limit",
         metavar="N",
-        type=int,
+        type=int_in(0, 10_000),
         default=None if updating else 0,
         help="at most N requests per second to this webhook (0: no limit)",
     )
