@@ -8,18 +8,22 @@ published by the next registry, once."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import jsonschema
 import pytest
 from aiohttp import web
+from sqlalchemy import insert
 
 from edgesense.common.events import WEBHOOK_DISABLED, WEBHOOK_ENABLED
+from edgesense.common.log_throttle import ThrottledLog
+from edgesense.registry import forwarder, metrics
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.server import start_registry
 from edgesense.registry.store import DISABLED, WebhookStore
+from edgesense.registry.tables import operational_events
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.v1 import events_pb2
 from tests.integration.cluster import Cluster, reading
@@ -247,6 +251,52 @@ async def test_an_event_committed_but_not_published_is_published_by_the_next_reg
         await cluster.wait_deliveries(b, "succeeded")
         assert len(await cluster.deliveries(b)) == 1
         assert len(receiver.received) == 1
+    finally:
+        await dispose_engine(engine)
+
+
+async def test_an_event_delivery_refuses_for_good_is_dropped_and_holds_back_nothing(
+    cluster: Cluster,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its own log throttle: an earlier test's drop must not silence this one's.
+    monkeypatch.setattr(forwarder, "_dropped", ThrottledLog(forwarder.log))
+    a = await cluster.register("http://127.0.0.1:1/a")
+    await cluster.register(receiver.url, events=[WEBHOOK_DISABLED])
+    settings = cluster.settings
+    port = cluster.registry.port
+    await cluster.registry.stop(0)
+    engine = create_engine(settings.database_url)
+    try:
+        # A row delivery cannot store (an event without its id, as a bug or a
+        # newer registry could write), then a good one behind it.
+        poison = events_pb2.Event(project_id="project-a", gateway_id="gw-1")
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(operational_events).values(
+                    event_id="evt_poison",
+                    project_id="project-a",
+                    event=poison.SerializeToString(),
+                    created_at=datetime.now(UTC),
+                )
+            )
+        store = WebhookStore(engine, SecretBox(settings.require_secret_key()))
+        await store.set_status(None, a, DISABLED, "gone for good")
+        dropped = metrics.OPERATIONAL_DROPPED._value.get()
+
+        cluster.registry = await start_registry(
+            settings, f"127.0.0.1:{port}", f"127.0.0.1:{cluster.delivery.port}"
+        )
+        [got] = await receiver.wait_for(1)
+        assert json.loads(got.body)["payload"]["webhookId"] == a
+        await eventually(lambda: cluster.registry.forwarder.published_total == 1, 10, "confirmed")
+        assert await store.unpublished() == []
+        assert metrics.OPERATIONAL_DROPPED._value.get() == dropped + 1
+        [line] = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert "'evt_poison'" not in line  # the event's own id (empty) is what is named
+        assert "eventId: is required" in line
     finally:
         await dispose_engine(engine)
 

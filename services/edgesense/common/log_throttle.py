@@ -125,10 +125,17 @@ class ThrottledLog:
 
     def warning(self, key: Hashable, msg: str, *args: object) -> bool:
         """Log `msg % args` at WARNING unless throttled; True if it was logged."""
+        return self._log(logging.WARNING, key, msg, args)
+
+    def error(self, key: Hashable, msg: str, *args: object) -> bool:
+        """Log `msg % args` at ERROR unless throttled; True if it was logged."""
+        return self._log(logging.ERROR, key, msg, args)
+
+    def _log(self, level: int, key: Hashable, msg: str, args: tuple[object, ...]) -> bool:
         permit = self.throttle.admit(key, self._clock())
         if permit is None:
             return False
-        self.logger.warning(msg + "%s", *args, self.throttle.note(permit))
+        self.logger.log(level, msg + "%s", *args, self.throttle.note(permit))
         return True
 
     def exception(self, key: Hashable, msg: str, *args: object) -> bool:

@@ -15,6 +15,13 @@ deletes). That is harmless: the event id is made once, when the row is
 written, and delivery stores an event id once (a second Publish of it counts
 as a duplicate and creates no deliveries), so each event is sent to each
 subscriber once.
+
+A row delivery refuses for good (INVALID_ARGUMENT: an event it cannot
+store, which only a bug or a delivery older than this registry could
+cause) must not hold back every later one: when a batch is refused so, its
+rows are published one at a time, and each that is refused on its own is
+logged (throttled, by event id and kind, never its body) and dropped,
+counted in `edgesense_operational_events_dropped_total`.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from edgesense.common.auth import bearer_metadata
 from edgesense.common.backoff import backoff_delay
 from edgesense.common.errors import Unavailable
 from edgesense.common.grpc_tls import open_channel
+from edgesense.common.log_throttle import ThrottledLog
 from edgesense.common.tls import GrpcTls
+from edgesense.registry import metrics
 from edgesense.registry.store import Unpublished, WebhookStore
 from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
+_dropped = ThrottledLog(log)
 
 # Rows written by another replica (whose writes do not wake this one) are
 # found this often; a write in this process wakes the forwarder at once.
@@ -70,9 +80,15 @@ class OperationalForwarder:
                             await channel.close()
                         address = self.delivery_addr
                         channel = open_channel(address, self._tls)
-                    await self._publish(channel, rows)
+                    try:
+                        await self._publish(channel, rows)
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                            raise
+                        rows = await self._publish_singly(channel, rows)
                     await self.store.published([r.seq for r in rows])
                     self.published_total += len(rows)
+                    metrics.OPERATIONAL_PUBLISHED.inc(len(rows))
                     failures = 0
                 except (grpc.aio.AioRpcError, Unavailable) as exc:
                     failures += 1
@@ -93,6 +109,33 @@ class OperationalForwarder:
         finally:
             if channel is not None:
                 await channel.close()
+
+    async def _publish_singly(
+        self, channel: grpc.aio.Channel, rows: list[Unpublished]
+    ) -> list[Unpublished]:
+        """Publish each row alone; those delivery refuses for good are dropped
+        (forgotten, logged, counted). Returns those it confirmed; any other
+        error is raised, for the whole batch to be tried again."""
+        confirmed: list[Unpublished] = []
+        for row in rows:
+            try:
+                await self._publish(channel, [row])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                event = events_pb2.Event.FromString(row.event)
+                _dropped.error(
+                    "dropped",
+                    "operational event %r (%s) dropped: delivery refuses it: %s",
+                    event.event_id,
+                    event.WhichOneof("kind"),
+                    exc.details(),
+                )
+                await self.store.published([row.seq])
+                metrics.OPERATIONAL_DROPPED.inc()
+                continue
+            confirmed.append(row)
+        return confirmed
 
     async def _unpublished(self) -> list[Unpublished]:
         """The next rows to publish; waits until there are some."""
