@@ -11,12 +11,16 @@ through puts it within milliseconds of the others.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from aiohttp import web
 
 from edgesense.delivery import metrics
 from tests.integration.cluster import Cluster, reading
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 CLOCKS_SECONDS = 0.001
 
@@ -61,8 +65,49 @@ async def test_a_burst_is_spread_to_the_limit_and_other_webhooks_go_on(
 
 @pytest.fixture
 def cluster_env(cluster_env: dict[str, str]) -> dict[str, str]:
-    """A lane cap (the limit) far below EDGESENSE_DELIVERY_PER_TARGET's."""
-    return {**cluster_env, "EDGESENSE_DELIVERY_PER_TARGET": "16"}
+    """A lane (2 x EDGESENSE_DELIVERY_PER_TARGET) that a limit of 1/s would
+    take longer to drain than a lease (3 s) lasts."""
+    return {
+        **cluster_env,
+        "EDGESENSE_DELIVERY_PER_TARGET": "4",
+        "EDGESENSE_DELIVERY_LEASE_SECONDS": "3",
+    }
+
+
+async def test_a_limit_set_on_a_busy_webhook_never_outlasts_a_lease(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    """The lane is full when the limit comes: what would wait for a token
+    longer than a third of the lease goes back to the outbox (no attempt
+    used) instead of being sent twice after its lease ran out."""
+
+    async def slow(_request: web.Request, _n: int) -> web.StreamResponse:
+        await asyncio.sleep(0.5)  # the receiver's work; under the 1 s timeout
+        return web.Response(text="ok")
+
+    receiver.behaviour = slow
+    hook = await cluster.register(receiver.url)
+    await cluster.publish([reading(device=f"dev-{n}") for n in range(12)])
+    await eventually(lambda: receiver.in_progress == 4, 10, "4 requests under way")
+    answer = await cluster.http.patch(
+        f"/api/webhooks/{hook}", json={"rateLimitPerSecond": 1}, headers=cluster.auth()
+    )
+    assert answer.status_code == 200, answer.text
+    await eventually(
+        lambda: getattr(cluster.delivery.index.get(hook), "rate_limit_per_second", 0) == 1,
+        10,
+        "delivery to know the limit",
+    )
+    changed = time.time()
+
+    succeeded = await cluster.wait_deliveries(hook, "succeeded", 12, seconds=40)
+    assert [len(d["attempts"]) for d in succeeded] == [1] * 12
+    ids = [r.delivery_id for r in receiver.received]
+    assert len(ids) == len(set(ids)) == 12, "a delivery was sent twice"
+    # Those that started after the change (the earlier ones end within 0.5 s).
+    later = sorted(r.at for r in receiver.received if r.at > changed + 0.5)
+    assert len(later) >= 6
+    assert min(b - a for a, b in zip(later, later[1:], strict=False)) >= 1.0 - CLOCKS_SECONDS
 
 
 async def test_retries_coming_due_together_keep_to_the_limit(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
@@ -65,6 +66,11 @@ INTERNAL_RETRY_SECONDS = 1.0
 BREAKER_MAX_PAUSE_SECONDS = 30.0
 # A request waiting for a rate-limited webhook's token looks again at least this often.
 TOKEN_WAIT_SECONDS = 1.0
+# A delivery waits for its token at most this part of its lease; then it goes
+# back to the outbox (no attempt used), so a lease never runs out in a lane
+# (a limit lowered below what the lane already held, a very slow receiver).
+TOKEN_WAIT_LEASE_SHARE = 1 / 3
+RATE_LIMITED_REASON = "rate limited: waiting for the webhook's rateLimitPerSecond"
 
 
 class Dispatcher:
@@ -315,7 +321,9 @@ class Dispatcher:
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
         if target.rate_limit_per_second:
-            await self._take_token(target)
+            if not await self._take_token(target):
+                now = time.time()
+                return without_attempt(item, PENDING, RATE_LIMITED_REASON, now, now)
             try:
                 return await self._post(item, target)
             finally:
@@ -328,26 +336,36 @@ class Dispatcher:
         if returned is not None:
             returned.set()
 
-    async def _take_token(self, target: Target) -> None:
-        """Wait for a token of this rate-limited webhook (claim/ratelimit.py).
-        Its lane holds at most `rate` deliveries, so this waits about a second
-        at most; the send slot stays taken meanwhile (within per_webhook)."""
+    async def _take_token(self, target: Target) -> bool:
+        """Wait for a token of this rate-limited webhook (claim/ratelimit.py);
+        False if none came within a third of the lease. Its lane holds at
+        most `rate` deliveries, so this normally waits a second or so; the
+        send slot stays taken meanwhile (within per_webhook)."""
         loop, webhook_id = asyncio.get_running_loop(), target.webhook_id
+        deadline = loop.time() + self.lease_seconds * TOKEN_WAIT_LEASE_SHARE
         waited = False
         while True:
             now = loop.time()
             retry_at = self.limiter.take(webhook_id, target.rate_limit_per_second, now)
             if retry_at <= now:
                 break
+            # infinity: every token is out with a request under way; one comes
+            # back a second after one of them ends.
+            if now >= deadline or deadline < retry_at < math.inf:
+                metrics.RATE_LIMITED.inc()
+                return False
             waited = True
             returned = self._tokens_returned.get(webhook_id)
             if returned is None:
                 returned = self._tokens_returned[webhook_id] = asyncio.Event()
             # Until a token comes back, or a request of this webhook ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(returned.wait(), min(retry_at - now, TOKEN_WAIT_SECONDS))
+                await asyncio.wait_for(
+                    returned.wait(), min(retry_at, deadline, now + TOKEN_WAIT_SECONDS) - now
+                )
         if waited:
             metrics.RATE_LIMITED.inc()
+        return True
 
     async def _post(self, item: Claimed, target: Target) -> Outcome:
         rendered = self._render(item)
