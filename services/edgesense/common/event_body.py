@@ -53,6 +53,13 @@ def members(message: Descriptor, *, device_event: bool = True) -> tuple[Member, 
     return tuple(found)
 
 
+def message_of(field: FieldDescriptor) -> Descriptor:
+    """The message type of the message field `field`."""
+    if field.message_type is None:
+        raise ValueError(f"{field.full_name} is not a message field")
+    return field.message_type
+
+
 @cache
 def enum_names(enum: EnumDescriptor) -> dict[int, str]:
     """Value number -> the value's name in the body: its `body_name`, or, as

@@ -34,7 +34,7 @@ from typing import Any, Final
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from edgesense.common.event_body import STRUCT, enum_names, members
+from edgesense.common.event_body import STRUCT, enum_names, members, message_of
 from edgesense.common.events import DEVICE_ID, EVENT_NAMES, KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.v1 import events_pb2
 
@@ -69,7 +69,7 @@ class EventType:
     @property
     def description(self) -> str:
         """The comment of the kind's message in events.proto."""
-        return proto_comments()[self.field.message_type.full_name]
+        return proto_comments()[message_of(self.field).full_name]
 
     @property
     def field(self) -> FieldDescriptor:
@@ -84,7 +84,9 @@ def body_schema(name: str, kind: FieldDescriptor, comments: Mapping[str, str]) -
     """The body of an event whose `kind` is the field `kind`: Event's members
     (without `deviceId` and `gatewayId` for an operational event), `event`
     fixed to `name`, and the kind's message as `payload`."""
-    event = events_pb2.Event.DESCRIPTOR
+    event = kind.containing_type
+    if event is None:  # only an extension has none
+        raise ValueError(f"{kind.full_name} is not a field of Event")
     oneof = event.oneofs_by_name["kind"]
     envelope = [
         m
@@ -103,7 +105,7 @@ def body_schema(name: str, kind: FieldDescriptor, comments: Mapping[str, str]) -
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "title": name,
-        **_described(kind.message_type.full_name, comments),
+        **_described(message_of(kind).full_name, comments),
         "type": "object",
         "required": required,
         "properties": properties,
@@ -147,12 +149,12 @@ def _value_schema(field: FieldDescriptor, comments: Mapping[str, str]) -> dict[s
     if field.type == FieldDescriptor.TYPE_ENUM:
         return {"enum": list(dict.fromkeys(enum_names(field.enum_type).values()))}
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        name = field.message_type.full_name
-        if name in _WELL_KNOWN:
-            return dict(_WELL_KNOWN[name])
-        if name.startswith("google.protobuf."):
-            raise ValueError(f"{field.full_name}: {name} has no body form")
-        return message_schema(field.message_type, comments)
+        message = message_of(field)
+        if message.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[message.full_name])
+        if message.full_name.startswith("google.protobuf."):
+            raise ValueError(f"{field.full_name}: {message.full_name} has no body form")
+        return message_schema(message, comments)
     cpp = field.cpp_type
     if cpp in (FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64):
         sign = "" if cpp == FieldDescriptor.CPPTYPE_UINT64 else "-?"

@@ -43,7 +43,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from edgesense.common.event_body import enum_names, members
+from edgesense.common.event_body import enum_names, members, message_of
 from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.v1 import events_pb2
 
@@ -138,9 +138,7 @@ def message_renderer(message: Descriptor) -> Callable[[Message], dict[str, Any]]
     def render_message(value: Message) -> dict[str, Any]:
         rendered: dict[str, Any] = {}
         for field, name, always, unless_default, render_value in named:
-            if always or (
-                bool(getattr(value, field)) if unless_default else value.HasField(field)
-            ):
+            if always or (bool(getattr(value, field)) if unless_default else value.HasField(field)):
                 rendered[name] = render_value(getattr(value, field))
         for field in inline:
             for key, item in struct_to_dict(getattr(value, field)).items():
@@ -174,12 +172,13 @@ def _value_renderer(field: FieldDescriptor) -> Render:
         # proto3 requires every enum to have (DeviceStatus: "unknown").
         return lambda number: names.get(number, names[0])
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        well_known = _WELL_KNOWN.get(field.message_type.full_name)
+        message = message_of(field)
+        well_known = _WELL_KNOWN.get(message.full_name)
         if well_known is not None:
             return well_known
-        if field.message_type.full_name.startswith("google.protobuf."):
-            raise ValueError(f"{field.full_name}: {field.message_type.full_name} has no body form")
-        return message_renderer(field.message_type)
+        if message.full_name.startswith("google.protobuf."):
+            raise ValueError(f"{field.full_name}: {message.full_name} has no body form")
+        return message_renderer(message)
     if field.cpp_type in (FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64):
         return str  # proto3 JSON: 64-bit integers are strings
     if field.cpp_type in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE):
@@ -242,6 +241,6 @@ _WELL_KNOWN: dict[str, Render] = {
 
 # Event.kind's field -> how its message becomes the payload.
 _KIND_RENDERERS: dict[str, Callable[[Message], dict[str, Any]]] = {
-    field.name: message_renderer(field.message_type)
+    field.name: message_renderer(message_of(field))
     for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["kind"].fields
 }
