@@ -204,6 +204,12 @@ ADDED = """
   int64 held = 3;
   // What the webhook is for.
   repeated string labels = 4;
+  // Limits by name.
+  map<string, uint32> limits = 5;
+  // A share.
+  double ratio = 6;
+  // A tag.
+  bytes tag = 7;
 """
 
 
@@ -246,18 +252,38 @@ def test_a_field_added_to_a_kind_message_is_in_its_schema_and_body(tmp_path: Pat
         "description": "How many deliveries were held while it was disabled.",
     }
     assert payload["properties"]["labels"]["items"] == {"type": "string"}
-    assert payload["required"] == ["webhookId", "url", "held", "labels"]
+    assert payload["properties"]["limits"]["additionalProperties"] == {
+        "type": "integer",
+        "minimum": 0,
+    }
+    assert payload["required"] == ["webhookId", "url", "held", "labels", "limits", "ratio", "tag"]
 
     enabled = message_factory.GetMessageClass(
         pool.FindMessageTypeByName("edgesense.v1.WebhookEnabled")
-    )(webhook_id=WEBHOOK_ID, url="https://x.test", held=12, labels=["plant-8"])
+    )(
+        webhook_id=WEBHOOK_ID,
+        url="https://x.test",
+        held=12,
+        labels=["plant-8"],
+        limits={"b": 2, "a": 1},
+        ratio=float("inf"),
+        tag=b"\x00\xff",
+    )
     rendered = message_renderer(enabled.DESCRIPTOR)(enabled)
-    assert rendered == {
-        "webhookId": WEBHOOK_ID,
-        "url": "https://x.test",
-        "held": "12",
-        "labels": ["plant-8"],
-    }
+    # As proto3 JSON has them: int64 a string, a map an object (keys sorted,
+    # so a body renders to the same bytes every time), a non-finite double
+    # its name, bytes base64.
+    assert json.dumps(rendered) == json.dumps(
+        {
+            "webhookId": WEBHOOK_ID,
+            "url": "https://x.test",
+            "held": "12",
+            "labels": ["plant-8"],
+            "limits": {"a": 1, "b": 2},
+            "ratio": "Infinity",
+            "tag": "AP8=",
+        }
+    )
     check = validator(exact(payload))
     check.validate(rendered)
     with pytest.raises(jsonschema.ValidationError, match="is not of type 'string'"):

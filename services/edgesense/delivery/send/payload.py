@@ -150,12 +150,12 @@ def message_renderer(message: Descriptor) -> Callable[[Message], dict[str, Any]]
 
 def _renderer(field: FieldDescriptor) -> Render:
     """How one value of `field` is rendered; a repeated field or map as a list or object."""
-    one = _value_renderer(field)
     message = field.message_type
     if message is not None and message.GetOptions().map_entry:
         key, value = message.fields_by_name["key"], _value_renderer(message.fields_by_name["value"])
         to_key: Render = _json_map_key if key.type == FieldDescriptor.TYPE_BOOL else str
         return lambda items: {to_key(k): value(items[k]) for k in sorted(items)}
+    one = _value_renderer(field)
     if field.is_repeated:
         return lambda items: [one(item) for item in items]
     return one
