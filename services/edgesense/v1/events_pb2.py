@@ -22,33 +22,62 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from edgesense.v1 import body_pb2 as edgesense_dot_v1_dot_body__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64gesense/v1/events.proto\x12\x0c\x65\x64gesense.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04test\x18\x07 \x01(\x08\x12*\n\x08readings\x18\n \x01(\x0b\x32\x16.edgesense.v1.ReadingsH\x00\x12$\n\x05\x61lert\x18\x0b \x01(\x0b\x32\x13.edgesense.v1.AlertH\x00\x12,\n\x06status\x18\x0c \x01(\x0b\x32\x1a.edgesense.v1.DeviceStatusH\x00\x12\x34\n\rconfiguration\x18\r \x01(\x0b\x32\x1b.edgesense.v1.ConfigurationH\x00\x12\x39\n\x10webhook_disabled\x18\x0e \x01(\x0b\x32\x1d.edgesense.v1.WebhookDisabledH\x00\x12\x37\n\x0fwebhook_enabled\x18\x0f \x01(\x0b\x32\x1c.edgesense.v1.WebhookEnabledH\x00\x42\x06\n\x04kind\"3\n\x08Readings\x12\'\n\x06values\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"1\n\x05\x41lert\x12(\n\x07\x64\x65tails\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xae\x01\n\x0c\x44\x65viceStatus\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .edgesense.v1.DeviceStatus.State\x12(\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"C\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ONLINE\x10\x01\x12\x11\n\rSTATE_OFFLINE\x10\x02\"8\n\rConfiguration\x12\'\n\x06values\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"v\n\x0fWebhookDisabled\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x32\n\x0clast_attempt\x18\x04 \x01(\x0b\x32\x1c.edgesense.v1.WebhookAttempt\"\x88\x01\n\x0eWebhookAttempt\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0bstatus_code\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_status_codeB\x08\n\x06_error\"1\n\x0eWebhookEnabled\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64gesense/v1/events.proto\x12\x0c\x65\x64gesense.v1\x1a\x17\x65\x64gesense/v1/body.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x04\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x18\n\nproject_id\x18\x02 \x01(\tB\x04\xa0\xbb\x18\x03\x12\x18\n\ngateway_id\x18\x03 \x01(\tB\x04\xa0\xbb\x18\x05\x12\x17\n\tdevice_id\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x05\x12\x33\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01\x12\x35\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x03\x12\x12\n\x04test\x18\x07 \x01(\x08\x42\x04\xa0\xbb\x18\x02\x12*\n\x08readings\x18\n \x01(\x0b\x32\x16.edgesense.v1.ReadingsH\x00\x12$\n\x05\x61lert\x18\x0b \x01(\x0b\x32\x13.edgesense.v1.AlertH\x00\x12,\n\x06status\x18\x0c \x01(\x0b\x32\x1a.edgesense.v1.DeviceStatusH\x00\x12\x34\n\rconfiguration\x18\r \x01(\x0b\x32\x1b.edgesense.v1.ConfigurationH\x00\x12\x39\n\x10webhook_disabled\x18\x0e \x01(\x0b\x32\x1d.edgesense.v1.WebhookDisabledH\x00\x12\x37\n\x0fwebhook_enabled\x18\x0f \x01(\x0b\x32\x1c.edgesense.v1.WebhookEnabledH\x00\x42\x06\n\x04kind\"9\n\x08Readings\x12-\n\x06values\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xa0\xbb\x18\x04\"7\n\x05\x41lert\x12.\n\x07\x64\x65tails\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xa0\xbb\x18\x04\"\xe2\x01\n\x0c\x44\x65viceStatus\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32 .edgesense.v1.DeviceStatus.StateR\x06status\x12.\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xa0\xbb\x18\x04\"i\n\x05State\x12\"\n\x11STATE_UNSPECIFIED\x10\x00\x1a\x0b\xaa\xbb\x18\x07unknown\x12\x1c\n\x0cSTATE_ONLINE\x10\x01\x1a\n\xaa\xbb\x18\x06online\x12\x1e\n\rSTATE_OFFLINE\x10\x02\x1a\x0b\xaa\xbb\x18\x07offline\">\n\rConfiguration\x12-\n\x06values\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xa0\xbb\x18\x04\"v\n\x0fWebhookDisabled\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x32\n\x0clast_attempt\x18\x04 \x01(\x0b\x32\x1c.edgesense.v1.WebhookAttempt\"\x8e\x01\n\x0eWebhookAttempt\x12\x34\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01\x12\x18\n\x0bstatus_code\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_status_codeB\x08\n\x06_error\"1\n\x0eWebhookEnabled\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgesense.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENT']._serialized_start=107
-  _globals['_EVENT']._serialized_end=607
-  _globals['_READINGS']._serialized_start=609
-  _globals['_READINGS']._serialized_end=660
-  _globals['_ALERT']._serialized_start=662
-  _globals['_ALERT']._serialized_end=711
-  _globals['_DEVICESTATUS']._serialized_start=714
-  _globals['_DEVICESTATUS']._serialized_end=888
-  _globals['_DEVICESTATUS_STATE']._serialized_start=821
-  _globals['_DEVICESTATUS_STATE']._serialized_end=888
-  _globals['_CONFIGURATION']._serialized_start=890
-  _globals['_CONFIGURATION']._serialized_end=946
-  _globals['_WEBHOOKDISABLED']._serialized_start=948
-  _globals['_WEBHOOKDISABLED']._serialized_end=1066
-  _globals['_WEBHOOKATTEMPT']._serialized_start=1069
-  _globals['_WEBHOOKATTEMPT']._serialized_end=1205
-  _globals['_WEBHOOKENABLED']._serialized_start=1207
-  _globals['_WEBHOOKENABLED']._serialized_end=1256
+  _globals['_EVENT'].fields_by_name['project_id']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['project_id']._serialized_options = b'\240\273\030\003'
+  _globals['_EVENT'].fields_by_name['gateway_id']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['gateway_id']._serialized_options = b'\240\273\030\005'
+  _globals['_EVENT'].fields_by_name['device_id']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['device_id']._serialized_options = b'\240\273\030\005'
+  _globals['_EVENT'].fields_by_name['timestamp']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['timestamp']._serialized_options = b'\240\273\030\001'
+  _globals['_EVENT'].fields_by_name['received_at']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['received_at']._serialized_options = b'\240\273\030\003'
+  _globals['_EVENT'].fields_by_name['test']._loaded_options = None
+  _globals['_EVENT'].fields_by_name['test']._serialized_options = b'\240\273\030\002'
+  _globals['_READINGS'].fields_by_name['values']._loaded_options = None
+  _globals['_READINGS'].fields_by_name['values']._serialized_options = b'\240\273\030\004'
+  _globals['_ALERT'].fields_by_name['details']._loaded_options = None
+  _globals['_ALERT'].fields_by_name['details']._serialized_options = b'\240\273\030\004'
+  _globals['_DEVICESTATUS_STATE'].values_by_name["STATE_UNSPECIFIED"]._loaded_options = None
+  _globals['_DEVICESTATUS_STATE'].values_by_name["STATE_UNSPECIFIED"]._serialized_options = b'\252\273\030\007unknown'
+  _globals['_DEVICESTATUS_STATE'].values_by_name["STATE_ONLINE"]._loaded_options = None
+  _globals['_DEVICESTATUS_STATE'].values_by_name["STATE_ONLINE"]._serialized_options = b'\252\273\030\006online'
+  _globals['_DEVICESTATUS_STATE'].values_by_name["STATE_OFFLINE"]._loaded_options = None
+  _globals['_DEVICESTATUS_STATE'].values_by_name["STATE_OFFLINE"]._serialized_options = b'\252\273\030\007offline'
+  _globals['_DEVICESTATUS'].fields_by_name['details']._loaded_options = None
+  _globals['_DEVICESTATUS'].fields_by_name['details']._serialized_options = b'\240\273\030\004'
+  _globals['_CONFIGURATION'].fields_by_name['values']._loaded_options = None
+  _globals['_CONFIGURATION'].fields_by_name['values']._serialized_options = b'\240\273\030\004'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['started_at']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['started_at']._serialized_options = b'\240\273\030\001'
+  _globals['_EVENT']._serialized_start=132
+  _globals['_EVENT']._serialized_end=668
+  _globals['_READINGS']._serialized_start=670
+  _globals['_READINGS']._serialized_end=727
+  _globals['_ALERT']._serialized_start=729
+  _globals['_ALERT']._serialized_end=784
+  _globals['_DEVICESTATUS']._serialized_start=787
+  _globals['_DEVICESTATUS']._serialized_end=1013
+  _globals['_DEVICESTATUS_STATE']._serialized_start=908
+  _globals['_DEVICESTATUS_STATE']._serialized_end=1013
+  _globals['_CONFIGURATION']._serialized_start=1015
+  _globals['_CONFIGURATION']._serialized_end=1077
+  _globals['_WEBHOOKDISABLED']._serialized_start=1079
+  _globals['_WEBHOOKDISABLED']._serialized_end=1197
+  _globals['_WEBHOOKATTEMPT']._serialized_start=1200
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1342
+  _globals['_WEBHOOKENABLED']._serialized_start=1344
+  _globals['_WEBHOOKENABLED']._serialized_end=1393
 # @@protoc_insertion_point(module_scope)
