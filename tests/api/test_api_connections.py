@@ -109,9 +109,10 @@ async def test_trickled_headers_are_cut_at_the_header_timeout_but_idle_keep_aliv
     async with serving(registry_backend, HttpLimits(header_timeout=0.3)) as running:
         kept_alive = await clients.connect(running)
         assert (await answer(kept_alive)).startswith(b"HTTP/1.1 200")
-        slow = await clients.connect(running)
+        # Timed from before the connection: the server's timer starts once it is open.
         loop = asyncio.get_running_loop()
         started = loop.time()
+        slow = await clients.connect(running)
         trickling = asyncio.create_task(trickle(slow))
         try:
             assert await closed_by_server(slow) == b""
