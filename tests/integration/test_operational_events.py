@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 import jsonschema
 import pytest
-from aiohttp import web
 from sqlalchemy import insert
 
 from edgesense.common.events import WEBHOOK_DISABLED, WEBHOOK_ENABLED
@@ -27,7 +26,7 @@ from edgesense.registry.tables import operational_events
 from edgesense.storage.engine import create_engine, dispose_engine
 from edgesense.v1 import events_pb2
 from tests.integration.cluster import Cluster, reading
-from tests.support.receivers import Receiver, guide_verify_signature
+from tests.support.receivers import Receiver, Switch, guide_verify_signature
 from tests.support.waiting import eventually
 
 SECRET = "your_shared_secret"
@@ -38,16 +37,6 @@ OPERATIONAL = [WEBHOOK_DISABLED, WEBHOOK_ENABLED]
 def cluster_env(cluster_env: dict[str, str]) -> dict[str, str]:
     """Two attempts per delivery, so a delivery fails for good quickly."""
     return {**cluster_env, "EDGESENSE_MAX_RETRIES": "1"}
-
-
-class Switch:
-    """A receiver's answer: `status` for every request until changed."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-
-    async def __call__(self, _request: web.Request, _n: int) -> web.StreamResponse:
-        return web.Response(text="ok" if self.status < 300 else "down", status=self.status)
 
 
 def bodies(receiver: Receiver, event: str | None = None) -> list[dict[str, Any]]:

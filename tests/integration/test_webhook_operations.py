@@ -11,14 +11,13 @@ from typing import Any
 
 import jsonschema
 import pytest
-from aiohttp import web
 
 from edgesense.common.event_types import EVENT_TYPES
 from edgesense.common.events import DEVICE_EVENT_NAMES, EVENT_NAMES
 from edgesense.delivery.accept.samples import TEST_SENDS_PER_MINUTE
 from edgesense.delivery.store.rows import nearest_rank
 from tests.integration.cluster import Cluster, reading
-from tests.support.receivers import Receiver, guide_verify_signature
+from tests.support.receivers import Receiver, Switch, guide_verify_signature
 from tests.support.waiting import eventually
 
 SECRET = "your_shared_secret"
@@ -29,16 +28,6 @@ SCHEMAS = {t.name: t.schema() for t in EVENT_TYPES}
 def cluster_env(cluster_env: dict[str, str]) -> dict[str, str]:
     """Two attempts per delivery, so a delivery fails for good quickly."""
     return {**cluster_env, "EDGESENSE_MAX_RETRIES": "1"}
-
-
-class Switch:
-    """A receiver's answer: `status` for every request until changed."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-
-    async def __call__(self, _request: web.Request, _n: int) -> web.StreamResponse:
-        return web.Response(text="ok" if self.status < 300 else "down", status=self.status)
 
 
 def rfc3339(moment: datetime) -> str:

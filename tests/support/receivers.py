@@ -37,6 +37,16 @@ async def ok(_request: web.Request, _n: int) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
+class Switch:
+    """A receiver's answer: `status` for every request until changed."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+
+    async def __call__(self, _request: web.Request, _n: int) -> web.StreamResponse:
+        return web.Response(text="ok" if self.status < 300 else "down", status=self.status)
+
+
 # The integration guide's verify_signature snippet, verbatim: what receivers will run.
 def verify_signature(secret, payload, signature):  # type: ignore[no-untyped-def]
     computed = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
