@@ -67,7 +67,7 @@ def test_a_full_lane_is_left_out_then_refilled_once_it_drains() -> None:
 
 def test_a_capped_lane_hands_back_what_a_due_claim_brings_beyond_its_cap() -> None:
     caps = {"slow": 2}
-    lanes = Lanes(FairShare(8, 8, 4, lane_cap=caps.get), Breaker())
+    lanes = Lanes(FairShare(8, 8, 4, caps=caps), Breaker())
     assert lanes.fair.lane_limit("slow") == 2
     assert lanes.fair.lane_limit("fast") == 8
     size, _ = lanes.begin_due_claim(0, lambda project: [])
@@ -119,9 +119,11 @@ def test_hand_offs_are_admitted_up_to_the_lane_and_cancelled_ones_leave_nothing(
 PROJECTS = ("a", "b", "c")
 WEBHOOKS = {p: (f"{p}1", f"{p}2") for p in PROJECTS}
 ALL_WEBHOOKS = [(p, w) for p in PROJECTS for w in WEBHOOKS[p]]
+WEBHOOKS_ALL = [w for _, w in ALL_WEBHOOKS]
 CAPACITY, PER_PROJECT, PER_WEBHOOK = 6, 4, 2
 BOUND = MEMORY_BOUND * CAPACITY
-# Lanes capped below 2 x PER_WEBHOOK (rate-limited webhooks).
+# Lanes capped below 2 x PER_WEBHOOK at first (rate-limited webhooks); caps
+# change as the machine runs, and each takes tokens to start.
 CAPS = {"a2": 1, "b2": 3}
 
 
@@ -130,8 +132,11 @@ class LanesMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.caps = dict(CAPS)
+        self.tokens = dict.fromkeys(WEBHOOKS_ALL, 1)
+        self.lowered: set[str] = set()  # caps set or lowered while the lane held more
         self.lanes = Lanes(
-            FairShare(CAPACITY, PER_PROJECT, PER_WEBHOOK, lane_cap=CAPS.get),
+            FairShare(CAPACITY, PER_PROJECT, PER_WEBHOOK, caps=self.caps, may_start=self.may_start),
             Breaker(threshold=2, pause_seconds=10),
         )
         self.now = 1000.0
@@ -144,6 +149,12 @@ class LanesMachine(RuleBasedStateMachine):
         self.removed: set[str] = set()
         self.due_claim: tuple[int, list[str]] | None = None
         self.refill: dict[str, int] | None = None
+
+    def may_start(self, webhook: str) -> bool:
+        if self.tokens[webhook] <= 0:
+            return False
+        self.tokens[webhook] -= 1
+        return True
 
     def new(self, project: str, webhook: str) -> Claimed:
         self.numbers += 1
@@ -165,11 +176,14 @@ class LanesMachine(RuleBasedStateMachine):
         """Projects with a queued delivery that the three limits let take a slot."""
         if len(self.running) >= CAPACITY:
             return set()
+        throttled = set(self.lanes.fair.throttled())
         return {
             c.project_id
             for c in self.lanes.queued()
             if self.running_of(webhook=c.webhook_id) < PER_WEBHOOK
             and self.running_of(c.project_id) < PER_PROJECT
+            and c.webhook_id not in throttled
+            and (c.webhook_id not in self.caps or self.tokens[c.webhook_id] > 0)
         }
 
     # Fresh deliveries.
@@ -237,9 +251,7 @@ class LanesMachine(RuleBasedStateMachine):
         for item in taken:
             self.outbox.remove(item)
         full, excess = self.lanes.end_due_claim(taken, size)
-        assert {c.webhook_id for c in excess} <= set(CAPS), (
-            "an uncapped lane's delivery handed back"
-        )
+        assert {c.webhook_id for c in excess} <= set(self.caps), "an uncapped lane's handed back"
         self.outbox += excess  # handed back: due again
         assert full == (len(taken) == size)
         assert not full or self.lanes.more_due
@@ -306,6 +318,33 @@ class LanesMachine(RuleBasedStateMachine):
     def tick(self, seconds: float) -> None:
         self.now += seconds
 
+    @rule(webhook=st.sampled_from(WEBHOOKS_ALL))
+    def token_back(self, webhook: str) -> None:
+        """A rate-limit token comes back: a throttled webhook may start again."""
+        self.tokens[webhook] += 1
+        self.lanes.fair.unthrottle(webhook)
+
+    @rule(webhook=st.sampled_from(WEBHOOKS_ALL), cap=st.sampled_from([None, 1, 2, 3]))
+    def change_cap(self, webhook: str, cap: int | None) -> None:
+        """A webhook's rate limit is set, changed or lifted: what its lane holds
+        beyond the new cap is handed back to the outbox."""
+        fair = self.lanes.fair
+        if cap is None:
+            self.caps.pop(webhook, None)
+        else:
+            self.caps[webhook] = cap
+        excess = self.lanes.limits_changed()
+        assert {c.webhook_id for c in excess} <= set(self.caps)
+        self.outbox += excess
+        assert webhook not in fair.throttled() or webhook in self.caps
+        project = webhook[0]
+        if cap is not None:
+            queued = sum(1 for c in self.lanes.queued() if c.webhook_id == webhook)
+            others = fair.load(project, webhook) - queued  # running and reserved
+            assert queued <= max(0, fair.lane_limit(webhook) - others), "a lane beyond its cap"
+            if fair.load(project, webhook) > cap:
+                self.lowered.add(webhook)
+
     @rule(where=st.sampled_from(ALL_WEBHOOKS))
     def remove_webhook(self, where: tuple[str, str]) -> None:
         """The registry deletes a webhook: its deliveries in the outbox fail at
@@ -351,10 +390,16 @@ class LanesMachine(RuleBasedStateMachine):
 
     @invariant()
     def capped_lanes_within_their_cap(self) -> None:
+        """Admission keeps a capped lane within its cap (one whose cap came
+        below what it held drains to it, admitting nothing meanwhile)."""
         fair = self.lanes.fair
         for project, webhook in ALL_WEBHOOKS:
-            if webhook in CAPS:
-                assert fair.load(project, webhook) <= CAPS[webhook], webhook
+            if webhook in self.caps and webhook not in self.lowered:
+                assert fair.load(project, webhook) <= fair.lane_limit(webhook), webhook
+            elif webhook in self.lowered and fair.load(project, webhook) <= self.caps.get(
+                webhook, 0
+            ):
+                self.lowered.discard(webhook)
 
     @invariant()
     def in_flight_within_limits(self) -> None:

@@ -36,40 +36,48 @@ def assert_within_limit(receiver: Receiver, limit: int) -> None:
     )
 
 
-async def test_a_burst_is_spread_to_the_limit_and_other_webhooks_go_on(
+async def test_bursts_are_spread_to_the_limit_and_the_projects_other_webhook_goes_on(
     cluster: Cluster, receiver: Receiver
 ) -> None:
+    """Three rate-limited webhooks of a project, with a backlog each, and one
+    without a limit: the limited ones get no more than their limit in any
+    second, and their waiting takes no send slot from the fourth (with
+    EDGESENSE_DELIVERY_CONCURRENCY=8 the project has 4 slots, fewer than the
+    three limited webhooks could hold if they waited in slots)."""
+    limited = [receiver, Receiver(), Receiver()]
     fast = Receiver()
-    await fast.start()
+    for other in [*limited[1:], fast]:
+        await other.start()
     try:
-        limited = await cluster.register(receiver.url, rateLimitPerSecond=10)
+        hooks = [await cluster.register(r.url, rateLimitPerSecond=10) for r in limited]
         await cluster.register(fast.url)
         before = metrics.RATE_LIMITED._value.get()
-        events = [reading(device=f"dev-{n % 4}") for n in range(50)]
-        await cluster.publish(events)
+        await cluster.publish([reading(device=f"dev-{n % 4}") for n in range(40)])
 
-        fast_arrivals = [r.at for r in await fast.wait_for(50)]
-        arrivals = [r.at for r in await receiver.wait_for(50, seconds=30)]
-        succeeded = await cluster.wait_deliveries(limited, "succeeded", 50)
-        assert_within_limit(receiver, 10)
-        # Ten at once (a second's worth), then ten a second: about four seconds.
-        assert max(arrivals) - min(arrivals) >= 3.5
-        # The webhook without a limit was not held back by the limited one.
-        assert max(fast_arrivals) < min(arrivals) + 1.0
+        fast_arrivals = [r.at for r in await fast.wait_for(40)]
+        for hook, got in zip(hooks, limited, strict=True):
+            arrivals = [r.at for r in await got.wait_for(40, seconds=30)]
+            assert_within_limit(got, 10)
+            # Ten at once (a second's worth), then ten a second: about three seconds.
+            assert max(arrivals) - min(arrivals) >= 2.5
+            # The webhook without a limit was not held back by the limited ones.
+            assert max(fast_arrivals) < min(arrivals) + 2.0
+            # Waiting for the limit used no attempt.
+            succeeded = await cluster.wait_deliveries(hook, "succeeded", 40)
+            assert [len(d["attempts"]) for d in succeeded] == [1] * 40
         assert metrics.RATE_LIMITED._value.get() > before
-
-        # Waiting for the limit used no attempt.
-        assert [len(d["attempts"]) for d in succeeded] == [1] * 50
     finally:
-        await fast.stop()
+        for other in [*limited[1:], fast]:
+            await other.stop()
 
 
 @pytest.fixture
 def cluster_env(cluster_env: dict[str, str]) -> dict[str, str]:
     """A lane (2 x EDGESENSE_DELIVERY_PER_TARGET) that a limit of 1/s would
-    take longer to drain than a lease (3 s) lasts."""
+    take longer to drain than a lease (3 s) lasts; 4 send slots per project."""
     return {
         **cluster_env,
+        "EDGESENSE_DELIVERY_CONCURRENCY": "8",
         "EDGESENSE_DELIVERY_PER_TARGET": "4",
         "EDGESENSE_DELIVERY_LEASE_SECONDS": "3",
     }
@@ -78,9 +86,9 @@ def cluster_env(cluster_env: dict[str, str]) -> dict[str, str]:
 async def test_a_limit_set_on_a_busy_webhook_never_outlasts_a_lease(
     cluster: Cluster, receiver: Receiver
 ) -> None:
-    """The lane is full when the limit comes: what would wait for a token
-    longer than a third of the lease goes back to the outbox (no attempt
-    used) instead of being sent twice after its lease ran out."""
+    """The lane is full when the limit comes: what it holds beyond its new cap
+    goes back to the outbox (no attempt used) instead of waiting in memory
+    past its lease and being sent twice."""
 
     async def slow(_request: web.Request, _n: int) -> web.StreamResponse:
         await asyncio.sleep(0.5)  # the receiver's work; under the 1 s timeout
@@ -118,9 +126,14 @@ async def test_retries_coming_due_together_keep_to_the_limit(
     bounded per webhook: what one brings beyond the lane's cap is handed back,
     and the limit holds for the retries as for first attempts."""
     failures = 12
+    seen: set[str] = set()
 
-    async def fail_first(_request: web.Request, n: int) -> web.StreamResponse:
-        return web.Response(status=500 if n <= failures else 200)
+    async def fail_first(request: web.Request, _n: int) -> web.StreamResponse:
+        """Each delivery's first request fails; its retry succeeds."""
+        delivery = request.headers["X-EdgeSense-Delivery"]
+        first = delivery not in seen
+        seen.add(delivery)
+        return web.Response(status=500 if first else 200)
 
     receiver.behaviour = fail_first
     limited = await cluster.register(receiver.url, rateLimitPerSecond=4)

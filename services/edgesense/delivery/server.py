@@ -152,7 +152,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         reconciler.on_change,
         tls=settings.grpc_tls,
     )
-    reconciler.attach(dispatcher.wake, link.report_failure)
+    reconciler.attach(dispatcher.wake, link.report_failure, dispatcher.limits_changed)
     acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
     service = DeliveryService(
         outbox,

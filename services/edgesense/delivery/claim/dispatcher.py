@@ -64,13 +64,6 @@ CLAIM_RETRY_SECONDS = 1.0  # after a claim that failed
 INTERNAL_RETRY_SECONDS = 1.0
 # A webhook failing again and again pauses for the first backoff delay, at most this.
 BREAKER_MAX_PAUSE_SECONDS = 30.0
-# A request waiting for a rate-limited webhook's token looks again at least this often.
-TOKEN_WAIT_SECONDS = 1.0
-# A delivery waits for its token at most this part of its lease; then it goes
-# back to the outbox (no attempt used), so a lease never runs out in a lane
-# (a limit lowered below what the lane already held, a very slow receiver).
-TOKEN_WAIT_LEASE_SHARE = 1 / 3
-RATE_LIMITED_REASON = "rate limited: waiting for the webhook's rateLimitPerSecond"
 
 
 class Dispatcher:
@@ -97,13 +90,21 @@ class Dispatcher:
         self.breaker = Breaker(pause_seconds=min(policy.base_seconds, BREAKER_MAX_PAUSE_SECONDS))
         # In flight and in memory, per webhook and per project.
         per_project = per_project or default_per_project(concurrency, per_target)
+        # A rate-limited webhook's lane holds one second's worth, and its
+        # deliveries take a slot only with a token (claim/ratelimit.py).
+        self.limiter = RateLimiter()
         self.lanes = Lanes(
-            FairShare(concurrency, per_project, per_target, lane_cap=self._lane_cap),
+            FairShare(
+                concurrency,
+                per_project,
+                per_target,
+                caps=index.rate_limits,
+                may_start=self._may_start,
+            ),
             self.breaker,
         )
-        self.limiter = RateLimiter()
-        # Set when a request of a rate-limited webhook ends: waiters try again.
-        self._tokens_returned: dict[str, asyncio.Event] = {}
+        # Throttled webhooks waiting for a token that comes back at a known time.
+        self._unthrottle_at: dict[str, asyncio.TimerHandle] = {}
         self.writer = OutcomeWriter(
             outbox, owner, on_exhausted=on_exhausted, on_retry_due=self.wake
         )
@@ -112,11 +113,6 @@ class Dispatcher:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()  # attempts, and deferrals
         self._rendered: dict[str, RenderedEvent] = {}  # by event id, oldest first
-
-    def _lane_cap(self, webhook_id: str) -> int | None:
-        """A rate-limited webhook's lane holds one second's worth (ratelimit.py)."""
-        target = self.index.get(webhook_id)
-        return target.rate_limit_per_second or None if target is not None else None
 
     def wake(self) -> None:
         """Something may be due: look now (held deliveries released, a
@@ -283,8 +279,10 @@ class Dispatcher:
     def _pump(self) -> None:
         """Start attempts while there are free slots, in FairShare's order."""
         start, tasks, finished = self.lanes.start, self._tasks, self._finished
+        limited = self.index.rate_limits
         while (item := start()) is not None:
-            task = asyncio.create_task(self._attempt(item))
+            # A rate-limited webhook's delivery started with a token (_may_start).
+            task = asyncio.create_task(self._attempt(item, item.webhook_id in limited))
             tasks.add(task)
             task.add_done_callback(finished)
 
@@ -297,7 +295,9 @@ class Dispatcher:
             if lanes.more_due or lanes.refill_wanted:
                 self._wake.set()
 
-    async def _attempt(self, item: Claimed) -> None:
+    async def _attempt(self, item: Claimed, token: bool) -> None:
+        """Send `item` if it may be sent, and record the outcome; `token`: it
+        holds a rate-limit token, given back once the request has ended."""
         webhook_id = item.webhook_id
         try:
             target = self.index.get(webhook_id)
@@ -318,56 +318,10 @@ class Dispatcher:
             # A backlogged lane with room again asks for a refill (_finished
             # wakes the claim loop).
             self.lanes.finish(item.project_id, webhook_id)
+            if token:
+                self._give_back(webhook_id)
 
     async def _send(self, item: Claimed, target: Target) -> Outcome:
-        if target.rate_limit_per_second:
-            if not await self._take_token(target):
-                now = time.time()
-                return without_attempt(item, PENDING, RATE_LIMITED_REASON, now, now)
-            try:
-                return await self._post(item, target)
-            finally:
-                self._give_back(target.webhook_id)
-        return await self._post(item, target)
-
-    def _give_back(self, webhook_id: str) -> None:
-        self.limiter.give_back(webhook_id, asyncio.get_running_loop().time())
-        returned = self._tokens_returned.pop(webhook_id, None)
-        if returned is not None:
-            returned.set()
-
-    async def _take_token(self, target: Target) -> bool:
-        """Wait for a token of this rate-limited webhook (claim/ratelimit.py);
-        False if none came within a third of the lease. Its lane holds at
-        most `rate` deliveries, so this normally waits a second or so; the
-        send slot stays taken meanwhile (within per_webhook)."""
-        loop, webhook_id = asyncio.get_running_loop(), target.webhook_id
-        deadline = loop.time() + self.lease_seconds * TOKEN_WAIT_LEASE_SHARE
-        waited = False
-        while True:
-            now = loop.time()
-            retry_at = self.limiter.take(webhook_id, target.rate_limit_per_second, now)
-            if retry_at <= now:
-                break
-            # infinity: every token is out with a request under way; one comes
-            # back a second after one of them ends.
-            if now >= deadline or deadline < retry_at < math.inf:
-                metrics.RATE_LIMITED.inc()
-                return False
-            waited = True
-            returned = self._tokens_returned.get(webhook_id)
-            if returned is None:
-                returned = self._tokens_returned[webhook_id] = asyncio.Event()
-            # Until a token comes back, or a request of this webhook ends.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    returned.wait(), min(retry_at, deadline, now + TOKEN_WAIT_SECONDS) - now
-                )
-        if waited:
-            metrics.RATE_LIMITED.inc()
-        return True
-
-    async def _post(self, item: Claimed, target: Target) -> Outcome:
         rendered = self._render(item)
         body = rendered.body(target.webhook_id)
         headers = target.request_headers(item.delivery_id, rendered.name, body, time.time())
@@ -387,6 +341,45 @@ class Dispatcher:
             self._defer(target.webhook_id, opened)
         current = self.index.get(target.webhook_id)
         return after_attempt(self.policy, item, result, now, current is not None and current.active)
+
+    # Rate limits (claim/ratelimit.py): a token is taken as a delivery takes
+    # its slot, and given back when its request has ended.
+
+    def _may_start(self, webhook_id: str) -> bool:
+        """FairShare asks before a rate-limited webhook's delivery takes a slot:
+        True with a token taken; False throttles the webhook until a token is
+        back (a timer when it is known, else the next give-back)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        rate = self.index.rate_limits.get(webhook_id, 0)
+        retry_at = self.limiter.take(webhook_id, rate, now) if rate else now
+        if retry_at <= now:
+            return True
+        metrics.RATE_LIMITED.inc()
+        if retry_at < math.inf and webhook_id not in self._unthrottle_at:
+            self._unthrottle_at[webhook_id] = loop.call_at(retry_at, self._unthrottle, webhook_id)
+        return False
+
+    def _unthrottle(self, webhook_id: str) -> None:
+        self._unthrottle_at.pop(webhook_id, None)
+        if self.lanes.fair.unthrottle(webhook_id) and not self._stopping:
+            self._pump()
+
+    def _give_back(self, webhook_id: str) -> None:
+        self.limiter.give_back(webhook_id, asyncio.get_running_loop().time())
+        if webhook_id not in self._unthrottle_at:
+            # Throttled with every token out: when one is back is known now.
+            self._unthrottle(webhook_id)
+
+    def limits_changed(self) -> None:
+        """Webhooks' rate limits were set, changed or lifted (the registry's
+        stream): a lane beyond its new cap hands the rest back to the outbox,
+        where it waits, with no attempt used, for a claim with room."""
+        excess = self.lanes.limits_changed()
+        if excess:
+            self._background(self._hand_back(excess))
+        if not self._stopping:
+            self._pump()
 
     def _defer(self, webhook_id: str, until: float) -> None:
         """The breaker paused this webhook: its due deliveries in the outbox

@@ -21,7 +21,7 @@ Rules
   round-robin over its webhooks. This is max-min fairness: a project asking
   for less than its share gets all it asks for.
 - Admission: a webhook may hold 2 x `per_webhook` deliveries (queued and in
-  flight), or fewer where `lane_cap` says so (a rate-limited webhook holds at
+  flight), or fewer where `caps` says so (a rate-limited webhook holds at
   most one second's worth: claim/ratelimit.py), everything together
   2 x `capacity`; a project below twice its
   fair share is admitted beyond the overall bound, so other projects' queues
@@ -30,6 +30,9 @@ Rules
   project comes, and earlier ones keep what they took). A project alone may
   fill memory: its queue is what keeps its slots busy without a claim per
   attempt.
+- Throttled: a capped webhook whose `may_start()` refuses (no rate-limit
+  token now) takes no slot and is passed over until `unthrottle()`: it
+  waits in its lane, never in a slot, so it slows no other webhook.
 - Known limit: with `per_project` below `capacity`, one project whose
   receivers hang leaves slots free for others; two or more such projects
   can together hold every slot, and a third then waits for an attempt to
@@ -41,8 +44,8 @@ Invariants (tests/delivery/test_fairness.py checks them through these methods;
   counts are all 0, so webhooks that come and go leave nothing behind.
 - in flight: total <= capacity, per project <= per_project, per webhook <=
   per_webhook.
-- `start()` answers None only when no queued delivery may take a slot under
-  those three limits (work-conserving).
+- `start()` answers None only when no queued delivery of a webhook not
+  throttled may take a slot under those three limits (work-conserving).
 - `start()` never picks a project at or above its fair share while a project
   below it has a delivery that may take a slot.
 """
@@ -50,7 +53,7 @@ Invariants (tests/delivery/test_fairness.py checks them through these methods;
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 # Deliveries held in memory (queued and in flight) never pass this many times
 # the capacity through `admit()` or a claim.
@@ -80,8 +83,8 @@ class _Project(_Counts):
         self.ready: OrderedDict[str, None] = OrderedDict()
 
 
-def _no_cap(webhook: str) -> int | None:
-    return None
+def _always(webhook: str) -> bool:
+    return True
 
 
 class FairShare:
@@ -90,10 +93,13 @@ class FairShare:
         capacity: int,
         per_project: int,
         per_webhook: int,
-        lane_cap: Callable[[str], int | None] = _no_cap,
+        caps: Mapping[str, int] | None = None,
+        may_start: Callable[[str], bool] = _always,
     ) -> None:
-        """`lane_cap(webhook)`: at most this many of the webhook's deliveries in
-        memory, if fewer than 2 x `per_webhook` (None: no cap of its own)."""
+        """`caps`: webhook -> at most this many of its deliveries in memory (if
+        fewer than 2 x `per_webhook`), read live (the owner updates it in
+        place). `may_start(webhook)`: asked before a capped webhook's
+        delivery takes a slot; False throttles the webhook (see the rules)."""
         if not 1 <= per_project <= capacity or per_webhook < 1:
             raise ValueError(
                 f"need 1 <= per_project ({per_project}) <= capacity ({capacity}) "
@@ -102,12 +108,15 @@ class FairShare:
         self.capacity = capacity
         self.per_project = per_project
         self.per_webhook = per_webhook
-        self.lane_cap = lane_cap
+        self.caps: Mapping[str, int] = caps if caps is not None else {}
+        self.may_start = may_start
         self.running_total = 0
         self.load_total = 0
         self._projects: dict[str, _Project] = {}
         # Projects with a ready webhook and a free slot of their own, in turn order.
         self._eligible: OrderedDict[str, None] = OrderedDict()
+        # Throttled webhooks (with load), and their projects.
+        self._throttled: dict[str, str] = {}
 
     def share(self, newcomer: bool = False) -> int:
         """A project's fair share of the slots now (`newcomer`: once one more project has work)."""
@@ -116,7 +125,7 @@ class FairShare:
     def lane_limit(self, webhook: str) -> int:
         """How many of this webhook's deliveries memory may hold (queued and in flight)."""
         limit = 2 * self.per_webhook
-        cap = self.lane_cap(webhook)
+        cap = self.caps.get(webhook)
         return limit if cap is None else max(1, min(limit, cap))
 
     def room(self, project: str, webhook: str) -> int:
@@ -175,7 +184,7 @@ class FairShare:
             or hook is None
             or self.load_total >= 2 * self.capacity
             or hook.load >= 2 * self.per_webhook
-            or self.lane_cap(webhook) is not None
+            or webhook in self.caps
         ):
             if self.room(project, webhook) <= 0:
                 return False
@@ -220,19 +229,25 @@ class FairShare:
 
     def start(self) -> tuple[str, str] | None:
         """The (project, webhook) whose next queued delivery takes a free slot, if any."""
-        if self.running_total >= self.capacity or not self._eligible:
-            return None
         projects, eligible = self._projects, self._eligible
-        chosen = next(iter(eligible))
-        if len(eligible) > 1:
-            share = self.share()
-            chosen = next((p for p in eligible if projects[p].running < share), chosen)
-            eligible.move_to_end(chosen)
-        entry = projects[chosen]
-        webhook = next(iter(entry.ready))
-        if len(entry.ready) > 1:
-            entry.ready.move_to_end(webhook)
-        hook = entry.webhooks[webhook]
+        while True:
+            if self.running_total >= self.capacity or not eligible:
+                return None
+            chosen = next(iter(eligible))
+            if len(eligible) > 1:
+                share = self.share()
+                chosen = next((p for p in eligible if projects[p].running < share), chosen)
+                eligible.move_to_end(chosen)
+            entry = projects[chosen]
+            webhook = next(iter(entry.ready))
+            if len(entry.ready) > 1:
+                entry.ready.move_to_end(webhook)
+            hook = entry.webhooks[webhook]
+            if webhook in self.caps and not self.may_start(webhook):
+                self._throttled[webhook] = chosen
+                self._update(chosen, entry, webhook, hook)
+                continue
+            break
         hook.queued -= 1
         hook.running += 1
         entry.queued -= 1
@@ -240,6 +255,28 @@ class FairShare:
         self.running_total += 1
         self._update(chosen, entry, webhook, hook)
         return chosen, webhook
+
+    def unthrottle(self, webhook: str) -> bool:
+        """A throttled webhook may try to start again; False if it was not throttled."""
+        project = self._throttled.pop(webhook, None)
+        if project is None:
+            return False
+        entry = self._projects[project]
+        self._update(project, entry, webhook, entry.webhooks[webhook])
+        return True
+
+    def throttled(self) -> list[str]:
+        return list(self._throttled)
+
+    def unqueue(self, project: str, webhook: str, count: int) -> None:
+        """Forget `count` queued deliveries of this webhook (handed back)."""
+        entry, hook = self._projects[project], self._projects[project].webhooks[webhook]
+        if count > hook.queued:
+            raise ValueError(f"{webhook} has {hook.queued} queued, not {count}")
+        hook.queued -= count
+        entry.queued -= count
+        self.load_total -= count
+        self._update(project, entry, webhook, hook)
 
     def finish(self, project: str, webhook: str) -> None:
         """An attempt that `start()` gave a slot has ended."""
@@ -279,8 +316,14 @@ class FairShare:
                 assert min(counts) >= 0, f"{webhook}: counts {counts}"
                 assert hook.load > 0, f"{webhook}: an entry without load was kept"
                 assert hook.running <= self.per_webhook, f"{webhook}: {hook.running} in flight"
-                ready = hook.queued > 0 and hook.running < self.per_webhook
+                ready = (
+                    hook.queued > 0
+                    and hook.running < self.per_webhook
+                    and webhook not in self._throttled
+                )
                 assert (webhook in entry.ready) == ready, f"{webhook}: turn order out of step"
+                if webhook in self._throttled:
+                    assert self._throttled[webhook] == name, f"{webhook}: throttled elsewhere"
                 sums = [a + b for a, b in zip(sums, counts, strict=True)]
             assert sums == [entry.reserved, entry.queued, entry.running], f"{name}: sums"
             assert entry.running <= self.per_project, f"{name}: {entry.running} in flight"
@@ -289,6 +332,8 @@ class FairShare:
             running += entry.running
             load += entry.load
         assert set(self._eligible) <= set(self._projects), "a project without load is eligible"
+        for webhook, project in self._throttled.items():
+            assert webhook in self._projects[project].webhooks, f"{webhook}: throttled, no load"
         assert (running, load) == (self.running_total, self.load_total), "totals out of step"
         assert running <= self.capacity, f"{running} in flight"
 
@@ -303,7 +348,7 @@ class FairShare:
 
     def _update(self, project: str, entry: _Project, webhook: str, hook: _Counts) -> None:
         """Keep the turn orders and the entries in step with the counts."""
-        if hook.queued and hook.running < self.per_webhook:
+        if hook.queued and hook.running < self.per_webhook and webhook not in self._throttled:
             if webhook not in entry.ready:
                 entry.ready[webhook] = None
         else:
@@ -318,5 +363,6 @@ class FairShare:
     def _forget(self, project: str, entry: _Project, webhook: str, hook: _Counts) -> None:
         if not hook.load:
             del entry.webhooks[webhook]
+            self._throttled.pop(webhook, None)
             if not entry.webhooks:
                 del self._projects[project]

@@ -34,12 +34,16 @@ Words
   refuses it, refills skip it, claims of due deliveries leave it out (its
   deliveries in the outbox are due when the pause ends).
 - capped: a webhook whose lane holds fewer than 2 x per_webhook
-  (`FairShare.lane_cap`: a rate-limited one holds one second's worth, so
-  none waits in memory much longer than a second). A claim of due
-  deliveries is not bounded per webhook, so what it brings a capped lane
-  beyond its cap is handed back (`end_due_claim()`), and a backlogged capped
-  webhook with deliveries in memory is left out of such claims: it is
-  refilled, up to its room, as its attempts end.
+  (`FairShare.caps`: a rate-limited one holds one second's worth). Its
+  deliveries take a slot only with a token (`FairShare.may_start`); without
+  one the webhook is throttled and its deliveries wait in the lane, a token
+  cycle (a second plus one answer) at most, since the lane holds no more
+  than the tokens. A claim of due deliveries is not bounded per webhook, so
+  what it brings a capped lane beyond its cap is handed back
+  (`end_due_claim()`), and so is what a lane holds beyond a cap set or
+  lowered since (`limits_changed()`); a backlogged capped webhook with
+  deliveries in memory is left out of such claims: it is refilled, up to
+  its room, as its attempts end.
 
 Invariants
 1. Lanes and FairShare agree: for every (project, webhook), the lane's length
@@ -216,11 +220,9 @@ class Lanes:
             project_id = lane[0].project_id
             if fair.room(project_id, webhook_id) <= 0:
                 self._backlog(webhook_id, project_id)
-        running, load, cap = fair.running, fair.load, fair.lane_cap
+        running, load, caps = fair.running, fair.load, fair.caps
         left_out = [
-            w
-            for w, p in self._backlogged.items()
-            if running(p, w) or (load(p, w) and cap(w) is not None)
+            w for w, p in self._backlogged.items() if running(p, w) or (load(p, w) and w in caps)
         ]
         left_out += self.breaker.paused(now)
         for project_id in fair.saturated():
@@ -235,14 +237,14 @@ class Lanes:
         full = len(claimed) == size
         self._more_due = self._more_due or full
         fair = self.fair
-        cap = fair.lane_cap
+        caps = fair.caps
         kept, excess = claimed, []
-        if any(cap(item.webhook_id) is not None for item in claimed):
+        if caps and any(item.webhook_id in caps for item in claimed):
             kept = []
             room: dict[str, int] = {}
             for item in claimed:
                 webhook_id = item.webhook_id
-                if cap(webhook_id) is None:
+                if webhook_id not in caps:
                     kept.append(item)
                     continue
                 left = room.get(webhook_id)
@@ -289,6 +291,29 @@ class Lanes:
         for webhook_id, (project_id, limit) in refilling.items():
             if got[webhook_id] == limit and webhook_id not in self._refill:
                 self._backlogged[webhook_id] = project_id  # there may be more
+
+    def limits_changed(self) -> list[Claimed]:
+        """Caps were set, changed or lifted: a webhook no longer capped is no
+        longer throttled, and what a capped lane queues beyond its cap is
+        taken out, newest first, to hand back (its webhook backlogged)."""
+        fair = self.fair
+        for webhook_id in fair.throttled():
+            if webhook_id not in fair.caps:
+                fair.unthrottle(webhook_id)
+        excess: list[Claimed] = []
+        for webhook_id in [w for w in self._lanes if w in fair.caps]:
+            lane = self._lanes[webhook_id]
+            project_id = lane[0].project_id
+            over = min(len(lane), fair.load(project_id, webhook_id) - fair.lane_limit(webhook_id))
+            if over <= 0:
+                continue
+            taken = [lane.pop() for _ in range(over)]
+            if not lane:
+                del self._lanes[webhook_id]
+            fair.unqueue(project_id, webhook_id, over)
+            self._backlog(webhook_id, project_id)
+            excess += reversed(taken)
+        return excess
 
     def drop_queued(self) -> list[Claimed]:
         """Take every queued delivery out (to hand back); in-flight ones stay."""

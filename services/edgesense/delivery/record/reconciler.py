@@ -36,19 +36,25 @@ log = logging.getLogger(__name__)
 class Reconciler:
     wake: Callable[[], None]
     report_failure: Callable[[FailureReport], None]
+    limits_changed: Callable[[], None]
 
     def __init__(self, outbox: Outbox, index: WebhookIndex) -> None:
         self.outbox = outbox
         self.index = index
 
     def attach(
-        self, wake: Callable[[], None], report_failure: Callable[[FailureReport], None]
+        self,
+        wake: Callable[[], None],
+        report_failure: Callable[[FailureReport], None],
+        limits_changed: Callable[[], None] = lambda: None,
     ) -> None:
-        """The dispatcher's wake() (deliveries were released: claim them) and the
-        registry link's report_failure(); both are built after the reconciler,
+        """The dispatcher's wake() (deliveries were released: claim them) and
+        limits_changed() (rate limits may differ: lanes follow), and the
+        registry link's report_failure(); all are built after the reconciler,
         since they call back into it."""
         self.wake = wake
         self.report_failure = report_failure
+        self.limits_changed = limits_changed
 
     async def on_snapshot(self, targets: list[Target]) -> None:
         now = time.time()
@@ -58,10 +64,13 @@ class Reconciler:
         )
         if released or held:
             log.info("after the webhook snapshot: %d deliveries released, %d held", released, held)
+        self.limits_changed()
         self.wake()
 
     async def on_change(self, previous: Target | None, current: Target | None) -> None:
         now = time.time()
+        if _rate_limit(previous) != _rate_limit(current):
+            self.limits_changed()
         if current is None:
             if previous is not None:
                 failed = await self.outbox.fail_all([previous.webhook_id], "webhook deleted", now)
@@ -107,3 +116,7 @@ class Reconciler:
             )
         )
         await self.outbox.hold([target.webhook_id], "webhook disabled", time.time())
+
+
+def _rate_limit(target: Target | None) -> int:
+    return target.rate_limit_per_second if target is not None else 0

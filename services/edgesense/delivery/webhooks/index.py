@@ -69,6 +69,9 @@ class WebhookIndex:
         self._targets: dict[str, Target] = {}
         self._by_route: dict[tuple[str, str], list[Target]] = {}
         self._by_project: dict[str, list[str]] = {}
+        # Webhook -> its rateLimitPerSecond, for the rate-limited ones only;
+        # updated in place, so the dispatcher's lanes read it live.
+        self.rate_limits: dict[str, int] = {}
         self.ready = asyncio.Event()
 
     def __len__(self) -> int:
@@ -122,3 +125,9 @@ class WebhookIndex:
                 routes[(target.project_id, name)].append(target)
         self._by_route = dict(routes)
         self._by_project = dict(projects)
+        self.rate_limits.clear()
+        self.rate_limits.update(
+            (t.webhook_id, t.rate_limit_per_second)
+            for t in self._targets.values()
+            if t.rate_limit_per_second
+        )
