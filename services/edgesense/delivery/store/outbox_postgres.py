@@ -34,6 +34,7 @@ from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
     INSERT_DELIVERY,
+    ORDERED_HEAD,
     PENDING,
     RECORD_ATTEMPT,
     RETENTION_BATCH,
@@ -103,7 +104,7 @@ class PostgresOutbox(OutboxReads):
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
     ) -> list[Claimed]:
         excluded = list(exclude)
-        where = [deliveries.c.webhook_id != all_(array_param(excluded))] if excluded else []
+        where = [_due.c.webhook_id != all_(array_param(excluded))] if excluded else []
         async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
@@ -116,7 +117,7 @@ class PostgresOutbox(OutboxReads):
         async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = []
             for webhook_id, limit in limits.items():
-                where = [deliveries.c.webhook_id == webhook_id]
+                where = [_due.c.webhook_id == webhook_id]
                 rows += await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
 
@@ -253,6 +254,11 @@ class PostgresOutbox(OutboxReads):
         return int(result.rowcount)
 
 
+# The rows a claim leases, by the alias rows.ORDERED_HEAD names them by.
+_due = deliveries.alias("due")
+_ORDERED_HEAD = text(ORDERED_HEAD)
+
+
 async def _lease(
     conn: AsyncConnection,
     owner: str,
@@ -261,17 +267,19 @@ async def _lease(
     limit: int,
     where: list[Any],
 ) -> list[Any]:
-    """Lease up to `limit` due rows matching `where`, skipping rows other
-    processes are leasing at this moment."""
+    """Lease up to `limit` due rows matching `where` (terms on `due`), skipping
+    rows other processes are leasing at this moment, and keyed rows with an
+    earlier one waiting (rows.ORDERED_HEAD)."""
     due = (
-        select(deliveries.c.seq)
+        select(_due.c.seq)
         .where(
-            deliveries.c.status == PENDING,
-            deliveries.c.next_attempt_at <= now,
-            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+            _due.c.status == PENDING,
+            _due.c.next_attempt_at <= now,
+            or_(_due.c.lease_expires_at.is_(None), _due.c.lease_expires_at < now),
             *where,
+            _ORDERED_HEAD,
         )
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.seq)
+        .order_by(_due.c.next_attempt_at, _due.c.seq)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

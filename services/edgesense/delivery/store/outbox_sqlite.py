@@ -42,6 +42,7 @@ from edgesense.delivery.store.rows import (
     HELD,
     INSERT_DELIVERY,
     LOG_ATTEMPT_IF_LEASED,
+    ORDERED_HEAD,
     PENDING,
     RETENTION_BATCH,
     UPDATE_OUTCOME,
@@ -66,10 +67,13 @@ SELECT_KNOWN = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM
 SELECT_PAYLOADS = (
     "SELECT event_id, event FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
 )
+# Every claim takes only the first waiting delivery of an ordered webhook's
+# device (rows.ORDERED_HEAD); a row without an order key passes its first term.
 CLAIM = (
     "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE seq IN ("
-    " SELECT seq FROM deliveries WHERE {webhooks}status = ? AND next_attempt_at <= ?"
+    " SELECT seq FROM deliveries AS due WHERE {webhooks}status = ? AND next_attempt_at <= ?"
     " AND (lease_expires_at IS NULL OR lease_expires_at < ?){excluded}"
+    f" AND {ORDERED_HEAD}"
     " ORDER BY next_attempt_at, seq LIMIT ?)"
     " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at,"
     " project_id"
