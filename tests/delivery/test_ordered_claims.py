@@ -129,13 +129,11 @@ async def test_processes_claiming_at_once_never_lease_two_of_one_device(outbox: 
     SKIP LOCKED), each ending what it leased: at every moment at most one
     delivery per device is leased, and each device's deliveries end in event order."""
     devices, per_device = 12, 5
-    planned = [
-        keyed(n, "wh_a", f"dev-{n % devices}") for n in range(1, devices * per_device + 1)
-    ]
+    planned = [keyed(n, "wh_a", f"dev-{n % devices}") for n in range(1, devices * per_device + 1)]
     random.Random(7).shuffle(planned)  # the order they are stored in is their event order
     order = {d.delivery_id: position for position, d in enumerate(planned)}
     await store(outbox, *planned)
-    device_of = {d.delivery_id: d.order_key for d in planned}
+    device_of = {d.delivery_id: d.device_id for d in planned}
     leased: dict[str, str] = {}  # device -> delivery
     ended: dict[str, list[str]] = defaultdict(list)
     owners = ["a", "b", "c", "d"]
@@ -212,10 +210,8 @@ async def claim_plans(outbox: Outbox, database_url: str) -> dict[str, str]:
             await conn.execute(text("SET LOCAL enable_seqscan = off"))
             plans = {}
             for name, where in (("any", []), ("one webhook", [webhook])):
-                statement = outbox_postgres.lease_statement("me", NOW, LEASE, 10, where)
-                sql = statement.compile(
-                    dialect=conn.dialect, compile_kwargs={"literal_binds": True}
-                )
+                lease = outbox_postgres.lease_statement("me", NOW, LEASE, 10, where)
+                sql = lease.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
                 rows = await conn.execute(text(f"EXPLAIN {sql}"))
                 plans[name] = "\n".join(row[0] for row in rows)
             await conn.rollback()

@@ -8,10 +8,11 @@ delivery is never reported), the dispatcher is woken when the earliest
 retry of the batch is due, and it is told which ordered webhooks had a
 delivery end (`on_order_released`): each such end lets that device's next
 delivery be claimed (store/rows.py ORDERED_HEAD), which a refill of the
-webhook then does at once rather than at the next idle poll. A write the database refuses (Unavailable: the
-outbox raises it for every error the database reports, see outbox) is tried
-again a second later, whole; an outcome is written by its lease holder only
-(see outbox), so it is never applied twice.
+webhook then does at once rather than at the next idle poll. A write the
+database refuses (Unavailable: the outbox raises it for every error the
+database reports, see outbox) is tried again a second later, whole; an
+outcome is written by its lease holder only (see outbox), so it is never
+applied twice.
 
 A batch that fails otherwise (a bug, an error of the driver's that the
 outbox does not map) is written again one outcome at a time, so that one

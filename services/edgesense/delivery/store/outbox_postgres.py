@@ -278,8 +278,10 @@ def lease_statement(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return update(deliveries).where(deliveries.c.seq.in_(due.scalar_subquery())).values(
-        lease_owner=owner, lease_expires_at=now + lease_seconds
+    return (
+        update(deliveries)
+        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
     )
 
 
@@ -293,8 +295,7 @@ async def _lease(
 ) -> list[Any]:
     """Lease up to `limit` due rows matching `where` (see lease_statement)."""
     leased = await conn.execute(
-        lease_statement(owner, now, lease_seconds, limit, where)
-        .returning(
+        lease_statement(owner, now, lease_seconds, limit, where).returning(
             deliveries.c.seq,
             deliveries.c.delivery_id,
             deliveries.c.webhook_id,

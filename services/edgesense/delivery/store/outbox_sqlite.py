@@ -73,16 +73,18 @@ CLAIM = (
     "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE seq IN ("
     " SELECT seq FROM deliveries AS due WHERE {webhooks}status = ? AND next_attempt_at <= ?"
     " AND (lease_expires_at IS NULL OR lease_expires_at < ?){excluded}"
-    f" AND {ORDERED_HEAD}"
+    " AND {ordered}"
     " ORDER BY next_attempt_at, seq LIMIT ?)"
     " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at,"
     " project_id"
 )
-CLAIM_ANY = CLAIM.format(webhooks="", excluded="")
+CLAIM_ANY = CLAIM.format(webhooks="", excluded="", ordered=ORDERED_HEAD)
 CLAIM_EXCLUDING = CLAIM.format(
-    webhooks="", excluded=" AND webhook_id NOT IN (SELECT value FROM json_each(?))"
+    webhooks="",
+    excluded=" AND webhook_id NOT IN (SELECT value FROM json_each(?))",
+    ordered=ORDERED_HEAD,
 )
-CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="")
+CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="", ordered=ORDERED_HEAD)
 DEFER = (
     "UPDATE deliveries SET next_attempt_at = ?, status_reason = ?, updated_at = ?"
     " WHERE webhook_id = ? AND status = ? AND next_attempt_at < ?"
