@@ -97,7 +97,13 @@ class EdgeSense:
             await wait_serving(child, port)
 
     async def register(self, http: aiohttp.ClientSession, api_port: int, target: Target) -> str:
-        body = {"url": target.url, "events": ["device.data"], "secret": target.secret}
+        body: dict[str, object] = {
+            "url": target.url,
+            "events": ["device.data"],
+            "secret": target.secret,
+        }
+        if target.ordered:
+            body["ordered"] = True
         headers = {"Authorization": f"Bearer {API_KEYS[target.project]}"}
         url = f"http://127.0.0.1:{api_port}/api/webhooks/register"
         async with http.post(url, json=body, headers=headers) as answer:

@@ -31,6 +31,10 @@ RETENTION_SAMPLE_SECONDS = 5.0
 # rows pass the retention, and the size peaks just before the next one,
 # another period later; 5 s of slack.
 RETENTION_SETTLED_SECONDS = RETENTION_SECONDS + 25.0
+# Ordered webhooks (issue 12): saturation's load to one webhook (the
+# publisher's 100 devices), unordered and then ordered in the same run;
+# EdgeSense only (the baseline has no such option).
+ORDERED_UNORDERED, ORDERED = "ordered-unordered", "ordered"
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,15 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
         ],
         "backlog": [
             Phase("backlog", [healthy("hook")], 20_000 if quick else 200_000, backlog=True)
+        ],
+        "ordered": [
+            Phase(ORDERED_UNORDERED, [healthy("hook")], 30_000 // scale, systems=("edgesense",)),
+            Phase(
+                ORDERED,
+                [EndpointSpec("hook", ordered=True)],
+                30_000 // scale,
+                systems=("edgesense",),
+            ),
         ],
         # EdgeSense only: the baseline stores nothing.
         "retention": [

@@ -8,7 +8,11 @@ the raw body with the endpoint's secret: what EdgeSense and the baseline both
 send), `fail` answers 500, `hang` answers nothing for `HANG_SECONDS`, past
 any sender's timeout. A verified body's `payload` carries the publisher's
 `seq` and `sent` (unix µs): the first arrival of each `seq` is a delivery and
-gives a latency sample; later ones are duplicates. Probe events (`"probe":
+gives a latency sample; later ones are duplicates. The publisher numbers
+each device's events in increasing `seq`: a delivery whose `seq` is below
+one of the same device (`deviceId`) that arrived before it is counted
+`out_of_order` (normal for an unordered webhook, which sends many at once;
+none for an ordered one). Probe events (`"probe":
 true`) and background load (`"background": true`) are counted apart. The
 first stdout line is JSON naming the ports; `GET /stats` on the control
 port answers the counters (`?full=1` adds the latency percentiles).
@@ -50,6 +54,8 @@ class Endpoint:
     first_ns: int = 0
     last_ns: int = 0
     seen: set[int] = field(default_factory=set)
+    out_of_order: int = 0
+    last_seq: dict[str, int] = field(default_factory=dict)  # by device
     latencies_us: list[int] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -66,7 +72,8 @@ class Endpoint:
             self.bad_signature += 1
             return web.Response(status=401)
         try:
-            payload = json.loads(body)["payload"]
+            event = json.loads(body)
+            payload, device = event["payload"], str(event.get("deviceId", ""))
             seq, sent = int(payload["seq"]), int(payload["sent"])
         except (ValueError, KeyError, TypeError):
             self.bad_body += 1
@@ -79,6 +86,10 @@ class Endpoint:
             self.duplicates += 1
         else:
             self.seen.add(seq)
+            if seq < self.last_seq.get(device, -1):
+                self.out_of_order += 1
+            else:
+                self.last_seq[device] = seq
             self.latencies_us.append(now_ns // 1000 - sent)
             self.first_ns = self.first_ns or now_ns
             self.last_ns = now_ns
@@ -90,6 +101,7 @@ class Endpoint:
             "requests": self.requests,
             "delivered": len(self.seen),
             "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
             "probes": self.probes,
             "background": self.background,
             "bad_signature": self.bad_signature,

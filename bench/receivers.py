@@ -31,6 +31,7 @@ class EndpointSpec:
     secret: str = field(default_factory=lambda: "whsec-bench-" + secrets.token_hex(8))
     project: str = PROJECT
     webhooks: int = 1  # registered to this endpoint, at /hook, /hook/2, ...
+    ordered: bool = False  # EdgeSense only: its webhooks registered `ordered`
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Target:
     url: str
     secret: str
     project: str = PROJECT
+    ordered: bool = False
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Receivers:
                 f"http://127.0.0.1:{ports['endpoints'][s.name]}/hook{'' if n == 1 else f'/{n}'}",
                 s.secret,
                 s.project,
+                s.ordered,
             )
             for s in specs
             for n in range(1, s.webhooks + 1)

@@ -15,6 +15,7 @@ import subprocess
 from typing import Any
 
 from bench.mosquitto import MOSQUITTO
+from bench.phases import ORDERED, ORDERED_UNORDERED
 from bench.scenarios import STALL_SECONDS
 
 Row = dict[str, Any]
@@ -185,6 +186,35 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
                 "result": "",
             }
         )
+    # Ordered webhooks (issue 12): one webhook, 100 devices, saturation's
+    # load, unordered then ordered in the same run; EdgeSense only.
+    unordered_rate = rate("edgesense", ORDERED_UNORDERED)
+    ordered_rate = rate("edgesense", ORDERED)
+    if unordered_rate is not None or ordered_rate is not None:
+        reordered = pick(ORDERED, "edgesense", "out_of_order")
+        late = None if reordered is None else int(reordered)
+        ordered_rows: list[tuple[str, float | None, str, str]] = [
+            ("Ordered: one webhook, 100 devices, unordered, deliveries/s", unordered_rate, "", ""),
+            ("Ordered: the same webhook ordered, deliveries/s", ordered_rate, "", ""),
+            ("Ordered ratio (ordered / unordered)", _ratio(ordered_rate, unordered_rate), "", ""),
+            (
+                "Ordered: deliveries out of their device's order",
+                late,
+                "0",
+                "" if late is None else ("PASS" if late == 0 else "FAIL"),
+            ),
+        ]
+        for name, value, goal, verdict in ordered_rows:
+            rows.append(
+                {
+                    "figure": name,
+                    "edgesense": value,
+                    "baseline": None,
+                    "ratio": None,
+                    "target": goal,
+                    "result": verdict,
+                }
+            )
     # Retention (issue 12): the database's size over a steady run several
     # times the retention long. last/peak is 1.0 for a size that grew to the
     # end as well; the growth after the size should have settled tells them
@@ -302,6 +332,8 @@ def problems(phases: list[dict[str, Any]]) -> list[str]:
             )
         if p["duplicates"]:
             found.append(f"{where}: {p['duplicates']:,} duplicate deliveries")
+        if p["phase"] == ORDERED and p.get("out_of_order"):
+            found.append(f"{where}: {p['out_of_order']:,} deliveries out of their device's order")
         if p["bad_signature"]:
             found.append(f"{where}: {p['bad_signature']:,} requests with a bad signature or body")
     return found

@@ -5,9 +5,10 @@
                         [--isolation-rate EVENTS_PER_S] [--baseline-mqtt 5|3.1.1]
 
 Scenarios, in order: saturation, latency, fanout, isolation, backlog,
-retention. For each phase the baseline runs first, then EdgeSense, each from
-a fresh start, so the two meet the same machine at about the same time
-(retention runs on EdgeSense only: the baseline stores nothing). Logs of every process
+ordered, retention. For each phase the baseline runs first, then EdgeSense,
+each from a fresh start, so the two meet the same machine at about the same
+time (ordered and retention run on EdgeSense only: the baseline has no
+ordered webhooks and stores nothing). Logs of every process
 go to a temporary folder, kept with `--keep` (or when a phase fails).
 `--profile` attaches py-spy to our processes (it slows them: profile in a
 separate run from the one whose figures you keep).
@@ -29,7 +30,7 @@ from typing import Any
 from bench import aio
 from bench.cluster import EdgeSense
 from bench.databases import DEFAULT_POSTGRES, Database
-from bench.phases import Phase, plan
+from bench.phases import ORDERED, ORDERED_UNORDERED, Phase, plan
 from bench.profiles import hot_spots
 from bench.receivers import PROJECT
 from bench.report import figures, machine, markdown, problems
@@ -56,6 +57,7 @@ def describe(phase: Phase) -> str:
     modes = ", ".join(
         f"{e.name}:{e.mode}"
         + (f" x{e.webhooks}" if e.webhooks > 1 else "")
+        + (" ordered" if e.ordered else "")
         + (f" of project {e.project}" if e.project != PROJECT else "")
         for e in phase.endpoints
     )
@@ -71,6 +73,8 @@ def one_line(result: dict[str, Any]) -> str:
     lost = f", {result['missing']:,} not delivered ({result['ended']})" if result["missing"] else ""
     busy = result["machine"]["not_benchmark_share"]
     noise = f"; other processes kept {busy:.0%} of the machine busy" if busy >= 0.05 else ""
+    if result["phase"] in (ORDERED, ORDERED_UNORDERED):
+        lost += f", {result['out_of_order']:,} out of their device's order"
     return (
         f"  {result['system']:>9}: {result['delivered']:,} delivered in {result['seconds']:.1f} s "
         f"= {result['deliveries_per_s']:,.0f}/s (published at {result['publish_rate']:,.0f}/s)"

@@ -283,6 +283,7 @@ def summarise(
         "ended": outcome.ended,
         "limit_seconds": phase.limit_seconds,
         "duplicates": sum(s["duplicates"] for s in ok),
+        "out_of_order": sum(s["out_of_order"] for s in ok),
         "bad_signature": sum(s["bad_signature"] + s["bad_body"] for s in stats.values()),
         "probes_sent": probes,
         "seconds": round(seconds, 3),

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench.cluster import EdgeSense
 from bench.databases import Database
 from bench.mosquitto import MOSQUITTO
-from bench.phases import Phase
+from bench.phases import ORDERED, ORDERED_UNORDERED, Phase
 from bench.procstats import cpu_seconds, memory_kb
 from bench.receiver import percentiles
 from bench.receivers import OTHER_PROJECT, EndpointSpec
@@ -95,6 +96,39 @@ def test_isolation_figures_are_medians_over_rounds() -> None:
     projects = rows["Isolation ratio, other project (beside / alone) (median of 3 rounds)"]
     assert projects["edgesense"] == 0.3
     assert (projects["target"], projects["result"]) == ("≥ 0.33", "FAIL")
+
+
+def test_ordered_figures_are_a_ratio_in_one_run_and_order_is_checked() -> None:
+    def phase(name: str, rate: float, out_of_order: int) -> dict[str, Any]:
+        return {
+            "system": "edgesense",
+            "phase": name,
+            "deliveries_per_s": rate,
+            "out_of_order": out_of_order,
+            "missing": 0,
+            "duplicates": 0,
+            "bad_signature": 0,
+            "processes": {},
+        }
+
+    phases = [phase(ORDERED_UNORDERED, 4000.0, 900), phase(ORDERED, 1000.0, 0)]
+    rows = {r["figure"]: r for r in figures(phases)}
+    assert rows["Ordered ratio (ordered / unordered)"]["edgesense"] == 0.25
+    assert rows["Ordered: deliveries out of their device's order"]["result"] == "PASS"
+    assert problems(phases) == []  # the unordered phase may reorder
+    phases[1]["out_of_order"] = 3
+    rows = {r["figure"]: r for r in figures(phases)}
+    assert rows["Ordered: deliveries out of their device's order"]["result"] == "FAIL"
+    assert problems(phases) == ["ordered (edgesense): 3 deliveries out of their device's order"]
+
+
+@pytest.mark.mosquitto
+@pytest.mark.timeout(60)
+async def test_an_ordered_phase_delivers_each_device_in_order(tmp_path: Path) -> None:
+    _require_mosquitto()
+    phase = Phase(ORDERED, [EndpointSpec("a", ordered=True)], count=300, systems=("edgesense",))
+    result = await PhaseRun(EdgeSense(Database()), phase, tmp_path / "ordered").run()
+    assert (result["delivered"], result["missing"], result["out_of_order"]) == (300, 0, 0), result
 
 
 @pytest.mark.mosquitto

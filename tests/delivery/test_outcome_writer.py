@@ -8,6 +8,7 @@ one outcome at a time, and one that cannot be written is dropped)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from edgesense.common.errors import Unavailable
 from edgesense.delivery.record.writer import OutcomeWriter
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import FAILED, PENDING, SUCCEEDED, Outcome, StoredEvent
+from edgesense.delivery.store.rows import FAILED, HELD, PENDING, SUCCEEDED, Outcome, StoredEvent
 from edgesense.delivery.webhooks.index import ACTIVE, Target
 from tests.delivery.conftest import new_delivery
 
@@ -68,6 +69,38 @@ async def test_outcomes_are_written_and_acted_on(outbox: Outbox) -> None:
     await writer.close(running, 5)
     assert running.done()
     assert [await state(outbox, n) for n in range(3)] == [(FAILED, 1), (PENDING, 1), (SUCCEEDED, 1)]
+
+
+async def test_an_ordered_webhooks_ended_deliveries_release_their_devices(
+    outbox: Outbox,
+) -> None:
+    """Once written, a delivery of an ordered webhook that ended (succeeded or
+    failed) lets its device's next one be claimed: the dispatcher is told
+    which webhooks to refill. A retry, a hold, or an unordered webhook's
+    delivery tells it nothing."""
+    ordered = dataclasses.replace(TARGET, ordered=True)
+    released: list[set[tuple[str, str]]] = []
+
+    async def on_exhausted(target: Target, outcome: Outcome) -> None:
+        pass
+
+    writer = OutcomeWriter(
+        outbox,
+        "me",
+        on_exhausted=on_exhausted,
+        on_retry_due=lambda: None,
+        on_order_released=lambda webhooks: released.append(set(webhooks)),
+    )
+    writer.add(outcome(0, PENDING, time.time() + 60), ordered)
+    writer.add(outcome(1, HELD), ordered)
+    writer.add(outcome(2, SUCCEEDED), TARGET)
+    await writer.flush()
+    assert released == []
+    for status in (SUCCEEDED, FAILED):
+        writer.add(outcome(0, status), ordered)
+        writer.add(outcome(1, status), ordered)
+        await writer.flush()
+    assert released == [{("p", "wh_1")}, {("p", "wh_1")}]
 
 
 async def test_close_writes_what_is_left(outbox: Outbox) -> None:

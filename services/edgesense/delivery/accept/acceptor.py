@@ -7,6 +7,13 @@ only after the commit. Its queue is bounded, so when the database falls
 behind, streams stop reading and gRPC flow control pushes back on the
 bridge; past `outbox_limit` pending deliveries, Publish answers
 RESOURCE_EXHAUSTED.
+
+A delivery to an `ordered` webhook is never handed over leased: it is stored
+with its event's device as its order key, unleased, and the dispatcher is
+told (`stored_unleased`), so that it is leased only by a claim, which takes a
+device's deliveries one at a time in event order (store/rows.py
+ORDERED_HEAD). Operational events are about no device: their deliveries have
+no key.
 """
 
 from __future__ import annotations
@@ -68,9 +75,10 @@ Job = tuple[Sequence[events_pb2.Event], "asyncio.Future[Accepted]"]
 
 
 class Start(NamedTuple):
-    """How a new delivery to one webhook starts out: the last seven fields of
-    its `NewDelivery`, in that row's order (the row is built as
-    `NewDelivery(delivery_id, ..., device_id, *start)`). One is made per
+    """How a new delivery to one webhook starts out: the seven fields of its
+    `NewDelivery` after `device_id`, in that row's order (the row is built as
+    `NewDelivery(delivery_id, ..., device_id, *start)`, an ordered webhook's
+    with its order key after them). One is made per
     webhook and group, not per delivery; a NamedTuple, like the rows in
     store/rows.py, since a frozen dataclass costs several times more."""
 
@@ -212,9 +220,11 @@ class Acceptor:
                     # their delivery ids tell the outcome writer what they are.
                     targets = self.index.subscribers(project_id, name, subject_of(event))
                     id_prefix = _OPERATIONAL_ID
+                    order_key = None  # about no device: never held back by one
                 else:
                     targets = self.index.match(project_id, name, device_id)
                     id_prefix = "dlv"
+                    order_key = device_id
                 for target in targets:
                     delivery_id = new_id(id_prefix)
                     webhook_id = target.webhook_id
@@ -222,7 +232,9 @@ class Acceptor:
                     if start is None:
                         if not target.active:
                             start = Start(HELD, "webhook disabled", now, None, None, now, now)
-                        elif reserve(project_id=project_id, webhook_id=webhook_id, now=now):
+                        elif not target.ordered and reserve(
+                            project_id=project_id, webhook_id=webhook_id, now=now
+                        ):
                             handed.append(
                                 Claimed.fresh(
                                     delivery_id, webhook_id, event_id, payload, now, project_id
@@ -249,7 +261,14 @@ class Acceptor:
                         unleased.append((event_id, webhook_id, project_id))
                     planned.append(
                         NewDelivery(
-                            delivery_id, event_id, webhook_id, project_id, name, device_id, *start
+                            delivery_id,
+                            event_id,
+                            webhook_id,
+                            project_id,
+                            name,
+                            device_id,
+                            *start,
+                            order_key if target.ordered else None,
                         )
                     )
         try:

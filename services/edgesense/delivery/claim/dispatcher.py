@@ -106,7 +106,11 @@ class Dispatcher:
         # Throttled webhooks waiting for a token that comes back at a known time.
         self._unthrottle_at: dict[str, asyncio.TimerHandle] = {}
         self.writer = OutcomeWriter(
-            outbox, owner, on_exhausted=on_exhausted, on_retry_due=self.wake
+            outbox,
+            owner,
+            on_exhausted=on_exhausted,
+            on_retry_due=self.wake,
+            on_order_released=self.stored_unleased,
         )
         self._record = self.writer.add  # bound once: every attempt calls it
         self._wake = asyncio.Event()
@@ -139,9 +143,11 @@ class Dispatcher:
         return self.breaker.open_until(webhook_id, now)
 
     def stored_unleased(self, webhooks: Iterable[tuple[str, str]]) -> None:
-        """Fresh pending deliveries of these (project, webhook)s were stored
-        without a lease: claim them now if their lanes have room, else once
-        they have drained."""
+        """Pending deliveries of these (project, webhook)s may be claimable
+        that no lane holds: fresh ones stored without a lease, or, for an
+        ordered webhook, a device's next one once the one before it ended
+        (the outcome writer's `on_order_released`). Claim them now if their
+        lanes have room, else once they have drained."""
         if self.lanes.stored_unleased(webhooks, time.time()):
             self._wake.set()
 

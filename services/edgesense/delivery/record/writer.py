@@ -4,11 +4,15 @@ Outcomes are not on the latency path (the POST already happened), so they
 gather for a moment into fewer, larger writes. After a batch is written, its
 deliveries are counted in the metrics, a delivery that used up its attempts
 is reported (the reconciler then disables its webhook; a test send's
-delivery is never reported), and the dispatcher is woken when the earliest
-retry of the batch is due. A write the database refuses (Unavailable: the
-outbox raises it for every error the database reports, see outbox) is tried
-again a second later, whole; an outcome is written by its lease holder only
-(see outbox), so it is never applied twice.
+delivery is never reported), the dispatcher is woken when the earliest
+retry of the batch is due, and it is told which ordered webhooks had a
+delivery end (`on_order_released`): each such end lets that device's next
+delivery be claimed (store/rows.py ORDERED_HEAD), which a refill of the
+webhook then does at once rather than at the next idle poll. A write the
+database refuses (Unavailable: the outbox raises it for every error the
+database reports, see outbox) is tried again a second later, whole; an
+outcome is written by its lease holder only (see outbox), so it is never
+applied twice.
 
 A batch that fails otherwise (a bug, an error of the driver's that the
 outbox does not map) is written again one outcome at a time, so that one
@@ -31,13 +35,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import FAILED, PENDING, Outcome, is_test_delivery
+from edgesense.delivery.store.rows import FAILED, HELD, PENDING, Outcome, is_test_delivery
 from edgesense.delivery.webhooks.index import Target
 
 log = logging.getLogger(__name__)
@@ -57,11 +61,13 @@ class OutcomeWriter:
         *,
         on_exhausted: ExhaustedHandler,
         on_retry_due: Callable[[], None],
+        on_order_released: Callable[[Iterable[tuple[str, str]]], None] = lambda _: None,
     ) -> None:
         self.outbox = outbox
         self.owner = owner
         self._on_exhausted = on_exhausted
         self._on_retry_due = on_retry_due
+        self._on_order_released = on_order_released
         self._batch: Batch = []
         # Set while run() waits for a first outcome: add() wakes it (a bare
         # future rather than an Event, so add() costs no further call).
@@ -168,24 +174,32 @@ class OutcomeWriter:
             batch, refused = await self._write_singly(batch)
         earliest: float | None = None
         exhausted: list[tuple[Target, Outcome]] = []
+        released: set[tuple[str, str]] = set()
         for outcome, target in batch:
             metrics.DELIVERIES.labels(_label(outcome)).inc()
-            if outcome.status == PENDING:
+            status = outcome.status
+            if status == PENDING:
                 earliest = (
                     outcome.next_attempt_at
                     if earliest is None
                     else min(earliest, outcome.next_attempt_at)
                 )
-            elif (
-                outcome.status == FAILED
+                continue
+            if target is None:
+                continue
+            if target.ordered and status != HELD:
+                released.add((target.project_id, target.webhook_id))
+            if (
+                status == FAILED
                 and outcome.attempt > 0
-                and target is not None
                 and not is_test_delivery(outcome.delivery_id)  # a test never disables
             ):
                 exhausted.append((target, outcome))
         if earliest is not None:
             loop = asyncio.get_running_loop()
             loop.call_later(max(0.0, earliest - time.time()), self._on_retry_due)
+        if released:
+            self._on_order_released(released)
         for target, outcome in exhausted:
             try:
                 await self._on_exhausted(target, outcome)

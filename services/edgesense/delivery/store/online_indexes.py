@@ -3,7 +3,7 @@
 A plain CREATE INDEX on a large deliveries table blocks every write to it
 (accept, claim, record) until the index is built; CREATE INDEX CONCURRENTLY
 does not, but it cannot run inside a transaction, and a migration runs in
-one (storage/migrate.py). So migrations 0003 and 0004 create these indexes
+one (storage/migrate.py). So migrations 0003 to 0005 create these indexes
 on SQLite only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
 transaction, when the outbox opens:
 
@@ -12,7 +12,8 @@ transaction, when the outbox opens:
   starting together build each index once), an index left invalid by a
   build that was interrupted is dropped, and the missing ones are built
   concurrently. Until then the queries that use them (recover, stats,
-  retention) read the rows without them.
+  retention, and claims' lookups of ordered webhooks' earlier deliveries)
+  read the rows without them.
 
 The others do not wait for the lock: a statement waiting for it would be a
 transaction that CREATE INDEX CONCURRENTLY itself waits for (it waits out
@@ -28,10 +29,11 @@ import zlib
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from edgesense.delivery.store.rows import ORDER_WAITING
 from edgesense.storage.engine import translate
 
 # name -> its CREATE INDEX CONCURRENTLY statement (the same columns as
-# migrations 0003 and 0004).
+# migrations 0003, 0004 and 0005).
 ONLINE_INDEXES = {
     "ix_deliveries_webhook_created": (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_created"
@@ -50,6 +52,10 @@ ONLINE_INDEXES = {
     ),
     "ix_events_created": (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_events_created ON events (created_at)"
+    ),
+    "ix_deliveries_order": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_order"
+        f" ON deliveries (webhook_id, order_key, seq) WHERE {ORDER_WAITING}"
     ),
 }
 VALID = text(

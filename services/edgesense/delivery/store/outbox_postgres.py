@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import String, all_, any_, bindparam, delete, or_, select, text, update
+from sqlalchemy import String, Update, all_, any_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -34,6 +34,7 @@ from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
     INSERT_DELIVERY,
+    ORDERED_HEAD,
     PENDING,
     RECORD_ATTEMPT,
     RETENTION_BATCH,
@@ -103,7 +104,7 @@ class PostgresOutbox(OutboxReads):
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
     ) -> list[Claimed]:
         excluded = list(exclude)
-        where = [deliveries.c.webhook_id != all_(array_param(excluded))] if excluded else []
+        where = [due_rows.c.webhook_id != all_(array_param(excluded))] if excluded else []
         async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
@@ -116,7 +117,7 @@ class PostgresOutbox(OutboxReads):
         async with transaction(self.engine, "claiming deliveries", lock=None) as conn:
             rows = []
             for webhook_id, limit in limits.items():
-                where = [deliveries.c.webhook_id == webhook_id]
+                where = [due_rows.c.webhook_id == webhook_id]
                 rows += await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
 
@@ -253,6 +254,37 @@ class PostgresOutbox(OutboxReads):
         return int(result.rowcount)
 
 
+# The rows a claim leases, by the alias rows.ORDERED_HEAD names them by.
+due_rows = deliveries.alias("due")
+_ORDERED_HEAD = text(ORDERED_HEAD)
+
+
+def lease_statement(
+    owner: str, now: float, lease_seconds: float, limit: int, where: list[Any]
+) -> Update:
+    """The claim: lease up to `limit` due rows matching `where` (terms on `due_rows`), skipping
+    rows other processes are leasing at this moment, and keyed rows with an
+    earlier one waiting (rows.ORDERED_HEAD)."""
+    due = (
+        select(due_rows.c.seq)
+        .where(
+            due_rows.c.status == PENDING,
+            due_rows.c.next_attempt_at <= now,
+            or_(due_rows.c.lease_expires_at.is_(None), due_rows.c.lease_expires_at < now),
+            *where,
+            _ORDERED_HEAD,
+        )
+        .order_by(due_rows.c.next_attempt_at, due_rows.c.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(deliveries)
+        .where(deliveries.c.seq.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+    )
+
+
 async def _lease(
     conn: AsyncConnection,
     owner: str,
@@ -261,25 +293,9 @@ async def _lease(
     limit: int,
     where: list[Any],
 ) -> list[Any]:
-    """Lease up to `limit` due rows matching `where`, skipping rows other
-    processes are leasing at this moment."""
-    due = (
-        select(deliveries.c.seq)
-        .where(
-            deliveries.c.status == PENDING,
-            deliveries.c.next_attempt_at <= now,
-            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
-            *where,
-        )
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.seq)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    """Lease up to `limit` due rows matching `where` (see lease_statement)."""
     leased = await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.seq.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
-        .returning(
+        lease_statement(owner, now, lease_seconds, limit, where).returning(
             deliveries.c.seq,
             deliveries.c.delivery_id,
             deliveries.c.webhook_id,

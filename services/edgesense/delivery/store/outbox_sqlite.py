@@ -42,6 +42,7 @@ from edgesense.delivery.store.rows import (
     HELD,
     INSERT_DELIVERY,
     LOG_ATTEMPT_IF_LEASED,
+    ORDERED_HEAD,
     PENDING,
     RETENTION_BATCH,
     UPDATE_OUTCOME,
@@ -66,19 +67,24 @@ SELECT_KNOWN = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM
 SELECT_PAYLOADS = (
     "SELECT event_id, event FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
 )
+# Every claim takes only the first waiting delivery of an ordered webhook's
+# device (rows.ORDERED_HEAD); a row without an order key passes its first term.
 CLAIM = (
     "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE seq IN ("
-    " SELECT seq FROM deliveries WHERE {webhooks}status = ? AND next_attempt_at <= ?"
+    " SELECT seq FROM deliveries AS due WHERE {webhooks}status = ? AND next_attempt_at <= ?"
     " AND (lease_expires_at IS NULL OR lease_expires_at < ?){excluded}"
+    " AND {ordered}"
     " ORDER BY next_attempt_at, seq LIMIT ?)"
     " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at,"
     " project_id"
 )
-CLAIM_ANY = CLAIM.format(webhooks="", excluded="")
+CLAIM_ANY = CLAIM.format(webhooks="", excluded="", ordered=ORDERED_HEAD)
 CLAIM_EXCLUDING = CLAIM.format(
-    webhooks="", excluded=" AND webhook_id NOT IN (SELECT value FROM json_each(?))"
+    webhooks="",
+    excluded=" AND webhook_id NOT IN (SELECT value FROM json_each(?))",
+    ordered=ORDERED_HEAD,
 )
-CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="")
+CLAIM_ONE_WEBHOOK = CLAIM.format(webhooks="webhook_id = ? AND ", excluded="", ordered=ORDERED_HEAD)
 DEFER = (
     "UPDATE deliveries SET next_attempt_at = ?, status_reason = ?, updated_at = ?"
     " WHERE webhook_id = ? AND status = ? AND next_attempt_at < ?"

@@ -40,6 +40,9 @@ class NewDelivery(NamedTuple):
     lease_expires_at: float | None
     created_at: float
     updated_at: float
+    # The event's device when the webhook is `ordered` (see ORDERED_HEAD),
+    # None otherwise: the default, so an unordered row is built as before.
+    order_key: str | None = None
 
 
 class Claimed(NamedTuple):
@@ -96,8 +99,8 @@ class Outcome(NamedTuple):
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (delivery_id, event_id, webhook_id, project_id, event_name,"
     " device_id, status, status_reason, next_attempt_at, lease_owner, lease_expires_at,"
-    " created_at, updated_at, attempt_count, cycle_attempts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)"
+    " created_at, updated_at, order_key, attempt_count, cycle_attempts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)"
 )
 UPDATE_OUTCOME = (
     "UPDATE deliveries SET status = ?, status_reason = ?, attempt_count = attempt_count + ?,"
@@ -216,6 +219,28 @@ def record_attempt_rows(
                 )
             )
     return attempts, others
+
+
+# Ordered webhooks (`ordered`): a delivery with an order key (its event's
+# device, set at accept while its webhook is ordered) is claimable only while
+# no earlier delivery (lower seq) of the same webhook and key is pending or
+# held: every claim statement, on both databases, adds this term to its due
+# rows (`due`, the claimed table's alias in them). A delivery stays pending
+# while it is leased, sent or waiting for a retry, so at most one per
+# (webhook, device) is ever leased, and the next becomes claimable only once
+# it has ended (succeeded, or failed for good); held ones keep their place
+# when released. Being a database rule, it holds across several delivery
+# processes on PostgreSQL. Rows without a key (unordered webhooks, and rows
+# stored before the webhook became ordered) pass at its first term, without
+# the lookup. The lookup reads ix_deliveries_order, which holds only keyed
+# rows that are waiting: ORDER_WAITING is its condition, and its status terms
+# are literals (as the index's are) so that both databases can use it.
+ORDER_WAITING = "order_key IS NOT NULL AND status IN ('pending', 'held')"
+ORDERED_HEAD = (
+    "(due.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS earlier"
+    " WHERE earlier.webhook_id = due.webhook_id AND earlier.order_key = due.order_key"
+    " AND earlier.status IN ('pending', 'held') AND earlier.seq < due.seq))"
+)
 
 
 # Test sends (POST /api/webhooks/{id}/test). A test delivery's id starts with

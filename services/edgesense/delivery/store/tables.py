@@ -20,6 +20,8 @@ from sqlalchemy import (
     text,
 )
 
+from edgesense.delivery.store.rows import ORDER_WAITING
+
 metadata = MetaData()
 SEQ = BigInteger().with_variant(Integer, "sqlite")
 
@@ -55,6 +57,8 @@ deliveries = Table(
     Column("lease_expires_at", Float),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The event's device while the webhook is ordered, else NULL (rows.ORDERED_HEAD).
+    Column("order_key", String(128)),
     Index("ix_deliveries_due", "status", "next_attempt_at", "seq", "webhook_id"),
     Index("ix_deliveries_webhook", "webhook_id", "seq"),
     Index("ix_deliveries_webhook_due", "webhook_id", "status", "next_attempt_at", "seq"),
@@ -80,6 +84,17 @@ deliveries = Table(
         postgresql_where=text("status IN ('succeeded', 'failed')"),
     ),
     Index("ix_deliveries_event", "event_id"),
+    # Claims look up whether a keyed delivery has an earlier one waiting
+    # (rows.ORDERED_HEAD); only waiting keyed rows are in it, so unordered
+    # webhooks never write to it. Built concurrently on PostgreSQL.
+    Index(
+        "ix_deliveries_order",
+        "webhook_id",
+        "order_key",
+        "seq",
+        sqlite_where=text(ORDER_WAITING),
+        postgresql_where=text(ORDER_WAITING),
+    ),
 )
 
 attempts = Table(

@@ -39,7 +39,7 @@ class Target:
     headers: tuple[tuple[str, str], ...] = ()
     # At most this many requests per second (0: no limit; claim/ratelimit.py).
     rate_limit_per_second: int = 0
-    # One device's deliveries in event order, one at a time (store/ordering).
+    # One device's deliveries in event order, one at a time (store/rows.py ORDERED_HEAD).
     ordered: bool = False
     signer: Signer = field(init=False, repr=False, compare=False)
 
