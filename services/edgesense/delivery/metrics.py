@@ -21,7 +21,7 @@ QUEUE_DEPTH = Gauge("edgesense_delivery_queue_depth", "Pending deliveries in the
 HELD = Gauge("edgesense_delivery_held", "Deliveries held for disabled webhooks")
 RATE_LIMITED = Counter(
     "edgesense_delivery_rate_limited_total",
-    "Requests held back by their webhook's rateLimitPerSecond until the limit allowed them",
+    "Times a webhook was passed over for a send slot: its rateLimitPerSecond had no token",
 )
 IN_FLIGHT = Gauge("edgesense_delivery_in_flight", "Attempts under way in this process")
 RETENTION_DELETED = Counter(

@@ -16,12 +16,15 @@ written, and delivery stores an event id once (a second Publish of it counts
 as a duplicate and creates no deliveries), so each event is sent to each
 subscriber once.
 
-A row delivery refuses for good (INVALID_ARGUMENT: an event it cannot
-store, which only a bug or a delivery older than this registry could
-cause) must not hold back every later one: when a batch is refused so, its
-rows are published one at a time, and each that is refused on its own is
-logged (throttled, by event id and kind, never its body) and dropped,
-counted in `edgesense_operational_events_dropped_total`.
+A row no delivery could store must not hold back every later one. When
+delivery refuses a batch (INVALID_ARGUMENT), its rows are published one at a
+time; a row refused on its own is dropped (logged, throttled, by its row
+and kind, never its body; counted in
+`edgesense_operational_events_dropped_total`) only if this registry's own
+check (common/event_check.py, the one delivery applies) refuses it too, or
+its bytes do not decode. Otherwise the refusal is a delivery older than this
+registry that does not know the event yet (a rolling upgrade): the row
+stays, and is published again with backoff until delivery takes it.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import contextlib
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from edgesense.common.auth import bearer_metadata
 from edgesense.common.backoff import backoff_delay
-from edgesense.common.errors import Unavailable
+from edgesense.common.errors import InvalidArgument, Unavailable
+from edgesense.common.event_check import check_event
 from edgesense.common.grpc_tls import open_channel
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.common.tls import GrpcTls
@@ -80,6 +85,9 @@ class OperationalForwarder:
                             await channel.close()
                         address = self.delivery_addr
                         channel = open_channel(address, self._tls)
+                    rows = await self._dropping_broken(rows)
+                    if not rows:
+                        continue
                     try:
                         await self._publish(channel, rows)
                     except grpc.aio.AioRpcError as exc:
@@ -113,29 +121,52 @@ class OperationalForwarder:
     async def _publish_singly(
         self, channel: grpc.aio.Channel, rows: list[Unpublished]
     ) -> list[Unpublished]:
-        """Publish each row alone; those delivery refuses for good are dropped
-        (forgotten, logged, counted). Returns those it confirmed; any other
-        error is raised, for the whole batch to be tried again."""
+        """Publish each row alone; returns those delivery confirmed. A row it
+        refuses is one our own check passes (broken ones were dropped before):
+        delivery is older than this registry, so this raises, for the rows
+        left to be published again after a backoff."""
         confirmed: list[Unpublished] = []
         for row in rows:
             try:
                 await self._publish(channel, [row])
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or not confirmed:
                     raise
-                event = events_pb2.Event.FromString(row.event)
-                _dropped.error(
-                    "dropped",
-                    "operational event %r (%s) dropped: delivery refuses it: %s",
-                    event.event_id,
-                    event.WhichOneof("kind"),
-                    exc.details(),
-                )
-                await self.store.published([row.seq])
-                metrics.OPERATIONAL_DROPPED.inc()
-                continue
+                await self.store.published([r.seq for r in confirmed])
+                self.published_total += len(confirmed)
+                metrics.OPERATIONAL_PUBLISHED.inc(len(confirmed))
+                raise
             confirmed.append(row)
         return confirmed
+
+    async def _dropping_broken(self, rows: list[Unpublished]) -> list[Unpublished]:
+        """`rows` but those no delivery could store (our own check refuses
+        them, or their bytes do not decode): those are dropped, logged and
+        counted."""
+        kept: list[Unpublished] = []
+        broken: list[tuple[Unpublished, str]] = []
+        for row in rows:
+            try:
+                event = events_pb2.Event.FromString(row.event)
+                check_event(event, 0)
+            except DecodeError as exc:
+                broken.append((row, f"it does not decode ({exc})"))
+            except InvalidArgument as exc:
+                kind = event.WhichOneof("kind")
+                broken.append((row, f"{kind or 'no kind'}: {exc.message}"))
+            else:
+                kept.append(row)
+        for row, why in broken:
+            _dropped.error(
+                "dropped",
+                "operational event row %d dropped: no delivery can store it: %s",
+                row.seq,
+                why,
+            )
+            metrics.OPERATIONAL_DROPPED.inc()
+        if broken:
+            await self.store.published([row.seq for row, _ in broken])
+        return kept
 
     async def _unpublished(self) -> list[Unpublished]:
         """The next rows to publish; waits until there are some."""

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from edgesense.common.errors import EdgesenseError, InvalidArgument, ResourceExhausted
+from edgesense.common.errors import EdgesenseError, ResourceExhausted
+from edgesense.common.event_check import check_event, subject_of
 from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.common.ids import new_id
 from edgesense.delivery import metrics
@@ -43,26 +44,8 @@ from edgesense.v1 import events_pb2
 
 MAX_GROUP_EVENTS = 5000
 QUEUE_BATCHES = 64
-# google.protobuf.Timestamp's range, 0001-01-01T00:00:00Z to
-# 9999-12-31T23:59:59.999999999Z: an event outside it could be stored, but never
-# rendered for a receiver (its every attempt would fail).
-FIRST_SECOND = -62_135_596_800
-LAST_SECOND = 253_402_300_799
-NANOS = 1_000_000_000
 _OPERATIONAL = frozenset(OPERATIONAL_EVENT_NAMES)
 _OPERATIONAL_ID = OPERATIONAL_DELIVERY_PREFIX.removesuffix("_")
-# Event.kind of an operational event -> its field's JSON name.
-_SUBJECT_FIELDS = {"webhook_disabled": "webhookDisabled", "webhook_enabled": "webhookEnabled"}
-
-
-def subject_of(event: events_pb2.Event) -> str:
-    """The webhook an operational event is about ("" for other events)."""
-    kind = event.WhichOneof("kind")
-    if kind == "webhook_disabled":
-        return event.webhook_disabled.webhook_id
-    if kind == "webhook_enabled":
-        return event.webhook_enabled.webhook_id
-    return ""
 
 
 @dataclass(frozen=True)
@@ -89,44 +72,6 @@ class Start(NamedTuple):
     lease_expires_at: float | None
     created_at: float
     updated_at: float
-
-
-def check_event(event: events_pb2.Event, position: int) -> str:
-    """The webhook event name; InvalidArgument for an event that cannot be stored."""
-    kind = event.WhichOneof("kind")
-    if not event.event_id:
-        raise InvalidArgument(f"events[{position}].eventId", "is required")
-    if not event.project_id:
-        raise InvalidArgument(f"events[{position}].projectId", "is required")
-    if kind is None:
-        raise InvalidArgument(
-            f"events[{position}]", "has no kind (readings, alert, status, configuration)"
-        )
-    if kind in _SUBJECT_FIELDS and not subject_of(event):
-        raise InvalidArgument(
-            f"events[{position}].{_SUBJECT_FIELDS[kind]}.webhookId",
-            "is required (the webhook the event is about)",
-        )
-    stamp, received = event.timestamp, event.received_at
-    if not (
-        FIRST_SECOND <= stamp.seconds <= LAST_SECOND
-        and FIRST_SECOND <= received.seconds <= LAST_SECOND
-        and 0 <= stamp.nanos < NANOS
-        and 0 <= received.nanos < NANOS
-    ):
-        _out_of_range(event, position)
-    return KIND_TO_EVENT[kind]
-
-
-def _out_of_range(event: events_pb2.Event, position: int) -> None:
-    """Raise InvalidArgument naming the event's timestamp that protobuf cannot hold."""
-    for name, stamp in (("timestamp", event.timestamp), ("receivedAt", event.received_at)):
-        if not (FIRST_SECOND <= stamp.seconds <= LAST_SECOND and 0 <= stamp.nanos < NANOS):
-            raise InvalidArgument(
-                f"events[{position}].{name}",
-                "is out of range: a time from 0001-01-01T00:00:00Z to "
-                "9999-12-31T23:59:59.999999999Z",
-            )
 
 
 class Handoff(Protocol):

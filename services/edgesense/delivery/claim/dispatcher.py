@@ -268,6 +268,12 @@ class Dispatcher:
             await self.outbox.release_leases(self.owner, [c.delivery_id for c in items])
         except Unavailable as exc:  # their leases expire instead
             log.warning("cannot hand back %d claimed deliveries: %s", len(items), exc.message)
+        except Exception as exc:
+            _internal_errors.exception(
+                ("hand back", type(exc).__name__),
+                "handing back %d claimed deliveries failed (their leases expire)",
+                len(items),
+            )
 
     async def _claim_refills(self) -> None:
         """Refill the lanes of webhooks with deliveries waiting in the outbox,
@@ -396,6 +402,10 @@ class Dispatcher:
                 await self.outbox.defer(webhook_id, until, PAUSED_REASON, time.time())
             except Unavailable as exc:  # they stay due; claims leave them out meanwhile
                 log.warning("cannot defer deliveries of %s: %s", webhook_id, exc.message)
+            except Exception as exc:
+                _internal_errors.exception(
+                    ("defer", type(exc).__name__), "deferring deliveries of %s failed", webhook_id
+                )
 
         self._background(defer())
 

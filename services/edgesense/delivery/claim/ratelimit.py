@@ -12,11 +12,14 @@ over before its token can start another, so the limit holds at the receiver
 itself, not only at our side. The cost: a webhook answering in d seconds
 gets at most rate / (1 + d) requests per second.
 
-The dispatcher asks `take()` just before each POST to a rate-limited webhook
-and `give_back()` when the POST has ended; the lanes (claim/lanes.py) keep at
-most `rate` of that webhook's deliveries in memory (FairShare's lane cap), so
-a delivery waits for its token about a second at most while everything
-beyond waits in the outbox, using no attempt.
+The dispatcher asks `take()` as a rate-limited webhook's delivery is about to
+take a send slot (FairShare's `may_start`), and calls `give_back()` when its
+request has ended. Without a token the webhook is throttled: its deliveries
+wait in its lane, holding no slot, until the time `take()` named (or the
+next give-back). The lanes (claim/lanes.py) keep at most `rate` of its
+deliveries in memory (FairShare's caps), so one waits about a token cycle
+(a second plus an answer) at most, while everything beyond waits in the
+outbox, using no attempt.
 
 Exact within one delivery process. Several delivery processes on PostgreSQL
 each keep their own buckets (see README, "Rate limits"): with n processes
