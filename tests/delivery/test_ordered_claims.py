@@ -145,11 +145,14 @@ async def test_processes_claiming_at_once_never_lease_two_of_one_device(outbox: 
 
     for _ in range(200):
         rounds = await asyncio.gather(*(claim(owner) for owner in owners))
-        for owner, claimed in zip(owners, rounds, strict=True):
+        # Every owner's leases of this round first: two owners leasing two
+        # deliveries of one device at once must show here.
+        for claimed in rounds:
             for c in claimed:
                 device = device_of[c.delivery_id]
                 assert device not in leased, f"{device}: {leased[device]} and {c.delivery_id}"
                 leased[device] = c.delivery_id
+        for owner, claimed in zip(owners, rounds, strict=True):
             for c in claimed:
                 ended[device_of[c.delivery_id]].append(c.delivery_id)
                 del leased[device_of[c.delivery_id]]
