@@ -138,8 +138,10 @@ class Lanes:
             if self.fair.room(project_id, webhook_id) <= 0:
                 self._backlog(webhook_id, project_id)
             else:
-                # Room in the lane: the lease was refused for a limit since
-                # lifted or a missing index.
+                # Room in the lane: an ordered webhook's (never leased at
+                # accept; also its next ones once a delivery ended), or one
+                # whose lease was refused for a limit since lifted or a
+                # missing index.
                 self._backlogged.pop(webhook_id, None)
                 self._refill[webhook_id] = project_id
                 wanted = True
