@@ -11,13 +11,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from edgesense.delivery.store import outbox_postgres, outbox_sqlite
 from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
-from edgesense.delivery.store.rows import FAILED, PENDING, SUCCEEDED, Claimed, NewDelivery
+from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
+from edgesense.delivery.store.rows import (
+    FAILED,
+    PARKED_AT,
+    PENDING,
+    SUCCEEDED,
+    Claimed,
+    NewDelivery,
+)
+from edgesense.delivery.store.tables import deliveries
 from edgesense.storage.engine import create_engine, dispose_engine
 from tests.delivery.test_outbox import LEASE, NOW, attempt_outcome, delivery, store
 
@@ -42,9 +51,12 @@ def ids(claimed: list[Claimed]) -> set[str]:
 
 
 async def end(outbox: Outbox, owner: str, delivery_id: str, status: str, when: float) -> None:
-    """Record attempt 1 of a leased delivery: `status` (PENDING: a retry at when + 60)."""
+    """Record attempt 1 of a leased delivery: `status` (PENDING: a retry at when
+    + 60); an end releases the device's next delivery, as the writer asks."""
     code = 200 if status == SUCCEEDED else 500
-    await outbox.record(owner, [attempt_outcome(delivery_id, 1, when, 5, code, status)], when)
+    released = [] if status == PENDING else [delivery_id]
+    outcome = attempt_outcome(delivery_id, 1, when, 5, code, status)
+    await outbox.record(owner, [outcome], when, released)
 
 
 async def test_a_device_is_claimed_one_delivery_at_a_time_in_event_order(outbox: Outbox) -> None:
@@ -221,3 +233,79 @@ async def claim_plans(outbox: Outbox, database_url: str) -> dict[str, str]:
             return plans
     finally:
         await dispose_engine(engine)
+
+
+# Parking (rows.PARKED_AT): what waits behind an earlier delivery of its device
+# is out of every due range, so no claim reads it; the end of the one before
+# it makes it due.
+
+
+async def next_attempts(outbox: Outbox) -> dict[str, float]:
+    assert isinstance(outbox, SqliteOutbox | PostgresOutbox)
+    async with outbox.engine.connect() as conn:
+        rows = await conn.execute(select(deliveries.c.delivery_id, deliveries.c.next_attempt_at))
+        return {delivery_id: float(at) for delivery_id, at in rows}
+
+
+async def parked(outbox: Outbox) -> set[str]:
+    return {d for d, at in (await next_attempts(outbox)).items() if at == PARKED_AT}
+
+
+async def test_waiting_deliveries_are_parked_until_the_one_before_them_ends(
+    outbox: Outbox,
+) -> None:
+    await store(
+        outbox,
+        keyed(1, "wh_a", "A"),
+        keyed(2, "wh_a", "A"),
+        keyed(3, "wh_a", "A"),
+        keyed(4, "wh_a", "B"),
+        delivery(5, "wh_a"),
+    )
+    assert await parked(outbox) == {"dlv_2", "dlv_3"}
+    assert ids(await outbox.claim("me", NOW, HOUR, 10)) == {"dlv_1", "dlv_4", "dlv_5"}
+    # A retry holds the device: nothing unparked.
+    await end(outbox, "me", "dlv_1", PENDING, NOW + 1)
+    assert await parked(outbox) == {"dlv_2", "dlv_3"}
+    [again] = await outbox.claim("me", NOW + 61, HOUR, 10)
+    assert again.delivery_id == "dlv_1"
+    # Its end makes the next one due at once, and only that one.
+    await end(outbox, "me", "dlv_1", SUCCEEDED, NOW + 62)
+    assert await parked(outbox) == {"dlv_3"}
+    assert (await next_attempts(outbox))["dlv_2"] == NOW + 62
+    assert ids(await outbox.claim("me", NOW + 62, HOUR, 10)) == {"dlv_2"}
+    await end(outbox, "me", "dlv_2", FAILED, NOW + 63)  # failed for good releases too
+    assert ids(await outbox.claim("me", NOW + 63, HOUR, 10)) == {"dlv_3"}
+
+
+async def test_release_and_recover_park_a_devices_backlog_again(outbox: Outbox) -> None:
+    await store(outbox, keyed(1, "wh_a", "A"), keyed(2, "wh_a", "A"), keyed(3, "wh_a", "B"))
+    await outbox.hold(["wh_a"], "webhook disabled", NOW)
+    assert await outbox.release_held(["wh_a"], NOW + 1) == 3
+    assert await parked(outbox) == {"dlv_2"}
+    # dlv_1 and dlv_3 fail for good; recovering them makes A's first due,
+    # and A's later one waits parked behind it.
+    claimed = await outbox.claim("me", NOW + 1, HOUR, 10)
+    assert ids(claimed) == {"dlv_1", "dlv_3"}
+    for delivery_id in ("dlv_1", "dlv_3"):
+        await outbox.record(
+            "me", [attempt_outcome(delivery_id, 1, NOW + 2, 5, 500, FAILED)], NOW + 2
+        )
+    assert await parked(outbox) == {"dlv_2"}  # released without `released`: still parked
+    recovered = await outbox.recover("p", "wh_a", NOW, NOW + 10, PENDING, None, NOW + 3)
+    assert recovered.recovered == 2
+    assert await parked(outbox) == {"dlv_2"}
+    assert ids(await outbox.claim("me", NOW + 3, HOUR, 10)) == {"dlv_1", "dlv_3"}
+
+
+async def test_the_safety_net_unparks_what_has_nothing_before_it(outbox: Outbox) -> None:
+    """An end recorded without releasing its device (the webhook no longer
+    ordered; on PostgreSQL, a store and an end that committed at the same
+    moment): the maintenance loop's unpark_orphans makes the next one due."""
+    await store(outbox, keyed(1, "wh_a", "A"), keyed(2, "wh_a", "A"), keyed(3, "wh_a", "A"))
+    assert ids(await outbox.claim("me", NOW, HOUR, 10)) == {"dlv_1"}
+    await outbox.record("me", [attempt_outcome("dlv_1", 1, NOW, 5, 200, SUCCEEDED)], NOW)
+    assert await outbox.claim("me", NOW + 1, HOUR, 10) == []
+    assert await outbox.unpark_orphans(NOW + 2) == 1  # dlv_2; dlv_3 still waits behind it
+    assert await parked(outbox) == {"dlv_3"}
+    assert ids(await outbox.claim("me", NOW + 2, HOUR, 10)) == {"dlv_2"}

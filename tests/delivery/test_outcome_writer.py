@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -149,7 +150,9 @@ class RefusesOnce:
         self.outbox = outbox
         self.refused = asyncio.Event()
 
-    async def record(self, owner: str, outcomes: list[Outcome], now: float) -> None:
+    async def record(
+        self, owner: str, outcomes: list[Outcome], now: float, released: Sequence[str] = ()
+    ) -> None:
         if not self.refused.is_set():
             self.refused.set()
             raise RuntimeError("driver exploded")
@@ -188,7 +191,9 @@ class Refuses:
         self.down = False
         self.calls = 0
 
-    async def record(self, owner: str, outcomes: list[Outcome], now: float) -> None:
+    async def record(
+        self, owner: str, outcomes: list[Outcome], now: float, released: Sequence[str] = ()
+    ) -> None:
         self.calls += 1
         if self.down:
             raise Unavailable("database is down")
@@ -267,7 +272,9 @@ class Gated:
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def record(self, owner: str, outcomes: list[Outcome], now: float) -> None:
+    async def record(
+        self, owner: str, outcomes: list[Outcome], now: float, released: Sequence[str] = ()
+    ) -> None:
         self.entered.set()
         await self.gate.wait()
         await self.outbox.record(owner, outcomes, now)

@@ -1,6 +1,7 @@
 """Outbox upkeep every few seconds: count deliveries by status (Publish's
-backpressure and the queue metrics), expire deliveries held too long, and
-delete what ended longer ago than the retention."""
+backpressure and the queue metrics), expire deliveries held too long,
+delete what ended longer ago than the retention, and unpark the parked
+deliveries of ordered webhooks left with nothing before them (rows.PARKED_AT)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ _problems = ThrottledLog(log)
 COUNT_EVERY_SECONDS = 2.0
 EXPIRE_EVERY_SECONDS = 60.0
 RETAIN_EVERY_SECONDS = 10.0
+# The safety net for parked deliveries (a store and an end that committed at
+# the same moment on PostgreSQL, `ordered` switched off): each waits this long at most.
+UNPARK_EVERY_SECONDS = 10.0
 # Retention deletes at most this many batches (of RETENTION_BATCH deliveries)
 # per round, each its own transaction: a large backlog of old rows (the first
 # start after a long time, a retention shortened) is deleted over several
@@ -74,7 +78,7 @@ async def maintain(
     is called before each count and returns what takes the pending count:
     Publish's backpressure. A round that fails (the database refusing it, or
     anything else: logged, throttled) is followed by the next one as usual."""
-    last_expiry = last_retention = 0.0
+    last_expiry = last_retention = last_unpark = 0.0
     backlog = False  # the last retention round left rows: the next round goes on
     expire_every = expiry_period(settings.held_retention_seconds)
     retain_every = retention_period(settings.retention_seconds)
@@ -97,6 +101,11 @@ async def maintain(
                 if expired:
                     metrics.DELIVERIES.labels("expired").inc(expired)
                     log.warning("%d held deliveries expired after %g h", expired, hours)
+            if now - last_unpark >= UNPARK_EVERY_SECONDS:
+                last_unpark = now
+                unparked = await outbox.unpark_orphans(now)
+                if unparked:
+                    log.info("%d parked deliveries of ordered webhooks were due", unparked)
             if backlog or now - last_retention >= retain_every:
                 last_retention = now
                 deleted, backlog = await apply_retention(outbox, now - settings.retention_seconds)

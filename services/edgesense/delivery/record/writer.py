@@ -35,13 +35,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 
 from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.store.outbox import Outbox
-from edgesense.delivery.store.rows import FAILED, HELD, PENDING, Outcome, is_test_delivery
+from edgesense.delivery.store.rows import (
+    ENDED,
+    FAILED,
+    HELD,
+    PENDING,
+    Outcome,
+    is_test_delivery,
+)
 from edgesense.delivery.webhooks.index import Target
 
 log = logging.getLogger(__name__)
@@ -159,7 +166,7 @@ class OutcomeWriter:
         refused: Unavailable | None = None
         singly = False
         try:
-            await self._write([o for o, _ in batch])
+            await self._write(batch)
         except Unavailable:
             self._batch[:0] = batch
             raise
@@ -223,11 +230,21 @@ class OutcomeWriter:
         if refused is not None:
             raise refused
 
-    async def _write(self, outcomes: Sequence[Outcome]) -> None:
+    async def _write(self, batch: Batch) -> None:
         # Shielded: once handed to the database the write goes on even if this
         # task is cancelled (close() after its grace), and is not queued
         # again, which would log its attempts twice.
-        writing = asyncio.create_task(self.outbox.record(self.owner, outcomes, time.time()))
+        outcomes = [outcome for outcome, _ in batch]
+        # Ended deliveries of ordered webhooks: the outbox unparks each
+        # device's next one in the same transaction (rows.PARKED_AT).
+        released = [
+            outcome.delivery_id
+            for outcome, target in batch
+            if target is not None and target.ordered and outcome.status in ENDED
+        ]
+        writing = asyncio.create_task(
+            self.outbox.record(self.owner, outcomes, time.time(), released)
+        )
         self._writes.add(writing)
         writing.add_done_callback(self._writes.discard)
         await asyncio.shield(writing)
@@ -239,7 +256,7 @@ class OutcomeWriter:
         written: Batch = []
         for position, (outcome, target) in enumerate(batch):
             try:
-                await self._write([outcome])
+                await self._write([(outcome, target)])
             except Unavailable as exc:
                 self._batch[:0] = batch[position:]
                 return written, exc

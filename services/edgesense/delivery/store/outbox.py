@@ -101,12 +101,21 @@ class Outbox(Protocol):
         """
         ...
 
-    async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+    async def record(
+        self, owner: str, outcomes: Sequence[Outcome], now: float, released: Sequence[str] = ()
+    ) -> None:
         """Write each outcome's new state and, if it was an attempt, its log
         entry: both or neither, and only for deliveries still leased by
         `owner` (writing one clears the lease). So an outcome is written once
         even if recorded twice, and not at all by a process whose lease
-        expired and was taken by another."""
+        expired and was taken by another. `released`: those of the outcomes
+        that ended a delivery of an ordered webhook; in the same transaction,
+        each one's device's next delivery is unparked (rows.PARKED_AT)."""
+        ...
+
+    async def unpark_orphans(self, now: float) -> int:
+        """Parked deliveries with nothing before them any more are due at `now`
+        (the maintenance loop's safety net, see rows.PARKED_AT); how many."""
         ...
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
@@ -123,7 +132,8 @@ class Outbox(Protocol):
         ...
 
     async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
-        """Held deliveries of re-enabled webhooks are due again, with fresh attempts."""
+        """Held deliveries of re-enabled webhooks are due again, with fresh
+        attempts (an ordered webhook's: each device's first, the others parked)."""
         ...
 
     async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:

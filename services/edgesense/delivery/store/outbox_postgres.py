@@ -35,9 +35,14 @@ from edgesense.delivery.store.rows import (
     HELD,
     INSERT_DELIVERY,
     ORDERED_HEAD,
+    PARK_NEW,
+    PARK_WEBHOOKS,
+    PARKED_AT,
     PENDING,
     RECORD_ATTEMPT,
     RETENTION_BATCH,
+    UNPARK_NEXT,
+    UNPARK_ORPHANS,
     UPDATE_OUTCOME,
     Claimed,
     Deleted,
@@ -50,6 +55,9 @@ from edgesense.delivery.store.rows import (
 )
 from edgesense.delivery.store.tables import attempts, deliveries, events
 from edgesense.storage.engine import transaction
+
+# "is one of this list parameter", in asyncpg's array form.
+_IDS = "= ANY(?)"
 
 
 def driver_sql(statement: str, paramstyle: str) -> str:
@@ -75,6 +83,10 @@ class PostgresOutbox(OutboxReads):
         self._insert_delivery = driver_sql(INSERT_DELIVERY, style)
         self._record_attempt = driver_sql(RECORD_ATTEMPT, style)
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
+        self._park_new = driver_sql(PARK_NEW.format(ids=_IDS), style)
+        self._park_webhooks_sql = driver_sql(PARK_WEBHOOKS.format(ids=_IDS), style)
+        self._unpark_next = driver_sql(UNPARK_NEXT.format(ids=_IDS), style)
+        self._unpark_orphans = driver_sql(UNPARK_ORPHANS, style)
 
     async def accept(
         self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
@@ -98,6 +110,9 @@ class PostgresOutbox(OutboxReads):
             rows = delivery_rows(planned, new_ids)
             if rows:
                 await conn.exec_driver_sql(self._insert_delivery, rows)
+                keyed = [p.delivery_id for p in planned if p.order_key and p.event_id in new_ids]
+                if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
+                    await conn.exec_driver_sql(self._park_new, (PARKED_AT, keyed))
         return new_ids, len(rows)
 
     async def claim(
@@ -121,7 +136,9 @@ class PostgresOutbox(OutboxReads):
                 rows += await _lease(conn, owner, now, lease_seconds, limit, where)
             return await _with_payloads(conn, rows)
 
-    async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+    async def record(
+        self, owner: str, outcomes: Sequence[Outcome], now: float, released: Sequence[str] = ()
+    ) -> None:
         if not outcomes:
             return
         # An attempt is logged by the statement that writes its outcome, only
@@ -132,6 +149,22 @@ class PostgresOutbox(OutboxReads):
                 await conn.exec_driver_sql(self._record_attempt, attempts)
             if others:
                 await conn.exec_driver_sql(self._update_outcome, others)
+            if released:  # ended deliveries of ordered webhooks: their devices' next ones go
+                await conn.exec_driver_sql(self._unpark_next, (now, PARKED_AT, list(released)))
+
+    async def unpark_orphans(self, now: float) -> int:
+        async with transaction(self.engine, "unparking ordered deliveries", lock=None) as conn:
+            result = await conn.exec_driver_sql(self._unpark_orphans, (now, PARKED_AT))
+            return int(result.rowcount)
+
+    async def _park_webhooks(
+        self, conn: AsyncConnection, webhook_ids: list[str], now: float
+    ) -> None:
+        """Park the keyed deliveries of these webhooks that wait behind an
+        earlier one of their device (see rows.PARKED_AT)."""
+        await conn.exec_driver_sql(
+            self._park_webhooks_sql, (PARKED_AT, webhook_ids, PARKED_AT, now)
+        )
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "deferring deliveries", lock=None) as conn:
@@ -167,7 +200,8 @@ class PostgresOutbox(OutboxReads):
         return await self._transition(webhook_ids, (PENDING,), HELD, reason, now)
 
     async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
-        return await self._transition(webhook_ids, (HELD,), PENDING, None, now)
+        # The devices' backlogs of ordered webhooks parked again, in the same transaction.
+        return await self._transition(webhook_ids, (HELD,), PENDING, None, now, park=True)
 
     async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
         return await self._transition(webhook_ids, (PENDING, HELD), FAILED, reason, now)
@@ -179,6 +213,7 @@ class PostgresOutbox(OutboxReads):
         new: str,
         reason: str | None,
         now: float,
+        park: bool = False,
     ) -> int:
         if not webhook_ids:
             return 0
@@ -194,7 +229,9 @@ class PostgresOutbox(OutboxReads):
                 )
                 .values(**values)
             )
-            return result.rowcount
+            if park and result.rowcount:
+                await self._park_webhooks(conn, list(webhook_ids), now)
+            return int(result.rowcount)
 
     async def expire_held(self, held_before: float, reason: str, now: float) -> int:
         async with transaction(self.engine, "expiring held deliveries", lock=None) as conn:
@@ -251,6 +288,8 @@ class PostgresOutbox(OutboxReads):
         }
         async with transaction(self.engine, "recovering failed deliveries", lock=None) as conn:
             result = await conn.execute(RECOVER, parameters)
+            if result.rowcount and w.status == PENDING:  # ordered: parked behind their first
+                await self._park_webhooks(conn, [w.webhook_id], w.now)
         return int(result.rowcount)
 
 

@@ -43,8 +43,13 @@ from edgesense.delivery.store.rows import (
     INSERT_DELIVERY,
     LOG_ATTEMPT_IF_LEASED,
     ORDERED_HEAD,
+    PARK_NEW,
+    PARK_WEBHOOKS,
+    PARKED_AT,
     PENDING,
     RETENTION_BATCH,
+    UNPARK_NEXT,
+    UNPARK_ORPHANS,
     UPDATE_OUTCOME,
     Claimed,
     Deleted,
@@ -161,11 +166,23 @@ class SqliteOutbox(OutboxReads):
             lambda c: claim_for(c, owner, now, lease_seconds, limits),
         )
 
-    async def record(self, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+    async def record(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        now: float,
+        released: Sequence[str] = (),
+    ) -> None:
         if not outcomes:
             return
         await self._writer.run(
-            "recording delivery attempts", lambda c: record(c, owner, outcomes, now)
+            "recording delivery attempts", lambda c: record(c, owner, outcomes, now, released)
+        )
+
+    async def unpark_orphans(self, now: float) -> int:
+        return await self._writer.run(
+            "unparking ordered deliveries",
+            lambda c: c.execute(_UNPARK_ORPHANS, (now, PARKED_AT)).rowcount,
         )
 
     async def defer(self, webhook_id: str, until: float, reason: str, now: float) -> int:
@@ -188,7 +205,8 @@ class SqliteOutbox(OutboxReads):
         return await self._transition(webhook_ids, (PENDING,), HELD, reason, now)
 
     async def release_held(self, webhook_ids: Sequence[str], now: float) -> int:
-        return await self._transition(webhook_ids, (HELD,), PENDING, None, now)
+        # The devices' backlogs of ordered webhooks parked again, in the same transaction.
+        return await self._transition(webhook_ids, (HELD,), PENDING, None, now, park=True)
 
     async def fail_all(self, webhook_ids: Sequence[str], reason: str, now: float) -> int:
         return await self._transition(webhook_ids, (PENDING, HELD), FAILED, reason, now)
@@ -200,6 +218,7 @@ class SqliteOutbox(OutboxReads):
         new: str,
         reason: str | None,
         now: float,
+        park: bool = False,
     ) -> int:
         if not webhook_ids:
             return 0
@@ -208,10 +227,16 @@ class SqliteOutbox(OutboxReads):
             statement, head = TRANSITION_TO_PENDING, (new, reason, now, now)
         else:
             statement, head = TRANSITION, (new, reason, now)
-        parameters = (*head, list_param(webhook_ids), list_param(olds))
-        return await self._writer.run(
-            f"marking deliveries {new}", lambda c: c.execute(statement, parameters).rowcount
-        )
+        webhooks = list_param(webhook_ids)
+        parameters = (*head, webhooks, list_param(olds))
+
+        def transition(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(statement, parameters).rowcount
+            if park and changed:
+                park_webhooks(conn, webhooks, now)
+            return int(changed)
+
+        return await self._writer.run(f"marking deliveries {new}", transition)
 
     async def expire_held(self, held_before: float, reason: str, now: float) -> int:
         return await self._writer.run(
@@ -256,6 +281,9 @@ def accept(
     rows = delivery_rows(planned, new_ids)
     if rows:
         conn.executemany(INSERT_DELIVERY, rows)
+        keyed = [p.delivery_id for p in planned if p.order_key and p.event_id in new_ids]
+        if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
+            conn.execute(_PARK_NEW, (PARKED_AT, list_param(keyed)))
     return new_ids, len(rows)
 
 
@@ -313,13 +341,34 @@ def _with_payloads(conn: sqlite3.Connection, leased: list[tuple[Any, ...]]) -> l
     ]
 
 
-def record(conn: sqlite3.Connection, owner: str, outcomes: Sequence[Outcome], now: float) -> None:
+def record(
+    conn: sqlite3.Connection,
+    owner: str,
+    outcomes: Sequence[Outcome],
+    now: float,
+    released: Sequence[str] = (),
+) -> None:
     # Attempts first: they are logged only while `owner` still holds the lease,
     # which the updates then clear (see rows.LOG_ATTEMPT_IF_LEASED).
     logged = log_attempt_rows(owner, outcomes)
     if logged:
         conn.executemany(LOG_ATTEMPT_IF_LEASED, logged)
     conn.executemany(UPDATE_OUTCOME, outcome_rows(owner, outcomes, now))
+    if released:  # ended deliveries of ordered webhooks: their devices' next ones go
+        conn.execute(_UNPARK_NEXT, (now, PARKED_AT, list_param(released)))
+
+
+_IDS = "IN (SELECT value FROM json_each(?))"
+_PARK_NEW = PARK_NEW.format(ids=_IDS)
+_PARK_WEBHOOKS = PARK_WEBHOOKS.format(ids=_IDS)
+_UNPARK_NEXT = UNPARK_NEXT.format(ids=_IDS)
+_UNPARK_ORPHANS = UNPARK_ORPHANS
+
+
+def park_webhooks(conn: sqlite3.Connection, webhooks: str, now: float) -> None:
+    """Park the keyed deliveries of these webhooks (a `json_each` parameter)
+    that wait behind an earlier one of their device (see rows.PARKED_AT)."""
+    conn.execute(_PARK_WEBHOOKS, (PARKED_AT, webhooks, PARKED_AT, now))
 
 
 # `status = 'failed'` as a literal, not a parameter: only then can SQLite
@@ -344,7 +393,10 @@ def recover_chunk(conn: sqlite3.Connection, window: RecoverWindow, size: int) ->
     seqs = [row[0] for row in selected]
     if not seqs:
         return 0
-    return conn.execute(RECOVER, (w.status, w.reason, w.now, w.now, json.dumps(seqs))).rowcount
+    changed = conn.execute(RECOVER, (w.status, w.reason, w.now, w.now, json.dumps(seqs))).rowcount
+    if changed and w.status == PENDING:  # an ordered webhook's devices: parked behind their first
+        park_webhooks(conn, list_param([w.webhook_id]), w.now)
+    return int(changed)
 
 
 # Retention. The status terms are literals, not parameters: only then can

@@ -236,6 +236,52 @@ def record_attempt_rows(
 # rows that are waiting: ORDER_WAITING is its condition, and its status terms
 # are literals (as the index's are) so that both databases can use it.
 ORDER_WAITING = "order_key IS NOT NULL AND status IN ('pending', 'held')"
+
+# Parked: a keyed delivery waiting behind an earlier one of its device has
+# this as its next_attempt_at, past every due range, so claims never read it
+# (without parking, every claim of the process, whatever webhook it is for,
+# would read past a device's whole waiting backlog, one lookup each). It is
+# parked when stored behind a waiting one (PARK_NEW), and again after
+# release or recover made a device's backlog due at once (PARK_WEBHOOKS);
+# the end of a delivery (succeeded or failed, in the same transaction)
+# unparks its device's next one (UNPARK_NEXT). On PostgreSQL a store and an
+# end committing at the same moment can each miss the other's row, so the
+# maintenance loop unparks any parked delivery left with nothing before it
+# (UNPARK_ORPHANS), as it does after `ordered` was switched off (the writer
+# releases for ordered webhooks only). ORDERED_HEAD stays the rule; parking
+# only keeps claims from reading what the rule would refuse. `{ids}` is the
+# engine's form of "is one of this list parameter".
+PARKED_AT = 1e15
+# The same "an earlier delivery of its device is waiting" test in each (as
+# ORDERED_HEAD's, for the row being updated).
+PARK_NEW = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE delivery_id {ids}"
+    " AND order_key IS NOT NULL AND"
+    " EXISTS (SELECT 1 FROM deliveries AS earlier WHERE earlier.webhook_id = deliveries.webhook_id"
+    " AND earlier.order_key = deliveries.order_key AND earlier.status IN ('pending', 'held')"
+    " AND earlier.seq < deliveries.seq)"
+)
+PARK_WEBHOOKS = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE webhook_id {ids}"
+    " AND order_key IS NOT NULL AND status IN ('pending', 'held') AND status = 'pending'"
+    " AND next_attempt_at < ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) AND"
+    " EXISTS (SELECT 1 FROM deliveries AS earlier WHERE earlier.webhook_id = deliveries.webhook_id"
+    " AND earlier.order_key = deliveries.order_key AND earlier.status IN ('pending', 'held')"
+    " AND earlier.seq < deliveries.seq)"
+)
+UNPARK_NEXT = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE next_attempt_at = ? AND seq IN ("
+    " SELECT (SELECT MIN(w.seq) FROM deliveries AS w WHERE w.webhook_id = d.webhook_id"
+    " AND w.order_key = d.order_key AND w.status IN ('pending', 'held'))"
+    " FROM deliveries AS d WHERE d.delivery_id {ids} AND d.order_key IS NOT NULL)"
+)
+UNPARK_ORPHANS = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at = ?"
+    " AND order_key IS NOT NULL AND NOT"
+    " EXISTS (SELECT 1 FROM deliveries AS earlier WHERE earlier.webhook_id = deliveries.webhook_id"
+    " AND earlier.order_key = deliveries.order_key AND earlier.status IN ('pending', 'held')"
+    " AND earlier.seq < deliveries.seq)"
+)
 ORDERED_HEAD = (
     "(due.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS earlier"
     " WHERE earlier.webhook_id = due.webhook_id AND earlier.order_key = due.order_key"
