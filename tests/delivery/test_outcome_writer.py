@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 
@@ -102,6 +103,40 @@ async def test_an_ordered_webhooks_ended_deliveries_release_their_devices(
         writer.add(outcome(1, status), ordered)
         await writer.flush()
     assert released == [{("p", "wh_1")}, {("p", "wh_1")}]
+
+
+class Releases:
+    """Records what each write asks the outbox to release (rows.PARKED_AT)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.released: list[list[str]] = []
+
+    async def record(
+        self, owner: str, outcomes: list[Outcome], now: float, released: Sequence[str] = ()
+    ) -> None:
+        self.released.append(list(released))
+        await self.outbox.record(owner, outcomes, now, released)
+
+
+async def test_keyed_deliveries_that_ended_release_their_devices_next_in_the_write(
+    outbox: Outbox,
+) -> None:
+    """Decided by the delivery (it has an order key), not the webhook's setting
+    now: a webhook switched to unordered still releases what was stored keyed."""
+    recording = Releases(outbox)
+
+    async def on_exhausted(target: Target, outcome: Outcome) -> None:
+        pass
+
+    writer = OutcomeWriter(
+        cast(Outbox, recording), "me", on_exhausted=on_exhausted, on_retry_due=lambda: None
+    )
+    writer.add(outcome(0, SUCCEEDED)._replace(keyed=True), TARGET)
+    writer.add(outcome(1, PENDING, time.time() + 60)._replace(keyed=True), TARGET)
+    writer.add(outcome(2, FAILED), TARGET)  # no key: nothing to release
+    await writer.flush()
+    assert recording.released == [["dlv_0"]]
 
 
 async def test_close_writes_what_is_left(outbox: Outbox) -> None:

@@ -23,8 +23,8 @@ COUNT_EVERY_SECONDS = 2.0
 EXPIRE_EVERY_SECONDS = 60.0
 RETAIN_EVERY_SECONDS = 10.0
 # The safety net for parked deliveries (a store and an end that committed at
-# the same moment on PostgreSQL, `ordered` switched off): each waits this long at most.
-UNPARK_EVERY_SECONDS = 10.0
+# the same moment on PostgreSQL): such a delivery waits this long at most.
+UNPARK_EVERY_SECONDS = COUNT_EVERY_SECONDS
 # Retention deletes at most this many batches (of RETENTION_BATCH deliveries)
 # per round, each its own transaction: a large backlog of old rows (the first
 # start after a long time, a retention shortened) is deleted over several

@@ -135,6 +135,7 @@ def after_attempt(
         status_reason=reason,
         cycle_attempts=cycle,
         next_attempt_at=next_at,
+        keyed=claimed.keyed,
     )
 
 
@@ -155,4 +156,5 @@ def without_attempt(
         status_reason=reason,
         cycle_attempts=claimed.cycle_attempts,
         next_attempt_at=now if next_attempt_at is None else next_attempt_at,
+        keyed=claimed.keyed,
     )

@@ -194,7 +194,7 @@ class OutcomeWriter:
                 continue
             if target is None:
                 continue
-            if target.ordered and status != HELD:
+            if (target.ordered or outcome.keyed) and status != HELD:
                 released.add((target.project_id, target.webhook_id))
             if (
                 status == FAILED
@@ -235,13 +235,9 @@ class OutcomeWriter:
         # task is cancelled (close() after its grace), and is not queued
         # again, which would log its attempts twice.
         outcomes = [outcome for outcome, _ in batch]
-        # Ended deliveries of ordered webhooks: the outbox unparks each
+        # Ended deliveries with an order key: the outbox unparks each
         # device's next one in the same transaction (rows.PARKED_AT).
-        released = [
-            outcome.delivery_id
-            for outcome, target in batch
-            if target is not None and target.ordered and outcome.status in ENDED
-        ]
+        released = [o.delivery_id for o, _ in batch if o.keyed and o.status in ENDED]
         writing = asyncio.create_task(
             self.outbox.record(self.owner, outcomes, time.time(), released)
         )

@@ -343,6 +343,7 @@ async def _lease(
             deliveries.c.cycle_attempts,
             deliveries.c.created_at,
             deliveries.c.project_id,
+            deliveries.c.order_key.isnot(None).label("keyed"),
         )
     )
     return list(leased.all())
@@ -373,6 +374,7 @@ async def _with_payloads(conn: AsyncConnection, rows: list[Any]) -> list[Claimed
             payloads[r.event_id],
             r.created_at,
             r.project_id,
+            bool(r.keyed),
         )
         for r in rows
     ]

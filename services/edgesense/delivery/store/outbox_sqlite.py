@@ -81,7 +81,7 @@ CLAIM = (
     " AND {ordered}"
     " ORDER BY next_attempt_at, seq LIMIT ?)"
     " RETURNING seq, delivery_id, webhook_id, event_id, attempt_count, cycle_attempts, created_at,"
-    " project_id"
+    " project_id, order_key IS NOT NULL"
 )
 CLAIM_ANY = CLAIM.format(webhooks="", excluded="", ordered=ORDERED_HEAD)
 CLAIM_EXCLUDING = CLAIM.format(
@@ -336,8 +336,9 @@ def _with_payloads(conn: sqlite3.Connection, leased: list[tuple[Any, ...]]) -> l
             payloads[event_id],
             created,
             project,
+            bool(keyed),
         )
-        for seq, delivery_id, webhook_id, event_id, count, cycle, created, project in leased
+        for seq, delivery_id, webhook_id, event_id, count, cycle, created, project, keyed in leased
     ]
 
 

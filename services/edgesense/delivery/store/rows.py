@@ -58,6 +58,9 @@ class Claimed(NamedTuple):
     event: bytes
     created_at: float = 0.0
     project_id: str = ""  # whose share of the send slots it uses
+    # It has an order key (stored while its webhook was ordered): its end
+    # releases its device's next delivery, whatever the webhook's setting now.
+    keyed: bool = False
 
     @classmethod
     def fresh(
@@ -89,6 +92,7 @@ class Outcome(NamedTuple):
     status_reason: str | None
     cycle_attempts: int
     next_attempt_at: float
+    keyed: bool = False  # the claimed delivery's (Claimed.keyed)
 
 
 # The statements run once per delivery (storing it, writing its outcome and
@@ -243,12 +247,11 @@ ORDER_WAITING = "order_key IS NOT NULL AND status IN ('pending', 'held')"
 # would read past a device's whole waiting backlog, one lookup each). It is
 # parked when stored behind a waiting one (PARK_NEW), and again after
 # release or recover made a device's backlog due at once (PARK_WEBHOOKS);
-# the end of a delivery (succeeded or failed, in the same transaction)
+# the end of a keyed delivery (succeeded or failed, in the same transaction)
 # unparks its device's next one (UNPARK_NEXT). On PostgreSQL a store and an
 # end committing at the same moment can each miss the other's row, so the
 # maintenance loop unparks any parked delivery left with nothing before it
-# (UNPARK_ORPHANS), as it does after `ordered` was switched off (the writer
-# releases for ordered webhooks only). ORDERED_HEAD stays the rule; parking
+# (UNPARK_ORPHANS, every round). ORDERED_HEAD stays the rule; parking
 # only keeps claims from reading what the rule would refuse. `{ids}` is the
 # engine's form of "is one of this list parameter".
 PARKED_AT = 1e15
@@ -261,13 +264,16 @@ PARK_NEW = (
     " AND earlier.order_key = deliveries.order_key AND earlier.status IN ('pending', 'held')"
     " AND earlier.seq < deliveries.seq)"
 )
+# After a release or recovery, a webhook's keyed deliveries behind their
+# device's first waiting one; `seq > (first of its device)` rather than an
+# EXISTS, which PostgreSQL would turn into a join of every waiting row of a
+# device with every other (12.7 s for 200 devices x 1,000 rows, measured).
 PARK_WEBHOOKS = (
     "UPDATE deliveries SET next_attempt_at = ? WHERE webhook_id {ids}"
     " AND order_key IS NOT NULL AND status IN ('pending', 'held') AND status = 'pending'"
-    " AND next_attempt_at < ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) AND"
-    " EXISTS (SELECT 1 FROM deliveries AS earlier WHERE earlier.webhook_id = deliveries.webhook_id"
-    " AND earlier.order_key = deliveries.order_key AND earlier.status IN ('pending', 'held')"
-    " AND earlier.seq < deliveries.seq)"
+    " AND next_attempt_at < ? AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+    " AND seq > (SELECT MIN(w.seq) FROM deliveries AS w WHERE w.webhook_id = deliveries.webhook_id"
+    " AND w.order_key = deliveries.order_key AND w.status IN ('pending', 'held'))"
 )
 UNPARK_NEXT = (
     "UPDATE deliveries SET next_attempt_at = ? WHERE next_attempt_at = ? AND seq IN ("
@@ -275,12 +281,13 @@ UNPARK_NEXT = (
     " AND w.order_key = d.order_key AND w.status IN ('pending', 'held'))"
     " FROM deliveries AS d WHERE d.delivery_id {ids} AND d.order_key IS NOT NULL)"
 )
+# Only a device's first waiting delivery can have nothing before it: one
+# grouped read of ix_deliveries_order (61 ms for 200,000 waiting rows on
+# PostgreSQL, where a NOT EXISTS form took 7.7 s).
 UNPARK_ORPHANS = (
-    "UPDATE deliveries SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at = ?"
-    " AND order_key IS NOT NULL AND NOT"
-    " EXISTS (SELECT 1 FROM deliveries AS earlier WHERE earlier.webhook_id = deliveries.webhook_id"
-    " AND earlier.order_key = deliveries.order_key AND earlier.status IN ('pending', 'held')"
-    " AND earlier.seq < deliveries.seq)"
+    "UPDATE deliveries SET next_attempt_at = ? WHERE next_attempt_at = ? AND status = 'pending'"
+    " AND seq IN (SELECT MIN(seq) FROM deliveries WHERE order_key IS NOT NULL"
+    " AND status IN ('pending', 'held') GROUP BY webhook_id, order_key)"
 )
 ORDERED_HEAD = (
     "(due.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS earlier"
