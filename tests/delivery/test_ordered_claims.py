@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -309,3 +310,35 @@ async def test_the_safety_net_unparks_what_has_nothing_before_it(outbox: Outbox)
     assert await outbox.unpark_orphans(NOW + 2) == 1  # dlv_2; dlv_3 still waits behind it
     assert await parked(outbox) == {"dlv_3"}
     assert ids(await outbox.claim("me", NOW + 2, HOUR, 10)) == {"dlv_2"}
+
+
+async def test_parking_reads_only_the_order_index_on_sqlite(tmp_path: Path) -> None:
+    """The statements that park and unpark read ix_deliveries_order (which
+    holds waiting keyed rows only), never every pending row: the sweep runs
+    every 2 s on SQLite's one writer, and reading the pending rows there cost
+    fan-out 10 % before it was pinned to the index."""
+    database_url = (
+        f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}"  # PostgreSQL's plans follow its statistics
+    )
+    statements: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "sweep": (outbox_sqlite._UNPARK_ORPHANS, (NOW, PARKED_AT)),
+        "park again": (outbox_sqlite._PARK_WEBHOOKS, (PARKED_AT, '["wh_a"]', PARKED_AT, NOW)),
+        "park new": (outbox_sqlite._PARK_NEW, (PARKED_AT, '["dlv_1"]')),
+        "unpark next": (outbox_sqlite._UNPARK_NEXT, (NOW, PARKED_AT, '["dlv_1"]')),
+    }
+    outbox = await open_outbox(database_url)
+    await outbox.close()
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            for name, (statement, parameters) in statements.items():
+                rows = await raw.driver_connection.execute_fetchall(  # type: ignore[union-attr]
+                    f"EXPLAIN QUERY PLAN {statement}", parameters
+                )
+                plan = "\n".join(str(row[-1]) for row in rows)
+                assert "ix_deliveries_order" in plan, (name, plan)
+                assert "ix_deliveries_due (status=?)" not in plan, (name, plan)
+                assert "SCAN deliveries\n" not in plan + "\n", (name, plan)
+    finally:
+        await dispose_engine(engine)

@@ -84,9 +84,9 @@ class PostgresOutbox(OutboxReads):
         self._record_attempt = driver_sql(RECORD_ATTEMPT, style)
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
         self._park_new = driver_sql(PARK_NEW.format(ids=_IDS), style)
-        self._park_webhooks_sql = driver_sql(PARK_WEBHOOKS.format(ids=_IDS), style)
+        self._park_webhooks_sql = driver_sql(PARK_WEBHOOKS.format(ids=_IDS, order_index=""), style)
         self._unpark_next = driver_sql(UNPARK_NEXT.format(ids=_IDS), style)
-        self._unpark_orphans = driver_sql(UNPARK_ORPHANS, style)
+        self._unpark_orphans = driver_sql(UNPARK_ORPHANS.format(order_index=""), style)
 
     async def accept(
         self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float

@@ -361,9 +361,10 @@ def record(
 
 _IDS = "IN (SELECT value FROM json_each(?))"
 _PARK_NEW = PARK_NEW.format(ids=_IDS)
-_PARK_WEBHOOKS = PARK_WEBHOOKS.format(ids=_IDS)
+_ORDER_INDEX = "INDEXED BY ix_deliveries_order"
+_PARK_WEBHOOKS = PARK_WEBHOOKS.format(ids=_IDS, order_index=_ORDER_INDEX)
 _UNPARK_NEXT = UNPARK_NEXT.format(ids=_IDS)
-_UNPARK_ORPHANS = UNPARK_ORPHANS
+_UNPARK_ORPHANS = UNPARK_ORPHANS.format(order_index=_ORDER_INDEX)
 
 
 def park_webhooks(conn: sqlite3.Connection, webhooks: str, now: float) -> None:
