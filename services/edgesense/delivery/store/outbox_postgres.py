@@ -51,6 +51,7 @@ from edgesense.delivery.store.rows import (
     RecoverWindow,
     StoredEvent,
     delivery_rows,
+    keyed_ids,
     record_attempt_rows,
 )
 from edgesense.delivery.store.tables import attempts, deliveries, events
@@ -110,7 +111,7 @@ class PostgresOutbox(OutboxReads):
             rows = delivery_rows(planned, new_ids)
             if rows:
                 await conn.exec_driver_sql(self._insert_delivery, rows)
-                keyed = [p.delivery_id for p in planned if p.order_key and p.event_id in new_ids]
+                keyed = keyed_ids(rows)
                 if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
                     await conn.exec_driver_sql(self._park_new, (PARKED_AT, keyed))
         return new_ids, len(rows)

@@ -58,6 +58,7 @@ from edgesense.delivery.store.rows import (
     RecoverWindow,
     StoredEvent,
     delivery_rows,
+    keyed_ids,
     log_attempt_rows,
     outcome_rows,
 )
@@ -281,7 +282,7 @@ def accept(
     rows = delivery_rows(planned, new_ids)
     if rows:
         conn.executemany(INSERT_DELIVERY, rows)
-        keyed = [p.delivery_id for p in planned if p.order_key and p.event_id in new_ids]
+        keyed = keyed_ids(rows)
         if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
             conn.execute(_PARK_NEW, (PARKED_AT, list_param(keyed)))
     return new_ids, len(rows)

@@ -147,6 +147,11 @@ def delivery_rows(
     return [d for d in planned if d.event_id in new_event_ids]
 
 
+def keyed_ids(rows: Sequence[NewDelivery]) -> list[str]:
+    """PARK_NEW's ids: the deliveries of `rows` (as stored) with an order key."""
+    return [d.delivery_id for d in rows if d.order_key]
+
+
 def outcome_rows(owner: str, outcomes: Sequence[Outcome], now: float) -> list[tuple[object, ...]]:
     """UPDATE_OUTCOME parameters: each delivery's state after its outcome."""
     return [
