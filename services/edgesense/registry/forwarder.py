@@ -94,9 +94,7 @@ class OperationalForwarder:
                         if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                             raise
                         rows = await self._publish_singly(channel, rows)
-                    await self.store.published([r.seq for r in rows])
-                    self.published_total += len(rows)
-                    metrics.OPERATIONAL_PUBLISHED.inc(len(rows))
+                    await self._confirmed(rows)
                     failures = 0
                 except (grpc.aio.AioRpcError, Unavailable) as exc:
                     failures += 1
@@ -132,12 +130,16 @@ class OperationalForwarder:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or not confirmed:
                     raise
-                await self.store.published([r.seq for r in confirmed])
-                self.published_total += len(confirmed)
-                metrics.OPERATIONAL_PUBLISHED.inc(len(confirmed))
+                await self._confirmed(confirmed)
                 raise
             confirmed.append(row)
         return confirmed
+
+    async def _confirmed(self, rows: list[Unpublished]) -> None:
+        """Delivery has stored these rows' events: forget the rows, count them."""
+        await self.store.published([r.seq for r in rows])
+        self.published_total += len(rows)
+        metrics.OPERATIONAL_PUBLISHED.inc(len(rows))
 
     async def _dropping_broken(self, rows: list[Unpublished]) -> list[Unpublished]:
         """`rows` but those no delivery could store (our own check refuses
