@@ -363,8 +363,8 @@ class Dispatcher:
         back (a timer when it is known, else the next give-back)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        rate = self.index.rate_limits.get(webhook_id, 0)
-        retry_at = self.limiter.take(webhook_id, rate, now) if rate else now
+        # FairShare asks only for webhooks in its caps, which are these limits.
+        retry_at = self.limiter.take(webhook_id, self.index.rate_limits[webhook_id], now)
         if retry_at <= now:
             return True
         metrics.RATE_LIMITED.inc()

@@ -44,7 +44,6 @@ from edgesense.delivery.store.outbox import Outbox
 from edgesense.delivery.store.rows import (
     ENDED,
     FAILED,
-    HELD,
     PENDING,
     Outcome,
     is_test_delivery,
@@ -194,7 +193,7 @@ class OutcomeWriter:
                 continue
             if target is None:
                 continue
-            if (target.ordered or outcome.keyed) and status != HELD:
+            if (target.ordered or outcome.keyed) and status in ENDED:
                 released.add((target.project_id, target.webhook_id))
             if (
                 status == FAILED
