@@ -101,6 +101,25 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
             rows.append(entry)
         return entry
 
+    def one_sided(
+        figure: str,
+        edgesense: float | None = None,
+        baseline: float | None = None,
+        target: str = "",
+        result: str = "",
+    ) -> None:
+        """A figure only one system has (no ratio)."""
+        rows.append(
+            {
+                "figure": figure,
+                "edgesense": edgesense,
+                "baseline": baseline,
+                "ratio": None,
+                "target": target,
+                "result": result,
+            }
+        )
+
     half = ">= 0.50 x baseline"
     row(
         "Sustained deliveries/s (saturation)",
@@ -176,16 +195,7 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
         )
     fwd = pick("backlog", "baseline", "processes", "forwarder", "peak_rss_mb")
     if fwd is not None:
-        rows.append(
-            {
-                "figure": "Backlog peak RSS MB, baseline forwarder",
-                "edgesense": None,
-                "baseline": fwd,
-                "ratio": None,
-                "target": "",
-                "result": "",
-            }
-        )
+        one_sided("Backlog peak RSS MB, baseline forwarder", baseline=fwd)
     # Ordered webhooks (issue 12): one webhook, 100 devices, saturation's
     # load, unordered then ordered in the same run; EdgeSense only.
     unordered_rate = rate("edgesense", ORDERED_UNORDERED)
@@ -205,16 +215,7 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
             ),
         ]
         for name, value, goal, verdict in ordered_rows:
-            rows.append(
-                {
-                    "figure": name,
-                    "edgesense": value,
-                    "baseline": None,
-                    "ratio": None,
-                    "target": goal,
-                    "result": verdict,
-                }
-            )
+            one_sided(name, value, target=goal, result=verdict)
     # Retention (issue 12): the database's size over a steady run several
     # times the retention long. last/peak is 1.0 for a size that grew to the
     # end as well; the growth after the size should have settled tells them
@@ -227,27 +228,12 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
             ("Retention: database peak MB", growth["peak_mb"]),
             ("Retention: database size last / peak", growth["last_to_peak"]),
         ):
-            rows.append(
-                {
-                    "figure": figure,
-                    "edgesense": value,
-                    "baseline": None,
-                    "ratio": None,
-                    "target": "",
-                    "result": "",
-                }
-            )
-        rows.append(
-            {
-                "figure": f"Retention: database size last / at {settled:g} s (growth once settled)",
-                "edgesense": flat,
-                "baseline": None,
-                "ratio": None,
-                "target": f"≤ {RETENTION_GROWTH_LIMIT:g}",
-                "result": ""
-                if flat is None
-                else ("PASS" if flat <= RETENTION_GROWTH_LIMIT else "FAIL"),
-            }
+            one_sided(figure, value)
+        one_sided(
+            f"Retention: database size last / at {settled:g} s (growth once settled)",
+            flat,
+            target=f"≤ {RETENTION_GROWTH_LIMIT:g}",
+            result="" if flat is None else ("PASS" if flat <= RETENTION_GROWTH_LIMIT else "FAIL"),
         )
     cpu: Row = {
         "figure": "CPU ms per delivery, our processes (saturation)",
