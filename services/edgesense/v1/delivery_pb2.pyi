@@ -525,3 +525,162 @@ class StatsBucket(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015
+
+@_typing.final
+class ListAlertsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """"active" or "resolved"; empty for both."""
+    rule_id: _builtins.str
+    """Only this rule's alerts; empty for every rule's."""
+    device_id: _builtins.str
+    """Only this device's alerts; empty for every device's."""
+    page_size: _builtins.int
+    """At most this many (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page of this same listing (the
+    same filters); empty for the first page.
+    """
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "page_size", b"page_size", "page_token", b"page_token", "rule_id", b"rule_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsRequest: _TypeAlias = ListAlertsRequest  # noqa: Y015
+
+@_typing.final
+class ListAlertsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertInstance]: ...
+    def __init__(
+        self,
+        *,
+        alerts: _abc.Iterable[Global___AlertInstance] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsResponse: _TypeAlias = ListAlertsResponse  # noqa: Y015
+
+@_typing.final
+class AlertInstance(_message.Message):
+    """One breach of one rule by one device, from the reading that triggered it
+    to the one that cleared it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    RULE_NAME_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    TRIGGERED_AT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_VALUE_FIELD_NUMBER: _builtins.int
+    RESOLVED_REASON_FIELD_NUMBER: _builtins.int
+    TRIGGERED_EVENT_ID_FIELD_NUMBER: _builtins.int
+    RESOLVED_EVENT_ID_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    """"alr_..."."""
+    rule_id: _builtins.str
+    rule_name: _builtins.str
+    """The rule's name when the alert triggered."""
+    device_id: _builtins.str
+    gateway_id: _builtins.str
+    state: _builtins.str
+    """"active" or "resolved"."""
+    severity: _builtins.str
+    """"info", "warning" or "critical"."""
+    field: _builtins.str
+    """The reading's member the rule watches, and its value that triggered the alert."""
+    value: _builtins.float
+    resolved_value: _builtins.float
+    """The value that cleared it; absent while active and when the rule ended it."""
+    resolved_reason: _builtins.str
+    """Why it resolved: "cleared", "rule disabled" or "rule deleted"; absent while active."""
+    triggered_event_id: _builtins.str
+    """The device.alert events of its transitions (the second once resolved)."""
+    resolved_event_id: _builtins.str
+    @_builtins.property
+    def triggered_at(self) -> _timestamp_pb2.Timestamp:
+        """The time of the reading that triggered it."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the breach lasted: the first of the consecutive breaching readings."""
+
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp:
+        """The time of the reading that cleared it (or when the rule was disabled
+        or deleted); absent while active.
+        """
+
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        rule_name: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        field: _builtins.str = ...,
+        value: _builtins.float = ...,
+        triggered_at: _timestamp_pb2.Timestamp | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_value: _builtins.float | None = ...,
+        resolved_reason: _builtins.str | None = ...,
+        triggered_event_id: _builtins.str = ...,
+        resolved_event_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resolved_event_id", b"_resolved_event_id", "_resolved_reason", b"_resolved_reason", "_resolved_value", b"_resolved_value", "resolved_at", b"resolved_at", "resolved_event_id", b"resolved_event_id", "resolved_reason", b"resolved_reason", "resolved_value", b"resolved_value", "since", b"since", "triggered_at", b"triggered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resolved_event_id", b"_resolved_event_id", "_resolved_reason", b"_resolved_reason", "_resolved_value", b"_resolved_value", "alert_id", b"alert_id", "device_id", b"device_id", "field", b"field", "gateway_id", b"gateway_id", "resolved_at", b"resolved_at", "resolved_event_id", b"resolved_event_id", "resolved_reason", b"resolved_reason", "resolved_value", b"resolved_value", "rule_id", b"rule_id", "rule_name", b"rule_name", "severity", b"severity", "since", b"since", "state", b"state", "triggered_at", b"triggered_at", "triggered_event_id", b"triggered_event_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__resolved_event_id: _TypeAlias = _typing.Literal["resolved_event_id"]  # noqa: Y015
+    _WhichOneofArgType__resolved_event_id: _TypeAlias = _typing.Literal["_resolved_event_id", b"_resolved_event_id"]  # noqa: Y015
+    _WhichOneofReturnType__resolved_reason: _TypeAlias = _typing.Literal["resolved_reason"]  # noqa: Y015
+    _WhichOneofArgType__resolved_reason: _TypeAlias = _typing.Literal["_resolved_reason", b"_resolved_reason"]  # noqa: Y015
+    _WhichOneofReturnType__resolved_value: _TypeAlias = _typing.Literal["resolved_value"]  # noqa: Y015
+    _WhichOneofArgType__resolved_value: _TypeAlias = _typing.Literal["_resolved_value", b"_resolved_value"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resolved_event_id) -> _WhichOneofReturnType__resolved_event_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resolved_reason) -> _WhichOneofReturnType__resolved_reason | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resolved_value) -> _WhichOneofReturnType__resolved_value | None: ...
+
+Global___AlertInstance: _TypeAlias = AlertInstance  # noqa: Y015

@@ -68,6 +68,11 @@ class DeliveryStub:
                 request_serializer=edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.SerializeToString,
                 response_deserializer=edgesense_dot_v1_dot_delivery__pb2.WebhookStats.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/edgesense.v1.Delivery/ListAlerts',
+                request_serializer=edgesense_dot_v1_dot_delivery__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_delivery__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServicer:
@@ -129,6 +134,15 @@ class DeliveryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """The alerts the project's rules raised (see AlertRules), newest first,
+        one per (rule, device) breach: active until the condition clears (or
+        the rule is disabled or deleted), then resolved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +175,11 @@ def add_DeliveryServicer_to_server(servicer, server):
                     servicer.GetWebhookStats,
                     request_deserializer=edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.FromString,
                     response_serializer=edgesense_dot_v1_dot_delivery__pb2.WebhookStats.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=edgesense_dot_v1_dot_delivery__pb2.ListAlertsRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_delivery__pb2.ListAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -329,6 +348,33 @@ class Delivery:
             '/edgesense.v1.Delivery/GetWebhookStats',
             edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.SerializeToString,
             edgesense_dot_v1_dot_delivery__pb2.WebhookStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Delivery/ListAlerts',
+            edgesense_dot_v1_dot_delivery__pb2.ListAlertsRequest.SerializeToString,
+            edgesense_dot_v1_dot_delivery__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,11 @@ class DeliveryStub:
     """Counts, success rate, attempt durations and a time series of the
     webhook's deliveries created in the window.
     """
+    ListAlerts: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListAlertsRequest, _delivery_pb2.ListAlertsResponse]
+    """The alerts the project's rules raised (see AlertRules), newest first,
+    one per (rule, device) breach: active until the condition clears (or
+    the rule is disabled or deleted), then resolved.
+    """
 
 @_typing.type_check_only
 class DeliveryAsyncStub(DeliveryStub):
@@ -98,6 +103,11 @@ class DeliveryAsyncStub(DeliveryStub):
     GetWebhookStats: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetWebhookStatsRequest, _delivery_pb2.WebhookStats]  # type: ignore[assignment]
     """Counts, success rate, attempt durations and a time series of the
     webhook's deliveries created in the window.
+    """
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListAlertsRequest, _delivery_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    """The alerts the project's rules raised (see AlertRules), newest first,
+    one per (rule, device) breach: active until the condition clears (or
+    the rule is disabled or deleted), then resolved.
     """
 
 class DeliveryServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +177,17 @@ class DeliveryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_delivery_pb2.WebhookStats, _abc.Awaitable[_delivery_pb2.WebhookStats]]:
         """Counts, success rate, attempt durations and a time series of the
         webhook's deliveries created in the window.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAlerts(
+        self,
+        request: _delivery_pb2.ListAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ListAlertsResponse, _abc.Awaitable[_delivery_pb2.ListAlertsResponse]]:
+        """The alerts the project's rules raised (see AlertRules), newest first,
+        one per (rule, device) breach: active until the condition clears (or
+        the rule is disabled or deleted), then resolved.
         """
 
 def add_DeliveryServicer_to_server(servicer: DeliveryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
