@@ -103,6 +103,12 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
         raise AssertionError("unreachable")
 
+    async def ListAlerts(
+        self, request: delivery_pb2.ListAlertsRequest, context: Context
+    ) -> delivery_pb2.ListAlertsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
+        raise AssertionError("unreachable")
+
     async def start(self) -> int:
         """Serve on 127.0.0.1 (the same port again after a stop)."""
         # delivery's own receive limit, so batches too large for it fail here too

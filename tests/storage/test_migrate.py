@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from edgesense.storage.engine import create_engine, dispose_engine
 
-HEADS = {"delivery": "0005", "registry": "0004"}
+HEADS = {"delivery": "0006", "registry": "0004"}
 START = """
 import asyncio, sys
 from edgesense.storage.engine import create_engine, dispose_engine

@@ -29,3 +29,8 @@ RETENTION_DELETED = Counter(
     "Rows deleted by retention (EDGESENSE_RETENTION_DAYS): deliveries, attempts, events",
     ["kind"],
 )
+ALERTS = Counter(
+    "edgesense_alerts_total",
+    "Alert transitions raised by threshold rules, by state (triggered, resolved)",
+    ["state"],
+)

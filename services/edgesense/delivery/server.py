@@ -51,6 +51,8 @@ from edgesense.delivery.claim.dispatcher import Dispatcher
 from edgesense.delivery.record.maintenance import maintain
 from edgesense.delivery.record.policy import RetryPolicy
 from edgesense.delivery.record.reconciler import Reconciler
+from edgesense.delivery.rules.index import RuleIndex
+from edgesense.delivery.rules.link import AlertEndings, RulesLink
 from edgesense.delivery.send.attempt import Sender
 from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.send.senders import SenderPool
@@ -153,7 +155,12 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         tls=settings.grpc_tls,
     )
     reconciler.attach(dispatcher.wake, link.report_failure, dispatcher.limits_changed)
-    acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit)
+    rules = RuleIndex()
+    acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit, rules)
+    endings = AlertEndings(outbox, rules, acceptor.alert_targets, dispatcher.stored_unleased)
+    rules_link = RulesLink(
+        settings.registry_addr, settings.service_token(), rules, endings, tls=settings.grpc_tls
+    )
     service = DeliveryService(
         outbox,
         index,
@@ -162,6 +169,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         dispatcher.wake,
         PageTokens(settings.service_token()),
         recover_max_age_seconds=settings.retention_seconds,
+        rules_loaded=endings.loaded,
     )
     server = GrpcServer.for_service(
         lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s),
@@ -173,6 +181,8 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(link.run(), name="registry-link"),
         asyncio.create_task(acceptor.run(), name="acceptor"),
+        asyncio.create_task(rules_link.run(), name="rules-link"),
+        asyncio.create_task(endings.run(), name="alert-endings"),
         asyncio.create_task(
             maintain(outbox, acceptor.begin_pending_count, settings), name="maintenance"
         ),

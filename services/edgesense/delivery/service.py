@@ -24,6 +24,7 @@ from edgesense.common.errors import (
 from edgesense.common.events import EVENT_NAMES
 from edgesense.common.ids import new_id
 from edgesense.common.paging import PageTokens, fit_page, page_size
+from edgesense.common.thresholds import ACTIVE, RESOLVED
 from edgesense.delivery.accept.acceptor import Accepted, Acceptor
 from edgesense.delivery.accept.samples import TestSendLimit, sample_event
 from edgesense.delivery.store.outbox import Outbox
@@ -49,6 +50,8 @@ MAX_TEXT_CHARS = 1000
 STATS_WINDOWS = {"1h": (3600, 60), "24h": (86_400, 300), "7d": (604_800, 3600)}
 DEFAULT_STATS_WINDOW = "24h"
 PERCENTILES = (50, 95, 99)
+ALERT_STATES = (ACTIVE, RESOLVED)
+MAX_FILTER_CHARS = 128
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -84,6 +87,32 @@ def delivery_record(row: Any, logs: list[Any]) -> delivery_pb2.DeliveryRecord:
     return record
 
 
+def alert_instance(row: Any) -> delivery_pb2.AlertInstance:
+    alert = delivery_pb2.AlertInstance(
+        alert_id=row.alert_id,
+        rule_id=row.rule_id,
+        rule_name=row.rule_name[:MAX_TEXT_CHARS],
+        device_id=row.device_id,
+        gateway_id=row.gateway_id,
+        state=row.state,
+        severity=row.severity,
+        field=row.field,
+        value=row.value,
+        triggered_at=timestamp(row.triggered_at),
+        since=timestamp(row.since),
+        triggered_event_id=row.triggered_event_id,
+    )
+    if row.resolved_at is not None:
+        alert.resolved_at.CopyFrom(timestamp(row.resolved_at))
+    if row.resolved_value is not None:
+        alert.resolved_value = row.resolved_value
+    if row.resolved_reason is not None:
+        alert.resolved_reason = row.resolved_reason
+    if row.resolved_event_id is not None:
+        alert.resolved_event_id = row.resolved_event_id
+    return alert
+
+
 class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
     def __init__(
         self,
@@ -95,7 +124,11 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         page_tokens: PageTokens,
         *,
         recover_max_age_seconds: float = 30 * 86400.0,
+        rules_loaded: asyncio.Event | None = None,
     ) -> None:
+        # Set once the alert rules are loaded (RulesLink): Publish waits for
+        # it, so that no reading is stored unjudged. None: no rules to wait for.
+        self._rules_loaded = rules_loaded
         self.page_tokens = page_tokens
         # How far back recover may look: the retention (older deliveries are deleted).
         self.recover_max_age_seconds = recover_max_age_seconds
@@ -115,6 +148,13 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
             await asyncio.wait_for(self.index.ready.wait(), INDEX_WAIT_SECONDS)
         except TimeoutError:
             raise Unavailable("delivery is starting: the webhook list is not loaded yet") from None
+        if self._rules_loaded is not None:
+            try:
+                await asyncio.wait_for(self._rules_loaded.wait(), INDEX_WAIT_SECONDS)
+            except TimeoutError:
+                raise Unavailable(
+                    "delivery is starting: the alert rules are not loaded yet"
+                ) from None
         # Read ahead while earlier batches commit; confirm strictly in order.
         pipeline: asyncio.Queue[tuple[int, asyncio.Future[Accepted]] | None] = asyncio.Queue(
             PIPELINE_DEPTH
@@ -203,6 +243,28 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         again = await self.outbox.one(project, request.delivery_id)
         assert again is not None
         return delivery_record(*again)
+
+    async def ListAlerts(
+        self, request: delivery_pb2.ListAlertsRequest, context: Context
+    ) -> delivery_pb2.ListAlertsResponse:
+        project = self.auth.project(context.invocation_metadata())
+        if request.state and request.state not in ALERT_STATES:
+            raise InvalidArgument("state", f"must be one of {', '.join(ALERT_STATES)}")
+        for name in ("rule_id", "device_id"):
+            value = getattr(request, name)
+            if len(value) > MAX_FILTER_CHARS:
+                raise InvalidArgument(name, f"must be at most {MAX_FILTER_CHARS} characters")
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        scope = ("alerts", project, request.state, request.rule_id, request.device_id)
+        before = self.page_tokens.read_seq(request.page_token, scope)
+        rows = await self.outbox.alert_page(
+            project, request.state, request.rule_id, request.device_id, size + 1, before
+        )
+        page, more = fit_page(rows, alert_instance, size)
+        response = delivery_pb2.ListAlertsResponse(alerts=page)
+        if more:
+            response.next_page_token = self.page_tokens.issue(scope, str(rows[len(page) - 1].seq))
+        return response
 
     def _own_webhook(self, project: str, webhook_id: str) -> Target:
         """The project's webhook as this process knows it; NotFound for

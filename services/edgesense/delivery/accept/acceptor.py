@@ -30,6 +30,13 @@ from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.common.ids import new_id
 from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON
+from edgesense.delivery.rules.alerts import (
+    ALERT_EVENT,
+    AlertTarget,
+    RuleWork,
+    pending_webhooks,
+)
+from edgesense.delivery.rules.index import Observation, RuleIndex
 from edgesense.delivery.store.outbox import Outbox
 from edgesense.delivery.store.rows import (
     HELD,
@@ -45,6 +52,7 @@ from edgesense.v1 import events_pb2
 MAX_GROUP_EVENTS = 5000
 QUEUE_BATCHES = 64
 _OPERATIONAL = frozenset(OPERATIONAL_EVENT_NAMES)
+DATA_EVENT = KIND_TO_EVENT["readings"]
 _OPERATIONAL_ID = OPERATIONAL_DELIVERY_PREFIX.removesuffix("_")
 
 
@@ -89,10 +97,16 @@ class Handoff(Protocol):
 
 class Acceptor:
     def __init__(
-        self, outbox: Outbox, index: WebhookIndex, handoff: Handoff, outbox_limit: int
+        self,
+        outbox: Outbox,
+        index: WebhookIndex,
+        handoff: Handoff,
+        outbox_limit: int,
+        rules: RuleIndex | None = None,
     ) -> None:
         self.outbox = outbox
         self.index = index
+        self.rules = rules or RuleIndex()
         self._handoff = handoff
         self.outbox_limit = outbox_limit
         self.pending_deliveries = 0  # refreshed by the maintenance loop
@@ -150,6 +164,8 @@ class Acceptor:
         # fills up meanwhile): the answer is kept.
         leased = Start(PENDING, None, now, owner, lease_until, now, now)
         settled: dict[str, Start] = {}
+        observations: list[Observation] = []
+        has_rules, observe = self.rules.has_rules, self.rules.observe
         for events, _ in group:
             for event in events:
                 event_id = event.event_id
@@ -170,6 +186,8 @@ class Acceptor:
                     targets = self.index.match(project_id, name, device_id)
                     id_prefix = "dlv"
                     order_key = device_id
+                    if name == DATA_EVENT and has_rules(project_id):
+                        observations += observe(event, _reading_time(event))
                 for target in targets:
                     delivery_id = new_id(id_prefix)
                     webhook_id = target.webhook_id
@@ -216,8 +234,9 @@ class Acceptor:
                             order_key if target.ordered else None,
                         )
                     )
+        work = self._rule_work(observations, now) if observations else None
         try:
-            new_ids, created = await self.outbox.accept(stored, planned, now)
+            new_ids, created = await self.outbox.accept(stored, planned, now, work)
         except BaseException as exc:
             self._handoff.cancel_reservations(handed)
             if not isinstance(exc, EdgesenseError):
@@ -245,5 +264,40 @@ class Acceptor:
         waiting = {
             (project, webhook) for event_id, webhook, project in unleased if event_id in new_ids
         }
+        if work is not None and work.plan:
+            waiting |= pending_webhooks(work.plan)
+            metrics.ALERTS.labels("triggered").inc(work.plan.triggered)
+            metrics.ALERTS.labels("resolved").inc(work.plan.resolved)
         if waiting:
             self._handoff.stored_unleased(waiting)  # for a claim to find
+
+    def _rule_work(self, observations: list[Observation], now: float) -> RuleWork:
+        """The observations, and the webhooks their devices' alerts would go to."""
+        devices = {(o.rule.project_id, o.device_id) for o in observations}
+        return RuleWork(
+            observations, {device: self.alert_targets(*device, now) for device in devices}
+        )
+
+    def alert_targets(self, project_id: str, device_id: str, now: float) -> tuple[AlertTarget, ...]:
+        """The webhooks a device.alert of this device goes to, each as its
+        delivery starts out: held while disabled, pending (due when its
+        sends are no longer paused) otherwise; left for a claim either way."""
+        found = []
+        for target in self.index.match(project_id, ALERT_EVENT, device_id):
+            if not target.active:
+                found.append(
+                    AlertTarget(target.webhook_id, HELD, "webhook disabled", now, target.ordered)
+                )
+                continue
+            not_before = self._handoff.paused_until(target.webhook_id, now)
+            reason = None if not_before is None else PAUSED_REASON
+            found.append(
+                AlertTarget(target.webhook_id, PENDING, reason, not_before or now, target.ordered)
+            )
+        return tuple(found)
+
+
+def _reading_time(event: events_pb2.Event) -> float:
+    """A reading's own time (the bridge's receipt when the gateway gave none)."""
+    ts = event.timestamp if event.HasField("timestamp") else event.received_at
+    return ts.seconds + ts.nanos / 1e9

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from edgesense.delivery.rules.alerts import AlertPlan, RuleWork, Targets
 from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
@@ -76,13 +77,47 @@ class Outbox(Protocol):
     """
 
     async def accept(
-        self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+        self,
+        stored: Sequence[StoredEvent],
+        planned: Sequence[NewDelivery],
+        now: float,
+        rules: RuleWork | None = None,
     ) -> tuple[set[str], int]:
         """Store events and their deliveries in one transaction.
 
         Returns the ids of the events that were new, and how many deliveries
-        were created; an event id already stored creates nothing.
+        were created; an event id already stored creates nothing. With
+        `rules`, the same transaction judges the new readings' observations
+        against their (rule, device) states (locked on PostgreSQL), writes
+        the states, alerts, device.alert events and their deliveries that
+        follow (counted with the others), and sets `rules.plan` to them.
         """
+        ...
+
+    async def end_alerts(
+        self, reasons: Mapping[str, str], targets: Targets, now: float
+    ) -> AlertPlan:
+        """Resolve the active alerts of the rules in `reasons` (rule id ->
+        why: disabled or deleted), each with a device.alert event, and forget
+        those rules' states; one transaction. An alert whose (project,
+        device) is missing from `targets` stays active (a later call, with
+        its targets, ends it). Returns what it wrote."""
+        ...
+
+    async def alert_page(
+        self,
+        project_id: str,
+        state: str,
+        rule_id: str,
+        device_id: str,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[Any]:
+        """Alerts of the project, newest first, filtered (an empty filter: any)."""
+        ...
+
+    async def alerting(self) -> dict[str, set[tuple[str, str]]]:
+        """Rules with active alerts: each one's (project, device) pairs."""
         ...
 
     async def claim(

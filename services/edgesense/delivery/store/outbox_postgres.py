@@ -29,6 +29,20 @@ from sqlalchemy import String, Update, all_, any_, bindparam, delete, or_, selec
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from edgesense.delivery.rules.alerts import (
+    CLOSE_ALERT,
+    INSERT_ALERT,
+    UPSERT_STATE,
+    AlertPlan,
+    AlertRow,
+    RuleWork,
+    Targets,
+    pairs_of,
+    plan_alerts,
+    plan_endings,
+    state_of,
+)
+from edgesense.delivery.rules.index import Observation
 from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
@@ -75,6 +89,47 @@ def array_param(values: Iterable[str]) -> Any:
     return bindparam("ids", list(values), type_=ARRAY(String), unique=True)
 
 
+async def _insert_events(
+    conn: AsyncConnection, stored: Sequence[StoredEvent], now: float
+) -> set[str]:
+    """Store the events whose ids are new; returns those ids."""
+    if not stored:
+        return set()
+    result = await conn.execute(
+        insert(events).on_conflict_do_nothing().returning(events.c.event_id),
+        [
+            {
+                "event_id": e.event_id,
+                "project_id": e.project_id,
+                "event": e.payload,
+                "created_at": now,
+            }
+            for e in stored
+        ],
+    )
+    return {row[0] for row in result}
+
+
+# A pair's state row, made (as never judged) if missing, then locked.
+_INSERT_STATES = (
+    "INSERT INTO rule_states (rule_id, device_id, project_id, phase, streak, version)"
+    " SELECT r, d, p, 'ok', 0, 0 FROM unnest(?::varchar[], ?::varchar[], ?::varchar[])"
+    " AS t(r, d, p) ORDER BY r, d ON CONFLICT DO NOTHING"
+)
+_LOCK_STATES = (
+    "SELECT rule_id, device_id, phase, streak, since, last_at, alert_id, version"
+    " FROM rule_states WHERE (rule_id, device_id) IN"
+    " (SELECT * FROM unnest(?::varchar[], ?::varchar[])) ORDER BY rule_id, device_id FOR UPDATE"
+)
+_LOCK_ACTIVE_ALERTS = (
+    "SELECT alert_id, project_id, rule_id, rule_name, device_id, gateway_id, severity, field,"
+    " operator, threshold, threshold_high, clear_threshold, value, since, triggered_at,"
+    " triggered_event_id, updated_at FROM alerts WHERE state = 'active' AND rule_id = ANY(?)"
+    " ORDER BY seq FOR UPDATE"
+)
+_DELETE_STATES = "DELETE FROM rule_states WHERE rule_id = ANY(?)"
+
+
 class PostgresOutbox(OutboxReads):
     """The `Outbox` on PostgreSQL; owns `engine` (closing the outbox disposes it)."""
 
@@ -88,33 +143,84 @@ class PostgresOutbox(OutboxReads):
         self._park_webhooks_sql = driver_sql(PARK_WEBHOOKS.format(ids=_IDS, order_index=""), style)
         self._unpark_next = driver_sql(UNPARK_NEXT.format(ids=_IDS), style)
         self._unpark_orphans = driver_sql(UNPARK_ORPHANS.format(order_index=""), style)
+        self._insert_states = driver_sql(_INSERT_STATES, style)
+        self._lock_states = driver_sql(_LOCK_STATES, style)
+        self._upsert_state = driver_sql(UPSERT_STATE, style)
+        self._insert_alert = driver_sql(INSERT_ALERT, style)
+        self._close_alert = driver_sql(CLOSE_ALERT, style)
+        self._lock_active_alerts = driver_sql(_LOCK_ACTIVE_ALERTS, style)
+        self._delete_states = driver_sql(_DELETE_STATES, style)
 
     async def accept(
-        self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+        self,
+        stored: Sequence[StoredEvent],
+        planned: Sequence[NewDelivery],
+        now: float,
+        rules: RuleWork | None = None,
     ) -> tuple[set[str], int]:
         if not stored:
             return set(), 0
         async with transaction(self.engine, "storing events", lock=None) as conn:
-            result = await conn.execute(
-                insert(events).on_conflict_do_nothing().returning(events.c.event_id),
-                [
-                    {
-                        "event_id": e.event_id,
-                        "project_id": e.project_id,
-                        "event": e.payload,
-                        "created_at": now,
-                    }
-                    for e in stored
-                ],
-            )
-            new_ids = {row[0] for row in result}
+            new_ids = await _insert_events(conn, stored, now)
             rows = delivery_rows(planned, new_ids)
-            if rows:
-                await conn.exec_driver_sql(self._insert_delivery, rows)
-                keyed = keyed_ids(rows)
-                if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
-                    await conn.exec_driver_sql(self._park_new, (PARKED_AT, keyed))
+            if rules is not None:
+                seen = rules.fresh(new_ids)
+                if seen:
+                    rules.plan = plan = await self._judge(conn, seen, rules.targets, now)
+                    await _insert_events(conn, plan.events, now)
+                    rows += plan.deliveries
+            await self._insert_deliveries(conn, rows)
         return new_ids, len(rows)
+
+    async def _insert_deliveries(self, conn: AsyncConnection, rows: list[NewDelivery]) -> None:
+        if rows:
+            await conn.exec_driver_sql(self._insert_delivery, rows)
+            keyed = keyed_ids(rows)
+            if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
+                await conn.exec_driver_sql(self._park_new, (PARKED_AT, keyed))
+
+    async def _judge(
+        self, conn: AsyncConnection, seen: list[Observation], targets: Targets, now: float
+    ) -> AlertPlan:
+        """The rules' verdict on new readings, its rows written (but the events
+        and deliveries). Every pair's state row is made first if missing, then
+        all are locked, in one order (`pairs_of`): another process judging a
+        reading of the same pair waits for this transaction, then reads what
+        it wrote, so each transition is raised once."""
+        pairs = pairs_of(seen)
+        rule_ids = [p[0] for p in pairs]
+        device_ids = [p[1] for p in pairs]
+        project_ids = [p[2] for p in pairs]
+        await conn.exec_driver_sql(self._insert_states, (rule_ids, device_ids, project_ids))
+        locked: Sequence[Any] = (
+            await conn.exec_driver_sql(self._lock_states, (rule_ids, device_ids))
+        ).all()
+        states = {(row[0], row[1]): state_of(row) for row in locked}
+        plan = plan_alerts(seen, states, targets, now)
+        for statement, rows in (
+            (self._upsert_state, plan.states),
+            (self._insert_alert, plan.opened),
+            (self._close_alert, plan.closed),
+        ):
+            if rows:
+                await conn.exec_driver_sql(statement, rows)
+        return plan
+
+    async def end_alerts(
+        self, reasons: Mapping[str, str], targets: Targets, now: float
+    ) -> AlertPlan:
+        if not reasons:
+            return AlertPlan()
+        rule_ids = list(reasons)
+        async with transaction(self.engine, "resolving alerts", lock=None) as conn:
+            result = await conn.exec_driver_sql(self._lock_active_alerts, (rule_ids,))
+            plan = plan_endings([AlertRow(*row) for row in result], reasons, targets, now)  # type: ignore[call-arg]
+            if plan.closed:
+                await conn.exec_driver_sql(self._close_alert, plan.closed)
+            await _insert_events(conn, plan.events, now)
+            await self._insert_deliveries(conn, plan.deliveries)
+            await conn.exec_driver_sql(self._delete_states, (rule_ids,))
+        return plan
 
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()

@@ -36,6 +36,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from edgesense.delivery.rules.alerts import (
+    CLOSE_ALERT,
+    INSERT_ALERT,
+    UPSERT_STATE,
+    AlertPlan,
+    AlertRow,
+    RuleWork,
+    Targets,
+    pairs_of,
+    plan_alerts,
+    plan_endings,
+    state_of,
+)
+from edgesense.delivery.rules.index import Observation
 from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
@@ -124,6 +138,20 @@ REQUEUE = (
 )
 
 
+_SELECT_STATES = (
+    "SELECT rule_id, device_id, phase, streak, since, last_at, alert_id, version"
+    " FROM rule_states WHERE (rule_id, device_id) IN"
+    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+)
+_SELECT_ACTIVE_ALERTS = (
+    "SELECT alert_id, project_id, rule_id, rule_name, device_id, gateway_id, severity, field,"
+    " operator, threshold, threshold_high, clear_threshold, value, since, triggered_at,"
+    " triggered_event_id, updated_at FROM alerts WHERE state = 'active'"
+    " AND rule_id IN (SELECT value FROM json_each(?)) ORDER BY seq"
+)
+_DELETE_STATES = "DELETE FROM rule_states WHERE rule_id IN (SELECT value FROM json_each(?))"
+
+
 def list_param(values: Iterable[str]) -> str:
     """The `json_each(?)` parameter: `values` as a JSON array."""
     return json.dumps(list(values))
@@ -141,11 +169,26 @@ class SqliteOutbox(OutboxReads):
         await super().close()
 
     async def accept(
-        self, stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+        self,
+        stored: Sequence[StoredEvent],
+        planned: Sequence[NewDelivery],
+        now: float,
+        rules: RuleWork | None = None,
     ) -> tuple[set[str], int]:
         if not stored:
             return set(), 0
-        return await self._writer.run("storing events", lambda c: accept(c, stored, planned, now))
+        return await self._writer.run(
+            "storing events", lambda c: accept(c, stored, planned, now, rules)
+        )
+
+    async def end_alerts(
+        self, reasons: Mapping[str, str], targets: Targets, now: float
+    ) -> AlertPlan:
+        if not reasons:
+            return AlertPlan()
+        return await self._writer.run(
+            "resolving alerts", lambda c: end_alerts(c, reasons, targets, now)
+        )
 
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
@@ -272,20 +315,63 @@ def accept(
     stored: Sequence[StoredEvent],
     planned: Sequence[NewDelivery],
     now: float,
+    rules: RuleWork | None = None,
 ) -> tuple[set[str], int]:
     known = {
         row[0] for row in conn.execute(SELECT_KNOWN, (list_param(e.event_id for e in stored),))
     }
     fresh = [e for e in stored if e.event_id not in known]
-    conn.executemany(INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in fresh])
     new_ids = {e.event_id for e in fresh}
     rows = delivery_rows(planned, new_ids)
+    if rules is not None:
+        seen = rules.fresh(new_ids)
+        if seen:
+            rules.plan = plan = _judge(conn, seen, rules.targets, now)
+            fresh += plan.events
+            rows += plan.deliveries
+    conn.executemany(INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in fresh])
+    _insert_deliveries(conn, rows)
+    return new_ids, len(rows)
+
+
+def _insert_deliveries(conn: sqlite3.Connection, rows: list[NewDelivery]) -> None:
     if rows:
         conn.executemany(INSERT_DELIVERY, rows)
         keyed = keyed_ids(rows)
         if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
             conn.execute(_PARK_NEW, (PARKED_AT, list_param(keyed)))
-    return new_ids, len(rows)
+
+
+def _judge(
+    conn: sqlite3.Connection, seen: list[Observation], targets: Targets, now: float
+) -> AlertPlan:
+    """The rules' verdict on new readings, and its rows written (but the
+    events and deliveries, which go with the batch's own)."""
+    pairs = [[rule_id, device_id] for rule_id, device_id, _ in pairs_of(seen)]
+    states = {
+        (row[0], row[1]): state_of(row)
+        for row in conn.execute(_SELECT_STATES, (json.dumps(pairs),))
+    }
+    plan = plan_alerts(seen, states, targets, now)
+    conn.executemany(UPSERT_STATE, plan.states)
+    conn.executemany(INSERT_ALERT, plan.opened)
+    conn.executemany(CLOSE_ALERT, plan.closed)
+    return plan
+
+
+def end_alerts(
+    conn: sqlite3.Connection, reasons: Mapping[str, str], targets: Targets, now: float
+) -> AlertPlan:
+    rule_ids = list_param(reasons)
+    active = [AlertRow(*row) for row in conn.execute(_SELECT_ACTIVE_ALERTS, (rule_ids,))]
+    plan = plan_endings(active, reasons, targets, now)
+    conn.executemany(CLOSE_ALERT, plan.closed)
+    conn.executemany(
+        INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in plan.events]
+    )
+    _insert_deliveries(conn, plan.deliveries)
+    conn.execute(_DELETE_STATES, (rule_ids,))
+    return plan
 
 
 def claim(

@@ -27,7 +27,7 @@ from edgesense.delivery.store.rows import (
     StatsBucket,
     nearest_rank,
 )
-from edgesense.delivery.store.tables import attempts, deliveries
+from edgesense.delivery.store.tables import alerts, attempts, deliveries
 from edgesense.storage.engine import dispose_engine, reading
 
 
@@ -67,6 +67,41 @@ class OutboxReads:
             rows = list((await conn.execute(query)).all())
             logs = await _attempts(conn, [r.delivery_id for r in rows])
         return rows, logs
+
+    async def alert_page(
+        self,
+        project_id: str,
+        state: str,
+        rule_id: str,
+        device_id: str,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[Any]:
+        """Alerts of the project, newest first, filtered (an empty filter: any)."""
+        query = select(alerts).where(alerts.c.project_id == project_id)
+        for column, wanted in (
+            (alerts.c.state, state),
+            (alerts.c.rule_id, rule_id),
+            (alerts.c.device_id, device_id),
+        ):
+            if wanted:
+                query = query.where(column == wanted)
+        if before_seq is not None:
+            query = query.where(alerts.c.seq < before_seq)
+        query = query.order_by(alerts.c.seq.desc()).limit(limit)
+        async with reading(self.engine, "listing alerts") as conn:
+            return list((await conn.execute(query)).all())
+
+    async def alerting(self) -> dict[str, set[tuple[str, str]]]:
+        """Rules with active alerts: each one's (project, device) pairs."""
+        query = select(alerts.c.rule_id, alerts.c.project_id, alerts.c.device_id).where(
+            alerts.c.state == "active"
+        )
+        found: dict[str, set[tuple[str, str]]] = {}
+        async with reading(self.engine, "reading active alerts") as conn:
+            for rule_id, project_id, device_id in await conn.execute(query):
+                found.setdefault(rule_id, set()).add((project_id, device_id))
+        return found
 
     async def one(self, project_id: str, delivery_id: str) -> tuple[Any, list[Any]] | None:
         """A delivery of the project and its attempt log; None if there is none."""

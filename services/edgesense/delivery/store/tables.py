@@ -109,3 +109,55 @@ attempts = Table(
     Column("error", Text),
     Column("response_body", Text),
 )
+
+# One row per (rule, device) pair a reading was judged for: its
+# common.thresholds.State. Changed only in the transaction that stores the
+# reading (rules/alerts.py plans the change).
+rule_states = Table(
+    "rule_states",
+    metadata,
+    Column("rule_id", String(40), primary_key=True),
+    Column("device_id", String(128), primary_key=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("streak", Integer, nullable=False),
+    Column("since", Float),
+    Column("last_at", Float),
+    Column("alert_id", String(40)),
+    Column("version", BigInteger, nullable=False),
+)
+
+# One row per breach of a rule by a device, from `triggered` to `resolved`;
+# the rule's condition as it was when it triggered.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("alert_id", String(40), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("rule_id", String(40), nullable=False),
+    Column("rule_name", Text, nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("gateway_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("field", String(256), nullable=False),
+    Column("operator", String(16), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("threshold_high", Float),
+    Column("clear_threshold", Float),
+    Column("value", Float, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("triggered_at", Float, nullable=False),
+    Column("triggered_event_id", String(64), nullable=False),
+    Column("resolved_at", Float),
+    Column("resolved_value", Float),
+    Column("resolved_reason", String(32)),
+    Column("resolved_event_id", String(64)),
+    Column("updated_at", Float, nullable=False),
+    # Listings, newest first per project; a rule's active alerts (when it
+    # is disabled or deleted); retention of resolved ones.
+    Index("ix_alerts_project", "project_id", "seq"),
+    Index("ix_alerts_rule", "rule_id", "state"),
+    Index("ix_alerts_resolved", "resolved_at"),
+)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -26,6 +27,7 @@ from edgesense.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Change = registry_pb2.WebhookChange
 SnapshotHandler = Callable[[list[Target]], Awaitable[None]]
 ChangeHandler = Callable[[Target | None, Target | None], Awaitable[None]]
@@ -92,6 +94,38 @@ class FailureReport:
         return request
 
 
+async def follow(
+    what: str,
+    address: str,
+    watch: Callable[[], AsyncIterable[T]],
+    consume: Callable[[AsyncIterable[T]], Awaitable[bool]],
+) -> None:
+    """Follow a registry change stream forever: `consume` each stream `watch`
+    opens (it answers True once it loaded a snapshot); after any break,
+    reconnect with backoff and jitter (reset once a stream worked)."""
+    failures = 0
+    while True:
+        try:
+            if await consume(watch()):
+                failures = 0  # it worked for a while
+            reason = "ended"
+        except grpc.aio.AioRpcError as exc:
+            reason = f"{exc.code().name}: {exc.details()}"
+        except Unavailable as exc:  # applying a change to the outbox failed
+            reason = exc.message
+        failures += 1
+        delay = backoff_delay(failures, RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
+        log.warning(
+            "%s stream from registry %s broke (%s); reconnecting in %.1f s (attempt %d)",
+            what,
+            address,
+            reason,
+            delay,
+            failures + 1,
+        )
+        await asyncio.sleep(delay)
+
+
 class RegistryLink:
     def __init__(
         self,
@@ -128,34 +162,16 @@ class RegistryLink:
     async def _follow(self) -> None:
         assert self._channel is not None
         stub = registry_pb2_grpc.WebhookRegistryStub(self._channel)
-        failures = 0
-        while True:
-            request = registry_pb2.WatchWebhooksRequest()
-            try:
-                if await self._consume(stub.WatchWebhooks(request, metadata=self._metadata)):
-                    failures = 0  # it worked for a while
-                reason = "ended"
-            except grpc.aio.AioRpcError as exc:
-                reason = f"{exc.code().name}: {exc.details()}"
-            except Unavailable as exc:  # applying a change to the outbox failed
-                reason = exc.message
-            failures += 1
-            delay = backoff_delay(failures, RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
-            log.warning(
-                "webhook stream from registry %s broke (%s); reconnecting in %.1f s (attempt %d)",
-                self.address,
-                reason,
-                delay,
-                failures + 1,
-            )
-            await asyncio.sleep(delay)
+        await follow(
+            "webhook",
+            self.address,
+            lambda: stub.WatchWebhooks(
+                registry_pb2.WatchWebhooksRequest(), metadata=self._metadata
+            ),
+            self._consume,
+        )
 
-    async def _consume(
-        self,
-        stream: grpc.aio.UnaryStreamCall[
-            registry_pb2.WatchWebhooksRequest, registry_pb2.WebhookChange
-        ],
-    ) -> bool:
+    async def _consume(self, stream: AsyncIterable[registry_pb2.WebhookChange]) -> bool:
         """Apply the stream to the index; True once a snapshot was loaded."""
         snapshot: list[Target] = []
         in_snapshot = True
