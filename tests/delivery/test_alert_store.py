@@ -103,11 +103,15 @@ async def test_a_breach_and_its_clear_raise_one_event_each(outbox: Outbox) -> No
         ("resolved", 74, 104),
     ]
     triggered, resolved = events
-    assert triggered["source"] == "rule" and triggered["ruleId"] == "rule_hot"
-    assert triggered["ruleName"] == "Boiler too hot" and triggered["severity"] == "critical"
+    assert triggered["source"] == "rule"
+    assert triggered["ruleId"] == "rule_hot"
+    assert triggered["ruleName"] == "Boiler too hot"
+    assert triggered["severity"] == "critical"
     assert (triggered["operator"], triggered["threshold"]) == ("gt", 80)
-    assert triggered["clearThreshold"] == 75 and triggered["since"] == "1970-01-01T00:01:41Z"
-    assert resolved["reason"] == "cleared" and resolved["alertId"] == triggered["alertId"]
+    assert triggered["clearThreshold"] == 75
+    assert triggered["since"] == "1970-01-01T00:01:41Z"
+    assert resolved["reason"] == "cleared"
+    assert resolved["alertId"] == triggered["alertId"]
 
     (alert,) = await rows(
         outbox,
@@ -130,7 +134,8 @@ async def test_a_reading_stored_twice_is_judged_once(outbox: Outbox) -> None:
     breach = reading(1, "d1", 85, 100)
     first = await store(outbox, breach)
     again = await store(outbox, breach)  # the bridge sent it again
-    assert first.plan.triggered == 1 and not again.plan
+    assert first.plan.triggered == 1
+    assert not again.plan
     # Nor twice in one batch (the same event in two batches of one group).
     other = reading(2, "d2", 85, 100)
     work = await store(outbox, other, other)
@@ -141,7 +146,8 @@ async def test_a_reading_stored_twice_is_judged_once(outbox: Outbox) -> None:
 async def test_devices_keep_their_own_state(outbox: Outbox) -> None:
     await store(outbox, reading(1, "d1", 85, 100), reading(2, "d2", 70, 100))
     work = await store(outbox, reading(3, "d2", 72, 101), reading(4, "d1", 90, 101))
-    assert not work.plan.triggered and not work.plan.resolved
+    assert not work.plan.triggered
+    assert not work.plan.resolved
     states = await rows(outbox, "SELECT device_id, phase FROM rule_states ORDER BY device_id")
     assert [tuple(s) for s in states] == [("d1", "active"), ("d2", "ok")]
 
@@ -154,7 +160,8 @@ async def test_ending_a_rule_resolves_its_alerts_once(outbox: Outbox) -> None:
     plan = await outbox.end_alerts({"rule_hot": RULE_DELETED}, {}, NOW + 5)
     assert plan.resolved == 0
     plan = await outbox.end_alerts({"rule_hot": RULE_DELETED}, TARGETS, NOW + 5)
-    assert plan.resolved == 1 and len(plan.deliveries) == 2
+    assert plan.resolved == 1
+    assert len(plan.deliveries) == 2
     again = await outbox.end_alerts({"rule_hot": RULE_DELETED}, TARGETS, NOW + 6)
     assert again.resolved == 0
     assert await outbox.alerting() == {"rule_other": {("p", "d2")}}

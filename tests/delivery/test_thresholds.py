@@ -123,9 +123,11 @@ def test_transition_reports_when_the_breach_began() -> None:
     r = rule(count=2)
     state = State()
     state, first = judge(r, state, 85, 100.0)
-    assert first is None and state.phase == BREACHING
+    assert first is None
+    assert state.phase == BREACHING
     state, second = judge(r, state, 86, 105.0)
-    assert second is not None and (second.kind, second.since, second.value, second.at) == (
+    assert second is not None
+    assert (second.kind, second.since, second.value, second.at) == (
         TRIGGERED,
         100.0,
         86,
@@ -133,20 +135,23 @@ def test_transition_reports_when_the_breach_began() -> None:
     )
     state = state._replace(alert_id="alr_1")
     state, third = judge(r, state, 70, 110.0)
-    assert third is not None and (third.kind, third.since, third.at) == (RESOLVED, 100.0, 110.0)
+    assert third is not None
+    assert (third.kind, third.since, third.at) == (RESOLVED, 100.0, 110.0)
     assert state == State(OK, 0, None, 110.0, None, 1)
 
 
 def test_a_reading_older_than_the_newest_changes_nothing() -> None:
     r = rule()
     state, kinds = run(r, [(10, 90)])
-    assert kinds == [TRIGGERED] and state.phase == ACTIVE
+    assert kinds == [TRIGGERED]
+    assert state.phase == ACTIVE
     # An older reading that would clear arrives late: ignored.
     later, transition = judge(r, state, 50, 5.0)
     assert (later, transition) == (state, None)
     # The same time as the newest is judged (a second reading of that moment).
     later, transition = judge(r, state, 50, 10.0)
-    assert transition is not None and transition.kind == RESOLVED
+    assert transition is not None
+    assert transition.kind == RESOLVED
 
 
 def test_out_of_order_readings_never_trigger_from_the_past() -> None:
@@ -159,16 +164,20 @@ def test_out_of_order_readings_never_trigger_from_the_past() -> None:
 def test_a_new_version_counts_breaches_again_but_keeps_an_active_alert() -> None:
     r1 = rule(count=2)
     state, _ = run(r1, [(0, 90)])
-    assert state.phase == BREACHING and state.version == 1
+    assert state.phase == BREACHING
+    assert state.version == 1
     r2 = dataclasses.replace(r1, version=2)
     state, transition = judge(r2, state, 90, 1.0)
-    assert transition is None and state.streak == 1  # the old breach does not count
+    assert transition is None
+    assert state.streak == 1
     state, transition = judge(r2, state, 90, 2.0)
-    assert transition is not None and transition.kind == TRIGGERED
+    assert transition is not None
+    assert transition.kind == TRIGGERED
     state = state._replace(alert_id="alr_1")
     r3 = dataclasses.replace(r2, version=3, threshold=95)
     state, transition = judge(r3, state, 94, 3.0)  # clears under the new threshold
-    assert transition is not None and transition.kind == RESOLVED
+    assert transition is not None
+    assert transition.kind == RESOLVED
 
 
 def test_one_state_per_device_is_the_callers_business() -> None:
@@ -176,7 +185,10 @@ def test_one_state_per_device_is_the_callers_business() -> None:
     r = rule()
     a, ta = judge(r, State(), 90, 0.0)
     b, tb = judge(r, State(), 70, 0.0)
-    assert ta is not None and tb is None and a.phase == ACTIVE and b.phase == OK
+    assert ta is not None
+    assert tb is None
+    assert a.phase == ACTIVE
+    assert b.phase == OK
 
 
 def test_number_at_follows_dotted_paths_and_only_takes_numbers() -> None:
@@ -210,4 +222,5 @@ def test_field_paths(field: str, problem: str | None) -> None:
     if problem is None:
         assert found is None
     else:
-        assert found is not None and problem in found
+        assert found is not None
+        assert problem in found

@@ -34,7 +34,7 @@ _batches = itertools.count(1)
 def reading(
     project: str = "project-a",
     device: str = "edge-node-321",
-    values: dict[str, float] | None = None,
+    values: dict[str, Any] | None = None,
     event_id: str | None = None,
 ) -> events_pb2.Event:
     event = events_pb2.Event(
