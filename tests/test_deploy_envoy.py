@@ -77,12 +77,14 @@ def _routes(config: dict[str, Any]) -> dict[str, str]:
 def test_the_protos_have_both_kinds_of_methods() -> None:
     assert set(ANNOTATED) == {
         "edgesense.v1.WebhookRegistry",
+        "edgesense.v1.AlertRules",
         "edgesense.v1.Delivery",
         "edgesense.v1.DeviceConfig",
     }
     assert {
         "edgesense.v1.WebhookRegistry.WatchWebhooks",
         "edgesense.v1.WebhookRegistry.ReportDeliveryFailure",
+        "edgesense.v1.AlertRules.WatchRules",
         "edgesense.v1.Delivery.Publish",
     } <= INTERNAL
 
@@ -130,6 +132,7 @@ def test_every_annotated_method_and_no_internal_one_is_routed(
     routes = _routes(generated[0])
     clusters = {
         "edgesense.v1.WebhookRegistry": "registry",
+        "edgesense.v1.AlertRules": "registry",
         "edgesense.v1.Delivery": "delivery",
         "edgesense.v1.DeviceConfig": "bridge",
     }
@@ -208,7 +211,8 @@ def test_command_line_overrides_an_upstream_and_the_descriptor_path(tmp_path: Pa
     argv += ["--upstream", "edgesense.v1.Delivery=outbox@10.0.0.7:7000"]
     assert envoygen.main(argv) == 0
     config = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
-    assert config["static_resources"]["clusters"][0]["name"] == "outbox"
+    clusters = {c["name"] for c in config["static_resources"]["clusters"]}
+    assert clusters == {"outbox", "registry", "bridge"}
     assert set(_routes(config).values()) == {"outbox", "registry", "bridge"}
     assert _routes(config)["/edgesense.v1.Delivery/Redeliver"] == "outbox"
     transcoder = _manager(config)["http_filters"][0]["typed_config"]

@@ -11,7 +11,7 @@ Subtle points, checked against Envoy's transcoder docs and source:
   ("Route configs for transcoded requests"; `match_incoming_request_route` off).
 - Only `google.api.http` methods get a route, an exact `path` each. Native gRPC
   requests skip transcoding but use the same routes, so internal RPCs
-  (WatchWebhooks, ReportDeliveryFailure, Publish) are unreachable through Envoy
+  (WatchWebhooks, WatchRules, ReportDeliveryFailure, Publish) are unreachable through Envoy
   either way; a per-service prefix route would expose them. `auto_mapping` is
   off; `reject_unknown_method` answers 404 to REST paths no annotation maps.
 - `services` come from the descriptor set: Envoy won't start on one it lacks.
@@ -79,6 +79,7 @@ class Upstream:
 
 DEFAULT_UPSTREAMS: Mapping[str, Upstream] = {
     "edgesense.v1.WebhookRegistry": Upstream("registry", "registry", 50051),
+    "edgesense.v1.AlertRules": Upstream("registry", "registry", 50051),
     "edgesense.v1.Delivery": Upstream("delivery", "delivery", 50052),
     "edgesense.v1.DeviceConfig": Upstream("bridge", "bridge", 50053),
 }

@@ -11,7 +11,7 @@ from edgesense.api.comments import load_comments
 from edgesense.api.openapi import openapi_document
 from edgesense.api.rules import load_routes
 
-SERVICES = ["edgesense.v1.WebhookRegistry", "edgesense.v1.Delivery"]
+SERVICES = ["edgesense.v1.WebhookRegistry", "edgesense.v1.AlertRules", "edgesense.v1.Delivery"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,12 @@ def test_every_route_with_its_method(document: dict[str, Any]) -> None:
         ("/api/webhooks/{webhookId}/test", "post"),
         ("/api/webhooks/{webhookId}/recover", "post"),
         ("/api/webhooks/{webhookId}/stats", "get"),
+        ("/api/rules", "post"),
+        ("/api/rules", "get"),
+        ("/api/rules/{ruleId}", "get"),
+        ("/api/rules/{ruleId}", "patch"),
+        ("/api/rules/{ruleId}", "delete"),
+        ("/api/alerts", "get"),
     }
     assert document["openapi"].startswith("3.0")
 

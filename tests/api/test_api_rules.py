@@ -12,7 +12,11 @@ from edgesense.api.rules import load_routes
 from edgesense.api.status import TranscodeError
 from edgesense.common.errors import ConfigurationError
 
-EDGESENSE_SERVICES = ("edgesense.v1.WebhookRegistry", "edgesense.v1.Delivery")
+EDGESENSE_SERVICES = (
+    "edgesense.v1.WebhookRegistry",
+    "edgesense.v1.AlertRules",
+    "edgesense.v1.Delivery",
+)
 
 
 def test_every_annotated_edgesense_rpc_is_a_route() -> None:
@@ -39,6 +43,12 @@ def test_every_annotated_edgesense_rpc_is_a_route() -> None:
         ("POST", "/api/webhooks/{webhook_id}/test"): "/edgesense.v1.Delivery/SendTestEvent",
         ("POST", "/api/webhooks/{webhook_id}/recover"): "/edgesense.v1.Delivery/RecoverDeliveries",
         ("GET", "/api/webhooks/{webhook_id}/stats"): "/edgesense.v1.Delivery/GetWebhookStats",
+        ("POST", "/api/rules"): "/edgesense.v1.AlertRules/CreateRule",
+        ("GET", "/api/rules"): "/edgesense.v1.AlertRules/ListRules",
+        ("GET", "/api/rules/{rule_id}"): "/edgesense.v1.AlertRules/GetRule",
+        ("PATCH", "/api/rules/{rule_id}"): "/edgesense.v1.AlertRules/UpdateRule",
+        ("DELETE", "/api/rules/{rule_id}"): "/edgesense.v1.AlertRules/DeleteRule",
+        ("GET", "/api/alerts"): "/edgesense.v1.Delivery/ListAlerts",
     }
 
 

@@ -16,7 +16,7 @@ from edgesense.api.transcode import MAX_BODY_BYTES
 from edgesense.common.config import Settings
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.message_limits import MAX_RECEIVE, max_receive
-from edgesense.v1 import delivery_pb2, devices_pb2, registry_pb2
+from edgesense.v1 import delivery_pb2, devices_pb2, registry_pb2, rules_pb2
 from tests.api.conftest import REGISTRY
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def test_every_service_has_its_receive_limit() -> None:
         file.services_by_name[name].full_name
         for file, name in [
             (registry_pb2.DESCRIPTOR, "WebhookRegistry"),
+            (rules_pb2.DESCRIPTOR, "AlertRules"),
             (delivery_pb2.DESCRIPTOR, "Delivery"),
             (devices_pb2.DESCRIPTOR, "DeviceConfig"),
         ]

@@ -41,6 +41,7 @@ async def serving_api(settings: Settings, api_keys: dict[str, str]) -> AsyncIter
     server = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
+            "edgesense.v1.AlertRules": f"127.0.0.1:{registry.port}",
             # Delivery is not running in these tests: its routes answer 503.
             "edgesense.v1.Delivery": "127.0.0.1:1",
         }
@@ -95,6 +96,7 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
     server = await start_api(
         {
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
+            "edgesense.v1.AlertRules": f"127.0.0.1:{registry.port}",
             "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
         }
     )

@@ -104,7 +104,7 @@ async def _list_deliveries(channel: grpc.aio.Channel, filler: str) -> Any:
 @pytest.mark.parametrize(
     ("service", "call", "size", "max_growth"),
     [
-        ("registry", _register, REGISTRY_MAX_RECEIVE - 6 * 1024, 64 * MiB),  # 250 KiB calls
+        ("registry", _register, REGISTRY_MAX_RECEIVE - 6 * 1024, 64 * MiB),  # 378 KiB calls
         ("delivery", _list_deliveries, DELIVERY_MAX_RECEIVE - 100 * 1024, 200 * MiB),  # 3.9 MiB
     ],
 )

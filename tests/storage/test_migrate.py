@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from edgesense.storage.engine import create_engine, dispose_engine
 
-HEADS = {"delivery": "0006", "registry": "0004"}
+HEADS = {"delivery": "0006", "registry": "0005"}
 START = """
 import asyncio, sys
 from edgesense.storage.engine import create_engine, dispose_engine
@@ -59,7 +59,15 @@ async def test_concurrent_starts_on_one_empty_database_all_migrate_it(database_u
                     text(f"SELECT version_num FROM alembic_version_{component}")
                 )
                 assert [v for (v,) in versions] == [head]
-            for table in ("events", "deliveries", "attempts", "webhooks", "webhook_changes"):
+            for table in (
+                "events",
+                "deliveries",
+                "attempts",
+                "webhooks",
+                "webhook_changes",
+                "rules",
+                "rule_changes",
+            ):
                 assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar() == 0
     finally:
         await dispose_engine(engine)

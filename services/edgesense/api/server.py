@@ -111,6 +111,7 @@ def create_app(
 def default_backends(settings: Settings) -> dict[str, str]:
     return {
         "edgesense.v1.WebhookRegistry": settings.registry_addr,
+        "edgesense.v1.AlertRules": settings.registry_addr,
         "edgesense.v1.Delivery": settings.delivery_addr,
         "edgesense.v1.DeviceConfig": settings.bridge_addr,
     }

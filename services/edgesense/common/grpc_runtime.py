@@ -209,12 +209,27 @@ class GrpcServer:
     ) -> GrpcServer:
         """One of our services' servers, as the settings say: TLS, reflection,
         the service's receive limit, and the gate in front of its methods."""
+        return cls.for_services([registrar], [service_name], settings, gate, bdp_probe=bdp_probe)
+
+    @classmethod
+    def for_services(
+        cls,
+        registrars: Sequence[Registrar],
+        service_names: Sequence[str],
+        settings: Settings,
+        gate: Authenticator,
+        *,
+        bdp_probe: bool = True,
+    ) -> GrpcServer:
+        """A server of several of our services (the registry serves webhooks
+        and alert rules): as `for_service`, with the largest of their receive
+        limits, since a server has one."""
         return cls(
-            [registrar],
-            [service_name],
+            registrars,
+            service_names,
             tls=settings.grpc_tls,
             reflection=settings.grpc_reflection,
-            max_receive=max_receive(service_name),
+            max_receive=max(max_receive(name) for name in service_names),
             gate=gate,
             bdp_probe=bdp_probe,
         )

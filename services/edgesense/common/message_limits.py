@@ -7,8 +7,11 @@ one generous figure for all (it was 16 MiB everywhere):
 - the registry's requests are small: the largest valid RegisterWebhook (a
   2,048-character URL and a 1,000-character description of 4-byte
   characters, a 256-byte secret, every event, 1,000 device ids of 128
-  characters) is about 143 KB; `REGISTRY_MAX_RECEIVE` leaves room for a
-  few more fields;
+  characters) is about 143 KB, the largest valid CreateRule or UpdateRule
+  (1,000 deviceIds and 1,000 gatewayIds of 128 characters, a name and a
+  description of 4-byte characters) about 268 KB; `REGISTRY_MAX_RECEIVE`,
+  the limit of both its APIs (one server reads them), leaves room for a few
+  more fields;
 - delivery's big request is a Publish batch from the bridge, which closes a
   batch before it would pass `PUBLISH_BATCH_MAX_BYTES`, so a batch always fits
   in `DELIVERY_MAX_RECEIVE` (200 events of 256 KiB payloads would be 51 MiB in
@@ -27,12 +30,13 @@ limit, not gRPC's RESOURCE_EXHAUSTED (which REST answers 429: "retry later").
 from __future__ import annotations
 
 GRPC_DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024
-REGISTRY_MAX_RECEIVE = 256 * 1024
+REGISTRY_MAX_RECEIVE = 384 * 1024
 DELIVERY_MAX_RECEIVE = GRPC_DEFAULT_MAX_RECEIVE
 DEVICE_CONFIG_MAX_RECEIVE = GRPC_DEFAULT_MAX_RECEIVE
 
 MAX_RECEIVE = {
     "edgesense.v1.WebhookRegistry": REGISTRY_MAX_RECEIVE,
+    "edgesense.v1.AlertRules": REGISTRY_MAX_RECEIVE,
     "edgesense.v1.Delivery": DELIVERY_MAX_RECEIVE,
     "edgesense.v1.DeviceConfig": DEVICE_CONFIG_MAX_RECEIVE,
 }

@@ -1,5 +1,6 @@
-"""Wiring of the registry process: database, migrations, servicer, gRPC server,
-and the task that publishes operational events to delivery (forwarder.py)."""
+"""Wiring of the registry process: database, migrations, the servicers
+(webhooks, alert rules) on one gRPC server, and the task that publishes
+operational events to delivery (forwarder.py)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ from edgesense.common.metrics_http import MetricsServer
 from edgesense.common.netpolicy import UrlPolicy
 from edgesense.common.paging import PageTokens
 from edgesense.registry.forwarder import OperationalForwarder
+from edgesense.registry.rules_service import AlertRulesServicer
+from edgesense.registry.rules_store import MAX_RULES_PER_PROJECT, RuleStore
 from edgesense.registry.secretbox import SecretBox
 from edgesense.registry.service import RegistryService
 from edgesense.registry.store import WebhookStore
-from edgesense.storage.engine import create_engine, dispose_engine
+from edgesense.storage.engine import create_engine, dispose_engine, writer_lock
 from edgesense.storage.migrate import migrate
-from edgesense.v1 import registry_pb2, registry_pb2_grpc
+from edgesense.v1 import registry_pb2, registry_pb2_grpc, rules_pb2, rules_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["WebhookRegistry"].full_name
+RULES_SERVICE_NAME = rules_pb2.DESCRIPTOR.services_by_name["AlertRules"].full_name
 
 
 @dataclass
@@ -36,11 +40,13 @@ class RunningRegistry:
     service: RegistryService
     forwarder: OperationalForwarder
     forwarding: asyncio.Task[None]
+    rules: AlertRulesServicer
 
     async def stop(self, grace: float = 5.0) -> None:
         # Watch streams never end on their own: end them, or stopping would
         # always wait out the whole grace period.
         self.service.stop_watches()
+        self.rules.stop_watches()
         await self.server.stop(grace)
         # Rows it had not seen confirmed stay, for the next start (or another
         # replica) to publish.
@@ -61,19 +67,30 @@ async def start_registry(
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine, "registry")
-        store = WebhookStore(engine, box)
+        # One writer lock for both stores: on SQLite their writes queue on it
+        # before SQLite's own lock (see storage.engine.writer_lock).
+        writes = writer_lock(engine)
+        store = WebhookStore(engine, box, writes)
+        auth = Authenticator(api_keys, settings.service_token())
+        page_tokens = PageTokens(settings.service_token())
         service = RegistryService(
             store,
-            Authenticator(api_keys, settings.service_token()),
+            auth,
             UrlPolicy(settings.allow_insecure_urls, settings.allow_private_networks),
-            PageTokens(settings.service_token()),
+            page_tokens,
             settings.max_webhooks_per_project or None,
         )
-        server = GrpcServer.for_service(
-            lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s),
-            SERVICE_NAME,
+        rules = AlertRulesServicer(
+            RuleStore(engine, writes), auth, page_tokens, MAX_RULES_PER_PROJECT
+        )
+        server = GrpcServer.for_services(
+            [
+                lambda s: registry_pb2_grpc.add_WebhookRegistryServicer_to_server(service, s),
+                lambda s: rules_pb2_grpc.add_AlertRulesServicer_to_server(rules, s),
+            ],
+            [SERVICE_NAME, RULES_SERVICE_NAME],
             settings,
-            service.auth,
+            auth,
             bdp_probe=False,  # small requests: a refused call leaves at most 64 KiB
         )
         port = await server.start(addr or settings.registry_addr)
@@ -87,7 +104,7 @@ async def start_registry(
         settings.grpc_tls,
     )
     forwarding = asyncio.create_task(forwarder.run(), name="operational-events")
-    return RunningRegistry(server, engine, port, service, forwarder, forwarding)
+    return RunningRegistry(server, engine, port, service, forwarder, forwarding, rules)
 
 
 async def run_registry(settings: Settings, stop: asyncio.Event | None = None) -> None:

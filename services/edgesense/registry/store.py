@@ -111,11 +111,13 @@ def _row(row: Any) -> StoredWebhook:
 
 
 class WebhookStore:
-    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+    def __init__(
+        self, engine: AsyncEngine, box: SecretBox, writes: asyncio.Lock | None = None
+    ) -> None:
         self.engine = engine
-        # The engine's only writer in the registry process: on SQLite its
-        # writes queue on this lock before SQLite's (see writer_lock).
-        self._writes = writer_lock(engine)
+        # On SQLite the registry's writes queue on this lock before SQLite's
+        # (see writer_lock): `writes`, shared with the rule store, else its own.
+        self._writes = writes if writes is not None else writer_lock(engine)
         self.box = box
         self.changed = ChangeSignal()
         # Wakes the forwarder of this process after a write of an operational event.

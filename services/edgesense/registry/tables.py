@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     Integer,
     LargeBinary,
     MetaData,
@@ -74,5 +75,45 @@ operational_events = Table(
     Column("event_id", String(40), nullable=False, unique=True),
     Column("project_id", String(128), nullable=False),
     Column("event", LargeBinary, nullable=False),  # serialized edgesense.v1.Event
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Alert rules (added by 0005): what each rule of a project says, and its
+# version, one more at each change of the condition (rule_validation.py).
+rules = Table(
+    "rules",
+    metadata,
+    Column("rule_id", String(40), primary_key=True),
+    Column("project_id", String(128), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("field", String(256), nullable=False),
+    Column("operator", String(8), nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("threshold_high", Double),  # "outside" and "inside" only
+    # "gt"/"gte"/"lt"/"lte" only; NULL: the threshold (it follows the threshold's changes).
+    Column("clear_threshold", Double),
+    Column("count", Integer, nullable=False),
+    Column("for_seconds", Integer, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("device_ids", Text, nullable=False),  # JSON list
+    Column("gateway_ids", Text, nullable=False),  # JSON list
+    Column("enabled", Boolean, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every change of a rule, in commit order, as webhook_changes is for webhooks:
+# WatchRules follows it after a snapshot, in any replica.
+rule_changes = Table(
+    "rule_changes",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("rule_id", String(40), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("kind", String(8), nullable=False),  # "upsert" or "delete"
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
