@@ -106,7 +106,7 @@ class Acceptor:
     ) -> None:
         self.outbox = outbox
         self.index = index
-        self.rules = rules or RuleIndex()
+        self.rules = RuleIndex() if rules is None else rules
         self._handoff = handoff
         self.outbox_limit = outbox_limit
         self.pending_deliveries = 0  # refreshed by the maintenance loop
