@@ -170,6 +170,10 @@ async def test_ending_a_rule_resolves_its_alerts_once(outbox: Outbox) -> None:
         ("rule deleted", "rule_hot", False)
     ]
     assert await rows(outbox, "SELECT rule_id FROM rule_states") == [("rule_other",)]
+    # Retention: alerts resolved before the cut, never active ones.
+    assert await outbox.delete_resolved_alerts(NOW + 5, 10) == 0
+    assert await outbox.delete_resolved_alerts(NOW + 5.5, 10) == 1
+    assert [r.rule_id for r in await outbox.alert_page("p", "", "", "", 10, None)] == ["rule_other"]
 
 
 async def test_alert_listing_pages_newest_first(outbox: Outbox) -> None:

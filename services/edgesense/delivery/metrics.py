@@ -26,7 +26,7 @@ RATE_LIMITED = Counter(
 IN_FLIGHT = Gauge("edgesense_delivery_in_flight", "Attempts under way in this process")
 RETENTION_DELETED = Counter(
     "edgesense_retention_deleted_total",
-    "Rows deleted by retention (EDGESENSE_RETENTION_DAYS): deliveries, attempts, events",
+    "Rows deleted by retention (EDGESENSE_RETENTION_DAYS): deliveries, attempts, events, alerts",
     ["kind"],
 )
 ALERTS = Counter(

@@ -59,6 +59,9 @@ async def apply_retention(
     was full). Each batch is counted in edgesense_retention_deleted_total as
     soon as it is committed.
     """
+    alerts = await outbox.delete_resolved_alerts(ended_before, batch)
+    if alerts:
+        metrics.RETENTION_DELETED.labels("alerts").inc(alerts)
     totals = [0, 0, 0]
     for _ in range(batches):
         done = await outbox.delete_ended(ended_before, batch)

@@ -115,6 +115,10 @@ CLOSE_ALERT = (
     " resolved_reason = ?, resolved_event_id = ?, updated_at = ?"
     " WHERE alert_id = ? AND state = 'active'"
 )
+DELETE_RESOLVED = (
+    "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE resolved_at < ?"
+    " ORDER BY resolved_at LIMIT ?)"
+)
 UPSERT_STATE = (
     "INSERT INTO rule_states (rule_id, device_id, project_id, phase, streak, since, last_at,"
     " alert_id, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -120,6 +120,11 @@ class Outbox(Protocol):
         """Rules with active alerts: each one's (project, device) pairs."""
         ...
 
+    async def delete_resolved_alerts(self, resolved_before: float, limit: int) -> int:
+        """Retention: up to `limit` alerts resolved before `resolved_before`,
+        the first resolved first (ix_alerts_resolved); how many."""
+        ...
+
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()
     ) -> list[Claimed]:

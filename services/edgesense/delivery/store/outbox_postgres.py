@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.delivery.rules.alerts import (
     CLOSE_ALERT,
+    DELETE_RESOLVED,
     INSERT_ALERT,
     UPSERT_STATE,
     AlertPlan,
@@ -150,6 +151,7 @@ class PostgresOutbox(OutboxReads):
         self._close_alert = driver_sql(CLOSE_ALERT, style)
         self._lock_active_alerts = driver_sql(_LOCK_ACTIVE_ALERTS, style)
         self._delete_states = driver_sql(_DELETE_STATES, style)
+        self._delete_resolved = driver_sql(DELETE_RESOLVED, style)
 
     async def accept(
         self,
@@ -205,6 +207,11 @@ class PostgresOutbox(OutboxReads):
             if rows:
                 await conn.exec_driver_sql(statement, rows)
         return plan
+
+    async def delete_resolved_alerts(self, resolved_before: float, limit: int) -> int:
+        async with transaction(self.engine, "deleting resolved alerts", lock=None) as conn:
+            result = await conn.exec_driver_sql(self._delete_resolved, (resolved_before, limit))
+            return int(result.rowcount)
 
     async def end_alerts(
         self, reasons: Mapping[str, str], targets: Targets, now: float

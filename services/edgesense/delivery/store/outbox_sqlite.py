@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.rules.alerts import (
     CLOSE_ALERT,
+    DELETE_RESOLVED,
     INSERT_ALERT,
     UPSERT_STATE,
     AlertPlan,
@@ -179,6 +180,12 @@ class SqliteOutbox(OutboxReads):
             return set(), 0
         return await self._writer.run(
             "storing events", lambda c: accept(c, stored, planned, now, rules)
+        )
+
+    async def delete_resolved_alerts(self, resolved_before: float, limit: int) -> int:
+        return await self._writer.run(
+            "deleting resolved alerts",
+            lambda c: c.execute(DELETE_RESOLVED, (resolved_before, limit)).rowcount,
         )
 
     async def end_alerts(
