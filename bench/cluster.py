@@ -4,8 +4,8 @@ Each runs as `python -m edgesense.cli <service>` with production settings
 (not `--dev`), except that http:// and loopback targets are allowed, on free
 ports, against one fresh database (a SQLite file in the run's folder, or a
 new PostgreSQL database). A service counts as started when its gRPC health
-check answers SERVING (the api: `GET /healthz`). Webhooks are registered
-the way users do, over REST at the api.
+check answers SERVING (the api: `GET /healthz`). Webhooks and alert rules
+are created the way users do, over REST at the api.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import aiohttp
 import grpc
@@ -32,6 +33,8 @@ API_KEYS = {
     for project in (PROJECT, OTHER_PROJECT)
 }
 REGISTER_AT_ONCE = 50
+# What the API answers for a route it does not have (or an RPC not served yet).
+NO_ROUTE_STATUSES = (404, 405, 501)
 START_SECONDS = 60.0
 SERVICES = ("registry", "delivery", "bridge", "api")
 
@@ -83,7 +86,7 @@ class EdgeSense:
         async with aiohttp.ClientSession() as http:
             for start in range(0, len(targets), REGISTER_AT_ONCE):
                 chunk = targets[start : start + REGISTER_AT_ONCE]
-                ids = await asyncio.gather(*(self.register(http, ports["api"], t) for t in chunk))
+                ids = await asyncio.gather(*(self.register(http, t) for t in chunk))
                 for target, webhook_id in zip(chunk, ids, strict=True):
                     self.webhook_ids.setdefault(target.name, webhook_id)
 
@@ -96,7 +99,7 @@ class EdgeSense:
         else:
             await wait_serving(child, port)
 
-    async def register(self, http: aiohttp.ClientSession, api_port: int, target: Target) -> str:
+    async def register(self, http: aiohttp.ClientSession, target: Target) -> str:
         body: dict[str, object] = {
             "url": target.url,
             "events": ["device.data"],
@@ -104,13 +107,53 @@ class EdgeSense:
         }
         if target.ordered:
             body["ordered"] = True
-        headers = {"Authorization": f"Bearer {API_KEYS[target.project]}"}
-        url = f"http://127.0.0.1:{api_port}/api/webhooks/register"
-        async with http.post(url, json=body, headers=headers) as answer:
-            reply = await answer.json()
-            if answer.status != 200:
-                raise RuntimeError(f"registering {target.url} answered {answer.status}: {reply}")
-            return str(reply["webhookId"])
+        reply = await self.call(http, "POST", "/api/webhooks/register", target.project, body)
+        return str(reply["webhookId"])
+
+    async def create_rules(self, rules: Sequence[Mapping[str, Any]]) -> list[str]:
+        """POST /api/rules for each, REGISTER_AT_ONCE at a time; their ruleIds."""
+        ids: list[str] = []
+        async with aiohttp.ClientSession() as http:
+            for start in range(0, len(rules), REGISTER_AT_ONCE):
+                chunk = rules[start : start + REGISTER_AT_ONCE]
+                replies = await asyncio.gather(
+                    *(self.call(http, "POST", "/api/rules", PROJECT, rule) for rule in chunk)
+                )
+                ids += [str(reply["ruleId"]) for reply in replies]
+        return ids
+
+    async def active_alerts(self, rule_id: str) -> int:
+        """GET /api/alerts?ruleId=…&state=active: how many it lists."""
+        query = {"ruleId": rule_id, "state": "active"}
+        async with aiohttp.ClientSession() as http:
+            reply = await self.call(http, "GET", "/api/alerts", PROJECT, query=query)
+        return len(reply.get("alerts") or [])
+
+    async def call(
+        self,
+        http: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        project: str,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One REST call as `project`; an error answer raises, naming the route
+        and, when the API has no such route, saying so."""
+        url = f"http://{self.env['EDGESENSE_HTTP_ADDR']}{path}"
+        headers = {"Authorization": f"Bearer {API_KEYS[project]}"}
+        async with http.request(method, url, json=body, params=query, headers=headers) as answer:
+            try:
+                reply = await answer.json(content_type=None)
+            except ValueError:
+                reply = await answer.text()
+            if answer.status == 200 and isinstance(reply, dict):
+                return reply
+        message = reply.get("message", reply) if isinstance(reply, dict) else reply
+        problem = f"{method} {path} answered {answer.status}: {message}"
+        if answer.status in NO_ROUTE_STATUSES:
+            problem += " (not served by this EdgeSense)"
+        raise RuntimeError(problem)
 
     def processes(self) -> dict[str, int]:
         """Our services, and delivery's sender processes as `senders`, `senders#2`, ..."""

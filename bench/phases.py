@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.receivers import OTHER_PROJECT, EndpointSpec
+from bench.rules import Rule, rule_mix
 
 ISOLATION_LIMIT_SECONDS = 15.0
 # The isolation ratio compares two short phases, and on a 2-core machine one
@@ -35,6 +36,10 @@ RETENTION_SETTLED_SECONDS = RETENTION_SECONDS + 25.0
 # publisher's 100 devices), unordered and then ordered in the same run;
 # EdgeSense only (the baseline has no such option).
 ORDERED_UNORDERED, ORDERED = "ordered-unordered", "ordered"
+# Alert rules (issue 13): saturation's load, without rules and then with the
+# 100 of `bench.rules` active in the measured project, in the same run;
+# EdgeSense only (the baseline has no rules).
+RULES_WITHOUT, RULES = "rules-without", "rules"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Phase:
     systems: tuple[str, ...] = ()  # the systems it runs on; () for every one
     sample_database_seconds: float = 0.0  # > 0: the database's size every so many seconds
     settled_after_seconds: float = 0.0  # from when the sampled size should stay flat
+    rules: tuple[Rule, ...] = ()  # alert rules created in the measured project first
 
     @property
     def healthy(self) -> list[str]:
@@ -76,11 +82,21 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
     scale = 6 if quick else 1
     latency_seconds = 5 if quick else 20
     isolation = int(isolation_rate * latency_seconds) if isolation_rate else 10_000 // scale
+
+    def saturation(
+        name: str, *, ordered: bool = False, rules: tuple[Rule, ...] = (), ours: bool = False
+    ) -> Phase:
+        """Saturation's load (one webhook, as fast as the broker accepts), which
+        the ordered and rules scenarios compare against; `ours`: EdgeSense only."""
+        hook = EndpointSpec("hook", ordered=ordered)
+        systems = ("edgesense",) if ours else ()
+        return Phase(name, [hook], 30_000 // scale, systems=systems, rules=rules)
+
     beside = [healthy("healthy"), EndpointSpec("failing", "fail"), EndpointSpec("hanging", "hang")]
     other = EndpointSpec("other", "hang", project=OTHER_PROJECT, webhooks=OTHER_WEBHOOKS)
     limit = ISOLATION_LIMIT_SECONDS
     return {
-        "saturation": [Phase("saturation", [healthy("hook")], 30_000 // scale)],
+        "saturation": [saturation("saturation")],
         "latency": [Phase("latency", [healthy("hook")], 500 * latency_seconds, rate=500)],
         "fanout": [Phase("fanout", [healthy(f"hook{i}") for i in range(10)], 3_000 // scale)],
         "isolation": [
@@ -112,13 +128,12 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
             Phase("backlog", [healthy("hook")], 20_000 if quick else 200_000, backlog=True)
         ],
         "ordered": [
-            Phase(ORDERED_UNORDERED, [healthy("hook")], 30_000 // scale, systems=("edgesense",)),
-            Phase(
-                ORDERED,
-                [EndpointSpec("hook", ordered=True)],
-                30_000 // scale,
-                systems=("edgesense",),
-            ),
+            saturation(ORDERED_UNORDERED, ours=True),
+            saturation(ORDERED, ordered=True, ours=True),
+        ],
+        "rules": [
+            saturation(RULES_WITHOUT, ours=True),
+            saturation(RULES, rules=tuple(rule_mix()), ours=True),
         ],
         # EdgeSense only: the baseline stores nothing.
         "retention": [

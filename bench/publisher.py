@@ -23,6 +23,7 @@ from bench import aio
 from bench.mqtt import MqttClient
 
 GATEWAY = "gw-bench"
+DEVICES = 100  # dev-0 ... dev-99; probes come from dev-0
 
 
 def payload(seq: int, run: str, *, probe: bool = False, background: bool = False) -> bytes:
@@ -38,8 +39,12 @@ def payload(seq: int, run: str, *, probe: bool = False, background: bool = False
     )
 
 
+def device_id(device: int) -> str:
+    return f"dev-{device}"
+
+
 def topic(prefix: str, project: str, device: int) -> str:
-    return f"{prefix}/{project}/{GATEWAY}/dev-{device}/data"
+    return f"{prefix}/{project}/{GATEWAY}/{device_id(device)}/data"
 
 
 async def publish(args: argparse.Namespace) -> dict[str, float]:
@@ -95,7 +100,7 @@ def main() -> None:
     parser.add_argument("--run", default="run")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0: as fast as allowed")
-    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--devices", type=int, default=DEVICES)
     parser.add_argument("--window", type=int, default=1000, help="publishes awaiting PUBACK")
     parser.add_argument(
         "--background", action="store_true", help="load the receivers count apart, not measured"

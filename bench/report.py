@@ -15,7 +15,7 @@ import subprocess
 from typing import Any
 
 from bench.mosquitto import MOSQUITTO
-from bench.phases import ORDERED, ORDERED_UNORDERED
+from bench.phases import ORDERED, ORDERED_UNORDERED, RULES, RULES_WITHOUT
 from bench.scenarios import STALL_SECONDS
 
 Row = dict[str, Any]
@@ -25,6 +25,8 @@ RSS_LIMIT_MB = 300.0
 # The retention phase runs more than twice as long as the size takes to
 # settle: a size that kept growing would end above 2x; flat, near 1x.
 RETENTION_GROWTH_LIMIT = 1.2
+# Issue 13: with 100 alert rules active, at least 0.9x the rate without.
+RULES_RATIO_TARGET = 0.9
 # (figure, phase kind, a ratio to the healthy webhook alone?, target).
 ISOLATION_ROWS: list[tuple[str, str, bool, float]] = [
     ("Isolation: healthy receiver alone, deliveries/s", "alone", False, 0.0),
@@ -216,6 +218,24 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
         ]
         for name, value, goal, verdict in ordered_rows:
             one_sided(name, value, target=goal, result=verdict)
+    # Alert rules (issue 13): saturation's load without rules, then with
+    # bench.rules' mix active in the project, in the same run; EdgeSense only.
+    without_rules = rate("edgesense", RULES_WITHOUT)
+    with_rules = rate("edgesense", RULES)
+    if without_rules is not None or with_rules is not None:
+        count = pick(RULES, "edgesense", "rules")
+        with_to_without = _ratio(with_rules, without_rules)
+        one_sided("Rules: saturation without rules, deliveries/s", without_rules)
+        rules = f"{count:g} alert rules" if count else "alert rules"
+        one_sided(f"Rules: the same with {rules}, deliveries/s", with_rules)
+        one_sided(
+            "Rules ratio (with / without)",
+            with_to_without,
+            target=f"≥ {RULES_RATIO_TARGET:g}",
+            result=""
+            if with_to_without is None
+            else ("PASS" if with_to_without >= RULES_RATIO_TARGET else "FAIL"),
+        )
     # Retention (issue 12): the database's size over a steady run several
     # times the retention long. last/peak is 1.0 for a size that grew to the
     # end as well; the growth after the size should have settled tells them

@@ -5,10 +5,10 @@
                         [--isolation-rate EVENTS_PER_S] [--baseline-mqtt 5|3.1.1]
 
 Scenarios, in order: saturation, latency, fanout, isolation, backlog,
-ordered, retention. For each phase the baseline runs first, then EdgeSense,
-each from a fresh start, so the two meet the same machine at about the same
-time (ordered and retention run on EdgeSense only: the baseline has no
-ordered webhooks and stores nothing). Logs of every process
+ordered, rules, retention. For each phase the baseline runs first, then
+EdgeSense, each from a fresh start, so the two meet the same machine at about
+the same time (ordered, rules and retention run on EdgeSense only: the
+baseline has no ordered webhooks, no alert rules and stores nothing). Logs of every process
 go to a temporary folder, kept with `--keep` (or when a phase fails).
 `--profile` attaches py-spy to our processes (it slows them: profile in a
 separate run from the one whose figures you keep).
@@ -64,6 +64,8 @@ def describe(phase: Phase) -> str:
     extra = " (published while delivery is stopped, then drained)" if phase.backlog else ""
     if phase.background:
         extra += f" (first {phase.background} events to each other project)"
+    if phase.rules:
+        extra += f" (with {len(phase.rules)} alert rules in the project, see bench/rules.py)"
     return f"{phase.name}: {phase.count:,} events, {load}, webhooks [{modes}]{extra}"
 
 

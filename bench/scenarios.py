@@ -4,9 +4,12 @@ A phase starts everything fresh in its own folder (broker, receivers, the
 system, an empty database), proves that every target is routed with probe
 events, then publishes its load and waits until every event has reached
 every healthy receiver (or nothing has arrived for `STALL_SECONDS`, or the
-phase's own limit passed). A phase with background load first publishes it
-to the other projects and waits until their hanging receivers hold requests,
-so that the measured load meets them holding their share. The rate of a
+phase's own limit passed). A phase with alert rules creates them (over REST)
+before the probes, and the probes go on until the rules are live where
+readings are judged (see `bench.rules`: its canary rule's alert is active).
+A phase with background load first publishes it to the other projects and
+waits until their hanging receivers hold requests, so that the measured load
+meets them holding their share. The rate of a
 phase is the unique deliveries counted at the receivers over the time from
 the first publish (for the backlog: from the moment delivery was started
 again) to the last arrival. The phases themselves are planned in `phases`.
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from bench.procstats import ProcSampler
 from bench.profiles import Profiler
 from bench.publisher import payload, topic
 from bench.receivers import PROJECT, Receivers
+from bench.rules import CANARY_NAME
 from bench.systems import TOPIC_PREFIX, System
 
 STALL_SECONDS = 20.0
@@ -39,6 +44,10 @@ PROBE_EVERY_SECONDS = 0.5
 # The measured load starts once the other project's receiver holds this many
 # requests (the baseline's whole pool: 64 in flight).
 BACKGROUND_HOLD = 64
+
+
+# None once ready, else what is still missing.
+ReadyCheck = Callable[[], Awaitable[str | None]]
 
 
 @dataclass
@@ -51,20 +60,25 @@ class Outcome:
         return self.ended == "complete"
 
 
-async def wait_routed(broker_port: int, receivers: Receivers, projects: list[str]) -> int:
-    """Publish probe events (to every project) until every target has seen one;
-    answers how many were sent."""
+async def wait_routed(
+    broker_port: int, receivers: Receivers, projects: list[str], ready: ReadyCheck | None = None
+) -> int:
+    """Publish probe events (to every project) until every target has seen one
+    and `ready` (if given) has nothing missing; answers how many were sent."""
     client = MqttClient(broker_port, "bench-probe")
     await client.connect()
     deadline, next_probe, sent = time.monotonic() + ROUTE_SECONDS, 0.0, 0
     try:
         while True:
             stats = await receivers.stats()
+            missing: str | None = f"targets not routed: {stats}"
             if all(s["probes"] if s["mode"] == "ok" else s["requests"] for s in stats.values()):
-                return sent
+                missing = await ready() if ready is not None else None
+                if missing is None:
+                    return sent
             now = time.monotonic()
             if now > deadline:
-                raise RuntimeError(f"targets not routed after {ROUTE_SECONDS} s: {stats}")
+                raise RuntimeError(f"not ready after {ROUTE_SECONDS} s: {missing}")
             if now >= next_probe:
                 for project in projects:
                     client.publish(
@@ -122,7 +136,8 @@ class PhaseRun:
             _, broker_port = await start_mosquitto(children)
             receivers = await Receivers.start(children, self.phase.endpoints)
             await self.system.start(children, broker_port, receivers.targets, self.phase.settings)
-            probes = await wait_routed(broker_port, receivers, self.phase.projects)
+            ready = await self._create_rules() if self.phase.rules else None
+            probes = await wait_routed(broker_port, receivers, self.phase.projects, ready)
             result = await self._measure(children, broker_port, receivers, probes)
             return result | {"wall_seconds": round(time.monotonic() - started, 1)}
         finally:
@@ -130,6 +145,26 @@ class PhaseRun:
                 await receivers.close()
             await children.stop_all()
             await self.system.close()
+
+    async def _create_rules(self) -> ReadyCheck:
+        """Create the phase's alert rules, the canary last; answers the check
+        that they are live (the canary's alert, which probes trigger, is active)."""
+        rules = list(self.phase.rules)
+        canary = [rule for rule in rules if rule["name"] == CANARY_NAME]
+        if len(canary) != 1:
+            raise ValueError(f"a phase's rules need one canary rule named {CANARY_NAME!r}")
+        await self.system.create_rules([rule for rule in rules if rule not in canary])
+        [canary_id] = await self.system.create_rules(canary)
+
+        async def live() -> str | None:
+            if await self.system.active_alerts(canary_id):
+                return None
+            return (
+                f"the canary rule {canary_id} has no active alert: the rules are not "
+                "live where readings are judged"
+            )
+
+        return live
 
     async def _measure(
         self, children: Children, broker_port: int, receivers: Receivers, probes: int
@@ -273,6 +308,7 @@ def summarise(
         "system": system.name,
         "phase": phase.name,
         "settings": system.describe(),
+        "rules": len(phase.rules),
         "published": published["published"],
         "rate_asked": phase.rate,
         "publish_seconds": round(publish_seconds, 3),

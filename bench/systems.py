@@ -2,7 +2,8 @@
 
 `System.start` brings the system up against a broker and the receivers'
 targets; `pause`/`resume` stop and restart the part that delivers (for the
-backlog); `processes` names the pids whose CPU and memory are ours to report.
+backlog); `processes` names the pids whose CPU and memory are ours to report;
+`create_rules` and `active_alerts` are the alert rules (EdgeSense's only).
 `Baseline` is one `bench.baseline` process; `EdgeSense` (in `bench.cluster`)
 is the four services.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from bench.processes import Child, Children, python_module
 from bench.receivers import Target
@@ -48,6 +49,13 @@ class System(Protocol):
 
     def describe(self) -> dict[str, object]:
         """Settings worth printing beside the figures."""
+
+    async def create_rules(self, rules: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Create alert rules (RuleSpecs as JSON) in the measured project, all
+        answered before this returns; answers their ids, in the same order."""
+
+    async def active_alerts(self, rule_id: str) -> int:
+        """How many alerts of the rule are active now."""
 
     async def close(self) -> None:
         """After its processes have stopped: drop what it created (databases)."""
@@ -120,6 +128,12 @@ class Baseline:
             "receive_maximum": 1000,
             "timeout_s": 3.0,
         }
+
+    async def create_rules(self, rules: Sequence[Mapping[str, Any]]) -> list[str]:
+        raise RuntimeError("the baseline has no alert rules")
+
+    async def active_alerts(self, rule_id: str) -> int:
+        raise RuntimeError("the baseline has no alert rules")
 
     async def close(self) -> None:
         self.child = None

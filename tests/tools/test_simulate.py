@@ -283,3 +283,104 @@ def test_a_broker_without_mqtt_5_gets_3_1_1_without_event_ids(prefix: str) -> No
     assert done.returncode == 0, done.stderr
     assert "the broker speaks only MQTT 3.1.1: messages carry no event-id" in done.stdout
     assert done.stdout.splitlines()[-1].startswith("published 5  acknowledged 5  in flight 0")
+
+
+def readings(seen: list[Seen]) -> list[dict[str, float]]:
+    return [json.loads(s.payload) for s in seen if s.topic.endswith("/data")]
+
+
+def spiked_block(
+    values: list[dict[str, float]], spiked: Callable[[dict[str, float]], bool]
+) -> range:
+    """Where the spiked readings are: one run of them, with normal ones before and after."""
+    marks = [spiked(v) for v in values]
+    first = marks.index(True)
+    end = first + marks[first:].index(False)
+    assert not any(marks[:first]), marks
+    assert not any(marks[end:]), marks
+    assert 0 < first < end < len(values), marks
+    return range(first, end)
+
+
+def test_a_spike_crosses_its_value_and_comes_back(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    watcher = subscribe(f"{prefix}/+/+/+/+")
+    done = subprocess.run(
+        simulate(mosquitto, "--count", "90", "--devices", "2", "--rate", "150", "--kinds", "data",
+                 "--spike", "temperature=95", "--spike", "humidity=2",
+                 "--spike-after", "0.2", "--spike-for", "0.2"),
+        env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "spike temperature=95 humidity=2 from 0.2 s to 0.4 s of the run" in done.stdout
+    values = readings(watcher.wait_for(lambda s: len(s) >= 90))
+    assert len(values) == 90
+    block = spiked_block(values, lambda v: v["temperature"] >= 95)
+    # Messages 30 to 59 are due 0.2 s to 0.4 s into the run (150 a second).
+    assert abs(block.start - 30) <= 1, block
+    assert abs(block.stop - 60) <= 1, block
+    for n, value in enumerate(values):
+        # Both fields spike together, beyond their value; pressure does not move.
+        assert (value["humidity"] <= 2) == (n in block), (n, value)
+        assert 95 <= value["pressure"] <= 105
+        if n in block:
+            assert 95 <= value["temperature"] < 100, value
+        else:
+            assert -20 <= value["temperature"] <= 29.5, value
+    # Each device crosses it: normal, spiked, normal again.
+    for device in (0, 1):
+        spiked_block(values[device::2], lambda v: v["temperature"] >= 95)
+
+
+def test_a_spike_covers_the_middle_third_of_the_run_by_default(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    watcher = subscribe(f"{prefix}/+/+/+/+")
+    done = subprocess.run(
+        simulate(mosquitto, "--duration", "1.5", "--devices", "3", "--rate", "60",
+                 "--kinds", "data", "--spike", "pressure=110"),
+        env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "spike pressure=110 from 0.5 s to 1 s of the run" in done.stdout
+    published = int(done.stdout.splitlines()[-1].split()[1])
+    values = readings(watcher.wait_for(lambda s: len(s) >= published))
+    block = spiked_block(values, lambda v: v["pressure"] >= 110)
+    # Messages 30 to 59 of about 90 (60 a second for 1.5 s).
+    assert abs(block.start - 30) <= 1, (block, len(values))
+    assert abs(block.stop - 60) <= 1, (block, len(values))
+
+
+def test_without_a_spike_no_reading_reaches_one(
+    mosquitto: Broker, prefix: str, subscribe: Callable[[str], Subscriber]
+) -> None:
+    watcher = subscribe(f"{prefix}/+/+/+/+")
+    done = subprocess.run(
+        simulate(mosquitto, "--count", "600", "--devices", "2", "--rate", "3000",
+                 "--kinds", "data", "--seed", "11"),
+        env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "spike" not in done.stdout
+    values = readings(watcher.wait_for(lambda s: len(s) >= 600))
+    assert all(v["temperature"] < 95 and v["humidity"] > 2 for v in values)
+    assert all(v["pressure"] < 110 for v in values)
+
+
+def test_bad_spikes_exit_2_naming_the_field(prefix: str) -> None:
+    for bad, says in (
+        (["--spike", "temperature=25"], "temperature: 25 is within temperature's normal range"),
+        (["--spike", "rpm=3000"], "rpm: readings have no field 'rpm'"),
+        (["--spike", "temperature"], "expected FIELD=VALUE"),
+        (["--spike-for", "3"], "--spike-after and --spike-for need --spike"),
+        (["--spike", "humidity=1", "--spike", "humidity=2"], "--spike humidity is given twice"),
+        (["--spike", "humidity=1", "--spike-after", "9"], "--spike-after 9 is not before the end"),
+    ):
+        done = subprocess.run(
+            cli_command("simulate", "--count", "10", "--rate", "2", "--mqtt-url",
+                        f"mqtt://127.0.0.1:{free_port()}", *bad),
+            env=env(prefix), capture_output=True, text=True, timeout=WAIT_SECONDS,
+        )  # fmt: skip
+        assert done.returncode == 2, (bad, done.stderr)
+        assert says in done.stderr, (bad, done.stderr)

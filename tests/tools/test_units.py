@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from edgesense.tools.arguments import comma_list
 from edgesense.tools.errors import UsageError
 from edgesense.tools.output import clean, column, details, table
 from edgesense.tools.sim_publisher import Broker
+from edgesense.tools.simulate import SpikeWindow, spike_window
 
 
 def test_table_aligns_columns_and_shows_missing_values_as_dashes() -> None:
@@ -78,3 +80,36 @@ def test_the_simulator_reads_a_broker_url_as_the_bridge_does(url: str, problem: 
     assert tool.value.message == bridge.value.message
     shown = Broker.parse("mqtts://user:pw@[::1]:8884").url
     assert shown == "mqtts://[::1]:8884"  # no credentials on screen
+
+
+def test_a_spike_defaults_to_the_middle_third_of_the_run() -> None:
+    def window(**given: object) -> SpikeWindow | None:
+        options: dict[str, object] = {
+            "spike": [("temperature", 95.0)],
+            "spike_after": None,
+            "spike_for": None,
+            "duration": None,
+            "count": None,
+            "rate": 5.0,
+        }
+        return spike_window(argparse.Namespace(**(options | given)))
+
+    assert window(duration=30.0) == SpikeWindow({"temperature": 95.0}, 10.0, 10.0, 30.0)
+    assert window(count=60) == SpikeWindow({"temperature": 95.0}, 4.0, 4.0, 12.0)
+    assert window() == SpikeWindow({"temperature": 95.0}, 10.0, 10.0, None)
+    chosen = window(duration=30.0, spike_after=2.0, spike_for=25.0)
+    assert chosen == SpikeWindow({"temperature": 95.0}, 2.0, 25.0, 30.0)
+    assert chosen is not None
+    assert chosen.describe() == "spike temperature=95 from 2 s to 27 s of the run"
+    to_the_end = window(duration=30.0, spike_after=2.0, spike_for=28.0)
+    assert to_the_end is not None
+    assert to_the_end.describe().endswith(
+        "to 30 s of the run (to its end: the readings do not come back)"
+    )
+    assert (chosen.at(1.99), chosen.at(2.0), chosen.at(26.99), chosen.at(27.0)) == (
+        {},
+        {"temperature": 95.0},
+        {"temperature": 95.0},
+        {},
+    )
+    assert window(spike=[]) is None

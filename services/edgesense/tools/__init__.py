@@ -3,6 +3,7 @@
     edgesense webhooks register|list|get|update|rotate-secret|delete|enable
     edgesense event-types   the event types and their bodies' JSON Schemas
     edgesense deliveries list|redeliver
+    edgesense alerts list   what the project's threshold rules raised
     edgesense simulate      publish readings, alerts and status over MQTT
     edgesense receive       a local webhook receiver that checks signatures
 

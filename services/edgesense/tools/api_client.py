@@ -168,6 +168,22 @@ class ApiClient:
         params = {"status": status} if status else {}
         return self._pages(path, "deliveries", params, limit, MAX_PAGE_SIZE)
 
+    def alerts(
+        self,
+        filters: Mapping[str, str],
+        page_size: int,
+        every_page: bool = False,
+    ) -> tuple[list[JsonObject], str]:
+        """Alert instances newest first: one page of `page_size`, or every page.
+
+        `filters`: the query's state, ruleId and deviceId (empty ones are left
+        out). Returns them with the token of the page after them ("" at the end).
+        """
+        params = {name: value for name, value in filters.items() if value}
+        return self._pages(
+            "/api/alerts", "alerts", params, 0 if every_page else page_size, page_size
+        )
+
     def _pages(
         self, path: str, key: str, params: dict[str, str], limit: int, max_page: int
     ) -> tuple[list[JsonObject], str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from edgesense.tools.arguments import Subcommands, bounded, comma_list, command, int_in, lazy
+from edgesense.tools.sim_devices import check_spike
 
 SIMULATED_KINDS = ("data", "alert", "status")
 SIMULATE_MORE = """\
@@ -14,7 +15,16 @@ gateway's own status, {prefix}/{project}/{gateway}/status, is a retained
 "online" from the start; its Last Will is a retained "offline". On --count,
 --duration or Ctrl-C it waits for the PUBACKs, publishes "offline" itself and
 disconnects cleanly (so the Will is not sent); a crash or kill -9 leaves the
-Will to say "offline"."""
+Will to say "offline".
+
+--spike FIELD=VALUE (repeatable: temperature, humidity or pressure, each
+outside its normal range) makes every reading carry VALUE (or a little
+beyond) from --spike-after for --spike-for seconds, by default the middle
+third of the run (of --duration, else of --count / --rate; 10 s to 20 s in a
+run without end); the readings before and after are the normal ones. A rule
+such as `temperature gt 80` then raises a `triggered` alert and, after the
+spike, a `resolved` one:
+  edgesense simulate --duration 30 --spike temperature=95"""
 RECEIVE_MORE = """\
 Prints one line per request: time, event, deviceId, eventId, delivery id,
 "signature ok" or "BAD SIGNATURE (why)", the status answered. Answers --status
@@ -29,6 +39,22 @@ def kinds_list(raw: str) -> list[str]:
     if unknown or not kinds:
         raise argparse.ArgumentTypeError(f"kinds are a comma list of {', '.join(SIMULATED_KINDS)}")
     return kinds
+
+
+def spike(raw: str) -> tuple[str, float]:
+    """`temperature=95` -> ("temperature", 95.0), a field the readings carry,
+    outside its normal range."""
+    name, equals, value = (part.strip() for part in raw.partition("="))
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE (temperature=95), not {raw!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: not a number: {value!r}") from None
+    problem = check_spike(name, number)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{name}: {problem}")
+    return name, number
 
 
 def add_simulate(sub: Subcommands) -> None:
@@ -77,6 +103,27 @@ def add_simulate(sub: Subcommands) -> None:
         help="published and not yet acknowledged, at most (default 100)",
     )
     sim.add_argument("--seed", metavar="N", type=int, help="random seed, for repeatable readings")
+    sim.add_argument(
+        "--spike",
+        metavar="FIELD=VALUE",
+        type=spike,
+        action="append",
+        default=[],
+        help="readings cross VALUE part-way through the run and come back (e.g. "
+        "temperature=95); repeat for more fields",
+    )
+    sim.add_argument(
+        "--spike-after",
+        metavar="S",
+        type=bounded(float, 0.0),
+        help="the spike starts S seconds into the run (default: a third of the run)",
+    )
+    sim.add_argument(
+        "--spike-for",
+        metavar="S",
+        type=bounded(float, 0.001),
+        help="the spike lasts S seconds (default: a third of the run)",
+    )
 
 
 def add_receive(sub: Subcommands) -> None:

@@ -76,6 +76,6 @@ def say_empty(what: str) -> None:
     print(f"no {what}", file=sys.stderr, flush=True)
 
 
-def say_more(shown: str) -> None:
-    """A note on stderr that a listing stopped at `--limit` with more left."""
-    print(f"{shown}; there are more: --limit N shows N, --limit 0 all", file=sys.stderr, flush=True)
+def say_more(shown: str, how: str = "--limit N shows N, --limit 0 all") -> None:
+    """A note on stderr that a listing stopped with more left, and `how` to see them."""
+    print(f"{shown}; there are more: {how}", file=sys.stderr, flush=True)

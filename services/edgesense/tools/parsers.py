@@ -1,5 +1,5 @@
 """The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `deliveries`,
-`simulate` and `receive` to the `edgesense` command.
+`alerts`, `simulate` and `receive` to the `edgesense` command.
 
 This module holds the API commands (with the options they share: --api-url,
 --api-key, --json); `local_commands.py` holds simulate and receive. Nothing
@@ -23,6 +23,9 @@ from edgesense.tools.arguments import (
 from edgesense.tools.local_commands import add_receive, add_simulate
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
+ALERT_STATES = ("active", "resolved")
+# GET /api/alerts answers at most 500 a page (ListAlertsRequest.page_size).
+MAX_ALERTS_PAGE = 500
 
 
 def _api_options() -> argparse.ArgumentParser:
@@ -193,6 +196,26 @@ def add_tool_commands(sub: Subcommands) -> None:
         "send a delivery again, whatever its status",
         lazy("deliveries_cmd", "redeliver"),
     ).add_argument("delivery_id", metavar="DELIVERY_ID")
+
+    alerts = group(sub, "alerts", "the alerts the project's threshold rules raised")
+    alerting = leaf(
+        alerts,
+        "list",
+        "alerts newest first: one per breach of a rule by a device, active or resolved",
+        lazy("alerts_cmd", "list_alerts"),
+    )
+    alerting.add_argument("--state", choices=ALERT_STATES, help="only active or only resolved")
+    alerting.add_argument("--rule-id", metavar="R", help="only this rule's alerts")
+    alerting.add_argument("--device-id", metavar="D", help="only this device's alerts")
+    alerting.add_argument(
+        "--page-size",
+        metavar="N",
+        type=int_in(1, MAX_ALERTS_PAGE),
+        default=50,
+        help=f"alerts a page (default 50, at most {MAX_ALERTS_PAGE}); without --all, "
+        "the newest page only",
+    )
+    alerting.add_argument("--all", action="store_true", help="every page, not only the newest")
 
     add_simulate(sub)
     add_receive(sub)

@@ -19,6 +19,15 @@ waiting), publishes the retained `offline` itself and disconnects cleanly, so
 the broker does not send the Will as well. Exit 0; 1 if messages stayed
 unacknowledged; 3 if the broker cannot be reached. A kill -9 leaves the Will
 to report the gateway offline.
+
+`--spike temperature=95` (repeatable, one field each) makes every reading
+carry that value (see sim_devices) during a window of the run, so a threshold
+rule triggers and, once the window is over, resolves: from `--spike-after`
+for `--spike-for` seconds, by default the middle third of the run (of
+`--duration`, or of `--count` / `--rate`; 10 s to 20 s when the run has no
+end). The window is on the publishing schedule (message n is due n / rate
+seconds in), not on the wall clock, so a `--count` run spikes the same
+messages every time.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TextIO
 
 from edgesense.common.config import (
@@ -54,6 +64,53 @@ GIVE_UP_SECONDS = 1.0
 MAX_LAG_SECONDS = 1.0
 RATE_WINDOW_SECONDS = 2.0
 RATE_SAMPLE_SECONDS = 0.05
+# The spike's start and length when the run has no end (no --duration, no --count).
+ENDLESS_SPIKE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class SpikeWindow:
+    """Which fields are spiked to what, from `after` for `lasting` seconds of the schedule."""
+
+    values: Mapping[str, float]
+    after: float
+    lasting: float
+    run_seconds: float | None = None  # the run's length, when it has one
+
+    def at(self, offset: float) -> Mapping[str, float]:
+        """The spiked fields of a reading due `offset` seconds into the run."""
+        return self.values if self.after <= offset < self.after + self.lasting else {}
+
+    def describe(self) -> str:
+        fields = " ".join(f"{name}={value:g}" for name, value in self.values.items())
+        end = self.after + self.lasting
+        text = f"spike {fields} from {self.after:g} s to {end:g} s of the run"
+        if self.run_seconds is not None and end >= self.run_seconds:
+            text += " (to its end: the readings do not come back)"
+        return text
+
+
+def spike_window(args: argparse.Namespace) -> SpikeWindow | None:
+    """The spike the options ask for: --spike-after and --spike-for, else the
+    middle third of the run."""
+    if not args.spike:
+        if args.spike_after is not None or args.spike_for is not None:
+            raise UsageError("--spike-after and --spike-for need --spike FIELD=VALUE")
+        return None
+    values: dict[str, float] = {}
+    for name, value in args.spike:
+        if name in values:
+            raise UsageError(f"--spike {name} is given twice")
+        values[name] = value
+    length = args.duration if args.duration is not None else None
+    if length is None and args.count is not None:
+        length = args.count / args.rate
+    third = length / 3 if length is not None else ENDLESS_SPIKE_SECONDS
+    after = args.spike_after if args.spike_after is not None else third
+    lasting = args.spike_for if args.spike_for is not None else third
+    if length is not None and after >= length:
+        raise UsageError(f"--spike-after {after:g} is not before the end of the run ({length:g} s)")
+    return SpikeWindow(values, after, lasting, length)
 
 
 class LiveLine:
@@ -66,6 +123,7 @@ class LiveLine:
         self.every = TTY_EVERY_SECONDS if self.tty else PLAIN_EVERY_SECONDS
         self._start = self._last_shown = time.monotonic()
         self._width = 0
+        self.note = ""  # said after the counters, e.g. while a spike lasts
         self._window: collections.deque[tuple[float, int]] = collections.deque()
 
     def text(self, now: float, final: bool = False) -> str:
@@ -80,9 +138,10 @@ class LiveLine:
             rate = (p.acknowledged - acked_then) / (now - since) if now > since else 0.0
             over = ""
         state = "" if p.connected or final else "  (disconnected, reconnecting)"
+        note = "" if final else self.note
         return (
             f"published {p.published}  acknowledged {p.acknowledged}  "
-            f"in flight {p.in_flight}  {rate:.1f} msg/s{over}{state}"
+            f"in flight {p.in_flight}  {rate:.1f} msg/s{over}{state}{note}"
         )
 
     def tick(self, final: bool = False) -> None:
@@ -145,6 +204,7 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
     except ConfigurationError as exc:
         raise UsageError(exc.message) from None
+    spike = spike_window(args)
     base = f"{prefix}/{project}/{gateway}"
     publisher = Publisher(broker, client_id(gateway), args.max_in_flight)
     publisher.connect(f"{base}/status", b"offline")
@@ -154,6 +214,8 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         file=out,
         flush=True,
     )
+    if spike is not None:
+        print(spike.describe(), file=out, flush=True)
     if not publisher.mqtt5:
         print(
             "the broker speaks only MQTT 3.1.1: messages carry no event-id, so one "
@@ -166,7 +228,7 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         with stop_on_signals(stop):
             publisher.publish_status(f"{base}/status", b"online", DRAIN_SECONDS)
-            _run(args, publisher, live, base, stop)
+            _run(args, publisher, live, base, stop, spike)
             drained = _drain(publisher, live, stop)
             # After a second Ctrl-C, say offline only if the broker answers at once.
             publisher.publish_status(
@@ -183,13 +245,25 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _run(
-    args: argparse.Namespace, publisher: Publisher, live: LiveLine, base: str, stop: threading.Event
+    args: argparse.Namespace,
+    publisher: Publisher,
+    live: LiveLine,
+    base: str,
+    stop: threading.Event,
+    window: SpikeWindow | None = None,
 ) -> None:
     """Publish on schedule until the count, the duration or a stop signal."""
     rng = random.Random(args.seed)
     interval = 1.0 / args.rate
     start = due = time.monotonic()
-    messages = traffic(args.devices, args.kinds, rng)
+
+    def spike() -> Mapping[str, float]:
+        """The spiked fields of the message due now; the live line says so."""
+        spiked = window.at(due - start) if window is not None else {}
+        live.note = "  (spiking " + ", ".join(spiked) + ")" if spiked else ""
+        return spiked
+
+    messages = traffic(args.devices, args.kinds, rng, spike)
     sent = 0
     while not stop.is_set() and (args.count is None or sent < args.count):
         now = time.monotonic()
