@@ -43,7 +43,9 @@ REST_PROCESS = re.compile(
 )
 
 # Compounds that are fine everywhere (check 2).
-ALLOWED = re.compile(r"grpc-gateway|gateway-bridge|gateway_?ids?\b|gatewayIds?\b|gateways\b", re.I)
+ALLOWED = re.compile(
+    r"grpc-gateway|gateway-bridge|gateway[_-]?ids?\b|gatewayIds?\b|gateways\b", re.I
+)
 GATEWAY = re.compile(r"gateway", re.IGNORECASE)
 
 # Files whose subject is the device: what it publishes and how the broker,

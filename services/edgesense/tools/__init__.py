@@ -2,6 +2,7 @@
 
     edgesense webhooks register|list|get|update|rotate-secret|delete|enable
     edgesense event-types   the event types and their bodies' JSON Schemas
+    edgesense rules create|list|get|update|delete
     edgesense deliveries list|redeliver
     edgesense alerts list   what the project's threshold rules raised
     edgesense simulate      publish readings, alerts and status over MQTT

@@ -25,6 +25,7 @@ from edgesense.tools.errors import ApiError, CannotConnect, UsageError
 JsonObject = dict[str, Any]
 MAX_PAGE_SIZE = 500
 MAX_WEBHOOK_PAGE = 100
+MAX_RULE_PAGE = 100
 TIMEOUT_SECONDS = 10.0
 
 
@@ -156,6 +157,25 @@ class ApiClient:
 
     def enable_webhook(self, webhook_id: str) -> JsonObject:
         return self._call("POST", f"/api/webhooks/{_segment(webhook_id)}/enable")
+
+    def create_rule(self, rule: JsonObject) -> JsonObject:
+        """POST a RuleSpec (JSON names); the answer is the stored Rule."""
+        return self._call("POST", "/api/rules", json=rule)
+
+    def list_rules(self) -> list[JsonObject]:
+        """Every rule of the project, page after page, oldest first."""
+        found, _ = self._pages("/api/rules", "rules", {}, 0, MAX_RULE_PAGE)
+        return found
+
+    def get_rule(self, rule_id: str) -> JsonObject:
+        return self._call("GET", f"/api/rules/{_segment(rule_id)}")
+
+    def update_rule(self, rule_id: str, changes: JsonObject) -> JsonObject:
+        """PATCH the fields in `changes` (JSON names); the API keeps the others."""
+        return self._call("PATCH", f"/api/rules/{_segment(rule_id)}", json=changes)
+
+    def delete_rule(self, rule_id: str) -> JsonObject:
+        return self._call("DELETE", f"/api/rules/{_segment(rule_id)}")
 
     def deliveries(
         self, webhook_id: str, status: str | None = None, limit: int = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
@@ -54,6 +55,17 @@ def bounded(
         return value
 
     return parse
+
+
+def finite(raw: str) -> float:
+    """A number as JSON can carry it: not nan nor inf."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {raw}")
+    return value
 
 
 def int_in(low: int, high: int | None = None) -> Callable[[str], int]:

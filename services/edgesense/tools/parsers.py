@@ -1,5 +1,5 @@
-"""The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `deliveries`,
-`alerts`, `simulate` and `receive` to the `edgesense` command.
+"""The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `rules`,
+`deliveries`, `alerts`, `simulate` and `receive` to the `edgesense` command.
 
 This module holds the API commands (with the options they share: --api-url,
 --api-key, --json); `local_commands.py` holds simulate and receive. Nothing
@@ -15,6 +15,7 @@ from edgesense.tools.arguments import (
     Subcommands,
     comma_list,
     command,
+    finite,
     group,
     header,
     int_in,
@@ -175,6 +176,8 @@ def add_tool_commands(sub: Subcommands) -> None:
         lazy("webhooks_cmd", "event_types"),
     )
 
+    _add_rules(sub, api)
+
     deliveries = group(sub, "deliveries", "inspect and resend a webhook's deliveries")
     listing = _of_webhook(
         deliveries,
@@ -219,6 +222,91 @@ def add_tool_commands(sub: Subcommands) -> None:
 
     add_simulate(sub)
     add_receive(sub)
+
+
+def _add_rules(sub: Subcommands, api: argparse.ArgumentParser) -> None:
+    """`edgesense rules create|list|get|update|delete`: the alert rule routes."""
+    rules = group(sub, "rules", "create, list, inspect, update and delete alert rules")
+
+    def leaf(name: str, text: str, function: str, of_rule: bool) -> argparse.ArgumentParser:
+        parser = command(rules, name, text, [api])
+        parser.set_defaults(handler=lazy("rules_cmd", function))
+        if of_rule:
+            parser.add_argument("rule_id", metavar="RULE_ID")
+        return parser
+
+    create = leaf("create", "create an alert rule", "create", of_rule=False)
+    _rule_options(create, creating=True)
+    create.add_argument("--disabled", action="store_true", help="create it disabled")
+    leaf("list", "list the project's rules, oldest first", "list_rules", of_rule=False)
+    leaf("get", "show one rule", "get", of_rule=True)
+    leaf("delete", "delete a rule; its active alerts resolve", "delete", of_rule=True)
+    change = leaf(
+        "update",
+        "change a rule's fields; only the options given change (a new condition "
+        "makes a new version)",
+        "update",
+        of_rule=True,
+    )
+    _rule_options(change, creating=False)
+    enabled = change.add_mutually_exclusive_group()
+    enabled.add_argument("--enabled", dest="enabled", action="store_const", const=True)
+    enabled.add_argument(
+        "--disabled",
+        dest="enabled",
+        action="store_const",
+        const=False,
+        help="a disabled rule evaluates nothing; its active alerts resolve",
+    )
+
+
+def _rule_options(parser: argparse.ArgumentParser, *, creating: bool) -> None:
+    """A rule's fields; on update none is required and absent means unchanged.
+    The API checks the values (its message names the field)."""
+    parser.add_argument("--name", metavar="NAME", required=creating)
+    parser.add_argument(
+        "--field",
+        metavar="PATH",
+        help="a dotted path into a reading's payload, e.g. temperature or motor.rpm",
+        required=creating,
+    )
+    parser.add_argument(
+        "--operator", metavar="OP", help="gt, gte, lt, lte, outside or inside", required=creating
+    )
+    parser.add_argument("--threshold", metavar="X", type=finite, required=creating)
+    parser.add_argument(
+        "--threshold-high",
+        metavar="X",
+        type=finite,
+        help="the top of the range [threshold, X]: outside and inside only",
+    )
+    parser.add_argument(
+        "--clear-threshold",
+        metavar="X",
+        type=finite,
+        help="gt/gte/lt/lte: an alert resolves at or beyond X on the safe side "
+        "(default: the threshold)",
+    )
+    parser.add_argument(
+        "--count", metavar="N", type=int, help="consecutive breaching readings (default 1)"
+    )
+    parser.add_argument(
+        "--for-seconds",
+        metavar="S",
+        type=int,
+        help="the breach must also have lasted S seconds (default 0)",
+    )
+    parser.add_argument(
+        "--severity", metavar="LEVEL", help="info, warning (the default) or critical"
+    )
+    all_of = "'' for all" if not creating else "default: all"
+    parser.add_argument(
+        "--device-ids", metavar="IDS", type=comma_list, help=f"comma list; {all_of}"
+    )
+    parser.add_argument(
+        "--gateway-ids", metavar="IDS", type=comma_list, help=f"comma list; {all_of}"
+    )
+    parser.add_argument("--description", metavar="D")
 
 
 def _sending_options(parser: argparse.ArgumentParser, *, updating: bool) -> None:
