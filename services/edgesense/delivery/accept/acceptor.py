@@ -298,6 +298,6 @@ class Acceptor:
 
 
 def _reading_time(event: events_pb2.Event) -> float:
-    """A reading's own time (the bridge's receipt when the gateway gave none)."""
+    """A reading's own time (the bridge's receipt when the message carried none)."""
     ts = event.timestamp if event.HasField("timestamp") else event.received_at
     return ts.seconds + ts.nanos / 1e9

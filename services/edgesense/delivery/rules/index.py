@@ -3,7 +3,7 @@
 Fed by the registry's WatchRules stream (`link`); read by the acceptor for
 every reading it stores. A reading is judged only against the enabled rules
 of its project whose field's first segment is one of its members and whose
-device and gateway filters let it through: a project's other rules are
+deviceIds and gatewayIds let it through: a project's other rules are
 never looked at. Pure: no I/O.
 """
 
