@@ -64,9 +64,11 @@ def reading(
     )
 
 
-async def store(outbox: Outbox, *readings: tuple[StoredEvent, Observation]) -> RuleWork:
+async def store(
+    outbox: Outbox, *readings: tuple[StoredEvent, Observation], now: float = NOW
+) -> RuleWork:
     work = RuleWork([o for _, o in readings], dict(TARGETS))
-    await outbox.accept([e for e, _ in readings], [], NOW, work)
+    await outbox.accept([e for e, _ in readings], [], now, work)
     return work
 
 
@@ -136,10 +138,13 @@ async def test_a_reading_stored_twice_is_judged_once(outbox: Outbox) -> None:
     again = await store(outbox, breach)  # the bridge sent it again
     assert first.plan.triggered == 1
     assert not again.plan
-    # Nor twice in one batch (the same event in two batches of one group).
-    other = reading(2, "d2", 85, 100)
+    # Nor twice in one batch (the same event in two batches of one group):
+    # with a count of 2, judging it twice would trigger.
+    twice = dataclasses.replace(RULE, rule_id="rule_twice", count=2)
+    other = reading(2, "d2", 85, 100, twice)
     work = await store(outbox, other, other)
-    assert work.plan.triggered == 1
+    assert not work.plan.triggered
+    assert (await store(outbox, reading(3, "d2", 85, 101, twice))).plan.triggered == 1
     assert len(await alert_events(outbox)) == 2
 
 
@@ -152,19 +157,26 @@ async def test_devices_keep_their_own_state(outbox: Outbox) -> None:
     assert [tuple(s) for s in states] == [("d1", "active"), ("d2", "ok")]
 
 
-async def test_ending_a_rule_resolves_its_alerts_once(outbox: Outbox) -> None:
+async def test_ending_alerts_resolves_each_once_and_forgets_states(outbox: Outbox) -> None:
     other = dataclasses.replace(RULE, rule_id="rule_other")
     await store(outbox, reading(1, "d1", 85, 100), reading(2, "d2", 85, 100, other))
-    assert await outbox.alerting() == {"rule_hot": {("p", "d1")}, "rule_other": {("p", "d2")}}
+    assert await outbox.alerting() == {"rule_hot", "rule_other"}
+    (hot,) = await outbox.active_alerts(["rule_hot"], 0, 10)
+    assert (hot.rule_id, hot.device_id, hot.gateway_id, hot.field) == (
+        "rule_hot",
+        "d1",
+        "gw-1",
+        "temperature",
+    )
     # A device whose webhooks the caller did not look up is left for later.
-    plan = await outbox.end_alerts({"rule_hot": RULE_DELETED}, {}, NOW + 5)
+    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, [], {}, NOW + 5)
     assert plan.resolved == 0
-    plan = await outbox.end_alerts({"rule_hot": RULE_DELETED}, TARGETS, NOW + 5)
+    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, ["rule_hot"], TARGETS, NOW + 5)
     assert plan.resolved == 1
     assert len(plan.deliveries) == 2
-    again = await outbox.end_alerts({"rule_hot": RULE_DELETED}, TARGETS, NOW + 6)
+    again = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, [], TARGETS, NOW + 6)
     assert again.resolved == 0
-    assert await outbox.alerting() == {"rule_other": {("p", "d2")}}
+    assert await outbox.alerting() == {"rule_other"}
     resolved = [e for e in await alert_events(outbox) if e["state"] == "resolved"]
     assert [(r["reason"], r["ruleId"], "value" in r) for r in resolved] == [
         ("rule deleted", "rule_hot", False)
@@ -174,6 +186,19 @@ async def test_ending_a_rule_resolves_its_alerts_once(outbox: Outbox) -> None:
     assert await outbox.delete_resolved_alerts(NOW + 5, 10) == 0
     assert await outbox.delete_resolved_alerts(NOW + 5.5, 10) == 1
     assert [r.rule_id for r in await outbox.alert_page("p", "", "", "", 10, None)] == ["rule_other"]
+
+
+async def test_a_resolution_describes_the_alert_as_it_triggered(outbox: Outbox) -> None:
+    await store(outbox, reading(1, "d1", 85, 100))
+    renamed = dataclasses.replace(RULE, name="Renamed", severity="info", version=2)
+    await store(outbox, reading(2, "d1", 60, 101, renamed))
+    triggered, resolved = await alert_events(outbox)
+    assert (resolved["state"], resolved["ruleName"], resolved["severity"]) == (
+        "resolved",
+        "Boiler too hot",
+        "critical",
+    )
+    assert resolved["alertId"] == triggered["alertId"]
 
 
 async def test_alert_listing_pages_newest_first(outbox: Outbox) -> None:
@@ -186,6 +211,37 @@ async def test_alert_listing_pages_newest_first(outbox: Outbox) -> None:
     assert [r.device_id for r in await outbox.alert_page("p", "", "", "dev1", 10, None)] == ["dev1"]
     assert await outbox.alert_page("p", "resolved", "", "", 10, None) == []
     assert await outbox.alert_page("other-project", "", "", "", 10, None) == []
+
+
+async def test_ending_alerts_while_readings_of_their_devices_are_stored(
+    database_url: str,
+) -> None:
+    """Ending a rule's alerts and storing clearing readings of the same
+    pairs at once, from two outboxes: no deadlock (both take the states
+    first, in one order), and each alert resolved once, by one or the other."""
+    outboxes = [await open_outbox(database_url) for _ in range(2)]
+    try:
+        devices = [f"d{n}" for n in range(20)]
+        hook: tuple[AlertTarget, ...] = (AlertTarget("wh_a", PENDING, None, NOW, False),)
+        targets = {("p", d): hook for d in devices}
+        work = RuleWork([reading(n, d, 90, 100)[1] for n, d in enumerate(devices)], targets)
+        await outboxes[0].accept(
+            [reading(n, d, 90, 100)[0] for n, d in enumerate(devices)], [], NOW, work
+        )
+        active = await outboxes[0].active_alerts(["rule_hot"], 0, 100)
+        assert len(active) == len(devices)
+        clearing = [reading(100 + n, d, 10, 200) for n, d in enumerate(devices)]
+        reasons = {a.alert_id: RULE_DELETED for a in active}
+        await asyncio.gather(
+            outboxes[1].end_alerts(reasons, ["rule_hot"], targets, NOW + 1),
+            *(outboxes[0].accept([e], [], NOW + 1, RuleWork([o], targets)) for e, o in clearing),
+        )
+        events = await alert_events(outboxes[0])
+        assert len([e for e in events if e["state"] == "resolved"]) == len(devices)
+        assert await outboxes[0].alerting() == set()
+    finally:
+        for outbox in outboxes:
+            await outbox.close()
 
 
 async def test_two_outboxes_storing_one_devices_breaches_raise_one_alert(

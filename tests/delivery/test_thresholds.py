@@ -180,17 +180,6 @@ def test_a_new_version_counts_breaches_again_but_keeps_an_active_alert() -> None
     assert transition.kind == RESOLVED
 
 
-def test_one_state_per_device_is_the_callers_business() -> None:
-    """judge sees one pair: two devices' states never meet."""
-    r = rule()
-    a, ta = judge(r, State(), 90, 0.0)
-    b, tb = judge(r, State(), 70, 0.0)
-    assert ta is not None
-    assert tb is None
-    assert a.phase == ACTIVE
-    assert b.phase == OK
-
-
 def test_number_at_follows_dotted_paths_and_only_takes_numbers() -> None:
     values = struct_pb2.Struct()
     values.update(

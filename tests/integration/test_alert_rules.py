@@ -174,11 +174,35 @@ async def test_disabling_or_deleting_a_rule_resolves_its_alerts_with_an_event(
     assert all("value" not in b["payload"] for b in resolved)
     assert await alerts(cluster, state="active") == []
     assert {a["resolvedReason"] for a in await alerts(cluster)} == {reason}
-    # The rule judges nothing any more.
-    await cluster.publish([reading(device="d3", values={"temperature": 99})])
-    await cluster.publish([gateway_alert("d3")])  # ... while the webhook still gets alerts
+    # The rule judges nothing any more (its alerts are stored with the
+    # reading, so once Publish confirms, GET /api/alerts is the whole story);
+    # the webhook still gets the gateway's own alerts.
+    await cluster.publish([reading(device="d3", values={"temperature": 99}), gateway_alert("d3")])
+    assert await alerts(cluster, deviceId="d3") == []
     await eventually(lambda: len(receiver.received) == 5, 20, "the gateway's alert")
     assert json.loads(receiver.received[-1].body)["payload"].get("code") == "E42"
+
+
+async def test_narrowing_a_rule_resolves_the_alerts_of_devices_it_no_longer_judges(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    await cluster.register(receiver.url, events=["device.alert"])
+    rule_id = await create_rule(cluster, BOILER)
+    await cluster.publish([reading(device=d, values={"temperature": 90}) for d in ("d1", "d2")])
+    await eventually(lambda: len(receiver.received) == 2, 20, "two triggered alerts")
+    answer = await cluster.http.patch(
+        f"/api/rules/{rule_id}", json={"deviceIds": ["d1"]}, headers=cluster.auth()
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == 2
+    await eventually(lambda: len(receiver.received) == 3, 20, "d2's alert resolved")
+    body = json.loads(receiver.received[-1].body)
+    assert (body["deviceId"], body["payload"]["state"], body["payload"]["reason"]) == (
+        "d2",
+        "resolved",
+        "rule changed",
+    )
+    assert [a["deviceId"] for a in await alerts(cluster, state="active")] == ["d1"]
 
 
 async def test_device_and_gateway_filters_and_nested_fields(

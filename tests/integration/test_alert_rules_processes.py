@@ -116,10 +116,18 @@ async def test_kill_9_between_two_breaching_readings_raises_one_alert(
     delivery = await processes.start("delivery", delivery_env)
     second, third = (reading(device="boiler", values={"t": t}) for t in (91, 92))
     await publish(delivery, token, [second])
+    # The second breach in a row triggered: the first one's state outlived the kill.
+    await eventually(lambda: "triggered" in alert_states(receiver, "boiler"), 30, "the alert")
+    (alert,) = [
+        json.loads(r.body)["payload"]
+        for r in receiver.received
+        if json.loads(r.body)["event"] == "device.alert"
+        and json.loads(r.body)["deviceId"] == "boiler"
+    ]
+    assert alert["value"] == 91
     await publish(delivery, token, [first, second, third])  # a bridge sending again
     readings = [first.event_id, second.event_id, third.event_id]
     await eventually(arrived(receiver, webhook_id, readings), 30, "the three readings")
-    await eventually(lambda: "triggered" in alert_states(receiver, "boiler"), 30, "the alert")
     # Everything published has arrived; one more reading of another device
     # after it, so an extra alert of the boiler would have arrived too.
     marker = reading(device="marker", values={"t": 1})

@@ -46,6 +46,9 @@ OK, BREACHING, ACTIVE = "ok", "breaching", "active"
 TRIGGERED, RESOLVED = "triggered", "resolved"
 # Why an alert resolved.
 CLEARED, RULE_DISABLED, RULE_DELETED = "cleared", "rule disabled", "rule deleted"
+# Its rule's condition changed so that the rule no longer judges the
+# alert's device (deviceIds, gatewayIds) or field.
+RULE_CHANGED = "rule changed"
 
 
 @dataclass(frozen=True)

@@ -628,7 +628,9 @@ class AlertInstance(_message.Message):
     resolved_value: _builtins.float
     """The value that cleared it; absent while active and when the rule ended it."""
     resolved_reason: _builtins.str
-    """Why it resolved: "cleared", "rule disabled" or "rule deleted"; absent while active."""
+    """Why it resolved: "cleared", "rule disabled", "rule deleted" or "rule
+    changed" (it no longer judges this device or field); absent while active.
+    """
     triggered_event_id: _builtins.str
     """The device.alert events of its transitions (the second once resolved)."""
     resolved_event_id: _builtins.str
@@ -642,8 +644,8 @@ class AlertInstance(_message.Message):
 
     @_builtins.property
     def resolved_at(self) -> _timestamp_pb2.Timestamp:
-        """The time of the reading that cleared it (or when the rule was disabled
-        or deleted); absent while active.
+        """The time of the reading that cleared it (or when the rule was disabled,
+        deleted or changed); absent while active.
         """
 
     def __init__(

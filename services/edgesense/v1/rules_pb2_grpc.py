@@ -102,9 +102,11 @@ class AlertRulesServicer:
         """Changes the fields update_mask names, each validated as at creation;
         the others are kept. Over REST the body is the RuleSpec; without an
         updateMask the mask is the fields present in the body. A change to the
-        condition (field, operator, thresholds, count, for_seconds, devices)
-        makes a new version: each device's count of consecutive breaches starts
-        again, and an active alert resolves when the new condition clears.
+        condition (field, operator, thresholds, count, for_seconds, device_ids,
+        gateway_ids) makes a new version: each device's count of consecutive
+        breaches starts again, and an active alert resolves when the new
+        condition clears; one of a device or field the rule no longer judges
+        resolves at once, with a device.alert event whose `reason` is "rule changed".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,9 +46,11 @@ class AlertRulesStub:
     """Changes the fields update_mask names, each validated as at creation;
     the others are kept. Over REST the body is the RuleSpec; without an
     updateMask the mask is the fields present in the body. A change to the
-    condition (field, operator, thresholds, count, for_seconds, devices)
-    makes a new version: each device's count of consecutive breaches starts
-    again, and an active alert resolves when the new condition clears.
+    condition (field, operator, thresholds, count, for_seconds, device_ids,
+    gateway_ids) makes a new version: each device's count of consecutive
+    breaches starts again, and an active alert resolves when the new
+    condition clears; one of a device or field the rule no longer judges
+    resolves at once, with a device.alert event whose `reason` is "rule changed".
     """
     DeleteRule: _grpc.UnaryUnaryMultiCallable[_rules_pb2.DeleteRuleRequest, _rules_pb2.DeleteRuleResponse]
     """Deletes the rule. Each of its active alerts is resolved with a
@@ -77,9 +79,11 @@ class AlertRulesAsyncStub(AlertRulesStub):
     """Changes the fields update_mask names, each validated as at creation;
     the others are kept. Over REST the body is the RuleSpec; without an
     updateMask the mask is the fields present in the body. A change to the
-    condition (field, operator, thresholds, count, for_seconds, devices)
-    makes a new version: each device's count of consecutive breaches starts
-    again, and an active alert resolves when the new condition clears.
+    condition (field, operator, thresholds, count, for_seconds, device_ids,
+    gateway_ids) makes a new version: each device's count of consecutive
+    breaches starts again, and an active alert resolves when the new
+    condition clears; one of a device or field the rule no longer judges
+    resolves at once, with a device.alert event whose `reason` is "rule changed".
     """
     DeleteRule: _aio.UnaryUnaryMultiCallable[_rules_pb2.DeleteRuleRequest, _rules_pb2.DeleteRuleResponse]  # type: ignore[assignment]
     """Deletes the rule. Each of its active alerts is resolved with a
@@ -129,9 +133,11 @@ class AlertRulesServicer(metaclass=_abc_1.ABCMeta):
         """Changes the fields update_mask names, each validated as at creation;
         the others are kept. Over REST the body is the RuleSpec; without an
         updateMask the mask is the fields present in the body. A change to the
-        condition (field, operator, thresholds, count, for_seconds, devices)
-        makes a new version: each device's count of consecutive breaches starts
-        again, and an active alert resolves when the new condition clears.
+        condition (field, operator, thresholds, count, for_seconds, device_ids,
+        gateway_ids) makes a new version: each device's count of consecutive
+        breaches starts again, and an active alert resolves when the new
+        condition clears; one of a device or field the rule no longer judges
+        resolves at once, with a device.alert event whose `reason` is "rule changed".
         """
 
     @_abc_1.abstractmethod

@@ -46,7 +46,7 @@ from edgesense.delivery.store.rows import (
     NewDelivery,
     StoredEvent,
 )
-from edgesense.delivery.webhooks.index import WebhookIndex
+from edgesense.delivery.webhooks.index import Target, WebhookIndex
 from edgesense.v1 import events_pb2
 
 MAX_GROUP_EVENTS = 5000
@@ -158,7 +158,7 @@ class Acceptor:
         now = time.time()
         lease_until = now + self._handoff.lease_seconds
         owner = self._handoff.owner
-        reserve, paused_until = self._handoff.reserve, self._handoff.paused_until
+        reserve, unleased_start = self._handoff.reserve, self._unleased
         # How a delivery to each webhook starts out. A webhook whose lease was
         # refused once is refused for the rest of the group (its lane only
         # fills up meanwhile): the answer is kept.
@@ -187,16 +187,16 @@ class Acceptor:
                     id_prefix = "dlv"
                     order_key = device_id
                     if name == DATA_EVENT and has_rules(project_id):
-                        observations += observe(event, _reading_time(event))
+                        observations += observe(event)
                 for target in targets:
                     delivery_id = new_id(id_prefix)
                     webhook_id = target.webhook_id
                     start = settled.get(webhook_id)
                     if start is None:
-                        if not target.active:
-                            start = Start(HELD, "webhook disabled", now, None, None, now, now)
-                        elif not target.ordered and reserve(
-                            project_id=project_id, webhook_id=webhook_id, now=now
+                        if (
+                            target.active
+                            and not target.ordered
+                            and reserve(project_id=project_id, webhook_id=webhook_id, now=now)
                         ):
                             handed.append(
                                 Claimed.fresh(
@@ -215,10 +215,8 @@ class Acceptor:
                                 )
                             )
                             continue
-                        else:
-                            not_before = paused_until(webhook_id, now)
-                            reason = None if not_before is None else PAUSED_REASON
-                            start = Start(PENDING, reason, not_before or now, None, None, now, now)
+                        status, reason, due = unleased_start(target, now)
+                        start = Start(status, reason, due, None, None, now, now)
                         settled[webhook_id] = start
                     if start.status == PENDING:
                         unleased.append((event_id, webhook_id, project_id))
@@ -280,24 +278,17 @@ class Acceptor:
 
     def alert_targets(self, project_id: str, device_id: str, now: float) -> tuple[AlertTarget, ...]:
         """The webhooks a device.alert of this device goes to, each as its
-        delivery starts out: held while disabled, pending (due when its
-        sends are no longer paused) otherwise; left for a claim either way."""
-        found = []
-        for target in self.index.match(project_id, ALERT_EVENT, device_id):
-            if not target.active:
-                found.append(
-                    AlertTarget(target.webhook_id, HELD, "webhook disabled", now, target.ordered)
-                )
-                continue
-            not_before = self._handoff.paused_until(target.webhook_id, now)
-            reason = None if not_before is None else PAUSED_REASON
-            found.append(
-                AlertTarget(target.webhook_id, PENDING, reason, not_before or now, target.ordered)
-            )
-        return tuple(found)
+        delivery starts out, left for a claim (never handed over)."""
+        return tuple(
+            AlertTarget(target.webhook_id, *self._unleased(target, now), target.ordered)
+            for target in self.index.match(project_id, ALERT_EVENT, device_id)
+        )
 
-
-def _reading_time(event: events_pb2.Event) -> float:
-    """A reading's own time (the bridge's receipt when the message carried none)."""
-    ts = event.timestamp if event.HasField("timestamp") else event.received_at
-    return ts.seconds + ts.nanos / 1e9
+    def _unleased(self, target: Target, now: float) -> tuple[str, str | None, float]:
+        """How a delivery to `target` not handed over starts out: status,
+        reason, due: held while the webhook is disabled, else pending, due
+        when its sends are no longer paused."""
+        if not target.active:
+            return HELD, "webhook disabled", now
+        not_before = self._handoff.paused_until(target.webhook_id, now)
+        return PENDING, None if not_before is None else PAUSED_REASON, not_before or now

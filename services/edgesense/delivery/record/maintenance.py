@@ -53,23 +53,28 @@ async def apply_retention(
 ) -> tuple[Deleted, bool]:
     """Delete deliveries that ended before `ended_before` with their attempts,
     and the events no delivery refers to any more, in up to `batches`
-    transactions of up to `batch` deliveries (and `batch` events).
+    transactions of up to `batch` deliveries (and `batch` events); and, in
+    transactions of their own, up to `batch` alerts resolved before then
+    each, until none is left.
 
-    Answers what was deleted, and whether rows may be left (the last batch
-    was full). Each batch is counted in edgesense_retention_deleted_total as
+    Answers what was deleted (deliveries, attempts, events), and whether
+    rows may be left (the last batch was full). Each batch is counted in edgesense_retention_deleted_total as
     soon as it is committed.
     """
-    alerts = await outbox.delete_resolved_alerts(ended_before, batch)
-    if alerts:
-        metrics.RETENTION_DELETED.labels("alerts").inc(alerts)
     totals = [0, 0, 0]
+    alerts_left = True  # alerts resolved before `ended_before` may be left
     for _ in range(batches):
+        if alerts_left:
+            alerts = await outbox.delete_resolved_alerts(ended_before, batch)
+            if alerts:
+                metrics.RETENTION_DELETED.labels("alerts").inc(alerts)
+            alerts_left = alerts >= batch
         done = await outbox.delete_ended(ended_before, batch)
         for kind, count in zip(("deliveries", "attempts", "events"), done, strict=True):
             if count:
                 metrics.RETENTION_DELETED.labels(kind).inc(count)
         totals = [total + count for total, count in zip(totals, done, strict=True)]
-        if done.deliveries < batch and done.events < batch:
+        if done.deliveries < batch and done.events < batch and not alerts_left:
             return Deleted(*totals), False
     return Deleted(*totals), True
 

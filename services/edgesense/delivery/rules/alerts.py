@@ -90,6 +90,19 @@ class AlertRow(NamedTuple):
     updated_at: float
 
 
+class ActiveAlert(NamedTuple):
+    """What deciding whether an active alert ends reads of it (Outbox.active_alerts)."""
+
+    seq: int
+    alert_id: str
+    rule_id: str
+    project_id: str
+    device_id: str
+    gateway_id: str
+    field: str
+    updated_at: float  # when it triggered (wall clock of the process that raised it)
+
+
 class Closing(NamedTuple):
     """CLOSE_ALERT's parameters: an active alert resolved."""
 
@@ -101,12 +114,14 @@ class Closing(NamedTuple):
     alert_id: str
 
 
-# The alerts' states are the phase and transition names: 'active', 'resolved'.
-INSERT_ALERT = (
-    "INSERT INTO alerts (alert_id, project_id, rule_id, rule_name, device_id, gateway_id,"
-    " severity, field, operator, threshold, threshold_high, clear_threshold, value, since,"
-    " triggered_at, triggered_event_id, updated_at, state)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')"
+# The statements take and give the rows' fields in the rows' order (the
+# column lists are made from the rows' fields, constants: no user text). The
+# alerts' states are the phase and transition names: 'active', 'resolved'.
+ALERT_COLUMNS = ", ".join(AlertRow._fields)
+STATE_COLUMNS = ", ".join(("rule_id", "device_id", *State._fields))
+_INSERT_ALERT = "INSERT INTO alerts ({columns}, state) VALUES ({marks}, 'active')"
+INSERT_ALERT = _INSERT_ALERT.format(
+    columns=ALERT_COLUMNS, marks=", ".join("?" * len(AlertRow._fields))
 )
 # Only an alert still active is closed: two processes ending the same rule's
 # alerts close each once.
@@ -148,12 +163,15 @@ class AlertPlan:
 def plan_alerts(
     observations: Sequence[Observation],
     states: Mapping[Pair, State],
+    open_alerts: Mapping[str, AlertRow],
     targets: Targets,
     now: float,
 ) -> AlertPlan:
     """Judge `observations` in order against `states` (a pair missing from
     it has never been judged): every pair's new state, and the alerts and
-    events of the transitions."""
+    events of the transitions. `open_alerts`: the rows of the states' open
+    alerts, by id: a resolution describes the alert as it triggered (the
+    rule's name and condition then), whatever the rule says now."""
     plan = AlertPlan()
     current = dict(states)
     changed: dict[Pair, StateRow] = {}
@@ -172,9 +190,10 @@ def plan_alerts(
             _raise(plan, alert, TRIGGERED, transition, None, targets, now)
             plan.triggered += 1
         elif transition is not None and before.alert_id is not None:
-            alert = opened.get(before.alert_id) or _as_open(before.alert_id, seen, before)
-            _raise(plan, alert, RESOLVED, transition, CLEARED, targets, now)
-            plan.resolved += 1
+            closing = opened.get(before.alert_id) or open_alerts.get(before.alert_id)
+            if closing is not None:  # else ended meanwhile (its rule changed): nothing to close
+                _raise(plan, closing, RESOLVED, transition, CLEARED, targets, now)
+                plan.resolved += 1
         current[pair] = after
         changed[pair] = StateRow(rule.rule_id, seen.device_id, rule.project_id, *after)
     plan.states = list(changed.values())
@@ -185,17 +204,27 @@ def plan_alerts(
 def plan_endings(
     alerts: Iterable[AlertRow], reasons: Mapping[str, str], targets: Targets, now: float
 ) -> AlertPlan:
-    """Resolve active `alerts` of rules disabled or deleted: `reasons` by
-    rule id. Only those whose (project, device) `targets` has a key for (an
-    empty tuple: no webhook wants them)."""
+    """Resolve the active `alerts` (as read, locked, in the transaction) that
+    `reasons` ends, by alert id: their rule was disabled, deleted, or changed
+    so that it no longer judges their device. An alert whose (project,
+    device) `targets` has no key for is left (an empty tuple: no webhook
+    wants it)."""
     plan = AlertPlan()
     for alert in alerts:
-        if (alert.project_id, alert.device_id) not in targets:
-            continue  # chosen before this alert was read: the next call ends it
+        reason = reasons.get(alert.alert_id)
+        if reason is None or (alert.project_id, alert.device_id) not in targets:
+            continue
         ending = Transition(RESOLVED, alert.value, now, alert.since)
-        _raise(plan, alert, RESOLVED, ending, reasons[alert.rule_id], targets, now)
+        _raise(plan, alert, RESOLVED, ending, reason, targets, now)
         plan.resolved += 1
     return plan
+
+
+def ended_pairs(alerts: Iterable[AlertRow], plan: AlertPlan) -> list[list[str]]:
+    """[rule id, device id] of each of `alerts` the plan closed: their
+    states are forgotten (the device starts again from its next reading)."""
+    closed = {c.alert_id for c in plan.closed}
+    return [[a.rule_id, a.device_id] for a in alerts if a.alert_id in closed]
 
 
 def _opened(seen: Observation, transition: Transition, now: float) -> AlertRow:
@@ -218,32 +247,6 @@ def _opened(seen: Observation, transition: Transition, now: float) -> AlertRow:
         transition.at,
         new_id("evt"),
         now,
-    )
-
-
-def _as_open(alert_id: str, seen: Observation, before: State) -> AlertRow:
-    """An alert opened by an earlier batch, as its resolution describes it:
-    the rule as it is now (its name and condition may have changed since)."""
-    rule = seen.rule
-    since = seen.at if before.since is None else before.since
-    return AlertRow(
-        alert_id,
-        rule.project_id,
-        rule.rule_id,
-        rule.name,
-        seen.device_id,
-        seen.gateway_id,
-        rule.severity,
-        rule.field,
-        rule.operator,
-        rule.threshold,
-        rule.threshold_high,
-        None if rule.operator in RANGE_OPERATORS else rule.clear_threshold,
-        seen.value,
-        since,
-        since,
-        "",
-        0.0,
     )
 
 
@@ -351,7 +354,14 @@ class RuleWork:
     def fresh(self, new_event_ids: Iterable[str]) -> list[Observation]:
         """The observations of readings stored now (a duplicate is not judged again)."""
         new = set(new_event_ids)
-        return [seen for seen in self.observations if seen.event_id in new]
+        judged: set[tuple[str, str]] = set()  # (event, rule): an event twice in a batch, once
+        fresh = []
+        for seen in self.observations:
+            key = (seen.event_id, seen.rule.rule_id)
+            if seen.event_id in new and key not in judged:
+                judged.add(key)
+                fresh.append(seen)
+        return fresh
 
 
 def pairs_of(observations: Iterable[Observation]) -> list[tuple[str, str, str]]:
@@ -362,7 +372,7 @@ def pairs_of(observations: Iterable[Observation]) -> list[tuple[str, str, str]]:
 
 
 def state_of(row: Sequence[object]) -> State:
-    """A State from SELECT_STATES' columns after the pair's."""
+    """A State from a row of STATE_COLUMNS (after the pair's)."""
     phase, streak, since, last_at, alert_id, version = row[2:8]
     return State(
         str(phase),

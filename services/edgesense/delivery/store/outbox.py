@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from edgesense.delivery.rules.alerts import AlertPlan, RuleWork, Targets
+from edgesense.delivery.rules.alerts import ActiveAlert, AlertPlan, RuleWork, Targets
 from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
@@ -95,13 +95,14 @@ class Outbox(Protocol):
         ...
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], targets: Targets, now: float
+        self, reasons: Mapping[str, str], forget: Sequence[str], targets: Targets, now: float
     ) -> AlertPlan:
-        """Resolve the active alerts of the rules in `reasons` (rule id ->
-        why: disabled or deleted), each with a device.alert event, and forget
-        those rules' states; one transaction. An alert whose (project,
-        device) is missing from `targets` stays active (a later call, with
-        its targets, ends it). Returns what it wrote."""
+        """Resolve the alerts in `reasons` (alert id -> why: its rule was
+        disabled, deleted or changed) that are still active, each with a
+        device.alert event, and forget their (rule, device) states and every
+        state of the rules in `forget`; one transaction. An alert whose
+        (project, device) is missing from `targets` stays active (a later
+        call, with its targets, ends it). Returns what it wrote."""
         ...
 
     async def alert_page(
@@ -116,8 +117,14 @@ class Outbox(Protocol):
         """Alerts of the project, newest first, filtered (an empty filter: any)."""
         ...
 
-    async def alerting(self) -> dict[str, set[tuple[str, str]]]:
-        """Rules with active alerts: each one's (project, device) pairs."""
+    async def alerting(self) -> set[str]:
+        """The rules with active alerts."""
+        ...
+
+    async def active_alerts(
+        self, rule_ids: Sequence[str], after_seq: int, limit: int
+    ) -> list[ActiveAlert]:
+        """Up to `limit` active alerts of these rules after `after_seq`, by seq."""
         ...
 
     async def delete_resolved_alerts(self, resolved_before: float, limit: int) -> int:

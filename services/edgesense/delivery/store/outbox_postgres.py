@@ -30,14 +30,17 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.delivery.rules.alerts import (
+    ALERT_COLUMNS,
     CLOSE_ALERT,
     DELETE_RESOLVED,
     INSERT_ALERT,
+    STATE_COLUMNS,
     UPSERT_STATE,
     AlertPlan,
     AlertRow,
     RuleWork,
     Targets,
+    ended_pairs,
     pairs_of,
     plan_alerts,
     plan_endings,
@@ -117,17 +120,21 @@ _INSERT_STATES = (
     " SELECT r, d, p, 'ok', 0, 0 FROM unnest(?::varchar[], ?::varchar[], ?::varchar[])"
     " AS t(r, d, p) ORDER BY r, d ON CONFLICT DO NOTHING"
 )
-_LOCK_STATES = (
-    "SELECT rule_id, device_id, phase, streak, since, last_at, alert_id, version"
-    " FROM rule_states WHERE (rule_id, device_id) IN"
-    " (SELECT * FROM unnest(?::varchar[], ?::varchar[])) ORDER BY rule_id, device_id FOR UPDATE"
+_PAIRS = "(SELECT * FROM unnest(?::varchar[], ?::varchar[]))"
+_STATES_OF_PAIRS = (
+    "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
+    " ORDER BY rule_id, device_id FOR UPDATE"
 )
-_LOCK_ACTIVE_ALERTS = (
-    "SELECT alert_id, project_id, rule_id, rule_name, device_id, gateway_id, severity, field,"
-    " operator, threshold, threshold_high, clear_threshold, value, since, triggered_at,"
-    " triggered_event_id, updated_at FROM alerts WHERE state = 'active' AND rule_id = ANY(?)"
-    " ORDER BY seq FOR UPDATE"
+_LOCK_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS, pairs=_PAIRS)
+_DELETE_PAIRS = "DELETE FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
+# Ending alerts: their pairs' states and the forgotten rules', in accept's order.
+_LOCK_ENDING = (
+    "SELECT 1 FROM rule_states WHERE (rule_id, device_id) IN"
+    " (SELECT rule_id, device_id FROM alerts WHERE alert_id = ANY(?))"
+    " OR rule_id = ANY(?) ORDER BY rule_id, device_id FOR UPDATE"
 )
+_ACTIVE_ALERTS = "SELECT {columns} FROM alerts WHERE state = 'active' AND alert_id = ANY(?)"
+_SELECT_ALERTS = _ACTIVE_ALERTS.format(columns=ALERT_COLUMNS)
 _DELETE_STATES = "DELETE FROM rule_states WHERE rule_id = ANY(?)"
 
 
@@ -149,7 +156,10 @@ class PostgresOutbox(OutboxReads):
         self._upsert_state = driver_sql(UPSERT_STATE, style)
         self._insert_alert = driver_sql(INSERT_ALERT, style)
         self._close_alert = driver_sql(CLOSE_ALERT, style)
-        self._lock_active_alerts = driver_sql(_LOCK_ACTIVE_ALERTS, style)
+        self._lock_ending = driver_sql(_LOCK_ENDING, style)
+        self._select_alerts = driver_sql(_SELECT_ALERTS, style)
+        self._lock_alerts = driver_sql(_SELECT_ALERTS + " FOR UPDATE", style)
+        self._delete_pairs = driver_sql(_DELETE_PAIRS.format(pairs=_PAIRS), style)
         self._delete_states = driver_sql(_DELETE_STATES, style)
         self._delete_resolved = driver_sql(DELETE_RESOLVED, style)
 
@@ -198,7 +208,14 @@ class PostgresOutbox(OutboxReads):
             await conn.exec_driver_sql(self._lock_states, (rule_ids, device_ids))
         ).all()
         states = {(row[0], row[1]): state_of(row) for row in locked}
-        plan = plan_alerts(seen, states, targets, now)
+        alert_ids = [state.alert_id for state in states.values() if state.alert_id]
+        open_alerts: dict[str, AlertRow] = {}
+        if alert_ids:
+            found: Sequence[Any] = (
+                await conn.exec_driver_sql(self._select_alerts, (alert_ids,))
+            ).all()
+            open_alerts = {row[0]: AlertRow(*row) for row in found}
+        plan = plan_alerts(seen, states, open_alerts, targets, now)
         for statement, rows in (
             (self._upsert_state, plan.states),
             (self._insert_alert, plan.opened),
@@ -214,19 +231,31 @@ class PostgresOutbox(OutboxReads):
             return int(result.rowcount)
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], targets: Targets, now: float
+        self, reasons: Mapping[str, str], forget: Sequence[str], targets: Targets, now: float
     ) -> AlertPlan:
-        if not reasons:
+        if not reasons and not forget:
             return AlertPlan()
-        rule_ids = list(reasons)
+        alert_ids = list(reasons)
         async with transaction(self.engine, "resolving alerts", lock=None) as conn:
-            result = await conn.exec_driver_sql(self._lock_active_alerts, (rule_ids,))
-            plan = plan_endings([AlertRow(*row) for row in result], reasons, targets, now)  # type: ignore[call-arg]
+            # The states first, then the alerts, as accept takes them: never
+            # in a cycle with a transaction storing readings of those pairs.
+            await conn.exec_driver_sql(self._lock_ending, (alert_ids, list(forget)))
+            rows: Sequence[Any] = (
+                await conn.exec_driver_sql(self._lock_alerts, (alert_ids,))
+            ).all()
+            active = [AlertRow(*row) for row in rows]
+            plan = plan_endings(active, reasons, targets, now)
             if plan.closed:
                 await conn.exec_driver_sql(self._close_alert, plan.closed)
             await _insert_events(conn, plan.events, now)
             await self._insert_deliveries(conn, plan.deliveries)
-            await conn.exec_driver_sql(self._delete_states, (rule_ids,))
+            pairs = ended_pairs(active, plan)
+            if pairs:
+                await conn.exec_driver_sql(
+                    self._delete_pairs, ([p[0] for p in pairs], [p[1] for p in pairs])
+                )
+            if forget:
+                await conn.exec_driver_sql(self._delete_states, (list(forget),))
         return plan
 
     async def claim(

@@ -37,14 +37,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.rules.alerts import (
+    ALERT_COLUMNS,
     CLOSE_ALERT,
     DELETE_RESOLVED,
     INSERT_ALERT,
+    STATE_COLUMNS,
     UPSERT_STATE,
     AlertPlan,
     AlertRow,
     RuleWork,
     Targets,
+    ended_pairs,
     pairs_of,
     plan_alerts,
     plan_endings,
@@ -139,17 +142,17 @@ REQUEUE = (
 )
 
 
-_SELECT_STATES = (
-    "SELECT rule_id, device_id, phase, streak, since, last_at, alert_id, version"
-    " FROM rule_states WHERE (rule_id, device_id) IN"
-    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+# (rule, device) pairs: a JSON array of [rule id, device id] arrays.
+_PAIRS = "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+_STATES_OF_PAIRS = "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
+_SELECT_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS, pairs=_PAIRS)
+_DELETE_PAIRS = "DELETE FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
+_DELETE_PAIR_STATES = _DELETE_PAIRS.format(pairs=_PAIRS)
+_ACTIVE_ALERTS = (
+    "SELECT {columns} FROM alerts WHERE state = 'active'"
+    " AND alert_id IN (SELECT value FROM json_each(?))"
 )
-_SELECT_ACTIVE_ALERTS = (
-    "SELECT alert_id, project_id, rule_id, rule_name, device_id, gateway_id, severity, field,"
-    " operator, threshold, threshold_high, clear_threshold, value, since, triggered_at,"
-    " triggered_event_id, updated_at FROM alerts WHERE state = 'active'"
-    " AND rule_id IN (SELECT value FROM json_each(?)) ORDER BY seq"
-)
+_SELECT_ALERTS = _ACTIVE_ALERTS.format(columns=ALERT_COLUMNS)
 _DELETE_STATES = "DELETE FROM rule_states WHERE rule_id IN (SELECT value FROM json_each(?))"
 
 
@@ -189,12 +192,12 @@ class SqliteOutbox(OutboxReads):
         )
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], targets: Targets, now: float
+        self, reasons: Mapping[str, str], forget: Sequence[str], targets: Targets, now: float
     ) -> AlertPlan:
-        if not reasons:
+        if not reasons and not forget:
             return AlertPlan()
         return await self._writer.run(
-            "resolving alerts", lambda c: end_alerts(c, reasons, targets, now)
+            "resolving alerts", lambda c: end_alerts(c, reasons, forget, targets, now)
         )
 
     async def claim(
@@ -359,7 +362,12 @@ def _judge(
         (row[0], row[1]): state_of(row)
         for row in conn.execute(_SELECT_STATES, (json.dumps(pairs),))
     }
-    plan = plan_alerts(seen, states, targets, now)
+    alert_ids = [state.alert_id for state in states.values() if state.alert_id]
+    open_alerts = {
+        row[0]: AlertRow(*row)
+        for row in (conn.execute(_SELECT_ALERTS, (list_param(alert_ids),)) if alert_ids else ())
+    }
+    plan = plan_alerts(seen, states, open_alerts, targets, now)
     conn.executemany(UPSERT_STATE, plan.states)
     conn.executemany(INSERT_ALERT, plan.opened)
     conn.executemany(CLOSE_ALERT, plan.closed)
@@ -367,17 +375,22 @@ def _judge(
 
 
 def end_alerts(
-    conn: sqlite3.Connection, reasons: Mapping[str, str], targets: Targets, now: float
+    conn: sqlite3.Connection,
+    reasons: Mapping[str, str],
+    forget: Sequence[str],
+    targets: Targets,
+    now: float,
 ) -> AlertPlan:
-    rule_ids = list_param(reasons)
-    active = [AlertRow(*row) for row in conn.execute(_SELECT_ACTIVE_ALERTS, (rule_ids,))]
+    active = [AlertRow(*row) for row in conn.execute(_SELECT_ALERTS, (list_param(reasons),))]
     plan = plan_endings(active, reasons, targets, now)
     conn.executemany(CLOSE_ALERT, plan.closed)
     conn.executemany(
         INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in plan.events]
     )
     _insert_deliveries(conn, plan.deliveries)
-    conn.execute(_DELETE_STATES, (rule_ids,))
+    conn.execute(_DELETE_PAIR_STATES, (json.dumps(ended_pairs(active, plan)),))
+    if forget:
+        conn.execute(_DELETE_STATES, (list_param(forget),))
     return plan
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Integer, and_, case, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from edgesense.delivery.rules.alerts import ActiveAlert
 from edgesense.delivery.store.rows import (
     FAILED,
     RECOVER_CHUNK,
@@ -92,16 +93,28 @@ class OutboxReads:
         async with reading(self.engine, "listing alerts") as conn:
             return list((await conn.execute(query)).all())
 
-    async def alerting(self) -> dict[str, set[tuple[str, str]]]:
-        """Rules with active alerts: each one's (project, device) pairs."""
-        query = select(alerts.c.rule_id, alerts.c.project_id, alerts.c.device_id).where(
-            alerts.c.state == "active"
-        )
-        found: dict[str, set[tuple[str, str]]] = {}
+    async def alerting(self) -> set[str]:
+        """The rules with active alerts (ix_alerts_active)."""
+        query = select(alerts.c.rule_id).where(alerts.c.state == "active").distinct()
         async with reading(self.engine, "reading active alerts") as conn:
-            for rule_id, project_id, device_id in await conn.execute(query):
-                found.setdefault(rule_id, set()).add((project_id, device_id))
-        return found
+            return {rule_id for (rule_id,) in await conn.execute(query)}
+
+    async def active_alerts(
+        self, rule_ids: Sequence[str], after_seq: int, limit: int
+    ) -> list[ActiveAlert]:
+        """Up to `limit` active alerts of these rules after `after_seq`, by seq."""
+        query = (
+            select(*(alerts.c[name] for name in ActiveAlert._fields))
+            .where(
+                alerts.c.state == "active",
+                alerts.c.rule_id.in_(rule_ids),
+                alerts.c.seq > after_seq,
+            )
+            .order_by(alerts.c.seq)
+            .limit(limit)
+        )
+        async with reading(self.engine, "reading active alerts") as conn:
+            return [ActiveAlert(*row) for row in await conn.execute(query)]
 
     async def one(self, project_id: str, delivery_id: str) -> tuple[Any, list[Any]] | None:
         """A delivery of the project and its attempt log; None if there is none."""

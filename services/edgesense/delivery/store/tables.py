@@ -155,9 +155,17 @@ alerts = Table(
     Column("resolved_reason", String(32)),
     Column("resolved_event_id", String(64)),
     Column("updated_at", Float, nullable=False),
-    # Listings, newest first per project; a rule's active alerts (when it
-    # is disabled or deleted); retention of resolved ones.
+    # Listings, newest first per project; a rule's alerts; retention of
+    # resolved ones.
     Index("ix_alerts_project", "project_id", "seq"),
     Index("ix_alerts_rule", "rule_id", "state"),
     Index("ix_alerts_resolved", "resolved_at"),
+    # The rules with active alerts, and those alerts (the endings' sweep).
+    Index(
+        "ix_alerts_active",
+        "rule_id",
+        "seq",
+        sqlite_where=text("state = 'active'"),
+        postgresql_where=text("state = 'active'"),
+    ),
 )

@@ -63,6 +63,13 @@ def upgrade() -> None:
     op.create_index("ix_alerts_project", "alerts", ["project_id", "seq"])
     op.create_index("ix_alerts_rule", "alerts", ["rule_id", "state"])
     op.create_index("ix_alerts_resolved", "alerts", ["resolved_at"])
+    op.create_index(
+        "ix_alerts_active",
+        "alerts",
+        ["rule_id", "seq"],
+        sqlite_where=sa.text("state = 'active'"),
+        postgresql_where=sa.text("state = 'active'"),
+    )
 
 
 def downgrade() -> None:
