@@ -4,11 +4,14 @@ and the rows to put in it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edgesense.common.thresholds import Rule
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import PENDING, NewDelivery
 
@@ -49,3 +52,26 @@ def new_delivery(
         created,
         created,
     )
+
+
+def make_rule(**changes: Any) -> Rule:
+    """An enabled `temperature gt 80` rule of project "p" (rule_hot, version
+    1, every device and gateway), with `changes`."""
+    rule = Rule(
+        rule_id="rule_hot",
+        project_id="p",
+        name="Boiler too hot",
+        field="temperature",
+        operator="gt",
+        threshold=80.0,
+        threshold_high=None,
+        clear_threshold=None,
+        count=1,
+        for_seconds=0.0,
+        severity="critical",
+        device_ids=frozenset(),
+        gateway_ids=frozenset(),
+        enabled=True,
+        version=1,
+    )
+    return dataclasses.replace(rule, **changes)

@@ -18,24 +18,9 @@ from edgesense.delivery.rules.index import Observation, RuleIndex
 from edgesense.delivery.rules.link import SNAPSHOT_SKEW_SECONDS, AlertEndings
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import PENDING, StoredEvent
+from tests.delivery.conftest import make_rule
 
-RULE = Rule(
-    rule_id="rule_hot",
-    project_id="p",
-    name="hot",
-    field="t",
-    operator="gt",
-    threshold=80.0,
-    threshold_high=None,
-    clear_threshold=None,
-    count=1,
-    for_seconds=0.0,
-    severity="warning",
-    device_ids=frozenset(),
-    gateway_ids=frozenset(),
-    enabled=True,
-    version=1,
-)
+RULE = make_rule(field="t", name="hot", severity="warning")
 HOOK = (AlertTarget("wh_a", PENDING, None, 0.0, False),)
 _numbers = iter(range(1_000_000))
 

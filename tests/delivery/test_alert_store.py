@@ -19,25 +19,10 @@ from edgesense.delivery.rules.index import Observation
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import HELD, PENDING, StoredEvent
 from edgesense.v1 import events_pb2
+from tests.delivery.conftest import make_rule
 
 NOW = 1_000_000.0
-RULE = Rule(
-    rule_id="rule_hot",
-    project_id="p",
-    name="Boiler too hot",
-    field="temperature",
-    operator="gt",
-    threshold=80.0,
-    threshold_high=None,
-    clear_threshold=75.0,
-    count=1,
-    for_seconds=0.0,
-    severity="critical",
-    device_ids=frozenset(),
-    gateway_ids=frozenset(),
-    enabled=True,
-    version=1,
-)
+RULE = make_rule(clear_threshold=75.0)
 TARGETS = {
     ("p", "d1"): (
         AlertTarget("wh_a", PENDING, None, NOW, False),

@@ -3,34 +3,16 @@ reading, and the reading's time they judge it at."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from edgesense.common.thresholds import Rule
 from edgesense.delivery.rules.index import MAX_AHEAD_SECONDS, RuleIndex, reading_time
 from edgesense.v1 import events_pb2
-
-BASE = Rule(
-    rule_id="rule_0",
-    project_id="p",
-    name="n",
-    field="temperature",
-    operator="gt",
-    threshold=80.0,
-    threshold_high=None,
-    clear_threshold=None,
-    count=1,
-    for_seconds=0.0,
-    severity="warning",
-    device_ids=frozenset(),
-    gateway_ids=frozenset(),
-    enabled=True,
-    version=1,
-)
+from tests.delivery.conftest import make_rule
 
 
-def rule(rule_id: str, **changes: object) -> Rule:
-    return dataclasses.replace(BASE, rule_id=rule_id, **changes)  # type: ignore[arg-type]
+def rule(rule_id: str, **changes: Any) -> Rule:
+    return make_rule(rule_id=rule_id, severity="warning", **changes)
 
 
 def reading(

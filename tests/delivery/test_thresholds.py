@@ -5,6 +5,7 @@ new version of a rule."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
@@ -21,27 +22,11 @@ from edgesense.common.thresholds import (
     judge,
     number_at,
 )
+from tests.delivery.conftest import make_rule
 
 
-def rule(operator: str = "gt", threshold: float = 80.0, **changes: object) -> Rule:
-    base = Rule(
-        rule_id="rule_1",
-        project_id="p",
-        name="Boiler too hot",
-        field="temperature",
-        operator=operator,
-        threshold=threshold,
-        threshold_high=None,
-        clear_threshold=None,
-        count=1,
-        for_seconds=0.0,
-        severity="critical",
-        device_ids=frozenset(),
-        gateway_ids=frozenset(),
-        enabled=True,
-        version=1,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+def rule(operator: str = "gt", threshold: float = 80.0, **changes: Any) -> Rule:
+    return make_rule(operator=operator, threshold=threshold, rule_id="rule_1", **changes)
 
 
 def run(r: Rule, readings: list[tuple[float, float]]) -> tuple[State, list[str | None]]:

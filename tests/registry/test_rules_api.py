@@ -60,7 +60,7 @@ async def test_create_with_defaults_then_get_and_list(api: Api) -> None:
         "deviceIds": [],
         "gatewayIds": [],
         "enabled": True,
-        "version": "1",  # int64: a string in JSON
+        "version": 1,
     }
     got = await api.http.get(f"/api/rules/{rule['ruleId']}", headers=api.auth())
     assert got.status_code == 200
@@ -154,7 +154,7 @@ async def test_patch_keeps_the_other_fields_and_versions_the_condition(api: Api)
     after = raised.json()
     assert after["threshold"] == 85.0
     assert after["clearThreshold"] == 85.0  # unset: it follows the threshold
-    assert after["version"] == "2"
+    assert after["version"] == 2
     unchanged = ("ruleId", "name", "description", "field", "operator", "count", "deviceIds")
     assert {k: after[k] for k in unchanged} == {k: rule[k] for k in unchanged}
     assert after["createdAt"] == rule["createdAt"]
@@ -162,7 +162,7 @@ async def test_patch_keeps_the_other_fields_and_versions_the_condition(api: Api)
 
     renamed = await api.http.patch(path, json={"name": "Boiler hot"}, headers=api.auth())
     assert renamed.json()["name"] == "Boiler hot"
-    assert renamed.json()["version"] == "2"  # not the condition
+    assert renamed.json()["version"] == 2  # not the condition
     unversioned: list[dict[str, Any]] = [
         {"severity": "critical"},
         {"enabled": False},
@@ -171,9 +171,9 @@ async def test_patch_keeps_the_other_fields_and_versions_the_condition(api: Api)
     for change in unversioned:
         answer = await api.http.patch(path, json=change, headers=api.auth())
         assert answer.status_code == 200, answer.text
-        assert answer.json()["version"] == "2", change
+        assert answer.json()["version"] == 2, change
     same = await api.http.patch(path, json={"threshold": 85.0}, headers=api.auth())
-    assert same.json()["version"] == "2"  # the same condition
+    assert same.json()["version"] == 2  # the same condition
 
     versioned: list[dict[str, Any]] = [
         {"count": 3},
@@ -183,7 +183,7 @@ async def test_patch_keeps_the_other_fields_and_versions_the_condition(api: Api)
     ]
     for version, change in enumerate(versioned, 3):
         answer = await api.http.patch(path, json=change, headers=api.auth())
-        assert answer.json()["version"] == str(version), change
+        assert answer.json()["version"] == version, change
 
     got = (await api.http.get(path, headers=api.auth())).json()
     assert got == answer.json()
@@ -212,7 +212,7 @@ async def test_patch_is_validated_merged(api: Api) -> None:
         path, json={"operator": "inside", "thresholdHigh": 90}, headers=api.auth()
     )
     assert ranged.status_code == 200, ranged.text
-    assert (ranged.json()["thresholdHigh"], ranged.json()["version"]) == (90.0, "2")
+    assert (ranged.json()["thresholdHigh"], ranged.json()["version"]) == (90.0, 2)
     assert "clearThreshold" not in ranged.json()  # dropped: a range takes none
     cleared = await api.http.patch(path, json={"clearThreshold": None}, headers=api.auth())
     assert cleared.status_code == 200

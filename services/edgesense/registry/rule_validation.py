@@ -31,7 +31,7 @@ from edgesense.common.thresholds import (
     UPPER_OPERATORS,
     field_problem,
 )
-from edgesense.registry.validation import MAX_DESCRIPTION_CHARS, MAX_DEVICE_IDS
+from edgesense.registry.validation import MAX_DESCRIPTION_CHARS, MAX_DEVICE_IDS, named_fields
 
 MAX_NAME_CHARS = 200
 MAX_COUNT = 10_000
@@ -143,7 +143,7 @@ def validate_update(current: RuleSpec, paths: Sequence[str], given: RuleInput) -
     `updateMask`; "*" names every field. A named field left out of `given`
     takes its default (`threshold` has none: it is then missing).
     """
-    named = _named_fields(paths)
+    named = named_fields(paths, UPDATABLE_FIELDS)
     merged = RuleInput(
         **{name: getattr(given if name in named else current, name) for name in UPDATABLE_FIELDS}
     )
@@ -153,28 +153,6 @@ def validate_update(current: RuleSpec, paths: Sequence[str], given: RuleInput) -
         if given.operator in RANGE_OPERATORS and "clear_threshold" not in named:
             merged = replace(merged, clear_threshold=None)
     return validate_rule(merged)
-
-
-def _named_fields(paths: Sequence[str]) -> set[str]:
-    if not paths:
-        raise InvalidArgument(
-            "updateMask",
-            f"is empty: name the fields to change ({', '.join(UPDATABLE_FIELDS)}); "
-            "over REST, send them in the body",
-        )
-    named: set[str] = set()
-    for path in paths:
-        if path == "*":
-            named.update(UPDATABLE_FIELDS)
-        elif path in UPDATABLE_FIELDS:
-            named.add(path)
-        else:
-            raise InvalidArgument(
-                "updateMask",
-                f"{path[:60]!r} is not a field an update can change; "
-                f"expected {', '.join(UPDATABLE_FIELDS)} or *",
-            )
-    return named
 
 
 def check_name(name: str) -> str:

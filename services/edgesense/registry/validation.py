@@ -126,6 +126,32 @@ def validate_registration(
     )
 
 
+def named_fields(paths: Sequence[str], updatable: Sequence[str]) -> set[str]:
+    """The fields of `updatable` an update mask names ("*": all of them).
+
+    An empty mask, or a path that names no updatable field, is refused
+    naming `updateMask`."""
+    if not paths:
+        raise InvalidArgument(
+            "updateMask",
+            f"is empty: name the fields to change ({', '.join(updatable)}); "
+            "over REST, send them in the body",
+        )
+    named: set[str] = set()
+    for path in paths:
+        if path == "*":
+            named.update(updatable)
+        elif path in updatable:
+            named.add(path)
+        else:
+            raise InvalidArgument(
+                "updateMask",
+                f"{path[:60]!r} is not a field an update can change; "
+                f"expected {', '.join(updatable)} or *",
+            )
+    return named
+
+
 def validate_update(
     policy: UrlPolicy,
     paths: Sequence[str],
@@ -143,24 +169,7 @@ def validate_update(
     An empty mask, or a path that names no updatable field, is refused naming
     `updateMask`; "*" names every updatable field.
     """
-    if not paths:
-        raise InvalidArgument(
-            "updateMask",
-            f"is empty: name the fields to change ({', '.join(UPDATABLE_FIELDS)}); "
-            "over REST, send them in the body",
-        )
-    named: set[str] = set()
-    for path in paths:
-        if path == "*":
-            named.update(UPDATABLE_FIELDS)
-        elif path in UPDATABLE_FIELDS:
-            named.add(path)
-        else:
-            raise InvalidArgument(
-                "updateMask",
-                f"{path[:60]!r} is not a field an update can change; "
-                f"expected {', '.join(UPDATABLE_FIELDS)} or *",
-            )
+    named = named_fields(paths, UPDATABLE_FIELDS)
     return WebhookChanges(
         url=check_url(policy, url) if "url" in named else None,
         events=check_events(events) if "events" in named else None,

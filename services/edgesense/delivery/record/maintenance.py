@@ -58,8 +58,8 @@ async def apply_retention(
     each, until none is left.
 
     Answers what was deleted (deliveries, attempts, events), and whether
-    rows may be left (the last batch was full). Each batch is counted in edgesense_retention_deleted_total as
-    soon as it is committed.
+    rows may be left (the last batch was full). Each batch is counted in
+    edgesense_retention_deleted_total as soon as it is committed.
     """
     totals = [0, 0, 0]
     alerts_left = True  # alerts resolved before `ended_before` may be left

@@ -28,16 +28,16 @@ class Observation(NamedTuple):
     value: float
 
 
-# A reading's time is the gateway's; one more than this ahead of the bridge's
-# receipt is taken as the receipt plus this (a wrong clock: far ahead, every
-# later reading would look older and change nothing).
+# A reading's time is the one its message carried; one more than this ahead
+# of the bridge's receipt is taken as the receipt plus this (a wrong clock:
+# far ahead, every later reading would look older and change nothing).
 MAX_AHEAD_SECONDS = 300.0
 
 
 def reading_time(event: events_pb2.Event) -> float:
     """A reading's own time, as its (rule, device) states follow it: the
-    gateway's timestamp, at most MAX_AHEAD_SECONDS past the bridge's receipt
-    (the receipt when the message carried no time)."""
+    timestamp its message carried, at most MAX_AHEAD_SECONDS past the
+    bridge's receipt (the receipt when the message carried none)."""
     received = event.received_at.seconds + event.received_at.nanos / 1e9
     if not event.HasField("timestamp"):
         return received
