@@ -17,8 +17,9 @@ import grpc
 from edgesense.common.auth import Authenticator
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.common.thresholds import RANGE_OPERATORS
+from edgesense.registry.change_log import DELETE, Change
 from edgesense.registry.rule_validation import RuleInput, validate_rule, validate_update
-from edgesense.registry.rules_store import DELETE, RuleChangeRow, RuleStore, StoredRule
+from edgesense.registry.rules_store import RuleStore, StoredRule
 from edgesense.registry.service import WATCH_POLL_SECONDS, timestamp
 from edgesense.v1 import rules_pb2, rules_pb2_grpc
 
@@ -159,7 +160,7 @@ class AlertRulesServicer(rules_pb2_grpc.AlertRulesServicer):
         while not self.stopping:
             changes, current = await asyncio.shield(self.store.changes_after(seq))
             for change in changes:
-                yield self._change(change, current.get(change.rule_id))
+                yield self._change(change, current.get(change.key))
                 seq = change.seq
             if not changes:
                 # Writes of this process wake it at once; other replicas' are polled.
@@ -171,14 +172,14 @@ class AlertRulesServicer(rules_pb2_grpc.AlertRulesServicer):
         self.stopping = True
         self.store.changed.notify()
 
-    def _change(self, change: RuleChangeRow, rule: StoredRule | None) -> rules_pb2.RuleChange:
+    def _change(self, change: Change, rule: StoredRule | None) -> rules_pb2.RuleChange:
         """The rule as it is now: a change whose rule is gone since is a
         delete (a later change in the log says so too), as for webhooks."""
         Kind = rules_pb2.RuleChange
         if rule is None or change.kind == DELETE:
             return Kind(
                 kind=Kind.KIND_DELETE,
-                rule=rules_pb2.Rule(rule_id=change.rule_id),
+                rule=rules_pb2.Rule(rule_id=change.key),
                 project_id=change.project_id,
             )
         return Kind(kind=Kind.KIND_UPSERT, rule=rule_message(rule), project_id=rule.project_id)

@@ -18,18 +18,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.common.errors import NotFound, ResourceExhausted
 from edgesense.common.ids import new_id
+from edgesense.registry.change_log import DELETE, UPSERT, Change, ChangeLog, ChangeSignal
 from edgesense.registry.rule_validation import RuleSpec
-from edgesense.registry.store import ChangeSignal, utc
+from edgesense.registry.store import utc
 from edgesense.registry.tables import rule_changes, rules
 from edgesense.storage.engine import reading, transaction
 
-UPSERT = "upsert"
-DELETE = "delete"
 # Rules one project may have. Delivery holds every rule in memory (from the
 # stream) and judges a reading against those that can match it: the bound
 # keeps both the memory and one WatchRules snapshot small.
@@ -48,16 +47,6 @@ class StoredRule:
     version: int
     created_at: datetime
     updated_at: datetime
-
-
-@dataclass(frozen=True)
-class RuleChangeRow:
-    """One row of the change log."""
-
-    seq: int
-    rule_id: str
-    project_id: str
-    kind: str  # UPSERT or DELETE
 
 
 def _values(spec: RuleSpec) -> dict[str, Any]:
@@ -108,6 +97,9 @@ def _row(row: Any) -> StoredRule:
     )
 
 
+RULE_LOG = ChangeLog(rules, rule_changes, "rule_id", _row, "rule", "rule_id")
+
+
 class RuleStore:
     def __init__(self, engine: AsyncEngine, writes: asyncio.Lock | None) -> None:
         """`writes`: the engine's writer lock of this process (storage.engine's
@@ -125,7 +117,7 @@ class RuleStore:
         now = datetime.now(UTC)
         async with transaction(self.engine, "creating a rule", lock=self._writes) as conn:
             # Counted under the change-log lock: two creations cannot both pass the limit.
-            await self._lock_changes(conn)
+            await RULE_LOG.lock(conn)
             if max_per_project is not None:
                 count = await self._count(conn, project_id)
                 if count >= max_per_project:
@@ -143,7 +135,7 @@ class RuleStore:
                     **_values(spec),
                 )
             )
-            await self._log(conn, rule_id, project_id, UPSERT)
+            await RULE_LOG.log(conn, rule_id, project_id, UPSERT)
         self.changed.notify()
         return StoredRule(rule_id, project_id, spec, 1, now, now)
 
@@ -174,7 +166,7 @@ class RuleStore:
         raising InvalidArgument to change nothing), one version more if the
         condition changed; NotFound as `get`."""
         async with transaction(self.engine, "updating a rule", lock=self._writes) as conn:
-            await self._lock_changes(conn)  # before reading: no two updates from one version
+            await RULE_LOG.lock(conn)  # before reading: no two updates from one version
             current = await self._get(conn, project_id, rule_id)
             if current is None:
                 raise NotFound(f"rule {rule_id} not found")
@@ -188,49 +180,30 @@ class RuleStore:
                 .where(rules.c.rule_id == rule_id)
                 .values(version=version, updated_at=now, **_values(spec))
             )
-            await self._log(conn, rule_id, project_id, UPSERT)
+            await RULE_LOG.log(conn, rule_id, project_id, UPSERT)
         self.changed.notify()
         return StoredRule(rule_id, project_id, spec, version, current.created_at, now)
 
     async def delete(self, project_id: str, rule_id: str) -> None:
         async with transaction(self.engine, "deleting a rule", lock=self._writes) as conn:
-            await self._lock_changes(conn)
+            await RULE_LOG.lock(conn)
             result = await conn.execute(
                 delete(rules).where(rules.c.rule_id == rule_id, rules.c.project_id == project_id)
             )
             if result.rowcount == 0:
                 raise NotFound(f"rule {rule_id} not found")
-            await self._log(conn, rule_id, project_id, DELETE)
+            await RULE_LOG.log(conn, rule_id, project_id, DELETE)
         self.changed.notify()
 
     async def snapshot(self) -> tuple[list[StoredRule], int]:
         """Every rule, and the change seq the snapshot is consistent with."""
-        async with transaction(self.engine, "reading the rule snapshot", lock=self._writes) as conn:
-            # A write transaction: on SQLite it excludes writers between the
-            # two reads; on PostgreSQL the change-log lock does.
-            await self._lock_changes(conn)
-            seq = (await conn.execute(select(func.max(rule_changes.c.seq)))).scalar()
-            rows = await conn.execute(select(rules).order_by(rules.c.rule_id))
-            return [_row(r) for r in rows], int(seq or 0)
+        return await RULE_LOG.snapshot(self.engine, self._writes)
 
     async def changes_after(
         self, seq: int, limit: int = 500
-    ) -> tuple[list[RuleChangeRow], dict[str, StoredRule]]:
+    ) -> tuple[list[Change], dict[str, StoredRule]]:
         """Changes with a larger seq, and the current rows of the rules they name."""
-        async with reading(self.engine, "reading rule changes") as conn:
-            rows = await conn.execute(
-                select(rule_changes)
-                .where(rule_changes.c.seq > seq)
-                .order_by(rule_changes.c.seq)
-                .limit(limit)
-            )
-            changes = [RuleChangeRow(r.seq, r.rule_id, r.project_id, r.kind) for r in rows]
-            ids = {c.rule_id for c in changes}
-            current: dict[str, StoredRule] = {}
-            if ids:
-                found = await conn.execute(select(rules).where(rules.c.rule_id.in_(ids)))
-                current = {r.rule_id: _row(r) for r in found}
-            return changes, current
+        return await RULE_LOG.changes_after(self.engine, seq, limit)
 
     async def _count(self, conn: AsyncConnection, project_id: str) -> int:
         query = select(func.count()).where(rules.c.project_id == project_id)
@@ -240,14 +213,3 @@ class RuleStore:
         query = select(rules).where(rules.c.rule_id == rule_id, rules.c.project_id == project_id)
         row = (await conn.execute(query)).first()
         return _row(row) if row is not None else None
-
-    async def _lock_changes(self, conn: AsyncConnection) -> None:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("LOCK TABLE rule_changes IN EXCLUSIVE MODE"))
-
-    async def _log(self, conn: AsyncConnection, rule_id: str, project_id: str, kind: str) -> None:
-        await conn.execute(
-            insert(rule_changes).values(
-                rule_id=rule_id, project_id=project_id, kind=kind, created_at=datetime.now(UTC)
-            )
-        )

@@ -17,8 +17,9 @@ from edgesense.common.event_types import EVENT_TYPES
 from edgesense.common.netpolicy import UrlPolicy
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.common.textcheck import printable
+from edgesense.registry.change_log import Change
 from edgesense.registry.rotation import live
-from edgesense.registry.store import DISABLED, Change, StoredWebhook, WebhookStore
+from edgesense.registry.store import DISABLED, StoredWebhook, WebhookStore
 from edgesense.registry.validation import (
     check_overlap,
     check_secret,
@@ -235,7 +236,7 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
         while not self.stopping:
             changes, current = await asyncio.shield(self.store.changes_after(seq))
             for change in changes:
-                yield self._change(change, current.get(change.webhook_id))
+                yield self._change(change, current.get(change.key))
                 seq = change.seq
             if not changes:
                 await self.store.changed.wait(WATCH_POLL_SECONDS)
@@ -269,7 +270,7 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
             return Kind(
                 kind=Kind.KIND_DELETE,
                 target=registry_pb2.WebhookTarget(
-                    webhook=registry_pb2.Webhook(webhook_id=change.webhook_id),
+                    webhook=registry_pb2.Webhook(webhook_id=change.key),
                     project_id=change.project_id,
                 ),
             )

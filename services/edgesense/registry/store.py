@@ -14,18 +14,18 @@ smaller seq commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.common.errors import NotFound, ResourceExhausted
 from edgesense.common.ids import new_id
+from edgesense.registry.change_log import DELETE, UPSERT, Change, ChangeLog, ChangeSignal
 from edgesense.registry.operational import disabled_event, enabled_event
 from edgesense.registry.rotation import PreviousSecret, rotate
 from edgesense.registry.secretbox import HEADERS, PREVIOUS_SECRETS, SecretBox
@@ -78,14 +78,6 @@ class Unpublished:
     event: bytes  # serialized edgesense.v1.Event
 
 
-@dataclass(frozen=True)
-class Change:
-    seq: int
-    webhook_id: str
-    project_id: str
-    kind: str  # "upsert" or "delete"
-
-
 def _row(row: Any) -> StoredWebhook:
     created = utc(row.created_at)
     assert created is not None
@@ -108,6 +100,9 @@ def _row(row: Any) -> StoredWebhook:
         rate_limit_per_second=row.rate_limit_per_second,
         ordered=bool(row.ordered),
     )
+
+
+WEBHOOK_LOG = ChangeLog(webhooks, webhook_changes, "webhook_id", _row, "webhook", "created_at")
 
 
 class WebhookStore:
@@ -149,7 +144,7 @@ class WebhookStore:
         async with transaction(self.engine, "registering a webhook", lock=self._writes) as conn:
             # Counted after the change-log lock (PostgreSQL) or inside BEGIN
             # IMMEDIATE (SQLite): two registrations cannot both pass the limit.
-            await self._lock_changes(conn)
+            await WEBHOOK_LOG.lock(conn)
             if max_per_project is not None:
                 count = await self._count(conn, project_id)
                 if count >= max_per_project:
@@ -159,7 +154,7 @@ class WebhookStore:
                         "delete one or ask the operator to raise it"
                     )
             await conn.execute(insert(webhooks).values(**values))
-            await self._log(conn, webhook_id, project_id, "upsert")
+            await WEBHOOK_LOG.log(conn, webhook_id, project_id, UPSERT)
         self.changed.notify()
         return StoredWebhook(
             webhook_id=webhook_id,
@@ -212,7 +207,7 @@ class WebhookStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"webhook {webhook_id} not found")
-            await self._log(conn, webhook_id, project_id, "delete")
+            await WEBHOOK_LOG.log(conn, webhook_id, project_id, DELETE)
         self.changed.notify()
 
     async def set_status(
@@ -248,7 +243,7 @@ class WebhookStore:
             await conn.execute(
                 update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values)
             )
-            await self._log(conn, webhook_id, current.project_id, "upsert")
+            await WEBHOOK_LOG.log(conn, webhook_id, current.project_id, UPSERT)
             if publish:
                 project, url = current.project_id, current.url
                 event = (
@@ -351,7 +346,7 @@ class WebhookStore:
             await conn.execute(
                 update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values)
             )
-            await self._log(conn, webhook_id, current.project_id, "upsert")
+            await WEBHOOK_LOG.log(conn, webhook_id, current.project_id, UPSERT)
             updated = await self._get(conn, None, webhook_id)
         self.changed.notify()
         assert updated is not None
@@ -359,34 +354,13 @@ class WebhookStore:
 
     async def snapshot(self) -> tuple[list[StoredWebhook], int]:
         """Every webhook, and the change seq the snapshot is consistent with."""
-        async with transaction(
-            self.engine, "reading the webhook snapshot", lock=self._writes
-        ) as conn:
-            # A write transaction: on SQLite it excludes writers between the
-            # two reads; on PostgreSQL the change-log lock does.
-            await self._lock_changes(conn)
-            seq = (await conn.execute(select(func.max(webhook_changes.c.seq)))).scalar()
-            rows = await conn.execute(select(webhooks).order_by(webhooks.c.created_at))
-            return [_row(r) for r in rows], int(seq or 0)
+        return await WEBHOOK_LOG.snapshot(self.engine, self._writes)
 
     async def changes_after(
         self, seq: int, limit: int = 500
     ) -> tuple[list[Change], dict[str, StoredWebhook]]:
         """Changes with a larger seq, and the current rows of the webhooks they name."""
-        async with reading(self.engine, "reading webhook changes") as conn:
-            rows = await conn.execute(
-                select(webhook_changes)
-                .where(webhook_changes.c.seq > seq)
-                .order_by(webhook_changes.c.seq)
-                .limit(limit)
-            )
-            changes = [Change(r.seq, r.webhook_id, r.project_id, r.kind) for r in rows]
-            ids = {c.webhook_id for c in changes}
-            current: dict[str, StoredWebhook] = {}
-            if ids:
-                found = await conn.execute(select(webhooks).where(webhooks.c.webhook_id.in_(ids)))
-                current = {r.webhook_id: _row(r) for r in found}
-            return changes, current
+        return await WEBHOOK_LOG.changes_after(self.engine, seq, limit)
 
     def secret_of(self, hook: StoredWebhook) -> str:
         return self.box.open(hook.webhook_id, hook.secret_ciphertext)
@@ -428,40 +402,3 @@ class WebhookStore:
             query = query.where(webhooks.c.project_id == project_id)
         row = (await conn.execute(query)).first()
         return _row(row) if row is not None else None
-
-    async def _lock_changes(self, conn: AsyncConnection) -> None:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("LOCK TABLE webhook_changes IN EXCLUSIVE MODE"))
-
-    async def _log(
-        self, conn: AsyncConnection, webhook_id: str, project_id: str, kind: str
-    ) -> None:
-        await self._lock_changes(conn)
-        await conn.execute(
-            insert(webhook_changes).values(
-                webhook_id=webhook_id,
-                project_id=project_id,
-                kind=kind,
-                created_at=datetime.now(UTC),
-            )
-        )
-
-
-class ChangeSignal:
-    """Wakes the watchers of this process at once after a write."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    def next(self) -> asyncio.Event:
-        """The event the next notify() sets."""
-        return self._event
-
-    async def wait(self, seconds: float) -> None:
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
