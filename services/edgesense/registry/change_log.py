@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,7 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from edgesense.storage.engine import reading, transaction
 
 T = TypeVar("T")
+M = TypeVar("M")
 UPSERT, DELETE = "upsert", "delete"
+# Watchers poll the change log this often for writes made by other replicas;
+# writes in this process wake them at once.
+WATCH_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,3 +123,37 @@ class ChangeSignal:
         event = self._event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), seconds)
+
+
+class Watched(Protocol[T]):
+    """A store a watch stream follows (WebhookStore, RuleStore)."""
+
+    changed: ChangeSignal
+
+    async def snapshot(self) -> tuple[list[T], int]: ...
+
+    async def changes_after(self, seq: int) -> tuple[list[Change], dict[str, T]]: ...
+
+
+async def watch(
+    store: Watched[T],
+    snapshot_item: Callable[[T], M],
+    snapshot_end: M,
+    change_item: Callable[[Change, T | None], M],
+    stopping: Callable[[], bool],
+) -> AsyncIterator[M]:
+    """A watch stream's messages: each row of a snapshot, its end, then each
+    change (with its row as it is now, None if gone) until `stopping()`."""
+    # Shielded: a watcher that goes away mid-read must not cancel the
+    # database call itself, which would strand its pooled connection.
+    found, seq = await asyncio.shield(store.snapshot())
+    for item in found:
+        yield snapshot_item(item)
+    yield snapshot_end
+    while not stopping():
+        changes, current = await asyncio.shield(store.changes_after(seq))
+        for change in changes:
+            yield change_item(change, current.get(change.key))
+            seq = change.seq
+        if not changes:
+            await store.changed.wait(WATCH_POLL_SECONDS)

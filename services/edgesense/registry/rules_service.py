@@ -7,7 +7,6 @@ stream delivery evaluates rules from, takes the internal token only.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,10 +16,10 @@ import grpc
 from edgesense.common.auth import Authenticator
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.common.thresholds import RANGE_OPERATORS
-from edgesense.registry.change_log import DELETE, Change
+from edgesense.registry.change_log import DELETE, Change, watch
 from edgesense.registry.rule_validation import RuleInput, validate_rule, validate_update
 from edgesense.registry.rules_store import RuleStore, StoredRule
-from edgesense.registry.service import WATCH_POLL_SECONDS, timestamp
+from edgesense.registry.service import timestamp
 from edgesense.v1 import rules_pb2, rules_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -151,20 +150,16 @@ class AlertRulesServicer(rules_pb2_grpc.AlertRulesServicer):
     ) -> AsyncIterator[rules_pb2.RuleChange]:
         self.auth.require_internal(context.invocation_metadata())
         Kind = rules_pb2.RuleChange
-        # Shielded: a watcher that goes away mid-read must not cancel the
-        # database call itself, which would strand its pooled connection.
-        found, seq = await asyncio.shield(self.store.snapshot())
-        for rule in found:
-            yield Kind(kind=Kind.KIND_SNAPSHOT, rule=rule_message(rule), project_id=rule.project_id)
-        yield Kind(kind=Kind.KIND_SNAPSHOT_END)
-        while not self.stopping:
-            changes, current = await asyncio.shield(self.store.changes_after(seq))
-            for change in changes:
-                yield self._change(change, current.get(change.key))
-                seq = change.seq
-            if not changes:
-                # Writes of this process wake it at once; other replicas' are polled.
-                await self.store.changed.wait(WATCH_POLL_SECONDS)
+        async for message in watch(
+            self.store,
+            lambda rule: Kind(
+                kind=Kind.KIND_SNAPSHOT, rule=rule_message(rule), project_id=rule.project_id
+            ),
+            Kind(kind=Kind.KIND_SNAPSHOT_END),
+            self._change,
+            lambda: self.stopping,
+        ):
+            yield message
 
     def stop_watches(self) -> None:
         """End every WatchRules stream (stopping: their clients reconnect to

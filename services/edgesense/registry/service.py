@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from edgesense.common.event_types import EVENT_TYPES
 from edgesense.common.netpolicy import UrlPolicy
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.common.textcheck import printable
-from edgesense.registry.change_log import Change
+from edgesense.registry.change_log import Change, watch
 from edgesense.registry.rotation import live
 from edgesense.registry.store import DISABLED, StoredWebhook, WebhookStore
 from edgesense.registry.validation import (
@@ -31,9 +30,6 @@ from edgesense.v1 import registry_pb2, registry_pb2_grpc
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# Watchers poll the change log this often for writes made by other replicas;
-# writes in this process wake them at once.
-WATCH_POLL_SECONDS = 1.0
 DEFAULT_PAGE_SIZE = 100  # the default webhook limit: one page, unless raised
 MAX_PAGE_SIZE = 100
 # What a custom header's value reads as in every answer: the same for every
@@ -227,19 +223,14 @@ class RegistryService(registry_pb2_grpc.WebhookRegistryServicer):
     ) -> AsyncIterator[registry_pb2.WebhookChange]:
         self.auth.require_internal(context.invocation_metadata())
         Kind = registry_pb2.WebhookChange
-        # Shielded: a watcher that goes away mid-read must not cancel the
-        # database call itself, which would strand its pooled connection.
-        hooks, seq = await asyncio.shield(self.store.snapshot())
-        for hook in hooks:
-            yield Kind(kind=Kind.KIND_SNAPSHOT, target=self._target(hook))
-        yield Kind(kind=Kind.KIND_SNAPSHOT_END)
-        while not self.stopping:
-            changes, current = await asyncio.shield(self.store.changes_after(seq))
-            for change in changes:
-                yield self._change(change, current.get(change.key))
-                seq = change.seq
-            if not changes:
-                await self.store.changed.wait(WATCH_POLL_SECONDS)
+        async for message in watch(
+            self.store,
+            lambda hook: Kind(kind=Kind.KIND_SNAPSHOT, target=self._target(hook)),
+            Kind(kind=Kind.KIND_SNAPSHOT_END),
+            self._change,
+            lambda: self.stopping,
+        ):
+            yield message
 
     def stop_watches(self) -> None:
         """End every WatchWebhooks stream (stopping: their clients reconnect to
