@@ -142,7 +142,7 @@ async def test_devices_keep_their_own_state(outbox: Outbox) -> None:
     assert [tuple(s) for s in states] == [("d1", "active"), ("d2", "ok")]
 
 
-async def test_ending_alerts_resolves_each_once_and_forgets_states(outbox: Outbox) -> None:
+async def test_ending_alerts_resolves_each_once_and_resets_states(outbox: Outbox) -> None:
     other = dataclasses.replace(RULE, rule_id="rule_other")
     await store(outbox, reading(1, "d1", 85, 100), reading(2, "d2", 85, 100, other))
     assert await outbox.alerting() == {"rule_hot", "rule_other"}
@@ -154,18 +154,24 @@ async def test_ending_alerts_resolves_each_once_and_forgets_states(outbox: Outbo
         "temperature",
     )
     # A device whose webhooks the caller did not look up is left for later.
-    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, [], {}, NOW + 5)
+    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, {}, NOW + 5)
     assert plan.resolved == 0
-    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, ["rule_hot"], TARGETS, NOW + 5)
+    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, TARGETS, NOW + 5)
     assert plan.resolved == 1
     assert len(plan.deliveries) == 2
-    again = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, [], TARGETS, NOW + 6)
+    again = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, TARGETS, NOW + 6)
     assert again.resolved == 0
     assert await outbox.alerting() == {"rule_other"}
     resolved = [e for e in await alert_events(outbox) if e["state"] == "resolved"]
     assert [(r["reason"], r["ruleId"], "value" in r) for r in resolved] == [
         ("rule deleted", "rule_hot", False)
     ]
+    # The ended alert's state starts afresh, in place; the other is untouched.
+    states = await rows(
+        outbox, "SELECT rule_id, phase, alert_id IS NULL FROM rule_states ORDER BY rule_id"
+    )
+    assert [tuple(s) for s in states] == [("rule_hot", "ok", True), ("rule_other", "active", False)]
+    assert await outbox.forget_states(["rule_hot"]) == 1
     assert await rows(outbox, "SELECT rule_id FROM rule_states") == [("rule_other",)]
     # Retention: alerts resolved before the cut, never active ones.
     assert await outbox.delete_resolved_alerts(NOW + 5, 10) == 0
@@ -218,7 +224,7 @@ async def test_ending_alerts_while_readings_of_their_devices_are_stored(
         clearing = [reading(100 + n, d, 10, 200) for n, d in enumerate(devices)]
         reasons = {a.alert_id: RULE_DELETED for a in active}
         await asyncio.gather(
-            outboxes[1].end_alerts(reasons, ["rule_hot"], targets, NOW + 1),
+            outboxes[1].end_alerts(reasons, targets, NOW + 1),
             *(outboxes[0].accept([e], [], NOW + 1, RuleWork([o], targets)) for e, o in clearing),
         )
         events = await alert_events(outboxes[0])

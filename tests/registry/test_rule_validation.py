@@ -198,7 +198,8 @@ def test_a_new_operator_drops_the_stored_values_it_does_not_take() -> None:
         (["name"], {"name": "Renamed"}, False),
         (["description"], {"description": "why"}, False),
         (["severity"], {"severity": "critical"}, False),
-        (["enabled"], {"enabled": False}, False),
+        (["enabled"], {"enabled": False}, True),  # delivery compares versions
+        (["enabled"], {"enabled": True}, False),  # already enabled
     ],
 )
 def test_what_changes_the_condition(

@@ -157,7 +157,9 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     reconciler.attach(dispatcher.wake, link.report_failure, dispatcher.limits_changed)
     rules = RuleIndex()
     acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit, rules)
-    endings = AlertEndings(outbox, rules, acceptor.alert_targets, dispatcher.stored_unleased)
+    endings = AlertEndings(
+        outbox, rules, acceptor.alert_targets, dispatcher.stored_unleased, index.ready
+    )
     rules_link = RulesLink(
         settings.registry_addr, settings.service_token(), rules, endings, tls=settings.grpc_tls
     )

@@ -119,11 +119,6 @@ class ChangeSignal:
         """The event the next notify() sets."""
         return self._event
 
-    async def wait(self, seconds: float) -> None:
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-
 
 class Watched(Protocol[T]):
     """A store a watch stream follows (WebhookStore, RuleStore)."""
@@ -151,9 +146,11 @@ async def watch(
         yield snapshot_item(item)
     yield snapshot_end
     while not stopping():
+        wake = store.changed.next()  # before reading: a write meanwhile sets it
         changes, current = await asyncio.shield(store.changes_after(seq))
         for change in changes:
             yield change_item(change, current.get(change.key))
             seq = change.seq
         if not changes:
-            await store.changed.wait(WATCH_POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), WATCH_POLL_SECONDS)

@@ -96,8 +96,12 @@ class RuleSpec:
 
     def condition(self) -> tuple[object, ...]:
         """What decides which readings breach and when an alert triggers or
-        clears: a change to it makes a new version (devices as sets: their
-        order means nothing; an unset clear threshold is the threshold)."""
+        clears, and whether the rule judges at all: a change to it makes a
+        new version (devices as sets: their order means nothing; an unset
+        clear threshold is the threshold). Delivery compares versions: a
+        device's breaches count again under a new one, and an alert raised
+        under an older one ends if the rule now is disabled or no longer
+        judges its device or field."""
         clear = self.clear_threshold
         if clear is None and self.operator not in RANGE_OPERATORS:
             clear = self.threshold
@@ -111,6 +115,7 @@ class RuleSpec:
             self.for_seconds,
             frozenset(self.device_ids),
             frozenset(self.gateway_ids),
+            self.enabled,
         )
 
 

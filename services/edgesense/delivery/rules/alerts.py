@@ -27,6 +27,7 @@ from edgesense.common.thresholds import (
     CLEARED,
     RANGE_OPERATORS,
     RESOLVED,
+    RULE_CHANGED,
     TRIGGERED,
     State,
     Transition,
@@ -75,6 +76,7 @@ class AlertRow(NamedTuple):
     project_id: str
     rule_id: str
     rule_name: str
+    rule_version: int  # the version it triggered under
     device_id: str
     gateway_id: str
     severity: str
@@ -96,11 +98,11 @@ class ActiveAlert(NamedTuple):
     seq: int
     alert_id: str
     rule_id: str
+    rule_version: int  # the version it triggered under
     project_id: str
     device_id: str
     gateway_id: str
     field: str
-    updated_at: float  # when it triggered (wall clock of the process that raised it)
 
 
 class Closing(NamedTuple):
@@ -133,6 +135,12 @@ CLOSE_ALERT = (
 DELETE_RESOLVED = (
     "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE resolved_at < ?"
     " ORDER BY resolved_at LIMIT ?)"
+)
+# A state is reset in place, never deleted: a transaction storing a reading
+# of the pair may be waiting for its lock, and must find the row then.
+RESET_STATE = (
+    "UPDATE rule_states SET phase = 'ok', streak = 0, since = NULL, alert_id = NULL"
+    " WHERE rule_id = ? AND device_id = ? AND alert_id = ?"
 )
 UPSERT_STATE = (
     "INSERT INTO rule_states (rule_id, device_id, project_id, phase, streak, since, last_at,"
@@ -180,6 +188,16 @@ def plan_alerts(
         rule = seen.rule
         pair = (rule.rule_id, seen.device_id)
         before = current.get(pair, State())
+        held = _open_alert(before.alert_id, opened, open_alerts)
+        if held is not None and held.field != rule.field and (before.last_at or 0) <= seen.at:
+            # The rule watches another member now: the alert about the old
+            # one ends ("rule changed"), and this reading counts afresh.
+            ending = Transition(RESOLVED, held.value, seen.at, held.since)
+            _raise(plan, held, RESOLVED, ending, RULE_CHANGED, targets, now)
+            plan.resolved += 1
+            before = State(last_at=before.last_at)
+            current[pair] = before
+            changed[pair] = StateRow(rule.rule_id, seen.device_id, rule.project_id, *before)
         after, transition = judge(rule, before, seen.value, seen.at)
         if after == before:
             continue
@@ -189,11 +207,9 @@ def plan_alerts(
             after = after._replace(alert_id=alert.alert_id)
             _raise(plan, alert, TRIGGERED, transition, None, targets, now)
             plan.triggered += 1
-        elif transition is not None and before.alert_id is not None:
-            closing = opened.get(before.alert_id) or open_alerts.get(before.alert_id)
-            if closing is not None:  # else ended meanwhile (its rule changed): nothing to close
-                _raise(plan, closing, RESOLVED, transition, CLEARED, targets, now)
-                plan.resolved += 1
+        elif transition is not None and held is not None:
+            _raise(plan, held, RESOLVED, transition, CLEARED, targets, now)
+            plan.resolved += 1
         current[pair] = after
         changed[pair] = StateRow(rule.rule_id, seen.device_id, rule.project_id, *after)
     plan.states = list(changed.values())
@@ -201,14 +217,23 @@ def plan_alerts(
     return plan
 
 
+def _open_alert(
+    alert_id: str | None, opened: Mapping[str, AlertRow], stored: Mapping[str, AlertRow]
+) -> AlertRow | None:
+    """A state's open alert: opened by this batch, or earlier (`stored`)."""
+    if alert_id is None:
+        return None
+    return opened.get(alert_id) or stored.get(alert_id)
+
+
 def plan_endings(
     alerts: Iterable[AlertRow], reasons: Mapping[str, str], targets: Targets, now: float
 ) -> AlertPlan:
     """Resolve the active `alerts` (as read, locked, in the transaction) that
     `reasons` ends, by alert id: their rule was disabled, deleted, or changed
-    so that it no longer judges their device. An alert whose (project,
-    device) `targets` has no key for is left (an empty tuple: no webhook
-    wants it)."""
+    so that it no longer judges their device or field. An alert whose
+    (project, device) `targets` has no key for is left (an empty tuple: no
+    webhook wants it)."""
     plan = AlertPlan()
     for alert in alerts:
         reason = reasons.get(alert.alert_id)
@@ -220,11 +245,11 @@ def plan_endings(
     return plan
 
 
-def ended_pairs(alerts: Iterable[AlertRow], plan: AlertPlan) -> list[list[str]]:
-    """[rule id, device id] of each of `alerts` the plan closed: their
-    states are forgotten (the device starts again from its next reading)."""
+def reset_rows(alerts: Iterable[AlertRow], plan: AlertPlan) -> list[tuple[str, str, str]]:
+    """RESET_STATE's parameters: the (rule, device) state of each of
+    `alerts` the plan closed, if it still points at it, starts afresh."""
     closed = {c.alert_id for c in plan.closed}
-    return [[a.rule_id, a.device_id] for a in alerts if a.alert_id in closed]
+    return [(a.rule_id, a.device_id, a.alert_id) for a in alerts if a.alert_id in closed]
 
 
 def _opened(seen: Observation, transition: Transition, now: float) -> AlertRow:
@@ -234,6 +259,7 @@ def _opened(seen: Observation, transition: Transition, now: float) -> AlertRow:
         rule.project_id,
         rule.rule_id,
         rule.name,
+        rule.version,
         seen.device_id,
         seen.gateway_id,
         rule.severity,

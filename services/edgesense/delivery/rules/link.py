@@ -7,10 +7,11 @@ snapshot is in: Publish waits for it, so no reading is stored unjudged by a
 rule that existed when this process started.
 
 `AlertEndings` resolves, with a device.alert event each, the active alerts
-of rules that are disabled or gone. It runs after every snapshot and every
-change that disables or deletes a rule, and every ENDINGS_SWEEP_SECONDS
-besides (an alert that another process, whose stream was late, raised after
-this one's last sweep; one whose webhooks were not known yet).
+of rules that are disabled, deleted, or changed so that they no longer
+judge the alert's device or field. It runs after every snapshot and every
+change, and every ENDINGS_SWEEP_SECONDS besides (an alert another process
+raised under an older version of the rule; one whose webhooks were not
+known yet).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import grpc
 
@@ -33,6 +34,7 @@ from edgesense.delivery import metrics
 from edgesense.delivery.rules.alerts import ActiveAlert, AlertTarget, pending_webhooks
 from edgesense.delivery.rules.index import RuleIndex
 from edgesense.delivery.store.outbox import Outbox
+from edgesense.delivery.store.reads import MAX_RULES_READ
 from edgesense.delivery.webhooks.registry_link import CHANNEL_OPTIONS, follow
 from edgesense.v1 import rules_pb2, rules_pb2_grpc
 
@@ -40,10 +42,11 @@ log = logging.getLogger(__name__)
 _problems = ThrottledLog(log)
 ENDINGS_SWEEP_SECONDS = 30.0
 ENDINGS_BATCH = 1000  # alerts read, and ended, per transaction
-# A rule absent from a snapshot was deleted, if one of its alerts triggered
-# this long before the snapshot was read (another process's clock may be
-# ahead of this one's by less than this).
-SNAPSHOT_SKEW_SECONDS = 60.0
+# A rule's alerts are checked at every sweep until one that began this long
+# after its version was learned has ended (longer than a store takes).
+SETTLE_SECONDS = 60.0
+# The states of a deleted rule are deleted this long after (see _forget_deleted).
+FORGET_AFTER_SECONDS = 3600.0
 Change = rules_pb2.RuleChange
 
 
@@ -68,19 +71,28 @@ def rule_from(message: rules_pb2.Rule, project_id: str) -> Rule:
 
 
 class AlertEndings:
-    """Resolves the active alerts whose rule was disabled, deleted, or changed
-    so that it no longer judges their device (see module doc).
+    """Resolves the active alerts whose rule was disabled, deleted, or
+    changed so that it no longer judges their device or field (see module doc).
 
     It acts on evidence only, since another delivery process may know a
     newer state of a rule than this one (its stream is a moment ahead, or
-    this one's is down): it ends an alert only if it triggered before this
-    process learned what ends it. Evidence is a change its stream delivered
-    (a delete; an upsert that disables the rule, or whose condition no
-    longer takes the alert's device or field), or a snapshot: a rule absent
-    from one had been deleted if it had an alert that triggered well before
-    the snapshot was read (SNAPSHOT_SKEW_SECONDS, for the clocks of
-    several processes). An alert raised after this process learned, by a
-    process that did not know yet, is ended by that process once it does."""
+    this one's is down), and never on clocks:
+
+    - deleted: its stream delivered the delete, or a snapshot lacks a rule
+      that had active alerts before the stream was opened (its alerts, so
+      its creation, were committed before the snapshot was read; rule ids
+      are never used again);
+    - disabled or changed: the registry gives the rule a new version at
+      each such change (and each condition change), and an alert records
+      the version it triggered under; one raised under an older version
+      than the one this process knows ends if the rule now is disabled or
+      no longer takes its device, gateway or field. A lagging process that
+      raises an alert under an older version ends it itself once it learns.
+
+    A rule's alerts are checked again at every sweep until one that began
+    SETTLE_SECONDS after this process learned its version has ended (an
+    alert being stored under the old version by this process's own
+    acceptor may commit after a sweep's read)."""
 
     def __init__(
         self,
@@ -88,54 +100,45 @@ class AlertEndings:
         rules: RuleIndex,
         targets: Callable[[str, str, float], tuple[AlertTarget, ...]],
         stored_unleased: Callable[[set[tuple[str, str]]], None],
+        webhooks_ready: asyncio.Event,
     ) -> None:
         self.outbox = outbox
         self.rules = rules
         self._targets = targets
         self._stored_unleased = stored_unleased
+        self._webhooks_ready = webhooks_ready  # no targets before the webhook index is in
         self._due = asyncio.Event()
         self.loaded = asyncio.Event()  # the rules' first snapshot is in
-        self._snapshot_at = 0.0
-        # rule id -> (why its alerts end, when this process learned it)
-        self._ended: dict[str, tuple[str, float]] = {}
-        self._learned: dict[str, float] = {}  # rule id -> when its version here was learned
-        self._scanned: dict[str, int] = {}  # rule id -> version its alerts were checked against
-        self._forget: set[str] = set()  # rules whose states go at the next sweep
+        self._deleted: dict[str, float] = {}  # rule id -> when learned (monotonic)
+        self._learned: dict[str, tuple[int, float]] = {}  # rule -> (version, when learned)
+        self._settled: dict[str, int] = {}  # rule -> the version its alerts were checked for
 
-    def snapshot(self, rules: list[Rule], now: float) -> None:
-        """A snapshot replaced the rules (`now`: when it was read, about)."""
+    def snapshot(self, rules: list[Rule], alerting_before: set[str]) -> None:
+        """A snapshot replaced the rules; `alerting_before`: the rules with
+        active alerts read before the stream that brought it was opened."""
         present = {rule.rule_id for rule in rules}
-        for gone in set(self._learned) - present:  # deleted while the stream was down
-            self._end(gone, RULE_DELETED, now)
+        for gone in alerting_before - present:
+            self.deleted(gone)
         for rule in rules:
-            self.changed(rule, now)
-        self._snapshot_at = now
+            self.changed(rule)
         self.loaded.set()
         self._due.set()
 
-    def changed(self, rule: Rule, now: float) -> None:
+    def changed(self, rule: Rule) -> None:
         """The stream delivered `rule` (created or changed)."""
-        if not rule.enabled:
-            if self._ended.get(rule.rule_id, ("", 0.0))[0] != RULE_DISABLED:
-                self._end(rule.rule_id, RULE_DISABLED, now)
-            return
-        self._ended.pop(rule.rule_id, None)
-        if self._scanned.get(rule.rule_id) != rule.version:
-            self._learned[rule.rule_id] = now
+        if self._learned.get(rule.rule_id, (None, 0.0))[0] != rule.version:
+            self._learned[rule.rule_id] = (rule.version, time.monotonic())
             self._due.set()
 
-    def deleted(self, rule_id: str, now: float) -> None:
-        self._end(rule_id, RULE_DELETED, now)
-
-    def _end(self, rule_id: str, reason: str, now: float) -> None:
-        self._ended[rule_id] = (reason, now)
+    def deleted(self, rule_id: str) -> None:
+        self._deleted.setdefault(rule_id, time.monotonic())
         self._learned.pop(rule_id, None)
-        self._scanned.pop(rule_id, None)
-        self._forget.add(rule_id)
+        self._settled.pop(rule_id, None)
         self._due.set()
 
     async def run(self) -> None:
-        await self.loaded.wait()  # before it, every rule would look unknown
+        await self.loaded.wait()
+        await self._webhooks_ready.wait()
         while True:
             self._due.clear()
             try:
@@ -147,62 +150,52 @@ class AlertEndings:
 
     async def sweep(self) -> int:
         """Resolve what is due now; how many alerts."""
-        now = time.time()
+        began = time.monotonic()
         alerting = await self.outbox.alerting()
         suspects = sorted(
             rule_id
             for rule_id in alerting
-            if rule_id in self._ended
-            or (rule := self.rules.get(rule_id)) is None
-            or self._scanned.get(rule_id) != rule.version
+            if rule_id in self._deleted
+            or ((rule := self.rules.get(rule_id)) and self._settled.get(rule_id) != rule.version)
         )
-        resolved, after = 0, 0
-        while suspects:
-            found = await self.outbox.active_alerts(suspects, after, ENDINGS_BATCH)
-            reasons = {a.alert_id: why for a in found if (why := self._why(a)) is not None}
-            forget, self._forget = sorted(self._forget), set()
-            try:
-                resolved += await self._resolve(reasons, forget, found, now)
-            except BaseException:
-                self._forget.update(forget)
-                raise
-            if len(found) < ENDINGS_BATCH:
-                break
-            after = found[-1].seq
-        for rule_id in suspects:
-            if (rule := self.rules.get(rule_id)) is not None:
-                self._scanned[rule_id] = rule.version
-        if self._forget:  # ended rules with no alert left: their states only
-            forget, self._forget = sorted(self._forget), set()
-            await self.outbox.end_alerts({}, forget, {}, now)
+        versions = {r: rule.version for r in suspects if (rule := self.rules.get(r))}
+        resolved = 0
+        for start in range(0, len(suspects), MAX_RULES_READ):
+            chunk, after = suspects[start : start + MAX_RULES_READ], 0
+            while True:
+                found = await self.outbox.active_alerts(chunk, after, ENDINGS_BATCH)
+                resolved += await self._resolve(found)
+                if len(found) < ENDINGS_BATCH:
+                    break
+                after = found[-1].seq
+        for rule_id, version in versions.items():
+            learned_version, learned_at = self._learned.get(rule_id, (None, 0.0))
+            if learned_version == version and began >= learned_at + SETTLE_SECONDS:
+                self._settled[rule_id] = version
+        await self._forget_deleted()
         return resolved
 
     def _why(self, alert: ActiveAlert) -> str | None:
         """Why `alert` ends, if this process has the evidence (see class doc)."""
-        ended = self._ended.get(alert.rule_id)
-        if ended is not None:
-            reason, learned = ended
-            return reason if alert.updated_at <= learned else None
+        if alert.rule_id in self._deleted:
+            return RULE_DELETED
         rule = self.rules.get(alert.rule_id)
-        if rule is None:
-            return (
-                RULE_DELETED
-                if alert.updated_at < self._snapshot_at - SNAPSHOT_SKEW_SECONDS
-                else None
-            )
-        if rule.applies_to(alert.gateway_id, alert.device_id) and rule.field == alert.field:
-            return None
-        learned = self._learned.get(alert.rule_id, self._snapshot_at)
-        return RULE_CHANGED if alert.updated_at <= learned else None
+        if rule is None or alert.rule_version >= rule.version:
+            return None  # unknown here, or raised under what this process knows
+        if not rule.enabled:
+            return RULE_DISABLED
+        if rule.field != alert.field or not rule.applies_to(alert.gateway_id, alert.device_id):
+            return RULE_CHANGED
+        return None
 
-    async def _resolve(
-        self, reasons: dict[str, str], forget: list[str], found: list[ActiveAlert], now: float
-    ) -> int:
-        if not reasons and not forget:
+    async def _resolve(self, found: list[ActiveAlert]) -> int:
+        now = time.time()
+        reasons = {a.alert_id: why for a in found if (why := self._why(a)) is not None}
+        if not reasons:
             return 0
         devices = {(a.project_id, a.device_id) for a in found if a.alert_id in reasons}
         targets = {device: self._targets(*device, now) for device in devices}
-        plan = await self.outbox.end_alerts(reasons, forget, targets, now)
+        plan = await self.outbox.end_alerts(reasons, targets, now)
         if plan.resolved:
             metrics.ALERTS.labels("resolved").inc(plan.resolved)
             log.info("resolved %d alerts of disabled, deleted or changed rules", plan.resolved)
@@ -210,6 +203,16 @@ class AlertEndings:
         if waiting:
             self._stored_unleased(waiting)
         return plan.resolved
+
+    async def _forget_deleted(self) -> None:
+        """The states of rules deleted FORGET_AFTER_SECONDS ago go (by then no
+        process judges them any more: nothing waits for those rows)."""
+        cut = time.monotonic() - FORGET_AFTER_SECONDS
+        old = sorted(rule_id for rule_id, at in self._deleted.items() if at <= cut)
+        if old:
+            await self.outbox.forget_states(old)
+            for rule_id in old:
+                del self._deleted[rule_id]
 
 
 class RulesLink:
@@ -229,19 +232,24 @@ class RulesLink:
         self.rules = rules
         self.endings = endings
         self._metadata = bearer_metadata(token)
+        self._alerting_before: set[str] = set()
 
     async def run(self) -> None:
         channel = open_channel(self.address, self._tls, CHANNEL_OPTIONS)
         try:
-            stub = rules_pb2_grpc.AlertRulesStub(channel)
-            await follow(
-                "rule",
-                self.address,
-                lambda: stub.WatchRules(rules_pb2.WatchRulesRequest(), metadata=self._metadata),
-                self._consume,
-            )
+            stub: rules_pb2_grpc.AlertRulesAsyncStub = rules_pb2_grpc.AlertRulesStub(channel)
+            await follow("rule", self.address, lambda: self._changes(stub), self._consume)
         finally:
             await channel.close()
+
+    async def _changes(
+        self, stub: rules_pb2_grpc.AlertRulesAsyncStub
+    ) -> AsyncIterator[rules_pb2.RuleChange]:
+        """The stream's changes; first, before it is opened, the rules with
+        active alerts (what a snapshot without them says, see AlertEndings)."""
+        self._alerting_before = await self.endings.outbox.alerting()
+        async for change in stub.WatchRules(rules_pb2.WatchRulesRequest(), metadata=self._metadata):
+            yield change
 
     async def _consume(self, stream: AsyncIterable[rules_pb2.RuleChange]) -> bool:
         try:
@@ -258,7 +266,6 @@ class RulesLink:
         """Apply the stream to the index; True once a snapshot was loaded."""
         snapshot: list[Rule] = []
         in_snapshot = True
-        opened = time.time()  # the snapshot is read after this
         async for change in stream:
             if in_snapshot:
                 if change.kind == Change.KIND_SNAPSHOT:
@@ -266,14 +273,14 @@ class RulesLink:
                 elif change.kind == Change.KIND_SNAPSHOT_END:
                     self.rules.replace(snapshot)
                     log.info("rule index loaded: %d rules", len(snapshot))
-                    self.endings.snapshot(snapshot, opened)
+                    self.endings.snapshot(snapshot, self._alerting_before)
                     in_snapshot = False
                 continue
             if change.kind == Change.KIND_UPSERT:
                 rule = rule_from(change.rule, change.project_id)
                 self.rules.upsert(rule)
-                self.endings.changed(rule, time.time())
+                self.endings.changed(rule)
             elif change.kind == Change.KIND_DELETE:
                 self.rules.remove(change.rule.rule_id)
-                self.endings.deleted(change.rule.rule_id, time.time())
+                self.endings.deleted(change.rule.rule_id)
         return not in_snapshot

@@ -95,14 +95,18 @@ class Outbox(Protocol):
         ...
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], forget: Sequence[str], targets: Targets, now: float
+        self, reasons: Mapping[str, str], targets: Targets, now: float
     ) -> AlertPlan:
         """Resolve the alerts in `reasons` (alert id -> why: its rule was
         disabled, deleted or changed) that are still active, each with a
-        device.alert event, and forget their (rule, device) states and every
-        state of the rules in `forget`; one transaction. An alert whose
-        (project, device) is missing from `targets` stays active (a later
-        call, with its targets, ends it). Returns what it wrote."""
+        device.alert event, and reset their (rule, device) states (the
+        device starts afresh); one transaction. An alert whose (project,
+        device) is missing from `targets` stays active (a later call, with
+        its targets, ends it). Returns what it wrote."""
+        ...
+
+    async def forget_states(self, rule_ids: Sequence[str]) -> int:
+        """Delete every (rule, device) state of these (deleted) rules; how many."""
         ...
 
     async def alert_page(

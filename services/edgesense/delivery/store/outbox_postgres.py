@@ -34,16 +34,17 @@ from edgesense.delivery.rules.alerts import (
     CLOSE_ALERT,
     DELETE_RESOLVED,
     INSERT_ALERT,
+    RESET_STATE,
     STATE_COLUMNS,
     UPSERT_STATE,
     AlertPlan,
     AlertRow,
     RuleWork,
     Targets,
-    ended_pairs,
     pairs_of,
     plan_alerts,
     plan_endings,
+    reset_rows,
     state_of,
 )
 from edgesense.delivery.rules.index import Observation
@@ -126,12 +127,11 @@ _STATES_OF_PAIRS = (
     " ORDER BY rule_id, device_id FOR UPDATE"
 )
 _LOCK_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS, pairs=_PAIRS)
-_DELETE_PAIRS = "DELETE FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
-# Ending alerts: their pairs' states and the forgotten rules', in accept's order.
+# Ending alerts: their pairs' states, in accept's order.
 _LOCK_ENDING = (
     "SELECT 1 FROM rule_states WHERE (rule_id, device_id) IN"
     " (SELECT rule_id, device_id FROM alerts WHERE alert_id = ANY(?))"
-    " OR rule_id = ANY(?) ORDER BY rule_id, device_id FOR UPDATE"
+    " ORDER BY rule_id, device_id FOR UPDATE"
 )
 _ACTIVE_ALERTS = "SELECT {columns} FROM alerts WHERE state = 'active' AND alert_id = ANY(?)"
 _SELECT_ALERTS = _ACTIVE_ALERTS.format(columns=ALERT_COLUMNS)
@@ -159,7 +159,7 @@ class PostgresOutbox(OutboxReads):
         self._lock_ending = driver_sql(_LOCK_ENDING, style)
         self._select_alerts = driver_sql(_SELECT_ALERTS, style)
         self._lock_alerts = driver_sql(_SELECT_ALERTS + " FOR UPDATE", style)
-        self._delete_pairs = driver_sql(_DELETE_PAIRS.format(pairs=_PAIRS), style)
+        self._reset_state = driver_sql(RESET_STATE, style)
         self._delete_states = driver_sql(_DELETE_STATES, style)
         self._delete_resolved = driver_sql(DELETE_RESOLVED, style)
 
@@ -231,15 +231,15 @@ class PostgresOutbox(OutboxReads):
             return int(result.rowcount)
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], forget: Sequence[str], targets: Targets, now: float
+        self, reasons: Mapping[str, str], targets: Targets, now: float
     ) -> AlertPlan:
-        if not reasons and not forget:
+        if not reasons:
             return AlertPlan()
         alert_ids = list(reasons)
         async with transaction(self.engine, "resolving alerts", lock=None) as conn:
             # The states first, then the alerts, as accept takes them: never
             # in a cycle with a transaction storing readings of those pairs.
-            await conn.exec_driver_sql(self._lock_ending, (alert_ids, list(forget)))
+            await conn.exec_driver_sql(self._lock_ending, (alert_ids,))
             rows: Sequence[Any] = (
                 await conn.exec_driver_sql(self._lock_alerts, (alert_ids,))
             ).all()
@@ -247,16 +247,15 @@ class PostgresOutbox(OutboxReads):
             plan = plan_endings(active, reasons, targets, now)
             if plan.closed:
                 await conn.exec_driver_sql(self._close_alert, plan.closed)
+                await conn.exec_driver_sql(self._reset_state, reset_rows(active, plan))
             await _insert_events(conn, plan.events, now)
             await self._insert_deliveries(conn, plan.deliveries)
-            pairs = ended_pairs(active, plan)
-            if pairs:
-                await conn.exec_driver_sql(
-                    self._delete_pairs, ([p[0] for p in pairs], [p[1] for p in pairs])
-                )
-            if forget:
-                await conn.exec_driver_sql(self._delete_states, (list(forget),))
         return plan
+
+    async def forget_states(self, rule_ids: Sequence[str]) -> int:
+        async with transaction(self.engine, "forgetting rule states", lock=None) as conn:
+            result = await conn.exec_driver_sql(self._delete_states, (list(rule_ids),))
+            return int(result.rowcount)
 
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, exclude: Iterable[str] = ()

@@ -41,16 +41,17 @@ from edgesense.delivery.rules.alerts import (
     CLOSE_ALERT,
     DELETE_RESOLVED,
     INSERT_ALERT,
+    RESET_STATE,
     STATE_COLUMNS,
     UPSERT_STATE,
     AlertPlan,
     AlertRow,
     RuleWork,
     Targets,
-    ended_pairs,
     pairs_of,
     plan_alerts,
     plan_endings,
+    reset_rows,
     state_of,
 )
 from edgesense.delivery.rules.index import Observation
@@ -146,8 +147,6 @@ REQUEUE = (
 _PAIRS = "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
 _STATES_OF_PAIRS = "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
 _SELECT_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS, pairs=_PAIRS)
-_DELETE_PAIRS = "DELETE FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
-_DELETE_PAIR_STATES = _DELETE_PAIRS.format(pairs=_PAIRS)
 _ACTIVE_ALERTS = (
     "SELECT {columns} FROM alerts WHERE state = 'active'"
     " AND alert_id IN (SELECT value FROM json_each(?))"
@@ -192,12 +191,18 @@ class SqliteOutbox(OutboxReads):
         )
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], forget: Sequence[str], targets: Targets, now: float
+        self, reasons: Mapping[str, str], targets: Targets, now: float
     ) -> AlertPlan:
-        if not reasons and not forget:
+        if not reasons:
             return AlertPlan()
         return await self._writer.run(
-            "resolving alerts", lambda c: end_alerts(c, reasons, forget, targets, now)
+            "resolving alerts", lambda c: end_alerts(c, reasons, targets, now)
+        )
+
+    async def forget_states(self, rule_ids: Sequence[str]) -> int:
+        return await self._writer.run(
+            "forgetting rule states",
+            lambda c: c.execute(_DELETE_STATES, (list_param(rule_ids),)).rowcount,
         )
 
     async def claim(
@@ -375,11 +380,7 @@ def _judge(
 
 
 def end_alerts(
-    conn: sqlite3.Connection,
-    reasons: Mapping[str, str],
-    forget: Sequence[str],
-    targets: Targets,
-    now: float,
+    conn: sqlite3.Connection, reasons: Mapping[str, str], targets: Targets, now: float
 ) -> AlertPlan:
     active = [AlertRow(*row) for row in conn.execute(_SELECT_ALERTS, (list_param(reasons),))]
     plan = plan_endings(active, reasons, targets, now)
@@ -388,9 +389,7 @@ def end_alerts(
         INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in plan.events]
     )
     _insert_deliveries(conn, plan.deliveries)
-    conn.execute(_DELETE_PAIR_STATES, (json.dumps(ended_pairs(active, plan)),))
-    if forget:
-        conn.execute(_DELETE_STATES, (list_param(forget),))
+    conn.executemany(RESET_STATE, reset_rows(active, plan))
     return plan
 
 

@@ -31,6 +31,11 @@ from edgesense.delivery.store.rows import (
 from edgesense.delivery.store.tables import alerts, attempts, deliveries
 from edgesense.storage.engine import dispose_engine, reading
 
+# An active alert, written as the partial index ix_alerts_active's own
+# condition: SQLite uses a partial index only for a literal, not a parameter.
+_ACTIVE = alerts.c.state == literal_column("'active'")
+MAX_RULES_READ = 500
+
 
 class OutboxReads:
     """Counts and listings of the outbox, and the engine they read through (owned:
@@ -95,21 +100,19 @@ class OutboxReads:
 
     async def alerting(self) -> set[str]:
         """The rules with active alerts (ix_alerts_active)."""
-        query = select(alerts.c.rule_id).where(alerts.c.state == "active").distinct()
+        query = select(alerts.c.rule_id).where(_ACTIVE).distinct()
         async with reading(self.engine, "reading active alerts") as conn:
             return {rule_id for (rule_id,) in await conn.execute(query)}
 
     async def active_alerts(
         self, rule_ids: Sequence[str], after_seq: int, limit: int
     ) -> list[ActiveAlert]:
-        """Up to `limit` active alerts of these rules after `after_seq`, by seq."""
+        """Up to `limit` active alerts of these rules (at most 500 of them)
+        after `after_seq`, by seq (ix_alerts_active)."""
+        assert len(rule_ids) <= MAX_RULES_READ, "read active alerts of 500 rules at most"
         query = (
             select(*(alerts.c[name] for name in ActiveAlert._fields))
-            .where(
-                alerts.c.state == "active",
-                alerts.c.rule_id.in_(rule_ids),
-                alerts.c.seq > after_seq,
-            )
+            .where(_ACTIVE, alerts.c.rule_id.in_(rule_ids), alerts.c.seq > after_seq)
             .order_by(alerts.c.seq)
             .limit(limit)
         )

@@ -137,6 +137,7 @@ alerts = Table(
     Column("project_id", String(128), nullable=False),
     Column("rule_id", String(40), nullable=False),
     Column("rule_name", Text, nullable=False),
+    Column("rule_version", Integer, nullable=False),  # the rule's version it triggered under
     Column("device_id", String(128), nullable=False),
     Column("gateway_id", String(128), nullable=False),
     Column("state", String(16), nullable=False),

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(128), nullable=False),
         sa.Column("rule_id", sa.String(40), nullable=False),
         sa.Column("rule_name", sa.Text, nullable=False),
+        sa.Column("rule_version", sa.Integer, nullable=False),
         sa.Column("device_id", sa.String(128), nullable=False),
         sa.Column("gateway_id", sa.String(128), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
