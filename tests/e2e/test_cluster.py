@@ -139,6 +139,63 @@ async def test_failing_receiver_is_disabled_held_and_enabled(
     assert arrived == [{"n": 1}, {"n": 2}]
 
 
+async def test_readings_over_mqtt_crossing_a_rule_become_signed_alerts(
+    cluster: UpCluster, broker: Mosquitto, receiver: Receiver
+) -> None:
+    """Issue 13 end to end: a rule over REST, readings over MQTT through the
+    bridge, `triggered` and `resolved` device.alert POSTs, signed."""
+    secret = "alerts_secret"
+    webhook_id = await cluster.register(receiver.url, ["device.alert"], secret)
+    async with httpx_client(cluster) as http:
+        answer = await http.post(
+            "/api/rules",
+            json={
+                "name": "Boiler too hot",
+                "field": "temperature",
+                "operator": "gt",
+                "threshold": 80,
+                "severity": "critical",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+    device = "boiler-" + secrets.token_hex(3)
+    data = topic(cluster, "gw-1", device, "data")
+
+    def states() -> list[str]:
+        return [
+            json.loads(r.body)["payload"]["state"]
+            for r in receiver.received
+            if json.loads(r.body)["deviceId"] == device
+        ]
+
+    async def triggered() -> bool:  # delivery follows the registry's rule stream
+        if states():
+            return True
+        await publish(broker, [(data, b'{"temperature": 95.5}')])
+        return False
+
+    await eventually(triggered, 30, "the rule to judge the readings", interval=0.5)
+    await publish(broker, [(data, b'{"temperature": 97}'), (data, b'{"temperature": 60}')])
+    await eventually(lambda: len(states()) == 2, 30, "the alert resolved")
+    assert states() == ["triggered", "resolved"]
+    for got in receiver.received:
+        body = json.loads(got.body)
+        if body["deviceId"] != device:
+            continue
+        assert (body["event"], body["webhookId"], body["payload"]["source"]) == (
+            "device.alert",
+            webhook_id,
+            "rule",
+        )
+        assert guide_verify(secret, got.body.decode(), got.headers["X-EdgeSense-Signature"])
+    resolved = json.loads(receiver.received[-1].body)["payload"]
+    assert (resolved["value"], resolved["reason"], resolved["severity"]) == (
+        60,
+        "cleared",
+        "critical",
+    )
+
+
 async def test_gateway_last_will_becomes_device_status_offline(
     cluster: UpCluster, broker: Mosquitto, receiver: Receiver
 ) -> None:

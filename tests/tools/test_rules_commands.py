@@ -71,11 +71,13 @@ async def test_create_list_get_update_delete(api: Api) -> None:
     fields = fields_of(updated.lines)
     assert fields["condition"] == "temperature gt 85 (clears at 75)"
     assert (fields["enabled"], fields["version"], fields["count"]) == ("no", "2", "2")
-    renamed = await run_cli("rules", "update", rule, "--name", "Hot", "--enabled", env=env)
-    assert fields_of(renamed.lines)["version"] == "2"
+    renamed = await run_cli("rules", "update", rule, "--name", "Hot", env=env)
+    assert fields_of(renamed.lines)["version"] == "2"  # a name is not the condition
+    enabled = await run_cli("rules", "update", rule, "--enabled", env=env)
+    assert fields_of(enabled.lines)["version"] == "3"  # enabling is
     got = await run_cli("rules", "get", rule, env=env)
     assert got.code == 0, got.err
-    assert fields_of(got.lines) == fields_of(renamed.lines)
+    assert fields_of(got.lines) == fields_of(enabled.lines)
     assert (fields_of(got.lines)["name"], fields_of(got.lines)["enabled"]) == ("Hot", "yes")
 
     deleted = await run_cli("rules", "delete", rule, env=env)

@@ -86,8 +86,9 @@ class AlertEndings:
       each such change (and each condition change), and an alert records
       the version it triggered under; one raised under an older version
       than the one this process knows ends if the rule now is disabled or
-      no longer takes its device, gateway or field. A lagging process that
-      raises an alert under an older version ends it itself once it learns.
+      no longer takes its device (deviceIds, gatewayIds) or field. A
+      lagging process that raises an alert under an older version ends it
+      itself once it learns.
 
     A rule's alerts are checked again at every sweep until one that began
     SETTLE_SECONDS after this process learned its version has ended (an
