@@ -38,13 +38,13 @@ record/   writer.py: outcomes batched and written back, failures reported;
           enabled, deleted, exhausted); maintenance.py: counts and expiry.
 webhooks/ index.py: the webhooks in memory, matched per event; registry_link.py:
           the registry's change stream into the index, and failure reports.
-rules/    threshold alert rules: index.py, the rules in memory by project and
-          watched member (pure); alerts.py, what judging a batch's readings
-          writes (states, alerts, device.alert events and their deliveries;
-          pure, run by the outbox inside the batch's transaction; the rules
-          themselves are edgesense.common.thresholds); link.py, the
-          registry's rule stream into the index, and the alerts of disabled
-          or deleted rules resolved.
+rules/    threshold alert rules: index.py, the rules in memory by project,
+          watched member and device (pure); alerts.py, what judging a batch's
+          readings writes (states, alerts, device.alert events and their
+          deliveries; pure, run by the outbox inside the batch's transaction;
+          the rules themselves are edgesense.common.thresholds); link.py, the
+          registry's rule stream into the index, and the alerts of disabled,
+          deleted or changed rules resolved (AlertEndings).
 
 Around them: service.py is the gRPC servicer (Publish, ListDeliveries,
 Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats, ListAlerts); server.py

@@ -1,5 +1,5 @@
 """Delivery's rules: the registry's WatchRules stream into the RuleIndex, and
-the alerts of rules that were disabled or deleted resolved.
+the alerts of rules that were disabled, deleted or changed resolved.
 
 The stream is followed like the webhook stream (webhooks/registry_link.py):
 after a break, a whole new snapshot. `loaded` is set once the first
