@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from edgesense.common.thresholds import RULE_DELETED, Rule
-from edgesense.delivery.rules.alerts import AlertTarget, RuleWork
+from edgesense.common.thresholds import DELETED_VERSION, RULE_DELETED, RULE_DISABLED, Rule
+from edgesense.delivery.rules.alerts import AlertTarget, Ending, RuleWork
 from edgesense.delivery.rules.index import Observation
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import HELD, PENDING, StoredEvent
@@ -23,6 +23,7 @@ from tests.delivery.conftest import make_rule
 
 NOW = 1_000_000.0
 RULE = make_rule(clear_threshold=75.0)
+GONE = Ending(RULE_DELETED, DELETED_VERSION)
 TARGETS = {
     ("p", "d1"): (
         AlertTarget("wh_a", PENDING, None, NOW, False),
@@ -154,29 +155,54 @@ async def test_ending_alerts_resolves_each_once_and_resets_states(outbox: Outbox
         "temperature",
     )
     # A device whose webhooks the caller did not look up is left for later.
-    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, {}, NOW + 5)
+    plan = await outbox.end_alerts({hot.alert_id: GONE}, {}, NOW + 5)
     assert plan.resolved == 0
-    plan = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, TARGETS, NOW + 5)
+    plan = await outbox.end_alerts({hot.alert_id: GONE}, TARGETS, NOW + 5)
     assert plan.resolved == 1
     assert len(plan.deliveries) == 2
-    again = await outbox.end_alerts({hot.alert_id: RULE_DELETED}, TARGETS, NOW + 6)
+    again = await outbox.end_alerts({hot.alert_id: GONE}, TARGETS, NOW + 6)
     assert again.resolved == 0
     assert await outbox.alerting() == {"rule_other"}
     resolved = [e for e in await alert_events(outbox) if e["state"] == "resolved"]
     assert [(r["reason"], r["ruleId"], "value" in r) for r in resolved] == [
         ("rule deleted", "rule_hot", False)
     ]
-    # The ended alert's state starts afresh, in place; the other is untouched.
+    # The ended alert's state starts afresh, in place, at the version that
+    # ended it (a deleted rule's: above any); the other is untouched.
     states = await rows(
-        outbox, "SELECT rule_id, phase, alert_id IS NULL FROM rule_states ORDER BY rule_id"
+        outbox, "SELECT rule_id, phase, alert_id IS NULL, version FROM rule_states ORDER BY rule_id"
     )
-    assert [tuple(s) for s in states] == [("rule_hot", "ok", True), ("rule_other", "active", False)]
+    assert [tuple(s) for s in states] == [
+        ("rule_hot", "ok", True, DELETED_VERSION),
+        ("rule_other", "active", False, 1),
+    ]
+    assert await outbox.judged_rules() == {"rule_hot", "rule_other"}
     assert await outbox.forget_states(["rule_hot"]) == 1
     assert await rows(outbox, "SELECT rule_id FROM rule_states") == [("rule_other",)]
     # Retention: alerts resolved before the cut, never active ones.
     assert await outbox.delete_resolved_alerts(NOW + 5, 10) == 0
     assert await outbox.delete_resolved_alerts(NOW + 5.5, 10) == 1
     assert [r.rule_id for r in await outbox.alert_page("p", "", "", "", 10, None)] == ["rule_other"]
+
+
+async def test_a_process_behind_on_the_rules_version_changes_nothing(outbox: Outbox) -> None:
+    """Two processes, one still at v1 while the other knows v2 (threshold
+    lowered to 50): the v1 one neither clears v2's alert nor recounts; once
+    an ending at v3 reset the state, v2 cannot raise it again."""
+    v2 = dataclasses.replace(RULE, threshold=50.0, clear_threshold=None, version=2)
+    assert (await store(outbox, reading(1, "d1", 60, 100, v2))).plan.triggered == 1
+    behind = await store(outbox, reading(2, "d1", 60, 101))  # clears under v1's 75
+    assert not behind.plan
+    assert (await store(outbox, reading(3, "d1", 40, 102, v2))).plan.resolved == 1
+    assert (await store(outbox, reading(4, "d1", 60, 103, v2))).plan.triggered == 1
+    (alert,) = await outbox.active_alerts(["rule_hot"], 0, 10)
+    ended = await outbox.end_alerts({alert.alert_id: Ending(RULE_DISABLED, 3)}, TARGETS, NOW)
+    assert ended.resolved == 1
+    assert not (await store(outbox, reading(5, "d1", 90, 104, v2))).plan
+    moved = dataclasses.replace(v2, field="other", version=2)  # v2 behind v3 too
+    assert not (await store(outbox, reading(6, "d1", 90, 105, moved))).plan
+    events = [e["state"] for e in await alert_events(outbox)]
+    assert events == ["triggered", "resolved", "triggered", "resolved"]
 
 
 async def test_a_resolution_describes_the_alert_as_it_triggered(outbox: Outbox) -> None:
@@ -222,7 +248,7 @@ async def test_ending_alerts_while_readings_of_their_devices_are_stored(
         active = await outboxes[0].active_alerts(["rule_hot"], 0, 100)
         assert len(active) == len(devices)
         clearing = [reading(100 + n, d, 10, 200) for n, d in enumerate(devices)]
-        reasons = {a.alert_id: RULE_DELETED for a in active}
+        reasons = {a.alert_id: GONE for a in active}
         await asyncio.gather(
             outboxes[1].end_alerts(reasons, targets, NOW + 1),
             *(outboxes[0].accept([e], [], NOW + 1, RuleWork([o], targets)) for e, o in clearing),

@@ -165,6 +165,17 @@ def test_a_new_version_counts_breaches_again_but_keeps_an_active_alert() -> None
     assert transition.kind == RESOLVED
 
 
+def test_a_rule_older_than_the_state_changes_nothing() -> None:
+    """A process whose rule stream lags judges with an older version: it
+    leaves alone a state that a newer version wrote."""
+    newer = rule(threshold=50, version=2)
+    state, transition = judge(newer, State(), 60, 1.0)
+    assert transition is not None
+    assert transition.kind == TRIGGERED
+    older = rule(threshold=80, version=1)
+    assert judge(older, state, 60, 2.0) == (state, None)  # would clear under v1
+
+
 def test_number_at_follows_dotted_paths_and_only_takes_numbers() -> None:
     values = struct_pb2.Struct()
     values.update(

@@ -8,7 +8,9 @@ transition and the device.alert event it raises are written together.
 
 A pair's state follows the newest reading: one older than the last reading
 judged for the pair (by its timestamp) changes nothing. Readings with the
-same timestamp are judged in the order they were stored.
+same timestamp are judged in the order they were stored. It follows the
+newest version of the rule too: a process that still knows an older one
+(its rule stream lags) changes nothing in a state a newer one wrote.
 
 The phases:
 
@@ -49,6 +51,8 @@ CLEARED, RULE_DISABLED, RULE_DELETED = "cleared", "rule disabled", "rule deleted
 # Its rule's condition changed so that the rule no longer judges the
 # alert's device (deviceIds, gatewayIds) or field.
 RULE_CHANGED = "rule changed"
+# The version a deleted rule's ended states take: above any a rule can have.
+DELETED_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class State(NamedTuple):
     since: float | None = None  # the first of them (the reading's time)
     last_at: float | None = None  # the newest reading judged
     alert_id: str | None = None  # the open alert, while ACTIVE
-    version: int = 0  # the rule's version that judged last
+    version: int = 0  # the rule's version that judged last (it never goes back)
 
 
 class Transition(NamedTuple):
@@ -128,8 +132,10 @@ def judge(rule: Rule, state: State, value: float, at: float) -> tuple[State, Tra
     was: whoever stores a TRIGGERED transition sets it."""
     if state.last_at is not None and at < state.last_at:
         return state, None  # older than what the state already follows
+    if state.version > rule.version:
+        return state, None  # a newer version judged it: this judge is behind
     phase, streak, since = state.phase, state.streak, state.since
-    if state.version != rule.version and phase == BREACHING:
+    if state.version < rule.version and phase == BREACHING:
         phase, streak, since = OK, 0, None  # a new condition counts again
     if phase == ACTIVE:
         if rule.clears(value):

@@ -105,6 +105,15 @@ class ActiveAlert(NamedTuple):
     field: str
 
 
+class Ending(NamedTuple):
+    """Why an active alert ends, and the rule version that says so (its
+    state takes it: a process that knows only an older one changes nothing
+    there; DELETED_VERSION for a deleted rule)."""
+
+    reason: str
+    version: int
+
+
 class Closing(NamedTuple):
     """CLOSE_ALERT's parameters: an active alert resolved."""
 
@@ -138,9 +147,10 @@ DELETE_RESOLVED = (
 )
 # A state is reset in place, never deleted: a transaction storing a reading
 # of the pair may be waiting for its lock, and must find the row then.
+# (`{greatest}`: the engine's two-argument maximum: max on SQLite, GREATEST on PostgreSQL.)
 RESET_STATE = (
-    "UPDATE rule_states SET phase = 'ok', streak = 0, since = NULL, alert_id = NULL"
-    " WHERE rule_id = ? AND device_id = ? AND alert_id = ?"
+    "UPDATE rule_states SET phase = 'ok', streak = 0, since = NULL, alert_id = NULL,"
+    " version = {greatest}(version, ?) WHERE rule_id = ? AND device_id = ? AND alert_id = ?"
 )
 UPSERT_STATE = (
     "INSERT INTO rule_states (rule_id, device_id, project_id, phase, streak, since, last_at,"
@@ -188,8 +198,15 @@ def plan_alerts(
         rule = seen.rule
         pair = (rule.rule_id, seen.device_id)
         before = current.get(pair, State())
+        if before.version > rule.version:
+            continue  # a newer version judged this pair: this process is behind
         held = _open_alert(before.alert_id, opened, open_alerts)
-        if held is not None and held.field != rule.field and (before.last_at or 0) <= seen.at:
+        if (
+            held is not None
+            and held.rule_version < rule.version
+            and held.field != rule.field
+            and (before.last_at or 0) <= seen.at
+        ):
             # The rule watches another member now: the alert about the old
             # one ends ("rule changed"), and this reading counts afresh.
             ending = Transition(RESOLVED, held.value, seen.at, held.since)
@@ -227,29 +244,36 @@ def _open_alert(
 
 
 def plan_endings(
-    alerts: Iterable[AlertRow], reasons: Mapping[str, str], targets: Targets, now: float
+    alerts: Iterable[AlertRow], endings: Mapping[str, Ending], targets: Targets, now: float
 ) -> AlertPlan:
     """Resolve the active `alerts` (as read, locked, in the transaction) that
-    `reasons` ends, by alert id: their rule was disabled, deleted, or changed
+    `endings` ends, by alert id: their rule was disabled, deleted, or changed
     so that it no longer judges their device or field. An alert whose
     (project, device) `targets` has no key for is left (an empty tuple: no
     webhook wants it)."""
     plan = AlertPlan()
     for alert in alerts:
-        reason = reasons.get(alert.alert_id)
-        if reason is None or (alert.project_id, alert.device_id) not in targets:
+        ending = endings.get(alert.alert_id)
+        if ending is None or (alert.project_id, alert.device_id) not in targets:
             continue
-        ending = Transition(RESOLVED, alert.value, now, alert.since)
-        _raise(plan, alert, RESOLVED, ending, reason, targets, now)
+        closing = Transition(RESOLVED, alert.value, now, alert.since)
+        _raise(plan, alert, RESOLVED, closing, ending.reason, targets, now)
         plan.resolved += 1
     return plan
 
 
-def reset_rows(alerts: Iterable[AlertRow], plan: AlertPlan) -> list[tuple[str, str, str]]:
+def reset_rows(
+    alerts: Iterable[AlertRow], endings: Mapping[str, Ending], plan: AlertPlan
+) -> list[tuple[int, str, str, str]]:
     """RESET_STATE's parameters: the (rule, device) state of each of
-    `alerts` the plan closed, if it still points at it, starts afresh."""
+    `alerts` the plan closed, if it still points at it, starts afresh, at
+    the version of what ended it."""
     closed = {c.alert_id for c in plan.closed}
-    return [(a.rule_id, a.device_id, a.alert_id) for a in alerts if a.alert_id in closed]
+    return [
+        (endings[a.alert_id].version, a.rule_id, a.device_id, a.alert_id)
+        for a in alerts
+        if a.alert_id in closed
+    ]
 
 
 def _opened(seen: Observation, transition: Transition, now: float) -> AlertRow:

@@ -28,10 +28,16 @@ from edgesense.common.auth import bearer_metadata
 from edgesense.common.errors import Unavailable
 from edgesense.common.grpc_tls import open_channel
 from edgesense.common.log_throttle import ThrottledLog
-from edgesense.common.thresholds import RULE_CHANGED, RULE_DELETED, RULE_DISABLED, Rule
+from edgesense.common.thresholds import (
+    DELETED_VERSION,
+    RULE_CHANGED,
+    RULE_DELETED,
+    RULE_DISABLED,
+    Rule,
+)
 from edgesense.common.tls import GrpcTls
 from edgesense.delivery import metrics
-from edgesense.delivery.rules.alerts import ActiveAlert, AlertTarget, pending_webhooks
+from edgesense.delivery.rules.alerts import ActiveAlert, AlertTarget, Ending, pending_webhooks
 from edgesense.delivery.rules.index import RuleIndex
 from edgesense.delivery.store.outbox import Outbox
 from edgesense.delivery.store.reads import MAX_RULES_READ
@@ -79,9 +85,9 @@ class AlertEndings:
     this one's is down), and never on clocks:
 
     - deleted: its stream delivered the delete, or a snapshot lacks a rule
-      that had active alerts before the stream was opened (its alerts, so
-      its creation, were committed before the snapshot was read; rule ids
-      are never used again);
+      known to exist before the stream was opened (in this process's index,
+      or with alerts or states then: its creation was committed before the
+      snapshot was read; rule ids are never used again);
     - disabled or changed: the registry gives the rule a new version at
       each such change (and each condition change), and an alert records
       the version it triggered under; one raised under an older version
@@ -89,6 +95,10 @@ class AlertEndings:
       no longer takes its device (deviceIds, gatewayIds) or field. A
       lagging process that raises an alert under an older version ends it
       itself once it learns.
+
+    An ended alert's (rule, device) state is reset at the version that ended
+    it, and a state never goes back to an older version (thresholds.judge):
+    a process that still knows an older one changes nothing there.
 
     A rule's alerts are checked again at every sweep until one that began
     SETTLE_SECONDS after this process learned its version has ended (an
@@ -114,11 +124,13 @@ class AlertEndings:
         self._learned: dict[str, tuple[int, float]] = {}  # rule -> (version, when learned)
         self._settled: dict[str, int] = {}  # rule -> the version its alerts were checked for
 
-    def snapshot(self, rules: list[Rule], alerting_before: set[str]) -> None:
-        """A snapshot replaced the rules; `alerting_before`: the rules with
-        active alerts read before the stream that brought it was opened."""
+    def snapshot(self, rules: list[Rule], known_before: set[str]) -> None:
+        """A snapshot replaced the rules. `known_before`: rules known to have
+        existed before the stream that brought it was opened (this process's
+        index then, and those with alerts or states then): one of them that
+        the snapshot lacks was deleted (rule ids are never used again)."""
         present = {rule.rule_id for rule in rules}
-        for gone in alerting_before - present:
+        for gone in known_before - present:
             self.deleted(gone)
         for rule in rules:
             self.changed(rule)
@@ -176,17 +188,18 @@ class AlertEndings:
         await self._forget_deleted()
         return resolved
 
-    def _why(self, alert: ActiveAlert) -> str | None:
-        """Why `alert` ends, if this process has the evidence (see class doc)."""
+    def _why(self, alert: ActiveAlert) -> Ending | None:
+        """Why `alert` ends, and the version that says so, if this process
+        has the evidence (see class doc)."""
         if alert.rule_id in self._deleted:
-            return RULE_DELETED
+            return Ending(RULE_DELETED, DELETED_VERSION)
         rule = self.rules.get(alert.rule_id)
         if rule is None or alert.rule_version >= rule.version:
             return None  # unknown here, or raised under what this process knows
         if not rule.enabled:
-            return RULE_DISABLED
+            return Ending(RULE_DISABLED, rule.version)
         if rule.field != alert.field or not rule.applies_to(alert.gateway_id, alert.device_id):
-            return RULE_CHANGED
+            return Ending(RULE_CHANGED, rule.version)
         return None
 
     async def _resolve(self, found: list[ActiveAlert]) -> int:
@@ -233,7 +246,7 @@ class RulesLink:
         self.rules = rules
         self.endings = endings
         self._metadata = bearer_metadata(token)
-        self._alerting_before: set[str] = set()
+        self._known_before: set[str] = set()
 
     async def run(self) -> None:
         channel = open_channel(self.address, self._tls, CHANNEL_OPTIONS)
@@ -246,9 +259,15 @@ class RulesLink:
     async def _changes(
         self, stub: rules_pb2_grpc.AlertRulesAsyncStub
     ) -> AsyncIterator[rules_pb2.RuleChange]:
-        """The stream's changes; first, before it is opened, the rules with
-        active alerts (what a snapshot without them says, see AlertEndings)."""
-        self._alerting_before = await self.endings.outbox.alerting()
+        """The stream's changes; first, before it is opened, the rules known
+        to exist by then: this process's, and those with alerts or states
+        (a snapshot without one of them says it was deleted, see AlertEndings)."""
+        outbox = self.endings.outbox
+        self._known_before = (
+            {rule.rule_id for rule in self.rules.rules()}
+            | await outbox.alerting()
+            | await outbox.judged_rules()
+        )
         async for change in stub.WatchRules(rules_pb2.WatchRulesRequest(), metadata=self._metadata):
             yield change
 
@@ -274,7 +293,7 @@ class RulesLink:
                 elif change.kind == Change.KIND_SNAPSHOT_END:
                     self.rules.replace(snapshot)
                     log.info("rule index loaded: %d rules", len(snapshot))
-                    self.endings.snapshot(snapshot, self._alerting_before)
+                    self.endings.snapshot(snapshot, self._known_before)
                     in_snapshot = False
                 continue
             if change.kind == Change.KIND_UPSERT:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from edgesense.delivery.rules.alerts import ActiveAlert, AlertPlan, RuleWork, Targets
+from edgesense.delivery.rules.alerts import ActiveAlert, AlertPlan, Ending, RuleWork, Targets
 from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
@@ -95,12 +95,13 @@ class Outbox(Protocol):
         ...
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], targets: Targets, now: float
+        self, reasons: Mapping[str, Ending], targets: Targets, now: float
     ) -> AlertPlan:
         """Resolve the alerts in `reasons` (alert id -> why: its rule was
-        disabled, deleted or changed) that are still active, each with a
-        device.alert event, and reset their (rule, device) states (the
-        device starts afresh); one transaction. An alert whose (project,
+        disabled, deleted or changed, and the version that says so) that are
+        still active, each with a device.alert event, and reset their (rule,
+        device) states (the device starts afresh, at that version at least);
+        one transaction. An alert whose (project,
         device) is missing from `targets` stays active (a later call, with
         its targets, ends it). Returns what it wrote."""
         ...
@@ -123,6 +124,10 @@ class Outbox(Protocol):
 
     async def alerting(self) -> set[str]:
         """The rules with active alerts."""
+        ...
+
+    async def judged_rules(self) -> set[str]:
+        """The rules with (rule, device) states."""
         ...
 
     async def active_alerts(

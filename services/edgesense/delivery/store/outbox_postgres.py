@@ -39,6 +39,7 @@ from edgesense.delivery.rules.alerts import (
     UPSERT_STATE,
     AlertPlan,
     AlertRow,
+    Ending,
     RuleWork,
     Targets,
     pairs_of,
@@ -159,7 +160,7 @@ class PostgresOutbox(OutboxReads):
         self._lock_ending = driver_sql(_LOCK_ENDING, style)
         self._select_alerts = driver_sql(_SELECT_ALERTS, style)
         self._lock_alerts = driver_sql(_SELECT_ALERTS + " FOR UPDATE", style)
-        self._reset_state = driver_sql(RESET_STATE, style)
+        self._reset_state = driver_sql(RESET_STATE.format(greatest="GREATEST"), style)
         self._delete_states = driver_sql(_DELETE_STATES, style)
         self._delete_resolved = driver_sql(DELETE_RESOLVED, style)
 
@@ -231,7 +232,7 @@ class PostgresOutbox(OutboxReads):
             return int(result.rowcount)
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], targets: Targets, now: float
+        self, reasons: Mapping[str, Ending], targets: Targets, now: float
     ) -> AlertPlan:
         if not reasons:
             return AlertPlan()
@@ -247,7 +248,7 @@ class PostgresOutbox(OutboxReads):
             plan = plan_endings(active, reasons, targets, now)
             if plan.closed:
                 await conn.exec_driver_sql(self._close_alert, plan.closed)
-                await conn.exec_driver_sql(self._reset_state, reset_rows(active, plan))
+                await conn.exec_driver_sql(self._reset_state, reset_rows(active, reasons, plan))
             await _insert_events(conn, plan.events, now)
             await self._insert_deliveries(conn, plan.deliveries)
         return plan

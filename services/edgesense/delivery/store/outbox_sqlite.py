@@ -46,6 +46,7 @@ from edgesense.delivery.rules.alerts import (
     UPSERT_STATE,
     AlertPlan,
     AlertRow,
+    Ending,
     RuleWork,
     Targets,
     pairs_of,
@@ -152,6 +153,7 @@ _ACTIVE_ALERTS = (
     " AND alert_id IN (SELECT value FROM json_each(?))"
 )
 _SELECT_ALERTS = _ACTIVE_ALERTS.format(columns=ALERT_COLUMNS)
+_RESET_STATE = RESET_STATE.format(greatest="max")
 _DELETE_STATES = "DELETE FROM rule_states WHERE rule_id IN (SELECT value FROM json_each(?))"
 
 
@@ -191,7 +193,7 @@ class SqliteOutbox(OutboxReads):
         )
 
     async def end_alerts(
-        self, reasons: Mapping[str, str], targets: Targets, now: float
+        self, reasons: Mapping[str, Ending], targets: Targets, now: float
     ) -> AlertPlan:
         if not reasons:
             return AlertPlan()
@@ -380,7 +382,7 @@ def _judge(
 
 
 def end_alerts(
-    conn: sqlite3.Connection, reasons: Mapping[str, str], targets: Targets, now: float
+    conn: sqlite3.Connection, reasons: Mapping[str, Ending], targets: Targets, now: float
 ) -> AlertPlan:
     active = [AlertRow(*row) for row in conn.execute(_SELECT_ALERTS, (list_param(reasons),))]
     plan = plan_endings(active, reasons, targets, now)
@@ -389,7 +391,7 @@ def end_alerts(
         INSERT_EVENT, [(e.event_id, e.project_id, e.payload, now) for e in plan.events]
     )
     _insert_deliveries(conn, plan.deliveries)
-    conn.executemany(RESET_STATE, reset_rows(active, plan))
+    conn.executemany(_RESET_STATE, reset_rows(active, reasons, plan))
     return plan
 
 

@@ -28,7 +28,7 @@ from edgesense.delivery.store.rows import (
     StatsBucket,
     nearest_rank,
 )
-from edgesense.delivery.store.tables import alerts, attempts, deliveries
+from edgesense.delivery.store.tables import alerts, attempts, deliveries, rule_states
 from edgesense.storage.engine import dispose_engine, reading
 
 # An active alert, written as the partial index ix_alerts_active's own
@@ -102,6 +102,12 @@ class OutboxReads:
         """The rules with active alerts (ix_alerts_active)."""
         query = select(alerts.c.rule_id).where(_ACTIVE).distinct()
         async with reading(self.engine, "reading active alerts") as conn:
+            return {rule_id for (rule_id,) in await conn.execute(query)}
+
+    async def judged_rules(self) -> set[str]:
+        """The rules with (rule, device) states (their primary key's prefix)."""
+        query = select(rule_states.c.rule_id).distinct()
+        async with reading(self.engine, "reading rule states") as conn:
             return {rule_id for (rule_id,) in await conn.execute(query)}
 
     async def active_alerts(
