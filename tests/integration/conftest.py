@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from edgesense.delivery.server import start_delivery
 from edgesense.registry.server import RunningRegistry, start_registry
 from tests.conftest import key_of
 from tests.integration.cluster import Cluster
+from tests.support.processes import Processes, processes_of
 from tests.support.receivers import Receiver
 
 
@@ -110,3 +112,18 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
         await delivery.stop(0)
         # The registry the cluster has now: a test may have restarted it.
         await (running.registry if running is not None else registry).stop(0)
+
+
+@pytest.fixture
+async def processes(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    database_url: str,
+) -> AsyncIterator[Processes]:
+    """Service subprocesses of one test; their logs are printed if it fails.
+
+    It depends on `database_url` so that the processes are killed before
+    their database is dropped. (Tests that need no database override it.)"""
+    async with processes_of(tmp_path, request, capsys) as running:
+        yield running

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -31,24 +29,12 @@ from tests.support.processes import (
     Processes,
     ServiceProcess,
     arrived,
-    processes_of,
     publish,
     register_webhook,
     wait_routed,
 )
 from tests.support.receivers import Receiver
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-async def processes(
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
-    database_url: str,
-) -> AsyncIterator[Processes]:
-    async with processes_of(tmp_path, request, capsys) as running:
-        yield running
 
 
 async def create_rule(registry: ServiceProcess, api_key: str, **spec: object) -> str:

@@ -39,7 +39,6 @@ from tests.support.processes import (
     ServiceProcess,
     arrived,
     delivery_counts,
-    processes_of,
     publish,
     register_webhook,
     wait_routed,
@@ -48,21 +47,6 @@ from tests.support.receivers import Behaviour, Receiver
 from tests.support.waiting import eventually
 
 SUCCEEDED = ("edgesense_deliveries_total", {"outcome": "succeeded"})
-
-
-@pytest.fixture
-async def processes(
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
-    database_url: str,
-) -> AsyncIterator[Processes]:
-    """Service subprocesses of one test; their logs are printed if it fails.
-
-    It depends on `database_url` so that the processes are killed before
-    their database is dropped."""
-    async with processes_of(tmp_path, request, capsys) as running:
-        yield running
 
 
 @pytest.fixture

@@ -50,16 +50,6 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     mosquitto.stop()
 
 
-@pytest.fixture
-async def processes(tmp_path: Path, database_url: str) -> AsyncIterator[Processes]:
-    """Killed before `database_url`'s database is dropped (it depends on it)."""
-    running = Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-
-
 def devices_received(receiver: Receiver) -> Counter[str]:
     return Counter(json.loads(r.body)["deviceId"] for r in receiver.received)
 
