@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 from google.protobuf import struct_pb2
@@ -75,8 +76,9 @@ class Rule:
     enabled: bool
     version: int
 
-    @property
+    @cached_property
     def path(self) -> tuple[str, ...]:
+        """`field` split at its dots (once: every reading the rule judges reads it)."""
         return tuple(self.field.split("."))
 
     def applies_to(self, gateway_id: str, device_id: str) -> bool:

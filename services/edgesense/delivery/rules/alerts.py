@@ -39,7 +39,8 @@ from edgesense.delivery.store.rows import PENDING, NewDelivery, StoredEvent
 from edgesense.v1 import events_pb2
 
 ALERT_EVENT = "device.alert"
-Pair = tuple[str, str]  # (rule id, device id)
+Pair = tuple[str, str]  # (rule id, device id): a state's key
+Device = tuple[str, str]  # (project id, device id): whose webhooks an alert goes to
 
 
 class AlertTarget(NamedTuple):
@@ -52,7 +53,7 @@ class AlertTarget(NamedTuple):
     ordered: bool
 
 
-Targets = Mapping[Pair, Sequence[AlertTarget]]  # (project id, device id) -> webhooks
+Targets = Mapping[Device, Sequence[AlertTarget]]
 
 
 class StateRow(NamedTuple):
@@ -398,7 +399,7 @@ class RuleWork:
     sets `plan` to what it wrote."""
 
     observations: list[Observation]
-    targets: dict[Pair, tuple[AlertTarget, ...]]
+    targets: dict[Device, tuple[AlertTarget, ...]]
     plan: AlertPlan = field(default_factory=AlertPlan)
 
     def fresh(self, new_event_ids: Iterable[str]) -> list[Observation]:

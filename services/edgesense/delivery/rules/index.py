@@ -60,9 +60,6 @@ class RuleIndex:
         # project -> first segment of the field -> its rules
         self._watching: dict[str, dict[str, Watching]] = {}
 
-    def __len__(self) -> int:
-        return len(self._rules)
-
     def get(self, rule_id: str) -> Rule | None:
         return self._rules.get(rule_id)
 
@@ -120,7 +117,7 @@ class RuleIndex:
         else:
             entries = [entry for member, entry in by_member.items() if member in members]
         gateway_id, device_id = event.gateway_id, event.device_id
-        at = reading_time(event)
+        at: float | None = None  # the reading's time, once a rule judges it
         found: list[Observation] = []
         for entry in entries:
             for rules in (entry.any_device, entry.by_device.get(device_id, ())):
@@ -129,6 +126,8 @@ class RuleIndex:
                         continue
                     value = number_at(values, rule.path)
                     if value is not None:
+                        if at is None:
+                            at = reading_time(event)
                         found.append(
                             Observation(rule, event.event_id, gateway_id, device_id, at, value)
                         )

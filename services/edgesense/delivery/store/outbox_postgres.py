@@ -122,12 +122,13 @@ _INSERT_STATES = (
     " SELECT r, d, p, 'ok', 0, 0 FROM unnest(?::varchar[], ?::varchar[], ?::varchar[])"
     " AS t(r, d, p) ORDER BY r, d ON CONFLICT DO NOTHING"
 )
-_PAIRS = "(SELECT * FROM unnest(?::varchar[], ?::varchar[]))"
+# The states of (rule, device) pairs, locked in one order: two arrays, rule
+# ids and device ids.
 _STATES_OF_PAIRS = (
-    "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
-    " ORDER BY rule_id, device_id FOR UPDATE"
+    "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN"
+    " (SELECT * FROM unnest(?::varchar[], ?::varchar[])) ORDER BY rule_id, device_id FOR UPDATE"
 )
-_LOCK_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS, pairs=_PAIRS)
+_LOCK_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS)
 # Ending alerts: their pairs' states, in accept's order.
 _LOCK_ENDING = (
     "SELECT 1 FROM rule_states WHERE (rule_id, device_id) IN"

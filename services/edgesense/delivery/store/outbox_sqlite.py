@@ -144,10 +144,12 @@ REQUEUE = (
 )
 
 
-# (rule, device) pairs: a JSON array of [rule id, device id] arrays.
-_PAIRS = "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
-_STATES_OF_PAIRS = "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN {pairs}"
-_SELECT_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS, pairs=_PAIRS)
+# The states of (rule, device) pairs: a JSON array of [rule id, device id] arrays.
+_STATES_OF_PAIRS = (
+    "SELECT {columns} FROM rule_states WHERE (rule_id, device_id) IN"
+    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+)
+_SELECT_STATES = _STATES_OF_PAIRS.format(columns=STATE_COLUMNS)
 _ACTIVE_ALERTS = (
     "SELECT {columns} FROM alerts WHERE state = 'active'"
     " AND alert_id IN (SELECT value FROM json_each(?))"
