@@ -64,17 +64,19 @@ async def rows(outbox: Outbox, sql: str) -> list[Any]:
 
 
 async def alert_events(outbox: Outbox) -> list[dict[str, Any]]:
-    """The device.alert events stored, oldest first, as their details."""
-    found = []
-    for (payload,) in await rows(outbox, "SELECT event FROM events ORDER BY event_id"):
+    """The device.alert events stored, oldest first (by their time: event
+    ids order only to the millisecond), as their details."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    for (payload,) in await rows(outbox, "SELECT event FROM events"):
         if payload == b"reading":
             continue
         event = events_pb2.Event.FromString(payload)
         assert event.WhichOneof("kind") == "alert"
         details = dict(event.alert.details.items())
         details["_device"], details["_at"] = event.device_id, event.timestamp.seconds
-        found.append(details)
-    return found
+        found.append((event.timestamp.ToNanoseconds(), details))
+    found.sort(key=lambda timed: timed[0])
+    return [details for _, details in found]
 
 
 async def test_a_breach_and_its_clear_raise_one_event_each(outbox: Outbox) -> None:
