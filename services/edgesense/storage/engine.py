@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -91,6 +92,8 @@ def translate(what: str) -> Iterator[None]:
         raise Unavailable(f"database unavailable while {what}: {short_error(exc)}") from exc
     except SQLAlchemyError as exc:
         raise Unavailable(f"database error while {what}: {short_error(exc)}") from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # from a `driver_pool`
+        raise Unavailable(f"database error while {what}: {short_error(exc)}") from exc
     except (OSError, ConnectionError) as exc:
         raise Unavailable(f"database unreachable while {what}: {exc}") from exc
 
@@ -131,6 +134,32 @@ async def reading(engine: AsyncEngine, what: str) -> AsyncIterator[AsyncConnecti
     with translate(what):
         async with engine.execution_options(edgesense_read=True).begin() as conn:
             yield conn
+
+
+# What SQLAlchemy's asyncpg dialect takes in the URL for itself, not for asyncpg.connect.
+_DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func")
+
+
+async def driver_pool(engine: AsyncEngine, max_size: int) -> asyncpg.Pool:
+    """A plain asyncpg pool to the PostgreSQL database `engine` connects to
+    (the same URL, so the same host, credentials and TLS settings).
+
+    For the few statements run for every event or delivery: through
+    SQLAlchemy each transaction also costs a ping at checkout (pre_ping), a
+    BEGIN and a COMMIT of its own, and Python work per statement; a single
+    statement on a pooled asyncpg connection is one round trip, its own
+    transaction. Connections are not reset when released (asyncpg's default
+    reset is a round trip per use): nothing run on them changes session
+    state, and an open transaction is always ended by asyncpg itself.
+    """
+    _args, options = engine.dialect.create_connect_args(engine.url)
+    for name in _DIALECT_ONLY:
+        options.pop(name, None)
+    return await asyncpg.create_pool(min_size=1, max_size=max_size, reset=_keep_session, **options)
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """No reset query when a connection goes back to the pool (see driver_pool)."""
 
 
 async def dispose_engine(engine: AsyncEngine, wait_seconds: float = 5.0) -> None:

@@ -47,11 +47,15 @@ from edgesense.delivery.store.rows import (
     Recovered,
     StoredEvent,
 )
-from edgesense.storage.engine import create_engine
+from edgesense.storage.engine import create_engine, driver_pool
 from edgesense.storage.migrate import migrate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 __all__ = ["Outbox", "open_outbox"]
+
+# Connections of a PostgreSQL outbox's asyncpg pool (accept, record, claims),
+# beside the engine's for everything else.
+POSTGRES_DRIVER_POOL = 10
 
 
 class Outbox(Protocol):
@@ -285,7 +289,7 @@ async def open_outbox(database_url: str) -> Outbox:
         await ensure_online_indexes(engine)  # PostgreSQL's, built without blocking writes
         if engine.dialect.name == "sqlite":
             return SqliteOutbox(engine, SqliteWriter(engine))
-        return PostgresOutbox(engine)
+        return PostgresOutbox(engine, await driver_pool(engine, POSTGRES_DRIVER_POOL))
     except BaseException:
         await engine.dispose()
         raise

@@ -22,11 +22,13 @@ statement is reused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy import String, Update, all_, any_, bindparam, delete, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edgesense.delivery.rules.alerts import (
@@ -53,7 +55,6 @@ from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
-    INSERT_DELIVERY,
     ORDERED_HEAD,
     PARK_NEW,
     PARK_WEBHOOKS,
@@ -70,12 +71,11 @@ from edgesense.delivery.store.rows import (
     Outcome,
     RecoverWindow,
     StoredEvent,
-    delivery_rows,
     keyed_ids,
     record_attempt_rows,
 )
 from edgesense.delivery.store.tables import attempts, deliveries, events
-from edgesense.storage.engine import transaction
+from edgesense.storage.engine import transaction, translate
 
 # "is one of this list parameter", in asyncpg's array form.
 _IDS = "= ANY(?)"
@@ -95,25 +95,46 @@ def array_param(values: Iterable[str]) -> Any:
     return bindparam("ids", list(values), type_=ARRAY(String), unique=True)
 
 
-async def _insert_events(
-    conn: AsyncConnection, stored: Sequence[StoredEvent], now: float
-) -> set[str]:
-    """Store the events whose ids are new; returns those ids."""
-    if not stored:
-        return set()
-    result = await conn.execute(
-        insert(events).on_conflict_do_nothing().returning(events.c.event_id),
-        [
-            {
-                "event_id": e.event_id,
-                "project_id": e.project_id,
-                "event": e.payload,
-                "created_at": now,
-            }
-            for e in stored
-        ],
-    )
-    return {row[0] for row in result}
+# A batch of events and the deliveries planned for them, in one statement:
+# the events whose ids are new (an id already stored is a publish repeated,
+# which creates nothing), then the deliveries of those events only. Every
+# column is one array parameter (unnest), so the statement's text is the same
+# for any batch and stays prepared; alone it is one round trip and its own
+# transaction. Answers the new events' ids, each with the number of
+# deliveries stored.
+_ACCEPT = (
+    "WITH new_events AS ("
+    " INSERT INTO events (event_id, project_id, event, created_at)"
+    " SELECT e.i, e.p, e.b, ?::float8 FROM unnest(?::varchar[], ?::varchar[], ?::bytea[])"
+    " AS e(i, p, b) ON CONFLICT DO NOTHING RETURNING event_id),"
+    " stored AS (INSERT INTO deliveries (delivery_id, event_id, webhook_id, project_id,"
+    " event_name, device_id, status, status_reason, next_attempt_at, lease_owner,"
+    " lease_expires_at, created_at, updated_at, order_key, attempt_count, cycle_attempts)"
+    " SELECT d.*, 0, 0 FROM unnest(?::varchar[], ?::varchar[], ?::varchar[], ?::varchar[],"
+    " ?::varchar[], ?::varchar[], ?::varchar[], ?::text[], ?::float8[], ?::varchar[],"
+    " ?::float8[], ?::float8[], ?::float8[], ?::varchar[]) AS d(delivery_id, event_id,"
+    " webhook_id, project_id, event_name, device_id, status, status_reason, next_attempt_at,"
+    " lease_owner, lease_expires_at, created_at, updated_at, order_key)"
+    " WHERE d.event_id IN (SELECT event_id FROM new_events) RETURNING 1)"
+    " SELECT event_id, (SELECT count(*) FROM stored) FROM new_events"
+)
+# NewDelivery's fields, as _ACCEPT's columns.
+_DELIVERY_COLUMNS = len(NewDelivery._fields)
+
+
+def _accept_parameters(
+    stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
+) -> list[Any]:
+    columns: list[list[Any]] = [list(c) for c in zip(*planned, strict=True)] or [
+        [] for _ in range(_DELIVERY_COLUMNS)
+    ]
+    return [
+        now,
+        [e.event_id for e in stored],
+        [e.project_id for e in stored],
+        [e.payload for e in stored],
+        *columns,
+    ]
 
 
 # A pair's state row, made (as never judged) if missing, then locked.
@@ -143,10 +164,11 @@ _DELETE_STATES = "DELETE FROM rule_states WHERE rule_id = ANY(?)"
 class PostgresOutbox(OutboxReads):
     """The `Outbox` on PostgreSQL; owns `engine` (closing the outbox disposes it)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
         super().__init__(engine)
+        self.pool = pool
         style = engine.dialect.paramstyle
-        self._insert_delivery = driver_sql(INSERT_DELIVERY, style)
+        self._accept = driver_sql(_ACCEPT, style)
         self._record_attempt = driver_sql(RECORD_ATTEMPT, style)
         self._update_outcome = driver_sql(UPDATE_OUTCOME, style)
         self._park_new = driver_sql(PARK_NEW.format(ids=_IDS), style)
@@ -165,6 +187,20 @@ class PostgresOutbox(OutboxReads):
         self._delete_states = driver_sql(_DELETE_STATES, style)
         self._delete_resolved = driver_sql(DELETE_RESOLVED, style)
 
+    async def close(self) -> None:
+        await self.pool.close()
+        await super().close()
+
+    @contextlib.asynccontextmanager
+    async def _driver(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the asyncpg pool (storage.engine.driver_pool), its
+        failures raised as Unavailable naming `what`. A statement run on it
+        alone is its own transaction; several are put in one with
+        `connection.transaction()`."""
+        with translate(what):
+            async with self.pool.acquire() as connection:
+                yield connection
+
     async def accept(
         self,
         stored: Sequence[StoredEvent],
@@ -174,27 +210,44 @@ class PostgresOutbox(OutboxReads):
     ) -> tuple[set[str], int]:
         if not stored:
             return set(), 0
-        async with transaction(self.engine, "storing events", lock=None) as conn:
-            new_ids = await _insert_events(conn, stored, now)
-            rows = delivery_rows(planned, new_ids)
-            if rules is not None:
-                seen = rules.fresh(new_ids)
-                if seen:
-                    rules.plan = plan = await self._judge(conn, seen, rules.targets, now)
-                    await _insert_events(conn, plan.events, now)
-                    rows += plan.deliveries
-            await self._insert_deliveries(conn, rows)
-        return new_ids, len(rows)
+        async with self._driver("storing events") as conn:
+            if rules is None and not keyed_ids(planned):  # one statement: one round trip
+                return await self._store(conn, stored, planned, now)
+            async with conn.transaction():
+                new_ids, count = await self._store(conn, stored, planned, now)
+                keyed = keyed_ids(planned)
+                if rules is not None:
+                    seen = rules.fresh(new_ids)
+                    if seen:
+                        rules.plan = plan = await self._judge(conn, seen, rules.targets, now)
+                        count += (await self._store(conn, plan.events, plan.deliveries, now))[1]
+                        keyed += keyed_ids(plan.deliveries)
+                await self._park(conn, keyed)
+        return new_ids, count
 
-    async def _insert_deliveries(self, conn: AsyncConnection, rows: list[NewDelivery]) -> None:
-        if rows:
-            await conn.exec_driver_sql(self._insert_delivery, rows)
-            keyed = keyed_ids(rows)
-            if keyed:  # behind an earlier one of their device: parked (rows.PARKED_AT)
-                await conn.exec_driver_sql(self._park_new, (PARKED_AT, keyed))
+    async def _store(
+        self,
+        conn: asyncpg.Connection,
+        stored: Sequence[StoredEvent],
+        planned: Sequence[NewDelivery],
+        now: float,
+    ) -> tuple[set[str], int]:
+        """Store the events whose ids are new and their planned deliveries
+        (_ACCEPT); answers those ids and how many deliveries were stored."""
+        if not stored:
+            return set(), 0
+        rows = await conn.fetch(self._accept, *_accept_parameters(stored, planned, now))
+        return {row[0] for row in rows}, int(rows[0][1]) if rows else 0
+
+    async def _park(self, conn: asyncpg.Connection, keyed: list[str]) -> None:
+        """Park the stored keyed deliveries that wait behind an earlier one of
+        their device (rows.PARKED_AT). Ids of deliveries not stored (their
+        event was not new) match nothing."""
+        if keyed:
+            await conn.execute(self._park_new, PARKED_AT, keyed)
 
     async def _judge(
-        self, conn: AsyncConnection, seen: list[Observation], targets: Targets, now: float
+        self, conn: asyncpg.Connection, seen: list[Observation], targets: Targets, now: float
     ) -> AlertPlan:
         """The rules' verdict on new readings, its rows written (but the events
         and deliveries). Every pair's state row is made first if missing, then
@@ -205,17 +258,13 @@ class PostgresOutbox(OutboxReads):
         rule_ids = [p[0] for p in pairs]
         device_ids = [p[1] for p in pairs]
         project_ids = [p[2] for p in pairs]
-        await conn.exec_driver_sql(self._insert_states, (rule_ids, device_ids, project_ids))
-        locked: Sequence[Any] = (
-            await conn.exec_driver_sql(self._lock_states, (rule_ids, device_ids))
-        ).all()
+        await conn.execute(self._insert_states, rule_ids, device_ids, project_ids)
+        locked = await conn.fetch(self._lock_states, rule_ids, device_ids)
         states = {(row[0], row[1]): state_of(row) for row in locked}
         alert_ids = [state.alert_id for state in states.values() if state.alert_id]
         open_alerts: dict[str, AlertRow] = {}
         if alert_ids:
-            found: Sequence[Any] = (
-                await conn.exec_driver_sql(self._select_alerts, (alert_ids,))
-            ).all()
+            found = await conn.fetch(self._select_alerts, alert_ids)
             open_alerts = {row[0]: AlertRow(*row) for row in found}
         plan = plan_alerts(seen, states, open_alerts, targets, now)
         for statement, rows in (
@@ -224,7 +273,7 @@ class PostgresOutbox(OutboxReads):
             (self._close_alert, plan.closed),
         ):
             if rows:
-                await conn.exec_driver_sql(statement, rows)
+                await conn.executemany(statement, rows)
         return plan
 
     async def delete_resolved_alerts(self, resolved_before: float, limit: int) -> int:
@@ -238,20 +287,17 @@ class PostgresOutbox(OutboxReads):
         if not reasons:
             return AlertPlan()
         alert_ids = list(reasons)
-        async with transaction(self.engine, "resolving alerts", lock=None) as conn:
+        async with self._driver("resolving alerts") as conn, conn.transaction():
             # The states first, then the alerts, as accept takes them: never
             # in a cycle with a transaction storing readings of those pairs.
-            await conn.exec_driver_sql(self._lock_ending, (alert_ids,))
-            rows: Sequence[Any] = (
-                await conn.exec_driver_sql(self._lock_alerts, (alert_ids,))
-            ).all()
-            active = [AlertRow(*row) for row in rows]
+            await conn.execute(self._lock_ending, alert_ids)
+            active = [AlertRow(*row) for row in await conn.fetch(self._lock_alerts, alert_ids)]
             plan = plan_endings(active, reasons, targets, now)
             if plan.closed:
-                await conn.exec_driver_sql(self._close_alert, plan.closed)
-                await conn.exec_driver_sql(self._reset_state, reset_rows(active, reasons, plan))
-            await _insert_events(conn, plan.events, now)
-            await self._insert_deliveries(conn, plan.deliveries)
+                await conn.executemany(self._close_alert, plan.closed)
+                await conn.executemany(self._reset_state, reset_rows(active, reasons, plan))
+            await self._store(conn, plan.events, plan.deliveries, now)
+            await self._park(conn, keyed_ids(plan.deliveries))
         return plan
 
     async def forget_states(self, rule_ids: Sequence[str]) -> int:
@@ -288,13 +334,19 @@ class PostgresOutbox(OutboxReads):
         # An attempt is logged by the statement that writes its outcome, only
         # if that matched (see rows.RECORD_ATTEMPT).
         attempts, others = record_attempt_rows(owner, outcomes, now)
-        async with transaction(self.engine, "recording delivery attempts", lock=None) as conn:
-            if attempts:
-                await conn.exec_driver_sql(self._record_attempt, attempts)
-            if others:
-                await conn.exec_driver_sql(self._update_outcome, others)
-            if released:  # ended deliveries of ordered webhooks: their devices' next ones go
-                await conn.exec_driver_sql(self._unpark_next, (now, PARKED_AT, list(released)))
+        async with self._driver("recording delivery attempts") as conn:
+            if attempts and not others and not released:
+                # asyncpg sends an executemany's statements together, in one
+                # transaction of their own: one round trip.
+                await conn.executemany(self._record_attempt, attempts)
+                return
+            async with conn.transaction():
+                if attempts:
+                    await conn.executemany(self._record_attempt, attempts)
+                if others:
+                    await conn.executemany(self._update_outcome, others)
+                if released:  # ended deliveries of ordered webhooks: their devices' next ones go
+                    await conn.execute(self._unpark_next, now, PARKED_AT, list(released))
 
     async def unpark_orphans(self, now: float) -> int:
         async with transaction(self.engine, "unparking ordered deliveries", lock=None) as conn:
