@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from edgesense.delivery.store import outbox_postgres, outbox_sqlite
 from edgesense.delivery.store.online_indexes import ensure_online_indexes
@@ -217,23 +217,22 @@ async def claim_plans(outbox: Outbox, database_url: str) -> dict[str, str]:
             await dispose_engine(engine)
     assert isinstance(outbox, PostgresOutbox)
     await ensure_online_indexes(outbox.engine)
-    webhook = outbox_postgres.due_rows.c.webhook_id == "wh_a"
-    engine = create_engine(database_url)
-    try:
-        async with engine.begin() as conn:
-            # An almost empty table: without this the planner reads it whole,
-            # and the plan would not show which index is usable.
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))
-            plans = {}
-            for name, where in (("any", []), ("one webhook", [webhook])):
-                lease = outbox_postgres.lease_statement("me", NOW, LEASE, 10, where)
-                sql = lease.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-                rows = await conn.execute(text(f"EXPLAIN {sql}"))
-                plans[name] = "\n".join(row[0] for row in rows)
-            await conn.rollback()
-            return plans
-    finally:
-        await dispose_engine(engine)
+    lease = ("me", NOW + LEASE, NOW, NOW)
+    statements = {
+        "any": (outbox_postgres.CLAIM_DUE, (*lease, [], 10)),
+        "one webhook": (outbox_postgres.CLAIM_WEBHOOK, (*lease, "wh_a", 10)),
+    }
+    async with outbox.pool.acquire() as conn, conn.transaction():
+        # An almost empty table: without this the planner reads it whole,
+        # and the plan would not show which index is usable. LOCAL: the
+        # pool's connections are not reset when released.
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plans = {}
+        for name, (statement, parameters) in statements.items():
+            sql = outbox_postgres.driver_sql(statement, "numeric_dollar")
+            rows = await conn.fetch(f"EXPLAIN {sql}", *parameters)
+            plans[name] = "\n".join(row[0] for row in rows)
+        return plans
 
 
 # Parking (rows.PARKED_AT): what waits behind an earlier delivery of its device

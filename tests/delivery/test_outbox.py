@@ -3,6 +3,7 @@ PostgreSQL), do the same thing for every method of the `Outbox` interface."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from edgesense.common.errors import Unavailable
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt
 from edgesense.delivery.send.attempt import AttemptResult
 from edgesense.delivery.store import outbox_postgres, outbox_sqlite, reads
@@ -29,7 +31,9 @@ from edgesense.delivery.store.rows import (
     StoredEvent,
 )
 from edgesense.storage.engine import create_engine, dispose_engine
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.delivery.conftest import new_delivery
+from tests.support.waiting import eventually
 
 NOW = 1_000_000.0
 LEASE = 30.0
@@ -570,3 +574,62 @@ async def test_retention_reads_through_its_indexes(outbox: Outbox, database_url:
     assert "ix_deliveries_ended" in plans["deliveries"], plans["deliveries"]
     assert "ix_events_created" in plans["events"], plans["events"]
     assert "ix_deliveries_event" in plans["events"], plans["events"]
+
+
+# PostgreSQL's hot path (accept, claims, outcomes) runs on a plain asyncpg
+# pool beside the engine (storage.engine.driver_pool): its failures must say
+# Unavailable like the engine's, and a connection the server ended must not
+# stay in the pool.
+
+
+@pytest.fixture
+async def postgres_outbox() -> AsyncIterator[PostgresOutbox]:
+    url, admin = await create_postgres_database()
+    try:
+        outbox = await open_outbox(url)
+        assert isinstance(outbox, PostgresOutbox)
+        yield outbox
+        await outbox.close()
+    finally:
+        await drop_postgres_database(url, admin)
+
+
+@pytest.mark.postgres
+async def test_postgres_a_connection_ended_mid_write_is_unavailable_and_replaced(
+    postgres_outbox: PostgresOutbox,
+) -> None:
+    outbox = postgres_outbox
+    await store(outbox, delivery(1, "wh_a"))  # the pool has a connection, and the statement
+    admin = await outbox.pool.acquire()  # a second connection of the pool: its own session
+    try:
+        # The write waits behind a lock, so it is in flight when its server
+        # process is ended (as a PostgreSQL restart or a failover would).
+        lock = admin.transaction()
+        await lock.start()
+        await admin.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        writing = asyncio.create_task(store(outbox, delivery(2, "wh_a")))
+
+        async def waiting_pids() -> list[int]:
+            # Activity is read once per transaction unless the snapshot is cleared.
+            await admin.execute("SELECT pg_stat_clear_snapshot()")
+            rows = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            return [row[0] for row in rows]
+
+        async def write_waits() -> bool:
+            return bool(await waiting_pids())
+
+        await eventually(write_waits, what="the write waiting for the lock")
+        for pid in await waiting_pids():
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(Unavailable, match="storing events"):
+            await writing
+        await lock.rollback()
+    finally:
+        await outbox.pool.release(admin)
+    await store(outbox, delivery(2, "wh_a"))  # on a new connection
+    await store(outbox, delivery(3, "wh_a"))
+    counts = await outbox.counts()
+    assert counts[PENDING] == 3, counts

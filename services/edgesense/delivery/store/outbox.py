@@ -11,9 +11,10 @@ there:
   SQLAlchemy and aiosqlite is a round trip to the event loop per statement,
   with the write lock held across them all; one hop to the thread was
   measured much faster.
-- `PostgresOutbox` (`outbox_postgres`): SQLAlchemy Core over asyncpg, where
-  several delivery processes share the outbox and claim with `FOR UPDATE
-  SKIP LOCKED`, so none waits on rows another is taking.
+- `PostgresOutbox` (`outbox_postgres`), where several delivery processes
+  share the outbox and claim with `FOR UPDATE SKIP LOCKED`, so none waits on
+  rows another is taking; its hot path (accept, claims, outcomes) runs on a
+  plain asyncpg pool in one statement each, the rest on SQLAlchemy Core.
 
 Both read (counts, listings) through SQLAlchemy (`reads`). The engine, and
 on SQLite the writer thread, are made by `open_outbox` and owned by the
