@@ -3,7 +3,8 @@
 `Mosquitto` runs /usr/sbin/mosquitto on a free port with its own config:
 `max_queued_messages` raised (stock Mosquitto silently drops beyond 1000
 queued QoS 1 messages for a lagging subscriber), no inflight cap, TCP_NODELAY,
-and optionally a TLS listener with a password file.
+and optionally a TLS listener with a password file, or persistence on (as
+deploy/mosquitto/mosquitto.conf has it) for a test that restarts it.
 `Gateway` is a paho client (its own network thread) that publishes QoS 1 and
 waits for every PUBACK, off the event loop.
 """
@@ -30,18 +31,30 @@ from tests.support.ports import free_port, wait_for_port
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def burst_settings(port: int, max_queued: int) -> list[str]:
+def burst_settings(port: int, max_queued: int, persist_in: Path | None = None) -> list[str]:
     """Mosquitto config lines for bursts of QoS 1 traffic on 127.0.0.1:`port`
     (the tests' broker and bench/'s): up to `max_queued` messages queued per
-    subscriber, no inflight cap, TCP_NODELAY, nothing persisted, errors and
-    warnings on stderr. Authentication and TLS are the caller's to add."""
+    subscriber, no inflight cap, TCP_NODELAY, errors and warnings on stderr.
+    Nothing is persisted unless `persist_in` names a folder: then sessions,
+    subscriptions and queued messages are saved there on a clean stop
+    (SIGTERM) and every `autosave_interval`, as deploy/ configures it.
+    Authentication and TLS are the caller's to add."""
+    persistence = (
+        [
+            "persistence true",
+            f"persistence_location {persist_in}/",  # Mosquitto wants the trailing slash
+            "autosave_interval 60",
+        ]
+        if persist_in is not None
+        else ["persistence false"]
+    )
     return [
         f"listener {port} 127.0.0.1",
         f"max_queued_messages {max_queued}",
         "max_queued_bytes 0",
         "max_inflight_messages 0",
         "set_tcp_nodelay true",
-        "persistence false",
+        *persistence,
         "log_dest stderr",
         "log_type error",
         "log_type warning",
@@ -57,6 +70,7 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     tls: tuple[str, str, str] | None = None  # (ca file, cert file, key file)
     password_file: str | None = None
+    persistent: bool = False  # persistence on, in `directory`
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,7 +78,7 @@ class Mosquitto:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        lines = burst_settings(self.port, 1_000_000)
+        lines = burst_settings(self.port, 1_000_000, self.directory if self.persistent else None)
         if self.password_file:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
@@ -85,6 +99,8 @@ class Mosquitto:
         wait_for_port(self.port)
 
     def stop(self) -> None:
+        """SIGTERM: Mosquitto disconnects its clients and, if persistent, saves
+        its database before it exits."""
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)

@@ -49,7 +49,11 @@ PROBE_SECONDS = 1.0
 
 
 class ServiceExited(AssertionError):
-    """A service process ended while a test waited for it."""
+    """A service process (`service`) ended while a test waited for it."""
+
+    def __init__(self, message: str, service: ServiceProcess | None = None) -> None:
+        super().__init__(message)
+        self.service = service
 
 
 @dataclass
@@ -103,7 +107,8 @@ class ServiceProcess:
                 if not self.running:
                     raise ServiceExited(
                         f"{self.name} exited with {self.process.returncode} while starting; "
-                        f"its log:\n{self.log()}"
+                        f"its log:\n{self.log()}",
+                        self,
                     )
                 try:
                     answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)

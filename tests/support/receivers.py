@@ -5,6 +5,7 @@ answer as told.
 A `Receiver` records every request, on any path and with any method (so a
 test sees a redirect that was followed, too), and every TCP connection that
 carried one (so a test sees whether keep-alive connections were reused).
+`Flaky` answers 500 or hangs now and then, from a seeded random draw.
 `FakeDNS` makes made-up names resolve to chosen addresses.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import random
 import socket
 import ssl
 import time
@@ -35,6 +37,43 @@ CERT_NAMES = ("127.0.0.1", "::1", "localhost", "hooks.example.test")
 
 async def ok(_request: web.Request, _n: int) -> web.StreamResponse:
     return web.Response(text="ok")
+
+
+class Flaky:
+    """A receiver that answers 500 or hangs now and then, else as `then` does.
+
+    Each request draws from a random generator seeded with `seed`, so a run's
+    sequence of answers can be replayed: with probability `error_rate` a 500,
+    with `hang_rate` a hang of `hang_seconds` (longer than the sender's
+    timeout, so the sender gives up) before `then` answers, as a slow
+    receiver that did the work too late would. `errors` and `hangs` count them.
+    """
+
+    def __init__(
+        self,
+        then: Behaviour,
+        seed: int,
+        error_rate: float,
+        hang_rate: float,
+        hang_seconds: float,
+    ) -> None:
+        self.then = then
+        self.random = random.Random(seed)
+        self.error_rate = error_rate
+        self.hang_rate = hang_rate
+        self.hang_seconds = hang_seconds
+        self.errors = 0
+        self.hangs = 0
+
+    async def __call__(self, request: web.Request, n: int) -> web.StreamResponse:
+        draw = self.random.random()
+        if draw < self.error_rate:
+            self.errors += 1
+            return web.Response(text="flaky", status=500)
+        if draw < self.error_rate + self.hang_rate:
+            self.hangs += 1
+            await asyncio.sleep(self.hang_seconds)
+        return await self.then(request, n)
 
 
 class Switch:
