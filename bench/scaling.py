@@ -160,7 +160,7 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
         "",
         "| delivery processes, bridges | DB transactions per delivery (rolled back) "
         "| rows written per delivery | WAL bytes per delivery (server-wide) "
-        "| samples with a Lock wait | mean active backends "
+        "| samples with a Lock wait | mean backends active (idle in a transaction) "
         "| sent by each delivery process | accepted by each | CPU of each (with its senders) "
         "| forwarded by each bridge |",
         "|---|---:|---:|---:|---:|---:|---|---|---|---|",
@@ -174,7 +174,8 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
             _cell(row["rows_written_per_delivery"], 2),
             _cell(row["wal_bytes_per_delivery"], 0),
             f"{activity['samples_with_lock_wait']} of {activity['samples']}",
-            _cell(activity["mean_active"], 2),
+            f"{_cell(activity['mean_active'], 2)} "
+            f"({_cell(activity['mean_idle_in_transaction'], 2)})",
             _split(row["sent_share"]),
             _split(row["accepted_share"]),
             _split(row["cpu_share"]),
