@@ -41,7 +41,8 @@ envoy: setup
 	$(PY) -m edgesense.envoygen deploy/envoy
 
 # End-to-end benchmarks against the baseline forwarder (5-10 minutes on 2 cores; see README,
-# Performance). ARGS=--postgres for PostgreSQL, ARGS=--quick for a short run.
+# Performance). ARGS=--postgres for PostgreSQL, ARGS=--quick for a short run,
+# ARGS="--postgres --scale" for the scale-out phases alone (about four minutes).
 bench: setup
 	$(PY) -m bench.run $(ARGS)
 

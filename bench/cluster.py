@@ -3,9 +3,12 @@
 Each runs as `python -m edgesense.cli <service>` with production settings
 (not `--dev`), except that http:// and loopback targets are allowed, on free
 ports, against one fresh database (a SQLite file in the run's folder, or a
-new PostgreSQL database). A service counts as started when its gRPC health
-check answers SERVING (the api: `GET /healthz`). Webhooks and alert rules
-are created the way users do, over REST at the api.
+new PostgreSQL database). Several delivery processes and bridges may run
+(`Replicas`): each on its own ports, the bridges with their own MQTT client
+ids on a shared subscription, bridge i publishing to delivery process i. A
+service counts as started when its gRPC health check answers SERVING (the
+api: `GET /healthz`). Webhooks and alert rules are created the way users
+do, over REST at the api.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.clusterwatch import COUNTERS, ClusterWatch
 from bench.databases import Database
 from bench.processes import Child, Children, python_module
 from bench.procstats import child_pids
 from bench.receivers import OTHER_PROJECT, PROJECT, Target
-from bench.systems import TOPIC_PREFIX
+from bench.systems import SHARED_GROUP, TOPIC_PREFIX, Replicas, Watch
 from tests.support.ports import free_port
 
 API_KEYS = {
@@ -36,11 +40,11 @@ REGISTER_AT_ONCE = 50
 # What the API answers for a route it does not have (or an RPC not served yet).
 NO_ROUTE_STATUSES = (404, 405, 501)
 START_SECONDS = 60.0
-SERVICES = ("registry", "delivery", "bridge", "api")
 
 
 class EdgeSense:
-    """The four services; `pause`/`resume` stop and restart delivery."""
+    """The four services, delivery and bridge as `Replicas` say; `pause`/`resume`
+    stop and restart every delivery process."""
 
     name = "edgesense"
 
@@ -49,6 +53,10 @@ class EdgeSense:
         self.children: Children | None = None
         self.running: dict[str, Child] = {}
         self.env: dict[str, str] = {}
+        # Per process ("delivery#2"): its own variables (addresses, MQTT client id).
+        self.own_env: dict[str, dict[str, str]] = {}
+        self.ports: dict[str, int] = {}
+        self.replicas = Replicas()
         self.webhook_ids: dict[str, str] = {}
         self.database_url = ""
 
@@ -58,10 +66,14 @@ class EdgeSense:
         broker_port: int,
         targets: list[Target],
         settings: Mapping[str, str] | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self.children, self.running, self.webhook_ids = children, {}, {}
+        self.replicas = replicas or Replicas()
         url = self.database_url = await self.database.create(children.directory)
-        ports = {name: free_port() for name in SERVICES}
+        names = process_names(self.replicas)
+        self.ports = {name: free_port() for name in names}
+        deliveries = [name for name in names if name.startswith("delivery")]
         self.env = {
             "EDGESENSE_DATABASE_URL": url,
             "EDGESENSE_API_KEYS": ",".join(f"{k}={p}" for p, k in API_KEYS.items()),
@@ -72,17 +84,32 @@ class EdgeSense:
             "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT": "0",
             "EDGESENSE_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
             "EDGESENSE_MQTT_TOPIC_PREFIX": TOPIC_PREFIX,
-            "EDGESENSE_REGISTRY_ADDR": f"127.0.0.1:{ports['registry']}",
-            "EDGESENSE_DELIVERY_ADDR": f"127.0.0.1:{ports['delivery']}",
-            "EDGESENSE_BRIDGE_ADDR": f"127.0.0.1:{ports['bridge']}",
-            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{ports['api']}",
+            "EDGESENSE_REGISTRY_ADDR": f"127.0.0.1:{self.ports['registry']}",
+            # the registry and the api call the first delivery process
+            "EDGESENSE_DELIVERY_ADDR": f"127.0.0.1:{self.ports['delivery']}",
+            "EDGESENSE_BRIDGE_ADDR": f"127.0.0.1:{self.ports['bridge']}",
+            "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{self.ports['api']}",
         }
-        for name in ("registry", "delivery", "bridge"):
-            self.env[f"EDGESENSE_{name.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+        if self.replicas.bridges > 1:
+            # Without a shared subscription every bridge would take every event.
+            self.env["EDGESENSE_MQTT_SHARED_GROUP"] = SHARED_GROUP
         self.env.update(settings or {})
-        for name in ("registry", "delivery", "bridge"):
-            await self._start_service(name, ports[name])
-        await self._start_service("api", ports["api"])
+        self.own_env = {}
+        for name in names:
+            kind, number = kind_of(name)
+            own: dict[str, str] = {}
+            if kind != "api":
+                own[f"EDGESENSE_{kind.upper()}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+            if kind in ("delivery", "bridge"):
+                own[f"EDGESENSE_{kind.upper()}_ADDR"] = f"127.0.0.1:{self.ports[name]}"
+            if kind == "bridge":
+                publishes_to = deliveries[(number - 1) % len(deliveries)]
+                own["EDGESENSE_DELIVERY_ADDR"] = f"127.0.0.1:{self.ports[publishes_to]}"
+                if self.replicas.bridges > 1:
+                    own["EDGESENSE_MQTT_CLIENT_ID"] = f"edgesense-bench-bridge-{number}"
+            self.own_env[name] = own
+        for name in names:
+            await self._start_service(name)
         async with aiohttp.ClientSession() as http:
             for start in range(0, len(targets), REGISTER_AT_ONCE):
                 chunk = targets[start : start + REGISTER_AT_ONCE]
@@ -90,14 +117,18 @@ class EdgeSense:
                 for target, webhook_id in zip(chunk, ids, strict=True):
                     self.webhook_ids.setdefault(target.name, webhook_id)
 
-    async def _start_service(self, name: str, port: int) -> None:
+    async def _start_service(self, name: str) -> None:
+        """Start one process (each once the one before answers: delivery
+        processes migrate the database in turn)."""
         assert self.children is not None
-        child = await self.children.start(name, python_module("edgesense.cli", name), self.env)
+        kind, _ = kind_of(name)
+        env = self.env | self.own_env[name]
+        child = await self.children.start(name, python_module("edgesense.cli", kind), env)
         self.running[name] = child
-        if name == "api":
-            await wait_http_healthy(child, port)
+        if kind == "api":
+            await wait_http_healthy(child, self.ports[name])
         else:
-            await wait_serving(child, port)
+            await wait_serving(child, self.ports[name])
 
     async def register(self, http: aiohttp.ClientSession, target: Target) -> str:
         body: dict[str, object] = {
@@ -156,22 +187,57 @@ class EdgeSense:
         raise RuntimeError(problem)
 
     def processes(self) -> dict[str, int]:
-        """Our services, and delivery's sender processes as `senders`, `senders#2`, ..."""
+        """Our processes, and each delivery process's senders: those of
+        `delivery` as `senders`, `senders#1.2`, ..., those of `delivery#2` as
+        `senders#2.1`, ... (`bench.scaling` adds them to their delivery process)."""
         found = {name: c.pid for name, c in self.running.items() if c.running}
-        if "delivery" in found:
-            for n, pid in enumerate(child_pids(found["delivery"]), 1):
-                found["senders" if n == 1 else f"senders#{n}"] = pid
+        for name, pid in list(found.items()):
+            kind, number = kind_of(name)
+            if kind != "delivery":
+                continue
+            for n, sender in enumerate(child_pids(pid), 1):
+                found["senders" if (number, n) == (1, 1) else f"senders#{number}.{n}"] = sender
         return found
 
     async def database_bytes(self) -> int | None:
         return await self.database.size(self.database_url)
 
+    def _deliveries(self) -> list[str]:
+        return [name for name in self.own_env if kind_of(name)[0] == "delivery"]
+
     async def pause(self) -> None:
-        await self.running["delivery"].stop()
+        for name in self._deliveries():
+            await self.running[name].stop()
 
     async def resume(self) -> None:
-        port = int(self.env["EDGESENSE_DELIVERY_ADDR"].rsplit(":", 1)[1])
-        await self._start_service("delivery", port)
+        for name in self._deliveries():
+            await self._start_service(name)
+
+    async def watch(self) -> Watch | None:
+        """On PostgreSQL: a ClusterWatch over the delivery processes and
+        bridges; its `finish` stops every process (bridges first)."""
+        if self.database.kind != "postgresql":
+            return None
+        metrics = {
+            name: own[f"EDGESENSE_{kind_of(name)[0].upper()}_METRICS_ADDR"]
+            for name, own in self.own_env.items()
+            if kind_of(name)[0] in COUNTERS
+        }
+        watch = ClusterWatch(
+            self.database.server_url,
+            self.database_url.rsplit("/", 1)[1],
+            metrics,
+            self.stop_processes,
+        )
+        await watch.start()
+        return watch
+
+    async def stop_processes(self) -> None:
+        """Bridges first (they hand delivery what they hold), the registry last."""
+        order = ("bridge", "api", "delivery", "registry")
+        for kind in order:
+            running = [c for name, c in self.running.items() if kind_of(name)[0] == kind]
+            await asyncio.gather(*(c.stop() for c in running))
 
     async def close(self) -> None:
         await self.database.drop_all()
@@ -181,7 +247,29 @@ class EdgeSense:
             "database": self.database.kind,
             "settings": "defaults (delivery 256 in flight, 64 per webhook, timeout 3 s; "
             "bridge 1,000 unacknowledged, batches of 200)",
+            "delivery_processes": self.replicas.deliveries,
+            "bridges": self.replicas.bridges,
         }
+
+
+def process_names(replicas: Replicas) -> list[str]:
+    """In start order: registry, delivery, delivery#2, ..., bridge, bridge#2, ..., api."""
+
+    def numbered(kind: str, count: int) -> list[str]:
+        return [kind if n == 1 else f"{kind}#{n}" for n in range(1, count + 1)]
+
+    return [
+        "registry",
+        *numbered("delivery", replicas.deliveries),
+        *numbered("bridge", replicas.bridges),
+        "api",
+    ]
+
+
+def kind_of(name: str) -> tuple[str, int]:
+    """("delivery", 2) for "delivery#2"; ("senders", 2) for "senders#2.1"."""
+    kind, _, number = name.partition("#")
+    return kind, int(number.split(".")[0]) if number else 1
 
 
 async def wait_serving(child: Child, port: int, seconds: float = START_SECONDS) -> None:

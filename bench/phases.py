@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from bench.receivers import OTHER_PROJECT, EndpointSpec
 from bench.rules import Rule, rule_mix
+from bench.systems import SHARED_GROUP, Replicas
 
 ISOLATION_LIMIT_SECONDS = 15.0
 # The isolation ratio compares two short phases, and on a 2-core machine one
@@ -40,6 +41,20 @@ ORDERED_UNORDERED, ORDERED = "ordered-unordered", "ordered"
 # 100 of `bench.rules` active in the measured project, in the same run;
 # EdgeSense only (the baseline has no rules).
 RULES_WITHOUT, RULES = "rules-without", "rules"
+# Scale-out (issue 14): saturation's load on 1, 2 and 3 delivery processes
+# and 1 and 2 bridges (on a shared subscription in every layout, so that the
+# broker's side is the same), each from a fresh start on PostgreSQL; the
+# first also on the baseline, for scale. EdgeSense on PostgreSQL only, not
+# run unless asked for (`--scale`): about four minutes.
+SCALE = "scale"
+SCALE_LAYOUTS = (
+    Replicas(1, 1),
+    Replicas(2, 1),
+    Replicas(2, 2),
+    Replicas(3, 2),
+    Replicas(3, 3),
+)
+SCALE_SETTINGS = {"EDGESENSE_MQTT_SHARED_GROUP": SHARED_GROUP}
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class Phase:
     sample_database_seconds: float = 0.0  # > 0: the database's size every so many seconds
     settled_after_seconds: float = 0.0  # from when the sampled size should stay flat
     rules: tuple[Rule, ...] = ()  # alert rules created in the measured project first
+    replicas: Replicas = field(default_factory=Replicas)  # EdgeSense's processes
+    watch: bool = False  # follow how the work divides, and the database (`System.watch`)
 
     @property
     def healthy(self) -> list[str]:
@@ -68,6 +85,27 @@ class Phase:
 
 def healthy(name: str) -> EndpointSpec:
     return EndpointSpec(name)
+
+
+def scale_phase_name(replicas: Replicas) -> str:
+    return f"{SCALE}-d{replicas.deliveries}-b{replicas.bridges}"
+
+
+def scale_phases(count: int, layouts: tuple[Replicas, ...] = SCALE_LAYOUTS) -> list[Phase]:
+    """The scale scenario: `count` events as fast as the broker accepts, one
+    webhook, on each layout; the first layout on the baseline too."""
+    return [
+        Phase(
+            scale_phase_name(replicas),
+            [EndpointSpec("hook")],
+            count,
+            settings=SCALE_SETTINGS,
+            systems=() if n == 0 else ("edgesense",),
+            replicas=replicas,
+            watch=True,
+        )
+        for n, replicas in enumerate(layouts)
+    ]
 
 
 def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
@@ -148,4 +186,6 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
                 settled_after_seconds=RETENTION_SETTLED_SECONDS,
             )
         ],
+        # Not in a default run: see SCALE.
+        SCALE: scale_phases(30_000 // scale),
     }

@@ -5,7 +5,9 @@ CPU seconds are utime + stime from /proc/<pid>/stat; peak RSS is VmHWM from
 between two samples is not missed); VmRSS is sampled over time as well, to
 show whether memory stays bounded. A name may have several pids over a phase
 (delivery stopped and started again): CPU adds up over them, the peak is the
-highest of them. The last sample of a pid that has exited is kept.
+highest of them. `name#2` is a second process of the kind `name`: `report`
+adds the kinds up, `by_process` keeps them apart. The last sample of a pid
+that has exited is kept.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def memory_kb(pid: int) -> tuple[int, int]:
 class Tracked:
     """What we know of one pid."""
 
-    name: str
+    name: str  # its kind: "delivery" for "delivery#2"
+    label: str = ""  # as tracked: "delivery#2"
     cpu_at_mark: float = 0.0
     cpu: float = 0.0
     hwm_kb: int = 0
@@ -88,7 +91,7 @@ class ProcSampler:
 
     def track(self, name: str, pid: int) -> None:
         """Follow `pid` as `name`; `name#2` counts as `name` (several processes of one kind)."""
-        self.pids[pid] = Tracked(name.split("#")[0])
+        self.pids[pid] = Tracked(name.split("#")[0], name)
         self._sample_one(pid, self.pids[pid], record=False)
 
     def mark(self) -> None:
@@ -148,6 +151,14 @@ class ProcSampler:
             if name in answer:
                 answer[name]["max_sampled_rss_mb"] = max(rss for _, rss in samples)
                 answer[name]["rss_mb_samples"] = thin(samples, 60)
+        return answer
+
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds since `mark` per name as tracked ("delivery#2" apart from "delivery")."""
+        answer: dict[str, float] = {}
+        for tracked in self.pids.values():
+            used = tracked.cpu - tracked.cpu_at_mark
+            answer[tracked.label] = round(answer.get(tracked.label, 0.0) + used, 2)
         return answer
 
 

@@ -292,6 +292,8 @@ def markdown(rows: list[Row], phases: list[dict[str, Any]]) -> str:
         "| figure | EdgeSense | baseline | ratio | target | result |",
         "|---|---:|---:|---:|---|---|",
     ]
+    if not rows:  # phases with figures of their own only (scale: bench.scaling)
+        lines = []
     for r in rows:
         cells = [
             r["figure"],
@@ -301,7 +303,7 @@ def markdown(rows: list[Row], phases: list[dict[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
-        "",
+        *([""] if lines else []),
         "CPU seconds during the phase / peak RSS MB, per process; `others`: the share of the "
         "machine's cores kept busy by anything else meanwhile (other users, the kernel):",
         "",

@@ -2,10 +2,14 @@
 
     python -m bench.run [--postgres [URL]] [--quick] [--scenarios a,b] [--json out.json]
                         [--systems baseline,edgesense] [--profile DIR] [--keep]
-                        [--isolation-rate EVENTS_PER_S] [--baseline-mqtt 5|3.1.1]
+                        [--isolation-rate EVENTS_PER_S] [--baseline-mqtt 5|3.1.1] [--scale]
 
 Scenarios, in order: saturation, latency, fanout, isolation, backlog,
-ordered, rules, retention. For each phase the baseline runs first, then
+ordered, rules, retention; and scale, which runs only when asked for
+(`--scale`, or by name in `--scenarios`), on PostgreSQL only: saturation's
+load on 1, 2 and 3 delivery processes and 1 and 2 bridges, with each
+kind of process's CPU per delivery, the database's work per delivery and
+each process's share (see `bench.scaling`). For each phase the baseline runs first, then
 EdgeSense, each from a fresh start, so the two meet the same machine at about
 the same time (ordered, rules and retention run on EdgeSense only: the
 baseline has no ordered webhooks, no alert rules and stores nothing). Logs of every process
@@ -30,12 +34,13 @@ from typing import Any
 from bench import aio
 from bench.cluster import EdgeSense
 from bench.databases import DEFAULT_POSTGRES, Database
-from bench.phases import ORDERED, ORDERED_UNORDERED, Phase, plan
+from bench.phases import ORDERED, ORDERED_UNORDERED, SCALE, Phase, plan
 from bench.profiles import hot_spots
 from bench.receivers import PROJECT
 from bench.report import figures, machine, markdown, problems
+from bench.scaling import layout_line, scale_rows, scale_table
 from bench.scenarios import PhaseRun
-from bench.systems import Baseline, System
+from bench.systems import Baseline, Replicas, System
 
 MIN_PROFILE_SAMPLES = 50
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -66,6 +71,8 @@ def describe(phase: Phase) -> str:
         extra += f" (first {phase.background} events to each other project)"
     if phase.rules:
         extra += f" (with {len(phase.rules)} alert rules in the project, see bench/rules.py)"
+    if phase.replicas != Replicas() or phase.watch:
+        extra += f" (EdgeSense on {phase.replicas})"
     return f"{phase.name}: {phase.count:,} events, {load}, webhooks [{modes}]{extra}"
 
 
@@ -93,15 +100,31 @@ def database_line(growth: dict[str, Any]) -> str:
     )
 
 
+def choose(args: argparse.Namespace, scenarios: list[str]) -> list[str]:
+    """The scenarios to run, in plan order: those named, else all but scale;
+    `--scale` adds scale (alone when no others are named)."""
+    named = args.scenarios.split(",") if args.scenarios else []
+    unknown = set(named) - set(scenarios)
+    if unknown:
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; choose from {scenarios}")
+    if args.scale:
+        named.append(SCALE)
+    elif not named:
+        named = [name for name in scenarios if name != SCALE]
+    if SCALE in named and not args.postgres:
+        raise SystemExit(
+            "the scale scenario needs --postgres: several delivery processes share "
+            "one outbox only on PostgreSQL"
+        )
+    return [name for name in scenarios if name in named]
+
+
 async def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="edgesense-bench-"))
     database = Database("postgresql", args.postgres) if args.postgres else Database()
     scenarios = plan(args.quick, args.isolation_rate)
-    chosen = args.scenarios.split(",") if args.scenarios else list(scenarios)
-    unknown = set(chosen) - set(scenarios)
-    if unknown:
-        raise SystemExit(f"unknown scenarios {sorted(unknown)}; choose from {list(scenarios)}")
+    chosen = choose(args, list(scenarios))
     info = machine() | {"database": database.kind}
     print(f"machine: {json.dumps(info)}")
     print(f"logs: {workdir}")
@@ -127,11 +150,16 @@ async def run(args: argparse.Namespace) -> int:
             print(one_line(result), flush=True)
             if "database" in result:
                 print(database_line(result["database"]), flush=True)
+            if "cluster" in result:
+                print(layout_line(result), flush=True)
     rows = figures(results)
     found = problems(results) + errors
     table = markdown(rows, results)
+    scaled = scale_rows(results)
     minutes = (time.monotonic() - started) / 60
     print(f"\n{table}\n")
+    if scaled:
+        print(f"Scale-out (EdgeSense on PostgreSQL, same load each):\n\n{scale_table(scaled)}\n")
     print(
         f"machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, "
         f"{info['mosquitto']}, database {database.kind}; run took {minutes:.1f} min"
@@ -156,6 +184,8 @@ async def run(args: argparse.Namespace) -> int:
         "problems": found,
         "phases": results,
         "table": table,
+        "scale": scaled,
+        "scale_table": scale_table(scaled),
         "profiles": {path: dataclasses.asdict(spots) for path, spots in profiles.items()},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the baseline's MQTT version (5: the bridge's default)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller loads (a few minutes)")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale scenario (1-3 delivery processes, 1-2 bridges; needs --postgres): "
+        "alone, or beside those --scenarios names",
+    )
     parser.add_argument("--scenarios", default="", help="comma-separated subset")
     parser.add_argument("--systems", default="baseline,edgesense", help="comma-separated subset")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the results go")

@@ -12,7 +12,10 @@ waits until their hanging receivers hold requests, so that the measured load
 meets them holding their share. The rate of a
 phase is the unique deliveries counted at the receivers over the time from
 the first publish (for the backlog: from the moment delivery was started
-again) to the last arrival. The phases themselves are planned in `phases`.
+again) to the last arrival. A phase that asks to `watch` also answers what
+the system's watch saw (`System.watch`: for EdgeSense on PostgreSQL, each
+process's share of the work and the database's counters and lock waits).
+The phases themselves are planned in `phases`.
 """
 
 from __future__ import annotations
@@ -135,7 +138,13 @@ class PhaseRun:
         try:
             _, broker_port = await start_mosquitto(children)
             receivers = await Receivers.start(children, self.phase.endpoints)
-            await self.system.start(children, broker_port, receivers.targets, self.phase.settings)
+            await self.system.start(
+                children,
+                broker_port,
+                receivers.targets,
+                self.phase.settings,
+                self.phase.replicas,
+            )
             ready = await self._create_rules() if self.phase.rules else None
             probes = await wait_routed(broker_port, receivers, self.phase.projects, ready)
             result = await self._measure(children, broker_port, receivers, probes)
@@ -172,6 +181,7 @@ class PhaseRun:
         phase = self.phase
         if phase.backlog:
             await self.system.pause()
+        watch = await self.system.watch() if phase.watch else None
         self.track(children)
         self.sampler.mark()
         stop = asyncio.Event()
@@ -207,18 +217,26 @@ class PhaseRun:
                 self.track(children)
             expected = published["published"] * len(phase.healthy)
             outcome = await wait_delivered(receivers, phase, expected)
+        except BaseException:
+            if watch is not None:
+                await watch.close()
+            raise
         finally:
             stop.set()
             await sampling
             if sizing is not None:
                 await sizing
             profiles = [str(path) for path in await profiler.stop()] if profiler else []
+        # After the last sample of CPU: finishing may stop the system.
+        cluster = await watch.finish() if watch is not None else None
         stats = await receivers.stats(full=True)
         processes = self.sampler.report()
         processes["publisher"] = {k: published[k] for k in ("cpu_s", "peak_rss_mb")}
         result = summarise(self.system, phase, published, start_ns, outcome, stats, probes)
         if sizes:
             result["database"] = database_growth(sizes, phase.settled_after_seconds)
+        if cluster is not None:
+            result["cluster"] = cluster | {"cpu_s_by_process": self.sampler.by_process()}
         ours = sum(p["cpu_s"] for name, p in processes.items() if not name.startswith("py-spy"))
         machine = self.sampler.machine(ours)
         return result | {"processes": processes, "profiles": profiles, "machine": machine}

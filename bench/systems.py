@@ -3,7 +3,11 @@
 `System.start` brings the system up against a broker and the receivers'
 targets; `pause`/`resume` stop and restart the part that delivers (for the
 backlog); `processes` names the pids whose CPU and memory are ours to report;
-`create_rules` and `active_alerts` are the alert rules (EdgeSense's only).
+`create_rules` and `active_alerts` are the alert rules (EdgeSense's only);
+`watch` follows how the work divides among the processes and what it costs
+the database (EdgeSense's on PostgreSQL only). `Replicas` says how many
+delivery processes and bridges EdgeSense runs (the baseline is one process
+whatever it says).
 `Baseline` is one `bench.baseline` process; `EdgeSense` (in `bench.cluster`)
 is the four services.
 """
@@ -13,12 +17,44 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bench.processes import Child, Children, python_module
 from bench.receivers import Target
 
 TOPIC_PREFIX = "edgesense"
+SHARED_GROUP = "edgesense-bench"  # EDGESENSE_MQTT_SHARED_GROUP of several bridges
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """How many delivery processes and bridges run side by side on one database.
+    Bridge i publishes to delivery process i (modulo their number): a bridge
+    has one Publish stream to one delivery address; a delivery process no
+    bridge publishes to sends what it claims from the outbox."""
+
+    deliveries: int = 1
+    bridges: int = 1
+
+    def __post_init__(self) -> None:
+        if self.deliveries < 1 or self.bridges < 1:
+            raise ValueError(f"at least one delivery process and one bridge, not {self}")
+
+    def __str__(self) -> str:
+        def count(n: int, what: str) -> str:
+            return f"{n} {what}{'' if n == 1 else 'es' if what.endswith('s') else 's'}"
+
+        return f"{count(self.deliveries, 'delivery process')}, {count(self.bridges, 'bridge')}"
+
+
+class Watch(Protocol):
+    async def finish(self) -> dict[str, Any]:
+        """Once the load is delivered: stop watching and answer the figures
+        (this may stop the system, to read its database's counters exactly)."""
+
+    async def close(self) -> None:
+        """Stop watching without figures (the phase failed); again is harmless."""
 
 
 class System(Protocol):
@@ -30,10 +66,12 @@ class System(Protocol):
         broker_port: int,
         targets: list[Target],
         settings: Mapping[str, str] | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         """Start, and know the targets (every one gets `device.data` of its project;
         the baseline has no projects: it sends every event to every target).
-        `settings`: environment variables beside the system's defaults (EdgeSense's)."""
+        `settings`: environment variables beside the system's defaults (EdgeSense's);
+        `replicas`: how many delivery processes and bridges (EdgeSense's; default one each)."""
 
     async def database_bytes(self) -> int | None:
         """The size of what it stores now (None: it stores nothing)."""
@@ -57,6 +95,10 @@ class System(Protocol):
     async def active_alerts(self, rule_id: str) -> int:
         """How many alerts of the rule are active now."""
 
+    async def watch(self) -> Watch | None:
+        """Start following how the work divides and what the database does
+        (None: nothing to follow)."""
+
     async def close(self) -> None:
         """After its processes have stopped: drop what it created (databases)."""
 
@@ -79,6 +121,7 @@ class Baseline:
         broker_port: int,
         targets: list[Target],
         settings: Mapping[str, str] | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         spec = [
             {"url": t.url, "secret": t.secret, "webhookId": f"wh_{t.name}_{n}"}
@@ -134,6 +177,9 @@ class Baseline:
 
     async def active_alerts(self, rule_id: str) -> int:
         raise RuntimeError("the baseline has no alert rules")
+
+    async def watch(self) -> Watch | None:
+        return None
 
     async def close(self) -> None:
         self.child = None
