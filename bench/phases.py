@@ -42,7 +42,7 @@ ORDERED_UNORDERED, ORDERED = "ordered-unordered", "ordered"
 # EdgeSense only (the baseline has no rules).
 RULES_WITHOUT, RULES = "rules-without", "rules"
 # Scale-out (issue 14): saturation's load on 1, 2 and 3 delivery processes
-# and 1 and 2 bridges (on a shared subscription in every layout, so that the
+# and 1, 2 and 3 bridges (on a shared subscription in every layout, so that the
 # broker's side is the same), each from a fresh start on PostgreSQL; the
 # first also on the baseline, for scale. EdgeSense on PostgreSQL only, not
 # run unless asked for (`--scale`): about four minutes.

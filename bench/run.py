@@ -7,7 +7,7 @@
 Scenarios, in order: saturation, latency, fanout, isolation, backlog,
 ordered, rules, retention; and scale, which runs only when asked for
 (`--scale`, or by name in `--scenarios`), on PostgreSQL only: saturation's
-load on 1, 2 and 3 delivery processes and 1 and 2 bridges, with each
+load on 1, 2 and 3 delivery processes and 1, 2 and 3 bridges, with each
 kind of process's CPU per delivery, the database's work per delivery and
 each process's share (see `bench.scaling`). For each phase the baseline runs first, then
 EdgeSense, each from a fresh start, so the two meet the same machine at about
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale",
         action="store_true",
-        help="the scale scenario (1-3 delivery processes, 1-2 bridges; needs --postgres): "
+        help="the scale scenario (1-3 delivery processes, 1-3 bridges; needs --postgres): "
         "alone, or beside those --scenarios names",
     )
     parser.add_argument("--scenarios", default="", help="comma-separated subset")

@@ -122,14 +122,18 @@ async def test_nothing_acknowledged_is_lost_under_chaos(
         figures.drain_seconds = max(0.0, inbox.last_new_at - gateway.finished_at)
         figures.total_seconds = time.monotonic() - began
     finally:
-        with capsys.disabled():
-            print("\n" + "\n".join(figures.lines()), flush=True)
-        if gateway is not None:
-            gateway.close()
-        await processes.close()
-        await asyncio.to_thread(cluster.stop_mosquitto)
-        await asyncio.to_thread(cluster.postgres.remove, tmp_path)
-        await receiver.stop()
+        # Every step runs even if one before it fails (an exit stack runs
+        # them all, last registered first), so a failed stop never leaves
+        # the private PostgreSQL or Mosquitto running after the test.
+        async with contextlib.AsyncExitStack() as cleanup:
+            cleanup.push_async_callback(receiver.stop)
+            cleanup.push_async_callback(asyncio.to_thread, cluster.postgres.remove, tmp_path)
+            cleanup.push_async_callback(asyncio.to_thread, cluster.stop_mosquitto)
+            cleanup.push_async_callback(processes.close)
+            if gateway is not None:
+                cleanup.callback(gateway.close)
+            with capsys.disabled():
+                print("\n" + "\n".join(figures.lines()), flush=True)
 
     missing = sorted(published - inbox.received())
     assert figures.lost == 0, f"{figures.lost} acknowledged readings never arrived: {missing[:20]}"

@@ -21,6 +21,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -102,12 +103,23 @@ class PrivatePostgres:
         folder, its log copied into `keep_log_in` first if given."""
         if self.root is None:
             return
-        if self.running():
-            self._pg_ctl("stop", "-m", "immediate")
-        if keep_log_in is not None and self.log_path.exists():
-            shutil.copy(self.log_path, keep_log_in / f"postgres-{self.port}.log")
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root = None
+        try:
+            if self.running():
+                self._pg_ctl("stop", "-m", "immediate")
+        except Exception:
+            self._kill_postmaster()  # pg_ctl failed: never leave a server behind
+            raise
+        finally:
+            if keep_log_in is not None and self.log_path.exists():
+                shutil.copy(self.log_path, keep_log_in / f"postgres-{self.port}.log")
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def _kill_postmaster(self) -> None:
+        """SIGKILL the server whose pid its data folder names, if any."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
+            os.kill(pid, signal.SIGKILL)
 
     def _create(self) -> None:
         if self.bin_dir is None:
