@@ -210,10 +210,13 @@ class ChaosCluster:
             if not p.running and id(p) not in expected
         ]
 
-    def log_lines(self, text: str) -> int:
-        """Lines of every service process's log that contain `text`."""
+    def log_lines(self, *texts: str) -> int:
+        """Lines of every service process's log that contain one of `texts`."""
         return sum(
-            1 for p in self.processes.started for line in p.log().splitlines() if text in line
+            1
+            for p in self.processes.started
+            for line in p.log().splitlines()
+            if any(text in line for text in texts)
         )
 
     def stop_mosquitto(self) -> None:

@@ -28,8 +28,9 @@ MOSQUITTO_DOWN_SECONDS = 1.0
 # When, as a share of the publishing time, the database and the broker restart.
 POSTGRES_AT = 0.35
 MOSQUITTO_AT = 0.65
-# How the services say the database is down (edgesense.storage.engine).
-UNREACHABLE = "database unreachable"
+# How the services say the database is down (edgesense.storage.engine.translate):
+# a connection lost, or none to be made.
+DATABASE_DOWN = ("database unavailable", "database unreachable")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Figures:
     failed_starts: int = 0
     idle_turns: int = 0
     outages: list[str] = field(default_factory=list)
-    outage_reports: int = 0  # log lines saying the database was unreachable
+    outage_reports: int = 0  # log lines saying the database was down
     outbox: dict[str, int] = field(default_factory=dict)
     needed_a_hand: list[str] = field(default_factory=list)  # exited unkilled, or not running
     publish_seconds: float = 0.0
@@ -120,7 +121,8 @@ class Figures:
             f"{self.idle_turns} turns found all four restarting; "
             f"{self.failed_starts} restarts exited while starting and were tried again",
             *(f"  restart                 {outage}" for outage in self.outages),
-            f"  reported                '{UNREACHABLE}' in {self.outage_reports} log lines "
+            f"  reported                {' or '.join(map(repr, DATABASE_DOWN))} in"
+            f" {self.outage_reports} log lines "
             "(Publish answered UNAVAILABLE, outcomes not recorded)",
             f"  outbox                  {self.outbox_text()}",
             f"  needed a hand           {len(self.needed_a_hand)} "

@@ -32,6 +32,7 @@ from tests.chaos.cluster import PROJECT, ChaosCluster
 from tests.chaos.gateway import SteadyGateway
 from tests.chaos.inbox import Inbox
 from tests.chaos.plan import (
+    DATABASE_DOWN,
     ERROR_RATE,
     HANG_RATE,
     HANG_SECONDS,
@@ -41,7 +42,6 @@ from tests.chaos.plan import (
     POSTGRES_AT,
     POSTGRES_DOWN_SECONDS,
     RESTART_AFTER_SECONDS,
-    UNREACHABLE,
     ChaosPlan,
     Figures,
 )
@@ -111,7 +111,7 @@ async def test_nothing_acknowledged_is_lost_under_chaos(
         figures.failed_starts = sum(len(slot.failed_starts) for slot in cluster.slots)
         figures.idle_turns = cluster.idle_turns
         figures.outages = [f"{o.what}: {o.seconds:.1f} s down" for o in cluster.outages]
-        figures.outage_reports = cluster.log_lines(UNREACHABLE)
+        figures.outage_reports = cluster.log_lines(*DATABASE_DOWN)
         figures.outbox = outbox
         figures.needed_a_hand = cluster.unexpected_exits() + [
             f"{p.name} pid {p.process.pid} not running"

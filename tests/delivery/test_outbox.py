@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -595,7 +596,7 @@ async def postgres_outbox() -> AsyncIterator[PostgresOutbox]:
 
 
 @pytest.mark.postgres
-async def test_postgres_a_connection_ended_mid_write_is_unavailable_and_replaced(
+async def test_postgres_a_connection_ended_mid_write_is_unavailable_and_not_reused(
     postgres_outbox: PostgresOutbox,
 ) -> None:
     outbox = postgres_outbox
@@ -622,14 +623,55 @@ async def test_postgres_a_connection_ended_mid_write_is_unavailable_and_replaced
             return bool(await waiting_pids())
 
         await eventually(write_waits, what="the write waiting for the lock")
-        for pid in await waiting_pids():
+        ended = await waiting_pids()
+        for pid in ended:
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(Unavailable, match="storing events"):
+        with pytest.raises(Unavailable, match="database unavailable while storing events"):
             await writing
         await lock.rollback()
     finally:
         await outbox.pool.release(admin)
-    await store(outbox, delivery(2, "wh_a"))  # on a new connection
+    # Both connections the pool hands out now work, and neither is the ended one.
+    held = [await outbox.pool.acquire() for _ in range(2)]
+    try:
+        pids = [await connection.fetchval("SELECT pg_backend_pid()") for connection in held]
+    finally:
+        for connection in held:
+            await outbox.pool.release(connection)
+    assert not set(pids) & set(ended), (pids, ended)
+    await store(outbox, delivery(2, "wh_a"))
     await store(outbox, delivery(3, "wh_a"))
     counts = await outbox.counts()
     assert counts[PENDING] == 3, counts
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+async def test_postgres_closing_does_not_wait_for_a_connection_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection never given back (a write stuck at shutdown) is ended after
+    POOL_CLOSE_SECONDS instead of holding close() up, and the engine is
+    closed all the same."""
+    monkeypatch.setattr(outbox_postgres, "POOL_CLOSE_SECONDS", 0.2)
+    url, admin = await create_postgres_database()
+    try:
+        outbox = await open_outbox(url)
+        assert isinstance(outbox, PostgresOutbox)
+        stuck = await outbox.pool.acquire()
+        pid = await stuck.fetchval("SELECT pg_backend_pid()")
+        await outbox.close()
+        watcher = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+
+            async def ended() -> bool:
+                live = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+                )
+                return bool(live == 0)
+
+            await eventually(ended, what="the stuck connection's server process to end")
+        finally:
+            await watcher.close()
+    finally:
+        await drop_postgres_database(url, admin)

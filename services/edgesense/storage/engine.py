@@ -83,6 +83,18 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# asyncpg's errors for a connection lost (class 08: ConnectionDoesNotExist
+# among them) or refused by a server shutting down, starting or recovering
+# (57P01-57P03), worded as SQLAlchemy's disconnects are: "unavailable", not
+# an error of the statement.
+_DRIVER_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
 @contextlib.contextmanager
 def translate(what: str) -> Iterator[None]:
     """Map database failures to Unavailable, naming what was being done."""
@@ -92,7 +104,9 @@ def translate(what: str) -> Iterator[None]:
         raise Unavailable(f"database unavailable while {what}: {short_error(exc)}") from exc
     except SQLAlchemyError as exc:
         raise Unavailable(f"database error while {what}: {short_error(exc)}") from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # from a `driver_pool`
+    except _DRIVER_UNAVAILABLE as exc:  # from a `driver_pool`: the server gone or going
+        raise Unavailable(f"database unavailable while {what}: {short_error(exc)}") from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise Unavailable(f"database error while {what}: {short_error(exc)}") from exc
     except (OSError, ConnectionError) as exc:
         raise Unavailable(f"database unreachable while {what}: {exc}") from exc
@@ -155,7 +169,10 @@ async def driver_pool(engine: AsyncEngine, max_size: int) -> asyncpg.Pool:
     _args, options = engine.dialect.create_connect_args(engine.url)
     for name in _DIALECT_ONLY:
         options.pop(name, None)
-    return await asyncpg.create_pool(min_size=1, max_size=max_size, reset=_keep_session, **options)
+    # min_size=0: connections are made on use. With a floor, asyncpg keeps
+    # reconnecting in the background while the server is down, logging a
+    # traceback at every try.
+    return await asyncpg.create_pool(min_size=0, max_size=max_size, reset=_keep_session, **options)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -72,8 +72,11 @@ class Outbox(Protocol):
       started still commits (its result is dropped); one cancelled while it
       waits in the writer's queue never runs.
     - On PostgreSQL a call cancelled before it commits rolls back. One whose
-      COMMIT was sent when the cancellation (or a lost connection) came may
-      have committed or not; so may a call that raised `Unavailable` then.
+      commit was under way when the cancellation (or a lost connection) came
+      may have committed or not, and so may one that raised `Unavailable`
+      then. The hot path's single statements (accept without rules or
+      ordered webhooks, claims, a batch of outcomes) are their own
+      transactions: their commit is under way from the moment they are sent.
 
     So whoever cancels a write or sees it fail treats it as possibly done:
     the writes are safe to repeat (an event id already stored creates
@@ -241,7 +244,8 @@ class Outbox(Protocol):
         ...
 
     async def close(self) -> None:
-        """Close what the outbox owns (its engine; on SQLite its writer thread)."""
+        """Close what the outbox owns (its engine; on SQLite its writer thread,
+        on PostgreSQL its asyncpg pool)."""
         ...
 
     async def recover(

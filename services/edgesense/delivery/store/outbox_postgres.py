@@ -32,6 +32,7 @@ statement is reused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
@@ -63,6 +64,7 @@ from edgesense.delivery.rules.alerts import (
 from edgesense.delivery.rules.index import Observation
 from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
+    DELIVERY_COLUMNS,
     FAILED,
     HELD,
     ORDERED_HEAD,
@@ -112,31 +114,45 @@ def array_param(values: Iterable[str]) -> Any:
 # for any batch and stays prepared; alone it is one round trip and its own
 # transaction. Answers the new events' ids, each with the number of
 # deliveries stored.
-_ACCEPT = (
+# NewDelivery's fields' PostgreSQL types, in its order (checked below).
+_DELIVERY_TYPES = {
+    "delivery_id": "varchar",
+    "event_id": "varchar",
+    "webhook_id": "varchar",
+    "project_id": "varchar",
+    "event_name": "varchar",
+    "device_id": "varchar",
+    "status": "varchar",
+    "status_reason": "text",
+    "next_attempt_at": "float8",
+    "lease_owner": "varchar",
+    "lease_expires_at": "float8",
+    "created_at": "float8",
+    "updated_at": "float8",
+    "order_key": "varchar",
+}
+if tuple(_DELIVERY_TYPES) != NewDelivery._fields:  # a field added to one and not the other
+    raise RuntimeError("outbox_postgres._DELIVERY_TYPES must name NewDelivery's fields in order")
+_ACCEPT = (  # noqa: S608 (formatted with constants: the columns and their types)
     "WITH new_events AS ("
     " INSERT INTO events (event_id, project_id, event, created_at)"
     " SELECT e.i, e.p, e.b, ?::float8 FROM unnest(?::varchar[], ?::varchar[], ?::bytea[])"
     " AS e(i, p, b) ON CONFLICT DO NOTHING RETURNING event_id),"
-    " stored AS (INSERT INTO deliveries (delivery_id, event_id, webhook_id, project_id,"
-    " event_name, device_id, status, status_reason, next_attempt_at, lease_owner,"
-    " lease_expires_at, created_at, updated_at, order_key, attempt_count, cycle_attempts)"
-    " SELECT d.*, 0, 0 FROM unnest(?::varchar[], ?::varchar[], ?::varchar[], ?::varchar[],"
-    " ?::varchar[], ?::varchar[], ?::varchar[], ?::text[], ?::float8[], ?::varchar[],"
-    " ?::float8[], ?::float8[], ?::float8[], ?::varchar[]) AS d(delivery_id, event_id,"
-    " webhook_id, project_id, event_name, device_id, status, status_reason, next_attempt_at,"
-    " lease_owner, lease_expires_at, created_at, updated_at, order_key)"
+    " stored AS (INSERT INTO deliveries ({columns}, attempt_count, cycle_attempts)"
+    " SELECT d.*, 0, 0 FROM unnest({arrays}) AS d({columns})"
     " WHERE d.event_id IN (SELECT event_id FROM new_events) RETURNING 1)"
     " SELECT event_id, (SELECT count(*) FROM stored) FROM new_events"
+).format(
+    columns=DELIVERY_COLUMNS,
+    arrays=", ".join(f"?::{kind}[]" for kind in _DELIVERY_TYPES.values()),
 )
-# NewDelivery's fields, as _ACCEPT's columns.
-_DELIVERY_COLUMNS = len(NewDelivery._fields)
 
 
 def _accept_parameters(
     stored: Sequence[StoredEvent], planned: Sequence[NewDelivery], now: float
 ) -> list[Any]:
     columns: list[list[Any]] = [list(c) for c in zip(*planned, strict=True)] or [
-        [] for _ in range(_DELIVERY_COLUMNS)
+        [] for _ in _DELIVERY_TYPES
     ]
     return [
         now,
@@ -172,7 +188,8 @@ _DELETE_STATES = "DELETE FROM rule_states WHERE rule_id = ANY(?)"
 
 
 class PostgresOutbox(OutboxReads):
-    """The `Outbox` on PostgreSQL; owns `engine` (closing the outbox disposes it)."""
+    """The `Outbox` on PostgreSQL; owns `engine` and `pool`, the asyncpg pool of
+    its hot path (closing the outbox closes both)."""
 
     def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
         super().__init__(engine)
@@ -200,8 +217,16 @@ class PostgresOutbox(OutboxReads):
         self._delete_resolved = driver_sql(DELETE_RESOLVED, style)
 
     async def close(self) -> None:
-        await self.pool.close()
-        await super().close()
+        """Close the pool, then the engine. The pool waits for connections in
+        use (a write being finished at shutdown) for at most
+        POOL_CLOSE_SECONDS, as the engine does, and is then terminated."""
+        try:
+            async with asyncio.timeout(POOL_CLOSE_SECONDS):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
+        finally:
+            await super().close()
 
     @contextlib.asynccontextmanager
     async def _driver(self, what: str) -> AsyncIterator[asyncpg.Connection]:
@@ -500,6 +525,10 @@ class PostgresOutbox(OutboxReads):
                 await self._park_webhooks(conn, [w.webhook_id], w.now)
         return int(result.rowcount)
 
+
+# How long closing waits for the pool's connections in use (storage.engine's
+# dispose_engine waits as long for the engine's).
+POOL_CLOSE_SECONDS = 5.0
 
 # The claim, one statement: up to `limit` due rows matching `{where}` leased,
 # skipping rows other processes are leasing at this moment (SKIP LOCKED) and
