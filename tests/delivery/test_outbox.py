@@ -675,3 +675,29 @@ async def test_postgres_closing_does_not_wait_for_a_connection_in_use(
             await watcher.close()
     finally:
         await drop_postgres_database(url, admin)
+
+
+async def test_waiting_counts_are_the_pending_and_held_ones(
+    outbox: Outbox, database_url: str
+) -> None:
+    """The maintenance loop's counts: pending and held, the same numbers as
+    counting every status; on PostgreSQL read from ix_deliveries_due, so that
+    the deliveries ended (all of the history kept) are not read every 2 s."""
+    await store(outbox, *(new_delivery(n, "wh_a", due=NOW) for n in range(1, 6)))
+    await store(outbox, new_delivery(6, "wh_b", due=NOW), new_delivery(7, "wh_b", due=NOW))
+    await outbox.hold(["wh_b"], "webhook disabled", NOW)
+    await end(outbox, NOW, [attempt_outcome("dlv_1", 1, NOW, 5, 200, SUCCEEDED)])
+    await end(outbox, NOW, [attempt_outcome("dlv_2", 1, NOW, 5, 500, FAILED)])
+    everything = await outbox.counts()
+    assert everything == {PENDING: 3, SUCCEEDED: 1, FAILED: 1, HELD: 2}
+    assert await outbox.waiting_counts() == {PENDING: 3, HELD: 2}
+    if isinstance(outbox, PostgresOutbox):
+        async with outbox.engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table otherwise
+            sql = reads.WAITING_COUNTS.compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+            plan = "\n".join(row[0] for row in await conn.execute(text(f"EXPLAIN {sql}")))
+        # A range of the index (its leading column, the status), not all of it.
+        assert "ix_deliveries_due" in plan, plan
+        assert "Index Cond: ((status)::text = ANY" in plan, plan

@@ -93,7 +93,7 @@ async def maintain(
     while True:
         try:
             pending_counted = begin_pending_count()
-            counts = await outbox.counts()
+            counts = await outbox.waiting_counts()
             pending_counted(counts["pending"])
             metrics.QUEUE_DEPTH.set(counts["pending"])
             metrics.HELD.set(counts["held"])

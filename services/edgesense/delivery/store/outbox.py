@@ -230,7 +230,11 @@ class Outbox(Protocol):
         ...
 
     async def counts(self) -> dict[str, int]:
-        """Deliveries by status, every status present."""
+        """Deliveries by status, every status present (reads every delivery kept)."""
+        ...
+
+    async def waiting_counts(self) -> dict[str, int]:
+        """Deliveries pending and held (reads only those)."""
         ...
 
     async def page(
