@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from edgesense.common.config import Settings
+from tests.support.processes import Processes, processes_of
 
 POSTGRES_URL_ENV = "EDGESENSE_TEST_POSTGRES_URL"
 
@@ -79,6 +80,17 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
     finally:
         await drop_postgres_database(url, admin)
+
+
+@pytest.fixture
+async def service_processes(
+    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> AsyncIterator[Processes]:
+    """Service subprocesses of one test, killed at its end; their logs are
+    printed if it failed. A test that shares a database with them takes
+    `processes` (tests/integration/conftest.py), which kills them first."""
+    async with processes_of(tmp_path, request, capsys) as running:
+        yield running
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,7 @@ from tests.chaos.plan import (
     Figures,
 )
 from tests.support.postgres import postgres_bin
-from tests.support.processes import Processes, processes_of
+from tests.support.processes import Processes
 from tests.support.receivers import Flaky, Receiver
 from tests.support.waiting import eventually
 
@@ -54,19 +54,11 @@ PLAN = ChaosPlan.from_env()
 PUBACK_SECONDS = 30.0
 
 
-@pytest.fixture
-async def processes(
-    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
-) -> AsyncIterator[Processes]:
-    async with processes_of(tmp_path, request, capsys) as running:
-        yield running
-
-
 @pytest.mark.chaos
 @pytest.mark.mosquitto
 @pytest.mark.timeout(PLAN.timeout_seconds)
 async def test_nothing_acknowledged_is_lost_under_chaos(
-    tmp_path: Path, processes: Processes, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, service_processes: Processes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if postgres_bin() is None:
         pytest.skip("the chaos test runs its own PostgreSQL: no initdb under /usr/lib/postgresql")
@@ -76,7 +68,7 @@ async def test_nothing_acknowledged_is_lost_under_chaos(
     flaky = Flaky(inbox, plan.seed, ERROR_RATE, HANG_RATE, HANG_SECONDS)
     receiver = Receiver(flaky)
     await receiver.start()
-    cluster = ChaosCluster(tmp_path, processes, receiver, secret)
+    cluster = ChaosCluster(tmp_path, service_processes, receiver, secret)
     gateway: SteadyGateway | None = None
     figures = Figures(plan)
     try:
@@ -129,7 +121,7 @@ async def test_nothing_acknowledged_is_lost_under_chaos(
             cleanup.push_async_callback(receiver.stop)
             cleanup.push_async_callback(asyncio.to_thread, cluster.postgres.remove, tmp_path)
             cleanup.push_async_callback(asyncio.to_thread, cluster.stop_mosquitto)
-            cleanup.push_async_callback(processes.close)
+            cleanup.push_async_callback(service_processes.close)
             if gateway is not None:
                 cleanup.callback(gateway.close)
             with capsys.disabled():

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from edgesense.delivery.server import start_delivery
 from edgesense.registry.server import RunningRegistry, start_registry
 from tests.conftest import key_of
 from tests.integration.cluster import Cluster
-from tests.support.processes import Processes, processes_of
+from tests.support.processes import Processes
 from tests.support.receivers import Receiver
 
 
@@ -115,15 +114,8 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
 
 
 @pytest.fixture
-async def processes(
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
-    database_url: str,
-) -> AsyncIterator[Processes]:
-    """Service subprocesses of one test; their logs are printed if it fails.
-
-    It depends on `database_url` so that the processes are killed before
-    their database is dropped. (Tests that need no database override it.)"""
-    async with processes_of(tmp_path, request, capsys) as running:
-        yield running
+def processes(database_url: str, service_processes: Processes) -> Processes:
+    """`service_processes` killed before their database is dropped: taken
+    after `database_url`, they are set up after the database and torn down
+    before it. (Tests that need no database take `service_processes`.)"""
+    return service_processes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -31,7 +30,6 @@ from tests.support.processes import (
     Processes,
     ServiceProcess,
     arrived,
-    processes_of,
     publish,
     wait_routed,
 )
@@ -54,14 +52,6 @@ async def ok_or_hang(request: web.Request, n: int) -> web.StreamResponse:
     if request.path == "/a":
         return web.Response(text="ok")
     return await hang(request, n)
-
-
-@pytest.fixture
-async def processes(
-    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
-) -> AsyncIterator[Processes]:
-    async with processes_of(tmp_path, request, capsys) as running:
-        yield running
 
 
 async def register_many(
@@ -105,7 +95,7 @@ async def time_to_arrive(
 
 @pytest.mark.parametrize("shared_host", [False, True], ids=["other-host", "same-host-and-port"])
 async def test_a_project_keeps_its_pace_beside_one_whose_receivers_hang(
-    processes: Processes,
+    service_processes: Processes,
     tmp_path: Path,
     api_keys: dict[str, str],
     secret_key: str,
@@ -132,11 +122,11 @@ async def test_a_project_keeps_its_pace_beside_one_whose_receivers_hang(
             a_url = await healthy.start(path="/a")
             await hanging.start(host="127.0.0.2")
             b_base = hanging.base
-        registry = await processes.start("registry", env)
+        registry = await service_processes.start("registry", env)
         [a_hook] = await register_many(registry, key_of(api_keys, "project-a"), [a_url])
         b_urls = [f"{b_base}/b/{n}" for n in range(HOOKS_OF_B)]
         await register_many(registry, key_of(api_keys, "project-b"), b_urls)
-        delivery = await processes.start(
+        delivery = await service_processes.start(
             "delivery", {**env, "EDGESENSE_REGISTRY_ADDR": registry.address}
         )
         await wait_routed(delivery, token, healthy, a_hook)
