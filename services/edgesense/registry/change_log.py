@@ -61,6 +61,10 @@ class ChangeLog(Generic[T]):
     async def log(self, conn: AsyncConnection, key: str, project_id: str, kind: str) -> None:
         """Append a change, in the writer's transaction (locking the log first)."""
         await self.lock(conn)
+        await self.append(conn, key, project_id, kind)
+
+    async def append(self, conn: AsyncConnection, key: str, project_id: str, kind: str) -> None:
+        """Append a change in a transaction that has already taken `lock`."""
         await conn.execute(
             insert(self.changes).values(
                 {

@@ -135,7 +135,7 @@ class RuleStore:
                     **_values(spec),
                 )
             )
-            await RULE_LOG.log(conn, rule_id, project_id, UPSERT)
+            await RULE_LOG.append(conn, rule_id, project_id, UPSERT)
         self.changed.notify()
         return StoredRule(rule_id, project_id, spec, 1, now, now)
 
@@ -180,7 +180,7 @@ class RuleStore:
                 .where(rules.c.rule_id == rule_id)
                 .values(version=version, updated_at=now, **_values(spec))
             )
-            await RULE_LOG.log(conn, rule_id, project_id, UPSERT)
+            await RULE_LOG.append(conn, rule_id, project_id, UPSERT)
         self.changed.notify()
         return StoredRule(rule_id, project_id, spec, version, current.created_at, now)
 
@@ -192,7 +192,7 @@ class RuleStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"rule {rule_id} not found")
-            await RULE_LOG.log(conn, rule_id, project_id, DELETE)
+            await RULE_LOG.append(conn, rule_id, project_id, DELETE)
         self.changed.notify()
 
     async def snapshot(self) -> tuple[list[StoredRule], int]:

@@ -154,7 +154,7 @@ class WebhookStore:
                         "delete one or ask the operator to raise it"
                     )
             await conn.execute(insert(webhooks).values(**values))
-            await WEBHOOK_LOG.log(conn, webhook_id, project_id, UPSERT)
+            await WEBHOOK_LOG.append(conn, webhook_id, project_id, UPSERT)
         self.changed.notify()
         return StoredWebhook(
             webhook_id=webhook_id,
