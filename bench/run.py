@@ -156,10 +156,11 @@ async def run(args: argparse.Namespace) -> int:
     found = problems(results) + errors
     table = markdown(rows, results)
     scaled = scale_rows(results)
+    scaled_table = scale_table(scaled)
     minutes = (time.monotonic() - started) / 60
     print(f"\n{table}\n")
     if scaled:
-        print(f"Scale-out (EdgeSense on PostgreSQL, same load each):\n\n{scale_table(scaled)}\n")
+        print(f"Scale-out (EdgeSense on PostgreSQL, same load each):\n\n{scaled_table}\n")
     print(
         f"machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, "
         f"{info['mosquitto']}, database {database.kind}; run took {minutes:.1f} min"
@@ -185,7 +186,7 @@ async def run(args: argparse.Namespace) -> int:
         "phases": results,
         "table": table,
         "scale": scaled,
-        "scale_table": scale_table(scaled),
+        "scale_table": scaled_table,
         "profiles": {path: dataclasses.asdict(spots) for path, spots in profiles.items()},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

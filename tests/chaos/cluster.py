@@ -20,13 +20,13 @@ import os
 import random
 import secrets
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from edgesense.common.config import Settings
+from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.tables import deliveries
 from edgesense.storage.engine import create_engine
 from tests.support.broker import Mosquitto
@@ -178,15 +178,10 @@ class ChaosCluster:
         (or that were due, unleased) more than a lease ago: nobody took them up."""
         lease = float(self.slots[0].env["EDGESENSE_DELIVERY_LEASE_SECONDS"])
         now = time.time()
-        engine = create_engine(self.database_url)
+        reads = OutboxReads(create_engine(self.database_url))
         try:
-            async with engine.connect() as conn:
-                counts: Counter[str] = Counter()
-                rows = await conn.execute(
-                    select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
-                )
-                for status, count in rows:
-                    counts[str(status)] += int(count)
+            counts = await reads.counts()
+            async with reads.engine.connect() as conn:
                 stuck = await conn.scalar(
                     select(func.count())
                     .select_from(deliveries)
@@ -197,7 +192,7 @@ class ChaosCluster:
                     )
                 )
         finally:
-            await engine.dispose()
+            await reads.close()
         return {**counts, "stuck": int(stuck or 0)}
 
     def unexpected_exits(self) -> list[str]:
