@@ -7,10 +7,14 @@ PROTOS := $(wildcard protos/edgesense/v1/*.proto)
 
 .PHONY: setup run test check fmt lint typecheck protos envoy bench chaos clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# The tests' Sparkplug B encoder, independent of our decoder. Without its
+	# dependencies: it pins paho-mqtt<2 for its MQTT client, which the tests
+	# never use (they take its payload classes only), and the bridge needs paho 2.
+	$(PY) -m pip install --quiet --no-deps 'pysparkplug==0.6.1'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -82,8 +82,10 @@ def test_pure_module_loads_no_transport_library(module: str) -> None:
 
 
 EDGESENSE = ROOT / "services" / "edgesense"
-# Shared by the services rather than one of them (v1: the generated protos).
-SHARED = {"edgesense.common", "edgesense.storage", "edgesense.v1"}
+# Shared by the services rather than one of them (v1 and sparkplug: the
+# generated protos).
+GENERATED = {"edgesense.v1", "edgesense.sparkplug"}
+SHARED = {"edgesense.common", "edgesense.storage", *GENERATED}
 # The composition root: what puts the services together.
 COMPOSITION_ROOT = {
     "edgesense.cli",
@@ -100,7 +102,7 @@ def lists_from_the_parts(package: Path) -> dict[tuple[str, str], set[str]]:
     modules = {f"edgesense.{p.stem}" for p in package.glob("*.py") if p.name != "__init__.py"}
     packages = {f"edgesense.{p.parent.name}" for p in package.glob("*/__init__.py")}
     services = (packages - SHARED) | {"edgesense_bridge"}
-    all_but_common_and_v1 = (modules | packages) - {"edgesense.common", "edgesense.v1"}
+    all_but_common_and_v1 = (modules | packages) - {"edgesense.common", *GENERATED}
     return {
         ("services-apart", "modules"): services,
         ("services-below-root", "source_modules"): services,

@@ -1,7 +1,8 @@
 """Generates the Python code for `protos/` (the `make protos` target).
 
 The output (`edgesense/v1/*_pb2.py`, `*_pb2_grpc.py` and typed `.pyi` stubs
-from mypy-protobuf) is committed and never edited by hand;
+from mypy-protobuf; `edgesense/sparkplug/*_pb2.py` and stubs for the
+Sparkplug B schema, messages only) is committed and never edited by hand;
 `tests/test_protos_fresh.py` regenerates it into a temporary folder and fails
 when the committed copy is stale. The same run writes the descriptor set that
 Envoy's gRPC-JSON transcoder and the OpenAPI generator read.
@@ -19,16 +20,19 @@ from grpc_tools import protoc
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "protos"
 PACKAGE_DIR = "edgesense/v1"
+# Message-only packages: no services, not in the descriptor set (Envoy's and
+# OpenAPI's), generated beside edgesense/v1.
+MESSAGE_PACKAGE_DIRS = ("edgesense/sparkplug",)
 
 
 class ProtocError(RuntimeError):
     """protoc rejected the protos."""
 
 
-def proto_files() -> list[str]:
-    """The project's .proto files, relative to `protos/`, in a stable order."""
+def proto_files(package_dir: str = PACKAGE_DIR) -> list[str]:
+    """A package's .proto files, relative to `protos/`, in a stable order."""
     return sorted(
-        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / package_dir).glob("*.proto")
     )
 
 
@@ -60,15 +64,25 @@ def run_protoc(args: list[str]) -> None:
         raise ProtocError(f"protoc failed with exit code {code}: {' '.join(args)}")
 
 
-def generate(out_dir: Path) -> None:
-    """Write the generated modules under `out_dir/edgesense/v1/`."""
-    target = out_dir / PACKAGE_DIR
+def _fresh_package(out_dir: Path, package_dir: str) -> Path:
+    """`out_dir/package_dir`, emptied but for a new `__init__.py`."""
+    target = out_dir / package_dir
     if target.exists():
         for old in target.iterdir():
             if old.name != "__init__.py":
                 old.unlink()
     target.mkdir(parents=True, exist_ok=True)
-    (target / "__init__.py").write_text('"""Generated from protos/edgesense/v1; do not edit."""\n')
+    (target / "__init__.py").write_text(f'"""Generated from protos/{package_dir}; do not edit."""\n')
+    return target
+
+
+def generate(out_dir: Path) -> None:
+    """Write the generated modules under `out_dir/edgesense/v1/` (and the
+    message-only packages beside it)."""
+    for package_dir in MESSAGE_PACKAGE_DIRS:
+        _fresh_package(out_dir, package_dir)
+        run_protoc([f"--python_out={out_dir}", f"--mypy_out={out_dir}", *proto_files(package_dir)])
+    target = _fresh_package(out_dir, PACKAGE_DIR)
     run_protoc(
         [
             f"--python_out={out_dir}",
@@ -96,7 +110,8 @@ def write_descriptor_set(path: Path) -> None:
 def main(argv: list[str]) -> int:
     out = Path(argv[1]) if len(argv) > 1 else REPO_ROOT / "services"
     generate(out)
-    print(f"generated {', '.join(proto_files())} into {out / PACKAGE_DIR}")
+    generated = [*proto_files(), *(f for d in MESSAGE_PACKAGE_DIRS for f in proto_files(d))]
+    print(f"generated {', '.join(generated)} into {out}")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Generated from protos/edgesense/sparkplug; do not edit."""
