@@ -16,7 +16,9 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
         fresh_dir, committed_dir = tmp_path / package_dir, SERVICES / package_dir
         fresh = {p.name: p.read_bytes() for p in fresh_dir.iterdir() if p.is_file()}
         committed = {p.name: p.read_bytes() for p in committed_dir.iterdir() if p.is_file()}
-        assert sorted(fresh) == sorted(committed), f"run `make protos`: {package_dir}'s files differ"
+        assert sorted(fresh) == sorted(committed), (
+            f"run `make protos`: {package_dir}'s files differ"
+        )
         stale = [name for name in fresh if fresh[name] != committed[name]]
         assert not stale, f"run `make protos`: stale generated files {stale} in {package_dir}"
 

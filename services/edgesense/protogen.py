@@ -72,7 +72,9 @@ def _fresh_package(out_dir: Path, package_dir: str) -> Path:
             if old.name != "__init__.py":
                 old.unlink()
     target.mkdir(parents=True, exist_ok=True)
-    (target / "__init__.py").write_text(f'"""Generated from protos/{package_dir}; do not edit."""\n')
+    (target / "__init__.py").write_text(
+        f'"""Generated from protos/{package_dir}; do not edit."""\n'
+    )
     return target
 
 
