@@ -48,6 +48,7 @@ from edgesense_bridge.parsing import (
     parse_message,
 )
 from edgesense_bridge.sparkplug.host import Rebirth, SparkplugHost, SparkplugOutcome
+from edgesense_bridge.sparkplug.topics import NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 # internal errors): a broken gateway, or a thousand, cannot flood it.
 LOG_INTERVAL_SECONDS: Final = 600.0
 LOG_BUDGET: Final = 20
-SPARKPLUG_TOPICS: Final = b"spBv1.0/"
+SPARKPLUG_TOPICS: Final = f"{NAMESPACE}/".encode()
 
 
 class Intake:
@@ -152,6 +153,8 @@ class Intake:
             metrics.SPARKPLUG_REBIRTH_REQUESTS.labels(outcome.rebirth.reason).inc()
             if self._request_rebirth is not None:
                 self._request_rebirth(outcome.rebirth)
+        if outcome.seq_gap:
+            metrics.SPARKPLUG_SEQ_GAPS.inc()
         for reason, count in outcome.metrics_left_out.items():
             metrics.SPARKPLUG_METRICS_LEFT_OUT.labels(reason).inc(count)
         if outcome.rejected is not None:

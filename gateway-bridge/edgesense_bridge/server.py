@@ -31,9 +31,9 @@ from edgesense.common.auth import Authenticator
 from edgesense.common.config import Settings
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.grpc_runtime import GrpcServer
+from edgesense.common.log_throttle import LogThrottle, ThrottledLog
 from edgesense.common.metrics_http import MetricsServer
 from edgesense.common.runtime import stop_on_signals
-from edgesense.common.log_throttle import LogThrottle, ThrottledLog
 from edgesense.v1 import devices_pb2_grpc
 from edgesense_bridge.batching import Outbox
 from edgesense_bridge.config_push import SERVICE_NAME, DeviceConfigService
@@ -46,6 +46,7 @@ from edgesense_bridge.parsing import ParseRules
 from edgesense_bridge.settings import BridgeSettings
 from edgesense_bridge.sparkplug import control
 from edgesense_bridge.sparkplug.host import Rebirth, SparkplugHost
+from edgesense_bridge.sparkplug.topics import NAMESPACE, state_topic
 from edgesense_bridge.topics import TopicLayout
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Bridge:
             subscriptions.append(layout.subscription(options.shared_group))
         presence, sparkplug = None, None
         if options.sparkplug:
-            subscriptions.append(SPARKPLUG_SUBSCRIPTION)
+            subscriptions.append(f"{NAMESPACE}/#")
             if options.sparkplug_host_id is not None:
                 presence = Presence(state_topic(options.sparkplug_host_id), control.state_payload)
             sparkplug = SparkplugHost(options.sparkplug_groups)

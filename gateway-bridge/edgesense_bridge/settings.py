@@ -60,10 +60,10 @@ from edgesense.common.config import (
     env_text,
 )
 from edgesense.common.errors import ConfigurationError
+from edgesense_bridge.sparkplug.topics import NAMESPACE as SPARKPLUG_NAMESPACE
 from edgesense_bridge.topics import ID_RULE, is_valid_id
 
 INPUTS: Final = ("edgesense", "sparkplug")
-SPARKPLUG_NAMESPACE: Final = "spBv1.0"
 # Sparkplug ids are topic levels: MQTT forbids the wildcards in them, and "/"
 # would add a level (Sparkplug 3.0, tck-id-intro-group-id-chars and its kin).
 NOT_IN_SPARKPLUG_IDS: Final = "/+#"
