@@ -185,13 +185,24 @@ def group() -> str:
 
 
 @pytest.fixture
-def host_id() -> str:
-    return f"host-{uuid.uuid4().hex[:8]}"
+def host_id(mosquitto: Mosquitto) -> Iterator[str]:
+    host = f"host-{uuid.uuid4().hex[:8]}"
+    yield host
+    # The STATE is retained: cleared, or every later bridge would be replayed it.
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"clear-{host}")
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    client.publish(f"spBv1.0/STATE/{host}", b"", qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
 
 
 @pytest.fixture
 def options(mosquitto: Mosquitto, prefix: str, host_id: str) -> BridgeSettings:
-    return bridge_options(mosquitto.url, prefix, sparkplug_host_id=host_id)
+    """Both inputs, as by default."""
+    return bridge_options(
+        mosquitto.url, prefix, inputs=("edgesense", "sparkplug"), sparkplug_host_id=host_id
+    )
 
 
 @pytest.fixture
@@ -213,9 +224,12 @@ async def test_births_then_aliased_data_become_named_typed_readings(
     settings: Settings,
     options: BridgeSettings,
     group: str,
+    prefix: str,
 ) -> None:
     node = EdgeNode(gateway, group, "edge-1")
     async with running_bridge(settings, delivery, options):
+        # our own topics still arrive beside Sparkplug's
+        await gateway.publish([(f"{prefix}/{PROJECT}/gw-j/dev-j/data", b'{"t": 1}', None)])
         await node.nbirth(
             {
                 "Temperature": (1, DataType.DOUBLE, 20.5),
@@ -238,6 +252,7 @@ async def test_births_then_aliased_data_become_named_typed_readings(
     (ddata,) = [e for e in data_events(delivery, group, "pump-1") if millis(e) == device_ts]
     assert readings(ddata) == {"rpm": 1500}
     assert ddata.gateway_id == "edge-1"
+    assert readings(data_events(delivery, PROJECT, "dev-j")[0]) == {"t": 1}
     born = [e for e in data_events(delivery, group, "edge-1") if millis(e) != node_ts]
     assert born, "births' values are device.data"
     assert readings(born[0])["Temperature"] == 20.5
