@@ -28,7 +28,8 @@ Decisions, and why:
   broker with commands. The limiter forgets a node once its interval is past,
   so it holds at most about 100 x interval entries.
 - NDEATH pairs with the session by bdSeq: one from an older connection (its
-  Will fired late, after the node reconnected) is ignored ("stale_ndeath").
+  Will fired late, after the node reconnected) is ignored ("stale_ndeath"),
+  and so is one without bdSeq when the session has one (it cannot be paired).
   With no session at all it still marks the node offline: after a bridge
   restart the host has no session, and a real NDEATH must not be lost. Its
   events are timed at receipt: an NDEATH is a Will, whose payload timestamp
@@ -60,7 +61,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -221,6 +222,14 @@ class SparkplugHost:
         self._last_rebirth: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tokens = REBIRTHS_PER_SECOND
         self._tokens_at: float | None = None
+        self._handlers: dict[str, Callable[[_Message], str | None]] = {
+            "NBIRTH": self._nbirth,
+            "DBIRTH": self._dbirth,
+            "NDATA": self._data,
+            "DDATA": self._data,
+            "NDEATH": self._ndeath,
+            "DDEATH": self._ddeath,
+        }
 
     @property
     def node_count(self) -> int:
@@ -248,18 +257,10 @@ class SparkplugHost:
             detail = f"payload is not a Sparkplug B payload: {exc}"
             return SparkplugOutcome(rejected=("sparkplug_bad_payload", detail))
         message = _Message(address, topic, payload, decoded, received_ns, now)
-        handlers = {
-            "NBIRTH": self._nbirth,
-            "DBIRTH": self._dbirth,
-            "NDATA": self._data,
-            "DDATA": self._data,
-            "NDEATH": self._ndeath,
-            "DDEATH": self._ddeath,
-        }
         rejected: tuple[str, str] | None = None
         ignored: str | None = None
         try:
-            ignored = handlers[address.message_type](message)
+            ignored = self._handlers[address.message_type](message)
         except _Reject as exc:
             rejected = (exc.reason, exc.detail)
         if rejected is None:
@@ -277,7 +278,8 @@ class SparkplugHost:
             rejected=rejected,
             ignored=ignored,
             rebirth=rebirth,
-            metrics_left_out=dict(message.left_out),
+            # A rejected message makes no event for its metrics to be left out of.
+            metrics_left_out={} if rejected else dict(message.left_out),
             seq_gap=message.seq_gap,
         )
 
