@@ -727,7 +727,14 @@ def test_mosquitto_acl_essentials() -> None:
         ("read", "edgesense/%u/+/config/set"),
     }
     bridge = {(r.access, r.topic) for r in rules if r.kind == "topic" and r.user == BRIDGE_USER}
-    assert bridge == {("read", "edgesense/#"), ("write", "edgesense/+/+/+/config/set")}
+    assert bridge == {
+        ("read", "edgesense/#"),
+        ("write", "edgesense/+/+/+/config/set"),
+        # a Sparkplug B host application: all Sparkplug traffic, rebirth NCMDs, its STATE
+        ("read", "spBv1.0/#"),
+        ("write", "spBv1.0/+/NCMD/+"),
+        ("write", "spBv1.0/STATE/+"),
+    }
     # A `topic` line before any `user` line would apply to clients without a username.
     assert all(r.user is not None for r in rules if r.kind == "topic")
     users = {r.user for r in rules if r.kind == "topic"}

@@ -1,4 +1,4 @@
-"""The MQTT gateway bridge: gateway topics in, typed events out to delivery.
+"""The MQTT gateway bridge: gateway topics (ours and Sparkplug B) in, typed events out to delivery.
 
 Run it with `edgesense bridge` (`edgesense_bridge.server.run_bridge`). The
 modules, each with one job:
@@ -12,7 +12,9 @@ modules, each with one job:
     mqtt_adapter  paho-mqtt 2 on asyncio: session, manual acks, reconnects, publish
     batching      the outbox window: queued, sent in batches, held until confirmed
     forwarder     the pipelined Delivery.Publish stream, resending after failures
-    intake        parse, reject and ack, or forward and ack after confirmation
+    intake        parse, reject and ack, or forward and ack after confirmation;
+                  Sparkplug B topics go to the sparkplug package's SparkplugHost
+    sparkplug/    Sparkplug B as a host application: topics, values, sessions (pure)
     config_push   the DeviceConfig gRPC service (PushConfig -> …/config/set)
     metrics       Prometheus metrics
     server        the process wiring, graceful shutdown

@@ -105,9 +105,13 @@ def gateway(mosquitto: Mosquitto) -> Iterator[Gateway]:
 
 
 def bridge_options(url: str, prefix: str, **overrides: object) -> BridgeSettings:
+    """Our own topics only, under the test's prefix, unless `inputs` says otherwise:
+    Sparkplug's spBv1.0/ is one namespace for the whole broker, and its retained
+    STATE messages would be replayed to (and counted by) every later bridge."""
     options = BridgeSettings.from_env({}, mqtt_url=url, topic_prefix=prefix)
     client_id = f"bridge-{uuid.uuid4().hex[:8]}"
-    return dataclasses.replace(options, client_id=client_id, **overrides)  # type: ignore[arg-type]
+    overrides = {"client_id": client_id, "inputs": ("edgesense",), **overrides}
+    return dataclasses.replace(options, **overrides)  # type: ignore[arg-type]
 
 
 @asynccontextmanager
