@@ -7,6 +7,7 @@ takes. The bridge gives the adapter back receipts once delivery stored the event
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,10 +52,25 @@ class Acknowledger(Protocol):
 
 
 @dataclass(frozen=True)
+class Presence:
+    """A retained online/offline message kept up to date with the broker's help
+    (Sparkplug 3.0's host STATE): before each CONNECT the offline one is our
+    Will; once subscribed we publish the online one; on a clean stop, the
+    offline one. All three of a connection carry the same timestamp (ms),
+    which is how an edge node tells a stale offline from a current one."""
+
+    topic: str
+    payload: Callable[[bool, int], bytes]  # (online, timestamp_ms) -> payload
+
+
+@dataclass(frozen=True)
 class MqttOptions:
+    """`subscriptions`: every topic filter, subscribed in one SUBSCRIBE; the
+    connection is ready once the broker granted all of them."""
+
     broker: BrokerUrl
     client_id: str
-    subscription: str
+    subscriptions: tuple[str, ...]
     mqtt5: bool = True
     session_expiry_seconds: int = 86400
     keepalive_seconds: int = 30
@@ -62,3 +78,4 @@ class MqttOptions:
     ca_file: str | None = None
     reconnect_min_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
+    presence: Presence | None = None

@@ -59,3 +59,17 @@ READING_PAUSED: Final = Gauge(
 CONFIG_PUSHES: Final = Counter(
     "edgesense_bridge_config_pushes_total", "PushConfig calls, by result", ["result"]
 )
+SPARKPLUG_REBIRTH_REQUESTS: Final = Counter(
+    "edgesense_bridge_sparkplug_rebirth_requests_total",
+    "Rebirth requests (NCMD Node Control/Rebirth) published to Sparkplug edge nodes, by why",
+    ["reason"],
+)
+SPARKPLUG_METRICS_LEFT_OUT: Final = Counter(
+    "edgesense_bridge_sparkplug_metrics_left_out_total",
+    "Sparkplug metrics not put into an event's payload (datasets, templates...), by reason",
+    ["reason"],
+)
+SPARKPLUG_SEQ_GAPS: Final = Counter(
+    "edgesense_bridge_sparkplug_seq_gaps_total",
+    "Sparkplug messages whose seq did not follow the edge node's previous one",
+)

@@ -8,8 +8,13 @@ publishes and message callbacks all happen on one thread, without locks.
 
 What `MqttConnection` guarantees:
 - a persistent session: stable client id, MQTT 5 clean start off with a session
-  expiry (3.1.1: clean session off), the QoS 1 subscription renewed on every
+  expiry (3.1.1: clean session off), the QoS 1 subscriptions renewed on every
   connection; reconnects forever with backoff and jitter, logging each attempt;
+- a `Presence` (Sparkplug's host STATE), when configured: its offline message
+  is the Will of every connection, its online one published once all
+  subscriptions are granted, its offline one published on `close()` before the
+  DISCONNECT (a clean DISCONNECT discards the Will), all with the timestamp
+  chosen for that connection;
 - `ack(receipt)` sends PUBACK only on the connection the message came in on.
   After a reconnect the broker resends unacknowledged messages under their
   packet ids and may reuse an id once it is acknowledged, so a late ack on a
@@ -19,7 +24,7 @@ What `MqttConnection` guarantees:
   `ProtocolRefused`, a configuration error naming EDGESENSE_MQTT_PROTOCOL,
   instead of retrying forever;
 - `wait_ready(ready)`: the bridge's gRPC health follows the connection
-  (ready = connected and subscribed);
+  (ready = connected and every subscription granted);
 - a bounded window: MQTT 5 receive maximum, plus `pause_reading()` for a broker
   that overshoots it (Mosquitto 2.0.11 sends up to a whole window more per
   PUBACK, as measured here; cf. eclipse-mosquitto/mosquitto#2301). While paused,
@@ -110,6 +115,7 @@ class MqttConnection:
         self._paused = False
         self._received = 0  # messages handed over, to see whether a read made progress
         self._publishes: dict[int, asyncio.Future[None]] = {}
+        self._presence_ms = 0  # the timestamp of this connection's Will and presence messages
         self.subscribed = asyncio.Event()  # set by SUBACK, cleared when the connection is lost
 
     @property
@@ -191,6 +197,10 @@ class MqttConnection:
         self._lost = asyncio.Event()
         self._connack = self._loop.create_future()
         opts = self.options
+        if opts.presence is not None:  # the Will is part of the CONNECT
+            self._presence_ms = time.time_ns() // 1_000_000
+            will = opts.presence.payload(False, self._presence_ms)
+            self._client.will_set(opts.presence.topic, will, qos=1, retain=True)
         try:  # connect() blocks on DNS, TCP and TLS: keep it off the loop
             await asyncio.to_thread(self._blocking_connect)
         except (OSError, ValueError) as exc:
@@ -236,6 +246,10 @@ class MqttConnection:
         """Disconnect cleanly; the session, with whatever we did not ack, stays at the broker."""
         self._closing.set()
         if self._client.socket() is not None:
+            if self._connected:
+                # Not waiting for its PUBACK (reading may be paused): the broker
+                # takes the PUBLISH before the DISCONNECT that follows it on the socket.
+                self._publish_presence(online=False)
             self._client.disconnect()
             try:
                 await asyncio.wait_for(self._lost.wait(), grace)
@@ -252,17 +266,22 @@ class MqttConnection:
         self._client.ack(receipt.mid, receipt.qos)
         return True
 
-    async def publish(self, topic: str, payload: bytes, content_type: str) -> None:
-        """Publish with QoS 1 and wait for the broker's PUBACK."""
+    async def publish(
+        self, topic: str, payload: bytes, content_type: str | None = None, *, qos: int = 1
+    ) -> None:
+        """Publish, not retained; with QoS 1 wait for the broker's PUBACK, with
+        QoS 0 return once it is handed to the connection (there is no ack)."""
         if not self._connected or self._loop is None:
             raise MqttUnavailable("not connected to the MQTT broker")
         properties = None
-        if self.options.mqtt5:
+        if self.options.mqtt5 and content_type is not None:
             properties = _properties(PacketTypes.PUBLISH)
             properties.ContentType = content_type
-        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        info = self._client.publish(topic, payload, qos=qos, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise MqttUnavailable(f"publish failed: {paho.error_string(info.rc)}")
+        if qos == 0:
+            return
         future: asyncio.Future[None] = self._loop.create_future()
         self._publishes[info.mid] = future
         try:
@@ -301,18 +320,19 @@ class MqttConnection:
         self._connected = True
         self._versions.connected()
         metrics.MQTT_CONNECTED.set(1)
-        topic, session = self.options.subscription, "resumed" if flags.session_present else "new"
+        topics, session = self.options.subscriptions, "resumed" if flags.session_present else "new"
         log.info(
             "mqtt: connected to %s (%s session), subscribing to %s",
             self.options.broker,
             session,
-            topic,
+            ", ".join(topics),
         )
         if self.options.mqtt5:  # retained messages are old state: only on a new subscription
             retain = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
-            client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=retain))
+            options = SubscribeOptions(qos=1, retainHandling=retain)
+            client.subscribe([(topic, options) for topic in topics])
         else:
-            client.subscribe(topic, qos=1)
+            client.subscribe([(topic, 1) for topic in topics])
         self._on_session(self._epoch, bool(flags.session_present))
         self._connack.set_result("")
 
@@ -335,11 +355,22 @@ class MqttConnection:
         self._lost.set()
 
     def _handle_subscribe(self, _c: paho.Client, _: Any, _m: int, reasons: Any, _p: Props) -> None:
-        refused = [reason for reason in reasons if reason.is_failure]
-        for reason in refused:
-            log.error("mqtt: the broker refused %s: %s", self.options.subscription, reason)
+        refused = False
+        for topic, reason in zip(self.options.subscriptions, reasons, strict=False):
+            if reason.is_failure:
+                refused = True
+                log.error("mqtt: the broker refused the subscription %s: %s", topic, reason)
         if not refused:
+            self._publish_presence(online=True)
             self.subscribed.set()
+
+    def _publish_presence(self, online: bool) -> None:
+        """Fire and forget: if it is lost with the connection, the Will says offline
+        and the next connection publishes online again."""
+        presence = self.options.presence
+        if presence is not None:
+            payload = presence.payload(online, self._presence_ms)
+            self._client.publish(presence.topic, payload, qos=1, retain=True)
 
     def _handle_publish(self, _c: paho.Client, _: Any, mid: int, reason: Any, _p: Props) -> None:
         future = self._publishes.get(mid)

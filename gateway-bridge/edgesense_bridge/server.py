@@ -1,8 +1,18 @@
 """Wiring of the bridge process: MQTT in, delivery out, DeviceConfig served.
 
     broker ──MqttConnection──> Intake ──> Forwarder ══Publish stream══> delivery
-       ^           └─ PUBACK <── on_confirmed <──────────┘
+       ^    ^      └─ PUBACK <── on_confirmed <──────────┘
+       │    └── Sparkplug rebirth NCMD <── Intake (SparkplugHost asked for it)
        └── config/set <── DeviceConfigService <── gRPC (EDGESENSE_BRIDGE_ADDR)
+
+Inputs (EDGESENSE_BRIDGE_TOPICS): our topics, `{prefix}/#`, shared among
+bridges when EDGESENSE_MQTT_SHARED_GROUP is set; Sparkplug B, `spBv1.0/#`,
+never shared: a shared subscription would hand an edge node's NBIRTH to one
+bridge and its NDATA to another, which knows no alias and asks for a rebirth,
+whose NBIRTH goes to a third... Every bridge takes all Sparkplug traffic
+instead, and delivery stores each message once: SparkplugHost derives event
+ids from the message itself. With Sparkplug on and EDGESENSE_SPARKPLUG_HOST_ID
+set, the bridge is a host application with a STATE (`inbound.Presence`).
 
 Stopping (SIGTERM/SIGINT, or `stop`): the gRPC server stops taking calls, the
 bridge stops reading from the broker, waits up to `DRAIN_SECONDS` for delivery
@@ -21,17 +31,22 @@ from edgesense.common.auth import Authenticator
 from edgesense.common.config import Settings
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.grpc_runtime import GrpcServer
+from edgesense.common.log_throttle import LogThrottle, ThrottledLog
 from edgesense.common.metrics_http import MetricsServer
 from edgesense.common.runtime import stop_on_signals
 from edgesense.v1 import devices_pb2_grpc
 from edgesense_bridge.batching import Outbox
 from edgesense_bridge.config_push import SERVICE_NAME, DeviceConfigService
+from edgesense_bridge.errors import MqttUnavailable
 from edgesense_bridge.forwarder import Forwarder, delivery_channel
-from edgesense_bridge.inbound import MqttOptions
-from edgesense_bridge.intake import Intake
+from edgesense_bridge.inbound import MqttOptions, Presence
+from edgesense_bridge.intake import LOG_BUDGET, LOG_INTERVAL_SECONDS, Intake
 from edgesense_bridge.mqtt_adapter import MqttConnection
 from edgesense_bridge.parsing import ParseRules
 from edgesense_bridge.settings import BridgeSettings
+from edgesense_bridge.sparkplug import control
+from edgesense_bridge.sparkplug.host import Rebirth, SparkplugHost
+from edgesense_bridge.sparkplug.topics import NAMESPACE, state_topic
 from edgesense_bridge.topics import TopicLayout
 
 log = logging.getLogger(__name__)
@@ -50,10 +65,20 @@ class Bridge:
         self.options = options
         layout = TopicLayout(options.topic_prefix)
         auth = Authenticator(settings.require_api_keys(), settings.service_token())
+        subscriptions: list[str] = []
+        if "edgesense" in options.inputs:
+            subscriptions.append(layout.subscription(options.shared_group))
+        presence, sparkplug = None, None
+        if options.sparkplug:
+            subscriptions.append(f"{NAMESPACE}/#")
+            if options.sparkplug_host_id is not None:
+                presence = Presence(state_topic(options.sparkplug_host_id), control.state_payload)
+            sparkplug = SparkplugHost(options.sparkplug_groups)
         mqtt_options = MqttOptions(
             broker=options.broker,
             client_id=options.client_id,
-            subscription=layout.subscription(options.shared_group),
+            subscriptions=tuple(subscriptions),
+            presence=presence,
             mqtt5=options.mqtt5,
             session_expiry_seconds=options.session_expiry_seconds,
             keepalive_seconds=options.keepalive_seconds,
@@ -75,7 +100,16 @@ class Bridge:
             linger_seconds=options.batch_linger_seconds,
         )
         rules = ParseRules(layout, options.max_payload_bytes)
-        self.intake = Intake(rules, self.forwarder, self.connection, options.max_in_flight)
+        self.intake = Intake(
+            rules,
+            self.forwarder,
+            self.connection,
+            options.max_in_flight,
+            sparkplug,
+            self._request_rebirth,
+        )
+        self._rebirths: set[asyncio.Task[None]] = set()
+        self._rebirth_failures = ThrottledLog(log, LogThrottle(LOG_INTERVAL_SECONDS, LOG_BUDGET))
         service = DeviceConfigService(auth, self.connection, layout, options.max_payload_bytes)
         self.server = GrpcServer.for_service(
             lambda server: devices_pb2_grpc.add_DeviceConfigServicer_to_server(service, server),
@@ -110,6 +144,24 @@ class Bridge:
         finally:
             await self.server.stop(GRPC_GRACE_SECONDS)
             await self.channel.close()
+
+    def _request_rebirth(self, rebirth: Rebirth) -> None:
+        """From the (synchronous) intake: publish in a task, fire and forget."""
+        task = asyncio.get_running_loop().create_task(self._publish_rebirth(rebirth))
+        self._rebirths.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._rebirths.discard)
+
+    async def _publish_rebirth(self, rebirth: Rebirth) -> None:
+        try:
+            await self.connection.publish(rebirth.topic, rebirth.payload, qos=0)
+        except MqttUnavailable as exc:  # the next message without a session asks again
+            self._rebirth_failures.warning(
+                (rebirth.group_id, rebirth.edge_node_id),
+                "sparkplug: rebirth request to %s/%s not published: %s",
+                rebirth.group_id,
+                rebirth.edge_node_id,
+                exc,
+            )
 
     async def _report_health(self) -> None:
         """gRPC health: SERVING only while connected and subscribed to the broker

@@ -26,6 +26,16 @@ EDGESENSE_BRIDGE_BATCH_LINGER_MS (`2`)
     leaves at once when the stream is idle).
 EDGESENSE_BRIDGE_PIPELINE_DEPTH (`4`)
     Batches sent and not yet confirmed, at most.
+EDGESENSE_BRIDGE_TOPICS (`edgesense,sparkplug`)
+    The inputs the bridge subscribes to: `edgesense`, our topic scheme
+    (`{prefix}/#`, shared with EDGESENSE_MQTT_SHARED_GROUP), and `sparkplug`,
+    Sparkplug B (`spBv1.0/#`, never shared: see `inbound.MqttOptions`).
+EDGESENSE_SPARKPLUG_GROUPS (none)
+    `group=projectId,...`: the project of a Sparkplug group; a group not named
+    here is the project of the same id.
+EDGESENSE_SPARKPLUG_HOST_ID (`edgesense`)
+    The host id of our Sparkplug STATE topic (`spBv1.0/STATE/{host_id}`); empty:
+    publish no STATE.
 
 The variables every process shares (`EDGESENSE_MQTT_URL`,
 `EDGESENSE_MQTT_TOPIC_PREFIX`, `EDGESENSE_BRIDGE_ADDR` for the DeviceConfig gRPC
@@ -38,7 +48,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from edgesense.common.config import (
     BrokerUrl,
@@ -49,6 +60,55 @@ from edgesense.common.config import (
     env_text,
 )
 from edgesense.common.errors import ConfigurationError
+from edgesense_bridge.sparkplug.topics import NAMESPACE as SPARKPLUG_NAMESPACE
+from edgesense_bridge.topics import ID_RULE, is_valid_id
+
+INPUTS: Final = ("edgesense", "sparkplug")
+# Sparkplug ids are topic levels: MQTT forbids the wildcards in them, and "/"
+# would add a level (Sparkplug 3.0, tck-id-intro-group-id-chars and its kin).
+NOT_IN_SPARKPLUG_IDS: Final = "/+#"
+
+
+def parse_inputs(raw: str) -> tuple[str, ...]:
+    """EDGESENSE_BRIDGE_TOPICS: `edgesense,sparkplug`, one or both."""
+    names = tuple(name.strip() for name in raw.split(","))
+    unknown = [name for name in names if name not in INPUTS]
+    if unknown or len(set(names)) != len(names):
+        raise ConfigurationError(
+            f"EDGESENSE_BRIDGE_TOPICS must name {' and/or '.join(INPUTS)}, comma-separated, "
+            f"each once, not {raw!r}"
+        )
+    return names
+
+
+def check_sparkplug_id(name: str, value: str) -> str:
+    if not value or any(c in value for c in NOT_IN_SPARKPLUG_IDS):
+        raise ConfigurationError(f"{name}: {value[:40]!r} is not a Sparkplug id (no / + #)")
+    return value
+
+
+def parse_sparkplug_groups(raw: str) -> dict[str, str]:
+    """EDGESENSE_SPARKPLUG_GROUPS: `group=projectId,...` -> {group: projectId}."""
+    name = "EDGESENSE_SPARKPLUG_GROUPS"
+    groups: dict[str, str] = {}
+    if not raw.strip():
+        return groups
+    for n, entry in enumerate(raw.split(","), 1):
+        group, sep, project = (part.strip() for part in entry.partition("="))
+        if not sep or not group or not project:
+            raise ConfigurationError(
+                f"{name} must look like group=projectId,group2=projectId2; "
+                f"entry {n} ({entry.strip()[:40]!r}) has no group or no project"
+            )
+        check_sparkplug_id(f"{name} entry {n}", group)
+        if not is_valid_id(project):
+            raise ConfigurationError(
+                f"{name} entry {n}: project {project[:40]!r} is not an id ({ID_RULE})"
+            )
+        if group in groups:
+            raise ConfigurationError(f"{name} names group {group!r} twice")
+        groups[group] = project
+    return groups
 
 
 @dataclass(frozen=True)
@@ -67,9 +127,24 @@ class BridgeSettings:
     batch_size: int = 200
     batch_linger_seconds: float = 0.002
     pipeline_depth: int = 4
+    inputs: tuple[str, ...] = INPUTS
+    sparkplug_groups: Mapping[str, str] = field(default_factory=dict)
+    sparkplug_host_id: str | None = "edgesense"  # None: publish no STATE
+
+    @property
+    def sparkplug(self) -> bool:
+        return "sparkplug" in self.inputs
 
     def __post_init__(self) -> None:
         check_topic_prefix(self.topic_prefix)
+        prefix_root = self.topic_prefix.split("/")[0]
+        if "edgesense" in self.inputs and self.sparkplug and prefix_root == SPARKPLUG_NAMESPACE:
+            raise ConfigurationError(
+                f"EDGESENSE_MQTT_TOPIC_PREFIX must not be under {SPARKPLUG_NAMESPACE}/ "
+                "while EDGESENSE_BRIDGE_TOPICS takes Sparkplug B too"
+            )
+        if self.sparkplug_host_id is not None:
+            check_sparkplug_id("EDGESENSE_SPARKPLUG_HOST_ID", self.sparkplug_host_id)
         if self.shared_group is not None and any(c in self.shared_group for c in "/+#"):
             raise ConfigurationError("EDGESENSE_MQTT_SHARED_GROUP must not contain / + or #")
 
@@ -98,4 +173,7 @@ class BridgeSettings:
             batch_size=env_int(env, "EDGESENSE_BRIDGE_BATCH_SIZE", 200, 1, 10000),
             batch_linger_seconds=linger_ms / 1000,
             pipeline_depth=env_int(env, "EDGESENSE_BRIDGE_PIPELINE_DEPTH", 4, 1, 64),
+            inputs=parse_inputs(env.get("EDGESENSE_BRIDGE_TOPICS", ",".join(INPUTS))),
+            sparkplug_groups=parse_sparkplug_groups(env.get("EDGESENSE_SPARKPLUG_GROUPS", "")),
+            sparkplug_host_id=env.get("EDGESENSE_SPARKPLUG_HOST_ID", "edgesense") or None,
         )

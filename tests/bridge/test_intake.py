@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from pysparkplug import DataType, Metric, NBirth
 
 from edgesense_bridge import intake as intake_module
 from edgesense_bridge.batching import Outbox
@@ -16,6 +17,7 @@ from edgesense_bridge.forwarder import Forwarder
 from edgesense_bridge.inbound import InboundMessage, Receipt
 from edgesense_bridge.intake import Intake
 from edgesense_bridge.parsing import ParseRules, RawMessage
+from edgesense_bridge.sparkplug.host import SparkplugHost
 from edgesense_bridge.topics import TopicLayout
 from tests.bridge.conftest import sample
 
@@ -159,3 +161,27 @@ async def test_a_parser_crash_is_a_rejection_not_a_crash(
     assert [r.mid for r in acker.acked] == [5]
     assert len(forwarder.outbox) == 0
     assert "parsing a message failed" in caplog.text
+
+
+async def test_a_sparkplug_message_of_several_events_is_acked_after_the_last_one() -> None:
+    """An NBIRTH makes the node's online status and its values: one PUBACK, at the end."""
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never used
+    outbox = Outbox(batch_size=1, depth=8)
+    forwarder = Forwarder(channel, "token", outbox, lambda batch: None)
+    acker = FakeAcker()
+    intake = Intake(RULES, forwarder, acker, max_in_flight=100, sparkplug=SparkplugHost())
+    ts = time.time_ns() // 1_000_000
+    born = (
+        Metric(ts, "bdSeq", DataType.INT64, value=0),
+        Metric(ts, "Temperature", DataType.DOUBLE, value=20.5, alias=1),
+    )
+    raw = RawMessage(b"spBv1.0/g1/NBIRTH/e1", NBirth(ts, 0, born).encode(), time.time_ns())
+    intake.on_message(InboundMessage(raw, Receipt(1, 7, 1)))
+    batches = [outbox.next_batch() for _ in range(len(outbox))]
+    assert len(batches) >= 2, "status and data, one event per batch here"
+    for batch in batches[:-1]:
+        intake.on_confirmed(outbox.confirm(batch.batch_id))
+        assert acker.acked == [], "acknowledged before all its events were stored"
+    intake.on_confirmed(outbox.confirm(batches[-1].batch_id))
+    assert acker.acked == [Receipt(1, 7, 1)]
+    await channel.close()

@@ -45,7 +45,7 @@ def options(url: str, prefix: str, client_id: str, **extra: object) -> MqttOptio
     return MqttOptions(
         broker=BrokerUrl.parse(url),
         client_id=client_id,
-        subscription=f"{prefix}/#",
+        subscriptions=(f"{prefix}/#",),
         reconnect_min_seconds=0.1,
         reconnect_max_seconds=0.5,
         **extra,  # type: ignore[arg-type]

@@ -1,15 +1,92 @@
 """SparkplugHost: each edge node's session, one message -> its events.
 
-INTERFACE STUB (the session's lead wrote it; the helper building the core
-replaces the NotImplementedError and may add, never rename or remove).
+A Sparkplug edge node names its metrics once, in its NBIRTH (and each device's
+in a DBIRTH), often with a numeric alias it then sends in place of the name;
+every message of the session carries `seq` (0..255, wrapping); the NBIRTH's
+`bdSeq` metric pairs it with the NDEATH the broker publishes as the node's
+Will. The host keeps, per (group, edge node), what the births declared and
+turns each message into our events:
+
+    NBIRTH / DBIRTH   device.status online (+ device.data: the birth's readings)
+    NDATA / DDATA     device.data: metric names (aliases resolved) -> values
+    NDEATH            device.status offline for the node and each of its devices
+    DDEATH            device.status offline for the device
+    NCMD / DCMD / STATE   nothing (ignored: commands and hosts, not data)
+
+Decisions, and why:
+- Never guess. A DATA whose node or device has no session, or with an alias
+  its birth did not declare (the bridge restarted, or another bridge of a
+  shared subscription saw the birth), is rejected whole and answered with a
+  rebirth request: the node's next NBIRTH makes the data after it decodable.
+  The rejected message itself is acknowledged and counted, not held: holding
+  it would need memory per unknown node and a rebirth may never come.
+- A sequence gap (seq not last + 1 mod 256, or missing) means messages were
+  lost, births perhaps among them: the outcome says `seq_gap`, a rebirth is
+  requested, and the message is still decoded when its aliases are known.
+- Rebirths are rate-limited: one per edge node per `rebirth_interval_seconds`
+  and 100 a second overall, so a flood of unknown nodes cannot flood the
+  broker with commands. The limiter forgets a node once its interval is past,
+  so it holds at most about 100 x interval entries.
+- NDEATH pairs with the session by bdSeq: one from an older connection (its
+  Will fired late, after the node reconnected) is ignored ("stale_ndeath").
+  With no session at all it still marks the node offline: after a bridge
+  restart the host has no session, and a real NDEATH must not be lost. Its
+  events are timed at receipt: an NDEATH is a Will, whose payload timestamp
+  (if any) is when the node connected, not when it died.
+- Historical metrics (`is_historical`: back-filled from a store) are left out
+  of the event: its readings are the device's current values. Each DATA
+  metric keeps only the last value of a name within one message; earlier ones
+  are counted ("duplicate"). bdSeq and `Node Control/*` (`Device Control/*`)
+  are the protocol's, not readings, and are left out uncounted.
+- Event ids are derived from the project, topic, payload bytes and the
+  event's index in the outcome, so the same message twice (a resend, or two
+  bridges subscribed to it) is stored once by delivery. NDEATH's device
+  events come sorted by device id, so two bridges with the same session
+  derive the same ids.
+- Memory is bounded by construction: at most `max_nodes` node sessions and
+  `max_metrics` remembered metrics (a device counts as one more), least
+  recently used node evicted first (its next DATA asks for a rebirth), and a
+  bounded rebirth limiter. A birth larger than `max_metrics` on its own is
+  rejected ("too_large").
+- An event larger than `max_event_bytes` as protobuf (it must fit a Publish
+  batch) rejects the message ("too_large"); a birth so rejected still
+  records its session, so the node's later DATA decodes.
+
+Pure: no transport library (the pure-rules import-linter contract).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Final
 
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from edgesense.common.message_limits import MAX_EVENT_BYTES
+from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.v1 import events_pb2
+from edgesense_bridge.sparkplug.control import rebirth_payload
+from edgesense_bridge.sparkplug.topics import (
+    COMMAND_TYPES,
+    SparkplugTopic,
+    StateTopic,
+    ncmd_topic,
+    parse_topic,
+)
+from edgesense_bridge.sparkplug.values import MAX_DATETIME_MS, LeftOut, metric_value
+from edgesense_bridge.topics import TopicError
+
+BD_SEQ: Final = "bdSeq"
+NODE_CONTROL: Final = "Node Control/"
+DEVICE_CONTROL: Final = "Device Control/"
+SEQ_MODULUS: Final = 256
+REBIRTHS_PER_SECOND: Final = 100.0
+SOURCE: Final = "sparkplug"
 
 
 @dataclass(frozen=True)
@@ -38,6 +115,8 @@ class SparkplugOutcome:
     - `rebirth`: an NCMD to publish (already rate-limited per edge node).
     - `metrics_left_out`: metrics not typed into the payload (datasets,
       templates, ...) by reason -> count; counted, not fatal.
+    - `seq_gap`: the message's seq was not the session's last + 1 (mod 256):
+      messages were lost between the node and us; counted.
     """
 
     events: tuple[events_pb2.Event, ...] = ()
@@ -45,6 +124,77 @@ class SparkplugOutcome:
     ignored: str | None = None
     rebirth: Rebirth | None = None
     metrics_left_out: Mapping[str, int] = field(default_factory=dict)
+    seq_gap: bool = False
+
+
+@dataclass
+class _Catalogue:
+    """What one BIRTH declared: alias -> name, name -> datatype."""
+
+    names: dict[int, str]
+    datatypes: dict[str, int]
+
+    @property
+    def weight(self) -> int:
+        return 1 + len(self.datatypes)
+
+
+@dataclass
+class _NodeSession:
+    bd_seq: int | None
+    seq: int
+    metrics: _Catalogue
+    devices: dict[str, _Catalogue] = field(default_factory=dict)
+    counted: int = 0  # the weight the host's total has for it
+
+    @property
+    def weight(self) -> int:
+        return self.metrics.weight + sum(device.weight for device in self.devices.values())
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _Birth:
+    catalogue: _Catalogue
+    values: dict[str, Any]
+    bd_seq: int | None
+
+
+@dataclass
+class _Message:
+    """One message being handled, and what it has come to so far."""
+
+    address: SparkplugTopic
+    topic: str
+    raw: bytes
+    payload: spb.Payload
+    received_ns: int
+    now: float
+    events: list[events_pb2.Event] = field(default_factory=list)
+    left_out: Counter[str] = field(default_factory=Counter)
+    seq_gap: bool = False
+    rebirth_reason: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.address.group_id, self.address.edge_node_id)
+
+    @property
+    def device_id(self) -> str:
+        return self.address.device_id or self.address.edge_node_id
+
+
+def event_id(project_id: str, topic: str, payload: bytes, index: int) -> str:
+    """The id of the `index`th event a message makes: the same message, the same ids."""
+    scope = b"\0".join((project_id.encode(), topic.encode(), payload, str(index).encode()))
+    digest = hashlib.sha256(scope).digest()[:15]
+    return "evt_" + base64.b32encode(digest).decode().lower()
 
 
 class SparkplugHost:
@@ -58,12 +208,418 @@ class SparkplugHost:
         rebirth_interval_seconds: float = 5.0,
         max_nodes: int = 10_000,
         max_event_bytes: int | None = None,
+        max_metrics: int = 1_000_000,
     ) -> None:
-        raise NotImplementedError
+        self._groups = dict(groups or {})
+        self._rebirth_interval = rebirth_interval_seconds
+        self._max_nodes = max_nodes
+        self._max_event_bytes = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
+        self._max_metrics = max_metrics
+        self._nodes: OrderedDict[tuple[str, str], _NodeSession] = OrderedDict()
+        self._weight = 0
+        # (group, edge node) -> when its last rebirth was requested, oldest first.
+        self._last_rebirth: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._tokens = REBIRTHS_PER_SECOND
+        self._tokens_at: float | None = None
 
-    def handle(
-        self, topic: str, payload: bytes, received_ns: int, now: float
-    ) -> SparkplugOutcome:
+    @property
+    def node_count(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def metric_count(self) -> int:
+        """Metrics remembered, devices counted as one each (what max_metrics bounds)."""
+        return self._weight
+
+    def handle(self, topic: str, payload: bytes, received_ns: int, now: float) -> SparkplugOutcome:
         """`topic` is under spBv1.0/; `received_ns` the bridge's receipt time
         (time.time_ns()), `now` a monotonic clock for rate limits."""
-        raise NotImplementedError
+        try:
+            address = parse_topic(topic, self._groups)
+        except TopicError as exc:
+            return SparkplugOutcome(rejected=(exc.reason, exc.detail))
+        if isinstance(address, StateTopic):
+            return SparkplugOutcome(ignored="state")
+        if address.message_type in COMMAND_TYPES:
+            return SparkplugOutcome(ignored="command")
+        try:
+            decoded = spb.Payload.FromString(payload)
+        except DecodeError as exc:
+            detail = f"payload is not a Sparkplug B payload: {exc}"
+            return SparkplugOutcome(rejected=("sparkplug_bad_payload", detail))
+        message = _Message(address, topic, payload, decoded, received_ns, now)
+        handlers = {
+            "NBIRTH": self._nbirth,
+            "DBIRTH": self._dbirth,
+            "NDATA": self._data,
+            "DDATA": self._data,
+            "NDEATH": self._ndeath,
+            "DDEATH": self._ddeath,
+        }
+        rejected: tuple[str, str] | None = None
+        ignored: str | None = None
+        try:
+            ignored = handlers[address.message_type](message)
+        except _Reject as exc:
+            rejected = (exc.reason, exc.detail)
+        if rejected is None:
+            for event in message.events:
+                size = event.ByteSize()
+                if size > self._max_event_bytes:
+                    detail = f"event of {size} bytes as protobuf exceeds {self._max_event_bytes}"
+                    rejected = ("too_large", detail)
+                    break
+        rebirth = None
+        if message.rebirth_reason is not None:
+            rebirth = self._rebirth(message, message.rebirth_reason)
+        return SparkplugOutcome(
+            events=() if rejected else tuple(message.events),
+            rejected=rejected,
+            ignored=ignored,
+            rebirth=rebirth,
+            metrics_left_out=dict(message.left_out),
+            seq_gap=message.seq_gap,
+        )
+
+    # Message types. Each adds its events to the message and answers an
+    # ignored reason, or raises _Reject.
+
+    def _nbirth(self, message: _Message) -> str | None:
+        # A new NBIRTH starts a new session: the old one's aliases and devices
+        # are void whether or not this birth is well formed.
+        self._drop(message.key)
+        birth = _read_birth(message, NODE_CONTROL)
+        payload = message.payload
+        seq = payload.seq % SEQ_MODULUS if payload.HasField("seq") else 0
+        session = _NodeSession(birth.bd_seq, seq, birth.catalogue)
+        self._store(message.key, session)
+        details: dict[str, Any] = {"source": SOURCE}
+        if birth.bd_seq is not None:
+            details["bdSeq"] = birth.bd_seq
+        timestamp = _payload_timestamp(message)
+        _status(message, message.device_id, online=True, details=details, timestamp=timestamp)
+        if birth.values:
+            _readings(message, birth.values, timestamp)
+        return None
+
+    def _dbirth(self, message: _Message) -> str | None:
+        session = self._session(message)
+        device = message.device_id
+        # A DBIRTH voids the device's previous aliases, well formed or not.
+        if session.devices.pop(device, None) is not None:
+            self._reweigh(message.key)
+        birth = _read_birth(message, DEVICE_CONTROL)
+        session.devices[device] = birth.catalogue
+        self._reweigh(message.key)
+        timestamp = _payload_timestamp(message)
+        _status(message, device, online=True, details={"source": SOURCE}, timestamp=timestamp)
+        if birth.values:
+            _readings(message, birth.values, timestamp)
+        return None
+
+    def _data(self, message: _Message) -> str | None:
+        session = self._session(message)
+        if message.address.device_id is None:
+            catalogue, control = session.metrics, NODE_CONTROL
+        else:
+            device = session.devices.get(message.address.device_id)
+            if device is None:
+                message.rebirth_reason = "unknown_device"
+                raise _Reject(
+                    "sparkplug_unknown_device",
+                    f"device {message.address.device_id!r} of edge node "
+                    f"{message.address.edge_node_id!r} has had no DBIRTH in this session",
+                )
+            catalogue, control = device, DEVICE_CONTROL
+        values = _read_data(message, catalogue, control)
+        if not values:
+            return "no_metrics"
+        _readings(message, values, _payload_timestamp(message))
+        return None
+
+    def _ndeath(self, message: _Message) -> str | None:
+        bd_seq = _bd_seq(message.payload)
+        session = self._nodes.get(message.key)
+        if session is not None and session.bd_seq is not None and bd_seq != session.bd_seq:
+            return "stale_ndeath"
+        self._drop(message.key)
+        received = _timestamp_ns(message.received_ns)
+        details: dict[str, Any] = {"source": SOURCE}
+        if bd_seq is not None:
+            details["bdSeq"] = bd_seq
+        _status(message, message.device_id, online=False, details=details, timestamp=received)
+        for device in sorted(session.devices if session else ()):
+            _status(message, device, online=False, details={"source": SOURCE}, timestamp=received)
+        return None
+
+    def _ddeath(self, message: _Message) -> str | None:
+        session = self._nodes.get(message.key)
+        if session is not None:
+            self._nodes.move_to_end(message.key)
+            _check_seq(message, session)
+            session.devices.pop(message.device_id, None)
+            self._reweigh(message.key)
+        timestamp = _payload_timestamp(message)
+        _status(
+            message,
+            message.device_id,
+            online=False,
+            details={"source": SOURCE},
+            timestamp=timestamp,
+        )
+        return None
+
+    # Sessions.
+
+    def _session(self, message: _Message) -> _NodeSession:
+        """The message's node session, its seq checked; raises _Reject without one."""
+        session = self._nodes.get(message.key)
+        if session is None:
+            message.rebirth_reason = "unknown_node"
+            raise _Reject(
+                "sparkplug_unknown_node",
+                f"edge node {message.address.edge_node_id!r} of group "
+                f"{message.address.group_id!r} has had no NBIRTH in this session",
+            )
+        self._nodes.move_to_end(message.key)
+        _check_seq(message, session)
+        return session
+
+    def _store(self, key: tuple[str, str], session: _NodeSession) -> None:
+        if session.weight > self._max_metrics:
+            raise _Reject(
+                "too_large",
+                f"a birth of {session.weight - 1} metrics exceeds max_metrics {self._max_metrics}",
+            )
+        self._nodes[key] = session
+        session.counted = session.weight
+        self._weight += session.counted
+        self._evict(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        session = self._nodes.pop(key, None)
+        if session is not None:
+            self._weight -= session.counted
+
+    def _reweigh(self, key: tuple[str, str]) -> None:
+        """Account for a session whose devices changed: a DBIRTH may evict other
+        nodes, and rejects a node whose births alone pass max_metrics."""
+        session = self._nodes[key]
+        weight = session.weight
+        self._weight += weight - session.counted
+        session.counted = weight
+        if weight > self._max_metrics:
+            self._drop(key)
+            raise _Reject(
+                "too_large",
+                f"the edge node's births total {weight} metrics and devices, over "
+                f"max_metrics {self._max_metrics}",
+            )
+        self._evict(key)
+
+    def _evict(self, keep: tuple[str, str]) -> None:
+        while len(self._nodes) > self._max_nodes or self._weight > self._max_metrics:
+            oldest = next(iter(self._nodes))
+            if oldest == keep:
+                break
+            self._drop(oldest)
+
+    # Rebirth requests.
+
+    def _rebirth(self, message: _Message, reason: str) -> Rebirth | None:
+        now, key = message.now, message.key
+        while self._last_rebirth:
+            first_key, first_at = next(iter(self._last_rebirth.items()))
+            if now - first_at < self._rebirth_interval:
+                break
+            del self._last_rebirth[first_key]
+        if key in self._last_rebirth:
+            return None
+        if self._tokens_at is not None:
+            elapsed = max(0.0, now - self._tokens_at)
+            self._tokens = min(REBIRTHS_PER_SECOND, self._tokens + elapsed * REBIRTHS_PER_SECOND)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return None
+        self._tokens -= 1.0
+        self._last_rebirth[key] = now
+        group, edge_node = key
+        return Rebirth(
+            group_id=group,
+            edge_node_id=edge_node,
+            topic=ncmd_topic(group, edge_node),
+            payload=rebirth_payload(message.received_ns // 1_000_000),
+            reason=reason,
+        )
+
+
+# Reading payloads.
+
+
+def _check_seq(message: _Message, session: _NodeSession) -> None:
+    expected = (session.seq + 1) % SEQ_MODULUS
+    payload = message.payload
+    # Missing or out of range: a gap, and the session resumes from the expected.
+    seq = payload.seq if payload.HasField("seq") and payload.seq < SEQ_MODULUS else -1
+    if seq != expected:
+        message.seq_gap = True
+        message.rebirth_reason = message.rebirth_reason or "seq_gap"
+    session.seq = seq if seq >= 0 else expected
+
+
+def _name(metric: spb.Payload.Metric) -> str | None:
+    return metric.name if metric.HasField("name") and metric.name else None
+
+
+def _bd_seq(payload: spb.Payload) -> int | None:
+    for metric in payload.metrics:
+        if _name(metric) == BD_SEQ:
+            return _raw_integer(metric)
+    return None
+
+
+def _raw_integer(metric: spb.Payload.Metric) -> int | None:
+    which = metric.WhichOneof("value")
+    if which == "int_value":
+        return metric.int_value
+    if which == "long_value":
+        return metric.long_value
+    return None
+
+
+def _read_birth(message: _Message, control: str) -> _Birth:
+    names: dict[int, str] = {}
+    datatypes: dict[str, int] = {}
+    values: dict[str, Any] = {}
+    bd_seq: int | None = None
+    for metric in message.payload.metrics:
+        name = _name(metric)
+        if name is None:
+            message.left_out["no_name"] += 1
+            continue
+        if metric.HasField("alias"):
+            known = names.get(metric.alias)
+            if known is not None and known != name:
+                raise _Reject(
+                    "sparkplug_bad_birth",
+                    f"alias {metric.alias} names both {known[:80]!r} and {name[:80]!r}",
+                )
+            names[metric.alias] = name
+        datatypes[name] = metric.datatype
+        if name == BD_SEQ and control == NODE_CONTROL:
+            bd_seq = _raw_integer(metric)
+            continue
+        if name.startswith(control):
+            continue
+        _add_value(message, values, name, metric, metric.datatype)
+    return _Birth(_Catalogue(names, datatypes), values, bd_seq)
+
+
+def _read_data(message: _Message, catalogue: _Catalogue, control: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for metric in message.payload.metrics:
+        name = _name(metric)
+        if name is None and metric.HasField("alias"):
+            name = catalogue.names.get(metric.alias)
+            if name is None:
+                message.rebirth_reason = "unknown_alias"
+                where = message.address.device_id or message.address.edge_node_id
+                raise _Reject(
+                    "sparkplug_unknown_alias",
+                    f"alias {metric.alias} is not in the birth of {where!r}",
+                )
+        if name is None:
+            message.left_out["no_name"] += 1
+            continue
+        if name.startswith(control):
+            continue
+        datatype = metric.datatype if metric.datatype else catalogue.datatypes.get(name, 0)
+        _add_value(message, values, name, metric, datatype)
+    return values
+
+
+def _add_value(
+    message: _Message,
+    values: dict[str, Any],
+    name: str,
+    metric: spb.Payload.Metric,
+    datatype: int,
+) -> None:
+    if metric.is_historical:
+        message.left_out["historical"] += 1
+        return
+    value = metric_value(metric, datatype)
+    if isinstance(value, LeftOut):
+        message.left_out[value.reason] += 1
+        return
+    if name in values:
+        message.left_out["duplicate"] += 1
+    values[name] = value
+
+
+# Making events.
+
+
+def _timestamp_ns(nanoseconds: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(nanoseconds)
+    return stamp
+
+
+def _payload_timestamp(message: _Message) -> timestamp_pb2.Timestamp:
+    """The payload's timestamp, else the receipt time."""
+    payload = message.payload
+    if not payload.HasField("timestamp"):
+        return _timestamp_ns(message.received_ns)
+    if payload.timestamp > MAX_DATETIME_MS:
+        raise _Reject(
+            "sparkplug_bad_timestamp",
+            f"payload timestamp {payload.timestamp} ms is past 9999-12-31T23:59:59.999Z",
+        )
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(payload.timestamp)
+    return stamp
+
+
+def _event(
+    message: _Message, device_id: str, timestamp: timestamp_pb2.Timestamp
+) -> events_pb2.Event:
+    address = message.address
+    event = events_pb2.Event(
+        event_id=event_id(address.project_id, message.topic, message.raw, len(message.events)),
+        project_id=address.project_id,
+        gateway_id=address.edge_node_id,
+        device_id=device_id,
+        timestamp=timestamp,
+        received_at=_timestamp_ns(message.received_ns),
+    )
+    message.events.append(event)
+    return event
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def _status(
+    message: _Message,
+    device_id: str,
+    *,
+    online: bool,
+    details: Mapping[str, Any],
+    timestamp: timestamp_pb2.Timestamp,
+) -> None:
+    state = (
+        events_pb2.DeviceStatus.STATE_ONLINE if online else events_pb2.DeviceStatus.STATE_OFFLINE
+    )
+    event = _event(message, device_id, timestamp)
+    event.status.CopyFrom(events_pb2.DeviceStatus(state=state, details=_struct(details)))
+
+
+def _readings(
+    message: _Message, values: Mapping[str, Any], timestamp: timestamp_pb2.Timestamp
+) -> None:
+    event = _event(message, message.device_id, timestamp)
+    event.readings.CopyFrom(events_pb2.Readings(values=_struct(values)))
