@@ -100,9 +100,10 @@ class MqttClient:
         self._client.subscribe(topic, qos=1)
         await asyncio.wait_for(self._suback, 10)
 
-    def publish(self, topic: str, payload: bytes) -> int:
-        """Queue a QoS 1 publish; `on_published(mid)` runs when its PUBACK arrives."""
-        info = self._client.publish(topic, payload, qos=1)
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        """Queue a publish; `on_published(mid)` runs when its PUBACK arrives
+        (QoS 0: once paho has written it)."""
+        info = self._client.publish(topic, payload, qos=qos)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
         return info.mid

@@ -41,6 +41,11 @@ ORDERED_UNORDERED, ORDERED = "ordered-unordered", "ordered"
 # 100 of `bench.rules` active in the measured project, in the same run;
 # EdgeSense only (the baseline has no rules).
 RULES_WITHOUT, RULES = "rules-without", "rules"
+# Sparkplug B (issue 15): saturation's load on our JSON topics, then the same
+# number of readings from the same 100 devices as Sparkplug B DDATA by alias
+# (the edge node's NBIRTH and DBIRTHs first, not measured), in the same run;
+# EdgeSense only (the baseline speaks no Sparkplug).
+SPARKPLUG_JSON, SPARKPLUG = "sparkplug-json", "sparkplug"
 # Scale-out (issue 14): saturation's load on 1, 2 and 3 delivery processes
 # and 1, 2 and 3 bridges (on a shared subscription in every layout, so that the
 # broker's side is the same), each from a fresh start on PostgreSQL; the
@@ -73,6 +78,7 @@ class Phase:
     rules: tuple[Rule, ...] = ()  # alert rules created in the measured project first
     replicas: Replicas = field(default_factory=Replicas)  # EdgeSense's processes
     watch: bool = False  # follow how the work divides, and the database (`System.watch`)
+    sparkplug: bool = False  # published as a Sparkplug B edge node (bench.publisher)
 
     @property
     def healthy(self) -> list[str]:
@@ -122,13 +128,21 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
     isolation = int(isolation_rate * latency_seconds) if isolation_rate else 10_000 // scale
 
     def saturation(
-        name: str, *, ordered: bool = False, rules: tuple[Rule, ...] = (), ours: bool = False
+        name: str,
+        *,
+        ordered: bool = False,
+        rules: tuple[Rule, ...] = (),
+        ours: bool = False,
+        sparkplug: bool = False,
     ) -> Phase:
         """Saturation's load (one webhook, as fast as the broker accepts), which
-        the ordered and rules scenarios compare against; `ours`: EdgeSense only."""
+        the ordered, rules and sparkplug scenarios compare against; `ours`:
+        EdgeSense only; `sparkplug`: as Sparkplug B DDATA."""
         hook = EndpointSpec("hook", ordered=ordered)
         systems = ("edgesense",) if ours else ()
-        return Phase(name, [hook], 30_000 // scale, systems=systems, rules=rules)
+        return Phase(
+            name, [hook], 30_000 // scale, systems=systems, rules=rules, sparkplug=sparkplug
+        )
 
     beside = [healthy("healthy"), EndpointSpec("failing", "fail"), EndpointSpec("hanging", "hang")]
     other = EndpointSpec("other", "hang", project=OTHER_PROJECT, webhooks=OTHER_WEBHOOKS)
@@ -172,6 +186,10 @@ def plan(quick: bool, isolation_rate: float = 0.0) -> dict[str, list[Phase]]:
         "rules": [
             saturation(RULES_WITHOUT, ours=True),
             saturation(RULES, rules=tuple(rule_mix()), ours=True),
+        ],
+        "sparkplug": [
+            saturation(SPARKPLUG_JSON, ours=True),
+            saturation(SPARKPLUG, ours=True, sparkplug=True),
         ],
         # EdgeSense only: the baseline stores nothing.
         "retention": [

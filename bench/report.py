@@ -15,7 +15,14 @@ import subprocess
 from typing import Any
 
 from bench.mosquitto import MOSQUITTO
-from bench.phases import ORDERED, ORDERED_UNORDERED, RULES, RULES_WITHOUT
+from bench.phases import (
+    ORDERED,
+    ORDERED_UNORDERED,
+    RULES,
+    RULES_WITHOUT,
+    SPARKPLUG,
+    SPARKPLUG_JSON,
+)
 from bench.scenarios import STALL_SECONDS
 
 Row = dict[str, Any]
@@ -27,6 +34,8 @@ RSS_LIMIT_MB = 300.0
 RETENTION_GROWTH_LIMIT = 1.2
 # Issue 13: with 100 alert rules active, at least 0.9x the rate without.
 RULES_RATIO_TARGET = 0.9
+# Issue 15: Sparkplug B DDATA at least 0.8x the rate of our JSON topics.
+SPARKPLUG_RATIO_TARGET = 0.8
 # (figure, phase kind, a ratio to the healthy webhook alone?, target).
 ISOLATION_ROWS: list[tuple[str, str, bool, float]] = [
     ("Isolation: healthy receiver alone, deliveries/s", "alone", False, 0.0),
@@ -235,6 +244,22 @@ def figures(phases: list[dict[str, Any]]) -> list[Row]:
             result=""
             if with_to_without is None
             else ("PASS" if with_to_without >= RULES_RATIO_TARGET else "FAIL"),
+        )
+    # Sparkplug B (issue 15): saturation's load on our JSON topics, then the
+    # same readings as Sparkplug DDATA by alias, in the same run; EdgeSense only.
+    json_rate = rate("edgesense", SPARKPLUG_JSON)
+    sparkplug_rate = rate("edgesense", SPARKPLUG)
+    if json_rate is not None or sparkplug_rate is not None:
+        to_json = _ratio(sparkplug_rate, json_rate)
+        one_sided("Sparkplug: saturation on our JSON topics, deliveries/s", json_rate)
+        one_sided("Sparkplug: the same readings as Sparkplug B DDATA, deliveries/s", sparkplug_rate)
+        one_sided(
+            "Sparkplug ratio (Sparkplug B / JSON)",
+            to_json,
+            target=f"≥ {SPARKPLUG_RATIO_TARGET:g} x JSON",
+            result=""
+            if to_json is None
+            else ("PASS" if to_json >= SPARKPLUG_RATIO_TARGET else "FAIL"),
         )
     # Retention (issue 12): the database's size over a steady run several
     # times the retention long. last/peak is 1.0 for a size that grew to the

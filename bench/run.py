@@ -5,14 +5,15 @@
                         [--isolation-rate EVENTS_PER_S] [--baseline-mqtt 5|3.1.1] [--scale]
 
 Scenarios, in order: saturation, latency, fanout, isolation, backlog,
-ordered, rules, retention; and scale, which runs only when asked for
+ordered, rules, sparkplug, retention; and scale, which runs only when asked for
 (`--scale`, or by name in `--scenarios`), on PostgreSQL only: saturation's
 load on 1, 2 and 3 delivery processes and 1, 2 and 3 bridges, with each
 kind of process's CPU per delivery, the database's work per delivery and
 each process's share (see `bench.scaling`). For each phase the baseline runs first, then
 EdgeSense, each from a fresh start, so the two meet the same machine at about
-the same time (ordered, rules and retention run on EdgeSense only: the
-baseline has no ordered webhooks, no alert rules and stores nothing). Logs of every process
+the same time (ordered, rules, sparkplug and retention run on EdgeSense only:
+the baseline has no ordered webhooks, no alert rules, no Sparkplug B and
+stores nothing). Logs of every process
 go to a temporary folder, kept with `--keep` (or when a phase fails).
 `--profile` attaches py-spy to our processes (it slows them: profile in a
 separate run from the one whose figures you keep).
@@ -71,6 +72,8 @@ def describe(phase: Phase) -> str:
         extra += f" (first {phase.background} events to each other project)"
     if phase.rules:
         extra += f" (with {len(phase.rules)} alert rules in the project, see bench/rules.py)"
+    if phase.sparkplug:
+        extra += " (as Sparkplug B DDATA by alias, after the births)"
     if phase.replicas != Replicas() or phase.watch:
         extra += f" (EdgeSense on {phase.replicas})"
     return f"{phase.name}: {phase.count:,} events, {load}, webhooks [{modes}]{extra}"

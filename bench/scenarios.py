@@ -203,6 +203,7 @@ class PhaseRun:
                 "bench.publisher",
                 *("--port", str(broker_port), "--prefix", TOPIC_PREFIX, "--project", PROJECT),
                 *("--run", phase.name, "--count", str(phase.count), "--rate", str(phase.rate)),
+                *(["--sparkplug"] if phase.sparkplug else []),
             )
             publisher = await children.start("publisher", argv, stdout_pipe=True)
             self.track(children)

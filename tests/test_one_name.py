@@ -68,7 +68,9 @@ ABOUT_THE_DEVICE = (
     "services/edgesense/tools/__init__.py",
     "services/edgesense/tools/alerts_cmd.py",
     "services/edgesense/tools/local_commands.py",
+    "services/edgesense/tools/sim_edges.py",
     "services/edgesense/tools/sim_publisher.py",
+    "services/edgesense/tools/sim_sparkplug.py",
     "services/edgesense/tools/simulate.py",
 )
 

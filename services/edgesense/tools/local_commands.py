@@ -17,6 +17,16 @@ gateway's own status, {prefix}/{project}/{gateway}/status, is a retained
 disconnects cleanly (so the Will is not sent); a crash or kill -9 leaves the
 Will to say "offline".
 
+--sparkplug publishes as a Sparkplug B edge node instead: group {project},
+edge node {gateway}, one Sparkplug device per device. Its Will is the NDEATH
+(bdSeq, one more per connection); it publishes NBIRTH and a DBIRTH per device
+(each reading's name, alias and datatype), then readings as DDATA by alias
+(QoS 1, where Sparkplug says 0: EdgeSense promises nothing is lost), and
+answers an NCMD "Node Control/Rebirth" with its births again. On --count,
+--duration or Ctrl-C it publishes a DDEATH per device and the NDEATH, then
+disconnects cleanly; a kill -9 leaves the Will.
+  edgesense simulate --sparkplug --project dev --gateway line-1
+
 --spike FIELD=VALUE (repeatable: temperature, humidity or pressure, each
 outside its normal range) makes every reading carry VALUE (or a little
 beyond) from --spike-after for --spike-for seconds, by default the middle
@@ -82,8 +92,12 @@ def add_simulate(sub: Subcommands) -> None:
         "--kinds",
         metavar="KINDS",
         type=kinds_list,
-        default=list(SIMULATED_KINDS),
-        help="comma list of data,alert,status (default all)",
+        help="comma list of data,alert,status (default all; not with --sparkplug)",
+    )
+    sim.add_argument(
+        "--sparkplug",
+        action="store_true",
+        help="publish as a Sparkplug B edge node (spBv1.0/{project}/…/{gateway}/…)",
     )
     sim.add_argument(
         "--mqtt-url",

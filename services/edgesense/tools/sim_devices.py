@@ -17,11 +17,13 @@ A spike must lie outside the walk's bounds (`check_spike`), so that readings
 really cross it and come back.
 
 Payloads are the contract's (section 4): a JSON object for `data` and
-`alert`, the plain text `online` for `status`.
+`alert`, the plain text `online` for `status`. `readings` is the same fleet's
+readings alone, as values, for `--sparkplug` (sim_sparkplug encodes them).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -98,6 +100,11 @@ class SimulatedDevice:
             shown[name] = WALKS[name].spiked(target, rng)
         return shown
 
+    def current(self) -> dict[str, float]:
+        """The values now, as a reading shows them, without a step of the walk
+        (what a Sparkplug birth declares)."""
+        return {name: round(self.values[name], walk.digits) for name, walk in WALKS.items()}
+
     def alert(self, rng: random.Random) -> dict[str, object]:
         value = ALERT_THRESHOLD + rng.uniform(0.5, 6.0)
         return {"metric": "temperature", "value": round(value, 2), "threshold": ALERT_THRESHOLD}
@@ -110,12 +117,38 @@ class Message:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One MQTT message to publish. `counted`: a device message, the live
+    line's counters and --count's; else (a Sparkplug birth or death) not."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    counted: bool = True
+
+
 def device_ids(count: int) -> list[str]:
     return [f"sensor-{n:03d}" for n in range(1, count + 1)]
 
 
 def _no_spike() -> Mapping[str, float]:
     return {}
+
+
+def fleet(devices: int, rng: random.Random) -> list[SimulatedDevice]:
+    return [SimulatedDevice.create(device_id, rng) for device_id in device_ids(devices)]
+
+
+def readings(
+    devices: Sequence[SimulatedDevice],
+    rng: random.Random,
+    spike: Callable[[], Mapping[str, float]] = _no_spike,
+) -> Iterator[tuple[SimulatedDevice, dict[str, float]]]:
+    """Readings without end, the devices taking turns, spiked as `traffic`'s."""
+    for turn in itertools.count():
+        device = devices[turn % len(devices)]
+        yield device, device.reading(rng, spike())
 
 
 def traffic(
@@ -126,15 +159,15 @@ def traffic(
 ) -> Iterator[Message]:
     """Messages without end, the devices taking turns; `spike()` says, for
     each reading, which fields are spiked to what (none: `{}`)."""
-    fleet = [SimulatedDevice.create(device_id, rng) for device_id in device_ids(devices)]
+    simulated = fleet(devices, rng)
     if "status" in kinds:
-        for device in fleet:
+        for device in simulated:
             yield Message(device.device_id, "status", b"online")
     weighted = [kind for kind in KIND_WEIGHTS if kind in kinds]
     weights = [KIND_WEIGHTS[kind] for kind in weighted]
     turn = 0
     while True:
-        device = fleet[turn % len(fleet)]
+        device = simulated[turn % len(simulated)]
         turn += 1
         kind = rng.choices(weighted, weights)[0]
         if kind == "status":

@@ -16,6 +16,13 @@ on each of its retries (paho resends the packet as it was), so the bridge
 makes one event of a message the broker or paho delivers twice. A broker that
 speaks only MQTT 3.1.1 (the embedded amqtt one) refuses MQTT 5 with "Unsupported
 protocol version": then it is 3.1.1 without event ids (`mqtt5` says which).
+
+For `--sparkplug` (sim_sparkplug) it also: publishes messages that are not
+counted (`send`: births and deaths, QoS 0 as Sparkplug wants them), listens
+on topics (`listen`: the node's NCMD, subscribed again on every connection),
+changes the Will before paho reconnects (`next_will`: each connection has its
+own bdSeq), counts `connections`, and sets no event ids: a Sparkplug edge
+node sends none, and the bridge must not need them.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import os
 import secrets
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +79,24 @@ class Broker:
 class Publisher:
     """One MQTT connection that publishes with QoS 1 and counts PUBACKs."""
 
-    def __init__(self, broker: Broker, client_id: str, max_in_flight: int) -> None:
+    def __init__(
+        self, broker: Broker, client_id: str, max_in_flight: int, event_ids: bool = True
+    ) -> None:
         self.broker = broker
         self.published = 0
         self.acknowledged = 0
         self.connected = False
+        self.connections = 0  # CONNACKs that accepted us: more than 1 after a reconnect
+        # Called on paho's thread when the connection is lost, before paho
+        # reconnects: the Will for the next connection (topic, payload).
+        self.next_will: Callable[[], tuple[str, bytes]] | None = None
+        self._listening: dict[str, Callable[[bytes], None]] = {}
+        # Messages `send` published, not counted: their mids until paho is done with them.
+        self._uncounted: set[int] = set()
+        self._uncounted_lock = threading.Lock()
+        self._closing = False
+        self._event_ids = event_ids
+        self._will_retain = True
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._acked = threading.Condition()
         self._connack = threading.Event()
@@ -104,11 +125,12 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _properties(self) -> Properties | None:
         """A new message's PUBLISH properties: its own event id (MQTT 5)."""
-        if not self.mqtt5:
+        if not self.mqtt5 or not self._event_ids:
             return None
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         properties.UserProperty = (EVENT_ID_PROPERTY, f"sim-{self._tag}-{next(self._numbers)}")
@@ -118,12 +140,18 @@ class Publisher:
     def in_flight(self) -> int:
         return self.published - self.acknowledged
 
-    def connect(self, will_topic: str, will_payload: bytes) -> None:
+    def listen(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Subscribe (QoS 1) to `topic` on every connection; `handler(payload)`
+        runs on paho's thread. Before `connect`."""
+        self._listening[topic] = handler
+
+    def connect(self, will_topic: str, will_payload: bytes, will_retain: bool = True) -> None:
         """Connect with the Last Will; raises CannotConnect if the broker won't have us.
 
         MQTT 5 first. A broker that speaks only 3.1.1 refuses it ("Unsupported
         protocol version"), or never answers (amqtt, given a CONNECT with a
         Will): then 3.1.1."""
+        self._will_retain = will_retain
         if not self._connect(will_topic, will_payload, MQTT5_WAIT_SECONDS):
             if self._refused_code not in (0, UNSUPPORTED_PROTOCOL_VERSION):
                 raise CannotConnect(
@@ -140,7 +168,7 @@ class Publisher:
     def _connect(self, will_topic: str, will_payload: bytes, seconds: float) -> bool:
         """One attempt with the current client; False (and `_refused` says why) if refused."""
         # The Will has no event id: the broker sends it at most once.
-        self._client.will_set(will_topic, will_payload, qos=1, retain=True)
+        self._client.will_set(will_topic, will_payload, qos=1, retain=self._will_retain)
         try:
             self._client.connect(self.broker.host, self.broker.port, KEEPALIVE_SECONDS)
         except (OSError, ssl.SSLError) as exc:
@@ -169,8 +197,21 @@ class Publisher:
         self._client.publish(topic, payload, qos=1, properties=self._properties())
         return True
 
-    def publish_status(self, topic: str, payload: bytes, seconds: float) -> bool:
-        """Publish a retained gateway status and wait for its PUBACK.
+    def send(self, topic: str, payload: bytes, qos: int) -> bool:
+        """Publish a message that is not counted (a Sparkplug birth or death),
+        without waiting for a slot; False if paho would not take it (QoS 0
+        while disconnected: lost, as Sparkplug expects of QoS 0)."""
+        with self._uncounted_lock:  # on_publish may run before we know the mid
+            info = self._client.publish(topic, payload, qos=qos, properties=self._properties())
+            if info.rc == paho.MQTT_ERR_SUCCESS or qos > 0:  # QoS 1: queued until connected
+                self._uncounted.add(info.mid)
+                return True
+        return False
+
+    def publish_status(
+        self, topic: str, payload: bytes, seconds: float, retain: bool = True
+    ) -> bool:
+        """Publish a (by default retained) gateway status and wait for its PUBACK.
 
         It is not counted: the counters are the device messages'. One that is
         not acknowledged in time stays counted as in flight.
@@ -179,7 +220,7 @@ class Publisher:
             return False
         self.published += 1
         info = self._client.publish(
-            topic, payload, qos=1, retain=True, properties=self._properties()
+            topic, payload, qos=1, retain=retain, properties=self._properties()
         )
         try:
             info.wait_for_publish(seconds)
@@ -199,6 +240,7 @@ class Publisher:
 
     def close(self) -> None:
         """A clean DISCONNECT (the broker drops the Will), then stop paho's thread."""
+        self._closing = True
         self._disconnected.clear()
         self._client.disconnect()
         # paho's thread writes the DISCONNECT; stopping it first could lose it.
@@ -209,14 +251,30 @@ class Publisher:
         if reason.is_failure:
             self._refused, self._refused_code = str(reason), reason.value
         else:
+            # A new session each time (clean start): subscribe again.
+            for topic in self._listening:
+                self._client.subscribe(topic, qos=1)
             self.connected = True
+            self.connections += 1
         self._connack.set()
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
         self.connected = False
+        if self.next_will is not None and not self._closing and self.connections:
+            will_topic, will_payload = self.next_will()
+            self._client.will_set(will_topic, will_payload, qos=1, retain=self._will_retain)
         self._disconnected.set()
 
-    def _on_publish(self, _c: paho.Client, _u: Any, _mid: int, _r: Any, _p: Any) -> None:
+    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        handler = self._listening.get(message.topic)
+        if handler is not None:
+            handler(bytes(message.payload))
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        with self._uncounted_lock:
+            if mid in self._uncounted:
+                self._uncounted.discard(mid)
+                return
         with self._acked:
             self.acknowledged += 1
             self._acked.notify_all()

@@ -28,6 +28,12 @@ for `--spike-for` seconds, by default the middle third of the run (of
 end). The window is on the publishing schedule (message n is due n / rate
 seconds in), not on the wall clock, so a `--count` run spikes the same
 messages every time.
+
+`--sparkplug` makes the gateway a Sparkplug B edge node (sim_edges says what
+each kind of gateway publishes, sim_sparkplug encodes it): the same devices
+and readings, as DDATA by alias after the births. The counters and --count
+are the DDATA messages'; births and deaths are not counted. The last line
+says how many rebirths hosts asked for.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ from edgesense.common.config import (
 from edgesense.common.errors import ConfigurationError
 from edgesense.common.events import DEVICE_ID
 from edgesense.tools.errors import Unacknowledged, UsageError
-from edgesense.tools.sim_devices import traffic
+from edgesense.tools.local_commands import SIMULATED_KINDS
+from edgesense.tools.sim_edges import Edge, JsonGateway, SparkplugNode
 from edgesense.tools.sim_publisher import Broker, Publisher, client_id
 
 TTY_EVERY_SECONDS = 0.25
@@ -193,6 +200,11 @@ def _check_id(name: str, value: str) -> str:
 def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     project, gateway = _check_id("project", args.project), _check_id("gateway", args.gateway)
+    if args.sparkplug and args.kinds is not None:
+        raise UsageError(
+            "--kinds does not apply to --sparkplug: an edge node publishes readings "
+            "(DDATA); its births and deaths are the status, and alerts come from rules"
+        )
     # The same variables, defaults and rules as the services' (edgesense.common.config).
     env = os.environ
     try:
@@ -205,18 +217,27 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except ConfigurationError as exc:
         raise UsageError(exc.message) from None
     spike = spike_window(args)
-    base = f"{prefix}/{project}/{gateway}"
-    publisher = Publisher(broker, client_id(gateway), args.max_in_flight)
-    publisher.connect(f"{base}/status", b"offline")
+    rng = random.Random(args.seed)
+    edge: Edge
+    if args.sparkplug:
+        edge = SparkplugNode(project, gateway, args.devices, rng)
+    else:
+        kinds = args.kinds or list(SIMULATED_KINDS)
+        edge = JsonGateway(f"{prefix}/{project}/{gateway}", args.devices, kinds, rng)
+    # A Sparkplug edge node sends no event ids: the bridge must do without.
+    publisher = Publisher(
+        broker, client_id(gateway), args.max_in_flight, event_ids=not args.sparkplug
+    )
+    edge.connect(publisher)
     print(
         f"gateway {gateway} of project {project} on {broker.url}: {args.devices} devices, "
-        f"{args.rate:g} msg/s, topics {base}/…  (Ctrl-C stops)",
+        f"{args.rate:g} msg/s, {edge.describe()}  (Ctrl-C stops)",
         file=out,
         flush=True,
     )
     if spike is not None:
         print(spike.describe(), file=out, flush=True)
-    if not publisher.mqtt5:
+    if not publisher.mqtt5 and not args.sparkplug:
         print(
             "the broker speaks only MQTT 3.1.1: messages carry no event-id, so one "
             "delivered twice becomes two events",
@@ -227,16 +248,16 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     live = LiveLine(publisher, out)
     try:
         with stop_on_signals(stop):
-            publisher.publish_status(f"{base}/status", b"online", DRAIN_SECONDS)
-            _run(args, publisher, live, base, stop, spike)
+            edge.start(publisher, DRAIN_SECONDS)
+            _run(args, publisher, live, edge, stop, spike)
             drained = _drain(publisher, live, stop)
             # After a second Ctrl-C, say offline only if the broker answers at once.
-            publisher.publish_status(
-                f"{base}/status", b"offline", DRAIN_SECONDS if drained else GIVE_UP_SECONDS
-            )
+            edge.stop(publisher, DRAIN_SECONDS if drained else GIVE_UP_SECONDS)
     finally:
         live.finish()
         publisher.close()
+    if isinstance(edge, SparkplugNode):
+        print(_commands_line(edge), file=out, flush=True)
     if not drained or publisher.in_flight:
         raise Unacknowledged(
             f"{publisher.in_flight} messages were never acknowledged by the broker"
@@ -244,16 +265,23 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+def _commands_line(node: SparkplugNode) -> str:
+    line = f"rebirths requested {node.rebirths}"
+    if node.bad_commands:
+        line += f"; {node.bad_commands} NCMDs ignored: not Sparkplug B payloads"
+    return line
+
+
 def _run(
     args: argparse.Namespace,
     publisher: Publisher,
     live: LiveLine,
-    base: str,
+    edge: Edge,
     stop: threading.Event,
     window: SpikeWindow | None = None,
 ) -> None:
-    """Publish on schedule until the count, the duration or a stop signal."""
-    rng = random.Random(args.seed)
+    """Publish on schedule until the count, the duration or a stop signal;
+    the edge's urgent messages (births) as soon as it has them."""
     interval = 1.0 / args.rate
     start = due = time.monotonic()
 
@@ -263,9 +291,11 @@ def _run(
         live.note = "  (spiking " + ", ".join(spiked) + ")" if spiked else ""
         return spiked
 
-    messages = traffic(args.devices, args.kinds, rng, spike)
+    messages = edge.messages(spike)
     sent = 0
     while not stop.is_set() and (args.count is None or sent < args.count):
+        for message in edge.urgent():
+            publisher.send(message.topic, message.payload, message.qos)
         now = time.monotonic()
         if args.duration is not None and now - start >= args.duration:
             return
@@ -274,8 +304,7 @@ def _run(
             live.tick()
             continue
         message = next(messages)
-        topic = f"{base}/{message.device_id}/{message.kind}"
-        while not publisher.publish(topic, message.payload):
+        while not publisher.publish(message.topic, message.payload):
             live.tick()
             if stop.is_set():
                 return
