@@ -489,6 +489,26 @@ def test_ndeath_of_the_current_session_takes_node_and_devices_offline(host: Spar
     assert reason(after) == "sparkplug_unknown_node"
 
 
+def test_two_hosts_knowing_different_devices_give_shared_events_the_same_ids() -> None:
+    """Two bridges take all Sparkplug traffic and delivery keeps one copy of
+    each event by its id: one that missed a DBIRTH must still give the node's
+    own offline event, and the devices both know, the same ids."""
+    everything, missed_one = SparkplugHost(), SparkplugHost()
+    for host in (everything, missed_one):
+        born(host)
+        ok(host.handle(topic("DBIRTH", device="pump-2"), dbirth(1), RECEIVED_NS, 1))
+    ok(everything.handle(topic("DBIRTH", device="pump-1"), dbirth(2), RECEIVED_NS, 1))
+    full = ok(everything.handle(topic("NDEATH"), ndeath(7), RECEIVED_NS, 2))
+    partial = ok(missed_one.handle(topic("NDEATH"), ndeath(7), RECEIVED_NS, 2))
+    ids = {event.device_id: event.event_id for event in full.events}
+    assert sorted(ids) == [EDGE, "pump-1", "pump-2"]
+    assert {event.device_id: event.event_id for event in partial.events} == {
+        EDGE: ids[EDGE],
+        "pump-2": ids["pump-2"],
+    }
+    assert len(set(ids.values())) == 3
+
+
 def test_a_stale_ndeath_is_ignored(host: SparkplugHost) -> None:
     born(host)
     outcome = host.handle(topic("NDEATH"), ndeath(6), RECEIVED_NS, 1)
@@ -601,7 +621,7 @@ def test_event_ids_are_deterministic() -> None:
     assert ids == [event.event_id for event in second.events]
     assert len(set(ids)) == len(ids) == 2
     assert all(i.startswith("evt_") and len(i) == 28 for i in ids)
-    assert ids[0] == event_id(GROUP, topic("NBIRTH"), nbirth(), 0)
+    assert ids[0] == event_id(GROUP, topic("NBIRTH"), nbirth(), "status", EDGE)
     # A different payload (one reading changed), topic or project: other ids.
     changed = (*NODE_METRICS[:-1], metric("byte", DataType.UINT8, 201, alias=12))
     other = SparkplugHost().handle(topic("NBIRTH"), nbirth(changed), RECEIVED_NS, 0)

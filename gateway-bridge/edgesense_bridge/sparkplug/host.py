@@ -39,11 +39,13 @@ Decisions, and why:
   metric keeps only the last value of a name within one message; earlier ones
   are counted ("duplicate"). bdSeq and `Node Control/*` (`Device Control/*`)
   are the protocol's, not readings, and are left out uncounted.
-- Event ids are derived from the project, topic, payload bytes and the
-  event's index in the outcome, so the same message twice (a resend, or two
-  bridges subscribed to it) is stored once by delivery. NDEATH's device
-  events come sorted by device id, so two bridges with the same session
-  derive the same ids.
+- Event ids are derived from the project, topic and payload bytes, and from
+  what the event is (its kind and device: a message makes at most one event
+  of a kind per device), so the same message twice (a resend, or two bridges
+  subscribed to it) is stored once by delivery. Not from the event's place in
+  the outcome: two bridges that know different devices of a node (one saw a
+  DBIRTH the other missed) still give the node's own offline event of an
+  NDEATH the same id. NDEATH's device events come sorted by device id.
 - Memory is bounded by construction: at most `max_nodes` node sessions and
   `max_metrics` remembered metrics (a device counts as one more), least
   recently used node evicted first (its next DATA asks for a rebirth), and a
@@ -191,9 +193,11 @@ class _Message:
         return self.address.device_id or self.address.edge_node_id
 
 
-def event_id(project_id: str, topic: str, payload: bytes, index: int) -> str:
-    """The id of the `index`th event a message makes: the same message, the same ids."""
-    scope = b"\0".join((project_id.encode(), topic.encode(), payload, str(index).encode()))
+def event_id(project_id: str, topic: str, payload: bytes, kind: str, device_id: str) -> str:
+    """The id of a message's `kind` event ("status", "readings") about `device_id`:
+    the same message, the same ids."""
+    parts = (project_id.encode(), topic.encode(), payload, kind.encode(), device_id.encode())
+    scope = b"\0".join(parts)
     digest = hashlib.sha256(scope).digest()[:15]
     return "evt_" + base64.b32encode(digest).decode().lower()
 
@@ -584,11 +588,11 @@ def _payload_timestamp(message: _Message) -> timestamp_pb2.Timestamp:
 
 
 def _event(
-    message: _Message, device_id: str, timestamp: timestamp_pb2.Timestamp
+    message: _Message, kind: str, device_id: str, timestamp: timestamp_pb2.Timestamp
 ) -> events_pb2.Event:
     address = message.address
     event = events_pb2.Event(
-        event_id=event_id(address.project_id, message.topic, message.raw, len(message.events)),
+        event_id=event_id(address.project_id, message.topic, message.raw, kind, device_id),
         project_id=address.project_id,
         gateway_id=address.edge_node_id,
         device_id=device_id,
@@ -616,12 +620,12 @@ def _status(
     state = (
         events_pb2.DeviceStatus.STATE_ONLINE if online else events_pb2.DeviceStatus.STATE_OFFLINE
     )
-    event = _event(message, device_id, timestamp)
+    event = _event(message, "status", device_id, timestamp)
     event.status.CopyFrom(events_pb2.DeviceStatus(state=state, details=_struct(details)))
 
 
 def _readings(
     message: _Message, values: Mapping[str, Any], timestamp: timestamp_pb2.Timestamp
 ) -> None:
-    event = _event(message, message.device_id, timestamp)
+    event = _event(message, "readings", message.device_id, timestamp)
     event.readings.CopyFrom(events_pb2.Readings(values=_struct(values)))
