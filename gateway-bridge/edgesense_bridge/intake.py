@@ -17,23 +17,34 @@ with; an NDEATH: the node and each device offline); it is acknowledged once
 all of them are confirmed. A rebirth request the host asks for is handed to
 `request_rebirth` (the server publishes it). Retained Sparkplug messages are
 old state replayed on subscribing (Sparkplug forbids retaining births and
-data): ignored, like ours.
+data): ignored, like ours. An offline STATE on our own host's topic (a late
+Will of an older connection, another process with our host id) is answered
+with our online STATE again (`own_state`), as Sparkplug 3.0 requires.
 
-Reconnects: when the broker resumes our session it resends every message we
-had not acknowledged, under the same packet id with the DUP flag. Queued
-items of the old connection are dropped (their copies are coming), and a
-resent copy of a message still on its way, or confirmed but not acknowledged,
-gets the same event id as the original, so that delivery deduplicates it.
+Reconnects: when the broker resumes our session it resends every QoS 1
+message we had not acknowledged, under the same packet id with the DUP flag.
+Queued QoS 1 items of the old connection are dropped (their copies are
+coming); QoS 0 ones stay and are stored (nothing resends them). A resent copy
+of one of our topics' messages still on its way, or confirmed but not
+acknowledged, gets the same event id as the original, so that delivery
+deduplicates it. A resent Sparkplug message is not handed to the host again:
+the host's sessions have moved on since (a rebirth may have given its aliases
+other names, a later NBIRTH made its NDEATH look stale), so the events made
+the first time are submitted again instead (or, all stored already, the copy
+is acknowledged at once); a resend the bridge never saw goes to the host.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from edgesense.common.log_throttle import LogThrottle, ThrottledLog
+from edgesense.v1 import events_pb2
 from edgesense_bridge import metrics
 from edgesense_bridge.batching import Batch, Item
 from edgesense_bridge.forwarder import Forwarder
@@ -60,6 +71,16 @@ LOG_BUDGET: Final = 20
 SPARKPLUG_TOPICS: Final = f"{NAMESPACE}/".encode()
 
 
+@dataclass
+class _Held:
+    """A QoS 1 Sparkplug message's events on their way, to submit again
+    should the broker resend the message (see the module docstring)."""
+
+    fingerprint: int
+    events: tuple[events_pb2.Event, ...]
+    left: int  # not yet confirmed; 0: all stored, the PUBACK did not go out
+
+
 class Intake:
     def __init__(
         self,
@@ -69,7 +90,9 @@ class Intake:
         max_in_flight: int,
         sparkplug: SparkplugHost | None = None,
         request_rebirth: Callable[[Rebirth], None] | None = None,
+        own_state: tuple[str, Callable[[], None]] | None = None,
     ) -> None:
+        """`own_state`: our STATE topic, and what publishes our online STATE again."""
         self._rules = rules
         self._forwarder = forwarder
         self._outbox = forwarder.outbox
@@ -84,27 +107,40 @@ class Intake:
         self._resends: dict[int, tuple[int, str]] = {}
         self._sparkplug = sparkplug
         self._request_rebirth = request_rebirth
-        # QoS 1 messages that made several events: (epoch, mid) -> events not yet
-        # confirmed (mids repeat across connections). Bounded by the in-flight limit.
-        self._parts: dict[tuple[int, int], int] = {}
+        self._own_state = own_state
+        # QoS 1 Sparkplug messages whose events are on their way: (epoch, mid)
+        # -> what they made (mids repeat across connections). Bounded by the
+        # in-flight limit: a message stays only until its PUBACK goes out, or
+        # until the broker's resend of it on the next connection.
+        self._held: dict[tuple[int, int], _Held] = {}
+        # Expected Sparkplug resends on the current connection: mid -> _Held.
+        self._sparkplug_resends: dict[int, _Held] = {}
 
     def on_session(self, epoch: int, session_present: bool) -> None:
-        """A new connection; with a resumed session, what we did not ack is coming again."""
+        """A new connection; with a resumed session, the QoS 1 messages we did not
+        ack are coming again (QoS 0 ones never do: theirs stay queued)."""
         self._resends = {}
+        # Held from older connections, oldest first: the PUBACKs of these can no
+        # longer go out (acks of an older connection fail), their resends may come.
+        older = sorted((key, held) for key, held in self._held.items() if key[0] < epoch)
+        self._held = {key: held for key, held in self._held.items() if key[0] >= epoch}
+        self._sparkplug_resends = {}
         if session_present:
+            self._sparkplug_resends = {mid: held for (_, mid), held in older}
             for item in self._outbox:
-                if item.receipt.epoch < epoch:
-                    self._resends[item.receipt.mid] = (item.fingerprint, item.event.event_id)
+                receipt = item.receipt
+                if receipt.epoch < epoch and receipt.qos > 0:
+                    self._resends[receipt.mid] = (item.fingerprint, item.event.event_id)
             self._resends.update(self._unacked)
-            dropped = self._outbox.drop_pending(lambda item: item.receipt.epoch < epoch)
+            dropped = self._outbox.drop_pending(
+                lambda item: item.receipt.epoch < epoch and item.receipt.qos > 0
+            )
             if dropped:
                 log.info(
                     "mqtt: %d queued messages will come again on the resumed session", len(dropped)
                 )
                 self._forwarder.changed()
         self._unacked = {}
-        # Acks of older connections fail anyway: their messages come again whole.
-        self._parts = {}
         self._update_in_flight()
 
     def on_message(self, message: InboundMessage) -> None:
@@ -148,6 +184,15 @@ class Intake:
     def _on_sparkplug(self, host: SparkplugHost, message: InboundMessage) -> None:
         raw, receipt = message.raw, message.receipt
         topic = raw.topic.decode("utf-8", "replace")[:200]
+        fingerprint = hash((raw.topic, raw.payload))
+        if message.dup and receipt.mid in self._sparkplug_resends:
+            held = self._sparkplug_resends.pop(receipt.mid)
+            if held.fingerprint == fingerprint:
+                self._resubmit(held, receipt)
+                return
+        own_state = self._own_state
+        if own_state and topic == own_state[0] and not raw.retain and _says_offline(raw.payload):
+            own_state[1]()
         outcome = self._sparkplug_outcome(host, raw, topic)
         if outcome.rebirth is not None:
             metrics.SPARKPLUG_REBIRTH_REQUESTS.labels(outcome.rebirth.reason).inc()
@@ -160,16 +205,29 @@ class Intake:
         if outcome.rejected is not None:
             reason, detail = outcome.rejected
             self._settle(Rejected(reason, detail, topic), receipt)
-        elif not outcome.events:
-            self._settle(Ignored(outcome.ignored or "no_events"), receipt)
+        elif outcome.ignored is not None:
+            self._settle(Ignored(outcome.ignored), receipt)
         else:
-            if len(outcome.events) > 1 and receipt.qos > 0:
-                self._parts[(receipt.epoch, receipt.mid)] = len(outcome.events)
-            received, fingerprint = time.monotonic(), hash((raw.topic, raw.payload))
-            for event in outcome.events:
-                size = event.ByteSize()
-                self._forwarder.submit(Item(event, receipt, received, fingerprint, size))
-            self._update_in_flight()
+            self._submit(outcome.events, receipt, fingerprint)
+
+    def _submit(
+        self, events: tuple[events_pb2.Event, ...], receipt: Receipt, fingerprint: int
+    ) -> None:
+        """Forward a Sparkplug message's events; a QoS 1 message is held until
+        its PUBACK goes out (acked once the last of its events is confirmed)."""
+        if receipt.qos > 0:
+            self._held[(receipt.epoch, receipt.mid)] = _Held(fingerprint, events, len(events))
+        received = time.monotonic()
+        for event in events:
+            self._forwarder.submit(Item(event, receipt, received, fingerprint, event.ByteSize()))
+        self._update_in_flight()
+
+    def _resubmit(self, held: _Held, receipt: Receipt) -> None:
+        """The broker resent a Sparkplug message whose events we made already."""
+        if held.left == 0:  # all stored: only the PUBACK was lost
+            self._acker.ack(receipt)
+        else:  # delivery keeps one copy of each by its id
+            self._submit(held.events, receipt, held.fingerprint)
 
     def _sparkplug_outcome(
         self, host: SparkplugHost, raw: RawMessage, topic: str
@@ -182,7 +240,7 @@ class Intake:
         try:
             topic_text = raw.topic.decode("utf-8")
         except UnicodeDecodeError:
-            return SparkplugOutcome(rejected=("bad_topic", "topic is not UTF-8"))
+            return SparkplugOutcome(rejected=("sparkplug_bad_topic", "topic is not UTF-8"))
         try:
             return host.handle(topic_text, raw.payload, raw.received_ns, time.monotonic())
         except Exception as exc:  # a decoder bug must not turn one message into a crash loop
@@ -196,13 +254,15 @@ class Intake:
         (a message of several events once the last of them is confirmed)."""
         for item in batch.items:
             receipt = item.receipt
-            key = (receipt.epoch, receipt.mid)
-            left = self._parts.get(key)
-            if left is not None:
-                if left > 1:
-                    self._parts[key] = left - 1
+            held = self._held.get((receipt.epoch, receipt.mid)) if receipt.qos > 0 else None
+            if held is not None:
+                held.left -= 1
+                if held.left > 0:
                     continue
-                del self._parts[key]
+                if self._acker.ack(receipt):
+                    del self._held[(receipt.epoch, receipt.mid)]
+                # else: kept, all stored, for the resend on the next connection
+                continue
             if not self._acker.ack(receipt) and receipt.qos > 0:
                 self._unacked[receipt.mid] = (item.fingerprint, item.event.event_id)
         self._update_in_flight()
@@ -214,3 +274,12 @@ class Intake:
             self._acker.pause_reading()
         elif held <= self._resume_at:
             self._acker.resume_reading()
+
+
+def _says_offline(payload: bytes) -> bool:
+    """A Sparkplug 3.0 STATE payload with `"online": false`."""
+    try:
+        state = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(state, dict) and state.get("online") is False

@@ -266,22 +266,11 @@ class MqttConnection:
         self._client.ack(receipt.mid, receipt.qos)
         return True
 
-    async def publish(
-        self, topic: str, payload: bytes, content_type: str | None = None, *, qos: int = 1
-    ) -> None:
-        """Publish, not retained; with QoS 1 wait for the broker's PUBACK, with
-        QoS 0 return once it is handed to the connection (there is no ack)."""
-        if not self._connected or self._loop is None:
+    async def publish(self, topic: str, payload: bytes, content_type: str | None = None) -> None:
+        """Publish with QoS 1, not retained, and wait for the broker's PUBACK."""
+        if self._loop is None:
             raise MqttUnavailable("not connected to the MQTT broker")
-        properties = None
-        if self.options.mqtt5 and content_type is not None:
-            properties = _properties(PacketTypes.PUBLISH)
-            properties.ContentType = content_type
-        info = self._client.publish(topic, payload, qos=qos, properties=properties)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise MqttUnavailable(f"publish failed: {paho.error_string(info.rc)}")
-        if qos == 0:
-            return
+        info = self._send(topic, payload, 1, content_type)
         future: asyncio.Future[None] = self._loop.create_future()
         self._publishes[info.mid] = future
         try:
@@ -290,6 +279,33 @@ class MqttConnection:
             raise MqttUnavailable("the broker did not acknowledge the publish in time") from None
         finally:
             self._publishes.pop(info.mid, None)
+
+    def publish_now(self, topic: str, payload: bytes) -> None:
+        """Publish with QoS 0, not retained: handed to the connection, no ack to
+        wait for (a Sparkplug rebirth request). Raises MqttUnavailable."""
+        self._send(topic, payload, 0, None)
+
+    def reassert_presence(self) -> None:
+        """Publish the online presence message again, with this connection's
+        timestamp: Sparkplug 3.0 has a host that sees an offline STATE on its
+        own topic (a late Will of an older connection, another process with
+        the same host id) publish online again at once."""
+        if self._connected and self.subscribed.is_set():
+            self._publish_presence(online=True)
+
+    def _send(
+        self, topic: str, payload: bytes, qos: int, content_type: str | None
+    ) -> paho.MQTTMessageInfo:
+        if not self._connected:
+            raise MqttUnavailable("not connected to the MQTT broker")
+        properties = None
+        if self.options.mqtt5 and content_type is not None:
+            properties = _properties(PacketTypes.PUBLISH)
+            properties.ContentType = content_type
+        info = self._client.publish(topic, payload, qos=qos, properties=properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttUnavailable(f"publish failed: {paho.error_string(info.rc)}")
+        return info
 
     def pause_reading(self) -> None:
         if not self._paused:

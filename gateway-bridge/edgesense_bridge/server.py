@@ -107,8 +107,8 @@ class Bridge:
             options.max_in_flight,
             sparkplug,
             self._request_rebirth,
+            None if presence is None else (presence.topic, self.connection.reassert_presence),
         )
-        self._rebirths: set[asyncio.Task[None]] = set()
         self._rebirth_failures = ThrottledLog(log, LogThrottle(LOG_INTERVAL_SECONDS, LOG_BUDGET))
         service = DeviceConfigService(auth, self.connection, layout, options.max_payload_bytes)
         self.server = GrpcServer.for_service(
@@ -146,14 +146,9 @@ class Bridge:
             await self.channel.close()
 
     def _request_rebirth(self, rebirth: Rebirth) -> None:
-        """From the (synchronous) intake: publish in a task, fire and forget."""
-        task = asyncio.get_running_loop().create_task(self._publish_rebirth(rebirth))
-        self._rebirths.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._rebirths.discard)
-
-    async def _publish_rebirth(self, rebirth: Rebirth) -> None:
+        """From the intake: the NCMD goes out at QoS 0, nothing to wait for."""
         try:
-            await self.connection.publish(rebirth.topic, rebirth.payload, qos=0)
+            self.connection.publish_now(rebirth.topic, rebirth.payload)
         except MqttUnavailable as exc:  # the next message without a session asks again
             self._rebirth_failures.warning(
                 (rebirth.group_id, rebirth.edge_node_id),

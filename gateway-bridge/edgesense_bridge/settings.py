@@ -29,7 +29,7 @@ EDGESENSE_BRIDGE_PIPELINE_DEPTH (`4`)
 EDGESENSE_BRIDGE_TOPICS (`edgesense,sparkplug`)
     The inputs the bridge subscribes to: `edgesense`, our topic scheme
     (`{prefix}/#`, shared with EDGESENSE_MQTT_SHARED_GROUP), and `sparkplug`,
-    Sparkplug B (`spBv1.0/#`, never shared: see `inbound.MqttOptions`).
+    Sparkplug B (`spBv1.0/#`, never shared: see `server`).
 EDGESENSE_SPARKPLUG_GROUPS (none)
     `group=projectId,...`: the project of a Sparkplug group; a group not named
     here is the project of the same id.

@@ -174,9 +174,14 @@ def data_events(delivery: FakeDelivery, project: str, device: str) -> list[event
     ]
 
 
-def counter_total(name: str) -> float:
-    """A labelled counter summed over its labels."""
-    return sum(s.value for family in REGISTRY.collect() for s in family.samples if s.name == name)
+def counter_total(name: str, reason: str | None = None) -> float:
+    """A labelled counter summed over its labels (or its `reason` label's value)."""
+    return sum(
+        s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == name and (reason is None or s.labels.get("reason") == reason)
+    )
 
 
 @pytest.fixture
@@ -336,7 +341,9 @@ async def test_malformed_payloads_and_bad_topics_are_counted_and_the_bridge_goes
     group: str,
 ) -> None:
     node = EdgeNode(gateway, group, "edge-m")
-    rejected = counter_total("edgesense_bridge_messages_rejected_total")
+    name = "edgesense_bridge_messages_rejected_total"
+    reasons = ("sparkplug_bad_payload", "sparkplug_bad_topic")
+    before = {reason: counter_total(name, reason) for reason in reasons}
     ts = node.tick()
     birth = NBirth(ts, 0, (Metric(ts, "bdSeq", DataType.INT64, value=0),)).encode()
     truncated = birth[: len(birth) - 3]  # into the bdSeq metric
@@ -356,7 +363,8 @@ async def test_malformed_payloads_and_bad_topics_are_counted_and_the_bridge_goes
             lambda: any(millis(e) == ts for e in data_events(delivery, group, "edge-m")),
             what="good data after the bad",
         )
-    assert counter_total("edgesense_bridge_messages_rejected_total") >= rejected + 5
+    after = {reason: counter_total(name, reason) - before[reason] for reason in reasons}
+    assert after == {"sparkplug_bad_payload": 2, "sparkplug_bad_topic": 3}
 
 
 async def test_an_unconfirmed_sparkplug_message_is_not_acknowledged(
@@ -405,6 +413,35 @@ async def test_state_is_retained_online_while_running_and_offline_after_a_clean_
     after = watchers(topic)
     await eventually(lambda: state(after) is not None, 5, "the retained STATE after the stop")
     assert state(after) == {"online": False, "timestamp": online["timestamp"]}
+
+
+async def test_an_offline_state_on_our_own_topic_is_answered_with_online(
+    delivery: FakeDelivery,
+    settings: Settings,
+    options: BridgeSettings,
+    host_id: str,
+    watchers: Callable[[str], Watcher],
+) -> None:
+    """Sparkplug 3.0: a host that is sent an offline STATE on its own topic (a
+    late Will of an older connection, another process with its host id)
+    publishes its online STATE again, with its connection's timestamp."""
+    topic = f"spBv1.0/STATE/{host_id}"
+    async with running_bridge(settings, delivery, options) as bridge:
+        watcher = watchers(topic)
+        await eventually(lambda: state(watcher) is not None, 5, "the retained STATE")
+        online = state(watcher)
+        assert online is not None
+        assert online["online"] is True
+        impostor = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"imp-{host_id}")
+        impostor.connect("127.0.0.1", bridge.options.broker.port)
+        impostor.loop_start()
+        offline = json.dumps({"online": False, "timestamp": online["timestamp"]}).encode()
+        impostor.publish(topic, offline, qos=1, retain=True).wait_for_publish(10)
+        impostor.disconnect()
+        impostor.loop_stop()
+        await eventually(lambda: state(watcher) == online, 5, "the online STATE again")
+        fresh = watchers(topic)  # the retained one is online again too
+        await eventually(lambda: state(fresh) == online, 5, "the retained online STATE")
 
 
 @pytest.fixture
