@@ -45,7 +45,14 @@ class Parts:
     presence_asserted: list[int]
 
     def send(
-        self, topic: str, payload: bytes, mid: int, qos: int, *, dup: bool = False, retain=False
+        self,
+        topic: str,
+        payload: bytes,
+        mid: int,
+        qos: int,
+        *,
+        dup: bool = False,
+        retain: bool = False,
     ) -> None:
         raw = RawMessage(topic.encode(), payload, time.time_ns(), retain=retain)
         receipt = Receipt(self.acker.epoch, mid, qos)
@@ -69,7 +76,7 @@ async def parts() -> AsyncIterator[Parts]:
     channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never used: nothing runs the stream
     outbox = Outbox(batch_size=100, depth=8)
     forwarder = Forwarder(channel, "token", outbox, lambda batch: None)
-    acker, rebirths, asserted = FakeAcker(), [], []
+    acker, rebirths, asserted = FakeAcker(), list[Rebirth](), list[int]()
     intake = Intake(
         RULES,
         forwarder,
