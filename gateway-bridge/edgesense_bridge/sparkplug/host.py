@@ -71,6 +71,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from edgesense.common.message_limits import MAX_EVENT_BYTES
+from edgesense.common.sparkplug_names import BD_SEQ, DEVICE_CONTROL, NODE_CONTROL, SEQ_MODULUS
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.v1 import events_pb2
 from edgesense_bridge.sparkplug.control import rebirth_payload
@@ -84,10 +85,6 @@ from edgesense_bridge.sparkplug.topics import (
 from edgesense_bridge.sparkplug.values import MAX_DATETIME_MS, LeftOut, metric_value
 from edgesense_bridge.topics import TopicError
 
-BD_SEQ: Final = "bdSeq"
-NODE_CONTROL: Final = "Node Control/"
-DEVICE_CONTROL: Final = "Device Control/"
-SEQ_MODULUS: Final = 256
 REBIRTHS_PER_SECOND: Final = 100.0
 SOURCE: Final = "sparkplug"
 
