@@ -127,6 +127,7 @@ KNOWN_REASONS = {
     "sparkplug_unknown_alias",
     "sparkplug_bad_birth",
     "sparkplug_bad_timestamp",
+    "sparkplug_seq_gap",
     "too_large",
 }
 

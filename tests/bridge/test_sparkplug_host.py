@@ -431,16 +431,66 @@ def test_rebirth_limiter_memory_is_bounded() -> None:
 # Sequence numbers.
 
 
-def test_a_seq_gap_is_flagged_asks_for_a_rebirth_and_still_decodes(host: SparkplugHost) -> None:
+def assert_seq_gap(outcome: SparkplugOutcome, seen: str, expected: int) -> None:
+    assert outcome.seq_gap
+    assert reason(outcome) == "sparkplug_seq_gap"
+    assert outcome.rejected is not None
+    assert f"{seen} where {expected} was next" in outcome.rejected[1]
+    assert "waiting for the rebirth" in outcome.rejected[1]
+    assert outcome.events == ()
+    assert_rebirth(outcome, "seq_gap")
+
+
+def test_a_seq_gap_is_never_decoded_and_ends_the_session(host: SparkplugHost) -> None:
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    ok(host.handle(topic("NDATA"), ndata(2, by_alias(1, 1.0)), RECEIVED_NS, 1))
+    # Seq 3 and 4 were lost: perhaps an NBIRTH that gave alias 1 to another name.
+    assert_seq_gap(
+        host.handle(topic("NDATA"), ndata(5, by_alias(1, 2.0)), RECEIVED_NS, 2), "seq 5", 3
+    )
+    # The session and its devices are gone until the NBIRTH: nothing is guessed.
+    after = host.handle(topic("NDATA"), ndata(6, by_alias(1, 3.0)), RECEIVED_NS, 3)
+    assert reason(after) == "sparkplug_unknown_node"
+    assert not after.seq_gap
+    device = host.handle(topic("DDATA", device="pump-1"), ddata(7, by_alias(1, 1)), RECEIVED_NS, 3)
+    assert reason(device) == "sparkplug_unknown_node"
+    born(host, now=10.0)
+    ok(host.handle(topic("NDATA"), ndata(1, by_alias(1, 4.0)), RECEIVED_NS, 10))
+
+
+def test_a_seq_gap_in_ddata_or_dbirth_ends_the_nodes_session() -> None:
+    for kind, payload in [("DDATA", ddata(3, by_alias(1, 1))), ("DBIRTH", dbirth(3))]:
+        fresh = SparkplugHost()
+        born(fresh)
+        ok(fresh.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+        outcome = fresh.handle(topic(kind, device="pump-1"), payload, RECEIVED_NS, 2)
+        assert_seq_gap(outcome, "seq 3", 2)
+        assert fresh.node_count == 0
+        after = fresh.handle(topic("NDATA"), ndata(4, by_alias(1, 1.0)), RECEIVED_NS, 3)
+        assert reason(after) == "sparkplug_unknown_node"
+
+
+def test_a_resent_message_is_a_gap(host: SparkplugHost) -> None:
     born(host)
     ok(host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 1))
-    outcome = host.handle(topic("NDATA"), ndata(5, by_alias(1, 2.0)), RECEIVED_NS, 2)
+    again = host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 1)
+    assert_seq_gap(again, "seq 1", 2)
+
+
+def test_a_ddeath_with_a_gap_takes_the_device_offline_and_ends_the_session(
+    host: SparkplugHost,
+) -> None:
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    death = DDeath(DATA_MS, 9).encode()
+    outcome = host.handle(topic("DDEATH", device="pump-1"), death, RECEIVED_NS, 2)
     assert outcome.seq_gap
     assert outcome.rejected is None
-    assert readings(outcome) == {"temperature": 2.0}
+    assert statuses(outcome) == [(EDGE, "pump-1", "STATE_OFFLINE")]
     assert_rebirth(outcome, "seq_gap")
-    # The session resumes from the seq it saw.
-    ok(host.handle(topic("NDATA"), ndata(6, by_alias(1, 3.0)), RECEIVED_NS, 3))
+    after = host.handle(topic("NDATA"), ndata(10, by_alias(1, 1.0)), RECEIVED_NS, 3)
+    assert reason(after) == "sparkplug_unknown_node"
 
 
 def test_seq_wraps_at_256_and_counts_every_message_of_the_session(host: SparkplugHost) -> None:
@@ -454,8 +504,8 @@ def test_seq_wraps_at_256_and_counts_every_message_of_the_session(host: Sparkplu
         )
     )
     ok(host.handle(topic("DDEATH", device="d"), DDeath(DATA_MS, 3).encode(), RECEIVED_NS, 0))
-    late = host.handle(topic("NDATA"), ndata(3, by_alias(1, 1.0)), RECEIVED_NS, 0)
-    assert late.seq_gap
+    late = host.handle(topic("NDATA"), ndata(5, by_alias(1, 1.0)), RECEIVED_NS, 0)
+    assert_seq_gap(late, "seq 5", 4)
 
 
 def test_a_missing_seq_is_a_gap(host: SparkplugHost) -> None:
@@ -463,8 +513,7 @@ def test_a_missing_seq_is_a_gap(host: SparkplugHost) -> None:
     payload = their_pb.Payload(timestamp=DATA_MS)
     payload.metrics.append(by_alias(1, 4.0).to_pb(include_dtype=False))
     outcome = host.handle(topic("NDATA"), payload.SerializeToString(), RECEIVED_NS, 1)
-    assert outcome.seq_gap
-    assert readings(outcome) == {"temperature": 4.0}
+    assert_seq_gap(outcome, "no seq", 1)
 
 
 # Deaths.

@@ -20,9 +20,16 @@ Decisions, and why:
   rebirth request: the node's next NBIRTH makes the data after it decodable.
   The rejected message itself is acknowledged and counted, not held: holding
   it would need memory per unknown node and a rebirth may never come.
-- A sequence gap (seq not last + 1 mod 256, or missing) means messages were
-  lost, births perhaps among them: the outcome says `seq_gap`, a rebirth is
-  requested, and the message is still decoded when its aliases are known.
+- A sequence gap (seq not last + 1 mod 256, or missing) in an NDATA, DDATA
+  or DBIRTH means messages were lost, and a lost NBIRTH or DBIRTH may have
+  reassigned the aliases, so the message is never decoded: the node's session
+  (its devices with it) is dropped, the message rejected
+  ("sparkplug_seq_gap"), the outcome says `seq_gap` and a rebirth is
+  requested. Later data is "sparkplug_unknown_node" until the NBIRTH comes.
+  A DDEATH with a gap still takes its device offline (no alias is involved),
+  and drops the session and asks for a rebirth likewise. A resent message
+  (seq already seen: an MQTT QoS 1 redelivery) is a gap too: its seq cannot
+  tell it from 256 lost messages.
 - Rebirths are rate-limited: one per edge node per `rebirth_interval_seconds`
   and 100 a second overall, so a flood of unknown nodes cannot flood the
   broker with commands. The limiter forgets a node once its interval is past,
@@ -116,7 +123,9 @@ class SparkplugOutcome:
     - `metrics_left_out`: metrics not typed into the payload (datasets,
       templates, ...) by reason -> count; counted, not fatal.
     - `seq_gap`: the message's seq was not the session's last + 1 (mod 256):
-      messages were lost between the node and us; counted.
+      messages were lost between the node and us; counted. The session is
+      dropped and the message rejected ("sparkplug_seq_gap"), but for a
+      DDEATH, which still takes its device offline.
     """
 
     events: tuple[events_pb2.Event, ...] = ()
@@ -359,9 +368,12 @@ class SparkplugHost:
         session = self._nodes.get(message.key)
         if session is not None:
             self._nodes.move_to_end(message.key)
-            _check_seq(message, session)
-            session.devices.pop(message.device_id, None)
-            self._reweigh(message.key)
+            if _seq_gap(message, session) is None:
+                session.devices.pop(message.device_id, None)
+                self._reweigh(message.key)
+            else:
+                # The device goes offline all the same: a DDEATH names no alias.
+                self._drop(message.key)
         timestamp = _payload_timestamp(message)
         _status(
             message,
@@ -385,7 +397,10 @@ class SparkplugHost:
                 f"{message.address.group_id!r} has had no NBIRTH in this session",
             )
         self._nodes.move_to_end(message.key)
-        _check_seq(message, session)
+        gap = _seq_gap(message, session)
+        if gap is not None:
+            self._drop(message.key)
+            raise _Reject("sparkplug_seq_gap", gap)
         return session
 
     def _store(self, key: tuple[str, str], session: _NodeSession) -> None:
@@ -459,15 +474,22 @@ class SparkplugHost:
 # Reading payloads.
 
 
-def _check_seq(message: _Message, session: _NodeSession) -> None:
+def _seq_gap(message: _Message, session: _NodeSession) -> str | None:
+    """None when the message's seq is the session's next (and advances it); else
+    what the gap is, the message flagged and a rebirth asked for: the caller
+    drops the session."""
     expected = (session.seq + 1) % SEQ_MODULUS
     payload = message.payload
-    # Missing or out of range: a gap, and the session resumes from the expected.
-    seq = payload.seq if payload.HasField("seq") and payload.seq < SEQ_MODULUS else -1
-    if seq != expected:
-        message.seq_gap = True
-        message.rebirth_reason = message.rebirth_reason or "seq_gap"
-    session.seq = seq if seq >= 0 else expected
+    if payload.HasField("seq") and payload.seq == expected:
+        session.seq = expected
+        return None
+    message.seq_gap = True
+    message.rebirth_reason = message.rebirth_reason or "seq_gap"
+    seen = f"seq {payload.seq}" if payload.HasField("seq") else "no seq"
+    return (
+        f"{seen} where {expected} was next: messages were lost, perhaps a birth; "
+        "waiting for the rebirth"
+    )
 
 
 def _name(metric: spb.Payload.Metric) -> str | None:
