@@ -382,6 +382,72 @@ def test_a_birth_giving_one_alias_two_names_is_rejected(host: SparkplugHost) -> 
     assert reason(after) == "sparkplug_unknown_node"
 
 
+def test_an_unreadable_nbirth_voids_the_old_session(host: SparkplugHost) -> None:
+    ok(
+        host.handle(
+            topic("NBIRTH"), nbirth((metric("Temp", DataType.FLOAT, 1.0, alias=1),)), RECEIVED_NS, 0
+        )
+    )
+    pressure = nbirth((metric("Pressure", DataType.FLOAT, 2.0, alias=1),))
+    truncated = host.handle(topic("NBIRTH"), pressure[:-3], RECEIVED_NS, 1)
+    assert reason(truncated) == "sparkplug_bad_payload"
+    assert truncated.rebirth is None
+    # Alias 1 is not "Temp" any more, and not known to be "Pressure" either.
+    after = host.handle(topic("NDATA"), ndata(1, by_alias(1, 3.0)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_node"
+    assert_rebirth(after, "unknown_node")
+
+
+def test_a_too_large_or_badly_timed_nbirth_voids_the_old_session() -> None:
+    far = 253_402_300_800_000  # 10000-01-01
+    for payload, why in [
+        (nbirth((*NODE_METRICS, metric("text", DataType.STRING, "x" * 1000))), "too_large"),
+        (nbirth(timestamp=far), "sparkplug_bad_timestamp"),
+    ]:
+        host = SparkplugHost(max_payload_bytes=len(nbirth()) + 100)
+        born(host)
+        outcome = host.handle(topic("NBIRTH"), payload, RECEIVED_NS, 1)
+        assert reason(outcome) == why
+        assert outcome.rebirth is None
+        assert host.node_count == 0
+        after = host.handle(topic("NDATA"), ndata(1, by_alias(1, 3.0)), RECEIVED_NS, 2)
+        assert reason(after) == "sparkplug_unknown_node"
+
+
+def test_an_unreadable_dbirth_voids_the_devices_aliases(host: SparkplugHost) -> None:
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    truncated = host.handle(topic("DBIRTH", device="pump-1"), dbirth(2)[:-3], RECEIVED_NS, 1)
+    assert reason(truncated) == "sparkplug_bad_payload"
+    # The device's old aliases are void; the node lives on (its seq unread, a gap).
+    after = host.handle(topic("DDATA", device="pump-1"), ddata(2, by_alias(1, 1)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_device"
+    ok(host.handle(topic("NDATA"), ndata(3, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def test_a_badly_timed_dbirth_declares_nothing(host: SparkplugHost) -> None:
+    born(host)
+    far = DBirth(timestamp=253_402_300_800_000, seq=1, metrics=DEVICE_METRICS).encode()
+    outcome = host.handle(topic("DBIRTH", device="pump-1"), far, RECEIVED_NS, 1)
+    assert reason(outcome) == "sparkplug_bad_timestamp"
+    after = host.handle(topic("DDATA", device="pump-1"), ddata(2, by_alias(1, 1)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_device"
+
+
+def test_a_payload_over_max_payload_bytes_is_rejected_undecoded() -> None:
+    host = SparkplugHost(max_payload_bytes=200)
+    assert len(nbirth()) > 200
+    outcome = host.handle(topic("NBIRTH"), nbirth(), RECEIVED_NS, 0)
+    assert outcome.rejected == ("too_large", f"payload of {len(nbirth())} bytes exceeds 200")
+    assert host.node_count == 0
+    # The default bound, 256 KiB: at it, garbage is decoded (and is garbage); past it, not.
+    default = SparkplugHost()
+    at_bound = default.handle(topic("NDATA"), b"\xff" * 256 * 1024, RECEIVED_NS, 0)
+    assert reason(at_bound) == "sparkplug_bad_payload"
+    past = default.handle(topic("NDATA"), b"\xff" * (256 * 1024 + 1), RECEIVED_NS, 0)
+    assert reason(past) == "too_large"
+
+
 # Rebirth rate limits.
 
 

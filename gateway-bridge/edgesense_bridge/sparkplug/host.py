@@ -58,9 +58,18 @@ Decisions, and why:
   recently used node evicted first (its next DATA asks for a rebirth), and a
   bounded rebirth limiter. A birth larger than `max_metrics` on its own is
   rejected ("too_large").
+- A birth voids what it replaces before anything can reject it: an NBIRTH
+  the node's session, a DBIRTH its device's aliases, even when the birth is
+  undecodable, too large, or rejected for its content or timestamp (a bad
+  topic excepted: it names no node). Data after a birth we could not read
+  is then unknown and asks for a rebirth, never decoded with the old
+  aliases. The birth itself asks for none: the next DATA does, rate-limited.
+- A payload over `max_payload_bytes` is rejected ("too_large") undecoded (the
+  intake leaves the size of Sparkplug messages to the host). Its seq is not
+  read, so the node's next message shows a gap.
 - An event larger than `max_event_bytes` as protobuf (it must fit a Publish
   batch) rejects the message ("too_large"); a birth so rejected still
-  records its session, so the node's later DATA decodes.
+  records its session (it was read whole), so the node's later DATA decodes.
 
 Pure: no transport library (the pure-rules import-linter contract).
 """
@@ -220,12 +229,14 @@ class SparkplugHost:
         max_nodes: int = 10_000,
         max_event_bytes: int | None = None,
         max_metrics: int = 1_000_000,
+        max_payload_bytes: int = 256 * 1024,
     ) -> None:
         self._groups = dict(groups or {})
         self._rebirth_interval = rebirth_interval_seconds
         self._max_nodes = max_nodes
         self._max_event_bytes = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
         self._max_metrics = max_metrics
+        self._max_payload_bytes = max_payload_bytes
         self._nodes: OrderedDict[tuple[str, str], _NodeSession] = OrderedDict()
         self._weight = 0
         # (group, edge node) -> when its last rebirth was requested, oldest first.
@@ -261,6 +272,16 @@ class SparkplugHost:
             return SparkplugOutcome(ignored="state")
         if address.message_type in COMMAND_TYPES:
             return SparkplugOutcome(ignored="command")
+        # A birth voids what it replaces before anything can reject it: the
+        # old aliases must not decode the data that follows a birth we could
+        # not read (no rebirth is asked here: the next DATA asks one).
+        if address.message_type == "NBIRTH":
+            self._drop((address.group_id, address.edge_node_id))
+        elif address.message_type == "DBIRTH" and address.device_id is not None:
+            self._drop_device((address.group_id, address.edge_node_id), address.device_id)
+        if len(payload) > self._max_payload_bytes:
+            detail = f"payload of {len(payload)} bytes exceeds {self._max_payload_bytes}"
+            return SparkplugOutcome(rejected=("too_large", detail))
         try:
             decoded = spb.Payload.FromString(payload)
         except DecodeError as exc:
@@ -297,10 +318,9 @@ class SparkplugHost:
     # ignored reason, or raises _Reject.
 
     def _nbirth(self, message: _Message) -> str | None:
-        # A new NBIRTH starts a new session: the old one's aliases and devices
-        # are void whether or not this birth is well formed.
-        self._drop(message.key)
+        # handle() has dropped the old session: a rejected birth leaves none.
         birth = _read_birth(message, NODE_CONTROL)
+        timestamp = _payload_timestamp(message)
         payload = message.payload
         seq = payload.seq % SEQ_MODULUS if payload.HasField("seq") else 0
         session = _NodeSession(birth.bd_seq, seq, birth.catalogue)
@@ -308,22 +328,19 @@ class SparkplugHost:
         details: dict[str, Any] = {"source": SOURCE}
         if birth.bd_seq is not None:
             details["bdSeq"] = birth.bd_seq
-        timestamp = _payload_timestamp(message)
         _status(message, message.device_id, online=True, details=details, timestamp=timestamp)
         if birth.values:
             _readings(message, birth.values, timestamp)
         return None
 
     def _dbirth(self, message: _Message) -> str | None:
+        # handle() has dropped the device's previous aliases.
         session = self._session(message)
         device = message.device_id
-        # A DBIRTH voids the device's previous aliases, well formed or not.
-        if session.devices.pop(device, None) is not None:
-            self._reweigh(message.key)
         birth = _read_birth(message, DEVICE_CONTROL)
+        timestamp = _payload_timestamp(message)
         session.devices[device] = birth.catalogue
         self._reweigh(message.key)
-        timestamp = _payload_timestamp(message)
         _status(message, device, online=True, details={"source": SOURCE}, timestamp=timestamp)
         if birth.values:
             _readings(message, birth.values, timestamp)
@@ -418,6 +435,13 @@ class SparkplugHost:
         session = self._nodes.pop(key, None)
         if session is not None:
             self._weight -= session.counted
+
+    def _drop_device(self, key: tuple[str, str], device_id: str) -> None:
+        session = self._nodes.get(key)
+        if session is not None and session.devices.pop(device_id, None) is not None:
+            weight = session.weight
+            self._weight += weight - session.counted
+            session.counted = weight
 
     def _reweigh(self, key: tuple[str, str]) -> None:
         """Account for a session whose devices changed: a DBIRTH may evict other
