@@ -30,7 +30,14 @@ from pysparkplug import _protobuf as their_pb
 
 from edgesense.v1 import events_pb2
 from edgesense_bridge.sparkplug.control import rebirth_payload, state_payload
-from edgesense_bridge.sparkplug.host import SparkplugHost, SparkplugOutcome, event_id
+from edgesense_bridge.sparkplug.host import (
+    DEVICE_BYTES,
+    ENTRY_BYTES,
+    NODE_BYTES,
+    SparkplugHost,
+    SparkplugOutcome,
+    event_id,
+)
 
 GROUP = "plant"
 EDGE = "gw1"
@@ -766,21 +773,95 @@ def test_node_sessions_are_bounded_least_recently_used_first() -> None:
         ok(host.handle(topic("NDATA", edge=edge), ndata(seq, by_alias(1, 1.0)), RECEIVED_NS, 2))
 
 
-def test_remembered_metrics_are_bounded() -> None:
-    per_birth = 1 + len(NODE_METRICS)  # the node counts as one
-    host = SparkplugHost(max_metrics=per_birth * 2 + 3)
-    born(host, "a")
-    born(host, "b")
-    assert host.metric_count == per_birth * 2
-    # A device of "b" with 3 metrics (and itself) passes the bound: "a" goes.
-    ok(host.handle(topic("DBIRTH", edge="b", device="d"), dbirth(1), RECEIVED_NS, 1))
+def birth_bytes(metrics: tuple[Metric, ...], edge: str = EDGE) -> int:
+    """What a node session of this NBIRTH weighs, by the documented estimate."""
+    aliased = [m.name for m in metrics if m.alias is not None and m.name]
+    named = {m.name for m in metrics if m.name}
+    entries = [*aliased, *named]
+    return NODE_BYTES + len(GROUP) + len(edge) + sum(ENTRY_BYTES + len(n) for n in entries)
+
+
+def device_bytes(device: str, metrics: tuple[Metric, ...] = DEVICE_METRICS) -> int:
+    return DEVICE_BYTES + len(device) + birth_bytes(metrics, "") - NODE_BYTES - len(GROUP)
+
+
+def test_memory_is_weighed_in_bytes(host: SparkplugHost) -> None:
+    born(host)
+    assert host.memory_bytes == birth_bytes(NODE_METRICS)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    assert host.memory_bytes == birth_bytes(NODE_METRICS) + device_bytes("pump-1")
+    ok(host.handle(topic("DDEATH", device="pump-1"), DDeath(DATA_MS, 2).encode(), RECEIVED_NS, 1))
+    assert host.memory_bytes == birth_bytes(NODE_METRICS)
+
+
+def test_many_aliases_of_one_name_and_long_names_weigh_what_they_hold(
+    host: SparkplugHost,
+) -> None:
+    one_name = tuple(metric("t", DataType.INT32, 1, alias=n) for n in range(4_999))
+    ok(host.handle(topic("NBIRTH"), nbirth(one_name), RECEIVED_NS, 0))
+    assert host.memory_bytes == birth_bytes(one_name) > 4_999 * ENTRY_BYTES
+    long_name = (metric("n" * 200_000, DataType.INT32, 1, alias=1),)
+    ok(host.handle(topic("NBIRTH", edge="gw2"), nbirth(long_name), RECEIVED_NS, 0))
+    weight = birth_bytes(long_name, "gw2")
+    assert weight > 400_000
+    assert host.memory_bytes == birth_bytes(one_name) + weight
+    # Past a node's share (an eighth of the bound) it is refused, the old session void.
+    small = SparkplugHost(max_memory_bytes=8 * 400_000)
+    outcome = small.handle(topic("NBIRTH"), nbirth(long_name), RECEIVED_NS, 0)
+    assert outcome.rejected == (
+        "too_large",
+        f"the edge node's births take {birth_bytes(long_name)} bytes, over 400000 "
+        "(an eighth of max_memory_bytes 3200000)",
+    )
+    assert (small.node_count, small.memory_bytes) == (0, 0)
+
+
+def test_sessions_are_bounded_in_bytes_least_recently_used_first() -> None:
+    each = birth_bytes(NODE_METRICS, "n0")
+    host = SparkplugHost(max_memory_bytes=8 * each + each // 2)
+    edges = [f"n{n}" for n in range(9)]
+    for edge in edges[:8]:
+        born(host, edge)
+    assert host.memory_bytes == 8 * each
+    ok(host.handle(topic("NDATA", edge="n0"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 1))
+    born(host, "n8")
+    assert (host.node_count, host.memory_bytes) == (8, 8 * each)
+    # n1 was the least recently used.
+    gone = host.handle(topic("NDATA", edge="n1"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 2)
+    assert reason(gone) == "sparkplug_unknown_node"
+    ok(host.handle(topic("NDATA", edge="n0"), ndata(2, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def test_one_node_cannot_take_more_than_an_eighth() -> None:
+    node, device = birth_bytes(NODE_METRICS), device_bytes("d00")
+    host = SparkplugHost(max_memory_bytes=8 * (node + 3 * device))
+    born(host, edge="other")
+    born(host)
+    for n in range(3):
+        ok(host.handle(topic("DBIRTH", device=f"d{n:02}"), dbirth(n + 1), RECEIVED_NS, 1))
+    over = host.handle(topic("DBIRTH", device="d03"), dbirth(4), RECEIVED_NS, 1)
+    assert reason(over) == "too_large"
+    # The node's session is dropped; the other node's is untouched.
     assert host.node_count == 1
-    assert host.metric_count == per_birth + 1 + len(DEVICE_METRICS)
-    # A birth alone over the bound is refused.
-    small = SparkplugHost(max_metrics=5)
-    outcome = small.handle(topic("NBIRTH"), nbirth(), RECEIVED_NS, 0)
-    assert reason(outcome) == "too_large"
-    assert (small.node_count, small.metric_count) == (0, 0)
+    assert host.memory_bytes == birth_bytes(NODE_METRICS, "other")
+    after = host.handle(topic("NDATA"), ndata(5, by_alias(1, 1.0)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_node"
+    ok(host.handle(topic("NDATA", edge="other"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def test_devices_per_node_are_bounded() -> None:
+    host = SparkplugHost(max_devices_per_node=2)
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="d1"), dbirth(1), RECEIVED_NS, 1))
+    ok(host.handle(topic("DBIRTH", device="d2"), dbirth(2), RECEIVED_NS, 1))
+    third = host.handle(topic("DBIRTH", device="d3"), dbirth(3), RECEIVED_NS, 1)
+    assert third.rejected == ("too_large", "edge node 'gw1' has 2 devices, max_devices_per_node 2")
+    # The node and its devices live on; a device born again is no new one.
+    ok(host.handle(topic("DBIRTH", device="d1"), dbirth(4), RECEIVED_NS, 1))
+    rpm = ddata(5, by_alias(1, 7, DataType.UINT32))
+    assert readings(ok(host.handle(topic("DDATA", device="d2"), rpm, RECEIVED_NS, 1))) == {"rpm": 7}
+    death = ok(host.handle(topic("NDEATH"), ndeath(7), RECEIVED_NS, 2))
+    assert statuses(death) == [(EDGE, n, "STATE_OFFLINE") for n in (EDGE, "d1", "d2")]
 
 
 # What is left out, and counted.

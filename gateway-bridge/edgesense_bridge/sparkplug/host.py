@@ -53,11 +53,21 @@ Decisions, and why:
   the outcome: two bridges that know different devices of a node (one saw a
   DBIRTH the other missed) still give the node's own offline event of an
   NDEATH the same id. NDEATH's device events come sorted by device id.
-- Memory is bounded by construction: at most `max_nodes` node sessions and
-  `max_metrics` remembered metrics (a device counts as one more), least
-  recently used node evicted first (its next DATA asks for a rebirth), and a
-  bounded rebirth limiter. A birth larger than `max_metrics` on its own is
-  rejected ("too_large").
+- Memory is bounded by construction: at most `max_nodes` node sessions
+  holding at most `max_memory_bytes`, least recently used node evicted first
+  (its next DATA asks for a rebirth), and a bounded rebirth limiter. What a
+  session holds is weighed in bytes, an estimate a little over what
+  tracemalloc measures (`memory_bytes`): NODE_BYTES per node, DEVICE_BYTES
+  per device, and ENTRY_BYTES plus the name's UTF-8 length for each alias ->
+  name entry and each name -> datatype entry, so that neither many aliases of
+  one name nor one long name passes the bound at the weight of a metric.
+- One edge node cannot crowd out the others: a node holds at most
+  `max_devices_per_node` devices (a DBIRTH of one more is rejected
+  "too_large", the node's session kept) and at most an eighth of
+  `max_memory_bytes` (a birth taking it over is rejected "too_large" and the
+  node's session dropped), so no node evicts more than an eighth of the
+  others' sessions at once, and an NDEATH makes at most
+  `max_devices_per_node` + 1 events.
 - A birth voids what it replaces before anything can reject it: an NBIRTH
   the node's session, a DBIRTH its device's aliases, even when the birth is
   undecodable, too large, or rejected for its content or timestamp (a bad
@@ -102,6 +112,13 @@ from edgesense_bridge.sparkplug.values import MAX_DATETIME_MS, LeftOut, metric_v
 from edgesense_bridge.topics import TopicError
 
 REBIRTHS_PER_SECOND: Final = 100.0
+# What a session holds, in bytes: a little over what tracemalloc measured on
+# CPython 3.11 (about 580 per node session with its key and LRU entry, 310
+# per device with its id, and 120-170 per aliased metric for its two entries,
+# the name's characters apart).
+NODE_BYTES: Final = 600
+DEVICE_BYTES: Final = 300
+ENTRY_BYTES: Final = 100
 SOURCE: Final = "sparkplug"
 
 
@@ -145,29 +162,53 @@ class SparkplugOutcome:
     seq_gap: bool = False
 
 
+def _text_bytes(text: str) -> int:
+    # UTF-8 takes at least the bytes per character a Python str stores (1, 2 or 4).
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 @dataclass
 class _Catalogue:
     """What one BIRTH declared: alias -> name, name -> datatype."""
 
     names: dict[int, str]
     datatypes: dict[str, int]
+    memory_bytes: int = field(init=False)
 
-    @property
-    def weight(self) -> int:
-        return 1 + len(self.datatypes)
+    def __post_init__(self) -> None:
+        entries = self.names.values(), self.datatypes.keys()
+        self.memory_bytes = sum(
+            ENTRY_BYTES + _text_bytes(name) for names in entries for name in names
+        )
 
 
 @dataclass
 class _NodeSession:
+    key: tuple[str, str]
     bd_seq: int | None
     seq: int
     metrics: _Catalogue
     devices: dict[str, _Catalogue] = field(default_factory=dict)
-    counted: int = 0  # the weight the host's total has for it
+    memory_bytes: int = field(init=False)  # kept up to date as devices come and go
+    counted: int = 0  # what the host's total has for it
 
-    @property
-    def weight(self) -> int:
-        return self.metrics.weight + sum(device.weight for device in self.devices.values())
+    def __post_init__(self) -> None:
+        group, edge_node = self.key
+        self.memory_bytes = (
+            NODE_BYTES + _text_bytes(group) + _text_bytes(edge_node) + self.metrics.memory_bytes
+        )
+
+    def add_device(self, device_id: str, catalogue: _Catalogue) -> None:
+        self.remove_device(device_id)
+        self.devices[device_id] = catalogue
+        self.memory_bytes += DEVICE_BYTES + _text_bytes(device_id) + catalogue.memory_bytes
+
+    def remove_device(self, device_id: str) -> bool:
+        catalogue = self.devices.pop(device_id, None)
+        if catalogue is None:
+            return False
+        self.memory_bytes -= DEVICE_BYTES + _text_bytes(device_id) + catalogue.memory_bytes
+        return True
 
 
 class _Reject(Exception):
@@ -228,17 +269,21 @@ class SparkplugHost:
         rebirth_interval_seconds: float = 5.0,
         max_nodes: int = 10_000,
         max_event_bytes: int | None = None,
-        max_metrics: int = 1_000_000,
+        max_memory_bytes: int = 256 * 2**20,
+        max_devices_per_node: int = 10_000,
         max_payload_bytes: int = 256 * 1024,
     ) -> None:
         self._groups = dict(groups or {})
         self._rebirth_interval = rebirth_interval_seconds
         self._max_nodes = max_nodes
         self._max_event_bytes = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
-        self._max_metrics = max_metrics
+        self._max_memory = max_memory_bytes
+        # One node's share: it cannot evict more than an eighth of the others.
+        self._max_node_memory = max_memory_bytes // 8
+        self._max_devices = max_devices_per_node
         self._max_payload_bytes = max_payload_bytes
         self._nodes: OrderedDict[tuple[str, str], _NodeSession] = OrderedDict()
-        self._weight = 0
+        self._memory = 0
         # (group, edge node) -> when its last rebirth was requested, oldest first.
         self._last_rebirth: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tokens = REBIRTHS_PER_SECOND
@@ -257,9 +302,9 @@ class SparkplugHost:
         return len(self._nodes)
 
     @property
-    def metric_count(self) -> int:
-        """Metrics remembered, devices counted as one each (what max_metrics bounds)."""
-        return self._weight
+    def memory_bytes(self) -> int:
+        """What the sessions hold, as estimated (what max_memory_bytes bounds)."""
+        return self._memory
 
     def handle(self, topic: str, payload: bytes, received_ns: int, now: float) -> SparkplugOutcome:
         """`topic` is under spBv1.0/; `received_ns` the bridge's receipt time
@@ -323,7 +368,7 @@ class SparkplugHost:
         timestamp = _payload_timestamp(message)
         payload = message.payload
         seq = payload.seq % SEQ_MODULUS if payload.HasField("seq") else 0
-        session = _NodeSession(birth.bd_seq, seq, birth.catalogue)
+        session = _NodeSession(message.key, birth.bd_seq, seq, birth.catalogue)
         self._store(message.key, session)
         details: dict[str, Any] = {"source": SOURCE}
         if birth.bd_seq is not None:
@@ -339,7 +384,13 @@ class SparkplugHost:
         device = message.device_id
         birth = _read_birth(message, DEVICE_CONTROL)
         timestamp = _payload_timestamp(message)
-        session.devices[device] = birth.catalogue
+        if len(session.devices) >= self._max_devices:
+            raise _Reject(
+                "too_large",
+                f"edge node {message.address.edge_node_id!r} has {len(session.devices)} "
+                f"devices, max_devices_per_node {self._max_devices}",
+            )
+        session.add_device(device, birth.catalogue)
         self._reweigh(message.key)
         _status(message, device, online=True, details={"source": SOURCE}, timestamp=timestamp)
         if birth.values:
@@ -386,8 +437,7 @@ class SparkplugHost:
         if session is not None:
             self._nodes.move_to_end(message.key)
             if _seq_gap(message, session) is None:
-                session.devices.pop(message.device_id, None)
-                self._reweigh(message.key)
+                self._drop_device(message.key, message.device_id)
             else:
                 # The device goes offline all the same: a DDEATH names no alias.
                 self._drop(message.key)
@@ -421,46 +471,45 @@ class SparkplugHost:
         return session
 
     def _store(self, key: tuple[str, str], session: _NodeSession) -> None:
-        if session.weight > self._max_metrics:
-            raise _Reject(
-                "too_large",
-                f"a birth of {session.weight - 1} metrics exceeds max_metrics {self._max_metrics}",
-            )
+        if session.memory_bytes > self._max_node_memory:
+            raise _Reject("too_large", self._over_node_bound(session))
         self._nodes[key] = session
-        session.counted = session.weight
-        self._weight += session.counted
+        session.counted = session.memory_bytes
+        self._memory += session.counted
         self._evict(key)
+
+    def _over_node_bound(self, session: _NodeSession) -> str:
+        return (
+            f"the edge node's births take {session.memory_bytes} bytes, over "
+            f"{self._max_node_memory} (an eighth of max_memory_bytes {self._max_memory})"
+        )
 
     def _drop(self, key: tuple[str, str]) -> None:
         session = self._nodes.pop(key, None)
         if session is not None:
-            self._weight -= session.counted
+            self._memory -= session.counted
 
     def _drop_device(self, key: tuple[str, str], device_id: str) -> None:
         session = self._nodes.get(key)
-        if session is not None and session.devices.pop(device_id, None) is not None:
-            weight = session.weight
-            self._weight += weight - session.counted
-            session.counted = weight
+        if session is not None and session.remove_device(device_id):
+            self._recount(session)
+
+    def _recount(self, session: _NodeSession) -> None:
+        self._memory += session.memory_bytes - session.counted
+        session.counted = session.memory_bytes
 
     def _reweigh(self, key: tuple[str, str]) -> None:
         """Account for a session whose devices changed: a DBIRTH may evict other
-        nodes, and rejects a node whose births alone pass max_metrics."""
+        nodes, and drops and rejects a node whose births pass its share."""
         session = self._nodes[key]
-        weight = session.weight
-        self._weight += weight - session.counted
-        session.counted = weight
-        if weight > self._max_metrics:
+        self._recount(session)
+        if session.memory_bytes > self._max_node_memory:
             self._drop(key)
-            raise _Reject(
-                "too_large",
-                f"the edge node's births total {weight} metrics and devices, over "
-                f"max_metrics {self._max_metrics}",
-            )
+            raise _Reject("too_large", self._over_node_bound(session))
         self._evict(key)
 
     def _evict(self, keep: tuple[str, str]) -> None:
-        while len(self._nodes) > self._max_nodes or self._weight > self._max_metrics:
+        while len(self._nodes) > self._max_nodes or self._memory > self._max_memory:
             oldest = next(iter(self._nodes))
             if oldest == keep:
                 break
