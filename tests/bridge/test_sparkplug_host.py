@@ -754,6 +754,31 @@ def test_event_ids_are_deterministic() -> None:
     assert not set(ids) & {event.event_id for event in mapped.events}
 
 
+def test_data_ids_take_the_session_from_its_nbirth() -> None:
+    """A node without timestamps repeats a DATA's bytes in its next session
+    (or once seq wraps): delivery, which keeps ids forever, must not take
+    the repeat for a duplicate."""
+    first, second, peer = SparkplugHost(), SparkplugHost(), SparkplugHost()
+    data = their_pb.Payload(seq=2)
+    data.metrics.append(by_alias(1, 4.0).to_pb(include_dtype=False))
+    repeated = data.SerializeToString()
+    ids: list[list[str]] = []
+    for host, bd_seq in [(first, 7), (peer, 7), (second, 8)]:
+        birth = (metric("bdSeq", DataType.INT64, bd_seq), *NODE_METRICS[1:])
+        ok(host.handle(topic("NBIRTH"), nbirth(birth), RECEIVED_NS, 0))
+        device = ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 0))
+        outcome = ok(host.handle(topic("NDATA"), repeated, RECEIVED_NS, 0))
+        death = DDeath(DATA_MS, 3).encode()
+        gone = ok(host.handle(topic("DDEATH", device="pump-1"), death, RECEIVED_NS, 0))
+        events = (*device.events, *outcome.events, *gone.events)
+        ids.append([event.event_id for event in events])
+    one_session, same_session_elsewhere, next_session = ids
+    # Another bridge that saw the same NBIRTH gives the same ids; the next session others.
+    assert one_session == same_session_elsewhere
+    assert len(set(one_session)) == 4
+    assert not set(one_session) & set(next_session)
+
+
 # Memory bounds.
 
 

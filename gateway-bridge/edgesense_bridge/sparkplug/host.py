@@ -53,6 +53,18 @@ Decisions, and why:
   the outcome: two bridges that know different devices of a node (one saw a
   DBIRTH the other missed) still give the node's own offline event of an
   NDEATH the same id. NDEATH's device events come sorted by device id.
+  Delivery keeps an id forever, and a node whose payloads carry no timestamp
+  repeats a DATA's bytes once seq wraps (or in its next session), so the
+  ids of DATA, DBIRTH and DDEATH events also take the session's identity: a
+  digest of the NBIRTH that began it, which every bridge able to decode the
+  data saw. NBIRTH and NDEATH ids come from their own bytes only. Residual
+  risk, not counted: within one session, a node without timestamps that
+  sends the same DATA bytes 256 messages apart (same seq, same values) gets
+  one id for both, and the second is dropped by delivery as a duplicate; and
+  so does a rebirth on the same connection whose NBIRTH repeats the last
+  byte for byte (same bdSeq and values, no timestamp). A DDEATH the host has
+  no session for gets the id of its bytes alone, so two bridges, one with
+  the session and one without, store its offline event twice.
 - Memory is bounded by construction: at most `max_nodes` node sessions
   holding at most `max_memory_bytes`, least recently used node evicted first
   (its next DATA asks for a rebirth), and a bounded rebirth limiter. What a
@@ -185,6 +197,7 @@ class _Catalogue:
 @dataclass
 class _NodeSession:
     key: tuple[str, str]
+    identity: bytes  # a digest of the NBIRTH that began it, in its events' ids
     bd_seq: int | None
     seq: int
     metrics: _Catalogue
@@ -239,6 +252,7 @@ class _Message:
     left_out: Counter[str] = field(default_factory=Counter)
     seq_gap: bool = False
     rebirth_reason: str | None = None
+    session: bytes = b""  # the identity of the session the message belongs to, if any
 
     @property
     def key(self) -> tuple[str, str]:
@@ -249,10 +263,20 @@ class _Message:
         return self.address.device_id or self.address.edge_node_id
 
 
-def event_id(project_id: str, topic: str, payload: bytes, kind: str, device_id: str) -> str:
+def event_id(
+    project_id: str, topic: str, payload: bytes, kind: str, device_id: str, session: bytes = b""
+) -> str:
     """The id of a message's `kind` event ("status", "readings") about `device_id`:
-    the same message, the same ids."""
-    parts = (project_id.encode(), topic.encode(), payload, kind.encode(), device_id.encode())
+    the same message in the same session (its NBIRTH's digest), the same ids."""
+    parts: tuple[bytes, ...] = (
+        project_id.encode(),
+        topic.encode(),
+        payload,
+        kind.encode(),
+        device_id.encode(),
+    )
+    if session:
+        parts += (session,)
     scope = b"\0".join(parts)
     digest = hashlib.sha256(scope).digest()[:15]
     return "evt_" + base64.b32encode(digest).decode().lower()
@@ -368,7 +392,8 @@ class SparkplugHost:
         timestamp = _payload_timestamp(message)
         payload = message.payload
         seq = payload.seq % SEQ_MODULUS if payload.HasField("seq") else 0
-        session = _NodeSession(message.key, birth.bd_seq, seq, birth.catalogue)
+        identity = hashlib.sha256(message.raw).digest()[:16]
+        session = _NodeSession(message.key, identity, birth.bd_seq, seq, birth.catalogue)
         self._store(message.key, session)
         details: dict[str, Any] = {"source": SOURCE}
         if birth.bd_seq is not None:
@@ -436,6 +461,7 @@ class SparkplugHost:
         session = self._nodes.get(message.key)
         if session is not None:
             self._nodes.move_to_end(message.key)
+            message.session = session.identity
             if _seq_gap(message, session) is None:
                 self._drop_device(message.key, message.device_id)
             else:
@@ -464,6 +490,7 @@ class SparkplugHost:
                 f"{message.address.group_id!r} has had no NBIRTH in this session",
             )
         self._nodes.move_to_end(message.key)
+        message.session = session.identity
         gap = _seq_gap(message, session)
         if gap is not None:
             self._drop(message.key)
@@ -684,7 +711,9 @@ def _event(
 ) -> events_pb2.Event:
     address = message.address
     event = events_pb2.Event(
-        event_id=event_id(address.project_id, message.topic, message.raw, kind, device_id),
+        event_id=event_id(
+            address.project_id, message.topic, message.raw, kind, device_id, message.session
+        ),
         project_id=address.project_id,
         gateway_id=address.edge_node_id,
         device_id=device_id,
