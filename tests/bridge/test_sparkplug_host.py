@@ -474,6 +474,16 @@ def test_one_rebirth_per_node_per_interval() -> None:
     assert later.rebirth is not None
 
 
+def test_an_nbirth_lets_the_node_ask_again_at_once() -> None:
+    host = SparkplugHost(rebirth_interval_seconds=5.0)
+    unknown = host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 100.0)
+    assert_rebirth(unknown, "unknown_node")
+    born(host, now=100.5)
+    # A gap within the interval after the answering NBIRTH still asks.
+    gap = host.handle(topic("NDATA"), ndata(9, by_alias(1, 1.0)), RECEIVED_NS, 101.0)
+    assert_rebirth(gap, "seq_gap")
+
+
 def test_at_most_100_rebirths_a_second_overall() -> None:
     host = SparkplugHost(rebirth_interval_seconds=60.0)
     unknown = ndata(1, by_alias(1, 1.0))

@@ -33,7 +33,9 @@ Decisions, and why:
 - Rebirths are rate-limited: one per edge node per `rebirth_interval_seconds`
   and 100 a second overall, so a flood of unknown nodes cannot flood the
   broker with commands. The limiter forgets a node once its interval is past,
-  so it holds at most about 100 x interval entries.
+  so it holds at most about 100 x interval entries, and when an NBIRTH of
+  the node is accepted: the rebirth came, and a gap in the new session must
+  not wait for the interval to ask again.
 - NDEATH pairs with the session by bdSeq: one from an older connection (its
   Will fired late, after the node reconnected) is ignored ("stale_ndeath"),
   and so is one without bdSeq when the session has one (it cannot be paired).
@@ -395,6 +397,9 @@ class SparkplugHost:
         identity = hashlib.sha256(message.raw).digest()[:16]
         session = _NodeSession(message.key, identity, birth.bd_seq, seq, birth.catalogue)
         self._store(message.key, session)
+        # The rebirth asked for (if any) has come: a gap found in the new
+        # session asks again at once, not after the interval.
+        self._last_rebirth.pop(message.key, None)
         details: dict[str, Any] = {"source": SOURCE}
         if birth.bd_seq is not None:
             details["bdSeq"] = birth.bd_seq
