@@ -31,6 +31,7 @@ from pysparkplug import _protobuf as their_pb
 from edgesense.v1 import events_pb2
 from edgesense_bridge.sparkplug.control import rebirth_payload, state_payload
 from edgesense_bridge.sparkplug.host import (
+    BD_SEQ_MEMORY,
     DEVICE_BYTES,
     ENTRY_BYTES,
     NODE_BYTES,
@@ -647,6 +648,62 @@ def test_a_stale_ndeath_is_ignored(host: SparkplugHost) -> None:
     assert outcome.ignored == "stale_ndeath"
     assert outcome.events == ()
     ok(host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def born_with(host: SparkplugHost, bd_seq: int, edge: str = EDGE) -> None:
+    birth = (metric("bdSeq", DataType.INT64, bd_seq), *NODE_METRICS[1:])
+    ok(host.handle(topic("NBIRTH", edge), nbirth(birth), RECEIVED_NS, 0))
+
+
+def test_a_stale_ndeath_is_ignored_after_the_session_is_gone(host: SparkplugHost) -> None:
+    born_with(host, 7)
+    # A gap drops the session; the node is still connected (bdSeq 7).
+    gap = host.handle(topic("NDATA"), ndata(5, by_alias(1, 1.0)), RECEIVED_NS, 1)
+    assert reason(gap) == "sparkplug_seq_gap"
+    assert host.node_count == 0
+    late = host.handle(topic("NDEATH"), ndeath(6), RECEIVED_NS, 2)
+    assert late.ignored == "stale_ndeath"
+    assert late.events == ()
+    real = ok(host.handle(topic("NDEATH"), ndeath(7), RECEIVED_NS, 3))
+    assert statuses(real) == [(EDGE, EDGE, "STATE_OFFLINE")]
+
+
+@pytest.mark.parametrize(
+    ("last", "death", "stale"),
+    [
+        (1, 255, True),  # two connections behind, across the wrap
+        (1, 130, True),  # 127 behind: the farthest still taken as older
+        (1, 129, False),  # 128 behind is as far ahead: believed
+        (255, 0, False),  # one ahead, across the wrap: a connection we missed
+        (7, 8, False),
+        (7, 7, False),
+    ],
+)
+def test_ndeath_bd_seq_order_wraps_at_256(last: int, death: int, stale: bool) -> None:
+    with_session, without = SparkplugHost(), SparkplugHost()
+    born_with(with_session, last)
+    born_with(without, last)
+    ok(without.handle(topic("NDEATH"), ndeath(last), RECEIVED_NS, 1))
+    assert without.node_count == 0
+    for host in (with_session, without):
+        outcome = host.handle(topic("NDEATH"), ndeath(death), RECEIVED_NS, 2)
+        if stale:
+            assert outcome.ignored == "stale_ndeath"
+        else:
+            assert statuses(ok(outcome)) == [(EDGE, EDGE, "STATE_OFFLINE")]
+
+
+def test_remembered_bd_seqs_are_bounded() -> None:
+    host = SparkplugHost(max_nodes=10)
+    birth = nbirth((metric("bdSeq", DataType.INT64, 7),))
+    for n in range(BD_SEQ_MEMORY + 5):
+        ok(host.handle(topic("NBIRTH", edge=f"n{n}"), birth, RECEIVED_NS, 0))
+    assert len(host._bd_seqs) == BD_SEQ_MEMORY
+    # The first nodes are forgotten: their NDEATH of any bdSeq is believed.
+    forgotten = ok(host.handle(topic("NDEATH", edge="n0"), ndeath(6), RECEIVED_NS, 1))
+    assert statuses(forgotten) == [("n0", "n0", "STATE_OFFLINE")]
+    remembered = host.handle(topic("NDEATH", edge="n5"), ndeath(6), RECEIVED_NS, 1)
+    assert remembered.ignored == "stale_ndeath"
 
 
 def test_an_ndeath_without_a_session_still_takes_the_node_offline(host: SparkplugHost) -> None:

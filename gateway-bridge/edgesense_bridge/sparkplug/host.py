@@ -36,13 +36,27 @@ Decisions, and why:
   so it holds at most about 100 x interval entries, and when an NBIRTH of
   the node is accepted: the rebirth came, and a gap in the new session must
   not wait for the interval to ask again.
-- NDEATH pairs with the session by bdSeq: one from an older connection (its
-  Will fired late, after the node reconnected) is ignored ("stale_ndeath"),
-  and so is one without bdSeq when the session has one (it cannot be paired).
-  With no session at all it still marks the node offline: after a bridge
-  restart the host has no session, and a real NDEATH must not be lost. Its
-  events are timed at receipt: an NDEATH is a Will, whose payload timestamp
-  (if any) is when the node connected, not when it died.
+- NDEATH pairs with the NBIRTH by bdSeq, which a node increments (mod 256)
+  on each MQTT connection: one from an older connection (its Will fired
+  late, after the node reconnected) is ignored ("stale_ndeath"), and so is
+  one without bdSeq when the session has one (it cannot be paired). Older
+  means up to 127 connections behind the last NBIRTH's bdSeq, mod 256; one
+  ahead of it is believed (the node connected again, we missed that birth,
+  and that connection died). The last bdSeq of each node outlives its
+  session (dropped by a gap, an eviction, a bad birth or the NDEATH itself)
+  in a least recently used memory of BD_SEQ_MEMORY nodes (a few hundred
+  bytes each, outside max_memory_bytes), so a late stale NDEATH after the
+  session is gone is ignored too. A node the host knows nothing of, and one
+  whose NDEATH has no bdSeq, is still marked offline: after a bridge restart
+  the host has no session, and a real NDEATH must not be lost. The cost,
+  with two bridges: one that restarted believes a late stale NDEATH that its
+  peer ignores, and delivery stores that offline event (the node's next
+  DATA, unknown to both, asks for a rebirth and its NBIRTH puts it online
+  again). A node that restarts with bdSeq 0 (the spec's start) and whose
+  NBIRTH we missed may have its real NDEATH taken for an older one; its data
+  in between asks for a rebirth, whose NBIRTH renews the memory. The events
+  are timed at receipt: an NDEATH is a Will, whose payload timestamp (if
+  any) is when the node connected, not when it died.
 - Historical metrics (`is_historical`: back-filled from a store) are left out
   of the event: its readings are the device's current values. Each DATA
   metric keeps only the last value of a name within one message; earlier ones
@@ -111,7 +125,13 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from edgesense.common.message_limits import MAX_EVENT_BYTES
-from edgesense.common.sparkplug_names import BD_SEQ, DEVICE_CONTROL, NODE_CONTROL, SEQ_MODULUS
+from edgesense.common.sparkplug_names import (
+    BD_SEQ,
+    BD_SEQ_MODULUS,
+    DEVICE_CONTROL,
+    NODE_CONTROL,
+    SEQ_MODULUS,
+)
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.v1 import events_pb2
 from edgesense_bridge.sparkplug.control import rebirth_payload
@@ -126,6 +146,7 @@ from edgesense_bridge.sparkplug.values import MAX_DATETIME_MS, LeftOut, metric_v
 from edgesense_bridge.topics import TopicError
 
 REBIRTHS_PER_SECOND: Final = 100.0
+BD_SEQ_MEMORY: Final = 10_000  # nodes whose last bdSeq is remembered beyond their session
 # What a session holds, in bytes: a little over what tracemalloc measured on
 # CPython 3.11 (about 580 per node session with its key and LRU entry, 310
 # per device with its id, and 120-170 per aliased metric for its two entries,
@@ -313,6 +334,8 @@ class SparkplugHost:
         # (group, edge node) -> when its last rebirth was requested, oldest first.
         self._last_rebirth: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tokens = REBIRTHS_PER_SECOND
+        # (group, edge node) -> the bdSeq of its last NBIRTH or NDEATH, least recent first.
+        self._bd_seqs: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._tokens_at: float | None = None
         self._handlers: dict[str, Callable[[_Message], str | None]] = {
             "NBIRTH": self._nbirth,
@@ -400,6 +423,8 @@ class SparkplugHost:
         # The rebirth asked for (if any) has come: a gap found in the new
         # session asks again at once, not after the interval.
         self._last_rebirth.pop(message.key, None)
+        if birth.bd_seq is not None:
+            self._remember_bd_seq(message.key, birth.bd_seq)
         details: dict[str, Any] = {"source": SOURCE}
         if birth.bd_seq is not None:
             details["bdSeq"] = birth.bd_seq
@@ -450,8 +475,16 @@ class SparkplugHost:
     def _ndeath(self, message: _Message) -> str | None:
         bd_seq = _bd_seq(message.payload)
         session = self._nodes.get(message.key)
-        if session is not None and session.bd_seq is not None and bd_seq != session.bd_seq:
-            return "stale_ndeath"
+        if session is not None:
+            last = session.bd_seq
+            if last is not None and bd_seq is None:
+                return "stale_ndeath"
+        else:
+            last = self._bd_seqs.get(message.key)
+        if last is not None and bd_seq is not None:
+            if 0 < (last - bd_seq) % BD_SEQ_MODULUS < BD_SEQ_MODULUS // 2:
+                return "stale_ndeath"
+            self._remember_bd_seq(message.key, bd_seq)
         self._drop(message.key)
         received = _timestamp_ns(message.received_ns)
         details: dict[str, Any] = {"source": SOURCE}
@@ -546,6 +579,12 @@ class SparkplugHost:
             if oldest == keep:
                 break
             self._drop(oldest)
+
+    def _remember_bd_seq(self, key: tuple[str, str], bd_seq: int) -> None:
+        self._bd_seqs[key] = bd_seq
+        self._bd_seqs.move_to_end(key)
+        if len(self._bd_seqs) > BD_SEQ_MEMORY:
+            self._bd_seqs.popitem(last=False)
 
     # Rebirth requests.
 
