@@ -14,11 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pysparkplug import _protobuf as their_pb
 
-from edgesense_bridge.sparkplug.host import SparkplugHost, SparkplugOutcome
+from edgesense_bridge.sparkplug.host import (
+    DEVICE_BYTES,
+    ENTRY_BYTES,
+    NODE_BYTES,
+    SparkplugHost,
+    SparkplugOutcome,
+)
 
 MAX_EVENT_BYTES = 4096
 MAX_NODES = 3
-MAX_METRICS = 40
+MAX_MEMORY = 12_000
+MAX_DEVICES = 2
 
 names = st.one_of(
     st.sampled_from(["bdSeq", "Node Control/Rebirth", "Device Control/Reboot", "t", "p", ""]),
@@ -103,16 +110,34 @@ def check(host: SparkplugHost, outcome: SparkplugOutcome) -> None:
     assert all(event.WhichOneof("kind") in ("readings", "status") for event in outcome.events)
     assert all(count > 0 for count in outcome.metrics_left_out.values())
     assert host.node_count <= MAX_NODES
-    assert host.metric_count <= MAX_METRICS
-    # The running total is the sum of what the sessions hold.
-    assert host.metric_count == sum(node.weight for node in host._nodes.values())
+    assert host.memory_bytes <= MAX_MEMORY
+    # The running totals are what the sessions hold, weighed afresh.
+    assert host.memory_bytes == sum(weigh(node) for node in host._nodes.values())
+    assert all(len(node.devices) <= MAX_DEVICES for node in host._nodes.values())
+    assert all(weigh(node) <= MAX_MEMORY // 8 for node in host._nodes.values())
+
+
+def weigh(node: Any) -> int:
+    def entries(catalogue: Any) -> int:
+        names = [*catalogue.names.values(), *catalogue.datatypes]
+        return sum(ENTRY_BYTES + len(name.encode("utf-8", "surrogatepass")) for name in names)
+
+    group, edge = node.key
+    devices = sum(
+        DEVICE_BYTES + len(device) + entries(catalogue)
+        for device, catalogue in node.devices.items()
+    )
+    return NODE_BYTES + len(group) + len(edge) + entries(node.metrics) + devices
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(messages, min_size=1, max_size=30), st.data())
 def test_random_messages_never_raise(batch: list[tuple[str, bytes]], data: st.DataObject) -> None:
     host = SparkplugHost(
-        max_event_bytes=MAX_EVENT_BYTES, max_nodes=MAX_NODES, max_metrics=MAX_METRICS
+        max_event_bytes=MAX_EVENT_BYTES,
+        max_nodes=MAX_NODES,
+        max_memory_bytes=MAX_MEMORY,
+        max_devices_per_node=MAX_DEVICES,
     )
     now = 0.0
     for topic, payload in batch:
@@ -127,6 +152,7 @@ KNOWN_REASONS = {
     "sparkplug_unknown_alias",
     "sparkplug_bad_birth",
     "sparkplug_bad_timestamp",
+    "sparkplug_seq_gap",
     "too_large",
 }
 
@@ -135,7 +161,10 @@ KNOWN_REASONS = {
 @given(st.binary(max_size=200), st.sampled_from(TYPES))
 def test_random_bytes_never_raise(payload: bytes, kind: str) -> None:
     host = SparkplugHost(
-        max_event_bytes=MAX_EVENT_BYTES, max_nodes=MAX_NODES, max_metrics=MAX_METRICS
+        max_event_bytes=MAX_EVENT_BYTES,
+        max_nodes=MAX_NODES,
+        max_memory_bytes=MAX_MEMORY,
+        max_devices_per_node=MAX_DEVICES,
     )
     device = "/d1" if kind.startswith("D") else ""
     # The same bytes as a birth first, so that the second message may find a session.

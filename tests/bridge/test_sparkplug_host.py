@@ -30,7 +30,15 @@ from pysparkplug import _protobuf as their_pb
 
 from edgesense.v1 import events_pb2
 from edgesense_bridge.sparkplug.control import rebirth_payload, state_payload
-from edgesense_bridge.sparkplug.host import SparkplugHost, SparkplugOutcome, event_id
+from edgesense_bridge.sparkplug.host import (
+    BD_SEQ_MEMORY,
+    DEVICE_BYTES,
+    ENTRY_BYTES,
+    NODE_BYTES,
+    SparkplugHost,
+    SparkplugOutcome,
+    event_id,
+)
 
 GROUP = "plant"
 EDGE = "gw1"
@@ -382,6 +390,72 @@ def test_a_birth_giving_one_alias_two_names_is_rejected(host: SparkplugHost) -> 
     assert reason(after) == "sparkplug_unknown_node"
 
 
+def test_an_unreadable_nbirth_voids_the_old_session(host: SparkplugHost) -> None:
+    ok(
+        host.handle(
+            topic("NBIRTH"), nbirth((metric("Temp", DataType.FLOAT, 1.0, alias=1),)), RECEIVED_NS, 0
+        )
+    )
+    pressure = nbirth((metric("Pressure", DataType.FLOAT, 2.0, alias=1),))
+    truncated = host.handle(topic("NBIRTH"), pressure[:-3], RECEIVED_NS, 1)
+    assert reason(truncated) == "sparkplug_bad_payload"
+    assert truncated.rebirth is None
+    # Alias 1 is not "Temp" any more, and not known to be "Pressure" either.
+    after = host.handle(topic("NDATA"), ndata(1, by_alias(1, 3.0)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_node"
+    assert_rebirth(after, "unknown_node")
+
+
+def test_a_too_large_or_badly_timed_nbirth_voids_the_old_session() -> None:
+    far = 253_402_300_800_000  # 10000-01-01
+    for payload, why in [
+        (nbirth((*NODE_METRICS, metric("text", DataType.STRING, "x" * 1000))), "too_large"),
+        (nbirth(timestamp=far), "sparkplug_bad_timestamp"),
+    ]:
+        host = SparkplugHost(max_payload_bytes=len(nbirth()) + 100)
+        born(host)
+        outcome = host.handle(topic("NBIRTH"), payload, RECEIVED_NS, 1)
+        assert reason(outcome) == why
+        assert outcome.rebirth is None
+        assert host.node_count == 0
+        after = host.handle(topic("NDATA"), ndata(1, by_alias(1, 3.0)), RECEIVED_NS, 2)
+        assert reason(after) == "sparkplug_unknown_node"
+
+
+def test_an_unreadable_dbirth_voids_the_devices_aliases(host: SparkplugHost) -> None:
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    truncated = host.handle(topic("DBIRTH", device="pump-1"), dbirth(2)[:-3], RECEIVED_NS, 1)
+    assert reason(truncated) == "sparkplug_bad_payload"
+    # The device's old aliases are void; the node lives on (its seq unread, a gap).
+    after = host.handle(topic("DDATA", device="pump-1"), ddata(2, by_alias(1, 1)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_device"
+    ok(host.handle(topic("NDATA"), ndata(3, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def test_a_badly_timed_dbirth_declares_nothing(host: SparkplugHost) -> None:
+    born(host)
+    far = DBirth(timestamp=253_402_300_800_000, seq=1, metrics=DEVICE_METRICS).encode()
+    outcome = host.handle(topic("DBIRTH", device="pump-1"), far, RECEIVED_NS, 1)
+    assert reason(outcome) == "sparkplug_bad_timestamp"
+    after = host.handle(topic("DDATA", device="pump-1"), ddata(2, by_alias(1, 1)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_device"
+
+
+def test_a_payload_over_max_payload_bytes_is_rejected_undecoded() -> None:
+    host = SparkplugHost(max_payload_bytes=200)
+    assert len(nbirth()) > 200
+    outcome = host.handle(topic("NBIRTH"), nbirth(), RECEIVED_NS, 0)
+    assert outcome.rejected == ("too_large", f"payload of {len(nbirth())} bytes exceeds 200")
+    assert host.node_count == 0
+    # The default bound, 256 KiB: at it, garbage is decoded (and is garbage); past it, not.
+    default = SparkplugHost()
+    at_bound = default.handle(topic("NDATA"), b"\xff" * 256 * 1024, RECEIVED_NS, 0)
+    assert reason(at_bound) == "sparkplug_bad_payload"
+    past = default.handle(topic("NDATA"), b"\xff" * (256 * 1024 + 1), RECEIVED_NS, 0)
+    assert reason(past) == "too_large"
+
+
 # Rebirth rate limits.
 
 
@@ -399,6 +473,16 @@ def test_one_rebirth_per_node_per_interval() -> None:
     assert_rebirth(other, "unknown_node", edge="gw2")
     later = host.handle(topic("NDATA"), unknown, RECEIVED_NS, 105.0)
     assert later.rebirth is not None
+
+
+def test_an_nbirth_lets_the_node_ask_again_at_once() -> None:
+    host = SparkplugHost(rebirth_interval_seconds=5.0)
+    unknown = host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 100.0)
+    assert_rebirth(unknown, "unknown_node")
+    born(host, now=100.5)
+    # A gap within the interval after the answering NBIRTH still asks.
+    gap = host.handle(topic("NDATA"), ndata(9, by_alias(1, 1.0)), RECEIVED_NS, 101.0)
+    assert_rebirth(gap, "seq_gap")
 
 
 def test_at_most_100_rebirths_a_second_overall() -> None:
@@ -431,16 +515,66 @@ def test_rebirth_limiter_memory_is_bounded() -> None:
 # Sequence numbers.
 
 
-def test_a_seq_gap_is_flagged_asks_for_a_rebirth_and_still_decodes(host: SparkplugHost) -> None:
+def assert_seq_gap(outcome: SparkplugOutcome, seen: str, expected: int) -> None:
+    assert outcome.seq_gap
+    assert reason(outcome) == "sparkplug_seq_gap"
+    assert outcome.rejected is not None
+    assert f"{seen} where {expected} was next" in outcome.rejected[1]
+    assert "waiting for the rebirth" in outcome.rejected[1]
+    assert outcome.events == ()
+    assert_rebirth(outcome, "seq_gap")
+
+
+def test_a_seq_gap_is_never_decoded_and_ends_the_session(host: SparkplugHost) -> None:
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    ok(host.handle(topic("NDATA"), ndata(2, by_alias(1, 1.0)), RECEIVED_NS, 1))
+    # Seq 3 and 4 were lost: perhaps an NBIRTH that gave alias 1 to another name.
+    assert_seq_gap(
+        host.handle(topic("NDATA"), ndata(5, by_alias(1, 2.0)), RECEIVED_NS, 2), "seq 5", 3
+    )
+    # The session and its devices are gone until the NBIRTH: nothing is guessed.
+    after = host.handle(topic("NDATA"), ndata(6, by_alias(1, 3.0)), RECEIVED_NS, 3)
+    assert reason(after) == "sparkplug_unknown_node"
+    assert not after.seq_gap
+    device = host.handle(topic("DDATA", device="pump-1"), ddata(7, by_alias(1, 1)), RECEIVED_NS, 3)
+    assert reason(device) == "sparkplug_unknown_node"
+    born(host, now=10.0)
+    ok(host.handle(topic("NDATA"), ndata(1, by_alias(1, 4.0)), RECEIVED_NS, 10))
+
+
+def test_a_seq_gap_in_ddata_or_dbirth_ends_the_nodes_session() -> None:
+    for kind, payload in [("DDATA", ddata(3, by_alias(1, 1))), ("DBIRTH", dbirth(3))]:
+        fresh = SparkplugHost()
+        born(fresh)
+        ok(fresh.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+        outcome = fresh.handle(topic(kind, device="pump-1"), payload, RECEIVED_NS, 2)
+        assert_seq_gap(outcome, "seq 3", 2)
+        assert fresh.node_count == 0
+        after = fresh.handle(topic("NDATA"), ndata(4, by_alias(1, 1.0)), RECEIVED_NS, 3)
+        assert reason(after) == "sparkplug_unknown_node"
+
+
+def test_a_resent_message_is_a_gap(host: SparkplugHost) -> None:
     born(host)
     ok(host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 1))
-    outcome = host.handle(topic("NDATA"), ndata(5, by_alias(1, 2.0)), RECEIVED_NS, 2)
+    again = host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 1)
+    assert_seq_gap(again, "seq 1", 2)
+
+
+def test_a_ddeath_with_a_gap_takes_the_device_offline_and_ends_the_session(
+    host: SparkplugHost,
+) -> None:
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    death = DDeath(DATA_MS, 9).encode()
+    outcome = host.handle(topic("DDEATH", device="pump-1"), death, RECEIVED_NS, 2)
     assert outcome.seq_gap
     assert outcome.rejected is None
-    assert readings(outcome) == {"temperature": 2.0}
+    assert statuses(outcome) == [(EDGE, "pump-1", "STATE_OFFLINE")]
     assert_rebirth(outcome, "seq_gap")
-    # The session resumes from the seq it saw.
-    ok(host.handle(topic("NDATA"), ndata(6, by_alias(1, 3.0)), RECEIVED_NS, 3))
+    after = host.handle(topic("NDATA"), ndata(10, by_alias(1, 1.0)), RECEIVED_NS, 3)
+    assert reason(after) == "sparkplug_unknown_node"
 
 
 def test_seq_wraps_at_256_and_counts_every_message_of_the_session(host: SparkplugHost) -> None:
@@ -454,8 +588,8 @@ def test_seq_wraps_at_256_and_counts_every_message_of_the_session(host: Sparkplu
         )
     )
     ok(host.handle(topic("DDEATH", device="d"), DDeath(DATA_MS, 3).encode(), RECEIVED_NS, 0))
-    late = host.handle(topic("NDATA"), ndata(3, by_alias(1, 1.0)), RECEIVED_NS, 0)
-    assert late.seq_gap
+    late = host.handle(topic("NDATA"), ndata(5, by_alias(1, 1.0)), RECEIVED_NS, 0)
+    assert_seq_gap(late, "seq 5", 4)
 
 
 def test_a_missing_seq_is_a_gap(host: SparkplugHost) -> None:
@@ -463,8 +597,7 @@ def test_a_missing_seq_is_a_gap(host: SparkplugHost) -> None:
     payload = their_pb.Payload(timestamp=DATA_MS)
     payload.metrics.append(by_alias(1, 4.0).to_pb(include_dtype=False))
     outcome = host.handle(topic("NDATA"), payload.SerializeToString(), RECEIVED_NS, 1)
-    assert outcome.seq_gap
-    assert readings(outcome) == {"temperature": 4.0}
+    assert_seq_gap(outcome, "no seq", 1)
 
 
 # Deaths.
@@ -515,6 +648,62 @@ def test_a_stale_ndeath_is_ignored(host: SparkplugHost) -> None:
     assert outcome.ignored == "stale_ndeath"
     assert outcome.events == ()
     ok(host.handle(topic("NDATA"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def born_with(host: SparkplugHost, bd_seq: int, edge: str = EDGE) -> None:
+    birth = (metric("bdSeq", DataType.INT64, bd_seq), *NODE_METRICS[1:])
+    ok(host.handle(topic("NBIRTH", edge), nbirth(birth), RECEIVED_NS, 0))
+
+
+def test_a_stale_ndeath_is_ignored_after_the_session_is_gone(host: SparkplugHost) -> None:
+    born_with(host, 7)
+    # A gap drops the session; the node is still connected (bdSeq 7).
+    gap = host.handle(topic("NDATA"), ndata(5, by_alias(1, 1.0)), RECEIVED_NS, 1)
+    assert reason(gap) == "sparkplug_seq_gap"
+    assert host.node_count == 0
+    late = host.handle(topic("NDEATH"), ndeath(6), RECEIVED_NS, 2)
+    assert late.ignored == "stale_ndeath"
+    assert late.events == ()
+    real = ok(host.handle(topic("NDEATH"), ndeath(7), RECEIVED_NS, 3))
+    assert statuses(real) == [(EDGE, EDGE, "STATE_OFFLINE")]
+
+
+@pytest.mark.parametrize(
+    ("last", "death", "stale"),
+    [
+        (1, 255, True),  # two connections behind, across the wrap
+        (1, 130, True),  # 127 behind: the farthest still taken as older
+        (1, 129, False),  # 128 behind is as far ahead: believed
+        (255, 0, False),  # one ahead, across the wrap: a connection we missed
+        (7, 8, False),
+        (7, 7, False),
+    ],
+)
+def test_ndeath_bd_seq_order_wraps_at_256(last: int, death: int, stale: bool) -> None:
+    with_session, without = SparkplugHost(), SparkplugHost()
+    born_with(with_session, last)
+    born_with(without, last)
+    ok(without.handle(topic("NDEATH"), ndeath(last), RECEIVED_NS, 1))
+    assert without.node_count == 0
+    for host in (with_session, without):
+        outcome = host.handle(topic("NDEATH"), ndeath(death), RECEIVED_NS, 2)
+        if stale:
+            assert outcome.ignored == "stale_ndeath"
+        else:
+            assert statuses(ok(outcome)) == [(EDGE, EDGE, "STATE_OFFLINE")]
+
+
+def test_remembered_bd_seqs_are_bounded() -> None:
+    host = SparkplugHost(max_nodes=10)
+    birth = nbirth((metric("bdSeq", DataType.INT64, 7),))
+    for n in range(BD_SEQ_MEMORY + 5):
+        ok(host.handle(topic("NBIRTH", edge=f"n{n}"), birth, RECEIVED_NS, 0))
+    assert len(host._bd_seqs) == BD_SEQ_MEMORY
+    # The first nodes are forgotten: their NDEATH of any bdSeq is believed.
+    forgotten = ok(host.handle(topic("NDEATH", edge="n0"), ndeath(6), RECEIVED_NS, 1))
+    assert statuses(forgotten) == [("n0", "n0", "STATE_OFFLINE")]
+    remembered = host.handle(topic("NDEATH", edge="n5"), ndeath(6), RECEIVED_NS, 1)
+    assert remembered.ignored == "stale_ndeath"
 
 
 def test_an_ndeath_without_a_session_still_takes_the_node_offline(host: SparkplugHost) -> None:
@@ -632,6 +821,31 @@ def test_event_ids_are_deterministic() -> None:
     assert not set(ids) & {event.event_id for event in mapped.events}
 
 
+def test_data_ids_take_the_session_from_its_nbirth() -> None:
+    """A node without timestamps repeats a DATA's bytes in its next session
+    (or once seq wraps): delivery, which keeps ids forever, must not take
+    the repeat for a duplicate."""
+    first, second, peer = SparkplugHost(), SparkplugHost(), SparkplugHost()
+    data = their_pb.Payload(seq=2)
+    data.metrics.append(by_alias(1, 4.0).to_pb(include_dtype=False))
+    repeated = data.SerializeToString()
+    ids: list[list[str]] = []
+    for host, bd_seq in [(first, 7), (peer, 7), (second, 8)]:
+        birth = (metric("bdSeq", DataType.INT64, bd_seq), *NODE_METRICS[1:])
+        ok(host.handle(topic("NBIRTH"), nbirth(birth), RECEIVED_NS, 0))
+        device = ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 0))
+        outcome = ok(host.handle(topic("NDATA"), repeated, RECEIVED_NS, 0))
+        death = DDeath(DATA_MS, 3).encode()
+        gone = ok(host.handle(topic("DDEATH", device="pump-1"), death, RECEIVED_NS, 0))
+        events = (*device.events, *outcome.events, *gone.events)
+        ids.append([event.event_id for event in events])
+    one_session, same_session_elsewhere, next_session = ids
+    # Another bridge that saw the same NBIRTH gives the same ids; the next session others.
+    assert one_session == same_session_elsewhere
+    assert len(set(one_session)) == 4
+    assert not set(one_session) & set(next_session)
+
+
 # Memory bounds.
 
 
@@ -651,21 +865,95 @@ def test_node_sessions_are_bounded_least_recently_used_first() -> None:
         ok(host.handle(topic("NDATA", edge=edge), ndata(seq, by_alias(1, 1.0)), RECEIVED_NS, 2))
 
 
-def test_remembered_metrics_are_bounded() -> None:
-    per_birth = 1 + len(NODE_METRICS)  # the node counts as one
-    host = SparkplugHost(max_metrics=per_birth * 2 + 3)
-    born(host, "a")
-    born(host, "b")
-    assert host.metric_count == per_birth * 2
-    # A device of "b" with 3 metrics (and itself) passes the bound: "a" goes.
-    ok(host.handle(topic("DBIRTH", edge="b", device="d"), dbirth(1), RECEIVED_NS, 1))
+def birth_bytes(metrics: tuple[Metric, ...], edge: str = EDGE) -> int:
+    """What a node session of this NBIRTH weighs, by the documented estimate."""
+    aliased = [m.name for m in metrics if m.alias is not None and m.name]
+    named = {m.name for m in metrics if m.name}
+    entries = [*aliased, *named]
+    return NODE_BYTES + len(GROUP) + len(edge) + sum(ENTRY_BYTES + len(n) for n in entries)
+
+
+def device_bytes(device: str, metrics: tuple[Metric, ...] = DEVICE_METRICS) -> int:
+    return DEVICE_BYTES + len(device) + birth_bytes(metrics, "") - NODE_BYTES - len(GROUP)
+
+
+def test_memory_is_weighed_in_bytes(host: SparkplugHost) -> None:
+    born(host)
+    assert host.memory_bytes == birth_bytes(NODE_METRICS)
+    ok(host.handle(topic("DBIRTH", device="pump-1"), dbirth(1), RECEIVED_NS, 1))
+    assert host.memory_bytes == birth_bytes(NODE_METRICS) + device_bytes("pump-1")
+    ok(host.handle(topic("DDEATH", device="pump-1"), DDeath(DATA_MS, 2).encode(), RECEIVED_NS, 1))
+    assert host.memory_bytes == birth_bytes(NODE_METRICS)
+
+
+def test_many_aliases_of_one_name_and_long_names_weigh_what_they_hold(
+    host: SparkplugHost,
+) -> None:
+    one_name = tuple(metric("t", DataType.INT32, 1, alias=n) for n in range(4_999))
+    ok(host.handle(topic("NBIRTH"), nbirth(one_name), RECEIVED_NS, 0))
+    assert host.memory_bytes == birth_bytes(one_name) > 4_999 * ENTRY_BYTES
+    long_name = (metric("n" * 200_000, DataType.INT32, 1, alias=1),)
+    ok(host.handle(topic("NBIRTH", edge="gw2"), nbirth(long_name), RECEIVED_NS, 0))
+    weight = birth_bytes(long_name, "gw2")
+    assert weight > 400_000
+    assert host.memory_bytes == birth_bytes(one_name) + weight
+    # Past a node's share (an eighth of the bound) it is refused, the old session void.
+    small = SparkplugHost(max_memory_bytes=8 * 400_000)
+    outcome = small.handle(topic("NBIRTH"), nbirth(long_name), RECEIVED_NS, 0)
+    assert outcome.rejected == (
+        "too_large",
+        f"the edge node's births take {birth_bytes(long_name)} bytes, over 400000 "
+        "(an eighth of max_memory_bytes 3200000)",
+    )
+    assert (small.node_count, small.memory_bytes) == (0, 0)
+
+
+def test_sessions_are_bounded_in_bytes_least_recently_used_first() -> None:
+    each = birth_bytes(NODE_METRICS, "n0")
+    host = SparkplugHost(max_memory_bytes=8 * each + each // 2)
+    edges = [f"n{n}" for n in range(9)]
+    for edge in edges[:8]:
+        born(host, edge)
+    assert host.memory_bytes == 8 * each
+    ok(host.handle(topic("NDATA", edge="n0"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 1))
+    born(host, "n8")
+    assert (host.node_count, host.memory_bytes) == (8, 8 * each)
+    # n1 was the least recently used.
+    gone = host.handle(topic("NDATA", edge="n1"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 2)
+    assert reason(gone) == "sparkplug_unknown_node"
+    ok(host.handle(topic("NDATA", edge="n0"), ndata(2, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def test_one_node_cannot_take_more_than_an_eighth() -> None:
+    node, device = birth_bytes(NODE_METRICS), device_bytes("d00")
+    host = SparkplugHost(max_memory_bytes=8 * (node + 3 * device))
+    born(host, edge="other")
+    born(host)
+    for n in range(3):
+        ok(host.handle(topic("DBIRTH", device=f"d{n:02}"), dbirth(n + 1), RECEIVED_NS, 1))
+    over = host.handle(topic("DBIRTH", device="d03"), dbirth(4), RECEIVED_NS, 1)
+    assert reason(over) == "too_large"
+    # The node's session is dropped; the other node's is untouched.
     assert host.node_count == 1
-    assert host.metric_count == per_birth + 1 + len(DEVICE_METRICS)
-    # A birth alone over the bound is refused.
-    small = SparkplugHost(max_metrics=5)
-    outcome = small.handle(topic("NBIRTH"), nbirth(), RECEIVED_NS, 0)
-    assert reason(outcome) == "too_large"
-    assert (small.node_count, small.metric_count) == (0, 0)
+    assert host.memory_bytes == birth_bytes(NODE_METRICS, "other")
+    after = host.handle(topic("NDATA"), ndata(5, by_alias(1, 1.0)), RECEIVED_NS, 2)
+    assert reason(after) == "sparkplug_unknown_node"
+    ok(host.handle(topic("NDATA", edge="other"), ndata(1, by_alias(1, 1.0)), RECEIVED_NS, 2))
+
+
+def test_devices_per_node_are_bounded() -> None:
+    host = SparkplugHost(max_devices_per_node=2)
+    born(host)
+    ok(host.handle(topic("DBIRTH", device="d1"), dbirth(1), RECEIVED_NS, 1))
+    ok(host.handle(topic("DBIRTH", device="d2"), dbirth(2), RECEIVED_NS, 1))
+    third = host.handle(topic("DBIRTH", device="d3"), dbirth(3), RECEIVED_NS, 1)
+    assert third.rejected == ("too_large", "edge node 'gw1' has 2 devices, max_devices_per_node 2")
+    # The node and its devices live on; a device born again is no new one.
+    ok(host.handle(topic("DBIRTH", device="d1"), dbirth(4), RECEIVED_NS, 1))
+    rpm = ddata(5, by_alias(1, 7, DataType.UINT32))
+    assert readings(ok(host.handle(topic("DDATA", device="d2"), rpm, RECEIVED_NS, 1))) == {"rpm": 7}
+    death = ok(host.handle(topic("NDEATH"), ndeath(7), RECEIVED_NS, 2))
+    assert statuses(death) == [(EDGE, n, "STATE_OFFLINE") for n in (EDGE, "d1", "d2")]
 
 
 # What is left out, and counted.

@@ -16,11 +16,9 @@ Pure: no transport library (the pure-rules import-linter contract).
 from __future__ import annotations
 
 import json
-from typing import Final
 
+from edgesense.common.sparkplug_names import REBIRTH_METRIC
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
-
-REBIRTH_METRIC: Final = "Node Control/Rebirth"
 
 
 def rebirth_payload(now_ms: int) -> bytes:

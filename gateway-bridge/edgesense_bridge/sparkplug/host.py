@@ -20,20 +20,43 @@ Decisions, and why:
   rebirth request: the node's next NBIRTH makes the data after it decodable.
   The rejected message itself is acknowledged and counted, not held: holding
   it would need memory per unknown node and a rebirth may never come.
-- A sequence gap (seq not last + 1 mod 256, or missing) means messages were
-  lost, births perhaps among them: the outcome says `seq_gap`, a rebirth is
-  requested, and the message is still decoded when its aliases are known.
+- A sequence gap (seq not last + 1 mod 256, or missing) in an NDATA, DDATA
+  or DBIRTH means messages were lost, and a lost NBIRTH or DBIRTH may have
+  reassigned the aliases, so the message is never decoded: the node's session
+  (its devices with it) is dropped, the message rejected
+  ("sparkplug_seq_gap"), the outcome says `seq_gap` and a rebirth is
+  requested. Later data is "sparkplug_unknown_node" until the NBIRTH comes.
+  A DDEATH with a gap still takes its device offline (no alias is involved),
+  and drops the session and asks for a rebirth likewise. A resent message
+  (seq already seen: an MQTT QoS 1 redelivery) is a gap too: its seq cannot
+  tell it from 256 lost messages.
 - Rebirths are rate-limited: one per edge node per `rebirth_interval_seconds`
   and 100 a second overall, so a flood of unknown nodes cannot flood the
   broker with commands. The limiter forgets a node once its interval is past,
-  so it holds at most about 100 x interval entries.
-- NDEATH pairs with the session by bdSeq: one from an older connection (its
-  Will fired late, after the node reconnected) is ignored ("stale_ndeath"),
-  and so is one without bdSeq when the session has one (it cannot be paired).
-  With no session at all it still marks the node offline: after a bridge
-  restart the host has no session, and a real NDEATH must not be lost. Its
-  events are timed at receipt: an NDEATH is a Will, whose payload timestamp
-  (if any) is when the node connected, not when it died.
+  so it holds at most about 100 x interval entries, and when an NBIRTH of
+  the node is accepted: the rebirth came, and a gap in the new session must
+  not wait for the interval to ask again.
+- NDEATH pairs with the NBIRTH by bdSeq, which a node increments (mod 256)
+  on each MQTT connection: one from an older connection (its Will fired
+  late, after the node reconnected) is ignored ("stale_ndeath"), and so is
+  one without bdSeq when the session has one (it cannot be paired). Older
+  means up to 127 connections behind the last NBIRTH's bdSeq, mod 256; one
+  ahead of it is believed (the node connected again, we missed that birth,
+  and that connection died). The last bdSeq of each node outlives its
+  session (dropped by a gap, an eviction, a bad birth or the NDEATH itself)
+  in a least recently used memory of BD_SEQ_MEMORY nodes (a few hundred
+  bytes each, outside max_memory_bytes), so a late stale NDEATH after the
+  session is gone is ignored too. A node the host knows nothing of, and one
+  whose NDEATH has no bdSeq, is still marked offline: after a bridge restart
+  the host has no session, and a real NDEATH must not be lost. The cost,
+  with two bridges: one that restarted believes a late stale NDEATH that its
+  peer ignores, and delivery stores that offline event (the node's next
+  DATA, unknown to both, asks for a rebirth and its NBIRTH puts it online
+  again). A node that restarts with bdSeq 0 (the spec's start) and whose
+  NBIRTH we missed may have its real NDEATH taken for an older one; its data
+  in between asks for a rebirth, whose NBIRTH renews the memory. The events
+  are timed at receipt: an NDEATH is a Will, whose payload timestamp (if
+  any) is when the node connected, not when it died.
 - Historical metrics (`is_historical`: back-filled from a store) are left out
   of the event: its readings are the device's current values. Each DATA
   metric keeps only the last value of a name within one message; earlier ones
@@ -46,14 +69,45 @@ Decisions, and why:
   the outcome: two bridges that know different devices of a node (one saw a
   DBIRTH the other missed) still give the node's own offline event of an
   NDEATH the same id. NDEATH's device events come sorted by device id.
-- Memory is bounded by construction: at most `max_nodes` node sessions and
-  `max_metrics` remembered metrics (a device counts as one more), least
-  recently used node evicted first (its next DATA asks for a rebirth), and a
-  bounded rebirth limiter. A birth larger than `max_metrics` on its own is
-  rejected ("too_large").
+  Delivery keeps an id forever, and a node whose payloads carry no timestamp
+  repeats a DATA's bytes once seq wraps (or in its next session), so the
+  ids of DATA, DBIRTH and DDEATH events also take the session's identity: a
+  digest of the NBIRTH that began it, which every bridge able to decode the
+  data saw. NBIRTH and NDEATH ids come from their own bytes only. Residual
+  risk, not counted: within one session, a node without timestamps that
+  sends the same DATA bytes 256 messages apart (same seq, same values) gets
+  one id for both, and the second is dropped by delivery as a duplicate; and
+  so does a rebirth on the same connection whose NBIRTH repeats the last
+  byte for byte (same bdSeq and values, no timestamp). A DDEATH the host has
+  no session for gets the id of its bytes alone, so two bridges, one with
+  the session and one without, store its offline event twice.
+- Memory is bounded by construction: at most `max_nodes` node sessions
+  holding at most `max_memory_bytes`, least recently used node evicted first
+  (its next DATA asks for a rebirth), and a bounded rebirth limiter. What a
+  session holds is weighed in bytes, an estimate a little over what
+  tracemalloc measures (`memory_bytes`): NODE_BYTES per node, DEVICE_BYTES
+  per device, and ENTRY_BYTES plus the name's UTF-8 length for each alias ->
+  name entry and each name -> datatype entry, so that neither many aliases of
+  one name nor one long name passes the bound at the weight of a metric.
+- One edge node cannot crowd out the others: a node holds at most
+  `max_devices_per_node` devices (a DBIRTH of one more is rejected
+  "too_large", the node's session kept) and at most an eighth of
+  `max_memory_bytes` (a birth taking it over is rejected "too_large" and the
+  node's session dropped), so no node evicts more than an eighth of the
+  others' sessions at once, and an NDEATH makes at most
+  `max_devices_per_node` + 1 events.
+- A birth voids what it replaces before anything can reject it: an NBIRTH
+  the node's session, a DBIRTH its device's aliases, even when the birth is
+  undecodable, too large, or rejected for its content or timestamp (a bad
+  topic excepted: it names no node). Data after a birth we could not read
+  is then unknown and asks for a rebirth, never decoded with the old
+  aliases. The birth itself asks for none: the next DATA does, rate-limited.
+- A payload over `max_payload_bytes` is rejected ("too_large") undecoded (the
+  intake leaves the size of Sparkplug messages to the host). Its seq is not
+  read, so the node's next message shows a gap.
 - An event larger than `max_event_bytes` as protobuf (it must fit a Publish
   batch) rejects the message ("too_large"); a birth so rejected still
-  records its session, so the node's later DATA decodes.
+  records its session (it was read whole), so the node's later DATA decodes.
 
 Pure: no transport library (the pure-rules import-linter contract).
 """
@@ -71,6 +125,13 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from edgesense.common.message_limits import MAX_EVENT_BYTES
+from edgesense.common.sparkplug_names import (
+    BD_SEQ,
+    BD_SEQ_MODULUS,
+    DEVICE_CONTROL,
+    NODE_CONTROL,
+    SEQ_MODULUS,
+)
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.v1 import events_pb2
 from edgesense_bridge.sparkplug.control import rebirth_payload
@@ -84,11 +145,15 @@ from edgesense_bridge.sparkplug.topics import (
 from edgesense_bridge.sparkplug.values import MAX_DATETIME_MS, LeftOut, metric_value
 from edgesense_bridge.topics import TopicError
 
-BD_SEQ: Final = "bdSeq"
-NODE_CONTROL: Final = "Node Control/"
-DEVICE_CONTROL: Final = "Device Control/"
-SEQ_MODULUS: Final = 256
 REBIRTHS_PER_SECOND: Final = 100.0
+BD_SEQ_MEMORY: Final = 10_000  # nodes whose last bdSeq is remembered beyond their session
+# What a session holds, in bytes: a little over what tracemalloc measured on
+# CPython 3.11 (about 580 per node session with its key and LRU entry, 310
+# per device with its id, and 120-170 per aliased metric for its two entries,
+# the name's characters apart).
+NODE_BYTES: Final = 600
+DEVICE_BYTES: Final = 300
+ENTRY_BYTES: Final = 100
 SOURCE: Final = "sparkplug"
 
 
@@ -119,7 +184,9 @@ class SparkplugOutcome:
     - `metrics_left_out`: metrics not typed into the payload (datasets,
       templates, ...) by reason -> count; counted, not fatal.
     - `seq_gap`: the message's seq was not the session's last + 1 (mod 256):
-      messages were lost between the node and us; counted.
+      messages were lost between the node and us; counted. The session is
+      dropped and the message rejected ("sparkplug_seq_gap"), but for a
+      DDEATH, which still takes its device offline.
     """
 
     events: tuple[events_pb2.Event, ...] = ()
@@ -130,29 +197,54 @@ class SparkplugOutcome:
     seq_gap: bool = False
 
 
+def _text_bytes(text: str) -> int:
+    # UTF-8 takes at least the bytes per character a Python str stores (1, 2 or 4).
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 @dataclass
 class _Catalogue:
     """What one BIRTH declared: alias -> name, name -> datatype."""
 
     names: dict[int, str]
     datatypes: dict[str, int]
+    memory_bytes: int = field(init=False)
 
-    @property
-    def weight(self) -> int:
-        return 1 + len(self.datatypes)
+    def __post_init__(self) -> None:
+        entries = self.names.values(), self.datatypes.keys()
+        self.memory_bytes = sum(
+            ENTRY_BYTES + _text_bytes(name) for names in entries for name in names
+        )
 
 
 @dataclass
 class _NodeSession:
+    key: tuple[str, str]
+    identity: bytes  # a digest of the NBIRTH that began it, in its events' ids
     bd_seq: int | None
     seq: int
     metrics: _Catalogue
     devices: dict[str, _Catalogue] = field(default_factory=dict)
-    counted: int = 0  # the weight the host's total has for it
+    memory_bytes: int = field(init=False)  # kept up to date as devices come and go
+    counted: int = 0  # what the host's total has for it
 
-    @property
-    def weight(self) -> int:
-        return self.metrics.weight + sum(device.weight for device in self.devices.values())
+    def __post_init__(self) -> None:
+        group, edge_node = self.key
+        self.memory_bytes = (
+            NODE_BYTES + _text_bytes(group) + _text_bytes(edge_node) + self.metrics.memory_bytes
+        )
+
+    def add_device(self, device_id: str, catalogue: _Catalogue) -> None:
+        self.remove_device(device_id)
+        self.devices[device_id] = catalogue
+        self.memory_bytes += DEVICE_BYTES + _text_bytes(device_id) + catalogue.memory_bytes
+
+    def remove_device(self, device_id: str) -> bool:
+        catalogue = self.devices.pop(device_id, None)
+        if catalogue is None:
+            return False
+        self.memory_bytes -= DEVICE_BYTES + _text_bytes(device_id) + catalogue.memory_bytes
+        return True
 
 
 class _Reject(Exception):
@@ -183,6 +275,7 @@ class _Message:
     left_out: Counter[str] = field(default_factory=Counter)
     seq_gap: bool = False
     rebirth_reason: str | None = None
+    session: bytes = b""  # the identity of the session the message belongs to, if any
 
     @property
     def key(self) -> tuple[str, str]:
@@ -193,10 +286,20 @@ class _Message:
         return self.address.device_id or self.address.edge_node_id
 
 
-def event_id(project_id: str, topic: str, payload: bytes, kind: str, device_id: str) -> str:
+def event_id(
+    project_id: str, topic: str, payload: bytes, kind: str, device_id: str, session: bytes = b""
+) -> str:
     """The id of a message's `kind` event ("status", "readings") about `device_id`:
-    the same message, the same ids."""
-    parts = (project_id.encode(), topic.encode(), payload, kind.encode(), device_id.encode())
+    the same message in the same session (its NBIRTH's digest), the same ids."""
+    parts: tuple[bytes, ...] = (
+        project_id.encode(),
+        topic.encode(),
+        payload,
+        kind.encode(),
+        device_id.encode(),
+    )
+    if session:
+        parts += (session,)
     scope = b"\0".join(parts)
     digest = hashlib.sha256(scope).digest()[:15]
     return "evt_" + base64.b32encode(digest).decode().lower()
@@ -213,18 +316,26 @@ class SparkplugHost:
         rebirth_interval_seconds: float = 5.0,
         max_nodes: int = 10_000,
         max_event_bytes: int | None = None,
-        max_metrics: int = 1_000_000,
+        max_memory_bytes: int = 256 * 2**20,
+        max_devices_per_node: int = 10_000,
+        max_payload_bytes: int = 256 * 1024,
     ) -> None:
         self._groups = dict(groups or {})
         self._rebirth_interval = rebirth_interval_seconds
         self._max_nodes = max_nodes
         self._max_event_bytes = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
-        self._max_metrics = max_metrics
+        self._max_memory = max_memory_bytes
+        # One node's share: it cannot evict more than an eighth of the others.
+        self._max_node_memory = max_memory_bytes // 8
+        self._max_devices = max_devices_per_node
+        self._max_payload_bytes = max_payload_bytes
         self._nodes: OrderedDict[tuple[str, str], _NodeSession] = OrderedDict()
-        self._weight = 0
+        self._memory = 0
         # (group, edge node) -> when its last rebirth was requested, oldest first.
         self._last_rebirth: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tokens = REBIRTHS_PER_SECOND
+        # (group, edge node) -> the bdSeq of its last NBIRTH or NDEATH, least recent first.
+        self._bd_seqs: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._tokens_at: float | None = None
         self._handlers: dict[str, Callable[[_Message], str | None]] = {
             "NBIRTH": self._nbirth,
@@ -240,9 +351,9 @@ class SparkplugHost:
         return len(self._nodes)
 
     @property
-    def metric_count(self) -> int:
-        """Metrics remembered, devices counted as one each (what max_metrics bounds)."""
-        return self._weight
+    def memory_bytes(self) -> int:
+        """What the sessions hold, as estimated (what max_memory_bytes bounds)."""
+        return self._memory
 
     def handle(self, topic: str, payload: bytes, received_ns: int, now: float) -> SparkplugOutcome:
         """`topic` is under spBv1.0/; `received_ns` the bridge's receipt time
@@ -255,6 +366,16 @@ class SparkplugHost:
             return SparkplugOutcome(ignored="state")
         if address.message_type in COMMAND_TYPES:
             return SparkplugOutcome(ignored="command")
+        # A birth voids what it replaces before anything can reject it: the
+        # old aliases must not decode the data that follows a birth we could
+        # not read (no rebirth is asked here: the next DATA asks one).
+        if address.message_type == "NBIRTH":
+            self._drop((address.group_id, address.edge_node_id))
+        elif address.message_type == "DBIRTH" and address.device_id is not None:
+            self._drop_device((address.group_id, address.edge_node_id), address.device_id)
+        if len(payload) > self._max_payload_bytes:
+            detail = f"payload of {len(payload)} bytes exceeds {self._max_payload_bytes}"
+            return SparkplugOutcome(rejected=("too_large", detail))
         try:
             decoded = spb.Payload.FromString(payload)
         except DecodeError as exc:
@@ -291,33 +412,41 @@ class SparkplugHost:
     # ignored reason, or raises _Reject.
 
     def _nbirth(self, message: _Message) -> str | None:
-        # A new NBIRTH starts a new session: the old one's aliases and devices
-        # are void whether or not this birth is well formed.
-        self._drop(message.key)
+        # handle() has dropped the old session: a rejected birth leaves none.
         birth = _read_birth(message, NODE_CONTROL)
+        timestamp = _payload_timestamp(message)
         payload = message.payload
         seq = payload.seq % SEQ_MODULUS if payload.HasField("seq") else 0
-        session = _NodeSession(birth.bd_seq, seq, birth.catalogue)
+        identity = hashlib.sha256(message.raw).digest()[:16]
+        session = _NodeSession(message.key, identity, birth.bd_seq, seq, birth.catalogue)
         self._store(message.key, session)
+        # The rebirth asked for (if any) has come: a gap found in the new
+        # session asks again at once, not after the interval.
+        self._last_rebirth.pop(message.key, None)
+        if birth.bd_seq is not None:
+            self._remember_bd_seq(message.key, birth.bd_seq)
         details: dict[str, Any] = {"source": SOURCE}
         if birth.bd_seq is not None:
             details["bdSeq"] = birth.bd_seq
-        timestamp = _payload_timestamp(message)
         _status(message, message.device_id, online=True, details=details, timestamp=timestamp)
         if birth.values:
             _readings(message, birth.values, timestamp)
         return None
 
     def _dbirth(self, message: _Message) -> str | None:
+        # handle() has dropped the device's previous aliases.
         session = self._session(message)
         device = message.device_id
-        # A DBIRTH voids the device's previous aliases, well formed or not.
-        if session.devices.pop(device, None) is not None:
-            self._reweigh(message.key)
         birth = _read_birth(message, DEVICE_CONTROL)
-        session.devices[device] = birth.catalogue
-        self._reweigh(message.key)
         timestamp = _payload_timestamp(message)
+        if len(session.devices) >= self._max_devices:
+            raise _Reject(
+                "too_large",
+                f"edge node {message.address.edge_node_id!r} has {len(session.devices)} "
+                f"devices, max_devices_per_node {self._max_devices}",
+            )
+        session.add_device(device, birth.catalogue)
+        self._reweigh(message.key)
         _status(message, device, online=True, details={"source": SOURCE}, timestamp=timestamp)
         if birth.values:
             _readings(message, birth.values, timestamp)
@@ -346,8 +475,16 @@ class SparkplugHost:
     def _ndeath(self, message: _Message) -> str | None:
         bd_seq = _bd_seq(message.payload)
         session = self._nodes.get(message.key)
-        if session is not None and session.bd_seq is not None and bd_seq != session.bd_seq:
-            return "stale_ndeath"
+        if session is not None:
+            last = session.bd_seq
+            if last is not None and bd_seq is None:
+                return "stale_ndeath"
+        else:
+            last = self._bd_seqs.get(message.key)
+        if last is not None and bd_seq is not None:
+            if 0 < (last - bd_seq) % BD_SEQ_MODULUS < BD_SEQ_MODULUS // 2:
+                return "stale_ndeath"
+            self._remember_bd_seq(message.key, bd_seq)
         self._drop(message.key)
         received = _timestamp_ns(message.received_ns)
         details: dict[str, Any] = {"source": SOURCE}
@@ -362,9 +499,12 @@ class SparkplugHost:
         session = self._nodes.get(message.key)
         if session is not None:
             self._nodes.move_to_end(message.key)
-            _check_seq(message, session)
-            session.devices.pop(message.device_id, None)
-            self._reweigh(message.key)
+            message.session = session.identity
+            if _seq_gap(message, session) is None:
+                self._drop_device(message.key, message.device_id)
+            else:
+                # The device goes offline all the same: a DDEATH names no alias.
+                self._drop(message.key)
         timestamp = _payload_timestamp(message)
         _status(
             message,
@@ -388,47 +528,63 @@ class SparkplugHost:
                 f"{message.address.group_id!r} has had no NBIRTH in this session",
             )
         self._nodes.move_to_end(message.key)
-        _check_seq(message, session)
+        message.session = session.identity
+        gap = _seq_gap(message, session)
+        if gap is not None:
+            self._drop(message.key)
+            raise _Reject("sparkplug_seq_gap", gap)
         return session
 
     def _store(self, key: tuple[str, str], session: _NodeSession) -> None:
-        if session.weight > self._max_metrics:
-            raise _Reject(
-                "too_large",
-                f"a birth of {session.weight - 1} metrics exceeds max_metrics {self._max_metrics}",
-            )
+        if session.memory_bytes > self._max_node_memory:
+            raise _Reject("too_large", self._over_node_bound(session))
         self._nodes[key] = session
-        session.counted = session.weight
-        self._weight += session.counted
+        session.counted = session.memory_bytes
+        self._memory += session.counted
         self._evict(key)
+
+    def _over_node_bound(self, session: _NodeSession) -> str:
+        return (
+            f"the edge node's births take {session.memory_bytes} bytes, over "
+            f"{self._max_node_memory} (an eighth of max_memory_bytes {self._max_memory})"
+        )
 
     def _drop(self, key: tuple[str, str]) -> None:
         session = self._nodes.pop(key, None)
         if session is not None:
-            self._weight -= session.counted
+            self._memory -= session.counted
+
+    def _drop_device(self, key: tuple[str, str], device_id: str) -> None:
+        session = self._nodes.get(key)
+        if session is not None and session.remove_device(device_id):
+            self._recount(session)
+
+    def _recount(self, session: _NodeSession) -> None:
+        self._memory += session.memory_bytes - session.counted
+        session.counted = session.memory_bytes
 
     def _reweigh(self, key: tuple[str, str]) -> None:
         """Account for a session whose devices changed: a DBIRTH may evict other
-        nodes, and rejects a node whose births alone pass max_metrics."""
+        nodes, and drops and rejects a node whose births pass its share."""
         session = self._nodes[key]
-        weight = session.weight
-        self._weight += weight - session.counted
-        session.counted = weight
-        if weight > self._max_metrics:
+        self._recount(session)
+        if session.memory_bytes > self._max_node_memory:
             self._drop(key)
-            raise _Reject(
-                "too_large",
-                f"the edge node's births total {weight} metrics and devices, over "
-                f"max_metrics {self._max_metrics}",
-            )
+            raise _Reject("too_large", self._over_node_bound(session))
         self._evict(key)
 
     def _evict(self, keep: tuple[str, str]) -> None:
-        while len(self._nodes) > self._max_nodes or self._weight > self._max_metrics:
+        while len(self._nodes) > self._max_nodes or self._memory > self._max_memory:
             oldest = next(iter(self._nodes))
             if oldest == keep:
                 break
             self._drop(oldest)
+
+    def _remember_bd_seq(self, key: tuple[str, str], bd_seq: int) -> None:
+        self._bd_seqs[key] = bd_seq
+        self._bd_seqs.move_to_end(key)
+        if len(self._bd_seqs) > BD_SEQ_MEMORY:
+            self._bd_seqs.popitem(last=False)
 
     # Rebirth requests.
 
@@ -462,15 +618,22 @@ class SparkplugHost:
 # Reading payloads.
 
 
-def _check_seq(message: _Message, session: _NodeSession) -> None:
+def _seq_gap(message: _Message, session: _NodeSession) -> str | None:
+    """None when the message's seq is the session's next (and advances it); else
+    what the gap is, the message flagged and a rebirth asked for: the caller
+    drops the session."""
     expected = (session.seq + 1) % SEQ_MODULUS
     payload = message.payload
-    # Missing or out of range: a gap, and the session resumes from the expected.
-    seq = payload.seq if payload.HasField("seq") and payload.seq < SEQ_MODULUS else -1
-    if seq != expected:
-        message.seq_gap = True
-        message.rebirth_reason = message.rebirth_reason or "seq_gap"
-    session.seq = seq if seq >= 0 else expected
+    if payload.HasField("seq") and payload.seq == expected:
+        session.seq = expected
+        return None
+    message.seq_gap = True
+    message.rebirth_reason = message.rebirth_reason or "seq_gap"
+    seen = f"seq {payload.seq}" if payload.HasField("seq") else "no seq"
+    return (
+        f"{seen} where {expected} was next: messages were lost, perhaps a birth; "
+        "waiting for the rebirth"
+    )
 
 
 def _name(metric: spb.Payload.Metric) -> str | None:
@@ -592,7 +755,9 @@ def _event(
 ) -> events_pb2.Event:
     address = message.address
     event = events_pb2.Event(
-        event_id=event_id(address.project_id, message.topic, message.raw, kind, device_id),
+        event_id=event_id(
+            address.project_id, message.topic, message.raw, kind, device_id, message.session
+        ),
         project_id=address.project_id,
         gateway_id=address.edge_node_id,
         device_id=device_id,

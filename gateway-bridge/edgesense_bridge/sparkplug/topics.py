@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+# Re-exported: the intake, the settings and the server take it from here.
+from edgesense.common.sparkplug_names import NAMESPACE as NAMESPACE
 from edgesense_bridge.topics import ID_RULE, TopicError, is_valid_id
 
-NAMESPACE: Final = "spBv1.0"
 STATE: Final = "STATE"
 NODE_TYPES: Final = ("NBIRTH", "NDATA", "NDEATH", "NCMD")
 DEVICE_TYPES: Final = ("DBIRTH", "DDATA", "DDEATH", "DCMD")
