@@ -39,13 +39,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from edgesense.common.sparkplug_names import (
+    BD_SEQ,
+    BD_SEQ_MODULUS,
+    NAMESPACE,
+    REBIRTH_METRIC,
+    SEQ_MODULUS,
+)
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.tools.sim_devices import Outgoing
 
-NAMESPACE = "spBv1.0"
-BD_SEQ = "bdSeq"
-REBIRTH = "Node Control/Rebirth"
-SEQ_MODULUS = 256  # seq and bdSeq run 0..255
 BIRTH_QOS = 0
 DEATH_QOS = 0  # DDEATH
 NDEATH_QOS = 1
@@ -95,7 +98,7 @@ def rebirth_requested(payload: bytes) -> bool:
     except Exception as exc:  # protobuf's DecodeError, or what upb raises instead
         raise BadCommand(f"an NCMD that is not a Sparkplug B payload ({exc})") from None
     return any(
-        metric.name == REBIRTH
+        metric.name == REBIRTH_METRIC
         and metric.WhichOneof("value") == "boolean_value"
         and metric.boolean_value
         for metric in command.metrics
@@ -142,7 +145,7 @@ class EdgeNode:
 
     def next_connection(self) -> tuple[str, bytes]:
         """A new MQTT connection is coming: the next bdSeq, and its Will."""
-        self.bd_seq = (self.bd_seq + 1) % SEQ_MODULUS
+        self.bd_seq = (self.bd_seq + 1) % BD_SEQ_MODULUS
         return self.will()
 
     def births(self, current: Mapping[str, Mapping[str, Value]]) -> list[Outgoing]:
@@ -151,7 +154,7 @@ class EdgeNode:
         self._seq = 0
         nbirth = self._payload()
         self._metric(nbirth, BD_SEQ, spb.Int64).long_value = self.bd_seq
-        self._metric(nbirth, REBIRTH, spb.Boolean).boolean_value = False
+        self._metric(nbirth, REBIRTH_METRIC, spb.Boolean).boolean_value = False
         out = [Outgoing(self.topic("NBIRTH"), nbirth.SerializeToString(), BIRTH_QOS, False)]
         for device, values in current.items():
             missing = set(self._fields) - set(values)
