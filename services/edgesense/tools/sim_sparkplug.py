@@ -27,9 +27,18 @@ which a host application relies on:
 
 QoS: births and deaths as the specification says (NBIRTH, DBIRTH, DDEATH 0;
 the NDEATH, Will or published, 1). DDATA is QoS 0 in the specification; we
-publish it with QoS 1, because EdgeSense promises that nothing a gateway
-published is lost, and QoS 0 loses messages whenever the bridge or the
-network hiccups (the broker queues only QoS 1 for a session that is away).
+publish it with QoS 1, so that the broker acknowledges each one (QoS 0 loses
+messages whenever the bridge or the network hiccups, and the broker queues
+only QoS 1 for a subscriber that is away).
+
+An edge node sends no data before its births, on each MQTT connection. A
+DDATA its connection left unacknowledged is therefore not resent as it was
+(paho would, before the new NBIRTH, with the old session's seq): the
+simulator sends it `again`, after the new connection's births, as a new DDATA
+of that session (the next seq, the reading's own timestamp). That is at
+least once: one the broker had taken but whose PUBACK the connection lost
+reaches a host twice, under two seqs (Sparkplug has no message ids). What a
+kill -9 leaves unacknowledged is lost; the Will's NDEATH says the node died.
 
 Pure: no MQTT here (the pure-rules contract in pyproject.toml).
 """
@@ -187,6 +196,15 @@ class EdgeNode:
             metric.alias = aliases[name]
             _set_value(metric, types[name], value)
         return Outgoing(self.topic("DDATA", device), ddata.SerializeToString(), DATA_QOS)
+
+    def again(self, ddata: bytes) -> bytes:
+        """A DDATA encoded earlier, with this session's next seq: the same
+        reading (values, aliases, timestamp) as a new message, after births
+        that came since (a reconnect's, a rebirth's)."""
+        payload = spb.Payload.FromString(ddata)
+        payload.seq = self._seq
+        self._seq = (self._seq + 1) % SEQ_MODULUS
+        return payload.SerializeToString()
 
     def deaths(self) -> list[Outgoing]:
         """A DDEATH per device born in this session, then the NDEATH: a clean stop."""
