@@ -759,7 +759,13 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 NOT_AUTHORIZED = 0x87
 WAIT = 5.0
-PASSWORDS = {"acme/gw-1": "pw-gw-1", "acme/gw-2": "pw-gw-2", BRIDGE_USER: "pw-bridge"}
+EDGE_NODE = "acme/line-4"  # mosquitto/acl's commented Sparkplug B example
+PASSWORDS = {
+    "acme/gw-1": "pw-gw-1",
+    "acme/gw-2": "pw-gw-2",
+    BRIDGE_USER: "pw-bridge",
+    EDGE_NODE: "pw-line-4",
+}
 
 
 def replace_once(text: str, old: str, new: str) -> str:
@@ -792,8 +798,27 @@ def _mosquitto_version() -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def acl_with_example() -> str:
+    """mosquitto/acl with its commented example rules (lines `#user …`,
+    `#topic …`; the explanations have a space after the `#`) in force."""
+    text = (MOSQUITTO_DIR / "acl").read_text(encoding="utf-8")
+    example = re.compile(r"^#((?:user|topic) .*)$", re.MULTILINE)
+    assert example.search(text), "mosquitto/acl lost its commented Sparkplug B example"
+    return example.sub(r"\1", text)
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    yield from _broker(tmp_path_factory, (MOSQUITTO_DIR / "acl").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def example_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The deploy config with the ACL's commented examples in force."""
+    yield from _broker(tmp_path_factory, acl_with_example())
+
+
+def _broker(tmp_path_factory: pytest.TempPathFactory, acl: str) -> Iterator[Broker]:
     for binary in (MOSQUITTO, MOSQUITTO_PASSWD):
         if not os.access(binary, os.X_OK):
             pytest.skip(f"the ACL test needs {binary} (apt-get install mosquitto)")
@@ -801,7 +826,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         pytest.skip("deploy/ pins Mosquitto 2.0 (slash usernames in %u); this machine has another")
     directory = tmp_path_factory.mktemp("deploy-mosquitto")
     (directory / "data").mkdir()
-    shutil.copy(MOSQUITTO_DIR / "acl", directory / "acl")
+    (directory / "acl").write_text(acl, encoding="utf-8")
     passwd = directory / "passwd"
     passwd.touch(mode=0o600)
     for user, password in PASSWORDS.items():
@@ -1075,3 +1100,45 @@ def test_a_wrong_password_is_refused(broker: Broker, clients: list[Client]) -> N
     intruder = Client(broker, "acme/gw-1", "not-the-password")
     clients.append(intruder)
     assert intruder.connect().is_failure
+
+
+def test_the_acl_s_sparkplug_example_lets_one_edge_node_speak_for_itself_only(
+    example_broker: Broker, clients: list[Client]
+) -> None:
+    # Without the example, no edge node may publish Sparkplug (the essentials
+    # test: no `user` but the bridge); with it, node line-4 of project acme.
+    node = connected(example_broker, clients, EDGE_NODE, will_topic="spBv1.0/acme/NDEATH/line-4")
+    bridge = connected(example_broker, clients, BRIDGE_USER)
+    bridge.subscribe("spBv1.0/#")
+    node.subscribe("spBv1.0/#")
+    run = uuid.uuid4().hex[:8]
+    own = [
+        "spBv1.0/acme/NBIRTH/line-4",
+        "spBv1.0/acme/NDATA/line-4",
+        f"spBv1.0/acme/DBIRTH/line-4/{run}",
+        f"spBv1.0/acme/DDATA/line-4/{run}",
+        f"spBv1.0/acme/DDEATH/line-4/{run}",
+        "spBv1.0/acme/NDEATH/line-4",
+    ]
+    for topic in own:
+        assert not node.publish(topic).is_failure, topic
+    for foreign in (
+        "spBv1.0/acme/NBIRTH/line-5",  # another node of the project
+        f"spBv1.0/acme/DDATA/line-5/{run}",
+        "spBv1.0/globex/NBIRTH/line-4",  # the same node id in another project
+        f"spBv1.0/globex/DDATA/line-4/{run}",
+        "spBv1.0/acme/NCMD/line-4",  # commands are the hosts'
+        f"spBv1.0/acme/DCMD/line-4/{run}",
+        "spBv1.0/STATE/edgesense",  # and so is STATE
+        f"edgesense/acme/line-5/{run}/data",
+    ):
+        assert node.publish(foreign).value == NOT_AUTHORIZED, foreign
+    assert bridge.received_until(own[-1]) == own
+
+    # It reads the hosts' commands to it and their STATE, nothing else (not
+    # even its own data, nor commands to other nodes).
+    state = "spBv1.0/STATE/edgesense"
+    for topic in ("spBv1.0/acme/NCMD/line-5", "spBv1.0/globex/NCMD/line-4",
+                  "spBv1.0/acme/NCMD/line-4", state):  # fmt: skip
+        assert not bridge.publish(topic).is_failure, topic
+    assert node.received_until(state) == ["spBv1.0/acme/NCMD/line-4", state]

@@ -106,3 +106,21 @@ def test_only_a_true_rebirth_metric_asks_for_births() -> None:
     assert not rebirth_requested(ncmd("Node Control/Reboot", True))
     with pytest.raises(BadCommand, match="not a Sparkplug B payload"):
         rebirth_requested(b"\xff\xff garbage")
+
+
+def test_a_ddata_sent_again_keeps_its_reading_and_timestamp_and_takes_the_next_seq() -> None:
+    clock = iter(range(STAMP, STAMP + 100))
+    edge = EdgeNode("plant", "line-1", ("a",), ["level", "running", "mode"], lambda: next(clock))
+    current: dict[str, dict[str, Value]] = {"a": {"level": 1.0, "running": True, "mode": "auto"}}
+    edge.births(current)
+    old = edge.data("a", {"level": 2.5, "mode": "manual"})  # seq 2, on the first connection
+    edge.next_connection()
+    births = edge.births(current)
+    again = spb.Payload.FromString(edge.again(old.payload))
+    before = spb.Payload.FromString(old.payload)
+    assert (before.seq, again.seq) == (2, 2)  # after the new NBIRTH (0) and DBIRTH (1)
+    assert again.timestamp == before.timestamp < spb.Payload.FromString(births[0].payload).timestamp
+    named = sp.DData.decode(edge.again(old.payload), birth=sp.DBirth.decode(births[1].payload))
+    assert named.seq == 3
+    assert {m.name: m.value for m in named.metrics} == {"level": 2.5, "mode": "manual"}
+    assert spb.Payload.FromString(edge.data("a", {"level": 3.0}).payload).seq == 4

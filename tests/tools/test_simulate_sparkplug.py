@@ -2,7 +2,8 @@
 watched by a paho subscriber that decodes with pysparkplug (an independent
 Sparkplug B implementation, not our encoder run backwards): births with
 bdSeq, aliases and datatypes, data by alias only, seq continuity, a rebirth
-on NCMD, DDEATH and NDEATH on SIGTERM, the Will's NDEATH on kill -9."""
+on NCMD, DDEATH and NDEATH on SIGTERM, the Will's NDEATH on kill -9, and a
+reconnect: the new connection's births before any data."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 import pysparkplug as sp
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from pysparkplug import _protobuf as spb
 
+from tests.support.waiting import wait_until
 from tests.tools.conftest import Broker, clean_env, cli_command
 from tests.tools.test_simulate import WAIT_SECONDS, Subscriber
 
@@ -261,6 +264,76 @@ def test_kill_9_leaves_the_will_s_ndeath(
     assert (will.qos, will.retained) == (1, False)
     assert bd_seq(will) == 0
     assert "DDEATH" not in kinds(heard)  # the broker has only the node's Will
+
+
+def take_over(broker: Broker, client_id: str) -> None:
+    """Connect with `client_id`, so the broker drops the client that has it
+    (and sends its Will), then leave cleanly."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    try:
+        client.loop_start()
+        wait_until(client.is_connected, WAIT_SECONDS, "the takeover's CONNACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_after_a_reconnect_the_births_come_before_any_data(
+    mosquitto: Broker, group: str, watch: SparkplugWatcher
+) -> None:
+    """paho would resend the old connection's unacknowledged DDATA (and those
+    published while disconnected) as soon as it is connected again, before
+    the new NBIRTH, after the broker sent the old NDEATH: a host rejects
+    them. The simulator sends them again itself, after the births, as new
+    DDATA of the new connection."""
+    process = subprocess.Popen(
+        simulate(mosquitto, group, "--rate", "200", "--devices", "2", "--gateway", "gw-r",
+                 "--duration", "60", "--max-in-flight", "50"),
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        watch.until(lambda h: kinds(h).count("DDATA") >= 20)
+        # The simulator's client id (sim_publisher.client_id): the broker drops it.
+        take_over(mosquitto, f"edgesense-sim-gw-r-{process.pid}")
+
+        def data_after_the_second_birth(heard: list[Heard]) -> int:
+            seen = kinds(heard)
+            return seen[seen.index("NBIRTH", 1) :].count("DDATA") if seen.count("NBIRTH") > 1 else 0
+
+        watch.until(lambda h: data_after_the_second_birth(h) >= 100)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    *_, counters, commands = out.splitlines()
+    published = int(counters.split()[1])
+    assert counters.startswith(f"published {published}  acknowledged {published}  in flight 0")
+    assert commands.startswith("rebirths requested 0; ")
+    assert commands.endswith(" DDATA of an older connection sent again after the births"), out
+    assert int(commands.split("; ")[1].split()[0]) > 0, "the reconnect left no DDATA behind"
+
+    heard = watch.until(lambda h: kinds(h).count("NDEATH") == 2)
+    will = kinds(heard).index("NDEATH")
+    assert bd_seq(heard[will]) == 0
+    # The old connection's Will, then at once the new connection's NBIRTH.
+    assert kinds(heard)[will + 1] == "NBIRTH", kinds(heard)[will : will + 5]
+    first = check_births(heard, "gw-r", 2, bd=0)
+    check_seq_runs_on(heard[:will])
+    again = heard[will + 1 :]
+    second = check_births(again, "gw-r", 2, bd=1)
+    check_seq_runs_on(again)
+    assert kinds(again)[-3:] == ["DDEATH", "DDEATH", "NDEATH"]
+    assert bd_seq(again[-1]) == 1
+    for births, messages in ((first, heard[:will]), (second, again)):
+        for message in messages:
+            if message.kind == "DDATA":
+                check_data(message, births)
+    # At least once: every acknowledged DDATA reached the watcher (a DDATA whose
+    # PUBACK the old connection lost may arrive twice).
+    assert kinds(heard).count("DDATA") >= published
 
 
 def test_kinds_do_not_apply_to_sparkplug(group: str) -> None:

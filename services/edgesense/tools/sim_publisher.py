@@ -23,6 +23,23 @@ on topics (`listen`: the node's NCMD, subscribed again on every connection),
 changes the Will before paho reconnects (`next_will`: each connection has its
 own bdSeq), counts `connections`, and sets no event ids: a Sparkplug edge
 node sends none, and the bridge must not need them.
+
+And it keeps each connection's messages to that connection (`fresh_sessions`).
+paho, reconnected, resends every QoS 1 message the old connection left
+unacknowledged (and those published while it was away) at once, before the
+caller can publish anything: a Sparkplug edge node's DDATA would reach the
+host before the new connection's NBIRTH (and after the old one's NDEATH
+Will), and the host rejects data of a node it does not know as born. So on
+each reconnect `_on_connect` takes them out of paho's queue
+(`drop_out_messages`, paho 2's hook for this), and `publish`, `send` and
+`resend` take the connection they were encoded for and do not publish on
+another one. The counted messages so held back stay counted (published, not
+yet acknowledged: they keep their slot of the window, which bounds them) and
+wait in `take_stale` for the caller, who publishes them again with `resend`
+once its births are out; uncounted ones (old births and deaths) mean nothing
+on a new connection and are dropped. `_session` orders the two threads: a
+message is either in paho's queue before `_on_connect` empties it, or sees
+the new connection number and is held back.
 """
 
 from __future__ import annotations
@@ -94,6 +111,14 @@ class Publisher:
         # Messages `send` published, not counted: their mids until paho is done with them.
         self._uncounted: set[int] = set()
         self._uncounted_lock = threading.Lock()
+        # Set before `connect`: no message of an older connection goes out on a
+        # newer one (see the module docstring).
+        self.fresh_sessions = False
+        # Counted messages of older connections, held back from paho: at most
+        # `max_in_flight`, as each keeps its slot.
+        self._stale: list[tuple[str, bytes]] = []
+        self._statuses: set[int] = set()  # mids of `publish_status` messages
+        self._session = threading.Lock()  # connections, connected, _stale, paho's queue
         self._closing = False
         self._event_ids = event_ids
         self._will_retain = True
@@ -188,25 +213,63 @@ class Publisher:
             sock.close()
         return False
 
-    def publish(self, topic: str, payload: bytes, wait: float = 0.25) -> bool:
-        """Publish once a slot is free; False if none freed up within `wait` seconds."""
+    def publish(
+        self, topic: str, payload: bytes, wait: float = 0.25, connection: int | None = None
+    ) -> bool:
+        """Publish once a slot is free; False if none freed up within `wait` seconds.
+
+        With `connection` (`fresh_sessions`), a message for an older connection
+        than the current one, or sent while disconnected, is held back for
+        `take_stale` instead: published (counted) all the same."""
         if not self._slots.acquire(timeout=wait):
             return False
-        self.published += 1
-        # Queued by paho while reconnecting, and sent once connected again.
-        self._client.publish(topic, payload, qos=1, properties=self._properties())
+        with self._session:
+            self.published += 1
+            if not self._current(connection):
+                self._stale.append((topic, payload))
+                return True
+            # Queued by paho while reconnecting (and sent once connected again,
+            # unless `fresh_sessions` holds it back then).
+            self._client.publish(topic, payload, qos=1, properties=self._properties())
         return True
 
-    def send(self, topic: str, payload: bytes, qos: int) -> bool:
+    def resend(self, topic: str, payload: bytes, connection: int) -> None:
+        """Publish again a message `take_stale` gave back (still counted, its
+        slot held); if `connection` is not current either, it is held back again."""
+        with self._session:
+            if not self._current(connection):
+                self._stale.append((topic, payload))
+                return
+            self._client.publish(topic, payload, qos=1, properties=self._properties())
+
+    def take_stale(self) -> list[tuple[str, bytes]]:
+        """The counted messages held back from older connections (topic,
+        payload), oldest first; the caller `resend`s them."""
+        with self._session:
+            stale, self._stale = self._stale, []
+        return stale
+
+    def send(self, topic: str, payload: bytes, qos: int, connection: int | None = None) -> bool:
         """Publish a message that is not counted (a Sparkplug birth or death),
-        without waiting for a slot; False if paho would not take it (QoS 0
-        while disconnected: lost, as Sparkplug expects of QoS 0)."""
-        with self._uncounted_lock:  # on_publish may run before we know the mid
-            info = self._client.publish(topic, payload, qos=qos, properties=self._properties())
-            if info.rc == paho.MQTT_ERR_SUCCESS or qos > 0:  # QoS 1: queued until connected
-                self._uncounted.add(info.mid)
-                return True
+        without waiting for a slot; False if it was not sent: QoS 0 while
+        disconnected (lost, as Sparkplug expects of QoS 0), or `connection` is
+        not the current one. QoS 0 only: the PUBACK of a QoS 1 message would
+        run `_on_publish` under paho's lock that `publish` here waits for."""
+        if qos != 0:
+            raise ValueError(f"send publishes QoS 0 only, not {qos}")
+        with self._session:
+            if not self._current(connection):
+                return False
+            with self._uncounted_lock:  # on_publish may run before we know the mid
+                info = self._client.publish(topic, payload, qos=0, properties=self._properties())
+                if info.rc == paho.MQTT_ERR_SUCCESS:
+                    self._uncounted.add(info.mid)
+                    return True
         return False
+
+    def _current(self, connection: int | None) -> bool:
+        """Whether a message for `connection` may go to paho now (under `_session`)."""
+        return connection is None or (self.connected and connection == self.connections)
 
     def publish_status(
         self, topic: str, payload: bytes, seconds: float, retain: bool = True
@@ -218,10 +281,14 @@ class Publisher:
         """
         if not self._slots.acquire(timeout=seconds):
             return False
-        self.published += 1
-        info = self._client.publish(
-            topic, payload, qos=1, retain=retain, properties=self._properties()
-        )
+        with self._session:
+            self.published += 1
+            info = self._client.publish(
+                topic, payload, qos=1, retain=retain, properties=self._properties()
+            )
+            # `fresh_sessions` drops it on a reconnect (the old connection's
+            # status means nothing on the new one): then it stays in flight.
+            self._statuses.add(info.mid)
         try:
             info.wait_for_publish(seconds)
         except (RuntimeError, ValueError):
@@ -254,8 +321,18 @@ class Publisher:
             # A new session each time (clean start): subscribe again.
             for topic in self._listening:
                 self._client.subscribe(topic, qos=1)
-            self.connected = True
-            self.connections += 1
+            with self._session:
+                if self.fresh_sessions and self.connections:
+                    # Before paho resends them, which it does once this returns.
+                    for message in self._client.drop_out_messages():
+                        if message.mid not in self._statuses:
+                            self._stale.append((message.topic, bytes(message.payload)))
+                with self._uncounted_lock:
+                    # `send`s of the old connection: paho sent them, and
+                    # `_on_publish` took them off, or lost them with it.
+                    self._uncounted.clear()
+                self.connected = True
+                self.connections += 1
         self._connack.set()
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
@@ -275,6 +352,7 @@ class Publisher:
             if mid in self._uncounted:
                 self._uncounted.discard(mid)
                 return
+            self._statuses.discard(mid)
         with self._acked:
             self.acknowledged += 1
             self._acked.notify_all()

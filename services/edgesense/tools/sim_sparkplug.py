@@ -27,9 +27,18 @@ which a host application relies on:
 
 QoS: births and deaths as the specification says (NBIRTH, DBIRTH, DDEATH 0;
 the NDEATH, Will or published, 1). DDATA is QoS 0 in the specification; we
-publish it with QoS 1, because EdgeSense promises that nothing a gateway
-published is lost, and QoS 0 loses messages whenever the bridge or the
-network hiccups (the broker queues only QoS 1 for a session that is away).
+publish it with QoS 1, so that the broker acknowledges each one (QoS 0 loses
+messages whenever the bridge or the network hiccups, and the broker queues
+only QoS 1 for a subscriber that is away).
+
+An edge node sends no data before its births, on each MQTT connection. A
+DDATA its connection left unacknowledged is therefore not resent as it was
+(paho would, before the new NBIRTH, with the old session's seq): the
+simulator sends it `again`, after the new connection's births, as a new DDATA
+of that session (the next seq, the reading's own timestamp). That is at
+least once: one the broker had taken but whose PUBACK the connection lost
+reaches a host twice, under two seqs (Sparkplug has no message ids). What a
+kill -9 leaves unacknowledged is lost; the Will's NDEATH says the node died.
 
 Pure: no MQTT here (the pure-rules contract in pyproject.toml).
 """
@@ -39,13 +48,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from edgesense.common.sparkplug_names import (
+    BD_SEQ,
+    BD_SEQ_MODULUS,
+    NAMESPACE,
+    REBIRTH_METRIC,
+    SEQ_MODULUS,
+)
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.tools.sim_devices import Outgoing
 
-NAMESPACE = "spBv1.0"
-BD_SEQ = "bdSeq"
-REBIRTH = "Node Control/Rebirth"
-SEQ_MODULUS = 256  # seq and bdSeq run 0..255
 BIRTH_QOS = 0
 DEATH_QOS = 0  # DDEATH
 NDEATH_QOS = 1
@@ -95,7 +107,7 @@ def rebirth_requested(payload: bytes) -> bool:
     except Exception as exc:  # protobuf's DecodeError, or what upb raises instead
         raise BadCommand(f"an NCMD that is not a Sparkplug B payload ({exc})") from None
     return any(
-        metric.name == REBIRTH
+        metric.name == REBIRTH_METRIC
         and metric.WhichOneof("value") == "boolean_value"
         and metric.boolean_value
         for metric in command.metrics
@@ -142,7 +154,7 @@ class EdgeNode:
 
     def next_connection(self) -> tuple[str, bytes]:
         """A new MQTT connection is coming: the next bdSeq, and its Will."""
-        self.bd_seq = (self.bd_seq + 1) % SEQ_MODULUS
+        self.bd_seq = (self.bd_seq + 1) % BD_SEQ_MODULUS
         return self.will()
 
     def births(self, current: Mapping[str, Mapping[str, Value]]) -> list[Outgoing]:
@@ -151,7 +163,7 @@ class EdgeNode:
         self._seq = 0
         nbirth = self._payload()
         self._metric(nbirth, BD_SEQ, spb.Int64).long_value = self.bd_seq
-        self._metric(nbirth, REBIRTH, spb.Boolean).boolean_value = False
+        self._metric(nbirth, REBIRTH_METRIC, spb.Boolean).boolean_value = False
         out = [Outgoing(self.topic("NBIRTH"), nbirth.SerializeToString(), BIRTH_QOS, False)]
         for device, values in current.items():
             missing = set(self._fields) - set(values)
@@ -184,6 +196,15 @@ class EdgeNode:
             metric.alias = aliases[name]
             _set_value(metric, types[name], value)
         return Outgoing(self.topic("DDATA", device), ddata.SerializeToString(), DATA_QOS)
+
+    def again(self, ddata: bytes) -> bytes:
+        """A DDATA encoded earlier, with this session's next seq: the same
+        reading (values, aliases, timestamp) as a new message, after births
+        that came since (a reconnect's, a rebirth's)."""
+        payload = spb.Payload.FromString(ddata)
+        payload.seq = self._seq
+        self._seq = (self._seq + 1) % SEQ_MODULUS
+        return payload.SerializeToString()
 
     def deaths(self) -> list[Outgoing]:
         """A DDEATH per device born in this session, then the NDEATH: a clean stop."""

@@ -32,8 +32,11 @@ messages every time.
 `--sparkplug` makes the gateway a Sparkplug B edge node (sim_edges says what
 each kind of gateway publishes, sim_sparkplug encodes it): the same devices
 and readings, as DDATA by alias after the births. The counters and --count
-are the DDATA messages'; births and deaths are not counted. The last line
-says how many rebirths hosts asked for.
+are the DDATA messages'; births and deaths are not counted. After a
+reconnect, the DDATA the old connection left unacknowledged are sent again
+after the new births, as new DDATA (sim_sparkplug says why, and what that
+guarantees): they stay counted once. The last line says how many rebirths
+hosts asked for, and how many DDATA were sent again.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from edgesense.common.errors import ConfigurationError
 from edgesense.common.events import DEVICE_ID
 from edgesense.tools.errors import Unacknowledged, UsageError
 from edgesense.tools.local_commands import SIMULATED_KINDS
+from edgesense.tools.sim_devices import Outgoing
 from edgesense.tools.sim_edges import Edge, JsonGateway, SparkplugNode
 from edgesense.tools.sim_publisher import Broker, Publisher, client_id
 
@@ -250,7 +254,7 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         with stop_on_signals(stop):
             edge.start(publisher, DRAIN_SECONDS)
             _run(args, publisher, live, edge, stop, spike)
-            drained = _drain(publisher, live, stop)
+            drained = _drain(publisher, live, edge, stop)
             # After a second Ctrl-C, say offline only if the broker answers at once.
             edge.stop(publisher, DRAIN_SECONDS if drained else GIVE_UP_SECONDS)
     finally:
@@ -267,6 +271,8 @@ def simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _commands_line(node: SparkplugNode) -> str:
     line = f"rebirths requested {node.rebirths}"
+    if node.sent_again:
+        line += f"; {node.sent_again} DDATA of an older connection sent again after the births"
     if node.bad_commands:
         line += f"; {node.bad_commands} NCMDs ignored: not Sparkplug B payloads"
     return line
@@ -293,32 +299,39 @@ def _run(
 
     messages = edge.messages(spike)
     sent = 0
+    # The message due, until published: while the window is full, the edge's
+    # urgent messages still go first (a reconnect's births, and what the old
+    # connection left, which holds slots of the window).
+    pending: Outgoing | None = None
     while not stop.is_set() and (args.count is None or sent < args.count):
-        for message in edge.urgent():
-            publisher.send(message.topic, message.payload, message.qos)
+        edge.urgent(publisher)
         now = time.monotonic()
         if args.duration is not None and now - start >= args.duration:
             return
-        if due > now:
-            stop.wait(min(due - now, TTY_EVERY_SECONDS))
+        if pending is None:
+            if due > now:
+                stop.wait(min(due - now, TTY_EVERY_SECONDS))
+                live.tick()
+                continue
+            pending = next(messages)
+        pending = edge.publish(publisher, pending)
+        if pending is not None:
             live.tick()
             continue
-        message = next(messages)
-        while not publisher.publish(message.topic, message.payload):
-            live.tick()
-            if stop.is_set():
-                return
         sent += 1
         # A stall (a slow broker, a full window) does not become a burst later.
         due = max(due + interval, time.monotonic() - MAX_LAG_SECONDS)
         live.tick()
 
 
-def _drain(publisher: Publisher, live: LiveLine, stop: threading.Event) -> bool:
-    """Wait for the outstanding PUBACKs, showing progress; a second Ctrl-C gives up."""
+def _drain(publisher: Publisher, live: LiveLine, edge: Edge, stop: threading.Event) -> bool:
+    """Wait for the outstanding PUBACKs, showing progress; a second Ctrl-C gives up.
+    The edge's urgent messages still go out: after a reconnect, the births
+    and then what the old connection left unacknowledged."""
     stop.clear()
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline and not stop.is_set():
+        edge.urgent(publisher)
         if publisher.wait_acknowledged(TTY_EVERY_SECONDS):
             return True
         live.tick()
