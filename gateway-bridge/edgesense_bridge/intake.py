@@ -232,11 +232,10 @@ class Intake:
     def _sparkplug_outcome(
         self, host: SparkplugHost, raw: RawMessage, topic: str
     ) -> SparkplugOutcome:
+        # Not the size: the host checks it, since a birth too large to read
+        # must still void the node's session (its aliases are no longer known).
         if raw.retain:
             return SparkplugOutcome(ignored="retained")
-        if len(raw.payload) > self._rules.max_payload_bytes:
-            detail = f"payload of {len(raw.payload)} bytes exceeds {self._rules.max_payload_bytes}"
-            return SparkplugOutcome(rejected=("too_large", detail))
         try:
             topic_text = raw.topic.decode("utf-8")
         except UnicodeDecodeError:

@@ -73,7 +73,9 @@ class Bridge:
             subscriptions.append(f"{NAMESPACE}/#")
             if options.sparkplug_host_id is not None:
                 presence = Presence(state_topic(options.sparkplug_host_id), control.state_payload)
-            sparkplug = SparkplugHost(options.sparkplug_groups)
+            sparkplug = SparkplugHost(
+                options.sparkplug_groups, max_payload_bytes=options.max_payload_bytes
+            )
         mqtt_options = MqttOptions(
             broker=options.broker,
             client_id=options.client_id,

@@ -194,3 +194,25 @@ async def test_an_offline_state_on_our_own_topic_is_answered(parts: Parts) -> No
     parts.send(OWN_STATE, b'{"online":false,"timestamp":1}', mid=0, qos=1, retain=True)
     parts.send(OWN_STATE, b"not json", mid=0, qos=1)
     assert parts.presence_asserted == [1]
+
+
+async def test_a_birth_too_large_to_read_still_voids_the_session() -> None:
+    """The intake leaves the size to the host: an oversized NBIRTH must end the
+    node's session, or its later data would be named by the previous birth."""
+    rules = ParseRules(TopicLayout("es"), max_payload_bytes=200)
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never used
+    outbox = Outbox(batch_size=100, depth=8)
+    forwarder = Forwarder(channel, "token", outbox, lambda batch: None)
+    host = SparkplugHost(max_payload_bytes=rules.max_payload_bytes)
+    acker = FakeAcker()
+    intake = Intake(rules, forwarder, acker, max_in_flight=1000, sparkplug=host)
+    parts = Parts(intake, outbox, acker, [], [])
+    parts.send(NODE, birth(1, {1: "Temp"}), mid=0, qos=0)
+    many = {n: f"Pressure-{n}" for n in range(1, 30)}
+    big = birth(1, many)
+    assert len(big) > rules.max_payload_bytes
+    parts.send(NODE, big, mid=0, qos=0)
+    parts.send(DATA, data(1, 1, 5.0), mid=0, qos=0)
+    assert {"Temp": 5.0} not in readings(parts.held())
+    assert host.node_count == 0
+    await channel.close()
