@@ -21,7 +21,8 @@ Will to say "offline".
 edge node {gateway}, one Sparkplug device per device. Its Will is the NDEATH
 (bdSeq, one more per connection); it publishes NBIRTH and a DBIRTH per device
 (each reading's name, alias and datatype), then readings as DDATA by alias
-(QoS 1, where Sparkplug says 0: EdgeSense promises nothing is lost), and
+(QoS 1, where Sparkplug says 0: acknowledged by the broker, and after a
+reconnect sent again behind the new births), and
 answers an NCMD "Node Control/Rebirth" with its births again. On --count,
 --duration or Ctrl-C it publishes a DDEATH per device and the NDEATH, then
 disconnects cleanly; a kill -9 leaves the Will.
