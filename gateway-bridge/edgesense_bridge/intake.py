@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 LOG_INTERVAL_SECONDS: Final = 600.0
 LOG_BUDGET: Final = 20
 SPARKPLUG_TOPICS: Final = f"{NAMESPACE}/".encode()
+STATE_MAX_BYTES: Final = 1024
 
 
 @dataclass
@@ -113,20 +115,31 @@ class Intake:
         # in-flight limit: a message stays only until its PUBACK goes out, or
         # until the broker's resend of it on the next connection.
         self._held: dict[tuple[int, int], _Held] = {}
-        # Expected Sparkplug resends on the current connection: mid -> _Held.
+        # Expected Sparkplug resends: mid -> _Held, kept across reconnects of a
+        # resumed session until the resend comes (bounded by the packet ids).
         self._sparkplug_resends: dict[int, _Held] = {}
+        # Sparkplug QoS 1 messages acked on this connection, newest last:
+        # mid -> fingerprint, at most max_in_flight. A PUBACK still in the
+        # socket when the connection dies is lost with it, and the broker
+        # resends the message: it must be acked again, not decoded again.
+        self._acked: OrderedDict[int, int] = OrderedDict()
 
     def on_session(self, epoch: int, session_present: bool) -> None:
         """A new connection; with a resumed session, the QoS 1 messages we did not
         ack are coming again (QoS 0 ones never do: theirs stay queued)."""
-        self._resends = {}
         # Held from older connections, oldest first: the PUBACKs of these can no
         # longer go out (acks of an older connection fail), their resends may come.
         older = sorted((key, held) for key, held in self._held.items() if key[0] < epoch)
         self._held = {key: held for key, held in self._held.items() if key[0] >= epoch}
-        self._sparkplug_resends = {}
-        if session_present:
-            self._sparkplug_resends = {mid: held for (_, mid), held in older}
+        acked, self._acked = self._acked, OrderedDict()
+        if not session_present:  # nothing comes again
+            self._resends, self._sparkplug_resends = {}, {}
+        else:
+            # What was expected and has not come yet still may (a second
+            # reconnect before the resends arrived): kept, newer entries win.
+            for mid, fingerprint in acked.items():
+                self._sparkplug_resends[mid] = _Held(fingerprint, (), 0)
+            self._sparkplug_resends.update({mid: held for (_, mid), held in older})
             for item in self._outbox:
                 receipt = item.receipt
                 if receipt.epoch < epoch and receipt.qos > 0:
@@ -205,8 +218,10 @@ class Intake:
         if outcome.rejected is not None:
             reason, detail = outcome.rejected
             self._settle(Rejected(reason, detail, topic), receipt)
-        elif outcome.ignored is not None:
-            self._settle(Ignored(outcome.ignored), receipt)
+            self._remember_ack(receipt, fingerprint)
+        elif not outcome.events:
+            self._settle(Ignored(outcome.ignored or "no_events"), receipt)
+            self._remember_ack(receipt, fingerprint)
         else:
             self._submit(outcome.events, receipt, fingerprint)
 
@@ -223,11 +238,21 @@ class Intake:
         self._update_in_flight()
 
     def _resubmit(self, held: _Held, receipt: Receipt) -> None:
-        """The broker resent a Sparkplug message whose events we made already."""
-        if held.left == 0:  # all stored: only the PUBACK was lost
+        """The broker resent a Sparkplug message we handled already."""
+        if held.left == 0:  # all stored (or nothing to store): only the PUBACK was lost
             self._acker.ack(receipt)
+            self._remember_ack(receipt, held.fingerprint)
         else:  # delivery keeps one copy of each by its id
             self._submit(held.events, receipt, held.fingerprint)
+
+    def _remember_ack(self, receipt: Receipt, fingerprint: int) -> None:
+        """A Sparkplug QoS 1 message acked on this connection (see `_acked`)."""
+        if receipt.qos > 0:
+            acked = self._acked
+            acked[receipt.mid] = fingerprint
+            acked.move_to_end(receipt.mid)
+            if len(acked) > self._max_in_flight:
+                acked.popitem(last=False)
 
     def _sparkplug_outcome(
         self, host: SparkplugHost, raw: RawMessage, topic: str
@@ -260,6 +285,7 @@ class Intake:
                     continue
                 if self._acker.ack(receipt):
                     del self._held[(receipt.epoch, receipt.mid)]
+                    self._remember_ack(receipt, held.fingerprint)
                 # else: kept, all stored, for the resend on the next connection
                 continue
             if not self._acker.ack(receipt) and receipt.qos > 0:
@@ -276,9 +302,12 @@ class Intake:
 
 
 def _says_offline(payload: bytes) -> bool:
-    """A Sparkplug 3.0 STATE payload with `"online": false`."""
+    """A Sparkplug 3.0 STATE payload with `"online": false` (one is a few dozen
+    bytes: anything much larger is not one, and is not parsed)."""
+    if len(payload) > STATE_MAX_BYTES:
+        return False
     try:
         state = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(state, dict) and state.get("online") is False

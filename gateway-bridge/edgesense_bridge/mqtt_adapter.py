@@ -290,7 +290,7 @@ class MqttConnection:
         timestamp: Sparkplug 3.0 has a host that sees an offline STATE on its
         own topic (a late Will of an older connection, another process with
         the same host id) publish online again at once."""
-        if self._connected and self.subscribed.is_set():
+        if self._connected and self.subscribed.is_set() and not self._closing.is_set():
             self._publish_presence(online=True)
 
     def _send(

@@ -216,3 +216,83 @@ async def test_a_birth_too_large_to_read_still_voids_the_session() -> None:
     assert {"Temp": 5.0} not in readings(parts.held())
     assert host.node_count == 0
     await channel.close()
+
+
+async def test_a_resend_still_expected_survives_a_second_reconnect(parts: Parts) -> None:
+    """The link drops again before the broker's resends arrived: they are still
+    recognised (the second connection's resend would otherwise look like a
+    sequence gap and lose the data behind it)."""
+    parts.send(NODE, birth(1, {1: "Temp"}), mid=0, qos=0)
+    parts.confirm_all()
+    parts.send(DATA, data(1, 1, 42.0), mid=5, qos=1)
+    parts.send(NODE, birth(1, {1: "Pressure"}), mid=0, qos=0)
+    parts.reconnect()
+    parts.reconnect()
+    parts.send(DATA, data(1, 1, 42.0), mid=5, qos=1, dup=True)
+    assert {"Temp": 42.0} in readings(parts.held())
+    assert parts.rebirths == []
+
+
+async def test_a_resend_of_a_message_acked_before_the_drop_is_acked_again(parts: Parts) -> None:
+    """Stored and acknowledged, but the PUBACK died in the socket: the broker
+    resends it; decoding it again would see an old seq, end the session and
+    lose the data queued behind it."""
+    parts.send(NODE, birth(1, {1: "Temp"}), mid=0, qos=0)
+    parts.send(DATA, data(1, 1, 1.0), mid=5, qos=1)
+    parts.confirm_all()
+    assert Receipt(1, 5, 1) in parts.acker.acked
+    parts.reconnect()
+    parts.send(DATA, data(1, 1, 1.0), mid=5, qos=1, dup=True)
+    parts.send(DATA, data(2, 1, 2.0), mid=6, qos=1)  # queued while we were away
+    assert Receipt(2, 5, 1) in parts.acker.acked, "the resend is acked at once"
+    assert readings(parts.held()) == [{"Temp": 2.0}]
+    assert parts.rebirths == []
+
+
+async def test_a_resend_of_a_rejected_message_is_acked_again_not_judged_again(
+    parts: Parts,
+) -> None:
+    """Data before any birth is rejected (and acked); the node's NBIRTH answers
+    the rebirth request; then the broker resends the rejected data: it must not
+    be named by that newer birth."""
+    parts.send(DATA, data(1, 1, 7.0), mid=5, qos=1)
+    assert len(parts.rebirths) == 1
+    parts.send(NODE, birth(1, {1: "Pressure"}), mid=0, qos=0)
+    parts.reconnect()
+    parts.send(DATA, data(1, 1, 7.0), mid=5, qos=1, dup=True)
+    assert Receipt(2, 5, 1) in parts.acker.acked
+    assert {"Pressure": 7.0} not in readings(parts.held())
+
+
+async def test_a_resend_of_a_partly_stored_message_stores_the_rest_and_acks_once(
+    parts: Parts,
+) -> None:
+    """An NBIRTH (status and data) at QoS 1 with one of its events stored when
+    the connection dropped: the resend stores both again (delivery keeps one
+    copy of each) and is acked once, after the last."""
+    parts.send(NODE, birth(1, {1: "Temp"}), mid=3, qos=1)
+    first = parts.outbox.next_batch()
+    first.items[1:] = []  # only the status event in this batch
+    parts.intake.on_confirmed(parts.outbox.confirm(first.batch_id))
+    parts.reconnect()
+    parts.send(NODE, birth(1, {1: "Temp"}), mid=3, qos=1, dup=True)
+    kinds = [e.WhichOneof("kind") for e in parts.held()]
+    assert kinds == ["status", "readings"]
+    parts.confirm_all()
+    assert parts.acker.acked.count(Receipt(2, 3, 1)) == 1
+
+
+async def test_a_new_session_forgets_the_held_messages(parts: Parts) -> None:
+    parts.send(NODE, birth(1, {1: "Temp"}), mid=0, qos=0)
+    parts.send(DATA, data(1, 1, 1.0), mid=5, qos=1)
+    parts.acker.epoch += 1
+    parts.intake.on_session(parts.acker.epoch, session_present=False)
+    assert len(parts.outbox) == 3, "nothing comes again on a new session: all kept"
+    parts.send(DATA, data(2, 1, 2.0), mid=5, qos=1, dup=True)  # a new message, same id
+    assert {"Temp": 2.0} in readings(parts.held())
+
+
+async def test_a_deeply_nested_state_is_no_crash(parts: Parts) -> None:
+    parts.send(OWN_STATE, b"[" * 100_000, mid=0, qos=1)
+    parts.send(OWN_STATE, b"[" * 1020, mid=0, qos=1)
+    assert parts.presence_asserted == []

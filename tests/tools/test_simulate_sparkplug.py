@@ -331,6 +331,15 @@ def test_after_a_reconnect_the_births_come_before_any_data(
         for message in messages:
             if message.kind == "DDATA":
                 check_data(message, births)
+    # What was sent again goes oldest first: each device's readings keep
+    # their order after the reconnect too.
+    for device in second:
+        stamps = [
+            spb.Payload.FromString(m.payload).timestamp
+            for m in again
+            if m.kind == "DDATA" and m.device == device
+        ]
+        assert stamps == sorted(stamps), device
     # At least once: every acknowledged DDATA reached the watcher (a DDATA whose
     # PUBACK the old connection lost may arrive twice).
     assert kinds(heard).count("DDATA") >= published

@@ -287,7 +287,7 @@ class Publisher:
                 topic, payload, qos=1, retain=retain, properties=self._properties()
             )
             # `fresh_sessions` drops it on a reconnect (the old connection's
-            # status means nothing on the new one): then it stays in flight.
+            # status means nothing on the new one), and frees its slot.
             self._statuses.add(info.mid)
         try:
             info.wait_for_publish(seconds)
@@ -324,9 +324,23 @@ class Publisher:
             with self._session:
                 if self.fresh_sessions and self.connections:
                     # Before paho resends them, which it does once this returns.
+                    # They are older than any held back while disconnected: first.
+                    stale: list[tuple[str, bytes]] = []
+                    dropped_statuses = 0
                     for message in self._client.drop_out_messages():
-                        if message.mid not in self._statuses:
-                            self._stale.append((message.topic, bytes(message.payload)))
+                        if message.mid in self._statuses:
+                            # A status of the old connection means nothing on
+                            # the new one: it is dropped, and its slot freed.
+                            self._statuses.discard(message.mid)
+                            dropped_statuses += 1
+                        else:
+                            stale.append((message.topic, bytes(message.payload)))
+                    self._stale[:0] = stale
+                    if dropped_statuses:
+                        with self._acked:
+                            self.published -= dropped_statuses
+                        for _ in range(dropped_statuses):
+                            self._slots.release()
                 with self._uncounted_lock:
                     # `send`s of the old connection: paho sent them, and
                     # `_on_publish` took them off, or lost them with it.
