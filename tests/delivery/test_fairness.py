@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from edgesense.common.config import Settings
 from edgesense.common.errors import ConfigurationError
-from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
+from edgesense.delivery.claim.fairness import FairShare, queue_factor_for
 
 
 def queue(fair: FairShare, project: str, webhook: str, count: int) -> None:
@@ -92,6 +92,37 @@ def test_room_bounds_a_webhook_and_the_total_but_not_a_newcomer() -> None:
     assert sorted(fair.saturated()) == ["a", "b"]
 
 
+def test_a_larger_queue_factor_lets_a_project_alone_hold_more() -> None:
+    """Fan-out: ten webhooks of one project, each lane 2 x per_webhook; the
+    overall queue, not the lanes, is what factor 2 ran into."""
+    small = FairShare(capacity=4, per_project=4, per_webhook=2)
+    large = FairShare(capacity=4, per_project=4, per_webhook=2, queue_factor=5)
+    for fair in (small, large):
+        for n in range(10):
+            while fair.admit("a", f"a{n}"):
+                pass
+    assert small.load_total == 8  # 2 x capacity
+    assert large.load_total == 20  # 5 x capacity: ten lanes of 4 would take 40
+    assert large.room("b", "b1") == 4  # a newcomer still gets twice its share (4 // 2)
+    assert large.saturated() == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("lease", "timeout", "factor"),
+    [
+        (30, 3, 5),  # the defaults: a full queue drains within half the lease
+        (30, 10, 2),  # at least what admission always allowed
+        (300, 3, 6),  # at most MAX_QUEUE_FACTOR
+        (30, 0, 6),
+        (10, 1, 5),
+    ],
+)
+def test_the_queue_factor_keeps_a_full_queue_within_half_the_lease(
+    lease: float, timeout: float, factor: int
+) -> None:
+    assert queue_factor_for(lease, timeout) == factor
+
+
 def test_admit_reserves_and_cancel_gives_back() -> None:
     fair = FairShare(capacity=2, per_project=1, per_webhook=1)
     assert fair.admit("p", "w")
@@ -136,14 +167,16 @@ PROJECTS = ("a", "b", "c")
 WEBHOOKS = ("1", "2", "3")
 
 
-def test_memory_stays_bounded_however_many_projects_arrive() -> None:
+@pytest.mark.parametrize("factor", [2, 5])
+def test_memory_stays_bounded_however_many_projects_arrive(factor: int) -> None:
     # 300 projects each admitting until refused (their receivers hang: nothing
     # finishes) added up to 2,466 deliveries, over 9 x capacity, without the bound.
-    fair = FairShare(capacity=256, per_project=192, per_webhook=64)
+    fair = FairShare(capacity=256, per_project=192, per_webhook=64, queue_factor=factor)
     for n in range(300):
         while fair.admit(f"p{n}", "wh"):
             pass
-    assert fair.load_total <= MEMORY_BOUND * 256
+    assert fair.memory_bound == (factor + 2) * 256
+    assert fair.load_total <= fair.memory_bound
     assert fair.claim_room() == 0
     assert fair.room("newcomer", "wh") == 0
 

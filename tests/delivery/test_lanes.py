@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from edgesense.delivery.claim.breaker import Breaker
-from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
+from edgesense.delivery.claim.fairness import FairShare
 from edgesense.delivery.claim.lanes import CLAIM_BATCH, Lanes
 from edgesense.delivery.store.rows import Claimed
 
@@ -121,7 +121,7 @@ WEBHOOKS = {p: (f"{p}1", f"{p}2") for p in PROJECTS}
 ALL_WEBHOOKS = [(p, w) for p in PROJECTS for w in WEBHOOKS[p]]
 WEBHOOKS_ALL = [w for _, w in ALL_WEBHOOKS]
 CAPACITY, PER_PROJECT, PER_WEBHOOK = 6, 4, 2
-BOUND = MEMORY_BOUND * CAPACITY
+BOUND = FairShare(CAPACITY, PER_PROJECT, PER_WEBHOOK).memory_bound
 # Lanes capped below 2 x PER_WEBHOOK at first (rate-limited webhooks); caps
 # change as the machine runs, and each takes tokens to start.
 CAPS = {"a2": 1, "b2": 3}

@@ -34,7 +34,7 @@ from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON, Breaker
-from edgesense.delivery.claim.fairness import FairShare
+from edgesense.delivery.claim.fairness import FairShare, queue_factor_for
 from edgesense.delivery.claim.lanes import Lanes
 from edgesense.delivery.claim.ratelimit import RateLimiter
 from edgesense.delivery.record.policy import (
@@ -100,6 +100,7 @@ class Dispatcher:
                 per_target,
                 caps=index.rate_limits,
                 may_start=self._may_start,
+                queue_factor=queue_factor_for(lease_seconds, sender.timeout_seconds),
             ),
             self.breaker,
         )

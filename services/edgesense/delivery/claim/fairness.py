@@ -23,13 +23,16 @@ Rules
 - Admission: a webhook may hold 2 x `per_webhook` deliveries (queued and in
   flight), or fewer where `caps` says so (a rate-limited webhook holds at
   most one second's worth: claim/ratelimit.py), everything together
-  2 x `capacity`; a project below twice its
+  `queue_factor` x `capacity` (`queue_limit`); a project below twice its
   fair share is admitted beyond the overall bound, so other projects' queues
-  never keep its deliveries out, up to a hard bound of `MEMORY_BOUND` x
-  `capacity` however many projects arrive (shares are counted as each
-  project comes, and earlier ones keep what they took). A project alone may
-  fill memory: its queue is what keeps its slots busy without a claim per
-  attempt.
+  never keep its deliveries out, up to a hard bound of `memory_bound`
+  (`queue_limit` + 2 x `capacity`) however many projects arrive (shares are
+  counted as each project comes, and earlier ones keep what they took). A
+  project alone may fill memory: its queue is what keeps its slots busy
+  without a claim per attempt, and each delivery it holds was handed over
+  leased at accept instead of stored unleased and claimed later (one UPDATE
+  less per delivery). How large the queue may be is `queue_factor_for`'s:
+  what memory holds must be sent well within its lease.
 - Throttled: a capped webhook whose `may_start()` refuses (no rate-limit
   token now) takes no slot and is passed over until `unthrottle()`: it
   waits in its lane, never in a slot, so it slows no other webhook.
@@ -55,9 +58,26 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 
-# Deliveries held in memory (queued and in flight) never pass this many times
-# the capacity through `admit()` or a claim.
-MEMORY_BOUND = 4
+# The overall queue, in times the capacity (`queue_factor_for`): at least
+# the 2 that admission always allowed, at most MAX_QUEUE_FACTOR.
+MIN_QUEUE_FACTOR = 2
+MAX_QUEUE_FACTOR = 6
+
+
+def queue_factor_for(lease_seconds: float, attempt_timeout_seconds: float) -> int:
+    """How many times the capacity memory may hold, given the lease and the
+    attempt timeout. A full queue drains in at most `factor` attempt timeouts
+    (every slot busy, every attempt timing out; the breaker pauses such
+    webhooks sooner), and what waits in memory is leased to this process:
+    that must take at most half the lease, or the lease could expire while
+    the delivery waits and another claim send it again. With the defaults
+    (30 s lease, 3 s timeout) 5: on PostgreSQL, fan-out to 10 webhooks then
+    hands over at accept what the factor 2 left unleased to be claimed, and
+    made 1.2x the deliveries/s (README, Performance)."""
+    if attempt_timeout_seconds <= 0:
+        return MAX_QUEUE_FACTOR
+    factor = int(lease_seconds // (2 * attempt_timeout_seconds))
+    return max(MIN_QUEUE_FACTOR, min(MAX_QUEUE_FACTOR, factor))
 
 
 class _Counts:
@@ -95,8 +115,10 @@ class FairShare:
         per_webhook: int,
         caps: Mapping[str, int] | None = None,
         may_start: Callable[[str], bool] = _always,
+        queue_factor: int = MIN_QUEUE_FACTOR,
     ) -> None:
-        """`caps`: webhook -> at most this many of its deliveries in memory (if
+        """`queue_factor`: memory holds `queue_factor` x `capacity` deliveries
+        (see the rules). `caps`: webhook -> at most this many of its deliveries in memory (if
         fewer than 2 x `per_webhook`), read live (the owner updates it in
         place). `may_start(webhook)`: asked before a capped webhook's
         delivery takes a slot; False throttles the webhook (see the rules)."""
@@ -105,7 +127,12 @@ class FairShare:
                 f"need 1 <= per_project ({per_project}) <= capacity ({capacity}) "
                 f"and per_webhook ({per_webhook}) >= 1"
             )
+        if queue_factor < 1:
+            raise ValueError(f"need queue_factor ({queue_factor}) >= 1")
         self.capacity = capacity
+        self.queue_limit = queue_factor * capacity
+        # Never passed through `admit()` or a claim (see the rules).
+        self.memory_bound = self.queue_limit + 2 * capacity
         self.per_project = per_project
         self.per_webhook = per_webhook
         self.caps: Mapping[str, int] = caps if caps is not None else {}
@@ -143,10 +170,10 @@ class FairShare:
         )
 
     def _overall_room(self, project_load: int, newcomer: bool) -> int:
-        room = max(2 * self.capacity - self.load_total, 2 * self.share(newcomer) - project_load)
+        room = max(self.queue_limit - self.load_total, 2 * self.share(newcomer) - project_load)
         # Shares are counted as each project arrives and earlier projects keep
         # what they took, so many projects could add up past the bound: cap it.
-        return min(room, MEMORY_BOUND * self.capacity - self.load_total)
+        return min(room, self.memory_bound - self.load_total)
 
     def saturated(self) -> list[str]:
         """Projects that may take no more deliveries into memory (claims leave them out)."""
@@ -159,9 +186,9 @@ class FairShare:
     def claim_room(self) -> int:
         """How many due deliveries of projects not `saturated()` a claim may take:
         the overall room, or while that is used up, a newcomer's admission."""
-        overall = 2 * self.capacity - self.load_total
+        overall = self.queue_limit - self.load_total
         room = overall if overall > 0 else 2 * self.share(newcomer=True)
-        return max(0, min(room, MEMORY_BOUND * self.capacity - self.load_total))
+        return max(0, min(room, self.memory_bound - self.load_total))
 
     def load(self, project: str, webhook: str) -> int:
         entry = self._projects.get(project)
@@ -182,7 +209,7 @@ class FairShare:
         if (
             entry is None
             or hook is None
-            or self.load_total >= 2 * self.capacity
+            or self.load_total >= self.queue_limit
             or hook.load >= 2 * self.per_webhook
             or webhook in self.caps
         ):

@@ -60,7 +60,7 @@ Invariants
    `per_project` of one project, `per_webhook` of one webhook.
 5. A webhook is backlogged or to refill, never both.
 6. Memory: admission (`reserve()`, refills) never takes the total held
-   (reserved + queued + running) past MEMORY_BOUND x capacity. A claim of
+   (reserved + queued + running) past FairShare's `memory_bound`. A claim of
    due deliveries is not reserved (the outbox decides how many come back),
    so hand-offs may use its room while it runs: the total then exceeds the
    bound by at most that claim's size (itself at most the bound), and
@@ -83,7 +83,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from edgesense.delivery.claim.breaker import Breaker
-from edgesense.delivery.claim.fairness import MEMORY_BOUND, FairShare
+from edgesense.delivery.claim.fairness import FairShare
 from edgesense.delivery.store.rows import Claimed
 
 CLAIM_BATCH = 500
@@ -355,4 +355,4 @@ class Lanes:
         assert len(seen) == sum(q for *_, q, _ in fair.counts()), "a lane FairShare does not count"
         both = self._backlogged.keys() & self._refill.keys()
         assert not both, f"backlogged and to refill: {both}"
-        assert fair.load_total <= 2 * MEMORY_BOUND * fair.capacity, f"{fair.load_total} held"
+        assert fair.load_total <= 2 * fair.memory_bound, f"{fair.load_total} held"
