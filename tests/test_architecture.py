@@ -102,13 +102,14 @@ def lists_from_the_parts(package: Path) -> dict[tuple[str, str], set[str]]:
     modules = {f"edgesense.{p.stem}" for p in package.glob("*.py") if p.name != "__init__.py"}
     packages = {f"edgesense.{p.parent.name}" for p in package.glob("*/__init__.py")}
     services = (packages - SHARED) | {"edgesense_bridge"}
-    all_but_common_and_v1 = (modules | packages) - {"edgesense.common", *GENERATED}
+    all_but_common_and_generated = (modules | packages) - {"edgesense.common", *GENERATED}
     return {
         ("services-apart", "modules"): services,
         ("services-below-root", "source_modules"): services,
         ("storage-below-services", "forbidden_modules"): services | COMPOSITION_ROOT,
-        ("bridge-standalone", "forbidden_modules"): all_but_common_and_v1,
-        ("common-neutral", "forbidden_modules"): all_but_common_and_v1 | {"edgesense_bridge"},
+        ("bridge-standalone", "forbidden_modules"): all_but_common_and_generated,
+        ("common-neutral", "forbidden_modules"): all_but_common_and_generated
+        | {"edgesense_bridge"},
     }
 
 

@@ -1,4 +1,5 @@
-"""The committed generated code (edgesense/v1) matches protos/: `make protos` was run."""
+"""The committed generated code (edgesense/v1, edgesense/sparkplug) matches
+protos/: `make protos` was run."""
 
 from __future__ import annotations
 

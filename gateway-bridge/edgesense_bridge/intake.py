@@ -36,7 +36,6 @@ is acknowledged at once); a resend the bridge never saw goes to the host.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -59,6 +58,7 @@ from edgesense_bridge.parsing import (
     Rejected,
     parse_message,
 )
+from edgesense_bridge.sparkplug.control import state_says_offline
 from edgesense_bridge.sparkplug.host import Rebirth, SparkplugHost, SparkplugOutcome
 from edgesense_bridge.sparkplug.topics import NAMESPACE
 
@@ -70,7 +70,6 @@ log = logging.getLogger(__name__)
 LOG_INTERVAL_SECONDS: Final = 600.0
 LOG_BUDGET: Final = 20
 SPARKPLUG_TOPICS: Final = f"{NAMESPACE}/".encode()
-STATE_MAX_BYTES: Final = 1024
 
 
 @dataclass
@@ -109,7 +108,8 @@ class Intake:
         self._resends: dict[int, tuple[int, str]] = {}
         self._sparkplug = sparkplug
         self._request_rebirth = request_rebirth
-        self._own_state = own_state
+        # Compared with the topic as received (bytes, whole: a host id may be long).
+        self._own_state = None if own_state is None else (own_state[0].encode(), own_state[1])
         # QoS 1 Sparkplug messages whose events are on their way: (epoch, mid)
         # -> what they made (mids repeat across connections). Bounded by the
         # in-flight limit: a message stays only until its PUBACK goes out, or
@@ -118,11 +118,11 @@ class Intake:
         # Expected Sparkplug resends: mid -> _Held, kept across reconnects of a
         # resumed session until the resend comes (bounded by the packet ids).
         self._sparkplug_resends: dict[int, _Held] = {}
-        # Sparkplug QoS 1 messages acked on this connection, newest last:
-        # mid -> fingerprint, at most max_in_flight. A PUBACK still in the
-        # socket when the connection dies is lost with it, and the broker
-        # resends the message: it must be acked again, not decoded again.
-        self._acked: OrderedDict[int, int] = OrderedDict()
+        # Sparkplug QoS 1 messages acked on this connection, newest last, as
+        # resends to expect (all stored: left 0), at most max_in_flight. A
+        # PUBACK still in the socket when the connection dies is lost with it,
+        # and the broker resends the message: acked again, not decoded again.
+        self._acked: OrderedDict[int, _Held] = OrderedDict()
 
     def on_session(self, epoch: int, session_present: bool) -> None:
         """A new connection; with a resumed session, the QoS 1 messages we did not
@@ -137,8 +137,7 @@ class Intake:
         else:
             # What was expected and has not come yet still may (a second
             # reconnect before the resends arrived): kept, newer entries win.
-            for mid, fingerprint in acked.items():
-                self._sparkplug_resends[mid] = _Held(fingerprint, (), 0)
+            self._sparkplug_resends.update(acked)
             self._sparkplug_resends.update({mid: held for (_, mid), held in older})
             for item in self._outbox:
                 receipt = item.receipt
@@ -203,9 +202,9 @@ class Intake:
             if held.fingerprint == fingerprint:
                 self._resubmit(held, receipt)
                 return
-        own_state = self._own_state
-        if own_state and topic == own_state[0] and not raw.retain and _says_offline(raw.payload):
-            own_state[1]()
+        own = self._own_state
+        if own and raw.topic == own[0] and not raw.retain and state_says_offline(raw.payload):
+            own[1]()
         outcome = self._sparkplug_outcome(host, raw, topic)
         if outcome.rebirth is not None:
             metrics.SPARKPLUG_REBIRTH_REQUESTS.labels(outcome.rebirth.reason).inc()
@@ -249,7 +248,7 @@ class Intake:
         """A Sparkplug QoS 1 message acked on this connection (see `_acked`)."""
         if receipt.qos > 0:
             acked = self._acked
-            acked[receipt.mid] = fingerprint
+            acked[receipt.mid] = _Held(fingerprint, (), 0)
             acked.move_to_end(receipt.mid)
             if len(acked) > self._max_in_flight:
                 acked.popitem(last=False)
@@ -299,15 +298,3 @@ class Intake:
             self._acker.pause_reading()
         elif held <= self._resume_at:
             self._acker.resume_reading()
-
-
-def _says_offline(payload: bytes) -> bool:
-    """A Sparkplug 3.0 STATE payload with `"online": false` (one is a few dozen
-    bytes: anything much larger is not one, and is not parsed)."""
-    if len(payload) > STATE_MAX_BYTES:
-        return False
-    try:
-        state = json.loads(payload)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(state, dict) and state.get("online") is False

@@ -61,7 +61,8 @@ CONFIG_PUSHES: Final = Counter(
 )
 SPARKPLUG_REBIRTH_REQUESTS: Final = Counter(
     "edgesense_bridge_sparkplug_rebirth_requests_total",
-    "Rebirth requests (NCMD Node Control/Rebirth) published to Sparkplug edge nodes, by why",
+    "Rebirth requests (NCMD Node Control/Rebirth) to Sparkplug edge nodes, by why (asked "
+    "of the connection; one it could not publish is logged)",
     ["reason"],
 )
 SPARKPLUG_METRICS_LEFT_OUT: Final = Counter(

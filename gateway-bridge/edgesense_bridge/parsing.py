@@ -83,11 +83,15 @@ class ParseRules:
     max_event_bytes: int = MAX_EVENT_BYTES
 
 
+def digest_event_id(*parts: bytes) -> str:
+    """An event id derived from `parts` (joined by NUL): the same parts, the same id."""
+    digest = hashlib.sha256(b"\0".join(parts)).digest()[:15]
+    return "evt_" + base64.b32encode(digest).decode().lower()
+
+
 def gateway_event_id(address: TopicAddress, name: str) -> str:
     """The event id for a gateway-chosen name, scoped to its project and gateway."""
-    scope = f"{address.project_id}\0{address.gateway_id}\0{name}".encode()
-    digest = hashlib.sha256(scope).digest()[:15]
-    return "evt_" + base64.b32encode(digest).decode().lower()
+    return digest_event_id(address.project_id.encode(), address.gateway_id.encode(), name.encode())
 
 
 def choose_event_id(address: TopicAddress, user_properties: tuple[tuple[str, str], ...]) -> str:

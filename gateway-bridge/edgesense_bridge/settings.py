@@ -64,9 +64,14 @@ from edgesense_bridge.sparkplug.topics import NAMESPACE as SPARKPLUG_NAMESPACE
 from edgesense_bridge.topics import ID_RULE, is_valid_id
 
 INPUTS: Final = ("edgesense", "sparkplug")
-# Sparkplug ids are topic levels: MQTT forbids the wildcards in them, and "/"
-# would add a level (Sparkplug 3.0, tck-id-intro-group-id-chars and its kin).
-NOT_IN_SPARKPLUG_IDS: Final = "/+#"
+# Not in one topic level (a Sparkplug id, a shared subscription's group):
+# MQTT forbids the wildcards there, and "/" would add a level (Sparkplug 3.0,
+# tck-id-intro-group-id-chars and its kin).
+NOT_IN_A_LEVEL: Final = "/+#"
+
+
+def is_one_level(value: str) -> bool:
+    return not any(c in value for c in NOT_IN_A_LEVEL)
 
 
 def parse_inputs(raw: str) -> tuple[str, ...]:
@@ -82,7 +87,7 @@ def parse_inputs(raw: str) -> tuple[str, ...]:
 
 
 def check_sparkplug_id(name: str, value: str) -> str:
-    if not value or any(c in value for c in NOT_IN_SPARKPLUG_IDS):
+    if not value or not is_one_level(value):
         raise ConfigurationError(f"{name}: {value[:40]!r} is not a Sparkplug id (no / + #)")
     return value
 
@@ -145,7 +150,7 @@ class BridgeSettings:
             )
         if self.sparkplug_host_id is not None:
             check_sparkplug_id("EDGESENSE_SPARKPLUG_HOST_ID", self.sparkplug_host_id)
-        if self.shared_group is not None and any(c in self.shared_group for c in "/+#"):
+        if self.shared_group is not None and not is_one_level(self.shared_group):
             raise ConfigurationError("EDGESENSE_MQTT_SHARED_GROUP must not contain / + or #")
 
     @classmethod

@@ -33,6 +33,12 @@ def is_valid_id(value: str) -> bool:
     return DEVICE_ID.fullmatch(value) is not None
 
 
+def check_id(name: str, value: str) -> None:
+    """Raise TopicError ("bad_id") naming `name` unless `value` is an id."""
+    if not is_valid_id(value):
+        raise TopicError("bad_id", f"{name} {value[:40]!r} is not an id ({ID_RULE})")
+
+
 @dataclass(frozen=True)
 class TopicAddress:
     """The project, gateway, device and kind a topic names; ids already checked."""
@@ -44,9 +50,7 @@ class TopicAddress:
 
     def __post_init__(self) -> None:
         for name in ("project_id", "gateway_id", "device_id"):
-            value = getattr(self, name)
-            if not is_valid_id(value):
-                raise TopicError("bad_id", f"{name} {value[:40]!r} is not an id ({ID_RULE})")
+            check_id(name, getattr(self, name))
         if self.kind not in KINDS:
             raise TopicError("unknown_kind", f"kind {self.kind[:40]!r} is not one of {KINDS}")
 

@@ -22,7 +22,6 @@ import paho.mqtt.client as paho
 import pytest
 from google.protobuf.json_format import MessageToDict
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client import REGISTRY
 from pysparkplug import (
     DataType,
     DBirth,
@@ -172,16 +171,6 @@ def data_events(delivery: FakeDelivery, project: str, device: str) -> list[event
         for e in delivery.received
         if e.project_id == project and e.device_id == device and e.WhichOneof("kind") == "readings"
     ]
-
-
-def counter_total(name: str, reason: str | None = None) -> float:
-    """A labelled counter summed over its labels (or its `reason` label's value)."""
-    return sum(
-        s.value
-        for family in REGISTRY.collect()
-        for s in family.samples
-        if s.name == name and (reason is None or s.labels.get("reason") == reason)
-    )
 
 
 @pytest.fixture
@@ -343,7 +332,7 @@ async def test_malformed_payloads_and_bad_topics_are_counted_and_the_bridge_goes
     node = EdgeNode(gateway, group, "edge-m")
     name = "edgesense_bridge_messages_rejected_total"
     reasons = ("sparkplug_bad_payload", "sparkplug_bad_topic")
-    before = {reason: counter_total(name, reason) for reason in reasons}
+    before = {reason: sample(name, reason=reason) for reason in reasons}
     ts = node.tick()
     birth = NBirth(ts, 0, (Metric(ts, "bdSeq", DataType.INT64, value=0),)).encode()
     truncated = birth[: len(birth) - 3]  # into the bdSeq metric
@@ -363,7 +352,7 @@ async def test_malformed_payloads_and_bad_topics_are_counted_and_the_bridge_goes
             lambda: any(millis(e) == ts for e in data_events(delivery, group, "edge-m")),
             what="good data after the bad",
         )
-    after = {reason: counter_total(name, reason) - before[reason] for reason in reasons}
+    after = {reason: sample(name, reason=reason) - before[reason] for reason in reasons}
     assert after == {"sparkplug_bad_payload": 2, "sparkplug_bad_topic": 3}
 
 
@@ -439,7 +428,12 @@ async def test_an_offline_state_on_our_own_topic_is_answered_with_online(
         impostor.publish(topic, offline, qos=1, retain=True).wait_for_publish(10)
         impostor.disconnect()
         impostor.loop_stop()
-        await eventually(lambda: state(watcher) == online, 5, "the online STATE again")
+        await eventually(
+            lambda: [json.loads(p)["online"] for p in watcher.payloads()][-2:] == [False, True],
+            5,
+            "the impostor's offline STATE, then the online STATE again",
+        )
+        assert state(watcher) == online
         fresh = watchers(topic)  # the retained one is online again too
         await eventually(lambda: state(fresh) == online, 5, "the retained online STATE")
 

@@ -114,7 +114,6 @@ Pure: no transport library (the pure-rules import-linter contract).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
@@ -134,6 +133,7 @@ from edgesense.common.sparkplug_names import (
 )
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 from edgesense.v1 import events_pb2
+from edgesense_bridge.parsing import digest_event_id
 from edgesense_bridge.sparkplug.control import rebirth_payload
 from edgesense_bridge.sparkplug.topics import (
     COMMAND_TYPES,
@@ -300,9 +300,7 @@ def event_id(
     )
     if session:
         parts += (session,)
-    scope = b"\0".join(parts)
-    digest = hashlib.sha256(scope).digest()[:15]
-    return "evt_" + base64.b32encode(digest).decode().lower()
+    return digest_event_id(*parts)
 
 
 class SparkplugHost:

@@ -8,7 +8,7 @@ The edge node is the gateway, the device the device; a node's own metrics
 (NBIRTH/NDATA) are the node's as a device (device id = edge node id). The
 group maps to a project through `groups`, by default the group id is the
 project id. The project, edge node and device ids must be ids as our own
-topics' are (`edgesense_bridge.topics.is_valid_id`); the group id itself only
+topics' are (`edgesense_bridge.topics.check_id`); the group id itself only
 when it is the project id, so that a group named "Plant 1" can still be
 mapped to a project "plant-1".
 
@@ -24,7 +24,7 @@ from typing import Final
 
 # Re-exported: the intake, the settings and the server take it from here.
 from edgesense.common.sparkplug_names import NAMESPACE as NAMESPACE
-from edgesense_bridge.topics import ID_RULE, TopicError, is_valid_id
+from edgesense_bridge.topics import TopicError, check_id
 
 STATE: Final = "STATE"
 NODE_TYPES: Final = ("NBIRTH", "NDATA", "NDEATH", "NCMD")
@@ -94,16 +94,11 @@ def parse_topic(topic: str, groups: Mapping[str, str] | None = None) -> Sparkplu
     if not group:
         raise TopicError(BAD_TOPIC, "group id is empty")
     project = group if groups is None else groups.get(group, group)
-    _check_id("project_id" if project != group else "group_id", project)
-    _check_id("edge_node_id", edge_node)
+    check_id("project_id" if project != group else "group_id", project)
+    check_id("edge_node_id", edge_node)
     if device is not None:
-        _check_id("device_id", device)
+        check_id("device_id", device)
     return SparkplugTopic(group, message_type, edge_node, device, project)
-
-
-def _check_id(name: str, value: str) -> None:
-    if not is_valid_id(value):
-        raise TopicError("bad_id", f"{name} {value[:40]!r} is not an id ({ID_RULE})")
 
 
 def ncmd_topic(group_id: str, edge_node_id: str) -> str:

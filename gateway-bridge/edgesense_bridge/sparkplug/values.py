@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from edgesense.common.event_check import LAST_SECOND
 from edgesense.sparkplug import sparkplug_b_pb2 as spb
 
 JsonValue = None | bool | int | float | str | list["JsonValue"]
@@ -49,7 +50,7 @@ JsonValue = None | bool | int | float | str | list["JsonValue"]
 # Integers a double holds exactly; beyond them, a decimal string.
 MAX_EXACT: Final = 2**53
 # The last millisecond RFC 3339 (and datetime) can write: 9999-12-31T23:59:59.999Z.
-MAX_DATETIME_MS: Final = 253_402_300_799_999
+MAX_DATETIME_MS: Final = (LAST_SECOND + 1) * 1000 - 1
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Integer datatype -> (bits, signed).
