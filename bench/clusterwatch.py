@@ -20,9 +20,9 @@ import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.databases import admin_dsn
 from bench.dbstats import (
     ActivitySampler,
-    admin_dsn,
     counters_delta,
     read_counters,
     wait_no_backends,

@@ -11,6 +11,12 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
+def admin_dsn(sqlalchemy_url: str) -> str:
+    """asyncpg's form of a SQLAlchemy URL."""
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -40,7 +46,7 @@ class Database:
         import asyncpg
 
         name = url.rsplit("/", 1)[1]
-        dsn = self.server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        dsn = admin_dsn(self.server_url)
         connection = await asyncpg.connect(dsn)
         try:
             return int(await connection.fetchval("SELECT pg_database_size($1)", name))
@@ -55,7 +61,7 @@ class Database:
     async def _admin(self, statement: str) -> None:
         import asyncpg
 
-        dsn = self.server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        dsn = admin_dsn(self.server_url)
         connection = await asyncpg.connect(dsn)
         try:
             await connection.execute(statement)

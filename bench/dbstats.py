@@ -56,11 +56,6 @@ _ACTIVITY = (
 )
 
 
-def admin_dsn(sqlalchemy_url: str) -> str:
-    """asyncpg's form of a SQLAlchemy URL."""
-    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 async def read_counters(connection: asyncpg.Connection, database: str) -> dict[str, Any]:
     row = await connection.fetchrow(_COUNTERS, database)
     if row is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bench.databases import admin_dsn
 from tests.support.postgres import PrivatePostgres, postgres_bin
 
 
@@ -27,7 +28,7 @@ async def server(tmp_path: Path) -> AsyncIterator[PrivatePostgres]:
 
 
 async def query(url: str, statement: str) -> object:
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(admin_dsn(url))
     try:
         return await connection.fetchval(statement)
     finally:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.databases import admin_dsn
 from edgesense.common.errors import Unavailable
 from edgesense.delivery.record.policy import RetryPolicy, after_attempt
 from edgesense.delivery.send.attempt import AttemptResult
@@ -651,8 +652,7 @@ async def test_postgres_closing_does_not_wait_for_a_connection_in_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A connection never given back (a write stuck at shutdown) is ended after
-    POOL_CLOSE_SECONDS instead of holding close() up, and the engine is
-    closed all the same."""
+    POOL_CLOSE_SECONDS instead of holding close() up."""
     monkeypatch.setattr(outbox_postgres, "POOL_CLOSE_SECONDS", 0.2)
     url, admin = await create_postgres_database()
     try:
@@ -661,7 +661,7 @@ async def test_postgres_closing_does_not_wait_for_a_connection_in_use(
         stuck = await outbox.pool.acquire()
         pid = await stuck.fetchval("SELECT pg_backend_pid()")
         await outbox.close()
-        watcher = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        watcher = await asyncpg.connect(admin_dsn(url))
         try:
 
             async def ended() -> bool:

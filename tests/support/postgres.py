@@ -105,7 +105,7 @@ class PrivatePostgres:
             return
         try:
             if self.running():
-                self._pg_ctl("stop", "-m", "immediate")
+                self.stop("immediate")
         except Exception:
             self._kill_postmaster()  # pg_ctl failed: never leave a server behind
             raise

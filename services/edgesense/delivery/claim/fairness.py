@@ -65,12 +65,14 @@ MAX_QUEUE_FACTOR = 6
 
 
 def queue_factor_for(lease_seconds: float, attempt_timeout_seconds: float) -> int:
-    """How many times the capacity memory may hold, given the lease and the
-    attempt timeout. A full queue drains in at most `factor` attempt timeouts
-    (every slot busy, every attempt timing out; the breaker pauses such
-    webhooks sooner), and what waits in memory is leased to this process:
-    that must take at most half the lease, or the lease could expire while
-    the delivery waits and another claim send it again. With the defaults
+    """How many times the capacity the overall queue may hold, given the lease
+    and the attempt timeout. A full queue drains in at most `factor` attempt
+    timeouts (every slot busy, every attempt timing out; the breaker pauses
+    such webhooks sooner), and what waits in memory is leased to this
+    process: that must take at most half the lease, or the lease could
+    expire while the delivery waits and another claim send it again.
+    Newcomers admitted past the queue (up to `memory_bound`, 2 x capacity
+    more) take two timeouts more: 21 s of the 30 s lease with the defaults. With the defaults
     (30 s lease, 3 s timeout) 5: on PostgreSQL, fan-out to 10 webhooks then
     hands over at accept what the factor 2 left unleased to be claimed, and
     made 1.2x the deliveries/s (README, Performance)."""

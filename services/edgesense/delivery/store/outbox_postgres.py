@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import String, any_, bindparam, delete, or_, text, update
+from sqlalchemy import Float, String, Text, any_, bindparam, delete, or_, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -114,25 +114,14 @@ def array_param(values: Iterable[str]) -> Any:
 # for any batch and stays prepared; alone it is one round trip and its own
 # transaction. Answers the new events' ids, each with the number of
 # deliveries stored.
-# NewDelivery's fields' PostgreSQL types, in its order (checked below).
+# The PostgreSQL array type of each of the table's column types (by exact
+# class: Text is a String; and no length: a cast to varchar(n) would cut).
+_ARRAY_TYPES = {String: "varchar", Text: "text", Float: "float8"}
+# NewDelivery's fields' types, in its order, from the table's columns (a
+# column of another type fails here, at import).
 _DELIVERY_TYPES = {
-    "delivery_id": "varchar",
-    "event_id": "varchar",
-    "webhook_id": "varchar",
-    "project_id": "varchar",
-    "event_name": "varchar",
-    "device_id": "varchar",
-    "status": "varchar",
-    "status_reason": "text",
-    "next_attempt_at": "float8",
-    "lease_owner": "varchar",
-    "lease_expires_at": "float8",
-    "created_at": "float8",
-    "updated_at": "float8",
-    "order_key": "varchar",
+    name: _ARRAY_TYPES[type(deliveries.c[name].type)] for name in NewDelivery._fields
 }
-if tuple(_DELIVERY_TYPES) != NewDelivery._fields:  # a field added to one and not the other
-    raise RuntimeError("outbox_postgres._DELIVERY_TYPES must name NewDelivery's fields in order")
 _ACCEPT = (  # noqa: S608 (formatted with constants: the columns and their types)
     "WITH new_events AS ("
     " INSERT INTO events (event_id, project_id, event, created_at)"

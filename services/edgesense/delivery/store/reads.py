@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, literal_column, select
+from sqlalchemy import Integer, Select, and_, case, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.rules.alerts import ActiveAlert
@@ -39,13 +39,17 @@ _ACTIVE = alerts.c.state == literal_column("'active'")
 MAX_RULES_READ = 500
 
 
+def counts_query(statuses: Sequence[str] | None = None) -> Select[Any]:
+    """Deliveries counted by status: every status, or only `statuses`."""
+    query = select(deliveries.c.status, func.count())
+    if statuses is not None:
+        query = query.where(deliveries.c.status.in_(statuses))
+    return query.group_by(deliveries.c.status)
+
+
 # Deliveries waiting to be sent, counted by status (OutboxReads.waiting_counts).
 WAITING = (PENDING, HELD)
-WAITING_COUNTS = (
-    select(deliveries.c.status, func.count())
-    .where(deliveries.c.status.in_(WAITING))
-    .group_by(deliveries.c.status)
-)
+WAITING_COUNTS = counts_query(WAITING)
 
 
 class OutboxReads:
@@ -61,12 +65,7 @@ class OutboxReads:
 
     async def counts(self) -> dict[str, int]:
         """Deliveries by status, every status present."""
-        async with reading(self.engine, "counting deliveries") as conn:
-            rows = await conn.execute(
-                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
-            )
-            found = {status: int(n) for status, n in rows}
-        return {status: found.get(status, 0) for status in STATUSES}
+        return await self._counts(counts_query(), STATUSES, "counting deliveries")
 
     async def waiting_counts(self) -> dict[str, int]:
         """Pending and held deliveries: what the maintenance loop reports every
@@ -74,9 +73,14 @@ class OutboxReads:
         leads with the status), so the cost follows the backlog, not the
         history: counting every status read every delivery kept (at 1,000
         deliveries/s for 7 days of retention, 600 million) at every round."""
-        async with reading(self.engine, "counting waiting deliveries") as conn:
-            found = {status: int(n) for status, n in await conn.execute(WAITING_COUNTS)}
-        return {status: found.get(status, 0) for status in WAITING}
+        return await self._counts(WAITING_COUNTS, WAITING, "counting waiting deliveries")
+
+    async def _counts(
+        self, query: Select[Any], statuses: Sequence[str], doing: str
+    ) -> dict[str, int]:
+        async with reading(self.engine, doing) as conn:
+            found = {status: int(n) for status, n in await conn.execute(query)}
+        return {status: found.get(status, 0) for status in statuses}
 
     async def page(
         self, project_id: str, webhook_id: str, status: str, limit: int, before_seq: int | None
