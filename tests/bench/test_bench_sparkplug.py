@@ -5,6 +5,7 @@ EdgeSense services)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def test_sparkplug_figures_are_both_rates_and_their_ratio() -> None:
 async def test_both_phases_deliver_every_reading(tmp_path: Path) -> None:
     _require_mosquitto()
     on_json, on_sparkplug = (
-        phase.__class__(**{**phase.__dict__, "count": 400}) for phase in plan(True)["sparkplug"]
+        dataclasses.replace(phase, count=400) for phase in plan(True)["sparkplug"]
     )
     results = {}
     for phase in (on_json, on_sparkplug):

@@ -216,7 +216,7 @@ def test_a_rebirth_request_brings_the_births_again(
         watch.publish(ncmd, b"\xff not protobuf")
         watch.publish(ncmd, command(False))
         watch.publish(ncmd, command(True))
-        heard = watch.until(lambda h: kinds(h).count("NBIRTH") == 2)
+        watch.until(lambda h: kinds(h).count("NBIRTH") == 2)
         watch.until(lambda h: kinds(h)[kinds(h).index("NBIRTH", 1) :].count("DDATA") >= 5)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=WAIT_SECONDS)
@@ -345,7 +345,7 @@ def test_after_a_reconnect_the_births_come_before_any_data(
     assert kinds(heard).count("DDATA") >= published
 
 
-def test_kinds_do_not_apply_to_sparkplug(group: str) -> None:
+def test_kinds_do_not_apply_to_sparkplug() -> None:
     done = subprocess.run(
         cli_command("simulate", "--sparkplug", "--kinds", "data", "--count", "1"),
         env=clean_env(), capture_output=True, text=True, timeout=WAIT_SECONDS,

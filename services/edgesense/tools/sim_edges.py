@@ -132,7 +132,7 @@ class SparkplugNode:
             self._last = None
             for birth in self.node.births({d.device_id: d.current() for d in self.fleet}):
                 # Not sent if `connection` is gone already: the next one's births follow.
-                publisher.send(birth.topic, birth.payload, birth.qos, connection)
+                publisher.send(birth.topic, birth.payload, connection)
         for topic, payload in publisher.take_stale():
             self._last = None
             self.sent_again += 1
@@ -153,7 +153,7 @@ class SparkplugNode:
     def stop(self, publisher: Publisher, seconds: float) -> bool:
         *device_deaths, node_death = self.node.deaths()
         for death in device_deaths:
-            publisher.send(death.topic, death.payload, death.qos, self._born_on)
+            publisher.send(death.topic, death.payload, self._born_on)
         # After the DDEATHs on the same connection: its PUBACK says they all left.
         return publisher.publish_status(node_death.topic, node_death.payload, seconds, retain=False)
 

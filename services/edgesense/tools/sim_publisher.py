@@ -117,7 +117,11 @@ class Publisher:
         # Counted messages of older connections, held back from paho: at most
         # `max_in_flight`, as each keeps its slot.
         self._stale: list[tuple[str, bytes]] = []
-        self._statuses: set[int] = set()  # mids of `publish_status` messages
+        # `publish_status` messages by mid: one is still a status while not
+        # published (a mid of an acknowledged one may be reused by any message).
+        # Not taken off by `_on_publish`: paho may call it before `publish`
+        # has returned the mid here.
+        self._statuses: dict[int, paho.MQTTMessageInfo] = {}
         self._session = threading.Lock()  # connections, connected, _stale, paho's queue
         self._closing = False
         self._event_ids = event_ids
@@ -244,19 +248,22 @@ class Publisher:
 
     def take_stale(self) -> list[tuple[str, bytes]]:
         """The counted messages held back from older connections (topic,
-        payload), oldest first; the caller `resend`s them."""
+        payload), oldest first; the caller `resend`s them. Called for every
+        message the schedule sends: nothing held back (the common case)
+        answers without the lock (`_stale` only grows under it, and the next
+        call looks again)."""
+        if not self._stale:
+            return []
         with self._session:
             stale, self._stale = self._stale, []
         return stale
 
-    def send(self, topic: str, payload: bytes, qos: int, connection: int | None = None) -> bool:
-        """Publish a message that is not counted (a Sparkplug birth or death),
-        without waiting for a slot; False if it was not sent: QoS 0 while
+    def send(self, topic: str, payload: bytes, connection: int | None = None) -> bool:
+        """Publish at QoS 0 a message that is not counted (a Sparkplug birth or
+        death), without waiting for a slot; False if it was not sent: while
         disconnected (lost, as Sparkplug expects of QoS 0), or `connection` is
         not the current one. QoS 0 only: the PUBACK of a QoS 1 message would
         run `_on_publish` under paho's lock that `publish` here waits for."""
-        if qos != 0:
-            raise ValueError(f"send publishes QoS 0 only, not {qos}")
         with self._session:
             if not self._current(connection):
                 return False
@@ -288,13 +295,16 @@ class Publisher:
             )
             # `fresh_sessions` drops it on a reconnect (the old connection's
             # status means nothing on the new one), and frees its slot.
-            self._statuses.add(info.mid)
+            self._statuses[info.mid] = info
         try:
             info.wait_for_publish(seconds)
         except (RuntimeError, ValueError):
             return False  # not connected: paho sends it once it is again
         if not info.is_published():
             return False
+        with self._session:
+            if self._statuses.get(info.mid) is info:
+                del self._statuses[info.mid]
         with self._acked:
             self.published -= 1
             self.acknowledged -= 1
@@ -328,10 +338,11 @@ class Publisher:
                     stale: list[tuple[str, bytes]] = []
                     dropped_statuses = 0
                     for message in self._client.drop_out_messages():
-                        if message.mid in self._statuses:
+                        status = self._statuses.get(message.mid)
+                        if status is not None and not status.is_published():
                             # A status of the old connection means nothing on
                             # the new one: it is dropped, and its slot freed.
-                            self._statuses.discard(message.mid)
+                            del self._statuses[message.mid]
                             dropped_statuses += 1
                         else:
                             stale.append((message.topic, bytes(message.payload)))
@@ -366,7 +377,6 @@ class Publisher:
             if mid in self._uncounted:
                 self._uncounted.discard(mid)
                 return
-            self._statuses.discard(mid)
         with self._acked:
             self.acknowledged += 1
             self._acked.notify_all()
