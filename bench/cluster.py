@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.clusterwatch import COUNTERS, ClusterWatch
 from bench.databases import Database
 from bench.processes import Child, Children, python_module
-from bench.procstats import child_pids
+from bench.procstats import child_pids, kind_of
 from bench.receivers import OTHER_PROJECT, PROJECT, Target
 from bench.systems import SHARED_GROUP, TOPIC_PREFIX, Replicas, Watch
 from tests.support.ports import free_port
@@ -264,12 +264,6 @@ def process_names(replicas: Replicas) -> list[str]:
         *numbered("bridge", replicas.bridges),
         "api",
     ]
-
-
-def kind_of(name: str) -> tuple[str, int]:
-    """("delivery", 2) for "delivery#2"; ("senders", 2) for "senders#2.1"."""
-    kind, _, number = name.partition("#")
-    return kind, int(number.split(".")[0]) if number else 1
 
 
 async def wait_serving(child: Child, port: int, seconds: float = START_SECONDS) -> None:

@@ -27,6 +27,7 @@ from bench.dbstats import (
     read_counters,
     wait_no_backends,
 )
+from bench.procstats import kind_of
 
 # The counters each process kind reports per process (Prometheus sample name, labels).
 COUNTERS: dict[str, tuple[tuple[str, str, dict[str, str]], ...]] = {
@@ -58,7 +59,7 @@ async def scrape(http: aiohttp.ClientSession, metrics: Mapping[str, str]) -> dic
     async def one(name: str, addr: str) -> dict[str, float]:
         async with http.get(f"http://{addr}/metrics") as answer:
             answer.raise_for_status()
-            return counters_of(name.split("#")[0], await answer.text())
+            return counters_of(kind_of(name)[0], await answer.text())
 
     values = await asyncio.gather(*(one(name, addr) for name, addr in metrics.items()))
     return dict(zip(metrics, values, strict=True))

@@ -23,6 +23,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_SECONDS = 0.5
 
 
+def kind_of(name: str) -> tuple[str, int]:
+    """A process name's kind and number: ("delivery", 2) for "delivery#2",
+    ("senders", 2) for "senders#2.1" (a sender of delivery#2), ("bridge", 1)
+    for "bridge"."""
+    kind, _, number = name.partition("#")
+    return kind, int(number.split(".")[0]) if number else 1
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of `pid` so far; OSError once it is gone."""
     with open(f"/proc/{pid}/stat", "rb") as f:
@@ -91,7 +99,7 @@ class ProcSampler:
 
     def track(self, name: str, pid: int) -> None:
         """Follow `pid` as `name`; `name#2` counts as `name` (several processes of one kind)."""
-        self.pids[pid] = Tracked(name.split("#")[0], name)
+        self.pids[pid] = Tracked(kind_of(name)[0], name)
         self._sample_one(pid, self.pids[pid], record=False)
 
     def mark(self) -> None:

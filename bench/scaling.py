@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.phases import SCALE
+from bench.procstats import kind_of
 
 KINDS = ("registry", "delivery", "senders", "bridge", "api")
 
@@ -25,8 +26,8 @@ def _shares(values: dict[str, float]) -> dict[str, float]:
 
 def _number(name: str) -> tuple[int, str]:
     """Sort key: "delivery" before "delivery#2" before "delivery#10"."""
-    kind, _, number = name.partition("#")
-    return (int(number.split(".")[0]) if number else 1), kind
+    kind, number = kind_of(name)
+    return number, kind
 
 
 def delivery_cpu(by_process: dict[str, float]) -> dict[str, float]:
@@ -34,10 +35,9 @@ def delivery_cpu(by_process: dict[str, float]) -> dict[str, float]:
     belongs to "delivery#2"; "senders" and "senders#1.2" to "delivery")."""
     found: dict[str, float] = {}
     for name, seconds in by_process.items():
-        kind, _, number = name.partition("#")
+        kind, owner = kind_of(name)
         if kind not in ("delivery", "senders"):
             continue
-        owner = int(number.split(".")[0]) if number else 1
         key = "delivery" if owner == 1 else f"delivery#{owner}"
         found[key] = round(found.get(key, 0.0) + seconds, 2)
     return dict(sorted(found.items(), key=lambda item: _number(item[0])))
@@ -60,8 +60,8 @@ def layout_figures(result: dict[str, Any]) -> dict[str, Any]:
     backends = activity.get("backend_cpu_s")
     cpu["postgresql"] = None if backends is None else _per(backends * 1000, delivered)
     processes = dict(sorted(cluster["per_process"].items(), key=lambda item: _number(item[0])))
-    deliveries = {n: c for n, c in processes.items() if n.partition("#")[0] == "delivery"}
-    bridges = {n: c for n, c in processes.items() if n.partition("#")[0] == "bridge"}
+    deliveries = {n: c for n, c in processes.items() if kind_of(n)[0] == "delivery"}
+    bridges = {n: c for n, c in processes.items() if kind_of(n)[0] == "bridge"}
     return {
         "phase": result["phase"],
         "delivery_processes": result["settings"].get("delivery_processes", 1),

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from bench.cluster import EdgeSense, kind_of, process_names
+from bench.cluster import EdgeSense, process_names
 from bench.clusterwatch import counters_of
 from bench.databases import Database
 from bench.dbstats import ActivitySampler
 from bench.phases import SCALE, plan, scale_phases
+from bench.procstats import kind_of
 from bench.run import choose
 from bench.scaling import delivery_cpu, layout_figures, scale_rows, scale_table
 from bench.scenarios import PhaseRun
