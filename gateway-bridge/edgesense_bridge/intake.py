@@ -79,6 +79,7 @@ class _Held:
 
     fingerprint: int
     events: tuple[events_pb2.Event, ...]
+    sizes: tuple[int, ...]  # each event's serialized bytes
     left: int  # not yet confirmed; 0: all stored, the PUBACK did not go out
 
 
@@ -222,18 +223,19 @@ class Intake:
             self._settle(Ignored(outcome.ignored or "no_events"), receipt)
             self._remember_ack(receipt, fingerprint)
         else:
-            self._submit(outcome.events, receipt, fingerprint)
+            self._submit(_Held(fingerprint, outcome.events, outcome.sizes, 0), receipt)
 
-    def _submit(
-        self, events: tuple[events_pb2.Event, ...], receipt: Receipt, fingerprint: int
-    ) -> None:
+    def _submit(self, held: _Held, receipt: Receipt) -> None:
         """Forward a Sparkplug message's events; a QoS 1 message is held until
         its PUBACK goes out (acked once the last of its events is confirmed)."""
+        events = held.events
         if receipt.qos > 0:
-            self._held[(receipt.epoch, receipt.mid)] = _Held(fingerprint, events, len(events))
-        received = time.monotonic()
-        for event in events:
-            self._forwarder.submit(Item(event, receipt, received, fingerprint, event.ByteSize()))
+            self._held[(receipt.epoch, receipt.mid)] = _Held(
+                held.fingerprint, events, held.sizes, len(events)
+            )
+        received, fingerprint = time.monotonic(), held.fingerprint
+        for event, size in zip(events, held.sizes, strict=True):
+            self._forwarder.submit(Item(event, receipt, received, fingerprint, size))
         self._update_in_flight()
 
     def _resubmit(self, held: _Held, receipt: Receipt) -> None:
@@ -242,13 +244,13 @@ class Intake:
             self._acker.ack(receipt)
             self._remember_ack(receipt, held.fingerprint)
         else:  # delivery keeps one copy of each by its id
-            self._submit(held.events, receipt, held.fingerprint)
+            self._submit(held, receipt)
 
     def _remember_ack(self, receipt: Receipt, fingerprint: int) -> None:
         """A Sparkplug QoS 1 message acked on this connection (see `_acked`)."""
         if receipt.qos > 0:
             acked = self._acked
-            acked[receipt.mid] = _Held(fingerprint, (), 0)
+            acked[receipt.mid] = _Held(fingerprint, (), (), 0)
             acked.move_to_end(receipt.mid)
             if len(acked) > self._max_in_flight:
                 acked.popitem(last=False)

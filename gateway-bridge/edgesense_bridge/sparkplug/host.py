@@ -187,6 +187,8 @@ class SparkplugOutcome:
       messages were lost between the node and us; counted. The session is
       dropped and the message rejected ("sparkplug_seq_gap"), but for a
       DDEATH, which still takes its device offline.
+    - `sizes`: each event's serialized bytes, measured once (the size limit
+      here, the Publish batch's in the intake), in `events`' order.
     """
 
     events: tuple[events_pb2.Event, ...] = ()
@@ -195,6 +197,7 @@ class SparkplugOutcome:
     rebirth: Rebirth | None = None
     metrics_left_out: Mapping[str, int] = field(default_factory=dict)
     seq_gap: bool = False
+    sizes: tuple[int, ...] = ()
 
 
 def _text_bytes(text: str) -> int:
@@ -386,9 +389,10 @@ class SparkplugHost:
             ignored = self._handlers[address.message_type](message)
         except _Reject as exc:
             rejected = (exc.reason, exc.detail)
+        sizes: tuple[int, ...] = ()
         if rejected is None:
-            for event in message.events:
-                size = event.ByteSize()
+            sizes = tuple(event.ByteSize() for event in message.events)
+            for size in sizes:
                 if size > self._max_event_bytes:
                     detail = f"event of {size} bytes as protobuf exceeds {self._max_event_bytes}"
                     rejected = ("too_large", detail)
@@ -404,6 +408,7 @@ class SparkplugHost:
             # A rejected message makes no event for its metrics to be left out of.
             metrics_left_out={} if rejected else dict(message.left_out),
             seq_gap=message.seq_gap,
+            sizes=() if rejected else sizes,
         )
 
     # Message types. Each adds its events to the message and answers an
