@@ -52,6 +52,16 @@ async def disable_by_failure(cluster: Cluster, switch: Switch, webhook_id: str) 
     """A real delivery fails for good (HTTP 500 twice), which disables the webhook."""
     switch.status = 500
     await cluster.publish([reading()])
+    await wait_disabled(cluster, webhook_id)
+
+
+async def wait_disabled(cluster: Cluster, webhook_id: str) -> None:
+    """Until the registry has the webhook disabled, and delivery knows it.
+
+    Delivery disables a webhook in its own index at once and reports the
+    failure to the registry after: an enable sent before the registry has
+    the report finds the webhook still active (a no-op), and the report then
+    disables it. Waiting for delivery's index alone raced that report."""
 
     async def disabled() -> bool:
         return bool((await cluster.webhook(webhook_id))["status"] == "disabled")
@@ -231,7 +241,7 @@ async def test_recover_sends_exactly_the_failed_ones_oldest_first_and_stats_coun
         switch.status = 500
         await cluster.publish([event])
         await cluster.wait_deliveries(hook, "failed", number + 1)
-        await cluster.known_to_delivery(hook, "disabled")
+        await wait_disabled(cluster, hook)
         enabled = await cluster.http.post(f"/api/webhooks/{hook}/enable", headers=cluster.auth())
         assert enabled.status_code == 200, enabled.text
         await cluster.known_to_delivery(hook, "active")
