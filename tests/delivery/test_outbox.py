@@ -419,7 +419,7 @@ async def stats_fixture(outbox: Outbox) -> None:
 
 async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
     await stats_fixture(outbox)
-    stats = await outbox.stats("p", "wh_a", NOW, NOW + 3600, 60, (50, 95, 99))
+    stats = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 60, (50, 95, 99))
     assert stats.counts == {PENDING: 1, SUCCEEDED: 1, FAILED: 1, HELD: 0}
     assert (stats.attempts, stats.attempts_succeeded) == (4, 1)
     # Bucket 0: both first attempts failed and were retried; bucket 1: dlv_1's
@@ -428,11 +428,11 @@ async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
     # Durations 10, 20, 30, 40: nearest ranks 2, 4 and 4.
     assert stats.durations == {50: 20, 95: 40, 99: 40}
 
-    other = await outbox.stats("other-project", "wh_a", NOW, NOW + 3600, 60, (50,))
+    other = await outbox.stats("other-project", ["wh_a"], NOW, NOW + 3600, 60, (50,))
     assert other.counts == dict.fromkeys((PENDING, SUCCEEDED, FAILED, HELD), 0)
     assert (other.buckets, other.durations, other.attempts) == ([], {}, 0)
     # 5-minute buckets: all four attempts fall in the first.
-    wide = await outbox.stats("p", "wh_a", NOW, NOW + 3600, 300, (50,))
+    wide = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 300, (50,))
     assert wide.buckets == [(0, 1, 2, 1)]
 
 

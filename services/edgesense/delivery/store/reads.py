@@ -30,7 +30,7 @@ from edgesense.delivery.store.rows import (
     StatsBucket,
     nearest_rank,
 )
-from edgesense.delivery.store.tables import alerts, attempts, deliveries, rule_states
+from edgesense.delivery.store.tables import alerts, attempts, deliveries, events, rule_states
 from edgesense.storage.engine import dispose_engine, reading
 
 # An active alert, written as the partial index ix_alerts_active's own
@@ -213,17 +213,19 @@ class OutboxReads:
     async def stats(
         self,
         project_id: str,
-        webhook_id: str,
+        webhook_ids: Sequence[str],
         since: float,
         until: float,
         bucket_seconds: float,
         percentiles: Sequence[int],
     ) -> DeliveryStats:
         """See Outbox.stats: three grouped reads of the window's rows."""
+        if not webhook_ids:
+            return DeliveryStats(dict.fromkeys(STATUSES, 0), [], {}, 0, 0)
         d, a = deliveries, attempts
         cohort = (
             d.c.project_id == project_id,
-            d.c.webhook_id == webhook_id,
+            _one_of(d.c.webhook_id, webhook_ids),
             d.c.created_at >= since,
             d.c.created_at < until,
         )
@@ -250,7 +252,7 @@ class OutboxReads:
             .group_by(bucket)
             .order_by(bucket)
         )
-        async with reading(self.engine, "counting a webhook's deliveries") as conn:
+        async with reading(self.engine, "counting deliveries for stats") as conn:
             counted = await conn.execute(
                 select(d.c.status, func.count()).where(*cohort).group_by(d.c.status)
             )
@@ -286,6 +288,39 @@ class OutboxReads:
             attempts=total,
             attempts_succeeded=sum(b.succeeded for b in buckets),
         )
+
+    async def held_count(self, project_id: str, webhook_ids: Sequence[str]) -> int:
+        """See Outbox.held_count."""
+        if not webhook_ids:
+            return 0
+        query = select(func.count()).where(
+            _one_of(deliveries.c.webhook_id, webhook_ids),
+            deliveries.c.status == literal_column(f"'{HELD}'"),
+            deliveries.c.project_id == project_id,
+        )
+        async with reading(self.engine, "counting held deliveries") as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    async def active_alert_count(self, project_id: str) -> int:
+        """See Outbox.active_alert_count."""
+        query = select(func.count()).where(_ACTIVE, alerts.c.project_id == project_id)
+        async with reading(self.engine, "counting active alerts") as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    async def event(self, project_id: str, event_id: str) -> bytes | None:
+        """See Outbox.event."""
+        query = select(events.c.event).where(
+            events.c.event_id == event_id, events.c.project_id == project_id
+        )
+        async with reading(self.engine, "reading an event") as conn:
+            found = (await conn.execute(query)).scalar()
+        return None if found is None else bytes(found)
+
+
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """`column = value` for one value (as the single-webhook reads always
+    were), else `column IN (values)`."""
+    return column == values[0] if len(values) == 1 else column.in_(values)
 
 
 async def _attempts(conn: Any, delivery_ids: list[str]) -> dict[str, list[Any]]:
