@@ -123,10 +123,10 @@ class DeliveryRecord(_message.Message):
     held) or "held" (its webhook is disabled).
     """
     body: _builtins.str
-    """GetDelivery only (empty in every other answer, ListDeliveries included,
-    so that a page does not grow): the exact JSON body POSTed for this
-    delivery, the same bytes on every attempt and the ones its signatures
-    are computed over (UTF-8).
+    """GetDelivery only (absent from every other answer, ListDeliveries
+    included, so that a page does not grow): the exact JSON body POSTed for
+    this delivery, the same bytes on every attempt and the ones its
+    signatures are computed over (UTF-8).
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -136,7 +136,7 @@ class DeliveryRecord(_message.Message):
 
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """GetDelivery only: the request headers that are the same on every attempt
+        """GetDelivery only (empty elsewhere): the request headers that are the same on every attempt
         and are not secret: Content-Type, User-Agent, X-EdgeSense-Event,
         X-EdgeSense-Delivery, webhook-id, and X-EdgeSense-Test for a test send.
         Left out: the signatures and webhook-timestamp (made anew for each
@@ -155,15 +155,20 @@ class DeliveryRecord(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         status_reason: _builtins.str | None = ...,
-        body: _builtins.str = ...,
+        body: _builtins.str | None = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "created_at", b"created_at", "status_reason", b"status_reason"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "body", b"body", "created_at", b"created_at", "status_reason", b"status_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "attempts", b"attempts", "body", b"body", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "headers", b"headers", "status", b"status", "status_reason", b"status_reason", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "attempts", b"attempts", "body", b"body", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "headers", b"headers", "status", b"status", "status_reason", b"status_reason", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__body: _TypeAlias = _typing.Literal["body"]  # noqa: Y015
+    _WhichOneofArgType__body: _TypeAlias = _typing.Literal["_body", b"_body"]  # noqa: Y015
     _WhichOneofReturnType__status_reason: _TypeAlias = _typing.Literal["status_reason"]  # noqa: Y015
     _WhichOneofArgType__status_reason: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__body) -> _WhichOneofReturnType__body | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__status_reason) -> _WhichOneofReturnType__status_reason | None: ...
 
 Global___DeliveryRecord: _TypeAlias = DeliveryRecord  # noqa: Y015
