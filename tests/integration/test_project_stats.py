@@ -216,7 +216,7 @@ async def test_a_delivery_shows_the_exact_body_and_headers_the_receiver_got(
     )
     assert tested.status_code == 200, tested.text
     assert "body" not in tested.json()
-    assert tested.json()["headers"] == {}
+    assert "headers" not in tested.json()
     await receiver.wait_for(3)
 
     for hook, secret, count in ((plain, SECRET, 2), (standard, STANDARD_SECRET, 1)):
@@ -224,14 +224,14 @@ async def test_a_delivery_shows_the_exact_body_and_headers_the_receiver_got(
         for record in listed:
             # The listing stays as it was: no bodies, no headers.
             assert "body" not in record
-            assert record["headers"] == {}
+            assert "headers" not in record
             answer = await cluster.http.get(
                 f"/api/deliveries/{record['deliveryId']}", headers=cluster.auth()
             )
             assert answer.status_code == 200, answer.text
             one = answer.json()
             same = {k: v for k, v in one.items() if k not in ("body", "headers")}
-            assert same == {k: v for k, v in record.items() if k != "headers"}
+            assert same == record
             [got] = [r for r in receiver.received if r.delivery_id == record["deliveryId"]]
             assert one["body"].encode() == got.body
             # Both signatures the receiver got verify over the body shown.

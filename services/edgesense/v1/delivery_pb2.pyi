@@ -7,6 +7,7 @@ from collections import abc as _abc
 from edgesense.v1 import events_pb2 as _events_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -79,26 +80,6 @@ class DeliveryRecord(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    @_typing.final
-    class HeadersEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
     DELIVERY_ID_FIELD_NUMBER: _builtins.int
     WEBHOOK_ID_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
@@ -135,12 +116,14 @@ class DeliveryRecord(_message.Message):
         """Oldest first; the latest 50 when redelivering made more."""
 
     @_builtins.property
-    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """GetDelivery only (empty elsewhere): the request headers that are the same on every attempt
-        and are not secret: Content-Type, User-Agent, X-EdgeSense-Event,
+    def headers(self) -> _struct_pb2.Struct:
+        """GetDelivery only (absent elsewhere): the request headers that are the
+        same on every attempt and are not secret, name -> value (each a
+        string): Content-Type, User-Agent, X-EdgeSense-Event,
         X-EdgeSense-Delivery, webhook-id, and X-EdgeSense-Test for a test send.
         Left out: the signatures and webhook-timestamp (made anew for each
         attempt) and the webhook's custom headers (secret, like its secret).
+        A Struct rather than a map so that it is absent, not {}, in listings.
         """
 
     def __init__(
@@ -156,9 +139,9 @@ class DeliveryRecord(_message.Message):
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         status_reason: _builtins.str | None = ...,
         body: _builtins.str | None = ...,
-        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        headers: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "body", b"body", "created_at", b"created_at", "status_reason", b"status_reason"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "body", b"body", "created_at", b"created_at", "headers", b"headers", "status_reason", b"status_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "attempts", b"attempts", "body", b"body", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "headers", b"headers", "status", b"status", "status_reason", b"status_reason", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
