@@ -79,6 +79,7 @@ def test_the_protos_have_both_kinds_of_methods() -> None:
         "edgesense.v1.WebhookRegistry",
         "edgesense.v1.AlertRules",
         "edgesense.v1.Delivery",
+        "edgesense.v1.Devices",
         "edgesense.v1.DeviceConfig",
     }
     assert {
@@ -134,6 +135,7 @@ def test_every_annotated_method_and_no_internal_one_is_routed(
         "edgesense.v1.WebhookRegistry": "registry",
         "edgesense.v1.AlertRules": "registry",
         "edgesense.v1.Delivery": "delivery",
+        "edgesense.v1.Devices": "delivery",
         "edgesense.v1.DeviceConfig": "bridge",
     }
     expected = {

@@ -38,6 +38,7 @@ MAX_RECEIVE = {
     "edgesense.v1.WebhookRegistry": REGISTRY_MAX_RECEIVE,
     "edgesense.v1.AlertRules": REGISTRY_MAX_RECEIVE,
     "edgesense.v1.Delivery": DELIVERY_MAX_RECEIVE,
+    "edgesense.v1.Devices": DELIVERY_MAX_RECEIVE,
     "edgesense.v1.DeviceConfig": DEVICE_CONFIG_MAX_RECEIVE,
 }
 
