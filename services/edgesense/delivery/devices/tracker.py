@@ -1,0 +1,170 @@
+"""Keeps the devices table current as events are stored, off the hot path.
+
+`DeviceTracker.fold` is called by the acceptor for each event its commit
+stored (new event ids only, after the commit): one dict lookup and one list
+append, keeping a reference to the event (already in memory). Every
+FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
+events into one state (view.observe) and writes them (DeviceStore.write:
+merged with the stored rows, newest part wins), in transactions of at most
+FLUSH_CHUNK devices. So the view lags the events by about a second, and
+costs the accept path nothing but the fold.
+
+Memory is bounded by bytes: every folded event counts its serialized size
+(plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
+past `hard_bytes` (the database is down or far behind) events are no longer
+folded, only counted (edgesense_devices_view_dropped_total), until a flush
+frees the memory: such a device's row misses those events until its next
+one. States a failed write could not store are kept (merged with later
+news) and written by the next flush, up to MAX_UNWRITTEN devices; beyond
+that the others are dropped, likewise counted.
+
+A process killed with SIGKILL loses what it folded since its last flush,
+at most about a second of changes to the view (the events themselves are
+stored); a graceful stop flushes once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from edgesense.common.errors import Unavailable
+from edgesense.common.log_throttle import ThrottledLog
+from edgesense.delivery import metrics
+from edgesense.delivery.devices.view import DeviceState, merge, observe
+from edgesense.delivery.store.devices import DeviceStore
+from edgesense.delivery.store.rows import StoredEvent
+from edgesense.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+_problems = ThrottledLog(log)
+FLUSH_SECONDS = 1.0
+FLUSH_CHUNK = 500
+FOLD_OVERHEAD_BYTES = 200
+SOFT_BYTES = 16 * 1024 * 1024
+HARD_BYTES = 64 * 1024 * 1024
+MAX_UNWRITTEN = 100_000
+_DEVICE_EVENTS = frozenset({"readings", "alert", "status", "configuration"})
+
+Key = tuple[str, str]
+
+
+class DeviceTracker:
+    def __init__(
+        self,
+        store: DeviceStore,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        soft_bytes: int = SOFT_BYTES,
+        hard_bytes: int = HARD_BYTES,
+    ) -> None:
+        self.store = store
+        self.flush_seconds = flush_seconds
+        self.soft_bytes = soft_bytes
+        self.hard_bytes = hard_bytes
+        self._folded: dict[Key, list[tuple[events_pb2.Event, int]]] = {}
+        self._bytes = 0
+        self._unwritten: dict[Key, DeviceState] = {}
+        self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+
+    @property
+    def folded_bytes(self) -> int:
+        return self._bytes
+
+    def fold(self, event: events_pb2.Event, size: int) -> None:
+        """Note a newly stored event (`size`: its serialized size) for the next flush."""
+        if self._bytes >= self.hard_bytes:
+            metrics.DEVICES_VIEW_DROPPED.inc()
+            return
+        key = (event.project_id, event.device_id)
+        folded = self._folded.get(key)
+        if folded is None:
+            self._folded[key] = [(event, size)]
+        else:
+            folded.append((event, size))
+        self._bytes += size + FOLD_OVERHEAD_BYTES
+        if self._bytes >= self.soft_bytes:
+            self._wake.set()
+
+    def fold_stored(
+        self,
+        events: Sequence[events_pb2.Event],
+        stored: Sequence[StoredEvent],
+        new_ids: set[str],
+    ) -> None:
+        """Fold the device events among `events` whose ids were newly stored;
+        `stored[i]` is `events[i]` serialized (each id once)."""
+        fold = self.fold
+        for event, row in zip(events, stored, strict=True):
+            if (
+                event.event_id in new_ids
+                and not event.test
+                and event.WhichOneof("kind") in _DEVICE_EVENTS
+            ):
+                fold(event, len(row.payload))
+
+    async def run(self) -> None:
+        """Flush every `flush_seconds` (or sooner when woken) until cancelled;
+        a cancelled run flushes once more (a graceful stop)."""
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+                self._wake.clear()
+                try:
+                    await self.flush()
+                except Exception as exc:  # a bug: logged, the next flush tries again
+                    _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.flush())
+            raise
+
+    async def flush(self) -> int:
+        """Write what was folded (and what an earlier flush could not write);
+        how many devices were written."""
+        async with self._flushing:
+            folded, self._folded, self._bytes = self._folded, {}, 0
+            unwritten, self._unwritten = self._unwritten, {}
+            keys = list(folded.keys() | unwritten.keys())
+            written = 0
+            for start in range(0, len(keys), FLUSH_CHUNK):
+                chunk = []
+                for key in keys[start : start + FLUSH_CHUNK]:
+                    items = folded.pop(key, None)
+                    state = unwritten.pop(key, None)
+                    if items:
+                        fresh = observe(*key, items)
+                        state = fresh if state is None else merge(state, fresh)
+                    assert state is not None
+                    chunk.append(state)
+                try:
+                    await self.store.write(chunk)
+                except Unavailable as exc:
+                    log.warning("devices view not written (kept for the next flush): %s", exc)
+                    self._keep(chunk)
+                    for key in keys[start + FLUSH_CHUNK :]:
+                        items = folded.pop(key, None)
+                        state = unwritten.pop(key, None)
+                        if items:
+                            fresh = observe(*key, items)
+                            state = fresh if state is None else merge(state, fresh)
+                        if state is not None:
+                            self._keep([state])
+                    break
+                written += len(chunk)
+            if written:
+                metrics.DEVICES_VIEW_WRITTEN.inc(written)
+            return written
+
+    def _keep(self, states: list[DeviceState]) -> None:
+        """Keep states a write failed to store for the next flush (at most
+        MAX_UNWRITTEN devices; the others are dropped, counted)."""
+        for state in states:
+            if len(self._unwritten) >= MAX_UNWRITTEN and state.key not in self._unwritten:
+                metrics.DEVICES_VIEW_DROPPED.inc()
+                continue
+            self._unwritten[state.key] = state
