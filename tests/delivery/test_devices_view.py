@@ -5,6 +5,7 @@ order."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -30,7 +31,7 @@ def event(
     *,
     device: str = "d1",
     gateway: str = "gw-1",
-    readings: dict[str, object] | None = None,
+    readings: dict[str, Any] | None = None,
     status: int | None = None,
     received: float | None = None,
 ) -> events_pb2.Event:
