@@ -64,6 +64,8 @@ ABOUT_THE_DEVICE = (
     "services/edgesense/common/events.py",
     "services/edgesense/common/event_types.py",
     "services/edgesense/delivery/accept/samples.py",
+    "services/edgesense/delivery/devices/",
+    "services/edgesense/tools/devices_cmd.py",
     "services/edgesense/common/log_throttle.py",
     "services/edgesense/tools/__init__.py",
     "services/edgesense/tools/alerts_cmd.py",

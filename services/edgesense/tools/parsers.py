@@ -1,5 +1,6 @@
 """The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `rules`,
-`deliveries`, `alerts`, `simulate` and `receive` to the `edgesense` command.
+`deliveries`, `alerts`, `devices`, `simulate` and `receive` to the `edgesense`
+command.
 
 This module holds the API commands (with the options they share: --api-url,
 --api-key, --json); `local_commands.py` holds simulate and receive. Nothing
@@ -25,6 +26,7 @@ from edgesense.tools.local_commands import add_receive, add_simulate
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
 ALERT_STATES = ("active", "resolved")
+DEVICE_STATUSES = ("online", "offline", "unknown")
 # GET /api/alerts answers at most 500 a page (ListAlertsRequest.page_size).
 MAX_ALERTS_PAGE = 500
 
@@ -219,6 +221,24 @@ def add_tool_commands(sub: Subcommands) -> None:
         "the newest page only",
     )
     alerting.add_argument("--all", action="store_true", help="every page, not only the newest")
+
+    devices = group(sub, "devices", "the devices and gateways the project's events came from")
+    listing = leaf(
+        devices,
+        "list",
+        "every device and gateway seen, in device id order, with status and last readings",
+        lazy("devices_cmd", "list_devices"),
+    )
+    listing.add_argument("--status", choices=DEVICE_STATUSES, help="only devices in this status")
+    listing.add_argument(
+        "--gateway", metavar="GATEWAY_ID", help="only devices last seen through this gateway"
+    )
+    leaf(
+        devices,
+        "get",
+        "one device: its status, last readings and latest events",
+        lazy("devices_cmd", "get"),
+    ).add_argument("device_id", metavar="DEVICE_ID")
 
     add_simulate(sub)
     add_receive(sub)

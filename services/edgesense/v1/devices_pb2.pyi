@@ -160,7 +160,9 @@ class ListDevicesResponse(_message.Message):
     next_page_token: _builtins.str
     """Set when there are more devices: pass it as page_token."""
     online: _builtins.int
-    """The project's devices online, offline and unknown, whatever the filters."""
+    """The project's devices online, offline and unknown, whatever the filters
+    (so an overview needs this one call).
+    """
     offline: _builtins.int
     unknown: _builtins.int
     @_builtins.property

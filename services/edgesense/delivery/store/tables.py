@@ -195,9 +195,9 @@ devices = Table(
     Column("readings_at", Float),
     Column("readings_event_id", String(64)),
     Column("recent", Text, nullable=False),
-    # Listings by status and by gateway, in device order; the totals by
+    # Listings by status and by gateway_id, in device order; the totals by
     # status; retention by last seen.
     Index("ix_devices_status", "project_id", "status", "device_id"),
-    Index("ix_devices_gateway", "project_id", "gateway_id", "device_id"),
+    Index("ix_devices_gateway_id", "project_id", "gateway_id", "device_id"),
     Index("ix_devices_seen", "last_seen_at"),
 )

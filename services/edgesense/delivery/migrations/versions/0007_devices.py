@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("recent", sa.Text, nullable=False),
     )
     op.create_index("ix_devices_status", "devices", ["project_id", "status", "device_id"])
-    op.create_index("ix_devices_gateway", "devices", ["project_id", "gateway_id", "device_id"])
+    op.create_index("ix_devices_gateway_id", "devices", ["project_id", "gateway_id", "device_id"])
     op.create_index("ix_devices_seen", "devices", ["last_seen_at"])
 
 
