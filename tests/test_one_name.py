@@ -65,6 +65,7 @@ ABOUT_THE_DEVICE = (
     "services/edgesense/common/event_types.py",
     "services/edgesense/delivery/accept/samples.py",
     "services/edgesense/delivery/devices/",
+    "services/edgesense/tools/devices_args.py",
     "services/edgesense/tools/devices_cmd.py",
     "services/edgesense/common/log_throttle.py",
     "services/edgesense/tools/__init__.py",

@@ -22,11 +22,11 @@ from edgesense.tools.arguments import (
     int_in,
     lazy,
 )
+from edgesense.tools.devices_args import add_devices
 from edgesense.tools.local_commands import add_receive, add_simulate
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
 ALERT_STATES = ("active", "resolved")
-DEVICE_STATUSES = ("online", "offline", "unknown")
 # GET /api/alerts answers at most 500 a page (ListAlertsRequest.page_size).
 MAX_ALERTS_PAGE = 500
 
@@ -222,24 +222,7 @@ def add_tool_commands(sub: Subcommands) -> None:
     )
     alerting.add_argument("--all", action="store_true", help="every page, not only the newest")
 
-    devices = group(sub, "devices", "the devices and gateways the project's events came from")
-    listing = leaf(
-        devices,
-        "list",
-        "every device and gateway seen, in device id order, with status and last readings",
-        lazy("devices_cmd", "list_devices"),
-    )
-    listing.add_argument("--status", choices=DEVICE_STATUSES, help="only devices in this status")
-    listing.add_argument(
-        "--gateway", metavar="GATEWAY_ID", help="only devices last seen through this gateway"
-    )
-    leaf(
-        devices,
-        "get",
-        "one device: its status, last readings and latest events",
-        lazy("devices_cmd", "get"),
-    ).add_argument("device_id", metavar="DEVICE_ID")
-
+    add_devices(sub, leaf)
     add_simulate(sub)
     add_receive(sub)
 
