@@ -11,8 +11,9 @@ costs the accept path nothing but the fold.
 
 Memory is bounded by bytes: every folded event counts its serialized size
 (plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
-past `hard_bytes` (the database is down or far behind) events are no longer
-folded, only counted (edgesense_devices_view_dropped_total), until a flush
+past `hard_bytes` (the database is down or far behind; checked once per
+accept group, so by at most one group's bytes) events are no longer folded,
+only counted (edgesense_devices_view_dropped_total), until a flush
 frees the memory: such a device's row misses those events until its next
 one. States a failed write could not store are kept (merged with later
 news) and written by the next flush, up to MAX_UNWRITTEN devices; beyond
@@ -96,15 +97,30 @@ class DeviceTracker:
         new_ids: set[str],
     ) -> None:
         """Fold the device events among `events` whose ids were newly stored;
-        `stored[i]` is `events[i]` serialized (each id once)."""
-        fold = self.fold
+        `stored[i]` is `events[i]` serialized (each id once). `fold` for a
+        batch, written out: it runs for every accepted event."""
+        if self._bytes >= self.hard_bytes:
+            metrics.DEVICES_VIEW_DROPPED.inc(len(new_ids))
+            return
+        folded = self._folded
+        every = len(new_ids) == len(stored)  # the usual case: no duplicate in the batch
+        added = 0
         for event, row in zip(events, stored, strict=True):
-            if (
-                event.event_id in new_ids
-                and not event.test
-                and event.WhichOneof("kind") in _DEVICE_EVENTS
-            ):
-                fold(event, len(row.payload))
+            if (not every and event.event_id not in new_ids) or event.test:
+                continue
+            if event.WhichOneof("kind") not in _DEVICE_EVENTS:
+                continue
+            key = (event.project_id, event.device_id)
+            size = len(row.payload)
+            entry = folded.get(key)
+            if entry is None:
+                folded[key] = [(event, size)]
+            else:
+                entry.append((event, size))
+            added += size + FOLD_OVERHEAD_BYTES
+        self._bytes += added
+        if self._bytes >= self.soft_bytes:
+            self._wake.set()
 
     async def run(self) -> None:
         """Flush every `flush_seconds` (or sooner when woken) until cancelled;

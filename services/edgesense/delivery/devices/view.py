@@ -30,6 +30,7 @@ A device's row (`DeviceState`) is made in two steps, both here:
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -114,56 +115,60 @@ def observe(
     """The state that `items` (newly stored events of one device, each with
     its serialized size, in any order; at least one) describe."""
     assert items, "observe needs at least one event"
-    newest: tuple[float, str] | None = None
-    gateway_id = last_event = ""
-    first_seen = last_seen = 0.0
+    # Run for every stored event (by the flusher): one pass, plain tuples.
+    stamped: list[tuple[float, str, str, int]] = []  # (at, event id, kind, position)
+    first_seen = math.inf
+    last_seen = -math.inf
+    for position, (event, _) in enumerate(items):
+        ts = event.timestamp
+        at = ts.seconds + ts.nanos / 1e9
+        received = event.received_at
+        seen = received.seconds + received.nanos / 1e9 if received.seconds else at
+        first_seen = min(first_seen, seen)
+        last_seen = max(last_seen, seen)
+        stamped.append((at, event.event_id, event.WhichOneof("kind") or "", position))
+    stamped.sort(reverse=True)  # newest first
+    at, event_id, kind, position = stamped[0]
+    newest_event = items[position][0]
     recent: list[Recent] = []
+    listed: set[str] = set()
+    for at, event_id, kind, _ in stamped:  # newest first: the first 20 ids
+        if event_id not in listed:
+            listed.add(event_id)
+            recent.append(Recent(at, event_id, KIND_TO_EVENT.get(kind, kind)))
+            if len(recent) == RECENT_EVENTS:
+                break
     statuses: list[tuple[float, bool, str]] = []
-    readings_key: tuple[float, str] | None = None
-    readings_event: tuple[events_pb2.Event, int] | None = None
-    for event, size in items:
-        at = seconds(event.timestamp)
-        seen = seconds(event.received_at) if event.HasField("received_at") else at
-        kind = event.WhichOneof("kind") or ""
-        name = KIND_TO_EVENT.get(kind, kind)
-        key = (at, event.event_id)
-        if newest is None:
-            first_seen = last_seen = seen
-        else:
-            first_seen = min(first_seen, seen)
-            last_seen = max(last_seen, seen)
-        if newest is None or key > newest:
-            newest, gateway_id, last_event = key, event.gateway_id, name
-        recent.append(Recent(at, event.event_id, name))
-        if kind == "readings":
-            if readings_key is None or key > readings_key:
-                readings_key, readings_event = key, (event, size)
+    readings_at: tuple[float, str, int] | None = None
+    for at, event_id, kind, position in stamped:
+        if kind == "readings" and readings_at is None:
+            readings_at = (at, event_id, position)
         elif kind == "status":
-            status = _STATE_NAMES.get(event.status.state)
-            if status is not None:
-                statuses.append((at, status == OFFLINE, status))
-    assert newest is not None
+            said = _STATE_NAMES.get(items[position][0].status.state)
+            if said is not None:
+                statuses.append((at, said == OFFLINE, said))
     status, status_at, changed_at = UNKNOWN, None, None
     for at, _, said in sorted(statuses):
         if said != status:
             status, changed_at = said, at
         status_at = at
     readings, omitted = None, False
-    if readings_event is not None:
-        event, size = readings_event
+    if readings_at is not None:
+        event, size = items[readings_at[2]]
         if size > MAX_READINGS_BYTES + ENVELOPE_BYTES:
             omitted = True
         else:
             readings = event.readings.values.SerializeToString()
             if len(readings) > MAX_READINGS_BYTES:
                 readings, omitted = None, True
+    newest_at, newest_id, newest_kind, _ = stamped[0]
     return DeviceState(
         project_id=project_id,
         device_id=device_id,
-        gateway_id=gateway_id,
-        last_event=last_event,
-        last_event_id=newest[1],
-        last_event_at=newest[0],
+        gateway_id=newest_event.gateway_id,
+        last_event=KIND_TO_EVENT.get(newest_kind, newest_kind),
+        last_event_id=newest_id,
+        last_event_at=newest_at,
         status=status,
         status_at=status_at,
         status_changed_at=changed_at,
@@ -171,9 +176,9 @@ def observe(
         last_seen_at=last_seen,
         readings=readings,
         readings_omitted=omitted,
-        readings_at=None if readings_key is None else readings_key[0],
-        readings_event_id=None if readings_key is None else readings_key[1],
-        recent=newest_recent(recent),
+        readings_at=None if readings_at is None else readings_at[0],
+        readings_event_id=None if readings_at is None else readings_at[1],
+        recent=tuple(recent),
     )
 
 
