@@ -14,6 +14,7 @@ from edgesense.delivery import metrics
 from edgesense.delivery.devices.tracker import DeviceTracker
 from edgesense.delivery.devices.view import OFFLINE, ONLINE, UNKNOWN, DeviceState, observe
 from edgesense.delivery.record.maintenance import apply_retention
+from edgesense.delivery.store.devices import COLUMNS, to_row
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import StoredEvent
 from edgesense.v1 import events_pb2
@@ -185,3 +186,8 @@ async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Ou
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
+
+
+def test_a_row_has_the_table_s_columns_in_order() -> None:
+    """PostgreSQL's upsert takes a row's values positionally."""
+    assert tuple(to_row(state(event(1, 1.0)))) == COLUMNS

@@ -8,7 +8,8 @@ the result, in one transaction. Writers never interleave on a device:
 - on SQLite the write runs whole on the outbox's writer thread (one writer
   at a time, and the hot path's writes are not made to wait on SQLite's
   lock);
-- on PostgreSQL, where several delivery processes flush, each write first
+- on PostgreSQL (on the outbox's asyncpg pool), where several delivery
+  processes flush, each write first
   takes a transaction-level advisory lock (DEVICES_LOCK): flushes of all
   processes run one after the other, a few a second in all, so a read-merge-
   upsert never overwrites another process's newer news with older.
@@ -25,12 +26,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.devices.view import UNKNOWN, DeviceState, Recent, merge
 from edgesense.delivery.store.tables import devices, events
-from edgesense.storage.engine import reading, transaction
+from edgesense.storage.engine import reading, transaction, translate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 # Any fixed number, the same in every process: pg_advisory_xact_lock's key.
@@ -38,20 +40,27 @@ DEVICES_LOCK = 0x6465_7669_6365_73  # "devices"
 # The statements are built from the table's own column names, never from input.
 COLUMNS = tuple(column.name for column in devices.columns)
 _SELECT_COLUMNS = ", ".join(COLUMNS)
-UPSERT = (
-    f"INSERT INTO devices ({_SELECT_COLUMNS}) VALUES ({', '.join(':' + c for c in COLUMNS)}) "  # noqa: S608
-    "ON CONFLICT (project_id, device_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("project_id", "device_id"))
+_CONFLICT = "ON CONFLICT (project_id, device_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in COLUMNS if c not in ("project_id", "device_id")
+)
+# SQLite's (sqlite3, named parameters) and PostgreSQL's (asyncpg, positional).
+UPSERT_SQLITE = (
+    f"INSERT INTO devices ({_SELECT_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join(':' + c for c in COLUMNS)}) {_CONFLICT}"
+)
+UPSERT_POSTGRES = (
+    f"INSERT INTO devices ({_SELECT_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) {_CONFLICT}"
 )
 _SELECT_SQLITE = (
     f"SELECT {_SELECT_COLUMNS} FROM devices WHERE project_id = ? "  # noqa: S608
     "AND device_id IN (SELECT value FROM json_each(?))"
 )
-_SELECT_POSTGRES = text(
-    f"SELECT {_SELECT_COLUMNS} FROM devices WHERE project_id = :project "  # noqa: S608
-    "AND device_id = ANY(:devices)"
+_SELECT_POSTGRES = (
+    f"SELECT {_SELECT_COLUMNS} FROM devices WHERE project_id = $1 "  # noqa: S608
+    "AND device_id = ANY($2::text[])"
 )
-_LOCK_POSTGRES = text(f"SELECT pg_advisory_xact_lock({DEVICES_LOCK})")
+_LOCK_POSTGRES = "SELECT pg_advisory_xact_lock($1)"
 _DELETE_SQLITE = (
     "DELETE FROM devices WHERE rowid IN (SELECT rowid FROM devices WHERE last_seen_at < ? LIMIT ?)"
 )
@@ -62,7 +71,7 @@ _DELETE_POSTGRES = text(
 
 
 def to_row(state: DeviceState) -> dict[str, Any]:
-    """A state as the devices table's columns."""
+    """A state as the devices table's columns, in COLUMNS order."""
     return {
         "project_id": state.project_id,
         "device_id": state.device_id,
@@ -114,16 +123,25 @@ def _write_sqlite(conn: sqlite3.Connection, states: Sequence[DeviceState]) -> No
     rows = [to_row(state) for state in merged(stored, states)]
     for row in rows:
         row["readings_omitted"] = int(row["readings_omitted"])
-    conn.executemany(UPSERT, rows)
+    conn.executemany(UPSERT_SQLITE, rows)
 
 
 class DeviceStore:
-    """The devices table on `engine`; on SQLite its writes go through `writer`
-    (the outbox's, which owns it)."""
+    """The devices table on `engine`. Writes go on SQLite through `writer`
+    (the outbox's, which owns it), on PostgreSQL through `pool` (the outbox's
+    asyncpg pool: one round trip per statement, no SQLAlchemy work per row);
+    reads through the engine."""
 
-    def __init__(self, engine: AsyncEngine, writer: SqliteWriter | None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writer: SqliteWriter | None = None,
+        pool: asyncpg.Pool | None = None,
+    ) -> None:
+        assert (writer is None) != (pool is None), "a writer (SQLite) or a pool (PostgreSQL)"
         self.engine = engine
         self._writer = writer
+        self._pool = pool
 
     async def write(self, states: Sequence[DeviceState]) -> None:
         """Merge `states` (one per device) into their rows, in one transaction."""
@@ -133,13 +151,19 @@ class DeviceStore:
         if self._writer is not None:
             await self._writer.run("writing devices", lambda c: _write_sqlite(c, ordered))
             return
-        async with transaction(self.engine, "writing devices", lock=None) as conn:
-            await conn.execute(_LOCK_POSTGRES)
-            stored: list[DeviceState] = []
-            for project, ids in _by_project(ordered).items():
-                result = await conn.execute(_SELECT_POSTGRES, {"project": project, "devices": ids})
-                stored += (from_row(row) for row in result)
-            await conn.execute(text(UPSERT), [to_row(s) for s in merged(stored, ordered)])
+        assert self._pool is not None
+        with translate("writing devices"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_LOCK_POSTGRES, DEVICES_LOCK)
+                stored: list[DeviceState] = []
+                for project, ids in _by_project(ordered).items():
+                    stored += (
+                        from_row(row) for row in await conn.fetch(_SELECT_POSTGRES, project, ids)
+                    )
+                await conn.executemany(
+                    UPSERT_POSTGRES,
+                    [tuple(row.values()) for row in map(to_row, merged(stored, ordered))],
+                )
 
     async def page(
         self, project_id: str, status: str, gateway_id: str, after: str | None, limit: int

@@ -184,7 +184,7 @@ class PostgresOutbox(OutboxReads):
     def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
         super().__init__(engine)
         self.pool = pool
-        self.devices = DeviceStore(engine, None)
+        self.devices = DeviceStore(engine, pool=pool)
         style = engine.dialect.paramstyle
         self._accept = driver_sql(_ACCEPT, style)
         self._claim_due = driver_sql(CLAIM_DUE, style)

@@ -171,7 +171,7 @@ class SqliteOutbox(OutboxReads):
     def __init__(self, engine: AsyncEngine, writer: SqliteWriter) -> None:
         super().__init__(engine)
         self._writer = writer
-        self.devices = DeviceStore(engine, writer)
+        self.devices = DeviceStore(engine, writer=writer)
 
     async def close(self) -> None:
         await self._writer.close()
