@@ -191,3 +191,14 @@ async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Ou
 def test_a_row_has_the_table_s_columns_in_order() -> None:
     """PostgreSQL's upsert takes a row's values positionally."""
     assert tuple(to_row(state(event(1, 1.0)))) == COLUMNS
+
+
+async def test_a_graceful_stop_flushes_what_was_noted(outboxes: tuple[Outbox, Outbox]) -> None:
+    tracker = DeviceTracker(outboxes[0].devices, flush_seconds=3600)
+    running = asyncio.create_task(tracker.run())
+    await tracker.running.wait()
+    tracker.fold(event(1, 1.0, device="last-words"), 100)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await outboxes[0].devices.one("p", "last-words") is not None

@@ -185,3 +185,10 @@ async def test_another_project_s_device_is_not_found(cluster: Cluster) -> None:
     assert answer.json()["code"] == 5  # google.rpc NOT_FOUND
     assert (await get(cluster, "/api/devices/secret-1", "project-b")).status_code == 200
     assert (await get(cluster, "/api/devices/never-seen")).status_code == 404
+
+
+async def test_openapi_describes_the_devices_routes(cluster: Cluster) -> None:
+    document = (await cluster.http.get("/openapi.json")).json()
+    assert {"/api/devices", "/api/devices/{deviceId}"} <= set(document["paths"])
+    text = str(document)
+    assert "when it never reported a status" in text  # Device.status's comment

@@ -70,6 +70,8 @@ class DeviceTracker:
         self._unwritten: dict[Key, DeviceState] = {}
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
+        # Set once `run` is under way (a cancellation from then on flushes).
+        self.running = asyncio.Event()
 
     @property
     def folded_bytes(self) -> int:
@@ -125,6 +127,7 @@ class DeviceTracker:
     async def run(self) -> None:
         """Flush every `flush_seconds` (or sooner when woken) until cancelled;
         a cancelled run flushes once more (a graceful stop)."""
+        self.running.set()
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
