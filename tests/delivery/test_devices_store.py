@@ -9,11 +9,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
 from edgesense.delivery import metrics
 from edgesense.delivery.devices.tracker import DeviceTracker
 from edgesense.delivery.devices.view import OFFLINE, ONLINE, UNKNOWN, DeviceState, observe
 from edgesense.delivery.record.maintenance import apply_retention
+from edgesense.delivery.store import tables
 from edgesense.delivery.store.devices import COLUMNS, to_row
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import StoredEvent
@@ -202,3 +204,21 @@ async def test_a_graceful_stop_flushes_what_was_noted(outboxes: tuple[Outbox, Ou
     with pytest.raises(asyncio.CancelledError):
         await running
     assert await outboxes[0].devices.one("p", "last-words") is not None
+
+
+async def test_a_failed_write_is_kept_for_the_next_flush(outboxes: tuple[Outbox, Outbox]) -> None:
+    outbox = outboxes[0]
+    tracker = DeviceTracker(outbox.devices)
+    engine = outbox.devices.engine
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE devices"))
+    tracker.fold(event(1, 1.0, device="kept", status=ONLINE_STATE), 100)
+    assert await tracker.flush() == 0  # the database refused it
+    tracker.fold(event(2, 2.0, device="kept"), 100)
+    async with engine.begin() as conn:
+        await conn.run_sync(tables.devices.create)
+    assert await tracker.flush() == 1
+    found = await outbox.devices.one("p", "kept")
+    assert found is not None
+    assert found.status == ONLINE
+    assert [r.event_id for r in found.recent] == ["evt_0002", "evt_0001"]

@@ -44,6 +44,7 @@ _problems = ThrottledLog(log)
 FLUSH_SECONDS = 1.0
 FLUSH_CHUNK = 500
 FOLD_OVERHEAD_BYTES = 200
+YIELD_EVENTS = 2000
 SOFT_BYTES = 16 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
 MAX_UNWRITTEN = 100_000
@@ -151,33 +152,46 @@ class DeviceTracker:
             keys = list(folded.keys() | unwritten.keys())
             written = 0
             for start in range(0, len(keys), FLUSH_CHUNK):
-                chunk = []
-                for key in keys[start : start + FLUSH_CHUNK]:
-                    items = folded.pop(key, None)
-                    state = unwritten.pop(key, None)
-                    if items:
-                        fresh = observe(*key, items)
-                        state = fresh if state is None else merge(state, fresh)
-                    assert state is not None
-                    chunk.append(state)
+                chunk = await self._states(keys[start : start + FLUSH_CHUNK], folded, unwritten)
                 try:
                     await self.store.write(chunk)
                 except Unavailable as exc:
-                    log.warning("devices view not written (kept for the next flush): %s", exc)
+                    _problems.warning(
+                        "unwritten", "devices view not written (kept for the next flush): %s", exc
+                    )
                     self._keep(chunk)
-                    for key in keys[start + FLUSH_CHUNK :]:
-                        items = folded.pop(key, None)
-                        state = unwritten.pop(key, None)
-                        if items:
-                            fresh = observe(*key, items)
-                            state = fresh if state is None else merge(state, fresh)
-                        if state is not None:
-                            self._keep([state])
+                    self._keep(await self._states(keys[start + FLUSH_CHUNK :], folded, unwritten))
                     break
                 written += len(chunk)
             if written:
                 metrics.DEVICES_VIEW_WRITTEN.inc(written)
             return written
+
+    @staticmethod
+    async def _states(
+        keys: Sequence[Key],
+        folded: dict[Key, list[tuple[events_pb2.Event, int]]],
+        unwritten: dict[Key, DeviceState],
+    ) -> list[DeviceState]:
+        """The new state of each of `keys`: its folded events observed, merged
+        with what an earlier flush could not write. Lets the loop run other
+        work every YIELD_EVENTS events observed (a large flush is no long pause
+        for the accept path)."""
+        states: list[DeviceState] = []
+        since_yield = 0
+        for key in keys:
+            items = folded.pop(key, None)
+            state = unwritten.pop(key, None)
+            if items:
+                fresh = observe(*key, items)
+                state = fresh if state is None else merge(state, fresh)
+                since_yield += len(items)
+                if since_yield >= YIELD_EVENTS:
+                    since_yield = 0
+                    await asyncio.sleep(0)  # a turn for other tasks, not a wait
+            if state is not None:
+                states.append(state)
+        return states
 
     def _keep(self, states: list[DeviceState]) -> None:
         """Keep states a write failed to store for the next flush (at most
