@@ -6,7 +6,7 @@ tracker folds only what a commit stored and writes it on its flush."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from sqlalchemy import text
@@ -32,6 +32,12 @@ async def outboxes(database_url: str) -> AsyncIterator[tuple[Outbox, Outbox]]:
     yield first, second
     await second.close()
     await first.close()
+
+
+def note(tracker: DeviceTracker, *noted: events_pb2.Event) -> None:
+    """What the acceptor does after a commit that stored `noted` (all new)."""
+    stored = [StoredEvent(e.event_id, e.project_id, e.SerializeToString()) for e in noted]
+    tracker.fold_stored(noted, stored, {e.event_id for e in noted})
 
 
 def state(*events: events_pb2.Event) -> DeviceState:
@@ -204,6 +210,35 @@ async def test_a_graceful_stop_flushes_what_was_noted(outboxes: tuple[Outbox, Ou
     with pytest.raises(asyncio.CancelledError):
         await running
     assert await outboxes[0].devices.one("p", "last-words") is not None
+
+
+async def test_a_graceful_stop_during_a_flush_loses_nothing(
+    outboxes: tuple[Outbox, Outbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop lands while a flush is writing: that write completes and
+    what was noted meanwhile is written by the last flush."""
+    store = outboxes[0].devices
+    tracker = DeviceTracker(store, flush_seconds=3600, soft_bytes=1)
+    entered, release = asyncio.Event(), asyncio.Event()
+    write = store.write
+
+    async def held_write(states: Sequence[DeviceState]) -> None:
+        entered.set()
+        await release.wait()
+        await write(states)
+
+    monkeypatch.setattr(store, "write", held_write)
+    running = asyncio.create_task(tracker.run())
+    await tracker.running.wait()
+    note(tracker, event(1, 1.0, device="in-flight"))  # past soft_bytes: a flush at once
+    await asyncio.wait_for(entered.wait(), 10)
+    note(tracker, event(2, 2.0, device="meanwhile"))
+    running.cancel()  # cancels what the run awaits now, before the write is released
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await store.one("p", "in-flight") is not None
+    assert await store.one("p", "meanwhile") is not None
 
 
 async def test_a_failed_write_is_kept_for_the_next_flush(outboxes: tuple[Outbox, Outbox]) -> None:

@@ -127,21 +127,28 @@ class DeviceTracker:
 
     async def run(self) -> None:
         """Flush every `flush_seconds` (or sooner when woken) until cancelled;
-        a cancelled run flushes once more (a graceful stop)."""
+        a cancelled run flushes once more (a graceful stop).
+
+        Each flush runs shielded: a cancellation that lands while one is
+        under way does not cut it short (its states are already taken out
+        of the fold, so they would be lost); the last flush waits for it on
+        the flush lock, then writes what was noted meanwhile."""
         self.running.set()
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
                 self._wake.clear()
-                try:
-                    await self.flush()
-                except Exception as exc:  # a bug: logged, the next flush tries again
-                    _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
+                await asyncio.shield(self._flush_logged())
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.flush())
+            await asyncio.shield(self._flush_logged())
             raise
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:  # a bug: logged, the next flush tries again
+            _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
 
     async def flush(self) -> int:
         """Write what was folded (and what an earlier flush could not write);
