@@ -182,7 +182,7 @@ async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Ou
     running = asyncio.create_task(tracker.run())
     try:
         for number in range(40):
-            tracker.fold(event(number, float(number), device=f"d{number}"), 100)
+            note(tracker, event(number, float(number), device=f"d{number}"))
         assert tracker.folded_bytes <= 4000 + 300
         assert metrics.DEVICES_VIEW_DROPPED._value.get() > dropped
 
@@ -205,7 +205,7 @@ async def test_a_graceful_stop_flushes_what_was_noted(outboxes: tuple[Outbox, Ou
     tracker = DeviceTracker(outboxes[0].devices, flush_seconds=3600)
     running = asyncio.create_task(tracker.run())
     await tracker.running.wait()
-    tracker.fold(event(1, 1.0, device="last-words"), 100)
+    note(tracker, event(1, 1.0, device="last-words"))
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -247,9 +247,9 @@ async def test_a_failed_write_is_kept_for_the_next_flush(outboxes: tuple[Outbox,
     engine = outbox.devices.engine
     async with engine.begin() as conn:
         await conn.execute(text("DROP TABLE devices"))
-    tracker.fold(event(1, 1.0, device="kept", status=ONLINE_STATE), 100)
+    note(tracker, event(1, 1.0, device="kept", status=ONLINE_STATE))
     assert await tracker.flush() == 0  # the database refused it
-    tracker.fold(event(2, 2.0, device="kept"), 100)
+    note(tracker, event(2, 2.0, device="kept"))
     async with engine.begin() as conn:
         await conn.run_sync(tables.devices.create)
     assert await tracker.flush() == 1

@@ -1,7 +1,8 @@
 """Keeps the devices table current as events are stored, off the hot path.
 
-`DeviceTracker.fold` is called by the acceptor for each event its commit
-stored (new event ids only, after the commit): one dict lookup and one list
+`DeviceTracker.fold_stored` is called by the acceptor once per commit
+(accept/acceptor.py `_store`, after the commit) with the events it stored;
+each newly stored, non-test device event costs one dict lookup and one list
 append, keeping a reference to the event (already in memory). Every
 FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
 events into one state (view.observe) and writes them (DeviceStore.write:
@@ -78,30 +79,16 @@ class DeviceTracker:
     def folded_bytes(self) -> int:
         return self._bytes
 
-    def fold(self, event: events_pb2.Event, size: int) -> None:
-        """Note a newly stored event (`size`: its serialized size) for the next flush."""
-        if self._bytes >= self.hard_bytes:
-            metrics.DEVICES_VIEW_DROPPED.inc()
-            return
-        key = (event.project_id, event.device_id)
-        folded = self._folded.get(key)
-        if folded is None:
-            self._folded[key] = [(event, size)]
-        else:
-            folded.append((event, size))
-        self._bytes += size + FOLD_OVERHEAD_BYTES
-        if self._bytes >= self.soft_bytes:
-            self._wake.set()
-
     def fold_stored(
         self,
         events: Sequence[events_pb2.Event],
         stored: Sequence[StoredEvent],
         new_ids: set[str],
     ) -> None:
-        """Fold the device events among `events` whose ids were newly stored;
-        `stored[i]` is `events[i]` serialized (each id once). `fold` for a
-        batch, written out: it runs for every accepted event."""
+        """Note the device events among `events` whose ids were newly stored
+        for the next flush; `stored[i]` is `events[i]` serialized (each id
+        once), its size what the event counts. Written out for speed: it runs
+        for every accepted event."""
         if self._bytes >= self.hard_bytes:
             metrics.DEVICES_VIEW_DROPPED.inc(len(new_ids))
             return
