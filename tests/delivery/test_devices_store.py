@@ -196,6 +196,20 @@ async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Ou
             await running
 
 
+async def test_past_the_bound_only_device_events_count_as_dropped(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    tracker = DeviceTracker(outboxes[0].devices, flush_seconds=3600, hard_bytes=1)
+    note(tracker, event(1, 1.0))  # now past hard_bytes
+    dropped = metrics.DEVICES_VIEW_DROPPED._value.get()
+    test_send = event(2, 2.0)
+    test_send.test = True
+    disabled = events_pb2.Event(event_id="evt_0003", project_id="p")
+    disabled.webhook_disabled.webhook_id = "wh_1"
+    note(tracker, event(4, 4.0), test_send, disabled, event(5, 5.0, status=ONLINE_STATE))
+    assert metrics.DEVICES_VIEW_DROPPED._value.get() - dropped == 2
+
+
 def test_a_row_has_the_table_s_columns_in_order() -> None:
     """PostgreSQL's upsert takes a row's values positionally."""
     assert tuple(to_row(state(event(1, 1.0)))) == COLUMNS

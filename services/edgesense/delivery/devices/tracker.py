@@ -90,7 +90,7 @@ class DeviceTracker:
         once), its size what the event counts. Written out for speed: it runs
         for every accepted event."""
         if self._bytes >= self.hard_bytes:
-            metrics.DEVICES_VIEW_DROPPED.inc(len(new_ids))
+            metrics.DEVICES_VIEW_DROPPED.inc(_noted_count(events, new_ids))
             return
         folded = self._folded
         every = len(new_ids) == len(stored)  # the usual case: no duplicate in the batch
@@ -195,3 +195,17 @@ class DeviceTracker:
                 metrics.DEVICES_VIEW_DROPPED.inc()
                 continue
             self._unwritten[state.key] = state
+
+
+def _noted_count(events: Sequence[events_pb2.Event], new_ids: set[str]) -> int:
+    """How many of `events` fold_stored would note: the newly stored device
+    events that are not test sends (each id once)."""
+    return len(
+        {
+            event.event_id
+            for event in events
+            if event.event_id in new_ids
+            and not event.test
+            and event.WhichOneof("kind") in _DEVICE_EVENTS
+        }
+    )
