@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from edgesense.delivery import metrics
-from edgesense.delivery.devices.tracker import DeviceTracker
+from edgesense.delivery.devices.tracker import UNWRITTEN_STATE_BYTES, DeviceTracker
 from edgesense.delivery.devices.view import OFFLINE, ONLINE, UNKNOWN, DeviceState, observe
 from edgesense.delivery.record.maintenance import apply_retention
 from edgesense.delivery.store import tables
@@ -208,6 +208,22 @@ async def test_past_the_bound_only_device_events_count_as_dropped(
     disabled.webhook_disabled.webhook_id = "wh_1"
     note(tracker, event(4, 4.0), test_send, disabled, event(5, 5.0, status=ONLINE_STATE))
     assert metrics.DEVICES_VIEW_DROPPED._value.get() - dropped == 2
+
+
+async def test_states_kept_after_a_failed_write_are_bounded_in_bytes(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    outbox = outboxes[0]
+    tracker = DeviceTracker(outbox.devices, hard_bytes=2 * UNWRITTEN_STATE_BYTES + 100)
+    async with outbox.devices.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE devices"))
+    note(tracker, *(event(n, 1.0, device=f"d{n}", readings={"t": n}) for n in range(5)))
+    dropped = metrics.DEVICES_VIEW_DROPPED._value.get()
+    assert await tracker.flush() == 0  # the database refused it: two of five kept
+    assert metrics.DEVICES_VIEW_DROPPED._value.get() - dropped == 3
+    async with outbox.devices.engine.begin() as conn:
+        await conn.run_sync(tables.devices.create)
+    assert await tracker.flush() == 2
 
 
 def test_a_row_has_the_table_s_columns_in_order() -> None:

@@ -17,8 +17,10 @@ accept group, so by at most one group's bytes) events are no longer folded,
 only counted (edgesense_devices_view_dropped_total), until a flush
 frees the memory: such a device's row misses those events until its next
 one. States a failed write could not store are kept (merged with later
-news) and written by the next flush, up to MAX_UNWRITTEN devices; beyond
-that the others are dropped, likewise counted.
+news) and written by the next flush, up to `hard_bytes` of them by their
+estimated size (UNWRITTEN_STATE_BYTES each plus its readings, about 16,000
+devices in the default 64 MiB); beyond that the others are dropped, likewise
+counted.
 
 A process killed with SIGKILL loses what it folded since its last flush,
 at most about a second of changes to the view (the events themselves are
@@ -48,7 +50,9 @@ FOLD_OVERHEAD_BYTES = 200
 YIELD_EVENTS = 2000
 SOFT_BYTES = 16 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
-MAX_UNWRITTEN = 100_000
+# A kept state's memory beside its readings: its fields and its recent
+# events (measured: about 3.9 KB with 20 of them).
+UNWRITTEN_STATE_BYTES = 4096
 _DEVICE_EVENTS = frozenset({"readings", "alert", "status", "configuration"})
 
 Key = tuple[str, str]
@@ -70,6 +74,7 @@ class DeviceTracker:
         self._folded: dict[Key, list[tuple[events_pb2.Event, int]]] = {}
         self._bytes = 0
         self._unwritten: dict[Key, DeviceState] = {}
+        self._unwritten_bytes = 0
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         # Set once `run` is under way (a cancellation from then on flushes).
@@ -142,7 +147,7 @@ class DeviceTracker:
         how many devices were written."""
         async with self._flushing:
             folded, self._folded, self._bytes = self._folded, {}, 0
-            unwritten, self._unwritten = self._unwritten, {}
+            unwritten, self._unwritten, self._unwritten_bytes = self._unwritten, {}, 0
             keys = list(folded.keys() | unwritten.keys())
             written = 0
             for start in range(0, len(keys), FLUSH_CHUNK):
@@ -188,13 +193,16 @@ class DeviceTracker:
         return states
 
     def _keep(self, states: list[DeviceState]) -> None:
-        """Keep states a write failed to store for the next flush (at most
-        MAX_UNWRITTEN devices; the others are dropped, counted)."""
+        """Keep states a write failed to store for the next flush (up to
+        `hard_bytes` of them by estimated size; the others are dropped,
+        counted)."""
         for state in states:
-            if len(self._unwritten) >= MAX_UNWRITTEN and state.key not in self._unwritten:
+            size = UNWRITTEN_STATE_BYTES + len(state.readings or b"")
+            if self._unwritten_bytes + size > self.hard_bytes:  # keys: once a flush
                 metrics.DEVICES_VIEW_DROPPED.inc()
                 continue
             self._unwritten[state.key] = state
+            self._unwritten_bytes += size
 
 
 def _noted_count(events: Sequence[events_pb2.Event], new_ids: set[str]) -> int:
