@@ -6,13 +6,13 @@ tracker folds only what a commit stored and writes it on its flush."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from sqlalchemy import text
 
 from edgesense.delivery import metrics
-from edgesense.delivery.devices.tracker import DeviceTracker
+from edgesense.delivery.devices.tracker import UNWRITTEN_STATE_BYTES, DeviceTracker
 from edgesense.delivery.devices.view import OFFLINE, ONLINE, UNKNOWN, DeviceState, observe
 from edgesense.delivery.record.maintenance import apply_retention
 from edgesense.delivery.store import tables
@@ -32,6 +32,12 @@ async def outboxes(database_url: str) -> AsyncIterator[tuple[Outbox, Outbox]]:
     yield first, second
     await second.close()
     await first.close()
+
+
+def note(tracker: DeviceTracker, *noted: events_pb2.Event) -> None:
+    """What the acceptor does after a commit that stored `noted` (all new)."""
+    stored = [StoredEvent(e.event_id, e.project_id, e.SerializeToString()) for e in noted]
+    tracker.fold_stored(noted, stored, {e.event_id for e in noted})
 
 
 def state(*events: events_pb2.Event) -> DeviceState:
@@ -176,7 +182,7 @@ async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Ou
     running = asyncio.create_task(tracker.run())
     try:
         for number in range(40):
-            tracker.fold(event(number, float(number), device=f"d{number}"), 100)
+            note(tracker, event(number, float(number), device=f"d{number}"))
         assert tracker.folded_bytes <= 4000 + 300
         assert metrics.DEVICES_VIEW_DROPPED._value.get() > dropped
 
@@ -190,6 +196,36 @@ async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Ou
             await running
 
 
+async def test_past_the_bound_only_device_events_count_as_dropped(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    tracker = DeviceTracker(outboxes[0].devices, flush_seconds=3600, hard_bytes=1)
+    note(tracker, event(1, 1.0))  # now past hard_bytes
+    dropped = metrics.DEVICES_VIEW_DROPPED._value.get()
+    test_send = event(2, 2.0)
+    test_send.test = True
+    disabled = events_pb2.Event(event_id="evt_0003", project_id="p")
+    disabled.webhook_disabled.webhook_id = "wh_1"
+    note(tracker, event(4, 4.0), test_send, disabled, event(5, 5.0, status=ONLINE_STATE))
+    assert metrics.DEVICES_VIEW_DROPPED._value.get() - dropped == 2
+
+
+async def test_states_kept_after_a_failed_write_are_bounded_in_bytes(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    outbox = outboxes[0]
+    tracker = DeviceTracker(outbox.devices, hard_bytes=2 * UNWRITTEN_STATE_BYTES + 100)
+    async with outbox.devices.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE devices"))
+    note(tracker, *(event(n, 1.0, device=f"d{n}", readings={"t": n}) for n in range(5)))
+    dropped = metrics.DEVICES_VIEW_DROPPED._value.get()
+    assert await tracker.flush() == 0  # the database refused it: two of five kept
+    assert metrics.DEVICES_VIEW_DROPPED._value.get() - dropped == 3
+    async with outbox.devices.engine.begin() as conn:
+        await conn.run_sync(tables.devices.create)
+    assert await tracker.flush() == 2
+
+
 def test_a_row_has_the_table_s_columns_in_order() -> None:
     """PostgreSQL's upsert takes a row's values positionally."""
     assert tuple(to_row(state(event(1, 1.0)))) == COLUMNS
@@ -199,11 +235,40 @@ async def test_a_graceful_stop_flushes_what_was_noted(outboxes: tuple[Outbox, Ou
     tracker = DeviceTracker(outboxes[0].devices, flush_seconds=3600)
     running = asyncio.create_task(tracker.run())
     await tracker.running.wait()
-    tracker.fold(event(1, 1.0, device="last-words"), 100)
+    note(tracker, event(1, 1.0, device="last-words"))
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
     assert await outboxes[0].devices.one("p", "last-words") is not None
+
+
+async def test_a_graceful_stop_during_a_flush_loses_nothing(
+    outboxes: tuple[Outbox, Outbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop lands while a flush is writing: that write completes and
+    what was noted meanwhile is written by the last flush."""
+    store = outboxes[0].devices
+    tracker = DeviceTracker(store, flush_seconds=3600, soft_bytes=1)
+    entered, release = asyncio.Event(), asyncio.Event()
+    write = store.write
+
+    async def held_write(states: Sequence[DeviceState]) -> None:
+        entered.set()
+        await release.wait()
+        await write(states)
+
+    monkeypatch.setattr(store, "write", held_write)
+    running = asyncio.create_task(tracker.run())
+    await tracker.running.wait()
+    note(tracker, event(1, 1.0, device="in-flight"))  # past soft_bytes: a flush at once
+    await asyncio.wait_for(entered.wait(), 10)
+    note(tracker, event(2, 2.0, device="meanwhile"))
+    running.cancel()  # cancels what the run awaits now, before the write is released
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await store.one("p", "in-flight") is not None
+    assert await store.one("p", "meanwhile") is not None
 
 
 async def test_a_failed_write_is_kept_for_the_next_flush(outboxes: tuple[Outbox, Outbox]) -> None:
@@ -212,9 +277,9 @@ async def test_a_failed_write_is_kept_for_the_next_flush(outboxes: tuple[Outbox,
     engine = outbox.devices.engine
     async with engine.begin() as conn:
         await conn.execute(text("DROP TABLE devices"))
-    tracker.fold(event(1, 1.0, device="kept", status=ONLINE_STATE), 100)
+    note(tracker, event(1, 1.0, device="kept", status=ONLINE_STATE))
     assert await tracker.flush() == 0  # the database refused it
-    tracker.fold(event(2, 2.0, device="kept"), 100)
+    note(tracker, event(2, 2.0, device="kept"))
     async with engine.begin() as conn:
         await conn.run_sync(tables.devices.create)
     assert await tracker.flush() == 1

@@ -6,6 +6,7 @@ devices view (GET /api/devices) following MQTT data, status and a Last Will."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -197,11 +198,13 @@ async def test_readings_over_mqtt_crossing_a_rule_become_signed_alerts(
     )
 
 
-async def test_gateway_last_will_becomes_device_status_offline(
-    cluster: UpCluster, broker: Mosquitto, receiver: Receiver
-) -> None:
-    webhook_id = await cluster.register(receiver.url, ["device.status"], "s3cret")
-    gateway_id = "gw-will-" + secrets.token_hex(3)
+@contextlib.asynccontextmanager
+async def gateway_with_will(
+    cluster: UpCluster, broker: Mosquitto, gateway_id: str
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A gateway process (paho, its own MQTT connection) with a Last Will of
+    `offline` on its status topic, once it has published `online` there;
+    kill() it for the broker to publish the Will (no DISCONNECT)."""
     status_topic = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
     script = (
         "import sys, time, paho.mqtt.client as m\n"
@@ -221,14 +224,23 @@ async def test_gateway_last_will_becomes_device_status_offline(
     try:
         assert gateway.stdout is not None
         assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
-        await receiver.wait_for(1, seconds=30)
-        gateway.kill()  # no DISCONNECT: the broker publishes the Will
-        received = await receiver.wait_for(2, seconds=60)
+        yield gateway
     finally:
         gateway.kill()
         gateway.wait()
         if gateway.stdout is not None:
             gateway.stdout.close()
+
+
+async def test_gateway_last_will_becomes_device_status_offline(
+    cluster: UpCluster, broker: Mosquitto, receiver: Receiver
+) -> None:
+    webhook_id = await cluster.register(receiver.url, ["device.status"], "s3cret")
+    gateway_id = "gw-will-" + secrets.token_hex(3)
+    async with gateway_with_will(cluster, broker, gateway_id) as gateway:
+        await receiver.wait_for(1, seconds=30)
+        gateway.kill()  # no DISCONNECT: the broker publishes the Will
+        received = await receiver.wait_for(2, seconds=60)
     bodies = [json.loads(r.body) for r in received]
     assert [(b["event"], b["deviceId"], b["payload"]["status"]) for b in bodies] == [
         ("device.status", gateway_id, "online"),
@@ -285,34 +297,11 @@ async def test_devices_view_follows_mqtt_data_status_and_last_will(
     assert [d["deviceId"] for d in listing["devices"]] == [device_id]
     assert listing["online"] >= 1
 
-    status_topic = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
-    script = (
-        "import sys, time, paho.mqtt.client as m\n"
-        "from paho.mqtt.enums import CallbackAPIVersion\n"
-        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
-        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
-        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
-        "c.loop_start()\n"
-        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
-        "print('online', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
-        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert gateway.stdout is not None
-        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+    async with gateway_with_will(cluster, broker, gateway_id) as gateway:
         online = await wait_device(cluster, gateway_id, status="online")
         assert online["device"]["kind"] == "gateway"
         gateway.kill()  # no DISCONNECT: the broker publishes the Will
         offline = await wait_device(cluster, gateway_id, status="offline")
-    finally:
-        gateway.kill()
-        gateway.wait()
-        if gateway.stdout is not None:
-            gateway.stdout.close()
     assert offline["device"]["lastEvent"] == "device.status"
     assert offline["recentEvents"][0]["payload"] == {"status": "offline"}
     offline_now = await cluster.get("/api/devices", status="offline", gatewayId=gateway_id)

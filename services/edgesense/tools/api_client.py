@@ -11,7 +11,7 @@ Everything that touches httpx is here. Answers are the API's JSON objects
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,17 +215,10 @@ class ApiClient:
         last page."""
         params = {name: value for name, value in filters.items() if value}
         found: list[JsonObject] = []
-        token = ""
-        while True:
-            query: dict[str, str | int] = {**params, "pageSize": MAX_DEVICE_PAGE}
-            if token:
-                query["pageToken"] = token
-            page = self._call("GET", "/api/devices", params=query)
+        page: JsonObject = {}
+        for page in self._each_page("/api/devices", params, 0, MAX_DEVICE_PAGE, found.__len__):
             found += page.get("devices") or []
-            token = str(page.get("nextPageToken") or "")
-            if not token:
-                totals = {s: int(page.get(s) or 0) for s in ("online", "offline", "unknown")}
-                return found, totals
+        return found, {s: int(page.get(s) or 0) for s in ("online", "offline", "unknown")}
 
     def get_device(self, device_id: str) -> JsonObject:
         return self._call("GET", f"/api/devices/{_segment(device_id)}")
@@ -235,17 +228,32 @@ class ApiClient:
     ) -> tuple[list[JsonObject], str]:
         """Follow nextPageToken until the end or `limit` items (0: all)."""
         found: list[JsonObject] = []
+        page: JsonObject = {}
+        for page in self._each_page(path, params, limit, max_page, found.__len__):
+            found += page.get(key) or []
+        return found, str(page.get("nextPageToken") or "")
+
+    def _each_page(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        limit: int,
+        max_page: int,
+        count: Callable[[], int],
+    ) -> Iterator[JsonObject]:
+        """The pages of a listing, following nextPageToken until the end or
+        until `count()` (the items taken so far) reaches `limit` (0: no limit)."""
         token = ""
         while True:
-            size = max_page if limit == 0 else min(limit - len(found), max_page)
+            size = max_page if limit == 0 else min(limit - count(), max_page)
             query: dict[str, str | int] = {**params, "pageSize": size}
             if token:
                 query["pageToken"] = token
             page = self._call("GET", path, params=query)
-            found += page.get(key) or []
+            yield page
             token = str(page.get("nextPageToken") or "")
-            if not token or (limit and len(found) >= limit):
-                return found, token
+            if not token or (limit and count() >= limit):
+                return
 
     def get_delivery(self, delivery_id: str) -> JsonObject:
         return self._call("GET", f"/api/deliveries/{_segment(delivery_id)}")

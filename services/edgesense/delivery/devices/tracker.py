@@ -1,7 +1,8 @@
 """Keeps the devices table current as events are stored, off the hot path.
 
-`DeviceTracker.fold` is called by the acceptor for each event its commit
-stored (new event ids only, after the commit): one dict lookup and one list
+`DeviceTracker.fold_stored` is called by the acceptor once per commit
+(accept/acceptor.py `_store`, after the commit) with the events it stored;
+each newly stored, non-test device event costs one dict lookup and one list
 append, keeping a reference to the event (already in memory). Every
 FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
 events into one state (view.observe) and writes them (DeviceStore.write:
@@ -16,8 +17,10 @@ accept group, so by at most one group's bytes) events are no longer folded,
 only counted (edgesense_devices_view_dropped_total), until a flush
 frees the memory: such a device's row misses those events until its next
 one. States a failed write could not store are kept (merged with later
-news) and written by the next flush, up to MAX_UNWRITTEN devices; beyond
-that the others are dropped, likewise counted.
+news) and written by the next flush, up to `hard_bytes` of them by their
+estimated size (UNWRITTEN_STATE_BYTES each plus its readings, about 16,000
+devices in the default 64 MiB); beyond that the others are dropped, likewise
+counted.
 
 A process killed with SIGKILL loses what it folded since its last flush,
 at most about a second of changes to the view (the events themselves are
@@ -47,7 +50,9 @@ FOLD_OVERHEAD_BYTES = 200
 YIELD_EVENTS = 2000
 SOFT_BYTES = 16 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
-MAX_UNWRITTEN = 100_000
+# A kept state's memory beside its readings: its fields and its recent
+# events (measured: about 3.9 KB with 20 of them).
+UNWRITTEN_STATE_BYTES = 4096
 _DEVICE_EVENTS = frozenset({"readings", "alert", "status", "configuration"})
 
 Key = tuple[str, str]
@@ -69,6 +74,7 @@ class DeviceTracker:
         self._folded: dict[Key, list[tuple[events_pb2.Event, int]]] = {}
         self._bytes = 0
         self._unwritten: dict[Key, DeviceState] = {}
+        self._unwritten_bytes = 0
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         # Set once `run` is under way (a cancellation from then on flushes).
@@ -78,32 +84,18 @@ class DeviceTracker:
     def folded_bytes(self) -> int:
         return self._bytes
 
-    def fold(self, event: events_pb2.Event, size: int) -> None:
-        """Note a newly stored event (`size`: its serialized size) for the next flush."""
-        if self._bytes >= self.hard_bytes:
-            metrics.DEVICES_VIEW_DROPPED.inc()
-            return
-        key = (event.project_id, event.device_id)
-        folded = self._folded.get(key)
-        if folded is None:
-            self._folded[key] = [(event, size)]
-        else:
-            folded.append((event, size))
-        self._bytes += size + FOLD_OVERHEAD_BYTES
-        if self._bytes >= self.soft_bytes:
-            self._wake.set()
-
     def fold_stored(
         self,
         events: Sequence[events_pb2.Event],
         stored: Sequence[StoredEvent],
         new_ids: set[str],
     ) -> None:
-        """Fold the device events among `events` whose ids were newly stored;
-        `stored[i]` is `events[i]` serialized (each id once). `fold` for a
-        batch, written out: it runs for every accepted event."""
+        """Note the device events among `events` whose ids were newly stored
+        for the next flush; `stored[i]` is `events[i]` serialized (each id
+        once), its size what the event counts. Written out for speed: it runs
+        for every accepted event."""
         if self._bytes >= self.hard_bytes:
-            metrics.DEVICES_VIEW_DROPPED.inc(len(new_ids))
+            metrics.DEVICES_VIEW_DROPPED.inc(_noted_count(events, new_ids))
             return
         folded = self._folded
         every = len(new_ids) == len(stored)  # the usual case: no duplicate in the batch
@@ -127,28 +119,35 @@ class DeviceTracker:
 
     async def run(self) -> None:
         """Flush every `flush_seconds` (or sooner when woken) until cancelled;
-        a cancelled run flushes once more (a graceful stop)."""
+        a cancelled run flushes once more (a graceful stop).
+
+        Each flush runs shielded: a cancellation that lands while one is
+        under way does not cut it short (its states are already taken out
+        of the fold, so they would be lost); the last flush waits for it on
+        the flush lock, then writes what was noted meanwhile."""
         self.running.set()
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
                 self._wake.clear()
-                try:
-                    await self.flush()
-                except Exception as exc:  # a bug: logged, the next flush tries again
-                    _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
+                await asyncio.shield(self._flush_logged())
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.flush())
+            await asyncio.shield(self._flush_logged())
             raise
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:  # a bug: logged, the next flush tries again
+            _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
 
     async def flush(self) -> int:
         """Write what was folded (and what an earlier flush could not write);
         how many devices were written."""
         async with self._flushing:
             folded, self._folded, self._bytes = self._folded, {}, 0
-            unwritten, self._unwritten = self._unwritten, {}
+            unwritten, self._unwritten, self._unwritten_bytes = self._unwritten, {}, 0
             keys = list(folded.keys() | unwritten.keys())
             written = 0
             for start in range(0, len(keys), FLUSH_CHUNK):
@@ -194,10 +193,27 @@ class DeviceTracker:
         return states
 
     def _keep(self, states: list[DeviceState]) -> None:
-        """Keep states a write failed to store for the next flush (at most
-        MAX_UNWRITTEN devices; the others are dropped, counted)."""
+        """Keep states a write failed to store for the next flush (up to
+        `hard_bytes` of them by estimated size; the others are dropped,
+        counted)."""
         for state in states:
-            if len(self._unwritten) >= MAX_UNWRITTEN and state.key not in self._unwritten:
+            size = UNWRITTEN_STATE_BYTES + len(state.readings or b"")
+            if self._unwritten_bytes + size > self.hard_bytes:  # keys: once a flush
                 metrics.DEVICES_VIEW_DROPPED.inc()
                 continue
             self._unwritten[state.key] = state
+            self._unwritten_bytes += size
+
+
+def _noted_count(events: Sequence[events_pb2.Event], new_ids: set[str]) -> int:
+    """How many of `events` fold_stored would note: the newly stored device
+    events that are not test sends (each id once)."""
+    return len(
+        {
+            event.event_id
+            for event in events
+            if event.event_id in new_ids
+            and not event.test
+            and event.WhichOneof("kind") in _DEVICE_EVENTS
+        }
+    )
