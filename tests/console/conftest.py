@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from tests.e2e.conftest import UpCluster
 from tests.support.broker import MOSQUITTO, Mosquitto
@@ -25,8 +26,6 @@ from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "acme"
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +75,10 @@ async def cluster(
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[object]:
+async def browser() -> AsyncIterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"the console tests need Chromium at {CHROMIUM} (apt-get install chromium)")
-    async with playwright_api.async_playwright() as playwright:
+    async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:
             yield chromium
@@ -104,7 +103,7 @@ class Problems:
 
 @dataclass
 class ConsolePage:
-    page: playwright_api.Page
+    page: Page
     problems: Problems
     cluster: UpCluster
 
@@ -116,20 +115,17 @@ class ConsolePage:
         await self.page.goto(f"{self.url}{route}")
         await self.page.get_by_label("API key").fill(key or self.cluster.api_key)
         await self.page.get_by_role("button", name="Sign in").click()
-        await playwright_api.expect(
-            self.page.get_by_role("button", name="Sign out")
-        ).to_be_visible()
+        await expect(self.page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def console(browser: object, cluster: UpCluster) -> AsyncIterator[ConsolePage]:
-    assert isinstance(browser, playwright_api.Browser)
+async def console(browser: Browser, cluster: UpCluster) -> AsyncIterator[ConsolePage]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(20_000)
     page = await context.new_page()
     problems = Problems()
 
-    def on_console(message: playwright_api.ConsoleMessage) -> None:
+    def on_console(message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
             problems.errors.append(f"console {message.type}: {message.text}")
 

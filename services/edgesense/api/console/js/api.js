@@ -1,6 +1,6 @@
 // The REST API, as customers call it: the key as a bearer header, errors as
 // the API says them (google.rpc.Status "message"). The key lives in this
-// tab's sessionStorage only: never in a URL, a cookie or localStorage.
+// tab's sessionStorage only: never in a URL, a cookie or the persistent storage.
 
 const KEY_ITEM = "edgesense.apiKey";
 

@@ -1,4 +1,4 @@
-// A few DOM helpers. Text always goes in as text (never innerHTML), so
+// A few DOM helpers. Text always goes in as text nodes (never as HTML), so
 // nothing the API returns can become markup.
 
 /** h("a", {href: "#/x", class: "c", onclick: f}, "text", child, [more]) */
