@@ -8,15 +8,22 @@ shows (which the console keeps current by polling every 5 s), never a sleep.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
+from tests.conftest import SCREENSHOTS_ENV
 from tests.console.conftest import PROJECT, ConsolePage
 from tests.e2e.conftest import UpCluster
 from tests.support.broker import Gateway, Mosquitto
@@ -24,6 +31,7 @@ from tests.support.receivers import Receiver, Switch
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 LIVE_SECONDS = 30_000  # ms: a delivery and a 5 s poll, with room for a slow machine
 
 
@@ -180,3 +188,137 @@ async def test_registering_from_the_console(console: ConsolePage, receiver: Rece
     await form.get_by_role("button", name="Register").click()
     await expect(form.get_by_role("status")).to_contain_text("Registered wh_")
     await expect(page.get_by_role("row").filter(has_text=description)).to_contain_text("active")
+
+
+async def test_a_device_goes_offline_when_its_gateways_last_will_fires(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    cluster = console.cluster
+    gateway_id = "gw-will-" + secrets.token_hex(3)
+    prefix = cluster.env["EDGESENSE_MQTT_TOPIC_PREFIX"]
+    status_topic = f"{prefix}/{PROJECT}/{gateway_id}/status"
+    data_topic = f"{prefix}/{PROJECT}/{gateway_id}/boiler-1/data"
+    script = (  # a gateway with a Last Will, as the README describes one
+        "import sys, time, paho.mqtt.client as m\n"
+        "from paho.mqtt.enums import CallbackAPIVersion\n"
+        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
+        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
+        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
+        "c.loop_start()\n"
+        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
+        "c.publish(sys.argv[4], b'{\"temperature\": 71.5}', qos=1).wait_for_publish(10)\n"
+        "print('online', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
+        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic, data_topic],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert gateway.stdout is not None
+        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+        await console.sign_in(route=f"#/devices?gatewayId={gateway_id}")
+        page = console.page
+        row = page.get_by_role("row").filter(
+            has=page.get_by_role("link", name=gateway_id, exact=True)
+        )
+        await expect(row).to_contain_text("online", timeout=LIVE_SECONDS)
+        await expect(page.get_by_role("row").filter(has_text="boiler-1")).to_contain_text(
+            "temperature=71.5", timeout=LIVE_SECONDS
+        )
+        gateway.kill()  # no DISCONNECT: the broker publishes the Will
+        await expect(row).to_contain_text("offline", timeout=60_000)
+        await row.get_by_role("link", name=gateway_id, exact=True).click()
+        await expect(page.get_by_role("heading", name=gateway_id)).to_be_visible()
+        await expect(page.get_by_role("table", name="Recent events")).to_contain_text(
+            "device.status"
+        )
+    finally:
+        gateway.kill()
+        gateway.wait()
+        if gateway.stdout is not None:
+            gateway.stdout.close()
+
+
+async def test_the_overview_shows_counts_and_charts(
+    console: ConsolePage, broker: Mosquitto, receiver: Receiver
+) -> None:
+    cluster = console.cluster
+    webhook_id = await cluster.register(receiver.url, ["device.data"], "s3cret")
+    async with httpx.AsyncClient(base_url=cluster.api, headers=cluster.auth) as http:
+        answer = await http.patch(
+            f"/api/webhooks/{webhook_id}", json={"description": "Line 4 readings to the MES"}
+        )
+        assert answer.status_code == 200, answer.text
+        await console.sign_in(route="#/overview")
+        page = console.page
+        total = page.locator(".stat", has_text="deliveries (1h)").locator(".stat-value")
+        await expect(total).to_have_text(re.compile(r"^\d+$"))
+        shown_before = await total.inner_text()
+
+        readings = [{"temperature": 60 + n % 7, "humidity": 40 + n % 5} for n in range(12)]
+        await publish(cluster, broker, "press-7", readings)
+        await receiver.wait_for(12)
+        stats = (await http.get("/api/stats", params={"window": "1h"})).json()
+    # The page catches up on its own (no reload) with the API's figure.
+    expected = stats["deliveries"]["total"]
+    assert expected >= int(shown_before) + 12
+    await expect(total).to_have_text(str(expected), timeout=LIVE_SECONDS)
+    active = stats["webhooks"]["active"]
+    await expect(
+        page.locator(".stat", has_text="active webhooks").locator(".stat-value")
+    ).to_have_text(str(active))
+    await expect(page.get_by_role("img", name=re.compile("^Attempts per minute"))).to_be_visible()
+    await expect(page.get_by_role("img", name=re.compile(r"^p50 1h: \d+ ms$"))).to_be_visible()
+    await screenshot(page, "console-overview.png")
+
+    await page.get_by_role("link", name="Webhooks", exact=True).click()
+    await page.get_by_role("link", name="Line 4 readings to the MES").click()
+    await expect(page.get_by_role("row").filter(has_text="press-7")).to_have_count(12)
+    await expect(
+        page.locator(".stat", has_text="deliveries (24h)").locator(".stat-value")
+    ).to_have_text("12")
+    await screenshot(page, "console-webhook.png")
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """docs/NAME of what the page shows, when EDGESENSE_CONSOLE_SCREENSHOTS=1."""
+    if os.environ.get(SCREENSHOTS_ENV) != "1":
+        return
+    await page.evaluate("document.activeElement && document.activeElement.blur()")
+    await page.screenshot(path=str(DOCS / name), full_page=True)
+
+
+async def test_phone_width_has_no_sideways_scrolling(console: ConsolePage) -> None:
+    page = console.page
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await console.sign_in(route="#/webhooks")
+    for route, heading in (
+        ("#/webhooks", "Webhooks"),
+        ("#/overview", "Overview"),
+        ("#/devices", "Devices"),
+    ):
+        await page.goto(f"{console.url}{route}")
+        await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{route} is {overflow} px wider than the phone"
+
+
+async def test_keyboard_only(console: ConsolePage) -> None:
+    page = console.page
+    await page.goto(f"{console.url}#/webhooks")
+    # The key field has the focus; Enter submits.
+    await page.keyboard.type(console.cluster.api_key)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    # Tab reaches the main navigation, in order, and Enter follows a link.
+    await page.get_by_role("link", name="EdgeSense console").focus()
+    names = ["EdgeSense console"]
+    for _ in range(5):
+        await page.keyboard.press("Tab")
+        names.append(await page.evaluate("document.activeElement.textContent.trim()"))
+    assert names == ["EdgeSense console", "Overview", "Webhooks", "Devices", "Alerts", "Rules"]
+    # The focus is visible.
+    assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Rules", exact=True)).to_be_visible()

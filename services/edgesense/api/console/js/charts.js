@@ -86,27 +86,6 @@ export function deliveriesChart(el, { small = false, title = "Attempts per minut
   });
 }
 
-/** Attempt latency per bucket, when the API gives it (p50/p99 per bucket). */
-export function latencyChart(el) {
-  return timeChart(el, {
-    title: "Attempt latency (ms)",
-    yLabel: "ms",
-    series: [
-      { key: "p50", label: "p50" },
-      { key: "p99", label: "p99" },
-    ],
-    rows: (stats) => [
-      times(stats),
-      (stats.series || []).map((b) => b.p50DurationMs ?? null),
-      (stats.series || []).map((b) => b.p99DurationMs ?? null),
-    ],
-  });
-}
-
-export function hasLatencySeries(stats) {
-  return (stats.series || []).some((b) => "p50DurationMs" in b || "p99DurationMs" in b);
-}
-
 function round(x) {
   return Math.round(x * 100) / 100;
 }

@@ -65,7 +65,7 @@ export async function devicesView(main, context, _params, query) {
               d.gatewayId || "—",
               when(d.lastSeenAt),
               d.lastEvent || "—",
-              readings(d.lastReadings),
+              d.lastReadingsOmitted ? h("span", { class: "muted" }, "too large to show") : readings(d.lastReadings),
             ]),
             "Devices",
           )
@@ -120,12 +120,16 @@ export async function deviceView(main, context, [deviceId]) {
         h("dt", {}, "Gateway"),
         h("dd", {}, d.gatewayId || "—"),
         h("dt", {}, "Last seen"),
-        h("dd", {}, when(d.lastSeenAt), d.lastEvent ? ` (${d.lastEvent})` : ""),
+        h("dd", {}, when(d.lastSeenAt)),
+        h("dt", {}, "Last event"),
+        h("dd", {}, d.lastEvent || "—", d.lastEventAt ? [" at ", when(d.lastEventAt)] : ""),
         h("dt", {}, "First seen"),
         h("dd", {}, when(d.firstSeenAt)),
       ),
       h("h2", {}, "Last readings"),
-      Object.keys(d.lastReadings || {}).length
+      d.lastReadingsOmitted
+        ? h("p", { class: "muted" }, "The last reading was too large to keep; at ", when(d.lastReadingsAt))
+        : Object.keys(d.lastReadings || {}).length
         ? [
             table(
               ["Reading", "Value"],
