@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, expect
 
 from tests.conftest import SCREENSHOTS_ENV
@@ -72,6 +73,13 @@ async def test_the_page_is_served_with_a_strict_csp(console: ConsolePage) -> Non
     assert await response.header_value("referrer-policy") == "no-referrer"
     # The modules ran (under that CSP): the sign-in form is there.
     await expect(console.page.get_by_label("API key")).to_be_visible()
+    # And the browser enforces it: an inline script is refused, and reported
+    # as the console error the `console` fixture fails any other test on.
+    console.problems.expect("Content Security Policy")
+    with pytest.raises(PlaywrightError):
+        await console.page.add_script_tag(content="window.injected = 1")
+    assert await console.page.evaluate("window.injected") is None
+    assert any("Content Security Policy" in e for e in console.problems.errors)
 
 
 async def test_a_wrong_key_shows_the_api_message(console: ConsolePage) -> None:
@@ -276,7 +284,7 @@ async def test_the_overview_shows_counts_and_charts(
     await page.get_by_role("link", name="Line 4 readings to the MES").click()
     await expect(page.get_by_role("row").filter(has_text="press-7")).to_have_count(12)
     await expect(
-        page.locator(".stat", has_text="deliveries (24h)").locator(".stat-value")
+        page.locator(".stat", has_text="deliveries (1h)").locator(".stat-value")
     ).to_have_text("12")
     await screenshot(page, "console-webhook.png")
 

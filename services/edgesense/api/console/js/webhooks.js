@@ -351,7 +351,7 @@ export async function webhookView(main, context, [webhookId]) {
   main.append(settingsForm(), rotateForm());
 
   // Stats
-  let statsWindow = "24h";
+  let statsWindow = "1h";
   const figures = h("div", { class: "stats" });
   const chartBox = h("div", { class: "charts" });
   main.append(
