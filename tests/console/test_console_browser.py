@@ -15,7 +15,7 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -45,7 +45,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def publish(
-    cluster: UpCluster, broker: Mosquitto, device: str, readings: list[dict[str, float]]
+    cluster: UpCluster, broker: Mosquitto, device: str, readings: Sequence[Mapping[str, float]]
 ) -> None:
     prefix = cluster.env["EDGESENSE_MQTT_TOPIC_PREFIX"]
     gateway = Gateway(broker.port, "console-gw-" + secrets.token_hex(3))
