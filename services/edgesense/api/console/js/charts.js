@@ -3,7 +3,7 @@
 
 import { h } from "./dom.js";
 
-const COLORS = { succeeded: "#1b7f3b", retried: "#b35c00", failed: "#c62828", p50: "#1f5fbf", p99: "#7b3fb3" };
+const COLORS = { succeeded: "#1b7f3b", retried: "#b35c00", failed: "#c62828" };
 
 function sizeOf(el, height) {
   return { width: Math.max(260, Math.floor(el.clientWidth || 600)), height };
@@ -13,9 +13,9 @@ function sizeOf(el, height) {
  * A time series chart in `el`. `series`: [{label, key}], `rows(stats)` gives
  * [times, ...values]. Returns {update(stats), destroy()}.
  */
-function timeChart(el, { title, yLabel, series, rows, height = 220, small = false }) {
+function timeChart(el, { title, yLabel, series, rows, height = 220 }) {
   const U = window.uPlot;
-  const box = h("div", { class: small ? "chart chart-small" : "chart", role: "img", "aria-label": title });
+  const box = h("div", { class: "chart", role: "img", "aria-label": title });
   el.append(box);
   if (!U) {
     box.append(h("p", { class: "muted" }, "Charts need vendor/uplot (not loaded)."));
@@ -23,20 +23,18 @@ function timeChart(el, { title, yLabel, series, rows, height = 220, small = fals
   }
   const options = {
     ...sizeOf(box, height),
-    title: small ? undefined : title,
-    legend: { show: !small },
-    cursor: { show: !small },
+    title,
     scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max) * 1.1] } },
-    axes: small
-      ? [{ show: false }, { show: false }]
-      : [{ stroke: "#444" }, { stroke: "#444", label: yLabel, size: 56 }],
+    axes: [{ stroke: "#444" }, { stroke: "#444", label: yLabel, size: 56 }],
     series: [
       {},
       ...series.map((s) => ({
         label: s.label,
         stroke: COLORS[s.key] || "#333",
-        width: small ? 1.5 : 2,
-        fill: small ? undefined : `${COLORS[s.key] || "#333333"}14`,
+        width: 2,
+        fill: `${COLORS[s.key] || "#333333"}1f`,
+        // Steps: each bucket a flat run over its own minutes, so one busy bucket shows.
+        paths: U.paths.stepped({ align: 1 }),
         points: { show: false },
       })),
     ],
@@ -70,13 +68,11 @@ function times(stats) {
 }
 
 /** Deliveries' attempts per minute: succeeded, retried, failed. */
-export function deliveriesChart(el, { small = false, title = "Attempts per minute" } = {}) {
+export function deliveriesChart(el, { title = "Attempts per minute" } = {}) {
   const perMinute = (stats) => 60 / (stats.bucketSeconds || 60);
   const keys = ["succeeded", "retried", "failed"];
   return timeChart(el, {
     title,
-    small,
-    height: small ? 36 : 220,
     yLabel: "per minute",
     series: keys.map((key) => ({ key, label: key })),
     rows: (stats) => [
@@ -84,6 +80,54 @@ export function deliveriesChart(el, { small = false, title = "Attempts per minut
       ...keys.map((key) => (stats.series || []).map((b) => round((b[key] || 0) * perMinute(stats)))),
     ],
   });
+}
+
+/**
+ * A small trend: the window's buckets summed into `groups` bars, succeeded
+ * (green) beside not succeeded (red), so a single busy bucket still shows.
+ */
+export function trendChart(el, { title, groups = 24 } = {}) {
+  const U = window.uPlot;
+  const box = h("div", { class: "chart-small", role: "img", "aria-label": title });
+  el.append(box);
+  if (!U) return { update() {}, destroy() {} };
+  let plot = null;
+  const options = {
+    width: 160,
+    height: 36,
+    legend: { show: false },
+    cursor: { show: false },
+    scales: { x: { time: false, range: (_u, min, max) => [min - 0.5, max + 0.5] }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+    axes: [{ show: false }, { show: false }],
+    series: [
+      {},
+      { stroke: COLORS.succeeded, fill: COLORS.succeeded, paths: U.paths.bars({ size: [0.45, 3], align: -1 }), points: { show: false } },
+      { stroke: COLORS.failed, fill: COLORS.failed, paths: U.paths.bars({ size: [0.45, 3], align: 1 }), points: { show: false } },
+    ],
+  };
+  return {
+    update(stats) {
+      const buckets = stats.series || [];
+      const per = Math.max(1, Math.ceil(buckets.length / groups));
+      const xs = [];
+      const ok = [];
+      const bad = [];
+      for (let i = 0; i < buckets.length; i += per) {
+        const slice = buckets.slice(i, i + per);
+        xs.push(xs.length);
+        ok.push(slice.reduce((a, b) => a + (b.succeeded || 0), 0));
+        bad.push(slice.reduce((a, b) => a + (b.retried || 0) + (b.failed || 0), 0));
+      }
+      const data = [xs, ok, bad];
+      if (!plot) plot = new U(options, data, box);
+      else plot.setData(data);
+      const sum = (xs_) => xs_.reduce((a, b) => a + b, 0);
+      box.setAttribute("aria-label", `${title}: ${sum(ok)} succeeded, ${sum(bad)} failed or retried`);
+    },
+    destroy() {
+      if (plot) plot.destroy();
+    },
+  };
 }
 
 function round(x) {

@@ -2,7 +2,7 @@
 // recovery) and one delivery's page (body, attempts, redeliver).
 
 import { api, enc } from "./api.js";
-import { deliveriesChart } from "./charts.js";
+import { deliveriesChart, trendChart } from "./charts.js";
 import {
   badge,
   busy,
@@ -162,7 +162,7 @@ export async function webhooksView(main, context) {
           const stats = await api(`/api/webhooks/${enc(row.w.webhookId)}/stats`, { query: { window: "24h" } });
           if (!context.alive) return;
           replace(row.rate, percent(stats.successRate), h("span", { class: "muted" }, ` of ${stats.attempts || 0}`));
-          const chart = deliveriesChart(row.trend, { small: true, title: `Attempts over 24 h of ${row.w.webhookId}` });
+          const chart = trendChart(row.trend, { title: `Attempts over 24 h of ${row.w.webhookId}` });
           trends.push(chart);
           chart.update(stats);
         } catch (error) {
