@@ -330,3 +330,37 @@ async def test_keyboard_only(console: ConsolePage) -> None:
     assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name="Rules", exact=True)).to_be_visible()
+
+
+async def test_a_rule_created_and_edited_in_the_console_raises_an_alert(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    await console.sign_in(route="#/rules")
+    page = console.page
+    await page.get_by_role("link", name="New rule").click()
+    name = "Boiler too hot " + secrets.token_hex(3)
+    device = "boiler-" + secrets.token_hex(3)
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Reading field").fill("temperature")
+    await page.get_by_label("Operator").select_option("gt")
+    await page.get_by_label("Threshold", exact=True).fill("80")
+    await page.get_by_label("Severity").select_option("critical")
+    await page.get_by_label("Device ids").fill(device)
+    await page.get_by_role("button", name="Create rule").click()
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+    await expect(page.get_by_text("version 1")).to_be_visible()
+
+    await publish(console.cluster, broker, device, [{"temperature": 95.0}])
+    await page.get_by_role("link", name="Alerts", exact=True).click()
+    alert = page.get_by_role("row").filter(has_text=device)
+    await expect(alert).to_contain_text("temperature = 95", timeout=LIVE_SECONDS)
+    await expect(alert).to_contain_text("critical")
+
+    await alert.get_by_role("link", name=name).click()
+    await page.get_by_label("Threshold", exact=True).fill("100")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_contain_text("Saved (version 2)")
+    await page.get_by_role("link", name="All rules").click()
+    await expect(page.get_by_role("row").filter(has_text=name)).to_contain_text(
+        "temperature gt 100"
+    )

@@ -17,10 +17,12 @@ export async function alertsView(main, context, _params, query) {
   const state = h("select", { id: "alert-state", name: "state" }, ["active", "resolved", ""].map((s) => h("option", { value: s, selected: s === (query.get("state") ?? "active") }, s || "all")));
   const body = h("div", { "aria-live": "polite" });
   const messages = notice();
+  const ruleId = query.get("ruleId") || "";
   let pageToken = "";
   state.addEventListener("change", () => load(""));
   main.append(
     h("div", { class: "title-row" }, h("h1", { tabindex: "-1" }, "Alerts"), h("div", { class: "inline-form" }, h("label", { for: "alert-state" }, "State"), state)),
+    ruleId ? h("p", {}, "Only the alerts of ", h("a", { href: `#/rules/${enc(ruleId)}` }, ruleId), " · ", h("a", { href: "#/alerts" }, "every rule's")) : null,
     messages,
     body,
   );
@@ -29,7 +31,7 @@ export async function alertsView(main, context, _params, query) {
     pageToken = token;
     let answer;
     try {
-      answer = await api("/api/alerts", { query: { state: state.value, pageSize: 50, pageToken } });
+      answer = await api("/api/alerts", { query: { state: state.value, ruleId, pageSize: 50, pageToken } });
     } catch (error) {
       messages.error(error);
       return;
@@ -216,7 +218,7 @@ export async function ruleView(main, context, [ruleId]) {
       : h(
           "div",
           { class: "actions" },
-          h("a", { href: `#/alerts?state=` }, "Alerts"),
+          h("a", { href: `#/alerts?state=&ruleId=${enc(rule.ruleId)}` }, "This rule's alerts"),
           confirmButton("Delete rule", "Really delete? Click again", async () => {
             try {
               await api(`/api/rules/${enc(ruleId)}`, { method: "DELETE" });
