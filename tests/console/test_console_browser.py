@@ -364,3 +364,50 @@ async def test_a_rule_created_and_edited_in_the_console_raises_an_alert(
     await expect(page.get_by_role("row").filter(has_text=name)).to_contain_text(
         "temperature gt 100"
     )
+
+
+async def test_settings_rotation_test_send_and_delete(
+    console: ConsolePage, receiver: Receiver
+) -> None:
+    webhook_id = await console.cluster.register(receiver.url, ["device.data"], "s3cret")
+    await console.sign_in(route=f"#/webhooks/{webhook_id}")
+    page = console.page
+    settings = page.locator("details", has_text="Settings")
+    await settings.get_by_text("Settings").click()
+    await settings.get_by_label("Description").fill("Renamed in the console")
+    await settings.get_by_label("device.alert").check()
+    await settings.get_by_label("Rate limit (requests/s, 0: none)").fill("20")
+    await settings.get_by_role("button", name="Save").click()
+    await expect(settings.get_by_role("status")).to_have_text("Saved.")
+    await expect(page.get_by_role("heading", name="Renamed in the console")).to_be_visible()
+    facts = page.locator("dl.facts")
+    await expect(facts).to_contain_text("device.data, device.alert")
+    await expect(facts).to_contain_text("20/s")
+
+    rotate = page.locator("details", has_text="Rotate the signing secret")
+    await rotate.get_by_text("Rotate the signing secret").click()
+    await rotate.get_by_role("button", name="Generate a secret").click()
+    assert (await rotate.get_by_label("New secret").input_value()).startswith("whsec_")
+    await rotate.get_by_role("button", name="Rotate").click()
+    await expect(rotate.get_by_role("status")).to_contain_text("Rotated")
+    await expect(facts).to_contain_text("Previous secret signs until")
+
+    await page.get_by_label("Test", exact=True).select_option("device.alert")
+    await page.get_by_role("button", name="Send test event").click()
+    await expect(page.get_by_role("status").first).to_contain_text(
+        "Test device.alert queued as dlv_"
+    )
+    test_row = page.get_by_role("row").filter(has_text="device.alert")
+    await expect(test_row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
+    [received] = await receiver.wait_for(1)
+    assert received.headers["X-EdgeSense-Test"] == "1"
+
+    delete = page.get_by_role("button", name="Delete")
+    await delete.click()  # asks once more
+    await expect(page.get_by_role("button", name="Really delete? Click again")).to_be_visible()
+    await page.get_by_role("button", name="Really delete? Click again").click()
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    async with httpx.AsyncClient(
+        base_url=console.cluster.api, headers=console.cluster.auth
+    ) as http:
+        assert (await http.get(f"/api/webhooks/{webhook_id}")).status_code == 404
