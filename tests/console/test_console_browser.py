@@ -411,3 +411,29 @@ async def test_settings_rotation_test_send_and_delete(
         base_url=console.cluster.api, headers=console.cluster.auth
     ) as http:
         assert (await http.get(f"/api/webhooks/{webhook_id}")).status_code == 404
+
+
+async def test_recovering_a_window_sends_the_failed_ones_again(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    switch = Switch(500)
+    receiver = Receiver(switch)
+    await receiver.start()
+    try:
+        webhook_id = await console.cluster.register(receiver.url, ["device.data"], "s3cret")
+        device = "console-recover-" + secrets.token_hex(3)
+        await publish(console.cluster, broker, device, [{"temperature": 12.5}])
+        await console.sign_in(route=f"#/webhooks/{webhook_id}")
+        page = console.page
+        row = page.get_by_role("row").filter(has_text=device)
+        await expect(row).to_contain_text("failed", timeout=LIVE_SECONDS)
+        switch.status = 200
+        await page.get_by_role("button", name="Enable").click()
+        await expect(page.locator("h1 .badge")).to_have_text("active")
+        recover = page.locator("details", has_text="Recover failed deliveries")
+        await recover.get_by_text("Recover failed deliveries").click()
+        await recover.get_by_role("button", name="Recover").click()  # the last hour
+        await expect(recover.get_by_role("status")).to_have_text("Sent again: 1 failed delivery.")
+        await expect(row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
+    finally:
+        await receiver.stop()

@@ -545,7 +545,7 @@ export async function webhookView(main, context, [webhookId]) {
               if (until.value) body.until = new Date(until.value).toISOString();
               const answer = await api(`${base}/recover`, { method: "POST", body });
               status.ok(
-                `Sent again: ${answer.recovered} failed deliveries.` +
+                `Sent again: ${answer.recovered} failed ${answer.recovered === 1 ? "delivery" : "deliveries"}.` +
                   (answer.more ? ` More remain: recover again from ${answer.nextSince}.` : ""),
               );
               await refreshLog();
