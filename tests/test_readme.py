@@ -2,7 +2,8 @@
 and every metric a process exposes is named in it (or in deploy/README.md's
 monitoring table); the outcomes it lists for edgesense_deliveries_total are
 the ones delivery counts; every EDGESENSE_ variable it names is one the code
-reads, and every variable the code reads is in README. A renamed metric, a
+reads, and every variable the code reads is in README; every REST route is in
+one of its route tables. A renamed metric, a
 new one, a new outcome or a new setting that README does not follow fails
 here, not in an operator's dashboard.
 
@@ -21,6 +22,10 @@ import importlib.util
 import re
 from collections.abc import Callable
 
+from edgesense.api.openapi import openapi_path
+from edgesense.api.rules import load_routes
+from edgesense.api.server import default_backends
+from edgesense.common.config import Settings
 from edgesense.delivery.record.policy import without_attempt
 from edgesense.delivery.record.writer import _label
 from edgesense.delivery.store.rows import STATUSES, Claimed
@@ -258,3 +263,13 @@ def test_shortened_names_replace_the_fewest_words_that_make_a_name_read() -> Non
     assert (
         meant("EDGESENSE_BRIDGE_BATCH_SIZE", "_PIPELINE_DEPTH") == "EDGESENSE_BRIDGE_PIPELINE_DEPTH"
     )
+
+
+def test_every_rest_route_is_in_a_readme_route_table() -> None:
+    """Each route the API serves (from the protos' annotations) is a row of a
+    README route table, written `METHOD /path` with the JSON names of its
+    path variables, as OpenAPI has them."""
+    services = default_backends(Settings.from_env({}, dev=True))
+    rows = set(re.findall(r"^\| `([A-Z]+ /[^`]*)` \|", readme(), re.MULTILINE))
+    routes = {f"{r.http_method} {openapi_path(r)}" for r in load_routes(services)}
+    assert routes - rows == set()

@@ -43,6 +43,8 @@ def test_every_annotated_edgesense_rpc_is_a_route() -> None:
         ("POST", "/api/webhooks/{webhook_id}/test"): "/edgesense.v1.Delivery/SendTestEvent",
         ("POST", "/api/webhooks/{webhook_id}/recover"): "/edgesense.v1.Delivery/RecoverDeliveries",
         ("GET", "/api/webhooks/{webhook_id}/stats"): "/edgesense.v1.Delivery/GetWebhookStats",
+        ("GET", "/api/stats"): "/edgesense.v1.Delivery/GetProjectStats",
+        ("GET", "/api/deliveries/{delivery_id}"): "/edgesense.v1.Delivery/GetDelivery",
         ("POST", "/api/rules"): "/edgesense.v1.AlertRules/CreateRule",
         ("GET", "/api/rules"): "/edgesense.v1.AlertRules/ListRules",
         ("GET", "/api/rules/{rule_id}"): "/edgesense.v1.AlertRules/GetRule",

@@ -103,6 +103,18 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
         raise AssertionError("unreachable")
 
+    async def GetDelivery(
+        self, request: delivery_pb2.GetDeliveryRequest, context: Context
+    ) -> delivery_pb2.DeliveryRecord:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
+        raise AssertionError("unreachable")
+
+    async def GetProjectStats(
+        self, request: delivery_pb2.GetProjectStatsRequest, context: Context
+    ) -> delivery_pb2.ProjectStats:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
+        raise AssertionError("unreachable")
+
     async def ListAlerts(
         self, request: delivery_pb2.ListAlertsRequest, context: Context
     ) -> delivery_pb2.ListAlertsResponse:

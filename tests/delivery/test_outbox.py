@@ -4,6 +4,8 @@ PostgreSQL), do the same thing for every method of the `Outbox` interface."""
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +33,8 @@ from edgesense.delivery.store.rows import (
     NewDelivery,
     Outcome,
     StoredEvent,
+    nearest_rank,
+    ranked_durations,
 )
 from edgesense.storage.engine import create_engine, dispose_engine
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -419,7 +423,7 @@ async def stats_fixture(outbox: Outbox) -> None:
 
 async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
     await stats_fixture(outbox)
-    stats = await outbox.stats("p", "wh_a", NOW, NOW + 3600, 60, (50, 95, 99))
+    stats = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 60, (50, 95, 99))
     assert stats.counts == {PENDING: 1, SUCCEEDED: 1, FAILED: 1, HELD: 0}
     assert (stats.attempts, stats.attempts_succeeded) == (4, 1)
     # Bucket 0: both first attempts failed and were retried; bucket 1: dlv_1's
@@ -428,12 +432,60 @@ async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
     # Durations 10, 20, 30, 40: nearest ranks 2, 4 and 4.
     assert stats.durations == {50: 20, 95: 40, 99: 40}
 
-    other = await outbox.stats("other-project", "wh_a", NOW, NOW + 3600, 60, (50,))
+    other = await outbox.stats("other-project", ["wh_a"], NOW, NOW + 3600, 60, (50,))
     assert other.counts == dict.fromkeys((PENDING, SUCCEEDED, FAILED, HELD), 0)
     assert (other.buckets, other.durations, other.attempts) == ([], {}, 0)
     # 5-minute buckets: all four attempts fall in the first.
-    wide = await outbox.stats("p", "wh_a", NOW, NOW + 3600, 300, (50,))
+    wide = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 300, (50,))
     assert wide.buckets == [(0, 1, 2, 1)]
+
+
+async def test_stats_of_several_webhooks_count_them_all(outbox: Outbox) -> None:
+    await stats_fixture(outbox)
+    both = await outbox.stats("p", ["wh_a", "wh_b"], NOW, NOW + 3600, 60, (50, 95, 99))
+    # wh_a's figures and dlv_5 (wh_b: one attempt of 1 ms that succeeded, in bucket 0).
+    assert both.counts == {PENDING: 1, SUCCEEDED: 2, FAILED: 1, HELD: 0}
+    assert (both.attempts, both.attempts_succeeded) == (5, 2)
+    assert both.buckets == [(0, 1, 2, 0), (1, 1, 0, 1)]
+    # Durations 1, 10, 20, 30, 40: nearest ranks 3, 5 and 5.
+    assert both.durations == {50: 20, 95: 40, 99: 40}
+    assert await outbox.stats("p", ["wh_b"], NOW, NOW + 3600, 60, (50,)) == (
+        {PENDING: 0, SUCCEEDED: 1, FAILED: 0, HELD: 0},
+        [(0, 1, 0, 0)],
+        {50: 1},
+        1,
+        1,
+    )
+    nothing = await outbox.stats("p", [], NOW, NOW + 3600, 60, (50,))
+    assert (nothing.attempts, nothing.buckets, nothing.durations) == (0, [], {})
+
+
+async def test_held_deliveries_active_alerts_and_events_are_read_per_project(
+    outbox: Outbox,
+) -> None:
+    await store(outbox, delivery(1, "wh_a"), delivery(2, "wh_a"), delivery(3, "wh_b"))
+    await store(outbox, delivery(4, "wh_c"))
+    await outbox.hold(["wh_a", "wh_c"], "webhook disabled", NOW)
+    assert await outbox.held_count("p", ["wh_a", "wh_b"]) == 2
+    assert await outbox.held_count("p", ["wh_b"]) == 0
+    assert await outbox.held_count("p", []) == 0
+    assert await outbox.held_count("other", ["wh_a"]) == 0
+    assert await outbox.active_alert_count("p") == 0
+    assert await outbox.event("p", "evt_1") == b"payload 1"
+    assert await outbox.event("other", "evt_1") is None
+    assert await outbox.event("p", "evt_9") is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ranked_durations_are_the_nearest_ranks_of_the_sorted_values(seed: int) -> None:
+    chance = random.Random(seed)
+    values = [chance.choice((1, 5, 5, 17, 250, 3000)) for _ in range(chance.randint(1, 60))]
+    histogram = sorted(Counter(values).items())
+    percentiles = (50, 95, 99, 1, 100)
+    got = ranked_durations(histogram, len(values), percentiles)
+    ordered = sorted(values)
+    assert got == {p: ordered[nearest_rank(p, len(values)) - 1] for p in percentiles}
+    assert ranked_durations([], 0, percentiles) == {}
 
 
 async def test_the_recover_and_stats_indexes_exist(outbox: Outbox, database_url: str) -> None:

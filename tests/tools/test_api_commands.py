@@ -341,3 +341,41 @@ async def test_test_recover_and_stats(cluster: Cluster, receiver: Receiver) -> N
     assert stats.code == 0, stats.err
     assert "deliveries.succeeded: 1" in [" ".join(line.split()) for line in stats.lines]
     assert "successRate: 100.0%" in [" ".join(line.split()) for line in stats.lines]
+
+
+async def test_project_stats_and_one_delivery(cluster: Cluster, receiver: Receiver) -> None:
+    env = api_env(cluster)
+    hook = await cluster.register(receiver.url)
+    await cluster.register(receiver.url)  # a second webhook of the project
+    await cluster.publish([reading()])
+    [delivery] = await cluster.wait_deliveries(hook, "succeeded")
+    await receiver.wait_for(2)
+
+    overview = await run_cli("stats", "--window", "1h", env=env)
+    assert overview.code == 0, overview.err
+    lines = [" ".join(line.split()) for line in overview.lines]
+    for expected in (
+        "deliveries.succeeded: 2",
+        "attempts: 2",
+        "successRate: 100.0%",
+        "webhooks.active: 2",
+        "webhooks.disabled: 0",
+        "held: 0",
+        "alertsActive: 0",
+    ):
+        assert expected in lines, lines
+    as_json = await run_cli("stats", "--json", env=env)
+    assert json.loads(as_json.out)["window"] == "24h"
+    bad = await run_cli("stats", "--window", "2h", env=env)
+    assert bad.code != 0
+
+    shown = await run_cli("deliveries", "get", delivery["deliveryId"], env=env)
+    assert shown.code == 0, shown.err
+    [got] = [r for r in receiver.received if r.delivery_id == delivery["deliveryId"]]
+    # The body as sent, on the last line; the headers that are not secret.
+    assert shown.lines[-2:] == ["body:", got.body.decode()]
+    assert f"  webhook-id: {delivery['deliveryId']}" in shown.lines
+    assert not any("signature" in line.lower() for line in shown.lines)
+    missing = await run_cli("deliveries", "get", "dlv_nope", env=env)
+    assert missing.code != 0
+    assert "not found" in missing.err

@@ -114,18 +114,26 @@ class Signer:
         live = [(key, standard) for key, standard, ends in self._previous if ends > moment]
         oldest = live[0][0] if live else self._key
         standard_keys = [self._standard_key, *(standard for _, standard in reversed(live))]
-        return {
-            "Content-Type": "application/json",
-            "X-EdgeSense-Event": event_name,
-            "X-EdgeSense-Delivery": delivery_id,
-            "X-EdgeSense-Signature": hmac.digest(oldest, body, "sha256").hex(),
-            "webhook-id": delivery_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": " ".join(
-                _standard_signature(key, delivery_id, timestamp, body) for key in standard_keys
-            ),
-            "User-Agent": USER_AGENT,
-        }
+        headers = unsigned_headers(delivery_id, event_name)
+        headers["X-EdgeSense-Signature"] = hmac.digest(oldest, body, "sha256").hex()
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = " ".join(
+            _standard_signature(key, delivery_id, timestamp, body) for key in standard_keys
+        )
+        return headers
+
+
+def unsigned_headers(delivery_id: str, event_name: str) -> dict[str, str]:
+    """The headers of every attempt of a delivery that hold no signature and
+    no time: the same on every attempt, and none of them secret (GetDelivery
+    shows them; `Signer.headers` adds the signatures and webhook-timestamp)."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-EdgeSense-Event": event_name,
+        "X-EdgeSense-Delivery": delivery_id,
+        "webhook-id": delivery_id,
+    }
 
 
 def with_custom_headers(

@@ -26,7 +26,8 @@ claim/    dispatcher.py: the claim loop and the attempt tasks (asyncio, I/O);
           gets the next send slot (pure); breaker.py: pauses a failing webhook;
           ratelimit.py: a webhook's rateLimitPerSecond (pure).
 send/     payload.py renders the JSON body once per event (the dispatcher
-          signs it with edgesense.common.signing); http_sender.py POSTs it
+          signs it with edgesense.common.signing; GetDelivery shows it
+          rendered by the same code); http_sender.py POSTs it
           (one POST = one attempt); attempt.py: how a POST ended and the
           `Sender` interface (pure); senders.py and sender_process.py run
           those POSTs in child processes (none with
@@ -47,7 +48,8 @@ rules/    threshold alert rules: index.py, the rules in memory by project,
           deleted or changed rules resolved (AlertEndings).
 
 Around them: service.py is the gRPC servicer (Publish, ListDeliveries,
-Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats, ListAlerts); server.py
+GetDelivery, Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats,
+GetProjectStats, ListAlerts); server.py
 wires everything and says what starts and stops in which order; metrics.py
 names the Prometheus metrics.
 """

@@ -1,5 +1,6 @@
-"""The Delivery gRPC servicer: Publish (internal), ListDeliveries, Redeliver,
-SendTestEvent, RecoverDeliveries, GetWebhookStats."""
+"""The Delivery gRPC servicer: Publish (internal), ListDeliveries, GetDelivery,
+Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats, GetProjectStats,
+ListAlerts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.common.thresholds import ACTIVE, RESOLVED
 from edgesense.delivery.accept.acceptor import Accepted, Acceptor
 from edgesense.delivery.accept.samples import TestSendLimit, sample_event
+from edgesense.delivery.send.payload import render, unsigned_request_headers
 from edgesense.delivery.store.outbox import Outbox
 from edgesense.delivery.store.rows import (
     HELD,
@@ -37,7 +39,7 @@ from edgesense.delivery.store.rows import (
     StoredEvent,
 )
 from edgesense.delivery.webhooks.index import Target, WebhookIndex
-from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
+from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, events_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 INDEX_WAIT_SECONDS = 10.0
@@ -360,34 +362,61 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
     ) -> delivery_pb2.WebhookStats:
         project = self.auth.project(context.invocation_metadata())
         target = self._own_webhook(project, request.webhook_id)
-        window = request.window or DEFAULT_STATS_WINDOW
-        if window not in STATS_WINDOWS:
-            raise InvalidArgument("window", f"must be one of {', '.join(STATS_WINDOWS)}")
-        length, bucket = STATS_WINDOWS[window]
+        answer = delivery_pb2.WebhookStats(webhook_id=target.webhook_id)
+        await self._window_stats(answer, project, [target.webhook_id], request.window)
+        return answer
+
+    async def GetProjectStats(
+        self, request: delivery_pb2.GetProjectStatsRequest, context: Context
+    ) -> delivery_pb2.ProjectStats:
+        project = self.auth.project(context.invocation_metadata())
+        stats_window(request.window)  # a bad window answers before any read
+        if not self.index.ready.is_set():
+            raise Unavailable("delivery is starting: the webhook list is not loaded yet")
+        # The project's webhooks as delivery knows them (its index follows the
+        # registry's stream): the same that GetWebhookStats answers for.
+        webhook_ids = list(self.index.webhook_ids(project))
+        targets = [t for t in map(self.index.get, webhook_ids) if t is not None]
+        active = sum(1 for t in targets if t.active)
+        answer = delivery_pb2.ProjectStats(
+            webhooks=delivery_pb2.WebhookCounts(active=active, disabled=len(targets) - active)
+        )
+        await self._window_stats(answer, project, webhook_ids, request.window)
+        answer.held = await self.outbox.held_count(project, webhook_ids)
+        answer.alerts_active = await self.outbox.active_alert_count(project)
+        return answer
+
+    async def _window_stats(
+        self,
+        answer: delivery_pb2.WebhookStats | delivery_pb2.ProjectStats,
+        project: str,
+        webhook_ids: Sequence[str],
+        window_name: str,
+    ) -> None:
+        """Fill the window's figures of `answer` (WebhookStats and
+        ProjectStats name them alike) from the deliveries of `webhook_ids`."""
+        window, length, bucket = stats_window(window_name)
         # Ends with the current bucket: buckets start at whole multiples of
         # their size, so successive answers line up.
         until = (math.floor(time.time() / bucket) + 1) * bucket
         since = until - length
-        stats = await self.outbox.stats(
-            project, target.webhook_id, since, until, bucket, PERCENTILES
-        )
+        stats = await self.outbox.stats(project, webhook_ids, since, until, bucket, PERCENTILES)
         counts = stats.counts
-        answer = delivery_pb2.WebhookStats(
-            webhook_id=target.webhook_id,
-            window=window,
-            since=timestamp(since),
-            until=timestamp(until),
-            deliveries=delivery_pb2.DeliveryCounts(
+        answer.window = window
+        answer.since.CopyFrom(timestamp(since))
+        answer.until.CopyFrom(timestamp(until))
+        answer.deliveries.CopyFrom(
+            delivery_pb2.DeliveryCounts(
                 total=sum(counts.values()),
                 pending=counts[PENDING],
                 succeeded=counts["succeeded"],
                 failed=counts["failed"],
                 held=counts[HELD],
-            ),
-            attempts=stats.attempts,
-            attempts_succeeded=stats.attempts_succeeded,
-            bucket_seconds=bucket,
+            )
         )
+        answer.attempts = stats.attempts
+        answer.attempts_succeeded = stats.attempts_succeeded
+        answer.bucket_seconds = bucket
         if stats.attempts:
             answer.success_rate = stats.attempts_succeeded / stats.attempts
             answer.p50_duration_ms = stats.durations[50]
@@ -399,4 +428,31 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
             got = found.get(position)
             if got is not None:
                 point.succeeded, point.retried, point.failed = got[1:]
-        return answer
+
+    async def GetDelivery(
+        self, request: delivery_pb2.GetDeliveryRequest, context: Context
+    ) -> delivery_pb2.DeliveryRecord:
+        project = self.auth.project(context.invocation_metadata())
+        found = await self.outbox.one(project, request.delivery_id)
+        if found is None:
+            raise NotFound(f"delivery {request.delivery_id} not found")
+        row, logs = found
+        stored = await self.outbox.event(project, row.event_id)
+        if stored is None:  # retention deletes an event only once no delivery refers to it
+            raise NotFound(f"the event of delivery {request.delivery_id} is no longer stored")
+        # Rendered as the senders render it (send/payload.py): the same bytes.
+        rendered = render(events_pb2.Event.FromString(stored))
+        record = delivery_record(row, logs)
+        record.body = rendered.body(row.webhook_id).decode()
+        record.headers.update(unsigned_request_headers(rendered, row.delivery_id))
+        return record
+
+
+def stats_window(name: str) -> tuple[str, int, int]:
+    """The stats window `name` ("" for the default): its name, length and
+    bucket in seconds; InvalidArgument naming `window` for another."""
+    window = name or DEFAULT_STATS_WINDOW
+    if window not in STATS_WINDOWS:
+        raise InvalidArgument("window", f"must be one of {', '.join(STATS_WINDOWS)}")
+    length, bucket = STATS_WINDOWS[window]
+    return window, length, bucket

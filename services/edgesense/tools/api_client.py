@@ -141,6 +141,9 @@ class ApiClient:
         path = f"/api/webhooks/{_segment(webhook_id)}/stats"
         return self._call("GET", path, params={"window": window})
 
+    def project_stats(self, window: str) -> JsonObject:
+        return self._call("GET", "/api/stats", params={"window": window})
+
     def event_types(self) -> list[JsonObject]:
         return list(self._call("GET", "/api/event-types").get("eventTypes") or [])
 
@@ -220,6 +223,9 @@ class ApiClient:
             token = str(page.get("nextPageToken") or "")
             if not token or (limit and len(found) >= limit):
                 return found, token
+
+    def get_delivery(self, delivery_id: str) -> JsonObject:
+        return self._call("GET", f"/api/deliveries/{_segment(delivery_id)}")
 
     def redeliver(self, delivery_id: str) -> JsonObject:
         return self._call("POST", f"/api/deliveries/{_segment(delivery_id)}/redeliver")

@@ -1,10 +1,13 @@
-"""`edgesense deliveries list|redeliver`: a webhook's attempt log, and resending.
+"""`edgesense deliveries list|get|redeliver`: a webhook's attempt log, one
+delivery with the body sent, and resending.
 
 `list` follows nextPageToken until `--limit` deliveries (0: all) are shown;
 when more are left it says so on stderr (stdout stays a table), with the
 options that show them. With `--json` it prints `{"deliveries": [...],
 "nextPageToken": ...}`, the token being where a later page would start (""
 when there is none).
+`get` prints the delivery, its attempts, the request headers that are not
+secret and the exact body POSTed (as sent, on the last lines).
 `redeliver` prints the delivery it queued again, with its attempts so far.
 """
 
@@ -78,6 +81,20 @@ def list_deliveries(args: argparse.Namespace) -> int:
             say_more(f"showing the newest {len(found)}")
     else:
         say_empty("deliveries" + (f" with status {args.status}" if args.status else ""))
+    return 0
+
+
+def get_delivery(args: argparse.Namespace) -> int:
+    with client(args) as api:
+        body = api.get_delivery(args.delivery_id)
+    if args.json:
+        emit_json(body)
+        return 0
+    headers = body.get("headers") or {}
+    lines = delivery_lines(body)
+    lines += ["headers:", *(f"  {name}: {value}" for name, value in sorted(headers.items()))]
+    lines += ["body:", str(body.get("body", ""))]
+    emit(lines)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `rules`,
+"""The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `stats`, `rules`,
 `deliveries`, `alerts`, `simulate` and `receive` to the `edgesense` command.
 
 This module holds the API commands (with the options they share: --api-url,
@@ -176,6 +176,14 @@ def add_tool_commands(sub: Subcommands) -> None:
         lazy("webhooks_cmd", "event_types"),
     )
 
+    overview = leaf(
+        sub,
+        "stats",
+        "the project's deliveries, attempts, webhooks, held deliveries and active alerts",
+        lazy("webhooks_cmd", "project_stats"),
+    )
+    overview.add_argument("--window", choices=("1h", "24h", "7d"), default="24h")
+
     _add_rules(sub, api)
 
     deliveries = group(sub, "deliveries", "inspect and resend a webhook's deliveries")
@@ -193,6 +201,12 @@ def add_tool_commands(sub: Subcommands) -> None:
         default=50,
         help="at most this many (default 50; 0 for all, page after page)",
     )
+    leaf(
+        deliveries,
+        "get",
+        "one delivery: its attempts, its request headers (not the secret ones) and the body sent",
+        lazy("deliveries_cmd", "get_delivery"),
+    ).add_argument("delivery_id", metavar="DELIVERY_ID")
     leaf(
         deliveries,
         "redeliver",

@@ -1,5 +1,6 @@
 """`edgesense webhooks register|list|get|update|rotate-secret|delete|enable|test|
-recover|stats` and `edgesense event-types`: the webhook routes.
+recover|stats`, `edgesense event-types` and `edgesense stats`: the webhook
+routes and the project's stats.
 
 Each command returns the exit code (0); errors are raised as ToolErrors and
 turned into `error: …` and an exit code by `errors.run_tool`. With `--json`
@@ -160,10 +161,30 @@ def recover(args: argparse.Namespace) -> int:
 def stats(args: argparse.Namespace) -> int:
     with client(args) as api:
         body = api.stats(args.webhook_id, args.window)
+    fields = [("webhookId", body.get("webhookId")), *window_fields(body)]
+    return _show(args, body, lambda _: fields)
+
+
+def project_stats(args: argparse.Namespace) -> int:
+    """`edgesense stats`: the project's figures (GET /api/stats)."""
+    with client(args) as api:
+        body = api.project_stats(args.window)
+    webhooks = body.get("webhooks") or {}
+    fields = [
+        *window_fields(body),
+        ("webhooks.active", webhooks.get("active", 0)),
+        ("webhooks.disabled", webhooks.get("disabled", 0)),
+        ("held", body.get("held", 0)),
+        ("alertsActive", body.get("alertsActive", 0)),
+    ]
+    return _show(args, body, lambda _: fields)
+
+
+def window_fields(body: JsonObject) -> list[tuple[str, object]]:
+    """The window's figures, as WebhookStats and ProjectStats both have them."""
     counts = body.get("deliveries") or {}
     rate = body.get("successRate")
-    fields: list[tuple[str, object]] = [
-        ("webhookId", body.get("webhookId")),
+    return [
         ("window", f"{body.get('window')} from {body.get('since')} to {body.get('until')}"),
         *((f"deliveries.{k}", counts.get(k, 0)) for k in ("total", *STATUSES)),
         ("attempts", body.get("attempts", 0)),
@@ -171,7 +192,6 @@ def stats(args: argparse.Namespace) -> int:
         *((f"p{p}DurationMs", body.get(f"p{p}DurationMs", "-")) for p in (50, 95, 99)),
         ("bucketSeconds", body.get("bucketSeconds")),
     ]
-    return _show(args, body, lambda _: fields)
 
 
 STATUSES = ("pending", "succeeded", "failed", "held")

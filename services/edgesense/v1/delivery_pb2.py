@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from edgesense.v1 import events_pb2 as edgesense_dot_v1_dot_events__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/delivery.proto\x12\x0c\x65\x64gesense.v1\x1a\x19\x65\x64gesense/v1/events.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0ePublishRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12#\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x13.edgesense.v1.Event\"I\n\x0fPublishResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\"\x84\x02\n\x0e\x44\x65liveryRecord\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x15.edgesense.v1.Attempt\x12\x1a\n\rstatus_reason\x18\t \x01(\tH\x00\x88\x01\x01\x42\x10\n\x0e_status_reason\"\xd5\x01\n\x07\x41ttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\x12\x18\n\x0bstatus_code\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1a\n\rresponse_body\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_status_codeB\x08\n\x06_errorB\x10\n\x0e_response_body\"b\n\x15ListDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x16ListDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.edgesense.v1.DeliveryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x10RedeliverRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\"9\n\x14SendTestEventRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\"\x84\x01\n\x18RecoverDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x19RecoverDeliveriesResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x11\n\trecovered\x18\x02 \x01(\r\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12.\n\nnext_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x16GetWebhookStatsRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\"\xed\x03\n\x0cWebhookStats\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\ndeliveries\x18\x05 \x01(\x0b\x32\x1c.edgesense.v1.DeliveryCounts\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x1a\n\x12\x61ttempts_succeeded\x18\x07 \x01(\r\x12\x19\n\x0csuccess_rate\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fp50_duration_ms\x18\t \x01(\rH\x01\x88\x01\x01\x12\x1c\n\x0fp95_duration_ms\x18\n \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0fp99_duration_ms\x18\x0b \x01(\rH\x03\x88\x01\x01\x12\x16\n\x0e\x62ucket_seconds\x18\x0c \x01(\r\x12)\n\x06series\x18\r \x03(\x0b\x32\x19.edgesense.v1.StatsBucketB\x0f\n\r_success_rateB\x12\n\x10_p50_duration_msB\x12\n\x10_p95_duration_msB\x12\n\x10_p99_duration_ms\"a\n\x0e\x44\x65liveryCounts\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0f\n\x07pending\x18\x02 \x01(\r\x12\x11\n\tsucceeded\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\x0c\n\x04held\x18\x05 \x01(\r\"l\n\x0bStatsBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0f\n\x07retried\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\"m\n\x11ListAlertsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.edgesense.v1.AlertInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xed\x03\n\rAlertInstance\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x11\n\trule_name\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x12\n\ngateway_id\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x10\n\x08severity\x18\x07 \x01(\t\x12\r\n\x05\x66ield\x18\x08 \x01(\t\x12\r\n\x05value\x18\t \x01(\x01\x12\x30\n\x0ctriggered_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05since\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0eresolved_value\x18\r \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fresolved_reason\x18\x0e \x01(\tH\x01\x88\x01\x01\x12\x1a\n\x12triggered_event_id\x18\x0f \x01(\t\x12\x1e\n\x11resolved_event_id\x18\x10 \x01(\tH\x02\x88\x01\x01\x42\x11\n\x0f_resolved_valueB\x12\n\x10_resolved_reasonB\x14\n\x12_resolved_event_id2\xd9\x06\n\x08\x44\x65livery\x12J\n\x07Publish\x12\x1c.edgesense.v1.PublishRequest\x1a\x1d.edgesense.v1.PublishResponse(\x01\x30\x01\x12\x8a\x01\n\x0eListDeliveries\x12#.edgesense.v1.ListDeliveriesRequest\x1a$.edgesense.v1.ListDeliveriesResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/webhooks/{webhook_id}/deliveries\x12z\n\tRedeliver\x12\x1e.edgesense.v1.RedeliverRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"/\x82\xd3\xe4\x93\x02)\"\'/api/deliveries/{delivery_id}/redeliver\x12}\n\rSendTestEvent\x12\".edgesense.v1.SendTestEventRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/webhooks/{webhook_id}/test:\x01*\x12\x93\x01\n\x11RecoverDeliveries\x12&.edgesense.v1.RecoverDeliveriesRequest\x1a\'.edgesense.v1.RecoverDeliveriesResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/api/webhooks/{webhook_id}/recover:\x01*\x12}\n\x0fGetWebhookStats\x12$.edgesense.v1.GetWebhookStatsRequest\x1a\x1a.edgesense.v1.WebhookStats\"(\x82\xd3\xe4\x93\x02\"\x12 /api/webhooks/{webhook_id}/stats\x12\x64\n\nListAlerts\x12\x1f.edgesense.v1.ListAlertsRequest\x1a .edgesense.v1.ListAlertsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/alertsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64gesense/v1/delivery.proto\x12\x0c\x65\x64gesense.v1\x1a\x19\x65\x64gesense/v1/events.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0ePublishRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12#\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x13.edgesense.v1.Event\"I\n\x0fPublishResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\"\xca\x02\n\x0e\x44\x65liveryRecord\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x15.edgesense.v1.Attempt\x12\x1a\n\rstatus_reason\x18\t \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04\x62ody\x18\n \x01(\tH\x01\x88\x01\x01\x12(\n\x07headers\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x10\n\x0e_status_reasonB\x07\n\x05_body\"\xd5\x01\n\x07\x41ttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\x12\x18\n\x0bstatus_code\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1a\n\rresponse_body\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_status_codeB\x08\n\x06_errorB\x10\n\x0e_response_body\"b\n\x15ListDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x16ListDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.edgesense.v1.DeliveryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x10RedeliverRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\")\n\x12GetDeliveryRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\"9\n\x14SendTestEventRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\"\x84\x01\n\x18RecoverDeliveriesRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x19RecoverDeliveriesResponse\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x11\n\trecovered\x18\x02 \x01(\r\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12.\n\nnext_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x16GetWebhookStatsRequest\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\"\xed\x03\n\x0cWebhookStats\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\ndeliveries\x18\x05 \x01(\x0b\x32\x1c.edgesense.v1.DeliveryCounts\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x1a\n\x12\x61ttempts_succeeded\x18\x07 \x01(\r\x12\x19\n\x0csuccess_rate\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fp50_duration_ms\x18\t \x01(\rH\x01\x88\x01\x01\x12\x1c\n\x0fp95_duration_ms\x18\n \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0fp99_duration_ms\x18\x0b \x01(\rH\x03\x88\x01\x01\x12\x16\n\x0e\x62ucket_seconds\x18\x0c \x01(\r\x12)\n\x06series\x18\r \x03(\x0b\x32\x19.edgesense.v1.StatsBucketB\x0f\n\r_success_rateB\x12\n\x10_p50_duration_msB\x12\n\x10_p95_duration_msB\x12\n\x10_p99_duration_ms\"a\n\x0e\x44\x65liveryCounts\x12\r\n\x05total\x18\x01 \x01(\r\x12\x0f\n\x07pending\x18\x02 \x01(\r\x12\x11\n\tsucceeded\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\x0c\n\x04held\x18\x05 \x01(\r\"l\n\x0bStatsBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0f\n\x07retried\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\"(\n\x16GetProjectStatsRequest\x12\x0e\n\x06window\x18\x01 \x01(\t\"\xad\x04\n\x0cProjectStats\x12\x0e\n\x06window\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\ndeliveries\x18\x04 \x01(\x0b\x32\x1c.edgesense.v1.DeliveryCounts\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x1a\n\x12\x61ttempts_succeeded\x18\x06 \x01(\r\x12\x19\n\x0csuccess_rate\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fp50_duration_ms\x18\x08 \x01(\rH\x01\x88\x01\x01\x12\x1c\n\x0fp95_duration_ms\x18\t \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0fp99_duration_ms\x18\n \x01(\rH\x03\x88\x01\x01\x12\x16\n\x0e\x62ucket_seconds\x18\x0b \x01(\r\x12)\n\x06series\x18\x0c \x03(\x0b\x32\x19.edgesense.v1.StatsBucket\x12-\n\x08webhooks\x18\r \x01(\x0b\x32\x1b.edgesense.v1.WebhookCounts\x12\x0c\n\x04held\x18\x0e \x01(\r\x12\x15\n\ralerts_active\x18\x0f \x01(\rB\x0f\n\r_success_rateB\x12\n\x10_p50_duration_msB\x12\n\x10_p95_duration_msB\x12\n\x10_p99_duration_ms\"1\n\rWebhookCounts\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\r\x12\x10\n\x08\x64isabled\x18\x02 \x01(\r\"m\n\x11ListAlertsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.edgesense.v1.AlertInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xed\x03\n\rAlertInstance\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x11\n\trule_name\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x12\n\ngateway_id\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x10\n\x08severity\x18\x07 \x01(\t\x12\r\n\x05\x66ield\x18\x08 \x01(\t\x12\r\n\x05value\x18\t \x01(\x01\x12\x30\n\x0ctriggered_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05since\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0eresolved_value\x18\r \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fresolved_reason\x18\x0e \x01(\tH\x01\x88\x01\x01\x12\x1a\n\x12triggered_event_id\x18\x0f \x01(\t\x12\x1e\n\x11resolved_event_id\x18\x10 \x01(\tH\x02\x88\x01\x01\x42\x11\n\x0f_resolved_valueB\x12\n\x10_resolved_reasonB\x14\n\x12_resolved_event_id2\xb8\x08\n\x08\x44\x65livery\x12J\n\x07Publish\x12\x1c.edgesense.v1.PublishRequest\x1a\x1d.edgesense.v1.PublishResponse(\x01\x30\x01\x12\x8a\x01\n\x0eListDeliveries\x12#.edgesense.v1.ListDeliveriesRequest\x1a$.edgesense.v1.ListDeliveriesResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/webhooks/{webhook_id}/deliveries\x12t\n\x0bGetDelivery\x12 .edgesense.v1.GetDeliveryRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/deliveries/{delivery_id}\x12z\n\tRedeliver\x12\x1e.edgesense.v1.RedeliverRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"/\x82\xd3\xe4\x93\x02)\"\'/api/deliveries/{delivery_id}/redeliver\x12}\n\rSendTestEvent\x12\".edgesense.v1.SendTestEventRequest\x1a\x1c.edgesense.v1.DeliveryRecord\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/webhooks/{webhook_id}/test:\x01*\x12\x93\x01\n\x11RecoverDeliveries\x12&.edgesense.v1.RecoverDeliveriesRequest\x1a\'.edgesense.v1.RecoverDeliveriesResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/api/webhooks/{webhook_id}/recover:\x01*\x12}\n\x0fGetWebhookStats\x12$.edgesense.v1.GetWebhookStatsRequest\x1a\x1a.edgesense.v1.WebhookStats\"(\x82\xd3\xe4\x93\x02\"\x12 /api/webhooks/{webhook_id}/stats\x12g\n\x0fGetProjectStats\x12$.edgesense.v1.GetProjectStatsRequest\x1a\x1a.edgesense.v1.ProjectStats\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/api/stats\x12\x64\n\nListAlerts\x12\x1f.edgesense.v1.ListAlertsRequest\x1a .edgesense.v1.ListAlertsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/alertsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DELIVERY'].methods_by_name['ListDeliveries']._loaded_options = None
   _globals['_DELIVERY'].methods_by_name['ListDeliveries']._serialized_options = b'\202\323\344\223\002\'\022%/api/webhooks/{webhook_id}/deliveries'
+  _globals['_DELIVERY'].methods_by_name['GetDelivery']._loaded_options = None
+  _globals['_DELIVERY'].methods_by_name['GetDelivery']._serialized_options = b'\202\323\344\223\002\037\022\035/api/deliveries/{delivery_id}'
   _globals['_DELIVERY'].methods_by_name['Redeliver']._loaded_options = None
   _globals['_DELIVERY'].methods_by_name['Redeliver']._serialized_options = b'\202\323\344\223\002)\"\'/api/deliveries/{delivery_id}/redeliver'
   _globals['_DELIVERY'].methods_by_name['SendTestEvent']._loaded_options = None
@@ -44,42 +47,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELIVERY'].methods_by_name['RecoverDeliveries']._serialized_options = b'\202\323\344\223\002\'\"\"/api/webhooks/{webhook_id}/recover:\001*'
   _globals['_DELIVERY'].methods_by_name['GetWebhookStats']._loaded_options = None
   _globals['_DELIVERY'].methods_by_name['GetWebhookStats']._serialized_options = b'\202\323\344\223\002\"\022 /api/webhooks/{webhook_id}/stats'
+  _globals['_DELIVERY'].methods_by_name['GetProjectStats']._loaded_options = None
+  _globals['_DELIVERY'].methods_by_name['GetProjectStats']._serialized_options = b'\202\323\344\223\002\014\022\n/api/stats'
   _globals['_DELIVERY'].methods_by_name['ListAlerts']._loaded_options = None
   _globals['_DELIVERY'].methods_by_name['ListAlerts']._serialized_options = b'\202\323\344\223\002\r\022\013/api/alerts'
-  _globals['_PUBLISHREQUEST']._serialized_start=135
-  _globals['_PUBLISHREQUEST']._serialized_end=206
-  _globals['_PUBLISHRESPONSE']._serialized_start=208
-  _globals['_PUBLISHRESPONSE']._serialized_end=281
-  _globals['_DELIVERYRECORD']._serialized_start=284
-  _globals['_DELIVERYRECORD']._serialized_end=544
-  _globals['_ATTEMPT']._serialized_start=547
-  _globals['_ATTEMPT']._serialized_end=760
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=762
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=860
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=862
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=961
-  _globals['_REDELIVERREQUEST']._serialized_start=963
-  _globals['_REDELIVERREQUEST']._serialized_end=1002
-  _globals['_SENDTESTEVENTREQUEST']._serialized_start=1004
-  _globals['_SENDTESTEVENTREQUEST']._serialized_end=1061
-  _globals['_RECOVERDELIVERIESREQUEST']._serialized_start=1064
-  _globals['_RECOVERDELIVERIESREQUEST']._serialized_end=1196
-  _globals['_RECOVERDELIVERIESRESPONSE']._serialized_start=1199
-  _globals['_RECOVERDELIVERIESRESPONSE']._serialized_end=1327
-  _globals['_GETWEBHOOKSTATSREQUEST']._serialized_start=1329
-  _globals['_GETWEBHOOKSTATSREQUEST']._serialized_end=1389
-  _globals['_WEBHOOKSTATS']._serialized_start=1392
-  _globals['_WEBHOOKSTATS']._serialized_end=1885
-  _globals['_DELIVERYCOUNTS']._serialized_start=1887
-  _globals['_DELIVERYCOUNTS']._serialized_end=1984
-  _globals['_STATSBUCKET']._serialized_start=1986
-  _globals['_STATSBUCKET']._serialized_end=2094
-  _globals['_LISTALERTSREQUEST']._serialized_start=2096
-  _globals['_LISTALERTSREQUEST']._serialized_end=2205
-  _globals['_LISTALERTSRESPONSE']._serialized_start=2207
-  _globals['_LISTALERTSRESPONSE']._serialized_end=2297
-  _globals['_ALERTINSTANCE']._serialized_start=2300
-  _globals['_ALERTINSTANCE']._serialized_end=2793
-  _globals['_DELIVERY']._serialized_start=2796
-  _globals['_DELIVERY']._serialized_end=3653
+  _globals['_PUBLISHREQUEST']._serialized_start=165
+  _globals['_PUBLISHREQUEST']._serialized_end=236
+  _globals['_PUBLISHRESPONSE']._serialized_start=238
+  _globals['_PUBLISHRESPONSE']._serialized_end=311
+  _globals['_DELIVERYRECORD']._serialized_start=314
+  _globals['_DELIVERYRECORD']._serialized_end=644
+  _globals['_ATTEMPT']._serialized_start=647
+  _globals['_ATTEMPT']._serialized_end=860
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=862
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=960
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=962
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1061
+  _globals['_REDELIVERREQUEST']._serialized_start=1063
+  _globals['_REDELIVERREQUEST']._serialized_end=1102
+  _globals['_GETDELIVERYREQUEST']._serialized_start=1104
+  _globals['_GETDELIVERYREQUEST']._serialized_end=1145
+  _globals['_SENDTESTEVENTREQUEST']._serialized_start=1147
+  _globals['_SENDTESTEVENTREQUEST']._serialized_end=1204
+  _globals['_RECOVERDELIVERIESREQUEST']._serialized_start=1207
+  _globals['_RECOVERDELIVERIESREQUEST']._serialized_end=1339
+  _globals['_RECOVERDELIVERIESRESPONSE']._serialized_start=1342
+  _globals['_RECOVERDELIVERIESRESPONSE']._serialized_end=1470
+  _globals['_GETWEBHOOKSTATSREQUEST']._serialized_start=1472
+  _globals['_GETWEBHOOKSTATSREQUEST']._serialized_end=1532
+  _globals['_WEBHOOKSTATS']._serialized_start=1535
+  _globals['_WEBHOOKSTATS']._serialized_end=2028
+  _globals['_DELIVERYCOUNTS']._serialized_start=2030
+  _globals['_DELIVERYCOUNTS']._serialized_end=2127
+  _globals['_STATSBUCKET']._serialized_start=2129
+  _globals['_STATSBUCKET']._serialized_end=2237
+  _globals['_GETPROJECTSTATSREQUEST']._serialized_start=2239
+  _globals['_GETPROJECTSTATSREQUEST']._serialized_end=2279
+  _globals['_PROJECTSTATS']._serialized_start=2282
+  _globals['_PROJECTSTATS']._serialized_end=2839
+  _globals['_WEBHOOKCOUNTS']._serialized_start=2841
+  _globals['_WEBHOOKCOUNTS']._serialized_end=2890
+  _globals['_LISTALERTSREQUEST']._serialized_start=2892
+  _globals['_LISTALERTSREQUEST']._serialized_end=3001
+  _globals['_LISTALERTSRESPONSE']._serialized_start=3003
+  _globals['_LISTALERTSRESPONSE']._serialized_end=3093
+  _globals['_ALERTINSTANCE']._serialized_start=3096
+  _globals['_ALERTINSTANCE']._serialized_end=3589
+  _globals['_DELIVERY']._serialized_start=3592
+  _globals['_DELIVERY']._serialized_end=4672
 # @@protoc_insertion_point(module_scope)

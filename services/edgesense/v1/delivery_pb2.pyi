@@ -7,6 +7,7 @@ from collections import abc as _abc
 from edgesense.v1 import events_pb2 as _events_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -88,6 +89,8 @@ class DeliveryRecord(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     webhook_id: _builtins.str
     event_id: _builtins.str
@@ -100,11 +103,28 @@ class DeliveryRecord(_message.Message):
     """Why a delivery is "failed" (its last error, or that it expired while
     held) or "held" (its webhook is disabled).
     """
+    body: _builtins.str
+    """GetDelivery only (absent from every other answer, ListDeliveries
+    included, so that a page does not grow): the exact JSON body POSTed for
+    this delivery, the same bytes on every attempt and the ones its
+    signatures are computed over (UTF-8).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """Oldest first; the latest 50 when redelivering made more."""
+
+    @_builtins.property
+    def headers(self) -> _struct_pb2.Struct:
+        """GetDelivery only (absent elsewhere): the request headers that are the
+        same on every attempt and are not secret, name -> value (each a
+        string): Content-Type, User-Agent, X-EdgeSense-Event,
+        X-EdgeSense-Delivery, webhook-id, and X-EdgeSense-Test for a test send.
+        Left out: the signatures and webhook-timestamp (made anew for each
+        attempt) and the webhook's custom headers (secret, like its secret).
+        A Struct rather than a map so that it is absent, not {}, in listings.
+        """
 
     def __init__(
         self,
@@ -118,13 +138,20 @@ class DeliveryRecord(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         status_reason: _builtins.str | None = ...,
+        body: _builtins.str | None = ...,
+        headers: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "created_at", b"created_at", "status_reason", b"status_reason"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "body", b"body", "created_at", b"created_at", "headers", b"headers", "status_reason", b"status_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "attempts", b"attempts", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "status", b"status", "status_reason", b"status_reason", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_body", b"_body", "_status_reason", b"_status_reason", "attempts", b"attempts", "body", b"body", "created_at", b"created_at", "delivery_id", b"delivery_id", "device_id", b"device_id", "event", b"event", "event_id", b"event_id", "headers", b"headers", "status", b"status", "status_reason", b"status_reason", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__body: _TypeAlias = _typing.Literal["body"]  # noqa: Y015
+    _WhichOneofArgType__body: _TypeAlias = _typing.Literal["_body", b"_body"]  # noqa: Y015
     _WhichOneofReturnType__status_reason: _TypeAlias = _typing.Literal["status_reason"]  # noqa: Y015
     _WhichOneofArgType__status_reason: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__body) -> _WhichOneofReturnType__body | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__status_reason) -> _WhichOneofReturnType__status_reason | None: ...
 
 Global___DeliveryRecord: _TypeAlias = DeliveryRecord  # noqa: Y015
@@ -255,6 +282,25 @@ class RedeliverRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedeliverRequest: _TypeAlias = RedeliverRequest  # noqa: Y015
+
+@_typing.final
+class GetDeliveryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryRequest: _TypeAlias = GetDeliveryRequest  # noqa: Y015
 
 @_typing.final
 class SendTestEventRequest(_message.Message):
@@ -525,6 +571,140 @@ class StatsBucket(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015
+
+@_typing.final
+class GetProjectStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    window: _builtins.str
+    """"1h", "24h" or "7d"; default "24h"."""
+    def __init__(
+        self,
+        *,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProjectStatsRequest: _TypeAlias = GetProjectStatsRequest  # noqa: Y015
+
+@_typing.final
+class ProjectStats(_message.Message):
+    """WebhookStats's figures over every webhook of the project that exists now
+    (the sum of each one's WebhookStats, percentiles over all their attempts),
+    and the project's overview.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_SUCCEEDED_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    P50_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P95_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P99_DURATION_MS_FIELD_NUMBER: _builtins.int
+    BUCKET_SECONDS_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
+    WEBHOOKS_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    ALERTS_ACTIVE_FIELD_NUMBER: _builtins.int
+    window: _builtins.str
+    attempts: _builtins.int
+    attempts_succeeded: _builtins.int
+    success_rate: _builtins.float
+    p50_duration_ms: _builtins.int
+    p95_duration_ms: _builtins.int
+    p99_duration_ms: _builtins.int
+    bucket_seconds: _builtins.int
+    held: _builtins.int
+    """its deliveries held (their webhook disabled), whenever created,"""
+    alerts_active: _builtins.int
+    """and the active alerts of its rules."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """As in WebhookStats."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deliveries(self) -> Global___DeliveryCounts: ...
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatsBucket]: ...
+    @_builtins.property
+    def webhooks(self) -> Global___WebhookCounts:
+        """Now, whatever the window: the project's webhooks by status,"""
+
+    def __init__(
+        self,
+        *,
+        window: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        deliveries: Global___DeliveryCounts | None = ...,
+        attempts: _builtins.int = ...,
+        attempts_succeeded: _builtins.int = ...,
+        success_rate: _builtins.float | None = ...,
+        p50_duration_ms: _builtins.int | None = ...,
+        p95_duration_ms: _builtins.int | None = ...,
+        p99_duration_ms: _builtins.int | None = ...,
+        bucket_seconds: _builtins.int = ...,
+        series: _abc.Iterable[Global___StatsBucket] | None = ...,
+        webhooks: Global___WebhookCounts | None = ...,
+        held: _builtins.int = ...,
+        alerts_active: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms", "_p95_duration_ms", b"_p95_duration_ms", "_p99_duration_ms", b"_p99_duration_ms", "_success_rate", b"_success_rate", "deliveries", b"deliveries", "p50_duration_ms", b"p50_duration_ms", "p95_duration_ms", b"p95_duration_ms", "p99_duration_ms", b"p99_duration_ms", "since", b"since", "success_rate", b"success_rate", "until", b"until", "webhooks", b"webhooks"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms", "_p95_duration_ms", b"_p95_duration_ms", "_p99_duration_ms", b"_p99_duration_ms", "_success_rate", b"_success_rate", "alerts_active", b"alerts_active", "attempts", b"attempts", "attempts_succeeded", b"attempts_succeeded", "bucket_seconds", b"bucket_seconds", "deliveries", b"deliveries", "held", b"held", "p50_duration_ms", b"p50_duration_ms", "p95_duration_ms", b"p95_duration_ms", "p99_duration_ms", b"p99_duration_ms", "series", b"series", "since", b"since", "success_rate", b"success_rate", "until", b"until", "webhooks", b"webhooks", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__p50_duration_ms: _TypeAlias = _typing.Literal["p50_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p50_duration_ms: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p95_duration_ms: _TypeAlias = _typing.Literal["p95_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p95_duration_ms: _TypeAlias = _typing.Literal["_p95_duration_ms", b"_p95_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p99_duration_ms: _TypeAlias = _typing.Literal["p99_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p99_duration_ms: _TypeAlias = _typing.Literal["_p99_duration_ms", b"_p99_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__success_rate: _TypeAlias = _typing.Literal["success_rate"]  # noqa: Y015
+    _WhichOneofArgType__success_rate: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p50_duration_ms) -> _WhichOneofReturnType__p50_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p95_duration_ms) -> _WhichOneofReturnType__p95_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p99_duration_ms) -> _WhichOneofReturnType__p99_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success_rate) -> _WhichOneofReturnType__success_rate | None: ...
+
+Global___ProjectStats: _TypeAlias = ProjectStats  # noqa: Y015
+
+@_typing.final
+class WebhookCounts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    active: _builtins.int
+    disabled: _builtins.int
+    def __init__(
+        self,
+        *,
+        active: _builtins.int = ...,
+        disabled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "disabled", b"disabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookCounts: _TypeAlias = WebhookCounts  # noqa: Y015
 
 @_typing.final
 class ListAlertsRequest(_message.Message):

@@ -48,6 +48,11 @@ class DeliveryStub:
                 request_serializer=edgesense_dot_v1_dot_delivery__pb2.ListDeliveriesRequest.SerializeToString,
                 response_deserializer=edgesense_dot_v1_dot_delivery__pb2.ListDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.GetDelivery = channel.unary_unary(
+                '/edgesense.v1.Delivery/GetDelivery',
+                request_serializer=edgesense_dot_v1_dot_delivery__pb2.GetDeliveryRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.FromString,
+                _registered_method=True)
         self.Redeliver = channel.unary_unary(
                 '/edgesense.v1.Delivery/Redeliver',
                 request_serializer=edgesense_dot_v1_dot_delivery__pb2.RedeliverRequest.SerializeToString,
@@ -67,6 +72,11 @@ class DeliveryStub:
                 '/edgesense.v1.Delivery/GetWebhookStats',
                 request_serializer=edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.SerializeToString,
                 response_deserializer=edgesense_dot_v1_dot_delivery__pb2.WebhookStats.FromString,
+                _registered_method=True)
+        self.GetProjectStats = channel.unary_unary(
+                '/edgesense.v1.Delivery/GetProjectStats',
+                request_serializer=edgesense_dot_v1_dot_delivery__pb2.GetProjectStatsRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_delivery__pb2.ProjectStats.FromString,
                 _registered_method=True)
         self.ListAlerts = channel.unary_unary(
                 '/edgesense.v1.Delivery/ListAlerts',
@@ -94,6 +104,15 @@ class DeliveryServicer:
 
     def ListDeliveries(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDelivery(self, request, context):
+        """One delivery of the project, as listed, with the exact JSON body that is
+        (or was) POSTed for it and the request headers that are not secret
+        (DeliveryRecord.body, .headers). Another project's delivery is NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -134,6 +153,15 @@ class DeliveryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProjectStats(self, request, context):
+        """The figures of GetWebhookStats over all the project's webhooks (those
+        that exist now), and the project's overview: its webhooks by status,
+        the deliveries held now and the active alerts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlerts(self, request, context):
         """The alerts the project's rules raised (see AlertRules), newest first,
         one per (rule, device) breach: active until the condition clears (or
@@ -156,6 +184,11 @@ def add_DeliveryServicer_to_server(servicer, server):
                     request_deserializer=edgesense_dot_v1_dot_delivery__pb2.ListDeliveriesRequest.FromString,
                     response_serializer=edgesense_dot_v1_dot_delivery__pb2.ListDeliveriesResponse.SerializeToString,
             ),
+            'GetDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDelivery,
+                    request_deserializer=edgesense_dot_v1_dot_delivery__pb2.GetDeliveryRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.SerializeToString,
+            ),
             'Redeliver': grpc.unary_unary_rpc_method_handler(
                     servicer.Redeliver,
                     request_deserializer=edgesense_dot_v1_dot_delivery__pb2.RedeliverRequest.FromString,
@@ -175,6 +208,11 @@ def add_DeliveryServicer_to_server(servicer, server):
                     servicer.GetWebhookStats,
                     request_deserializer=edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.FromString,
                     response_serializer=edgesense_dot_v1_dot_delivery__pb2.WebhookStats.SerializeToString,
+            ),
+            'GetProjectStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProjectStats,
+                    request_deserializer=edgesense_dot_v1_dot_delivery__pb2.GetProjectStatsRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_delivery__pb2.ProjectStats.SerializeToString,
             ),
             'ListAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlerts,
@@ -240,6 +278,33 @@ class Delivery:
             '/edgesense.v1.Delivery/ListDeliveries',
             edgesense_dot_v1_dot_delivery__pb2.ListDeliveriesRequest.SerializeToString,
             edgesense_dot_v1_dot_delivery__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Delivery/GetDelivery',
+            edgesense_dot_v1_dot_delivery__pb2.GetDeliveryRequest.SerializeToString,
+            edgesense_dot_v1_dot_delivery__pb2.DeliveryRecord.FromString,
             options,
             channel_credentials,
             insecure,
@@ -348,6 +413,33 @@ class Delivery:
             '/edgesense.v1.Delivery/GetWebhookStats',
             edgesense_dot_v1_dot_delivery__pb2.GetWebhookStatsRequest.SerializeToString,
             edgesense_dot_v1_dot_delivery__pb2.WebhookStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProjectStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Delivery/GetProjectStats',
+            edgesense_dot_v1_dot_delivery__pb2.GetProjectStatsRequest.SerializeToString,
+            edgesense_dot_v1_dot_delivery__pb2.ProjectStats.FromString,
             options,
             channel_credentials,
             insecure,

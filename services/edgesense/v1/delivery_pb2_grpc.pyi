@@ -44,6 +44,11 @@ class DeliveryStub:
     down (flow control) or the stream ends with RESOURCE_EXHAUSTED.
     """
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListDeliveriesRequest, _delivery_pb2.ListDeliveriesResponse]
+    GetDelivery: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetDeliveryRequest, _delivery_pb2.DeliveryRecord]
+    """One delivery of the project, as listed, with the exact JSON body that is
+    (or was) POSTed for it and the request headers that are not secret
+    (DeliveryRecord.body, .headers). Another project's delivery is NOT_FOUND.
+    """
     Redeliver: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RedeliverRequest, _delivery_pb2.DeliveryRecord]
     """Sends a delivery again, whatever its status."""
     SendTestEvent: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.SendTestEventRequest, _delivery_pb2.DeliveryRecord]
@@ -62,6 +67,11 @@ class DeliveryStub:
     GetWebhookStats: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetWebhookStatsRequest, _delivery_pb2.WebhookStats]
     """Counts, success rate, attempt durations and a time series of the
     webhook's deliveries created in the window.
+    """
+    GetProjectStats: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetProjectStatsRequest, _delivery_pb2.ProjectStats]
+    """The figures of GetWebhookStats over all the project's webhooks (those
+    that exist now), and the project's overview: its webhooks by status,
+    the deliveries held now and the active alerts.
     """
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListAlertsRequest, _delivery_pb2.ListAlertsResponse]
     """The alerts the project's rules raised (see AlertRules), newest first,
@@ -85,6 +95,11 @@ class DeliveryAsyncStub(DeliveryStub):
     down (flow control) or the stream ends with RESOURCE_EXHAUSTED.
     """
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListDeliveriesRequest, _delivery_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    GetDelivery: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetDeliveryRequest, _delivery_pb2.DeliveryRecord]  # type: ignore[assignment]
+    """One delivery of the project, as listed, with the exact JSON body that is
+    (or was) POSTed for it and the request headers that are not secret
+    (DeliveryRecord.body, .headers). Another project's delivery is NOT_FOUND.
+    """
     Redeliver: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RedeliverRequest, _delivery_pb2.DeliveryRecord]  # type: ignore[assignment]
     """Sends a delivery again, whatever its status."""
     SendTestEvent: _aio.UnaryUnaryMultiCallable[_delivery_pb2.SendTestEventRequest, _delivery_pb2.DeliveryRecord]  # type: ignore[assignment]
@@ -103,6 +118,11 @@ class DeliveryAsyncStub(DeliveryStub):
     GetWebhookStats: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetWebhookStatsRequest, _delivery_pb2.WebhookStats]  # type: ignore[assignment]
     """Counts, success rate, attempt durations and a time series of the
     webhook's deliveries created in the window.
+    """
+    GetProjectStats: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetProjectStatsRequest, _delivery_pb2.ProjectStats]  # type: ignore[assignment]
+    """The figures of GetWebhookStats over all the project's webhooks (those
+    that exist now), and the project's overview: its webhooks by status,
+    the deliveries held now and the active alerts.
     """
     ListAlerts: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListAlertsRequest, _delivery_pb2.ListAlertsResponse]  # type: ignore[assignment]
     """The alerts the project's rules raised (see AlertRules), newest first,
@@ -135,6 +155,17 @@ class DeliveryServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_pb2.ListDeliveriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.ListDeliveriesResponse, _abc.Awaitable[_delivery_pb2.ListDeliveriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetDelivery(
+        self,
+        request: _delivery_pb2.GetDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.DeliveryRecord, _abc.Awaitable[_delivery_pb2.DeliveryRecord]]:
+        """One delivery of the project, as listed, with the exact JSON body that is
+        (or was) POSTed for it and the request headers that are not secret
+        (DeliveryRecord.body, .headers). Another project's delivery is NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def Redeliver(
@@ -177,6 +208,17 @@ class DeliveryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_delivery_pb2.WebhookStats, _abc.Awaitable[_delivery_pb2.WebhookStats]]:
         """Counts, success rate, attempt durations and a time series of the
         webhook's deliveries created in the window.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProjectStats(
+        self,
+        request: _delivery_pb2.GetProjectStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ProjectStats, _abc.Awaitable[_delivery_pb2.ProjectStats]]:
+        """The figures of GetWebhookStats over all the project's webhooks (those
+        that exist now), and the project's overview: its webhooks by status,
+        the deliveries held now and the active alerts.
         """
 
     @_abc_1.abstractmethod

@@ -45,6 +45,7 @@ from google.protobuf.message import Message
 
 from edgesense.common.event_body import enum_names, members, message_of
 from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
+from edgesense.common.signing import unsigned_headers
 from edgesense.v1 import events_pb2
 
 TEST_HEADER = "X-EdgeSense-Test"
@@ -94,6 +95,17 @@ def render(event: events_pb2.Event) -> RenderedEvent:
         body["test"] = True
         return RenderedEvent(name, _json(body)[:-1], True)
     return RenderedEvent(name, _json(body)[:-1])
+
+
+def unsigned_request_headers(rendered: RenderedEvent, delivery_id: str) -> dict[str, str]:
+    """The headers the senders put on every attempt of `delivery_id` that are
+    neither signatures, nor its time, nor the webhook's custom headers (see
+    signing.unsigned_headers), with TEST_HEADER on a test send's, as the
+    dispatcher adds it."""
+    headers = unsigned_headers(delivery_id, rendered.name)
+    if rendered.test:
+        headers[TEST_HEADER] = "1"
+    return headers
 
 
 def webhook_body(event: events_pb2.Event, webhook_id: str) -> bytes:

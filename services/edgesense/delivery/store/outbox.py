@@ -276,17 +276,30 @@ class Outbox(Protocol):
     async def stats(
         self,
         project_id: str,
-        webhook_id: str,
+        webhook_ids: Sequence[str],
         since: float,
         until: float,
         bucket_seconds: float,
         percentiles: Sequence[int],
     ) -> DeliveryStats:
-        """The webhook's deliveries created in [since, until) and their
-        attempts started in it, counted in the database (see DeliveryStats);
-        attempts bucketed by `bucket_seconds` from `since`. Reads that
-        webhook's rows of the window only (ix_deliveries_webhook_created).
+        """The deliveries of the project's `webhook_ids` (one webhook, or all
+        of a project's) created in [since, until) and their attempts started
+        in it, counted in the database (see DeliveryStats); attempts bucketed
+        by `bucket_seconds` from `since`. Reads those webhooks' rows of the
+        window only (ix_deliveries_webhook_created).
         """
+        ...
+
+    async def held_count(self, project_id: str, webhook_ids: Sequence[str]) -> int:
+        """Deliveries of the project's `webhook_ids` held now (ix_deliveries_webhook_due)."""
+        ...
+
+    async def active_alert_count(self, project_id: str) -> int:
+        """The project's active alerts (ix_alerts_active: only active ones)."""
+        ...
+
+    async def event(self, project_id: str, event_id: str) -> bytes | None:
+        """The project's stored event (a serialized edgesense.v1.Event); None if there is none."""
         ...
 
 

@@ -395,6 +395,30 @@ def nearest_rank(percentile: int, count: int) -> int:
     return min(count, max(1, -(-percentile * count // 100)))
 
 
+def ranked_durations(
+    histogram: Sequence[tuple[int, int]], total: int, percentiles: Sequence[int]
+) -> dict[int, int]:
+    """The durations at `percentiles` by nearest rank, from a histogram of
+    (duration, how many) sorted by duration and holding `total` values
+    (empty without values)."""
+    if not total:
+        return {}
+    ranks = sorted((nearest_rank(p, total), p) for p in percentiles)
+    found: dict[int, int] = {}
+    seen = 0
+    pending = iter(ranks)
+    rank, percentile = next(pending)
+    for duration, count in histogram:
+        seen += count
+        while seen >= rank:
+            found[percentile] = duration
+            following = next(pending, None)
+            if following is None:
+                return found
+            rank, percentile = following
+    raise ValueError(f"the histogram holds {seen} values, not {total}")
+
+
 # Retention (EDGESENSE_RETENTION_DAYS): ended deliveries, their attempts and
 # the events no delivery refers to any more are deleted at most
 # RETENTION_BATCH deliveries (and RETENTION_BATCH events) per transaction, so
