@@ -79,6 +79,7 @@ def test_the_protos_have_both_kinds_of_methods() -> None:
         "edgesense.v1.WebhookRegistry",
         "edgesense.v1.AlertRules",
         "edgesense.v1.Delivery",
+        "edgesense.v1.Devices",
         "edgesense.v1.DeviceConfig",
     }
     assert {
@@ -134,6 +135,7 @@ def test_every_annotated_method_and_no_internal_one_is_routed(
         "edgesense.v1.WebhookRegistry": "registry",
         "edgesense.v1.AlertRules": "registry",
         "edgesense.v1.Delivery": "delivery",
+        "edgesense.v1.Devices": "delivery",
         "edgesense.v1.DeviceConfig": "bridge",
     }
     expected = {
@@ -209,12 +211,15 @@ def test_committed_files_match_a_fresh_generation(tmp_path: Path) -> None:
 def test_command_line_overrides_an_upstream_and_the_descriptor_path(tmp_path: Path) -> None:
     argv = [str(tmp_path), "--descriptor-path", "/srv/es.binpb"]
     argv += ["--upstream", "edgesense.v1.Delivery=outbox@10.0.0.7:7000"]
+    # Devices is served by delivery too: an operator moving delivery names both.
+    argv += ["--upstream", "edgesense.v1.Devices=outbox@10.0.0.7:7000"]
     assert envoygen.main(argv) == 0
     config = yaml.safe_load((tmp_path / "envoy.yaml").read_text(encoding="utf-8"))
     clusters = {c["name"] for c in config["static_resources"]["clusters"]}
     assert clusters == {"outbox", "registry", "bridge"}
     assert set(_routes(config).values()) == {"outbox", "registry", "bridge"}
     assert _routes(config)["/edgesense.v1.Delivery/Redeliver"] == "outbox"
+    assert _routes(config)["/edgesense.v1.Devices/ListDevices"] == "outbox"
     transcoder = _manager(config)["http_filters"][0]["typed_config"]
     assert transcoder["proto_descriptor"] == "/srv/es.binpb"
 

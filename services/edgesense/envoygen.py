@@ -81,6 +81,7 @@ DEFAULT_UPSTREAMS: Mapping[str, Upstream] = {
     "edgesense.v1.WebhookRegistry": Upstream("registry", "registry", 50051),
     "edgesense.v1.AlertRules": Upstream("registry", "registry", 50051),
     "edgesense.v1.Delivery": Upstream("delivery", "delivery", 50052),
+    "edgesense.v1.Devices": Upstream("delivery", "delivery", 50052),
     "edgesense.v1.DeviceConfig": Upstream("bridge", "bridge", 50053),
 }
 

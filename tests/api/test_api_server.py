@@ -141,6 +141,7 @@ def test_every_service_has_its_receive_limit() -> None:
             (rules_pb2.DESCRIPTOR, "AlertRules"),
             (delivery_pb2.DESCRIPTOR, "Delivery"),
             (devices_pb2.DESCRIPTOR, "DeviceConfig"),
+            (devices_pb2.DESCRIPTOR, "Devices"),
         ]
     }
     assert set(MAX_RECEIVE) == names

@@ -1,6 +1,7 @@
 """End to end, the whole cluster as real processes (`edgesense up`): register
 over REST, publish over MQTT, receive signed HTTPS POSTs; failure, disable,
-hold and enable; a restart that keeps everything; a gateway's Last Will."""
+hold and enable; a restart that keeps everything; a gateway's Last Will; the
+devices view (GET /api/devices) following MQTT data, status and a Last Will."""
 
 from __future__ import annotations
 
@@ -234,6 +235,88 @@ async def test_gateway_last_will_becomes_device_status_offline(
         ("device.status", gateway_id, "offline"),
     ]
     await wait_status(cluster, webhook_id, "succeeded", 2)
+
+
+async def device_now(cluster: UpCluster, device_id: str) -> dict[str, Any] | None:
+    """GET /api/devices/{deviceId}: the device, or None while it is not in the view."""
+    async with httpx.AsyncClient(base_url=cluster.api, headers=cluster.auth, timeout=10) as http:
+        answer = await http.get(f"/api/devices/{device_id}")
+    if answer.status_code == 404:
+        return None
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+async def wait_device(cluster: UpCluster, device_id: str, **expected: object) -> dict[str, Any]:
+    """The device's detail once its Device has every `expected` member."""
+    found: dict[str, Any] = {}
+
+    async def matches() -> bool:
+        nonlocal found
+        found = await device_now(cluster, device_id) or {}
+        device = found.get("device", {})
+        return all(device.get(name) == value for name, value in expected.items())
+
+    await eventually(matches, 30, f"device {device_id} with {expected}", interval=0.1)
+    return found
+
+
+async def test_devices_view_follows_mqtt_data_status_and_last_will(
+    cluster: UpCluster, broker: Mosquitto
+) -> None:
+    """Issue 16's devices backend end to end: readings and status published over
+    MQTT show in GET /api/devices; a gateway's Last Will takes it offline."""
+    gateway_id = "gw-view-" + secrets.token_hex(3)
+    device_id = "sensor-view-" + secrets.token_hex(3)
+    await publish(
+        broker,
+        [
+            (topic(cluster, gateway_id, device_id, "status"), b"online"),
+            (topic(cluster, gateway_id, device_id, "data"), b'{"temperature": 21.5}'),
+        ],
+    )
+    detail = await wait_device(
+        cluster, device_id, status="online", lastReadings={"temperature": 21.5}
+    )
+    assert detail["device"]["gatewayId"] == gateway_id
+    assert detail["device"]["kind"] == "device"
+    assert sorted(e["event"] for e in detail["recentEvents"]) == ["device.data", "device.status"]
+    listing = await cluster.get("/api/devices", gatewayId=gateway_id)
+    assert [d["deviceId"] for d in listing["devices"]] == [device_id]
+    assert listing["online"] >= 1
+
+    status_topic = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
+    script = (
+        "import sys, time, paho.mqtt.client as m\n"
+        "from paho.mqtt.enums import CallbackAPIVersion\n"
+        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
+        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
+        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
+        "c.loop_start()\n"
+        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
+        "print('online', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
+        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert gateway.stdout is not None
+        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+        online = await wait_device(cluster, gateway_id, status="online")
+        assert online["device"]["kind"] == "gateway"
+        gateway.kill()  # no DISCONNECT: the broker publishes the Will
+        offline = await wait_device(cluster, gateway_id, status="offline")
+    finally:
+        gateway.kill()
+        gateway.wait()
+        if gateway.stdout is not None:
+            gateway.stdout.close()
+    assert offline["device"]["lastEvent"] == "device.status"
+    assert offline["recentEvents"][0]["payload"] == {"status": "offline"}
+    offline_now = await cluster.get("/api/devices", status="offline", gatewayId=gateway_id)
+    assert [d["deviceId"] for d in offline_now["devices"]] == [gateway_id]
 
 
 async def test_restart_keeps_webhooks_pending_deliveries_and_attempts(

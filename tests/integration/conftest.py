@@ -99,6 +99,7 @@ async def cluster(cluster_env: dict[str, str], api_keys: dict[str, str]) -> Asyn
             "edgesense.v1.WebhookRegistry": f"127.0.0.1:{registry.port}",
             "edgesense.v1.AlertRules": f"127.0.0.1:{registry.port}",
             "edgesense.v1.Delivery": f"127.0.0.1:{delivery.port}",
+            "edgesense.v1.Devices": f"127.0.0.1:{delivery.port}",
         }
     )
     running: Cluster | None = None

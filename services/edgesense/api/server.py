@@ -115,6 +115,7 @@ def default_backends(settings: Settings) -> dict[str, str]:
         "edgesense.v1.WebhookRegistry": settings.registry_addr,
         "edgesense.v1.AlertRules": settings.registry_addr,
         "edgesense.v1.Delivery": settings.delivery_addr,
+        "edgesense.v1.Devices": settings.delivery_addr,
         "edgesense.v1.DeviceConfig": settings.bridge_addr,
     }
 

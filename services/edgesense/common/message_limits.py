@@ -17,6 +17,8 @@ one generous figure for all (it was 16 MiB everywhere):
   in `DELIVERY_MAX_RECEIVE` (200 events of 256 KiB payloads would be 51 MiB in
   one message, over any limit); a single event larger than a batch may be is
   rejected by the bridge (`too_large`);
+- Devices (the devices view) takes small requests but shares delivery's
+  server, which has one limit: delivery's;
 - the bridge's DeviceConfig takes a configuration that must fit an MQTT
   payload, but as a protobuf Struct it may be five times its JSON: gRPC's
   default of 4 MiB.
@@ -38,6 +40,7 @@ MAX_RECEIVE = {
     "edgesense.v1.WebhookRegistry": REGISTRY_MAX_RECEIVE,
     "edgesense.v1.AlertRules": REGISTRY_MAX_RECEIVE,
     "edgesense.v1.Delivery": DELIVERY_MAX_RECEIVE,
+    "edgesense.v1.Devices": DELIVERY_MAX_RECEIVE,
     "edgesense.v1.DeviceConfig": DEVICE_CONFIG_MAX_RECEIVE,
 }
 

@@ -46,10 +46,15 @@ rules/    threshold alert rules: index.py, the rules in memory by project,
           the rules themselves are edgesense.common.thresholds); link.py, the
           registry's rule stream into the index, and the alerts of disabled,
           deleted or changed rules resolved (AlertEndings).
+devices/  the devices view (GET /api/devices): view.py, what a device's events
+          say about it and how two states of a device merge (pure);
+          tracker.py, events noted after each accept commit and flushed about
+          once a second; service.py, the Devices gRPC servicer. Its table is
+          store/devices.py.
 
 Around them: service.py is the gRPC servicer (Publish, ListDeliveries,
 GetDelivery, Redeliver, SendTestEvent, RecoverDeliveries, GetWebhookStats,
-GetProjectStats, ListAlerts); server.py
+GetProjectStats, ListAlerts; devices/service.py serves Devices beside it); server.py
 wires everything and says what starts and stops in which order; metrics.py
 names the Prometheus metrics.
 """

@@ -26,8 +26,18 @@ RATE_LIMITED = Counter(
 IN_FLIGHT = Gauge("edgesense_delivery_in_flight", "Attempts under way in this process")
 RETENTION_DELETED = Counter(
     "edgesense_retention_deleted_total",
-    "Rows deleted by retention (EDGESENSE_RETENTION_DAYS): deliveries, attempts, events, alerts",
+    "Rows deleted by retention (EDGESENSE_RETENTION_DAYS): "
+    "deliveries, attempts, events, alerts, devices",
     ["kind"],
+)
+DEVICES_VIEW_WRITTEN = Counter(
+    "edgesense_devices_view_written_total",
+    "Device rows written by the devices view's flusher (GET /api/devices)",
+)
+DEVICES_VIEW_DROPPED = Counter(
+    "edgesense_devices_view_dropped_total",
+    "Events or device states left out of the devices view: its memory bound "
+    "was reached while the database was down or behind (the events are stored)",
 )
 ALERTS = Counter(
     "edgesense_alerts_total",

@@ -3,10 +3,12 @@
 Start (start_delivery): check the gRPC address is free; migrate the
 database; build the outbox, the webhook index and the senders (started, so
 sender processes are up before anything is claimed); the reconciler, the
-dispatcher (with its outcome writer), the registry link and the acceptor;
-the gRPC service. Then four tasks run: the dispatcher (it claims only once
+dispatcher (with its outcome writer), the registry link, the devices view's
+tracker and the acceptor; the gRPC services (Delivery and Devices). Then
+the tasks run: the dispatcher (it claims only once
 the registry's first snapshot has filled the index), the registry link, the
-acceptor and the outbox maintenance; and last the gRPC server opens, so
+acceptor, the rules link, the alert endings, the devices view's flusher
+and the outbox maintenance; and last the gRPC server opens, so
 Publish is served only by a process that can store and send.
 
 Stop (RunningDelivery.stop): Publish streams end once what they read is
@@ -48,6 +50,8 @@ from edgesense.common.paging import PageTokens
 from edgesense.common.runtime import stop_on_signals
 from edgesense.delivery.accept.acceptor import Acceptor
 from edgesense.delivery.claim.dispatcher import Dispatcher
+from edgesense.delivery.devices.service import DevicesService
+from edgesense.delivery.devices.tracker import DeviceTracker
 from edgesense.delivery.record.maintenance import maintain
 from edgesense.delivery.record.policy import RetryPolicy
 from edgesense.delivery.record.reconciler import Reconciler
@@ -60,10 +64,11 @@ from edgesense.delivery.service import DeliveryService
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.webhooks.index import WebhookIndex
 from edgesense.delivery.webhooks.registry_link import RegistryLink
-from edgesense.v1 import delivery_pb2, delivery_pb2_grpc
+from edgesense.v1 import delivery_pb2, delivery_pb2_grpc, devices_pb2, devices_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["Delivery"].full_name
+DEVICES_SERVICE_NAME = devices_pb2.DESCRIPTOR.services_by_name["Devices"].full_name
 
 
 @dataclass
@@ -156,7 +161,8 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     )
     reconciler.attach(dispatcher.wake, link.report_failure, dispatcher.limits_changed)
     rules = RuleIndex()
-    acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit, rules)
+    devices = DeviceTracker(outbox.devices)
+    acceptor = Acceptor(outbox, index, dispatcher, settings.outbox_limit, rules, devices)
     endings = AlertEndings(
         outbox, rules, acceptor.alert_targets, dispatcher.stored_unleased, index.ready
     )
@@ -173,9 +179,13 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         recover_max_age_seconds=settings.retention_seconds,
         rules_loaded=endings.loaded,
     )
-    server = GrpcServer.for_service(
-        lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s),
-        SERVICE_NAME,
+    devices_service = DevicesService(outbox.devices, auth, PageTokens(settings.service_token()))
+    server = GrpcServer.for_services(
+        [
+            lambda s: delivery_pb2_grpc.add_DeliveryServicer_to_server(service, s),
+            lambda s: devices_pb2_grpc.add_DevicesServicer_to_server(devices_service, s),
+        ],
+        [SERVICE_NAME, DEVICES_SERVICE_NAME],
         settings,
         auth,
     )
@@ -185,6 +195,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(acceptor.run(), name="acceptor"),
         asyncio.create_task(rules_link.run(), name="rules-link"),
         asyncio.create_task(endings.run(), name="alert-endings"),
+        asyncio.create_task(devices.run(), name="devices-view"),
         asyncio.create_task(
             maintain(outbox, acceptor.begin_pending_count, settings), name="maintenance"
         ),

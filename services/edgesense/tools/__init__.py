@@ -5,6 +5,7 @@
     edgesense rules create|list|get|update|delete
     edgesense deliveries list|redeliver
     edgesense alerts list   what the project's threshold rules raised
+    edgesense devices list|get  the devices and gateways seen: status, readings
     edgesense simulate      publish readings, alerts and status over MQTT
     edgesense receive       a local webhook receiver that checks signatures
 

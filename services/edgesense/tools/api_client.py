@@ -26,6 +26,7 @@ JsonObject = dict[str, Any]
 MAX_PAGE_SIZE = 500
 MAX_WEBHOOK_PAGE = 100
 MAX_RULE_PAGE = 100
+MAX_DEVICE_PAGE = 500  # ListDevicesRequest.page_size
 TIMEOUT_SECONDS = 10.0
 
 
@@ -206,6 +207,28 @@ class ApiClient:
         return self._pages(
             "/api/alerts", "alerts", params, 0 if every_page else page_size, page_size
         )
+
+    def devices(self, filters: Mapping[str, str]) -> tuple[list[JsonObject], dict[str, int]]:
+        """Every device of the project in device id order, page after page,
+        `filters` (status, gatewayId; empty ones are left out) applied; and
+        the project's counts by status (online, offline, unknown) from the
+        last page."""
+        params = {name: value for name, value in filters.items() if value}
+        found: list[JsonObject] = []
+        token = ""
+        while True:
+            query: dict[str, str | int] = {**params, "pageSize": MAX_DEVICE_PAGE}
+            if token:
+                query["pageToken"] = token
+            page = self._call("GET", "/api/devices", params=query)
+            found += page.get("devices") or []
+            token = str(page.get("nextPageToken") or "")
+            if not token:
+                totals = {s: int(page.get(s) or 0) for s in ("online", "offline", "unknown")}
+                return found, totals
+
+    def get_device(self, device_id: str) -> JsonObject:
+        return self._call("GET", f"/api/devices/{_segment(device_id)}")
 
     def _pages(
         self, path: str, key: str, params: dict[str, str], limit: int, max_page: int

@@ -1,5 +1,6 @@
 """The tools' parsers: `add_tool_commands(sub)` adds `webhooks`, `stats`, `rules`,
-`deliveries`, `alerts`, `simulate` and `receive` to the `edgesense` command.
+`deliveries`, `alerts`, `devices`, `simulate` and `receive` to the `edgesense`
+command.
 
 This module holds the API commands (with the options they share: --api-url,
 --api-key, --json); `local_commands.py` holds simulate and receive. Nothing
@@ -21,6 +22,7 @@ from edgesense.tools.arguments import (
     int_in,
     lazy,
 )
+from edgesense.tools.devices_args import add_devices
 from edgesense.tools.local_commands import add_receive, add_simulate
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
@@ -234,6 +236,7 @@ def add_tool_commands(sub: Subcommands) -> None:
     )
     alerting.add_argument("--all", action="store_true", help="every page, not only the newest")
 
+    add_devices(sub, leaf)
     add_simulate(sub)
     add_receive(sub)
 

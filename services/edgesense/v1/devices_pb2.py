@@ -24,21 +24,40 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x64gesense/v1/devices.proto\x12\x0c\x65\x64gesense.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"c\n\x11PushConfigRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\x12PushConfigResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t2\xa7\x01\n\x0c\x44\x65viceConfig\x12\x96\x01\n\nPushConfig\x12\x1f.edgesense.v1.PushConfigRequest\x1a .edgesense.v1.PushConfigResponse\"E\x82\xd3\xe4\x93\x02?\"5/api/gateways/{gateway_id}/devices/{device_id}/config:\x06\x63onfigb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x64gesense/v1/devices.proto\x12\x0c\x65\x64gesense.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x03\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\ngateway_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x35\n\x11status_changed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_event\x18\x07 \x01(\t\x12.\n\rlast_readings\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1d\n\x15last_readings_omitted\x18\t \x01(\x08\x12\x34\n\x10last_readings_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rfirst_seen_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_event_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x12ListDevicesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\ngateway_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x87\x01\n\x13ListDevicesResponse\x12%\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x14.edgesense.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06online\x18\x03 \x01(\r\x12\x0f\n\x07offline\x18\x04 \x01(\r\x12\x0f\n\x07unknown\x18\x05 \x01(\r\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\xa0\x01\n\x0b\x44\x65viceEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fpayload_omitted\x18\x05 \x01(\x08\"f\n\x0c\x44\x65viceDetail\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.edgesense.v1.Device\x12\x30\n\rrecent_events\x18\x02 \x03(\x0b\x32\x19.edgesense.v1.DeviceEvent\"c\n\x11PushConfigRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\x12PushConfigResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t2\xde\x01\n\x07\x44\x65vices\x12h\n\x0bListDevices\x12 .edgesense.v1.ListDevicesRequest\x1a!.edgesense.v1.ListDevicesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/devices\x12i\n\tGetDevice\x12\x1e.edgesense.v1.GetDeviceRequest\x1a\x1a.edgesense.v1.DeviceDetail\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/devices/{device_id}2\xa7\x01\n\x0c\x44\x65viceConfig\x12\x96\x01\n\nPushConfig\x12\x1f.edgesense.v1.PushConfigRequest\x1a .edgesense.v1.PushConfigResponse\"E\x82\xd3\xe4\x93\x02?\"5/api/gateways/{gateway_id}/devices/{device_id}/config:\x06\x63onfigb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgesense.v1.devices_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DEVICES'].methods_by_name['ListDevices']._loaded_options = None
+  _globals['_DEVICES'].methods_by_name['ListDevices']._serialized_options = b'\202\323\344\223\002\016\022\014/api/devices'
+  _globals['_DEVICES'].methods_by_name['GetDevice']._loaded_options = None
+  _globals['_DEVICES'].methods_by_name['GetDevice']._serialized_options = b'\202\323\344\223\002\032\022\030/api/devices/{device_id}'
   _globals['_DEVICECONFIG'].methods_by_name['PushConfig']._loaded_options = None
   _globals['_DEVICECONFIG'].methods_by_name['PushConfig']._serialized_options = b'\202\323\344\223\002?\"5/api/gateways/{gateway_id}/devices/{device_id}/config:\006config'
-  _globals['_PUSHCONFIGREQUEST']._serialized_start=104
-  _globals['_PUSHCONFIGREQUEST']._serialized_end=203
-  _globals['_PUSHCONFIGRESPONSE']._serialized_start=205
-  _globals['_PUSHCONFIGRESPONSE']._serialized_end=256
-  _globals['_DEVICECONFIG']._serialized_start=259
-  _globals['_DEVICECONFIG']._serialized_end=426
+  _globals['_DEVICE']._serialized_start=138
+  _globals['_DEVICE']._serialized_end=575
+  _globals['_LISTDEVICESREQUEST']._serialized_start=577
+  _globals['_LISTDEVICESREQUEST']._serialized_end=672
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=675
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=810
+  _globals['_GETDEVICEREQUEST']._serialized_start=812
+  _globals['_GETDEVICEREQUEST']._serialized_end=849
+  _globals['_DEVICEEVENT']._serialized_start=852
+  _globals['_DEVICEEVENT']._serialized_end=1012
+  _globals['_DEVICEDETAIL']._serialized_start=1014
+  _globals['_DEVICEDETAIL']._serialized_end=1116
+  _globals['_PUSHCONFIGREQUEST']._serialized_start=1118
+  _globals['_PUSHCONFIGREQUEST']._serialized_end=1217
+  _globals['_PUSHCONFIGRESPONSE']._serialized_start=1219
+  _globals['_PUSHCONFIGRESPONSE']._serialized_end=1270
+  _globals['_DEVICES']._serialized_start=1273
+  _globals['_DEVICES']._serialized_end=1495
+  _globals['_DEVICECONFIG']._serialized_start=1498
+  _globals['_DEVICECONFIG']._serialized_end=1665
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,157 @@ if _version_not_supported:
     )
 
 
+class DevicesStub:
+    """The devices and gateways the project's events came from (served by
+    delivery, which sees every stored event). Every RPC needs
+    `authorization: Bearer <api key>` metadata and sees only the key's
+    project; another project's device answers NOT_FOUND.
+
+    The view follows the stored events: delivery folds each newly stored event
+    in memory and writes the devices it changed about once a second (see the
+    README's Devices section), so an event shows here about a second after
+    Publish confirmed it. A delivery process killed with SIGKILL loses its last
+    second of changes to this view (never an event): the device's next event
+    corrects it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDevices = channel.unary_unary(
+                '/edgesense.v1.Devices/ListDevices',
+                request_serializer=edgesense_dot_v1_dot_devices__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_devices__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.GetDevice = channel.unary_unary(
+                '/edgesense.v1.Devices/GetDevice',
+                request_serializer=edgesense_dot_v1_dot_devices__pb2.GetDeviceRequest.SerializeToString,
+                response_deserializer=edgesense_dot_v1_dot_devices__pb2.DeviceDetail.FromString,
+                _registered_method=True)
+
+
+class DevicesServicer:
+    """The devices and gateways the project's events came from (served by
+    delivery, which sees every stored event). Every RPC needs
+    `authorization: Bearer <api key>` metadata and sees only the key's
+    project; another project's device answers NOT_FOUND.
+
+    The view follows the stored events: delivery folds each newly stored event
+    in memory and writes the devices it changed about once a second (see the
+    README's Devices section), so an event shows here about a second after
+    Publish confirmed it. A delivery process killed with SIGKILL loses its last
+    second of changes to this view (never an event): the device's next event
+    corrects it.
+    """
+
+    def ListDevices(self, request, context):
+        """The project's devices ordered by device_id, a page at a time, with the
+        project's counts by status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDevice(self, request, context):
+        """One device and its latest events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DevicesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=edgesense_dot_v1_dot_devices__pb2.ListDevicesRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_devices__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'GetDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDevice,
+                    request_deserializer=edgesense_dot_v1_dot_devices__pb2.GetDeviceRequest.FromString,
+                    response_serializer=edgesense_dot_v1_dot_devices__pb2.DeviceDetail.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'edgesense.v1.Devices', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('edgesense.v1.Devices', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Devices:
+    """The devices and gateways the project's events came from (served by
+    delivery, which sees every stored event). Every RPC needs
+    `authorization: Bearer <api key>` metadata and sees only the key's
+    project; another project's device answers NOT_FOUND.
+
+    The view follows the stored events: delivery folds each newly stored event
+    in memory and writes the devices it changed about once a second (see the
+    README's Devices section), so an event shows here about a second after
+    Publish confirmed it. A delivery process killed with SIGKILL loses its last
+    second of changes to this view (never an event): the device's next event
+    corrects it.
+    """
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Devices/ListDevices',
+            edgesense_dot_v1_dot_devices__pb2.ListDevicesRequest.SerializeToString,
+            edgesense_dot_v1_dot_devices__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgesense.v1.Devices/GetDevice',
+            edgesense_dot_v1_dot_devices__pb2.GetDeviceRequest.SerializeToString,
+            edgesense_dot_v1_dot_devices__pb2.DeviceDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class DeviceConfigStub:
     """Served by the bridge. Every RPC needs `authorization: Bearer <api key>`
     metadata; the project is the key's.

@@ -30,6 +30,7 @@ from edgesense.common.events import KIND_TO_EVENT, OPERATIONAL_EVENT_NAMES
 from edgesense.common.ids import new_id
 from edgesense.delivery import metrics
 from edgesense.delivery.claim.breaker import PAUSED_REASON
+from edgesense.delivery.devices.tracker import DeviceTracker
 from edgesense.delivery.rules.alerts import (
     ALERT_EVENT,
     AlertTarget,
@@ -103,8 +104,11 @@ class Acceptor:
         handoff: Handoff,
         outbox_limit: int,
         rules: RuleIndex | None = None,
+        devices: DeviceTracker | None = None,
     ) -> None:
         self.outbox = outbox
+        # The devices view: told of each event stored (after the commit).
+        self.devices = devices
         self.index = index
         self.rules = RuleIndex() if rules is None else rules
         self._handoff = handoff
@@ -150,6 +154,7 @@ class Acceptor:
 
     async def _store(self, group: list[Job]) -> None:
         stored: list[StoredEvent] = []
+        kept: list[events_pb2.Event] = []  # stored[i] is kept[i] serialized
         planned: list[NewDelivery] = []
         handed: list[Claimed] = []
         # (event id, webhook id, project id): pending, for a claim
@@ -176,6 +181,7 @@ class Acceptor:
                 payload = event.SerializeToString()
                 project_id, device_id = event.project_id, event.device_id
                 stored.append(StoredEvent(event_id, project_id, payload))
+                kept.append(event)
                 if name in _OPERATIONAL:
                     # The project's other subscribers, never the subject;
                     # their delivery ids tell the outcome writer what they are.
@@ -255,6 +261,8 @@ class Acceptor:
                     fresh += 1
             if not future.done():
                 future.set_result(Accepted(fresh, len(events) - fresh))
+        if self.devices is not None:
+            self.devices.fold_stored(kept, stored, new_ids)
         metrics.EVENTS_ACCEPTED.inc(len(new_ids))
         metrics.EVENTS_DUPLICATE.inc(sum(len(e) for e, _ in group) - len(new_ids))
         self.pending_deliveries += created

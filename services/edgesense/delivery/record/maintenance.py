@@ -55,7 +55,7 @@ async def apply_retention(
     and the events no delivery refers to any more, in up to `batches`
     transactions of up to `batch` deliveries (and `batch` events); and, in
     transactions of their own, up to `batch` alerts resolved before then
-    each, until none is left.
+    and up to `batch` devices last seen before then each, until none is left.
 
     Answers what was deleted (deliveries, attempts, events), and whether
     rows may be left (the last batch was full). Each batch is counted in
@@ -63,18 +63,24 @@ async def apply_retention(
     """
     totals = [0, 0, 0]
     alerts_left = True  # alerts resolved before `ended_before` may be left
+    devices_left = True  # devices last seen before `ended_before` may be left
     for _ in range(batches):
         if alerts_left:
             alerts = await outbox.delete_resolved_alerts(ended_before, batch)
             if alerts:
                 metrics.RETENTION_DELETED.labels("alerts").inc(alerts)
             alerts_left = alerts >= batch
+        if devices_left:
+            devices = await outbox.devices.delete_stale(ended_before, batch)
+            if devices:
+                metrics.RETENTION_DELETED.labels("devices").inc(devices)
+            devices_left = devices >= batch
         done = await outbox.delete_ended(ended_before, batch)
         for kind, count in zip(("deliveries", "attempts", "events"), done, strict=True):
             if count:
                 metrics.RETENTION_DELETED.labels(kind).inc(count)
         totals = [total + count for total, count in zip(totals, done, strict=True)]
-        if done.deliveries < batch and done.events < batch and not alerts_left:
+        if done.deliveries < batch and done.events < batch and not (alerts_left or devices_left):
             return Deleted(*totals), False
     return Deleted(*totals), True
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from edgesense.delivery.rules.alerts import ActiveAlert, AlertPlan, Ending, RuleWork, Targets
+from edgesense.delivery.store.devices import DeviceStore
 from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.outbox_sqlite import SqliteOutbox
@@ -83,6 +84,9 @@ class Outbox(Protocol):
     nothing; an outcome is written, and its attempt logged, only by the
     lease holder, once) or leave a lease that expires.
     """
+
+    # The devices view's table (store/devices.py).
+    devices: DeviceStore
 
     async def accept(
         self,

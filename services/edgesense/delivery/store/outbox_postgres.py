@@ -62,6 +62,7 @@ from edgesense.delivery.rules.alerts import (
     state_of,
 )
 from edgesense.delivery.rules.index import Observation
+from edgesense.delivery.store.devices import DeviceStore
 from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     DELIVERY_COLUMNS,
@@ -183,6 +184,7 @@ class PostgresOutbox(OutboxReads):
     def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
         super().__init__(engine)
         self.pool = pool
+        self.devices = DeviceStore(engine, pool=pool)
         style = engine.dialect.paramstyle
         self._accept = driver_sql(_ACCEPT, style)
         self._claim_due = driver_sql(CLAIM_DUE, style)

@@ -56,6 +56,7 @@ from edgesense.delivery.rules.alerts import (
     state_of,
 )
 from edgesense.delivery.rules.index import Observation
+from edgesense.delivery.store.devices import DeviceStore
 from edgesense.delivery.store.reads import OutboxReads
 from edgesense.delivery.store.rows import (
     FAILED,
@@ -170,6 +171,7 @@ class SqliteOutbox(OutboxReads):
     def __init__(self, engine: AsyncEngine, writer: SqliteWriter) -> None:
         super().__init__(engine)
         self._writer = writer
+        self.devices = DeviceStore(engine, writer=writer)
 
     async def close(self) -> None:
         await self._writer.close()

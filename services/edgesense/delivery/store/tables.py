@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -169,4 +170,34 @@ alerts = Table(
         sqlite_where=text("state = 'active'"),
         postgresql_where=text("state = 'active'"),
     ),
+)
+
+# One row per (project, device) seen in a stored event: the devices view
+# (devices/view.py DeviceState), written by the devices flusher about once a
+# second, never by the accept transaction. `recent` is a JSON array of
+# [timestamp, event id, event name], newest first.
+devices = Table(
+    "devices",
+    metadata,
+    Column("project_id", String(128), primary_key=True),
+    Column("device_id", String(128), primary_key=True),
+    Column("gateway_id", String(128), nullable=False),
+    Column("last_event", String(32), nullable=False),
+    Column("last_event_id", String(64), nullable=False),
+    Column("last_event_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_at", Float),
+    Column("status_changed_at", Float),
+    Column("first_seen_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("readings", LargeBinary),
+    Column("readings_omitted", Boolean, nullable=False),
+    Column("readings_at", Float),
+    Column("readings_event_id", String(64)),
+    Column("recent", Text, nullable=False),
+    # Listings by status and by gateway_id, in device order; the totals by
+    # status; retention by last seen.
+    Index("ix_devices_status", "project_id", "status", "device_id"),
+    Index("ix_devices_gateway_id", "project_id", "gateway_id", "device_id"),
+    Index("ix_devices_seen", "last_seen_at"),
 )

@@ -1,0 +1,203 @@
+"""Keeps the devices table current as events are stored, off the hot path.
+
+`DeviceTracker.fold` is called by the acceptor for each event its commit
+stored (new event ids only, after the commit): one dict lookup and one list
+append, keeping a reference to the event (already in memory). Every
+FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
+events into one state (view.observe) and writes them (DeviceStore.write:
+merged with the stored rows, newest part wins), in transactions of at most
+FLUSH_CHUNK devices. So the view lags the events by about a second, and
+costs the accept path nothing but the fold.
+
+Memory is bounded by bytes: every folded event counts its serialized size
+(plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
+past `hard_bytes` (the database is down or far behind; checked once per
+accept group, so by at most one group's bytes) events are no longer folded,
+only counted (edgesense_devices_view_dropped_total), until a flush
+frees the memory: such a device's row misses those events until its next
+one. States a failed write could not store are kept (merged with later
+news) and written by the next flush, up to MAX_UNWRITTEN devices; beyond
+that the others are dropped, likewise counted.
+
+A process killed with SIGKILL loses what it folded since its last flush,
+at most about a second of changes to the view (the events themselves are
+stored); a graceful stop flushes once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from edgesense.common.errors import Unavailable
+from edgesense.common.log_throttle import ThrottledLog
+from edgesense.delivery import metrics
+from edgesense.delivery.devices.view import DeviceState, merge, observe
+from edgesense.delivery.store.devices import DeviceStore
+from edgesense.delivery.store.rows import StoredEvent
+from edgesense.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+_problems = ThrottledLog(log)
+FLUSH_SECONDS = 1.0
+FLUSH_CHUNK = 500
+FOLD_OVERHEAD_BYTES = 200
+YIELD_EVENTS = 2000
+SOFT_BYTES = 16 * 1024 * 1024
+HARD_BYTES = 64 * 1024 * 1024
+MAX_UNWRITTEN = 100_000
+_DEVICE_EVENTS = frozenset({"readings", "alert", "status", "configuration"})
+
+Key = tuple[str, str]
+
+
+class DeviceTracker:
+    def __init__(
+        self,
+        store: DeviceStore,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        soft_bytes: int = SOFT_BYTES,
+        hard_bytes: int = HARD_BYTES,
+    ) -> None:
+        self.store = store
+        self.flush_seconds = flush_seconds
+        self.soft_bytes = soft_bytes
+        self.hard_bytes = hard_bytes
+        self._folded: dict[Key, list[tuple[events_pb2.Event, int]]] = {}
+        self._bytes = 0
+        self._unwritten: dict[Key, DeviceState] = {}
+        self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        # Set once `run` is under way (a cancellation from then on flushes).
+        self.running = asyncio.Event()
+
+    @property
+    def folded_bytes(self) -> int:
+        return self._bytes
+
+    def fold(self, event: events_pb2.Event, size: int) -> None:
+        """Note a newly stored event (`size`: its serialized size) for the next flush."""
+        if self._bytes >= self.hard_bytes:
+            metrics.DEVICES_VIEW_DROPPED.inc()
+            return
+        key = (event.project_id, event.device_id)
+        folded = self._folded.get(key)
+        if folded is None:
+            self._folded[key] = [(event, size)]
+        else:
+            folded.append((event, size))
+        self._bytes += size + FOLD_OVERHEAD_BYTES
+        if self._bytes >= self.soft_bytes:
+            self._wake.set()
+
+    def fold_stored(
+        self,
+        events: Sequence[events_pb2.Event],
+        stored: Sequence[StoredEvent],
+        new_ids: set[str],
+    ) -> None:
+        """Fold the device events among `events` whose ids were newly stored;
+        `stored[i]` is `events[i]` serialized (each id once). `fold` for a
+        batch, written out: it runs for every accepted event."""
+        if self._bytes >= self.hard_bytes:
+            metrics.DEVICES_VIEW_DROPPED.inc(len(new_ids))
+            return
+        folded = self._folded
+        every = len(new_ids) == len(stored)  # the usual case: no duplicate in the batch
+        added = 0
+        for event, row in zip(events, stored, strict=True):
+            if (not every and event.event_id not in new_ids) or event.test:
+                continue
+            if event.WhichOneof("kind") not in _DEVICE_EVENTS:
+                continue
+            key = (event.project_id, event.device_id)
+            size = len(row.payload)
+            entry = folded.get(key)
+            if entry is None:
+                folded[key] = [(event, size)]
+            else:
+                entry.append((event, size))
+            added += size + FOLD_OVERHEAD_BYTES
+        self._bytes += added
+        if self._bytes >= self.soft_bytes:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Flush every `flush_seconds` (or sooner when woken) until cancelled;
+        a cancelled run flushes once more (a graceful stop)."""
+        self.running.set()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+                self._wake.clear()
+                try:
+                    await self.flush()
+                except Exception as exc:  # a bug: logged, the next flush tries again
+                    _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.flush())
+            raise
+
+    async def flush(self) -> int:
+        """Write what was folded (and what an earlier flush could not write);
+        how many devices were written."""
+        async with self._flushing:
+            folded, self._folded, self._bytes = self._folded, {}, 0
+            unwritten, self._unwritten = self._unwritten, {}
+            keys = list(folded.keys() | unwritten.keys())
+            written = 0
+            for start in range(0, len(keys), FLUSH_CHUNK):
+                chunk = await self._states(keys[start : start + FLUSH_CHUNK], folded, unwritten)
+                try:
+                    await self.store.write(chunk)
+                except Unavailable as exc:
+                    _problems.warning(
+                        "unwritten", "devices view not written (kept for the next flush): %s", exc
+                    )
+                    self._keep(chunk)
+                    self._keep(await self._states(keys[start + FLUSH_CHUNK :], folded, unwritten))
+                    break
+                written += len(chunk)
+            if written:
+                metrics.DEVICES_VIEW_WRITTEN.inc(written)
+            return written
+
+    @staticmethod
+    async def _states(
+        keys: Sequence[Key],
+        folded: dict[Key, list[tuple[events_pb2.Event, int]]],
+        unwritten: dict[Key, DeviceState],
+    ) -> list[DeviceState]:
+        """The new state of each of `keys`: its folded events observed, merged
+        with what an earlier flush could not write. Lets the loop run other
+        work every YIELD_EVENTS events observed (a large flush is no long pause
+        for the accept path)."""
+        states: list[DeviceState] = []
+        since_yield = 0
+        for key in keys:
+            items = folded.pop(key, None)
+            state = unwritten.pop(key, None)
+            if items:
+                fresh = observe(*key, items)
+                state = fresh if state is None else merge(state, fresh)
+                since_yield += len(items)
+                if since_yield >= YIELD_EVENTS:
+                    since_yield = 0
+                    await asyncio.sleep(0)  # a turn for other tasks, not a wait
+            if state is not None:
+                states.append(state)
+        return states
+
+    def _keep(self, states: list[DeviceState]) -> None:
+        """Keep states a write failed to store for the next flush (at most
+        MAX_UNWRITTEN devices; the others are dropped, counted)."""
+        for state in states:
+            if len(self._unwritten) >= MAX_UNWRITTEN and state.key not in self._unwritten:
+                metrics.DEVICES_VIEW_DROPPED.inc()
+                continue
+            self._unwritten[state.key] = state

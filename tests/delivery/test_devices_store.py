@@ -1,0 +1,224 @@
+"""The devices table on a real database each (SQLite file, PostgreSQL): two
+delivery processes' flushes, in any order or at once, keep the newest of each
+part; listings page in device order with filters and totals; retention; the
+tracker folds only what a commit stored and writes it on its flush."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from edgesense.delivery import metrics
+from edgesense.delivery.devices.tracker import DeviceTracker
+from edgesense.delivery.devices.view import OFFLINE, ONLINE, UNKNOWN, DeviceState, observe
+from edgesense.delivery.record.maintenance import apply_retention
+from edgesense.delivery.store import tables
+from edgesense.delivery.store.devices import COLUMNS, to_row
+from edgesense.delivery.store.outbox import Outbox, open_outbox
+from edgesense.delivery.store.rows import StoredEvent
+from edgesense.v1 import events_pb2
+from tests.delivery.test_devices_view import OFFLINE_STATE, ONLINE_STATE, event, readings_of
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def outboxes(database_url: str) -> AsyncIterator[tuple[Outbox, Outbox]]:
+    """Two outboxes on one database, as two delivery processes have."""
+    first = await open_outbox(database_url)
+    second = await open_outbox(database_url)
+    yield first, second
+    await second.close()
+    await first.close()
+
+
+def state(*events: events_pb2.Event) -> DeviceState:
+    return observe(events[0].project_id, events[0].device_id, [(e, e.ByteSize()) for e in events])
+
+
+async def test_flushes_in_either_order_keep_the_newest_of_each_part(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    one, two = outboxes
+    early = state(
+        event(1, 10.0, status=ONLINE_STATE, received=100.0),
+        event(2, 40.0, readings={"t": 40}, gateway="gw-a", received=101.0),
+    )
+    late = state(
+        event(3, 30.0, status=OFFLINE_STATE, gateway="gw-b", received=99.0),
+        event(4, 20.0, readings={"t": 20}, gateway="gw-b", received=150.0),
+    )
+    await one.devices.write([late])
+    await two.devices.write([early])
+    found = await one.devices.one("p", "d1")
+    assert found is not None
+    assert found.gateway_id == "gw-a"
+    assert readings_of(found) == {"t": 40.0}
+    assert (found.status, found.status_at, found.status_changed_at) == (OFFLINE, 30.0, 30.0)
+    assert (found.first_seen_at, found.last_seen_at) == (99.0, 150.0)
+    assert [r.event_id for r in found.recent] == ["evt_0002", "evt_0003", "evt_0004", "evt_0001"]
+    # The other order, on a fresh device: the same row.
+    await one.devices.write([_renamed(early, "d2")])
+    await two.devices.write([_renamed(late, "d2")])
+    other = await two.devices.one("p", "d2")
+    assert other is not None
+    assert _renamed(other, "d1") == found
+
+
+def _renamed(found: DeviceState, device_id: str) -> DeviceState:
+    values = {name: getattr(found, name) for name in DeviceState.__slots__}
+    values["device_id"] = device_id
+    return DeviceState(**values)
+
+
+async def test_flushes_at_once_lose_nothing(outboxes: tuple[Outbox, Outbox]) -> None:
+    """Two processes flush the same 50 devices at the same moment, 10 rounds:
+    every device ends with the newest event of either."""
+    one, two = outboxes
+
+    def batch(first: int, devices: range) -> list[DeviceState]:
+        return [state(event(first + d, float(first + d), device=f"dev-{d:02d}")) for d in devices]
+
+    for round_ in range(10):
+        base = 1000 * (round_ + 1)
+        await asyncio.gather(
+            one.devices.write(batch(base, range(50))),
+            two.devices.write(batch(base + 100, range(50))),
+        )
+    rows = await one.devices.page("p", "", "", None, 100)
+    assert len(rows) == 50
+    for row in rows:
+        number = int(row.device_id.removeprefix("dev-"))
+        assert row.last_event_at == float(10_100 + number)
+        assert len(row.recent) == 20
+
+
+async def test_listing_pages_in_device_order_with_filters_and_totals(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    store = outboxes[0].devices
+    states = [
+        state(event(1, 1.0, device="a-1", gateway="gw-x", status=ONLINE_STATE)),
+        state(event(2, 2.0, device="a-2", gateway="gw-y", status=OFFLINE_STATE)),
+        state(event(3, 3.0, device="a-3", gateway="gw-x")),
+        state(event(4, 4.0, device="a-4", gateway="gw-x", status=ONLINE_STATE)),
+    ]
+    other = events_pb2.Event()
+    other.CopyFrom(event(5, 5.0, device="a-0", status=ONLINE_STATE))
+    other.project_id = "q"
+    await store.write([*states, state(other)])
+    page = await store.page("p", "", "", None, 3)
+    assert [d.device_id for d in page] == ["a-1", "a-2", "a-3"]
+    rest = await store.page("p", "", "", "a-3", 3)
+    assert [d.device_id for d in rest] == ["a-4"]
+    assert [d.device_id for d in await store.page("p", ONLINE, "", None, 10)] == ["a-1", "a-4"]
+    assert [d.device_id for d in await store.page("p", UNKNOWN, "", None, 10)] == ["a-3"]
+    assert [d.device_id for d in await store.page("p", "", "gw-x", "a-1", 10)] == ["a-3", "a-4"]
+    assert [d.device_id for d in await store.page("p", ONLINE, "gw-y", None, 10)] == []
+    assert await store.totals("p") == {ONLINE: 2, OFFLINE: 1, UNKNOWN: 1}
+    assert await store.totals("q") == {ONLINE: 1, OFFLINE: 0, UNKNOWN: 0}
+    assert await store.one("q", "a-1") is None
+
+
+async def test_retention_deletes_devices_not_seen_since_its_cutoff(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    outbox = outboxes[0]
+    await outbox.devices.write(
+        [
+            state(event(1, 1.0, device="old", received=100.0)),
+            state(event(2, 2.0, device="new", received=300.0)),
+        ]
+    )
+    before = metrics.RETENTION_DELETED.labels("devices")._value.get()
+    await apply_retention(outbox, 200.0)
+    assert await outbox.devices.one("p", "old") is None
+    assert await outbox.devices.one("p", "new") is not None
+    assert metrics.RETENTION_DELETED.labels("devices")._value.get() == before + 1
+
+
+async def test_the_tracker_writes_what_a_commit_stored_once(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    outbox = outboxes[0]
+    tracker = DeviceTracker(outbox.devices)
+    events = [event(1, 10.0, status=ONLINE_STATE), event(2, 11.0, readings={"t": 2})]
+    test_send = event(3, 12.0)
+    test_send.test = True
+    events.append(test_send)
+    stored = [StoredEvent(e.event_id, "p", e.SerializeToString()) for e in events]
+    new_ids, _ = await outbox.accept(stored, [], 20.0)
+    tracker.fold_stored(events, stored, new_ids)
+    assert await tracker.flush() == 1
+    found = await outbox.devices.one("p", "d1")
+    assert found is not None
+    assert found.status == ONLINE
+    assert [r.event_id for r in found.recent] == ["evt_0002", "evt_0001"]  # no test send
+    # Stored again: nothing new is folded, the row stays.
+    again, _ = await outbox.accept(stored, [], 21.0)
+    assert again == set()
+    tracker.fold_stored(events, stored, again)
+    assert await tracker.flush() == 0
+    assert await outbox.devices.events("p", ["evt_0001", "evt_0002", "evt_9999"]) == {
+        "evt_0001": stored[0].payload,
+        "evt_0002": stored[1].payload,
+    }
+    assert await outbox.devices.events("q", ["evt_0001"]) == {}
+
+
+async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Outbox]) -> None:
+    tracker = DeviceTracker(
+        outboxes[0].devices, flush_seconds=3600, soft_bytes=2000, hard_bytes=4000
+    )
+    dropped = metrics.DEVICES_VIEW_DROPPED._value.get()
+    running = asyncio.create_task(tracker.run())
+    try:
+        for number in range(40):
+            tracker.fold(event(number, float(number), device=f"d{number}"), 100)
+        assert tracker.folded_bytes <= 4000 + 300
+        assert metrics.DEVICES_VIEW_DROPPED._value.get() > dropped
+
+        async def flushed() -> bool:
+            return len(await outboxes[0].devices.page("p", "", "", None, 100)) > 0
+
+        await eventually(flushed, 10, "a flush woken past soft_bytes, long before its hour")
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+def test_a_row_has_the_table_s_columns_in_order() -> None:
+    """PostgreSQL's upsert takes a row's values positionally."""
+    assert tuple(to_row(state(event(1, 1.0)))) == COLUMNS
+
+
+async def test_a_graceful_stop_flushes_what_was_noted(outboxes: tuple[Outbox, Outbox]) -> None:
+    tracker = DeviceTracker(outboxes[0].devices, flush_seconds=3600)
+    running = asyncio.create_task(tracker.run())
+    await tracker.running.wait()
+    tracker.fold(event(1, 1.0, device="last-words"), 100)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await outboxes[0].devices.one("p", "last-words") is not None
+
+
+async def test_a_failed_write_is_kept_for_the_next_flush(outboxes: tuple[Outbox, Outbox]) -> None:
+    outbox = outboxes[0]
+    tracker = DeviceTracker(outbox.devices)
+    engine = outbox.devices.engine
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE devices"))
+    tracker.fold(event(1, 1.0, device="kept", status=ONLINE_STATE), 100)
+    assert await tracker.flush() == 0  # the database refused it
+    tracker.fold(event(2, 2.0, device="kept"), 100)
+    async with engine.begin() as conn:
+        await conn.run_sync(tables.devices.create)
+    assert await tracker.flush() == 1
+    found = await outbox.devices.one("p", "kept")
+    assert found is not None
+    assert found.status == ONLINE
+    assert [r.event_id for r in found.recent] == ["evt_0002", "evt_0001"]
