@@ -111,6 +111,7 @@ async function render() {
   }
   const context = new ViewContext();
   current = context;
+  const focused = document.activeElement;
   replace(main);
   for (const [pattern, view] of routes) {
     const match = pattern.exec(where);
@@ -121,7 +122,10 @@ async function render() {
       } catch (error) {
         if (context.alive) main.append(h("p", { class: "error", role: "alert" }, error.message));
       }
-      focusHeading();
+      // To the new page's heading, unless the user moved the focus meanwhile.
+      if (context.alive && (document.activeElement === focused || document.activeElement === document.body)) {
+        focusHeading();
+      }
       return;
     }
   }
@@ -131,7 +135,7 @@ async function render() {
 
 function focusHeading() {
   const heading = main.querySelector("h1");
-  if (heading && !main.contains(document.activeElement)) heading.focus({ preventScroll: true });
+  if (heading) heading.focus({ preventScroll: true });
 }
 
 function showSignIn(message) {

@@ -170,7 +170,8 @@ export async function webhooksView(main, context) {
         }
       }
     };
-    await Promise.all([worker(), worker(), worker()]);
+    // In the background: the page is usable before every trend is in.
+    Promise.all([worker(), worker(), worker()]);
   }
 
   await load();
