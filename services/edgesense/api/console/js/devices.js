@@ -114,7 +114,7 @@ export async function deviceView(main, context, [deviceId]) {
         "dl",
         { class: "facts" },
         h("dt", {}, "Status"),
-        h("dd", {}, badge(d.status), " since ", when(d.statusChangedAt)),
+        h("dd", {}, badge(d.status), d.statusChangedAt ? [" since ", when(d.statusChangedAt)] : " (never reported)"),
         h("dt", {}, "Kind"),
         h("dd", {}, d.kind || "device"),
         h("dt", {}, "Gateway"),
