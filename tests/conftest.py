@@ -25,6 +25,8 @@ from edgesense.common.config import Settings
 from tests.support.processes import Processes, processes_of
 
 POSTGRES_URL_ENV = "EDGESENSE_TEST_POSTGRES_URL"
+# Set to 1, the console's browser tests write README's screenshots (tests/console).
+SCREENSHOTS_ENV = "EDGESENSE_CONSOLE_SCREENSHOTS"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -61,6 +61,9 @@ ABOUT_THE_DEVICE = (
     "bench/publisher.py",
     "bench/rules.py",
     "services/edgesense/__init__.py",
+    # The console's devices and rules pages (gateway ids, a gateway's Last Will).
+    "services/edgesense/api/console/js/alerts.js",
+    "services/edgesense/api/console/js/devices.js",
     "services/edgesense/common/events.py",
     "services/edgesense/common/event_types.py",
     "services/edgesense/delivery/accept/samples.py",

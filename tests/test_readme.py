@@ -54,7 +54,11 @@ INTERNAL = {
     "EDGESENSE_LOG_FORMAT",
 }
 # In README for developers (running the test suite); the tests read them.
-TEST_SETTINGS = {"EDGESENSE_TEST_POSTGRES_URL", "EDGESENSE_TEST_STRICT"}
+TEST_SETTINGS = {
+    "EDGESENSE_TEST_POSTGRES_URL",
+    "EDGESENSE_TEST_STRICT",
+    "EDGESENSE_CONSOLE_SCREENSHOTS",
+}
 
 
 def readme() -> str:

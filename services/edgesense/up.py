@@ -191,6 +191,14 @@ def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
         if name in names:
             out(f"  {name:<9} {where:<40} metrics {metrics}")
     out(f"  OpenAPI   http://{settings.http_addr}/openapi.json")
+    if "api" in names:
+        # The key is never put in the URL: the console asks for it (and keeps it in the tab).
+        where = (
+            "the API key below"
+            if dev and not os.environ.get("EDGESENSE_API_KEYS")
+            else "an API key"
+        )
+        out(f"  Console   http://{settings.http_addr}/console   (sign in with {where})")
     if dev and not os.environ.get("EDGESENSE_API_KEYS"):
         key = next(iter(settings.api_keys))
         out(f"  API key   {key}   (project 'dev'; also in var/dev-api-key)")

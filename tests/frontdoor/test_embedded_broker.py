@@ -39,6 +39,11 @@ async def test_up_dev_with_the_embedded_broker_delivers_signed_events(tmp_path: 
         assert "starting an embedded one (amqtt)" in up.log()
         assert "the bridge uses 3.1.1" in up.log()
         up.api_key = (tmp_path / "var" / "dev-api-key").read_text().strip()
+        # The console's address, and where its key is; never the key in a URL.
+        console = next(line for line in up.output if "Console" in line)
+        assert f"{up.api}/console" in console
+        assert "sign in with the API key below" in console
+        assert not [line for line in up.output if "http" in line and up.api_key in line]
         hook = await up.register(receiver.url, ["device.data"], SECRET)
         topic = "edgesense/dev/gw-1/edge-node-321/data"
         await asyncio.to_thread(publish, env["EDGESENSE_MQTT_URL"], topic, b'{"temperature": 75.3}')

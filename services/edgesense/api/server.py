@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from edgesense.api.backends import DEFAULT_TIMEOUT_SECONDS, Backends
 from edgesense.api.connections import ConnectionGuard, HttpLimits
+from edgesense.api.console import add_console_routes
 from edgesense.api.handlers import ApiHandlers
 from edgesense.api.metrics import ApiMetrics
 from edgesense.api.router import Router
@@ -104,6 +105,7 @@ def create_app(
     app.router.add_get("/healthz", handlers.healthz, allow_head=False)
     app.router.add_get("/metrics", handlers.metrics_text, allow_head=False)
     app.router.add_get("/openapi.json", handlers.openapi_json, allow_head=False)
+    add_console_routes(app)  # the web console's files, before the catch-all
     app.router.add_route("*", "/{tail:.*}", handlers.transcode)
     return app
 

@@ -1,0 +1,439 @@
+"""The console in Chromium against `edgesense up`: sign in, webhooks and their
+deliveries appearing as events are published over MQTT, a failed delivery
+opened, redelivered and its webhook enabled, a wrong key, sign-out, the CSP.
+
+Every wait is one of Playwright's auto-waiting expectations on what the page
+shows (which the console keeps current by polling every 5 s), never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page, expect
+
+from tests.conftest import SCREENSHOTS_ENV
+from tests.console.conftest import PROJECT, ConsolePage
+from tests.e2e.conftest import UpCluster
+from tests.support.broker import Gateway, Mosquitto
+from tests.support.receivers import Receiver, Switch
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+LIVE_SECONDS = 30_000  # ms: a delivery and a 5 s poll, with room for a slow machine
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def publish(
+    cluster: UpCluster, broker: Mosquitto, device: str, readings: Sequence[Mapping[str, float]]
+) -> None:
+    prefix = cluster.env["EDGESENSE_MQTT_TOPIC_PREFIX"]
+    gateway = Gateway(broker.port, "console-gw-" + secrets.token_hex(3))
+    try:
+        await gateway.publish(
+            [
+                (f"{prefix}/{PROJECT}/gw-1/{device}/data", json.dumps(r).encode(), None)
+                for r in readings
+            ]
+        )
+    finally:
+        gateway.close()
+
+
+async def test_the_page_is_served_with_a_strict_csp(console: ConsolePage) -> None:
+    response = await console.page.goto(console.url)
+    assert response is not None
+    assert response.status == 200
+    csp = await response.header_value("content-security-policy")
+    assert csp is not None
+    assert "script-src 'self'" in csp
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert await response.header_value("x-content-type-options") == "nosniff"
+    assert await response.header_value("referrer-policy") == "no-referrer"
+    # The modules ran (under that CSP): the sign-in form is there.
+    await expect(console.page.get_by_label("API key")).to_be_visible()
+    # And the browser enforces it: an inline script is refused, and reported
+    # as the console error the `console` fixture fails any other test on.
+    console.problems.expect("Content Security Policy")
+    with pytest.raises(PlaywrightError):
+        await console.page.add_script_tag(content="window.injected = 1")
+    assert await console.page.evaluate("window.injected") is None
+    assert any("Content Security Policy" in e for e in console.problems.errors)
+
+
+async def test_a_wrong_key_shows_the_api_message(console: ConsolePage) -> None:
+    console.problems.expect("status of 401")  # Chromium logs the refused request
+    await console.page.goto(console.url)
+    await console.page.get_by_label("API key").fill("not-a-key-" + secrets.token_hex(4))
+    await console.page.get_by_role("button", name="Sign in").click()
+    await expect(console.page.get_by_role("alert")).to_contain_text("invalid API key (HTTP 401)")
+    await expect(console.page.get_by_role("button", name="Sign out")).to_be_hidden()
+    stored = await console.page.evaluate("sessionStorage.length")
+    assert stored == 0
+
+
+async def test_sign_in_keeps_the_key_in_the_tab_only_and_sign_out_clears_it(
+    console: ConsolePage,
+) -> None:
+    await console.sign_in(route="#/webhooks")
+    page = console.page
+    assert (
+        await page.evaluate("sessionStorage.getItem('edgesense.apiKey')") == console.cluster.api_key
+    )
+    assert await page.evaluate("localStorage.length") == 0
+    assert await page.context.cookies() == []
+    assert console.cluster.api_key not in page.url
+    await page.reload()  # the tab keeps it
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_a_registered_webhook_and_its_deliveries_appear_live(
+    console: ConsolePage, broker: Mosquitto, receiver: Receiver
+) -> None:
+    cluster = console.cluster
+    description = "live-" + secrets.token_hex(3)
+    webhook_id = await cluster.register(receiver.url, ["device.data"], "s3cret")
+    async with httpx.AsyncClient(base_url=cluster.api, headers=cluster.auth) as http:
+        answer = await http.patch(f"/api/webhooks/{webhook_id}", json={"description": description})
+        assert answer.status_code == 200, answer.text
+    await console.sign_in(route="#/webhooks")
+    page = console.page
+    row = page.get_by_role("row").filter(has_text=description)
+    await expect(row).to_contain_text("active")
+    await row.get_by_role("link", name=description).click()
+    await expect(page.get_by_role("heading", name=description)).to_be_visible()
+    await expect(page.get_by_text("No deliveries yet")).to_be_visible()
+
+    device = "console-dev-" + secrets.token_hex(3)
+    await publish(cluster, broker, device, [{"temperature": 20.5}, {"temperature": 21.0}])
+    # No reload: the log polls.
+    rows = page.get_by_role("row").filter(has_text=device)
+    await expect(rows).to_have_count(2, timeout=LIVE_SECONDS)
+    await expect(rows.filter(has_text="succeeded")).to_have_count(2, timeout=LIVE_SECONDS)
+    await receiver.wait_for(2)
+
+
+async def test_a_failed_delivery_is_opened_redelivered_and_its_webhook_enabled(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    cluster = console.cluster
+    switch = Switch(500)
+    receiver = Receiver(switch)
+    await receiver.start()
+    try:
+        webhook_id = await cluster.register(receiver.url, ["device.data"], "s3cret")
+        device = "console-fail-" + secrets.token_hex(3)
+        await publish(cluster, broker, device, [{"temperature": 99.0}])
+        await console.sign_in(route=f"#/webhooks/{webhook_id}")
+        page = console.page
+        await page.get_by_label("Delivery status").select_option("failed")
+        failed = page.get_by_role("row").filter(has_text=device)
+        await expect(failed).to_contain_text("failed", timeout=LIVE_SECONDS)
+        # Failing for good disabled the webhook (EDGESENSE_MAX_RETRIES=1).
+        await expect(page.get_by_role("button", name="Enable")).to_be_visible(timeout=LIVE_SECONDS)
+
+        await failed.get_by_role("link").first.click()
+        await expect(page.get_by_role("heading", name="Delivery")).to_be_visible()
+        attempts = page.get_by_role("table", name="Attempts")
+        await expect(attempts).to_contain_text("500")
+        await expect(attempts).to_contain_text("down")  # the start of the response body
+        await expect(page.get_by_label("Body sent")).to_contain_text('"temperature": 99')
+
+        switch.status = 200
+        await page.get_by_role("button", name="Redeliver").click()
+        # Its webhook is disabled: the delivery waits, held, until it is enabled.
+        await expect(page.get_by_role("status")).to_contain_text("Sent again: now held")
+        await page.get_by_role("link", name=webhook_id).click()
+        await page.get_by_role("button", name="Enable").click()
+        await expect(page.get_by_role("status")).to_contain_text("Enabled")
+        await expect(page.locator("h1 .badge")).to_have_text("active")
+        await page.get_by_label("Delivery status").select_option("succeeded")
+        await expect(page.get_by_role("row").filter(has_text=device)).to_contain_text(
+            "succeeded", timeout=LIVE_SECONDS
+        )
+        await receiver.wait_for(3)
+    finally:
+        await receiver.stop()
+
+
+async def test_registering_from_the_console(console: ConsolePage, receiver: Receiver) -> None:
+    console.problems.expect("status of 400")  # the refused registration
+    await console.sign_in(route="#/webhooks")
+    page = console.page
+    await page.get_by_text("Register a webhook").click()
+    form = page.locator("details", has_text="Register a webhook")
+    await form.get_by_label("URL").fill("ftp://nope.example")
+    await form.get_by_label("Signing secret").fill("s3cret")
+    await form.get_by_role("button", name="Register").click()
+    await expect(form.get_by_role("alert")).to_contain_text("url")  # the API names the field
+    description = "from-console-" + secrets.token_hex(3)
+    await form.get_by_label("URL").fill(receiver.url)
+    await form.get_by_label("Description").fill(description)
+    await form.get_by_role("button", name="Register").click()
+    await expect(form.get_by_role("status")).to_contain_text("Registered wh_")
+    await expect(page.get_by_role("row").filter(has_text=description)).to_contain_text("active")
+
+
+async def test_a_device_goes_offline_when_its_gateways_last_will_fires(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    cluster = console.cluster
+    gateway_id = "gw-will-" + secrets.token_hex(3)
+    prefix = cluster.env["EDGESENSE_MQTT_TOPIC_PREFIX"]
+    status_topic = f"{prefix}/{PROJECT}/{gateway_id}/status"
+    data_topic = f"{prefix}/{PROJECT}/{gateway_id}/boiler-1/data"
+    script = (  # a gateway with a Last Will, as the README describes one
+        "import sys, time, paho.mqtt.client as m\n"
+        "from paho.mqtt.enums import CallbackAPIVersion\n"
+        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
+        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
+        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
+        "c.loop_start()\n"
+        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
+        "c.publish(sys.argv[4], b'{\"temperature\": 71.5}', qos=1).wait_for_publish(10)\n"
+        "print('online', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
+        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic, data_topic],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert gateway.stdout is not None
+        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+        await console.sign_in(route=f"#/devices?gatewayId={gateway_id}")
+        page = console.page
+        row = page.get_by_role("row").filter(
+            has=page.get_by_role("link", name=gateway_id, exact=True)
+        )
+        await expect(row).to_contain_text("online", timeout=LIVE_SECONDS)
+        await expect(page.get_by_role("row").filter(has_text="boiler-1")).to_contain_text(
+            "temperature=71.5", timeout=LIVE_SECONDS
+        )
+        gateway.kill()  # no DISCONNECT: the broker publishes the Will
+        await expect(row).to_contain_text("offline", timeout=60_000)
+        await row.get_by_role("link", name=gateway_id, exact=True).click()
+        await expect(page.get_by_role("heading", name=gateway_id)).to_be_visible()
+        await expect(page.get_by_role("table", name="Recent events")).to_contain_text(
+            "device.status"
+        )
+    finally:
+        gateway.kill()
+        gateway.wait()
+        if gateway.stdout is not None:
+            gateway.stdout.close()
+
+
+async def test_the_overview_shows_counts_and_charts(
+    console: ConsolePage, broker: Mosquitto, receiver: Receiver
+) -> None:
+    cluster = console.cluster
+    webhook_id = await cluster.register(receiver.url, ["device.data"], "s3cret")
+    async with httpx.AsyncClient(base_url=cluster.api, headers=cluster.auth) as http:
+        answer = await http.patch(
+            f"/api/webhooks/{webhook_id}", json={"description": "Line 4 readings to the MES"}
+        )
+        assert answer.status_code == 200, answer.text
+        await console.sign_in(route="#/overview")
+        page = console.page
+        total = page.locator(".stat", has_text="deliveries (1h)").locator(".stat-value")
+        await expect(total).to_have_text(re.compile(r"^\d+$"))
+        shown_before = await total.inner_text()
+
+        readings = [{"temperature": 60 + n % 7, "humidity": 40 + n % 5} for n in range(12)]
+        await publish(cluster, broker, "press-7", readings)
+        await receiver.wait_for(12)
+        stats = (await http.get("/api/stats", params={"window": "1h"})).json()
+    # The page catches up on its own (no reload) with the API's figure.
+    expected = stats["deliveries"]["total"]
+    assert expected >= int(shown_before) + 12
+    await expect(total).to_have_text(str(expected), timeout=LIVE_SECONDS)
+    active = stats["webhooks"]["active"]
+    await expect(
+        page.locator(".stat", has_text="active webhooks").locator(".stat-value")
+    ).to_have_text(str(active))
+    await expect(page.get_by_role("img", name=re.compile("^Attempts per minute"))).to_be_visible()
+    await expect(page.get_by_role("img", name=re.compile(r"^p50 1h: \d+ ms$"))).to_be_visible()
+    await screenshot(page, "console-overview.png")
+
+    await page.get_by_role("link", name="Webhooks", exact=True).click()
+    await page.get_by_role("link", name="Line 4 readings to the MES").click()
+    await expect(page.get_by_role("row").filter(has_text="press-7")).to_have_count(12)
+    await expect(
+        page.locator(".stat", has_text="deliveries (1h)").locator(".stat-value")
+    ).to_have_text("12")
+    await screenshot(page, "console-webhook.png")
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """docs/NAME of what the page shows, when EDGESENSE_CONSOLE_SCREENSHOTS=1."""
+    if os.environ.get(SCREENSHOTS_ENV) != "1":
+        return
+    await page.evaluate("document.activeElement && document.activeElement.blur()")
+    await page.screenshot(path=str(DOCS / name), full_page=True)
+
+
+async def test_phone_width_has_no_sideways_scrolling(console: ConsolePage) -> None:
+    page = console.page
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await console.sign_in(route="#/webhooks")
+    for route, heading in (
+        ("#/webhooks", "Webhooks"),
+        ("#/overview", "Overview"),
+        ("#/devices", "Devices"),
+    ):
+        await page.goto(f"{console.url}{route}")
+        await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{route} is {overflow} px wider than the phone"
+
+
+async def test_keyboard_only(console: ConsolePage) -> None:
+    page = console.page
+    await page.goto(f"{console.url}#/webhooks")
+    # The key field has the focus; Enter submits.
+    await page.keyboard.type(console.cluster.api_key)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    # Tab reaches the main navigation, in order, and Enter follows a link.
+    await page.get_by_role("link", name="EdgeSense console").focus()
+    names = ["EdgeSense console"]
+    for _ in range(5):
+        await page.keyboard.press("Tab")
+        names.append(await page.evaluate("document.activeElement.textContent.trim()"))
+    assert names == ["EdgeSense console", "Overview", "Webhooks", "Devices", "Alerts", "Rules"]
+    # The focus is visible.
+    assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Rules", exact=True)).to_be_visible()
+
+
+async def test_a_rule_created_and_edited_in_the_console_raises_an_alert(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    await console.sign_in(route="#/rules")
+    page = console.page
+    await page.get_by_role("link", name="New rule").click()
+    name = "Boiler too hot " + secrets.token_hex(3)
+    device = "boiler-" + secrets.token_hex(3)
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Reading field").fill("temperature")
+    await page.get_by_label("Operator").select_option("gt")
+    await page.get_by_label("Threshold", exact=True).fill("80")
+    await page.get_by_label("Severity").select_option("critical")
+    await page.get_by_label("Device ids").fill(device)
+    await page.get_by_role("button", name="Create rule").click()
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+    await expect(page.get_by_text("version 1")).to_be_visible()
+
+    await publish(console.cluster, broker, device, [{"temperature": 95.0}])
+    await page.get_by_role("link", name="Alerts", exact=True).click()
+    alert = page.get_by_role("row").filter(has_text=device)
+    await expect(alert).to_contain_text("temperature = 95", timeout=LIVE_SECONDS)
+    await expect(alert).to_contain_text("critical")
+
+    await alert.get_by_role("link", name=name).click()
+    await page.get_by_label("Threshold", exact=True).fill("100")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_contain_text("Saved (version 2)")
+    await page.get_by_role("link", name="All rules").click()
+    await expect(page.get_by_role("row").filter(has_text=name)).to_contain_text(
+        "temperature gt 100"
+    )
+
+
+async def test_settings_rotation_test_send_and_delete(
+    console: ConsolePage, receiver: Receiver
+) -> None:
+    webhook_id = await console.cluster.register(receiver.url, ["device.data"], "s3cret")
+    await console.sign_in(route=f"#/webhooks/{webhook_id}")
+    page = console.page
+    settings = page.locator("details", has_text="Settings")
+    await settings.get_by_text("Settings").click()
+    await settings.get_by_label("Description").fill("Renamed in the console")
+    await settings.get_by_label("device.alert").check()
+    await settings.get_by_label("Rate limit (requests/s, 0: none)").fill("20")
+    await settings.get_by_role("button", name="Save").click()
+    await expect(settings.get_by_role("status")).to_have_text("Saved.")
+    await expect(page.get_by_role("heading", name="Renamed in the console")).to_be_visible()
+    facts = page.locator("dl.facts")
+    await expect(facts).to_contain_text("device.data, device.alert")
+    await expect(facts).to_contain_text("20/s")
+
+    rotate = page.locator("details", has_text="Rotate the signing secret")
+    await rotate.get_by_text("Rotate the signing secret").click()
+    await rotate.get_by_role("button", name="Generate a secret").click()
+    assert (await rotate.get_by_label("New secret").input_value()).startswith("whsec_")
+    await rotate.get_by_role("button", name="Rotate").click()
+    await expect(rotate.get_by_role("status")).to_contain_text("Rotated")
+    await expect(facts).to_contain_text("Previous secret signs until")
+
+    await page.get_by_label("Test", exact=True).select_option("device.alert")
+    await page.get_by_role("button", name="Send test event").click()
+    await expect(page.get_by_role("status").first).to_contain_text(
+        "Test device.alert queued as dlv_"
+    )
+    test_row = page.get_by_role("row").filter(has_text="device.alert")
+    await expect(test_row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
+    [received] = await receiver.wait_for(1)
+    assert received.headers["X-EdgeSense-Test"] == "1"
+
+    delete = page.get_by_role("button", name="Delete")
+    await delete.click()  # asks once more
+    await expect(page.get_by_role("button", name="Really delete? Click again")).to_be_visible()
+    await page.get_by_role("button", name="Really delete? Click again").click()
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    async with httpx.AsyncClient(
+        base_url=console.cluster.api, headers=console.cluster.auth
+    ) as http:
+        assert (await http.get(f"/api/webhooks/{webhook_id}")).status_code == 404
+
+
+async def test_recovering_a_window_sends_the_failed_ones_again(
+    console: ConsolePage, broker: Mosquitto
+) -> None:
+    switch = Switch(500)
+    receiver = Receiver(switch)
+    await receiver.start()
+    try:
+        webhook_id = await console.cluster.register(receiver.url, ["device.data"], "s3cret")
+        device = "console-recover-" + secrets.token_hex(3)
+        await publish(console.cluster, broker, device, [{"temperature": 12.5}])
+        await console.sign_in(route=f"#/webhooks/{webhook_id}")
+        page = console.page
+        row = page.get_by_role("row").filter(has_text=device)
+        await expect(row).to_contain_text("failed", timeout=LIVE_SECONDS)
+        switch.status = 200
+        await page.get_by_role("button", name="Enable").click()
+        await expect(page.locator("h1 .badge")).to_have_text("active")
+        recover = page.locator("details", has_text="Recover failed deliveries")
+        await recover.get_by_text("Recover failed deliveries").click()
+        await recover.get_by_role("button", name="Recover").click()  # the last hour
+        await expect(recover.get_by_role("status")).to_have_text("Sent again: 1 failed delivery.")
+        await expect(row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
+    finally:
+        await receiver.stop()
