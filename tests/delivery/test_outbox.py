@@ -423,12 +423,13 @@ async def stats_fixture(outbox: Outbox) -> None:
 
 async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
     await stats_fixture(outbox)
-    stats = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 60, (50, 95, 99))
+    stats = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 60, (50, 95, 99), (50, 99))
     assert stats.counts == {PENDING: 1, SUCCEEDED: 1, FAILED: 1, HELD: 0}
     assert (stats.attempts, stats.attempts_succeeded) == (4, 1)
-    # Bucket 0: both first attempts failed and were retried; bucket 1: dlv_1's
-    # second succeeded, dlv_2's second was its last (failed for good).
-    assert stats.buckets == [(0, 0, 2, 0), (1, 1, 0, 1)]
+    # Bucket 0: both first attempts failed and were retried (10 and 40 ms);
+    # bucket 1: dlv_1's second succeeded (30 ms), dlv_2's second was its
+    # last (20 ms, failed for good).
+    assert stats.buckets == [(0, 0, 2, 0, {50: 10, 99: 40}), (1, 1, 0, 1, {50: 20, 99: 30})]
     # Durations 10, 20, 30, 40: nearest ranks 2, 4 and 4.
     assert stats.durations == {50: 20, 95: 40, 99: 40}
 
@@ -436,8 +437,8 @@ async def test_stats_count_the_window_in_the_database(outbox: Outbox) -> None:
     assert other.counts == dict.fromkeys((PENDING, SUCCEEDED, FAILED, HELD), 0)
     assert (other.buckets, other.durations, other.attempts) == ([], {}, 0)
     # 5-minute buckets: all four attempts fall in the first.
-    wide = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 300, (50,))
-    assert wide.buckets == [(0, 1, 2, 1)]
+    wide = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 300, (50,), (50,))
+    assert wide.buckets == [(0, 1, 2, 1, {50: 20})]
 
 
 async def test_stats_of_several_webhooks_count_them_all(outbox: Outbox) -> None:
@@ -446,12 +447,12 @@ async def test_stats_of_several_webhooks_count_them_all(outbox: Outbox) -> None:
     # wh_a's figures and dlv_5 (wh_b: one attempt of 1 ms that succeeded, in bucket 0).
     assert both.counts == {PENDING: 1, SUCCEEDED: 2, FAILED: 1, HELD: 0}
     assert (both.attempts, both.attempts_succeeded) == (5, 2)
-    assert both.buckets == [(0, 1, 2, 0), (1, 1, 0, 1)]
+    assert both.buckets == [(0, 1, 2, 0, {}), (1, 1, 0, 1, {})]
     # Durations 1, 10, 20, 30, 40: nearest ranks 3, 5 and 5.
     assert both.durations == {50: 20, 95: 40, 99: 40}
     assert await outbox.stats("p", ["wh_b"], NOW, NOW + 3600, 60, (50,)) == (
         {PENDING: 0, SUCCEEDED: 1, FAILED: 0, HELD: 0},
-        [(0, 1, 0, 0)],
+        [(0, 1, 0, 0, {})],
         {50: 1},
         1,
         1,
@@ -474,6 +475,42 @@ async def test_held_deliveries_active_alerts_and_events_are_read_per_project(
     assert await outbox.event("p", "evt_1") == b"payload 1"
     assert await outbox.event("other", "evt_1") is None
     assert await outbox.event("p", "evt_9") is None
+
+
+async def test_each_buckets_percentiles_are_the_nearest_ranks_of_its_attempts(
+    outbox: Outbox,
+) -> None:
+    """Attempts in buckets 0, 1, 3 and 4 of 1-minute buckets (2 empty), with
+    durations repeating (as whole milliseconds do): each bucket's p50 and p99
+    and the window's are those of a sort the test does, by nearest rank."""
+    chance = random.Random(16)
+    placed = {0: 7, 1: 40, 3: 1, 4: 120}  # bucket -> attempts
+    started: list[tuple[int, float, int]] = []  # bucket, start, duration
+    for bucket, count in placed.items():
+        for i in range(count):
+            duration = chance.choice((3, 8, 8, 21, 55, 55, 400, 1200, chance.randint(1, 5000)))
+            started.append((bucket, NOW + bucket * 60 + i * 59 / count, duration))
+    await store(outbox, *(delivery(n, "wh_a") for n in range(1, len(started) + 1)))
+    await outbox.claim("me", NOW + 10_000, LEASE, len(started))
+    outcomes = [
+        attempt_outcome(f"dlv_{n}", 1, at, ms, 200, SUCCEEDED)
+        for n, (_, at, ms) in enumerate(started, 1)
+    ]
+    await outbox.record("me", outcomes, NOW + 400)
+
+    stats = await outbox.stats("p", ["wh_a"], NOW, NOW + 3600, 60, (50, 95, 99), (50, 99))
+
+    def ranks(values: list[int], percentiles: tuple[int, ...]) -> dict[int, int]:
+        ordered = sorted(values)
+        return {p: ordered[nearest_rank(p, len(ordered)) - 1] for p in percentiles}
+
+    expected = [
+        (b, n, 0, 0, ranks([ms for at, _, ms in started if at == b], (50, 99)))
+        for b, n in placed.items()
+    ]
+    assert stats.buckets == expected  # bucket 2 and those after 4: absent
+    assert stats.durations == ranks([ms for _, _, ms in started], (50, 95, 99))
+    assert stats.attempts == len(started)
 
 
 @pytest.mark.parametrize("seed", range(20))

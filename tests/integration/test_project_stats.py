@@ -154,13 +154,28 @@ async def test_project_stats_add_up_every_webhook_of_the_project_and_its_overvie
                     for h in hooks
                 ]
                 assert got.get(kind, 0) == sum(each), kind
-        # Attempts fall in the buckets they started in.
+        # Attempts fall in the buckets they started in, and each bucket's p50
+        # and p99 are its attempts' (nearest rank, over a sort done here);
+        # a bucket without attempts has none.
         got = await project_stats(cluster, "1h")
         since = parse(got["since"]).timestamp()
+        by_bucket: dict[int, list[int]] = {}
         for attempt in (a for d in listed for a in d["attempts"]):
             position = int((parse(attempt["startedAt"]).timestamp() - since) // 60)
-            point = got["series"][position]
-            assert sum(int(point.get(k, 0)) for k in ("succeeded", "retried", "failed")) > 0
+            by_bucket.setdefault(position, []).append(int(attempt.get("durationMs", 0)))
+        for position, point in enumerate(got["series"]):
+            durations = sorted(by_bucket.get(position, []))
+            assert sum(int(point.get(k, 0)) for k in ("succeeded", "retried", "failed")) == len(
+                durations
+            )
+            ranked = {
+                f"p{p}DurationMs": durations[nearest_rank(p, len(durations)) - 1]
+                for p in (50, 99)
+                if durations
+            }
+            assert {k: point[k] for k in ("p50DurationMs", "p99DurationMs") if k in point} == (
+                ranked
+            ), position
 
         # project-b sees only its own.
         theirs = await project_stats(cluster, "1h", project="project-b")

@@ -52,6 +52,7 @@ MAX_TEXT_CHARS = 1000
 STATS_WINDOWS = {"1h": (3600, 60), "24h": (86_400, 300), "7d": (604_800, 3600)}
 DEFAULT_STATS_WINDOW = "24h"
 PERCENTILES = (50, 95, 99)
+BUCKET_PERCENTILES = (50, 99)
 ALERT_STATES = (ACTIVE, RESOLVED)
 MAX_FILTER_CHARS = 128
 
@@ -400,7 +401,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
         # their size, so successive answers line up.
         until = (math.floor(time.time() / bucket) + 1) * bucket
         since = until - length
-        stats = await self.outbox.stats(project, webhook_ids, since, until, bucket, PERCENTILES)
+        stats = await self.outbox.stats(
+            project, webhook_ids, since, until, bucket, PERCENTILES, BUCKET_PERCENTILES
+        )
         counts = stats.counts
         answer.window = window
         answer.since.CopyFrom(timestamp(since))
@@ -427,7 +430,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServicer):
             point = answer.series.add(start=timestamp(since + position * bucket))
             got = found.get(position)
             if got is not None:
-                point.succeeded, point.retried, point.failed = got[1:]
+                point.succeeded, point.retried, point.failed = got[1:4]
+                point.p50_duration_ms = got.durations[50]
+                point.p99_duration_ms = got.durations[99]
 
     async def GetDelivery(
         self, request: delivery_pb2.GetDeliveryRequest, context: Context

@@ -465,7 +465,9 @@ class WebhookStats(_message.Message):
 
     @_builtins.property
     def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatsBucket]:
-        """Every bucket of the window, oldest first, empty ones included."""
+        """Every bucket of the window, oldest first, empty ones included: its
+        attempts by outcome and their p50 and p99 durations.
+        """
 
     def __init__(
         self,
@@ -548,12 +550,19 @@ class StatsBucket(_message.Message):
     SUCCEEDED_FIELD_NUMBER: _builtins.int
     RETRIED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
+    P50_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P99_DURATION_MS_FIELD_NUMBER: _builtins.int
     succeeded: _builtins.int
     """Answered 2xx."""
     retried: _builtins.int
     """Failed, and the delivery is (or will be) tried again."""
     failed: _builtins.int
     """Failed, and it was the delivery's last: the delivery failed for good."""
+    p50_duration_ms: _builtins.int
+    """The bucket's attempt durations (nearest rank, as the window's), in
+    milliseconds; absent for a bucket without attempts.
+    """
+    p99_duration_ms: _builtins.int
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -563,12 +572,21 @@ class StatsBucket(_message.Message):
         succeeded: _builtins.int = ...,
         retried: _builtins.int = ...,
         failed: _builtins.int = ...,
+        p50_duration_ms: _builtins.int | None = ...,
+        p99_duration_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms", "_p99_duration_ms", b"_p99_duration_ms", "p50_duration_ms", b"p50_duration_ms", "p99_duration_ms", b"p99_duration_ms", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "retried", b"retried", "start", b"start", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms", "_p99_duration_ms", b"_p99_duration_ms", "failed", b"failed", "p50_duration_ms", b"p50_duration_ms", "p99_duration_ms", b"p99_duration_ms", "retried", b"retried", "start", b"start", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__p50_duration_ms: _TypeAlias = _typing.Literal["p50_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p50_duration_ms: _TypeAlias = _typing.Literal["_p50_duration_ms", b"_p50_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__p99_duration_ms: _TypeAlias = _typing.Literal["p99_duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__p99_duration_ms: _TypeAlias = _typing.Literal["_p99_duration_ms", b"_p99_duration_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p50_duration_ms) -> _WhichOneofReturnType__p50_duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p99_duration_ms) -> _WhichOneofReturnType__p99_duration_ms | None: ...
 
 Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015
 

@@ -285,11 +285,13 @@ class Outbox(Protocol):
         until: float,
         bucket_seconds: float,
         percentiles: Sequence[int],
+        bucket_percentiles: Sequence[int] = (),
     ) -> DeliveryStats:
         """The deliveries of the project's `webhook_ids` (one webhook, or all
         of a project's) created in [since, until) and their attempts started
         in it, counted in the database (see DeliveryStats); attempts bucketed
-        by `bucket_seconds` from `since`. Reads those webhooks' rows of the
+        by `bucket_seconds` from `since`, the window's durations ranked at
+        `percentiles` and each bucket's at `bucket_percentiles`. Reads those webhooks' rows of the
         window only (ix_deliveries_webhook_created).
         """
         ...

@@ -368,6 +368,9 @@ class StatsBucket(NamedTuple):
     succeeded: int
     retried: int
     failed: int
+    # The bucket's attempt durations (ms) at the bucket percentiles asked
+    # for, by nearest rank (every bucket listed has attempts).
+    durations: dict[int, int]
 
 
 class DeliveryStats(NamedTuple):
@@ -378,7 +381,8 @@ class DeliveryStats(NamedTuple):
     one is `failed` when it was its delivery's last attempt and the delivery
     is failed, `retried` otherwise (another attempt followed or will).
     `durations` are the attempt durations (ms) at the percentiles asked
-    for, by nearest rank (empty without attempts).
+    for, by nearest rank (empty without attempts); each bucket's, at the
+    bucket percentiles asked for.
     """
 
     counts: dict[str, int]  # by status, every status present

@@ -3,17 +3,22 @@
 
 import { h } from "./dom.js";
 
-const COLORS = { succeeded: "#1b7f3b", retried: "#b35c00", failed: "#c62828" };
+const COLORS = { succeeded: "#1b7f3b", retried: "#b35c00", failed: "#c62828", p50: "#1f5fbf", p99: "#7b1fa2" };
 
 function sizeOf(el, height) {
   return { width: Math.max(260, Math.floor(el.clientWidth || 600)), height };
 }
 
 /**
- * A time series chart in `el`. `series`: [{label, key}], `rows(stats)` gives
- * [times, ...values]. Returns {update(stats), destroy()}.
+ * A time series chart in `el`. `series`: [{label, key, points?}] (points: uPlot's
+ * options for the series' dots, default none), `rows(stats)` gives
+ * [times, ...values] (null: no value, a gap), `describe(series, rows)` the
+ * chart's accessible summary (default: each series' sum). Each series'
+ * values are also on the chart's `data-<key>` attribute, comma-separated
+ * (empty for null), what a test compares with the API's figures. Returns
+ * {update(stats), destroy()}.
  */
-function timeChart(el, { title, yLabel, series, rows, height = 220 }) {
+function timeChart(el, { title, yLabel, series, rows, describe = summary, height = 220 }) {
   const U = window.uPlot;
   const box = h("div", { class: "chart", role: "img", "aria-label": title });
   el.append(box);
@@ -35,7 +40,7 @@ function timeChart(el, { title, yLabel, series, rows, height = 220 }) {
         fill: `${COLORS[s.key] || "#333333"}1f`,
         // Steps: each bucket a flat run over its own minutes, so one busy bucket shows.
         paths: U.paths.stepped({ align: 1 }),
-        points: { show: false },
+        points: s.points || { show: false },
       })),
     ],
   };
@@ -50,7 +55,8 @@ function timeChart(el, { title, yLabel, series, rows, height = 220 }) {
       last = rows(stats);
       if (!plot) plot = new U(options, last, box);
       else plot.setData(last);
-      box.setAttribute("aria-label", `${title}: ${summary(series, last)}`);
+      box.setAttribute("aria-label", `${title}: ${describe(series, last)}`);
+      series.forEach((s, i) => box.setAttribute(`data-${s.key}`, last[i + 1].map((v) => v ?? "").join(",")));
     },
     destroy() {
       observer.disconnect();
@@ -80,6 +86,32 @@ export function deliveriesChart(el, { title = "Attempts per minute" } = {}) {
       ...keys.map((key) => (stats.series || []).map((b) => round((b[key] || 0) * perMinute(stats)))),
     ],
   });
+}
+
+/** Each bucket's attempt latency, p50 and p99 (ms); a bucket without attempts is a gap. */
+export function latencyChart(el, { title = "Attempt latency" } = {}) {
+  const keys = ["p50", "p99"];
+  return timeChart(el, {
+    title,
+    yLabel: "ms",
+    // Dots too: a bucket alone between empty ones has no step to draw.
+    series: keys.map((key) => ({ key, label: key, points: { show: true, size: 5 } })),
+    rows: (stats) => [
+      times(stats),
+      ...keys.map((key) => (stats.series || []).map((b) => b[`${key}DurationMs`] ?? null)),
+    ],
+    describe: latest,
+  });
+}
+
+/** The latest bucket with attempts: "p50 12 ms, p99 80 ms at 14:05", or that none had any. */
+function latest(series, data) {
+  for (let i = data[0].length - 1; i >= 0; i--) {
+    if (data[1][i] == null) continue;
+    const at = new Date(data[0][i] * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return `${series.map((s, j) => `${s.label} ${data[j + 1][i]} ms`).join(", ")} at ${at}`;
+  }
+  return "no attempts";
 }
 
 /**

@@ -1,8 +1,8 @@
-// Overview: the project's deliveries and latency over the last hour or day,
+// Overview: the project's deliveries and attempt latency (p50, p99) over the last hour or day,
 // and the counts that say whether anything needs a look.
 
 import { api } from "./api.js";
-import { deliveriesChart } from "./charts.js";
+import { deliveriesChart, latencyChart } from "./charts.js";
 import { h, ms, notice, percent, replace } from "./dom.js";
 
 export function windowSwitch(windows, chosen, onChange) {
@@ -25,36 +25,11 @@ function stat(label, value, href, tone) {
     : h("div", { class: `stat ${tone || ""}` }, body);
 }
 
-/** Attempt latency percentiles of the last hour and day, as bars on one scale. */
-function latencyBars(el, byWindow) {
-  const rows = [];
-  for (const [window_, stats] of byWindow) {
-    for (const p of ["p50", "p95", "p99"]) rows.push([`${p} ${window_}`, stats ? stats[`${p}DurationMs`] : undefined]);
-  }
-  const top = Math.max(1, ...rows.map(([, v]) => v || 0));
-  replace(
-    el,
-    h("h2", { class: "chart-title" }, "Attempt latency, last hour and day"),
-    rows.map(([label, value]) => {
-      const bar = h("span", { class: "bar" });
-      bar.style.width = `${((value || 0) / top) * 100}%`;
-      return h(
-        "div",
-        { class: "bar-row", role: "img", "aria-label": `${label}: ${ms(value)}` },
-        h("span", { class: "bar-label" }, label),
-        h("span", { class: "bar-track" }, bar),
-        h("span", { class: "bar-value" }, ms(value)),
-      );
-    }),
-  );
-}
-
 export async function overviewView(main, context) {
   let window_ = "1h";
   const counts = h("div", { class: "stats", "aria-live": "polite" });
   const figures = h("div", { class: "stats" });
   const charts = h("div", { class: "charts" });
-  const latency = h("div", { class: "chart latency" });
   const status = notice();
   main.append(
     h("div", { class: "title-row" }, h("h1", { tabindex: "-1" }, "Overview"), windowSwitch(["1h", "24h"], window_, change)),
@@ -64,8 +39,11 @@ export async function overviewView(main, context) {
     charts,
   );
   const deliveries = deliveriesChart(charts, { title: "Attempts per minute (succeeded, retried, failed)" });
-  charts.append(latency);
-  context.onLeave(() => deliveries.destroy());
+  const latency = latencyChart(charts, { title: "Attempt latency (p50, p99)" });
+  context.onLeave(() => {
+    deliveries.destroy();
+    latency.destroy();
+  });
 
   async function change(value) {
     window_ = value;
@@ -73,17 +51,17 @@ export async function overviewView(main, context) {
   }
 
   async function refresh() {
-    const [hour, day, devices] = await Promise.allSettled([
-      api("/api/stats", { query: { window: "1h" } }),
-      api("/api/stats", { query: { window: "24h" } }),
+    const shown = window_;
+    const [stats, devices] = await Promise.allSettled([
+      api("/api/stats", { query: { window: shown } }),
       api("/api/devices", { query: { pageSize: 1 } }),
     ]);
-    if (!context.alive) return;
-    const problems = [hour, day, devices].filter((r) => r.status === "rejected").map((r) => r.reason);
+    if (!context.alive || shown !== window_) return; // the window changed meanwhile: its own refresh draws
+    const problems = [stats, devices].filter((r) => r.status === "rejected").map((r) => r.reason);
     if (problems.length) status.error(problems[0]);
     else status.clear();
     const value = (r) => (r.status === "fulfilled" ? r.value : null);
-    const s = value(window_ === "1h" ? hour : day);
+    const s = value(stats);
     const d = value(devices);
     const webhooks = (s && s.webhooks) || {};
     replace(
@@ -95,10 +73,6 @@ export async function overviewView(main, context) {
       stat("devices online", d ? Number(d.online ?? 0) : "—", "#/devices?status=online"),
       stat("devices offline", d ? Number(d.offline ?? 0) : "—", "#/devices?status=offline", d && Number(d.offline) ? "warn" : ""),
     );
-    latencyBars(latency, [
-      ["1h", value(hour)],
-      ["24h", value(day)],
-    ]);
     if (!s) return;
     const c = s.deliveries || {};
     replace(
@@ -112,6 +86,7 @@ export async function overviewView(main, context) {
       stat("p99 latency", ms(s.p99DurationMs)),
     );
     deliveries.update(s);
+    latency.update(s);
   }
 
   await refresh();

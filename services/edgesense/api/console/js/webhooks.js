@@ -2,7 +2,7 @@
 // recovery) and one delivery's page (body, attempts, redeliver).
 
 import { api, enc } from "./api.js";
-import { deliveriesChart, trendChart } from "./charts.js";
+import { deliveriesChart, latencyChart, trendChart } from "./charts.js";
 import {
   badge,
   busy,
@@ -362,7 +362,11 @@ export async function webhookView(main, context, [webhookId]) {
       figures, chartBox),
   );
   const chart = deliveriesChart(chartBox, { title: "Attempts per minute" });
-  context.onLeave(() => chart.destroy());
+  const latency = latencyChart(chartBox, { title: "Attempt latency (p50, p99)" });
+  context.onLeave(() => {
+    chart.destroy();
+    latency.destroy();
+  });
 
   async function refreshStats() {
     try {
@@ -384,6 +388,7 @@ export async function webhookView(main, context, [webhookId]) {
         ].map(([label, value]) => h("div", { class: "stat" }, h("span", { class: "stat-value" }, value), h("span", { class: "stat-label" }, label))),
       );
       chart.update(s);
+      latency.update(s);
     } catch (error) {
       replace(figures, h("p", { class: "error", role: "alert" }, error.message));
     }
