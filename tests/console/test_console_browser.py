@@ -22,7 +22,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.conftest import SCREENSHOTS_ENV
 from tests.console.conftest import PROJECT, ConsolePage
@@ -437,3 +437,32 @@ async def test_recovering_a_window_sends_the_failed_ones_again(
         await expect(row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
     finally:
         await receiver.stop()
+
+
+async def test_a_page_left_while_it_loads_draws_nothing_into_the_next(
+    console: ConsolePage,
+) -> None:
+    # The webhooks page first asks for the event types (once a page load):
+    # hold that answer until the user has moved on to the devices.
+    page = console.page
+    asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        asked.set()
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/api/event-types", hold)
+    await console.sign_in(route="#/overview")
+    await page.get_by_role("link", name="Webhooks", exact=True).click()
+    await asyncio.wait_for(asked.wait(), 20)
+    await page.get_by_role("link", name="Devices", exact=True).click()
+    await expect(page.get_by_role("heading", name="Devices", exact=True)).to_be_visible()
+    # The left view goes on once the answer comes: it draws its heading and
+    # form, then lists the webhooks. Once that listing is asked for, it has drawn.
+    async with page.expect_request(lambda r: "/api/webhooks?pageSize=25" in r.url):
+        release.set()
+    await expect(page.get_by_role("heading", name="Devices", exact=True)).to_be_visible()
+    assert await page.get_by_role("heading", name="Webhooks", exact=True).count() == 0
+    assert await page.get_by_text("Register a webhook").count() == 0

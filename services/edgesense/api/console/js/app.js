@@ -112,15 +112,19 @@ async function render() {
   const context = new ViewContext();
   current = context;
   const focused = document.activeElement;
-  replace(main);
+  // Each view draws into a container of its own: a view left while it still
+  // awaits the API draws, when the answer comes, into a detached element,
+  // never into the page shown after it.
+  const page = h("div", { class: "page" });
+  replace(main, page);
   for (const [pattern, view] of routes) {
     const match = pattern.exec(where);
     if (match) {
       const params = match.slice(1).map(decodeURIComponent);
       try {
-        await view(main, context, params, query());
+        await view(page, context, params, query());
       } catch (error) {
-        if (context.alive) main.append(h("p", { class: "error", role: "alert" }, error.message));
+        if (context.alive) page.append(h("p", { class: "error", role: "alert" }, error.message));
       }
       // To the new page's heading, unless the user moved the focus meanwhile.
       if (context.alive && (document.activeElement === focused || document.activeElement === document.body)) {
@@ -129,7 +133,7 @@ async function render() {
       return;
     }
   }
-  main.append(h("h1", { tabindex: "-1" }, "Not found"), h("p", {}, "No such page. ", h("a", { href: "#/overview" }, "Overview")));
+  page.append(h("h1", { tabindex: "-1" }, "Not found"), h("p", {}, "No such page. ", h("a", { href: "#/overview" }, "Overview")));
   focusHeading();
 }
 
