@@ -466,3 +466,14 @@ async def test_a_page_left_while_it_loads_draws_nothing_into_the_next(
     await expect(page.get_by_role("heading", name="Devices", exact=True)).to_be_visible()
     assert await page.get_by_role("heading", name="Webhooks", exact=True).count() == 0
     assert await page.get_by_text("Register a webhook").count() == 0
+
+
+async def test_a_malformed_address_is_not_found(console: ConsolePage) -> None:
+    # decodeURIComponent refuses "%E0": the page says so instead of staying blank
+    # (an uncaught error, which the `console` fixture fails the test on).
+    await console.sign_in(route="#/overview")
+    page = console.page
+    await page.evaluate("location.hash = '#/webhooks/%E0'")
+    await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    await page.get_by_role("link", name="Overview", exact=True).first.click()
+    await expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()

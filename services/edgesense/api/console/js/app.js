@@ -120,7 +120,12 @@ async function render() {
   for (const [pattern, view] of routes) {
     const match = pattern.exec(where);
     if (match) {
-      const params = match.slice(1).map(decodeURIComponent);
+      let params;
+      try {
+        params = match.slice(1).map(decodeURIComponent);
+      } catch {
+        break; // a malformed %-escape (#/webhooks/%E0): no such page
+      }
       try {
         await view(page, context, params, query());
       } catch (error) {
