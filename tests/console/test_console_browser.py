@@ -136,7 +136,12 @@ async def test_a_registered_webhook_and_its_deliveries_appear_live(
     await expect(rows).to_have_count(2, timeout=LIVE_SECONDS)
     await expect(rows.filter(has_text="succeeded")).to_have_count(2, timeout=LIVE_SECONDS)
     await receiver.wait_for(2)
-
+    # Back in the list: its success rate and 24 h trend, from the webhook's stats.
+    await page.get_by_role("link", name="All webhooks").click()
+    await expect(row).to_contain_text("100% of 2")
+    await expect(row.get_by_role("img")).to_have_attribute(
+        "aria-label", f"Attempts over 24 h of {webhook_id}: 2 succeeded, 0 failed or retried"
+    )
 
 
 async def test_a_failed_delivery_is_opened_redelivered_and_its_webhook_enabled(
