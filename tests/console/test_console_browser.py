@@ -13,8 +13,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from playwright.async_api import Page, Route, expect
 from tests.conftest import SCREENSHOTS_ENV
 from tests.console.conftest import PROJECT, ConsolePage
 from tests.e2e.conftest import UpCluster
-from tests.support.broker import Gateway, Mosquitto
+from tests.support.broker import Gateway, Mosquitto, gateway_with_will
 from tests.support.receivers import Receiver, Switch
 from tests.support.waiting import eventually
 
@@ -46,14 +44,18 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def publish(
-    cluster: UpCluster, broker: Mosquitto, device: str, readings: Sequence[Mapping[str, float]]
+    cluster: UpCluster,
+    broker: Mosquitto,
+    device: str,
+    readings: Sequence[Mapping[str, float]],
+    gateway_id: str = "gw-1",
 ) -> None:
     prefix = cluster.env["EDGESENSE_MQTT_TOPIC_PREFIX"]
     gateway = Gateway(broker.port, "console-gw-" + secrets.token_hex(3))
     try:
         await gateway.publish(
             [
-                (f"{prefix}/{PROJECT}/gw-1/{device}/data", json.dumps(r).encode(), None)
+                (f"{prefix}/{PROJECT}/{gateway_id}/{device}/data", json.dumps(r).encode(), None)
                 for r in readings
             ]
         )
@@ -210,28 +212,9 @@ async def test_a_device_goes_offline_when_its_gateways_last_will_fires(
 ) -> None:
     cluster = console.cluster
     gateway_id = "gw-will-" + secrets.token_hex(3)
-    prefix = cluster.env["EDGESENSE_MQTT_TOPIC_PREFIX"]
-    status_topic = f"{prefix}/{PROJECT}/{gateway_id}/status"
-    data_topic = f"{prefix}/{PROJECT}/{gateway_id}/boiler-1/data"
-    script = (  # a gateway with a Last Will, as the README describes one
-        "import sys, time, paho.mqtt.client as m\n"
-        "from paho.mqtt.enums import CallbackAPIVersion\n"
-        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
-        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
-        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
-        "c.loop_start()\n"
-        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
-        "c.publish(sys.argv[4], b'{\"temperature\": 71.5}', qos=1).wait_for_publish(10)\n"
-        "print('online', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
-        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic, data_topic],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert gateway.stdout is not None
-        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+    status_topic = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
+    async with gateway_with_will(broker, gateway_id, status_topic) as gateway:
+        await publish(cluster, broker, "boiler-1", [{"temperature": 71.5}], gateway_id)
         await console.sign_in(route=f"#/devices?gatewayId={gateway_id}")
         page = console.page
         row = page.get_by_role("row").filter(
@@ -248,11 +231,6 @@ async def test_a_device_goes_offline_when_its_gateways_last_will_fires(
         await expect(page.get_by_role("table", name="Recent events")).to_contain_text(
             "device.status"
         )
-    finally:
-        gateway.kill()
-        gateway.wait()
-        if gateway.stdout is not None:
-            gateway.stdout.close()
 
 
 async def test_the_overview_shows_counts_and_charts(
