@@ -494,3 +494,27 @@ async def test_a_malformed_address_is_not_found(console: ConsolePage) -> None:
     await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     await page.get_by_role("link", name="Overview", exact=True).first.click()
     await expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
+
+
+async def test_a_listing_pages_on_and_back(console: ConsolePage, broker: Mosquitto) -> None:
+    # 51 devices of one gateway (a status each: no webhook here takes
+    # device.status): a page of 50, then the 51st on the next.
+    cluster = console.cluster
+    gateway_id = "gw-many-" + secrets.token_hex(3)
+    prefix = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}"
+    gateway = Gateway(broker.port, "console-gw-" + secrets.token_hex(3))
+    try:
+        await gateway.publish([(f"{prefix}/dev-{n:02}/status", b"online", None) for n in range(51)])
+    finally:
+        gateway.close()
+    await console.sign_in(route=f"#/devices?gatewayId={gateway_id}")
+    page = console.page
+    await expect(page.get_by_text("51 online")).to_be_visible(timeout=LIVE_SECONDS)
+    devices = page.get_by_role("table", name="Devices").get_by_role("link")
+    await expect(devices).to_have_count(50)
+    await expect(page.get_by_role("button", name="First page")).to_have_count(0)
+    await page.get_by_role("button", name="Next page").click()
+    await expect(devices).to_have_count(1)
+    await expect(page.get_by_role("button", name="Next page")).to_have_count(0)
+    await page.get_by_role("button", name="First page").click()
+    await expect(devices).to_have_count(50)

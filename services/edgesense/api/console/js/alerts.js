@@ -1,7 +1,7 @@
 // Alerts the rules raised, the rules, and a rule's form (create and edit).
 
 import { api, enc } from "./api.js";
-import { badge, busy, confirmButton, field, h, list, notice, replace, table, when } from "./dom.js";
+import { badge, busy, confirmButton, field, h, list, notice, pager, replace, table, when } from "./dom.js";
 
 const OPERATORS = [
   ["gt", "greater than"],
@@ -59,12 +59,7 @@ export async function alertsView(main, context, _params, query) {
             "Alerts",
           )
         : h("p", { class: "empty" }, state.value === "active" ? "No active alert." : "No alert.", " ", h("a", { href: "#/rules" }, "Rules"), " raise them."),
-      h(
-        "div",
-        { class: "pager" },
-        pageToken ? h("button", { type: "button", onclick: () => load("") }, "First page") : null,
-        answer.nextPageToken ? h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page") : null,
-      ),
+      pager(pageToken, answer.nextPageToken, load),
     );
   }
   await load("");
@@ -105,7 +100,7 @@ export async function rulesView(main, context) {
             "Rules",
           )
         : h("p", { class: "empty" }, "No rules yet. ", h("a", { href: "#/rules/new" }, "Create one"), ": a device.alert event when a reading crosses a threshold."),
-      answer.nextPageToken ? h("div", { class: "pager" }, h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page")) : null,
+      pager(pageToken, answer.nextPageToken, load),
     );
   }
   await load();

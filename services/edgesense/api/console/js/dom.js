@@ -78,6 +78,20 @@ export function table(headers, rows, caption) {
   );
 }
 
+/**
+ * The buttons under a page of a listing: back to the first page (when not on
+ * it) and on to the next (when the API gave a nextPageToken). `load(token)`
+ * shows the page of that token ("" for the first).
+ */
+export function pager(pageToken, nextPageToken, load, { first = "First page", next = "Next page" } = {}) {
+  return h(
+    "div",
+    { class: "pager" },
+    pageToken ? h("button", { type: "button", onclick: () => load("") }, first) : null,
+    nextPageToken ? h("button", { type: "button", onclick: () => load(nextPageToken) }, next) : null,
+  );
+}
+
 export function when(iso) {
   if (!iso) return "—";
   const date = new Date(iso);

@@ -12,6 +12,7 @@ import {
   list,
   ms,
   notice,
+  pager,
   percent,
   pre,
   prettyJson,
@@ -140,10 +141,6 @@ export async function webhooksView(main, context) {
         ],
       };
     });
-    const more = answer.nextPageToken
-      ? h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page")
-      : null;
-    const first = pageToken ? h("button", { type: "button", onclick: () => load("") }, "First page") : null;
     replace(
       body,
       table(
@@ -151,7 +148,7 @@ export async function webhooksView(main, context) {
         rows.map((r) => r.cells),
         "Webhooks",
       ),
-      h("div", { class: "pager" }, first, more),
+      pager(pageToken, answer.nextPageToken, load),
     );
     // Each webhook's stats, a few at a time.
     const queue = [...rows];
@@ -436,12 +433,7 @@ export async function webhookView(main, context, [webhookId]) {
       deliveries.length
         ? table(["Delivery", "Status", "Event", "Device", "Created", "Attempts", "Last answer"], rows, "Deliveries")
         : h("p", { class: "empty" }, filter.value ? `No ${filter.value} deliveries.` : "No deliveries yet: they appear here as events arrive (or send a test event)."),
-      h(
-        "div",
-        { class: "pager" },
-        pageToken ? h("button", { type: "button", onclick: () => refreshLog("") }, "Newest") : null,
-        answer.nextPageToken ? h("button", { type: "button", onclick: () => refreshLog(answer.nextPageToken) }, "Older") : null,
-      ),
+      pager(pageToken, answer.nextPageToken, refreshLog, { first: "Newest", next: "Older" }),
     );
   }
 
