@@ -157,12 +157,27 @@ export function confirmButton(label, question, action, cls = "danger") {
   return button;
 }
 
-/** Disable a button while `work` runs. */
-export async function busy(button, work) {
+/**
+ * Run `work` (an action's API calls) with `button` disabled meanwhile; what it
+ * throws (the API's refusal, a field the form could not read) is shown in
+ * `status`, a notice(), as the API words it.
+ */
+export async function busy(button, status, work) {
   button.disabled = true;
   try {
-    return await work();
+    await work();
+  } catch (error) {
+    status.error(error);
   } finally {
     button.disabled = false;
   }
+}
+
+/** A form's submit handler: no page load, the last message cleared, then busy(). */
+export function submitting(button, status, work) {
+  return (event) => {
+    event.preventDefault();
+    status.clear();
+    return busy(button, status, work);
+  };
 }
