@@ -127,7 +127,10 @@ async def console(browser: Browser, cluster: UpCluster) -> AsyncIterator[Console
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
-            problems.errors.append(f"console {message.type}: {message.text}")
+            # With the URL it is about: Chromium's "Failed to load resource"
+            # names no request in its text.
+            where = message.location.get("url", "")
+            problems.errors.append(f"console {message.type}: {message.text} at {where}")
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.errors.append(f"page error: {error}"))
