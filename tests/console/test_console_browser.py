@@ -351,10 +351,38 @@ async def test_keyboard_only(console: ConsolePage) -> None:
         await page.keyboard.press("Tab")
         names.append(await page.evaluate("document.activeElement.textContent.trim()"))
     assert names == ["EdgeSense console", "Overview", "Webhooks", "Devices", "Alerts", "Rules"]
-    # The focus is visible.
-    assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    # The focus is visible: on the dark header here...
+    await assert_focus_ring_shows_on(page, "header.top")
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name="Rules", exact=True)).to_be_visible()
+    # ...and on the light page (the heading took the focus; Tab goes on from it).
+    await expect(page.get_by_role("heading", name="Rules", exact=True)).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="New rule")).to_be_focused()
+    await assert_focus_ring_shows_on(page, "html")
+
+
+def luminance(css_rgb: str) -> float:
+    """WCAG relative luminance of a computed colour, "rgb(r, g, b)"."""
+    channels = [int(x) / 255 for x in re.findall(r"\d+", css_rgb)[:3]]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+async def assert_focus_ring_shows_on(page: Page, background: str) -> None:
+    """The focused element's outline is solid and contrasts at least 3:1
+    (WCAG 1.4.11) with the background of `background` it is drawn on."""
+    ring = await page.evaluate(
+        "([sel]) => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, s.outlineColor,"
+        " getComputedStyle(document.querySelector(sel)).backgroundColor]; }",
+        [background],
+    )
+    style, color, behind = ring
+    assert style == "solid"
+    high, low = sorted((luminance(color), luminance(behind)), reverse=True)
+    ratio = (high + 0.05) / (low + 0.05)
+    assert ratio >= 3, f"the focus ring {color} on {behind} contrasts {ratio:.2f}:1"
 
 
 async def test_a_rule_created_and_edited_in_the_console_raises_an_alert(
