@@ -72,17 +72,27 @@ async def test_the_page_is_served_with_a_strict_csp(console: ConsolePage) -> Non
     assert "script-src 'self'" in csp
     assert "default-src 'none'" in csp
     assert "frame-ancestors 'none'" in csp
+    assert "require-trusted-types-for 'script'" in csp
     assert await response.header_value("x-content-type-options") == "nosniff"
     assert await response.header_value("referrer-policy") == "no-referrer"
     # The modules ran (under that CSP): the sign-in form is there.
     await expect(console.page.get_by_label("API key")).to_be_visible()
     # And the browser enforces it: an inline script is refused, and reported
-    # as the console error the `console` fixture fails any other test on.
-    console.problems.expect("Content Security Policy")
+    # as the console error the `console` fixture fails any other test on
+    # (Trusted Types, checked first, refuses the script's text as a string).
+    console.problems.expect("requires 'TrustedScript' assignment")
     with pytest.raises(PlaywrightError):
         await console.page.add_script_tag(content="window.injected = 1")
     assert await console.page.evaluate("window.injected") is None
-    assert any("Content Security Policy" in e for e in console.problems.errors)
+    assert any("'TrustedScript'" in e for e in console.problems.errors)
+    # Nor does it parse a string as markup.
+    console.problems.expect("requires 'TrustedHTML' assignment")
+    refused = await console.page.evaluate(
+        "() => { try { document.body.insertAdjacentHTML('beforeend', '<b id=x>x</b>');"
+        " return null; } catch (e) { return e.name; } }"
+    )
+    assert refused == "TypeError"
+    assert await console.page.locator("#x").count() == 0
 
 
 async def test_a_wrong_key_shows_the_api_message(console: ConsolePage) -> None:
