@@ -26,6 +26,11 @@ from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "acme"
+# What every wait may take: the actions' timeout (a browser context's default)
+# and the expectations' (Playwright's own default is 5 s, too short for a page
+# that waits on the API on two busy CI cores).
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +126,7 @@ class ConsolePage:
 @pytest_asyncio.fixture(loop_scope="module")
 async def console(browser: Browser, cluster: UpCluster) -> AsyncIterator[ConsolePage]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
     problems = Problems()
 

@@ -32,7 +32,7 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-LIVE_SECONDS = 30_000  # ms: a delivery and a 5 s poll, with room for a slow machine
+LIVE_MS = 30_000  # a delivery and a 5 s poll, with room for a slow machine
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -145,8 +145,8 @@ async def test_a_registered_webhook_and_its_deliveries_appear_live(
     await publish(cluster, broker, device, [{"temperature": 20.5}, {"temperature": 21.0}])
     # No reload: the log polls.
     rows = page.get_by_role("row").filter(has_text=device)
-    await expect(rows).to_have_count(2, timeout=LIVE_SECONDS)
-    await expect(rows.filter(has_text="succeeded")).to_have_count(2, timeout=LIVE_SECONDS)
+    await expect(rows).to_have_count(2, timeout=LIVE_MS)
+    await expect(rows.filter(has_text="succeeded")).to_have_count(2, timeout=LIVE_MS)
     await receiver.wait_for(2)
     # Back in the list: its success rate and 24 h trend, from the webhook's stats.
     await page.get_by_role("link", name="All webhooks").click()
@@ -171,9 +171,9 @@ async def test_a_failed_delivery_is_opened_redelivered_and_its_webhook_enabled(
         page = console.page
         await page.get_by_label("Delivery status").select_option("failed")
         failed = page.get_by_role("row").filter(has_text=device)
-        await expect(failed).to_contain_text("failed", timeout=LIVE_SECONDS)
+        await expect(failed).to_contain_text("failed", timeout=LIVE_MS)
         # Failing for good disabled the webhook (EDGESENSE_MAX_RETRIES=1).
-        await expect(page.get_by_role("button", name="Enable")).to_be_visible(timeout=LIVE_SECONDS)
+        await expect(page.get_by_role("button", name="Enable")).to_be_visible(timeout=LIVE_MS)
 
         await failed.get_by_role("link").first.click()
         await expect(page.get_by_role("heading", name="Delivery")).to_be_visible()
@@ -192,7 +192,7 @@ async def test_a_failed_delivery_is_opened_redelivered_and_its_webhook_enabled(
         await expect(page.locator("h1 .badge")).to_have_text("active")
         await page.get_by_label("Delivery status").select_option("succeeded")
         await expect(page.get_by_role("row").filter(has_text=device)).to_contain_text(
-            "succeeded", timeout=LIVE_SECONDS
+            "succeeded", timeout=LIVE_MS
         )
         await receiver.wait_for(3)
     finally:
@@ -238,9 +238,9 @@ async def test_a_device_goes_offline_when_its_gateways_last_will_fires(
         row = page.get_by_role("row").filter(
             has=page.get_by_role("link", name=gateway_id, exact=True)
         )
-        await expect(row).to_contain_text("online", timeout=LIVE_SECONDS)
+        await expect(row).to_contain_text("online", timeout=LIVE_MS)
         await expect(page.get_by_role("row").filter(has_text="boiler-1")).to_contain_text(
-            "temperature=71.5", timeout=LIVE_SECONDS
+            "temperature=71.5", timeout=LIVE_MS
         )
         gateway.kill()  # no DISCONNECT: the broker publishes the Will
         await expect(row).to_contain_text("offline", timeout=60_000)
@@ -274,7 +274,7 @@ async def test_the_overview_shows_counts_and_charts(
     # The page catches up on its own (no reload) with the API's figure.
     expected = stats["deliveries"]["total"]
     assert expected >= int(shown_before) + 12
-    await expect(total).to_have_text(str(expected), timeout=LIVE_SECONDS)
+    await expect(total).to_have_text(str(expected), timeout=LIVE_MS)
     # Every count, as the API gives it. Earlier tests' webhooks, whose receivers
     # are gone, fail these readings and are disabled meanwhile: wait for the page
     # and the API to agree, both read afresh, rather than compare with a snapshot.
@@ -307,7 +307,7 @@ async def test_the_overview_shows_counts_and_charts(
 
     await eventually(
         the_page_shows_the_apis_counts,
-        seconds=LIVE_SECONDS / 1000,
+        seconds=LIVE_MS / 1000,
         what="the overview's counts to be the API's",
         interval=0.25,
     )
@@ -432,7 +432,7 @@ async def test_a_rule_created_and_edited_in_the_console_raises_an_alert(
     await publish(console.cluster, broker, device, [{"temperature": 95.0}])
     await page.get_by_role("link", name="Alerts", exact=True).click()
     alert = page.get_by_role("row").filter(has_text=device)
-    await expect(alert).to_contain_text("temperature = 95", timeout=LIVE_SECONDS)
+    await expect(alert).to_contain_text("temperature = 95", timeout=LIVE_MS)
     await expect(alert).to_contain_text("critical")
 
     await alert.get_by_role("link", name=name).click()
@@ -477,7 +477,7 @@ async def test_settings_rotation_test_send_and_delete(
         "Test device.alert queued as dlv_"
     )
     test_row = page.get_by_role("row").filter(has_text="device.alert")
-    await expect(test_row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
+    await expect(test_row).to_contain_text("succeeded", timeout=LIVE_MS)
     [received] = await receiver.wait_for(1)
     assert received.headers["X-EdgeSense-Test"] == "1"
 
@@ -505,7 +505,7 @@ async def test_recovering_a_window_sends_the_failed_ones_again(
         await console.sign_in(route=f"#/webhooks/{webhook_id}")
         page = console.page
         row = page.get_by_role("row").filter(has_text=device)
-        await expect(row).to_contain_text("failed", timeout=LIVE_SECONDS)
+        await expect(row).to_contain_text("failed", timeout=LIVE_MS)
         switch.status = 200
         await page.get_by_role("button", name="Enable").click()
         await expect(page.locator("h1 .badge")).to_have_text("active")
@@ -513,7 +513,7 @@ async def test_recovering_a_window_sends_the_failed_ones_again(
         await recover.get_by_text("Recover failed deliveries").click()
         await recover.get_by_role("button", name="Recover").click()  # the last hour
         await expect(recover.get_by_role("status")).to_have_text("Sent again: 1 failed delivery.")
-        await expect(row).to_contain_text("succeeded", timeout=LIVE_SECONDS)
+        await expect(row).to_contain_text("succeeded", timeout=LIVE_MS)
     finally:
         await receiver.stop()
 
@@ -571,7 +571,7 @@ async def test_a_listing_pages_on_and_back(console: ConsolePage, broker: Mosquit
         gateway.close()
     await console.sign_in(route=f"#/devices?gatewayId={gateway_id}")
     page = console.page
-    await expect(page.get_by_text("51 online")).to_be_visible(timeout=LIVE_SECONDS)
+    await expect(page.get_by_text("51 online")).to_be_visible(timeout=LIVE_MS)
     devices = page.get_by_role("table", name="Devices").get_by_role("link")
     await expect(devices).to_have_count(50)
     await expect(page.get_by_role("button", name="First page")).to_have_count(0)
