@@ -42,34 +42,30 @@ class ViewContext {
     this.pollers.push(poller);
     this.schedule(poller);
   }
+  /** Refresh now, then again POLL_MS after it ends (never two at once). */
+  async run(poller) {
+    poller.running = true;
+    try {
+      await poller.refresh();
+    } catch (error) {
+      console.warn("refresh failed:", error.message);
+    } finally {
+      poller.running = false;
+      this.schedule(poller);
+    }
+  }
   schedule(poller) {
     clearTimeout(poller.timer);
     if (!this.alive || document.hidden) return;
-    poller.timer = setTimeout(async () => {
-      if (!this.alive || document.hidden || poller.running) return;
-      poller.running = true;
-      try {
-        await poller.refresh();
-      } catch (error) {
-        console.warn("refresh failed:", error.message);
-      } finally {
-        poller.running = false;
-        this.schedule(poller);
-      }
+    poller.timer = setTimeout(() => {
+      if (this.alive && !document.hidden && !poller.running) this.run(poller);
     }, poller.ms);
   }
+  /** The tab is visible again: refresh at once rather than in POLL_MS. */
   resume() {
     for (const poller of this.pollers) {
       clearTimeout(poller.timer);
-      if (!poller.running) {
-        poller.running = true;
-        Promise.resolve(poller.refresh())
-          .catch((error) => console.warn("refresh failed:", error.message))
-          .finally(() => {
-            poller.running = false;
-            this.schedule(poller);
-          });
-      }
+      if (!poller.running) this.run(poller);
     }
   }
   leave() {
