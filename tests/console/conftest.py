@@ -10,7 +10,6 @@ test on any the test did not expect (a CSP violation is a console error).
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +19,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.e2e.conftest import UpCluster
+from tests.e2e.conftest import UpCluster, up_env
 from tests.support.broker import MOSQUITTO, Mosquitto
-from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "acme"
@@ -49,27 +47,16 @@ async def cluster(
 ) -> AsyncIterator[UpCluster]:
     workdir = tmp_path_factory.mktemp("console-up")
     api_key = "console-" + secrets.token_hex(8)
-    env = {
-        **os.environ,
-        "EDGESENSE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'edgesense.db'}",
-        "EDGESENSE_MQTT_URL": broker.url,
-        "EDGESENSE_MQTT_TOPIC_PREFIX": "console" + secrets.token_hex(3),
-        "EDGESENSE_MQTT_CLIENT_ID": "console-bridge-" + secrets.token_hex(3),
-        "EDGESENSE_API_KEYS": f"{api_key}={PROJECT}",
-        "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "EDGESENSE_ALLOW_INSECURE_URLS": "1",  # plain-HTTP receivers on loopback
-        "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",
-        "EDGESENSE_RETRY_BASE_SECONDS": "0.05",
-        "EDGESENSE_RETRY_MAX_SECONDS": "0.2",
-        "EDGESENSE_MAX_RETRIES": "1",
-        "EDGESENSE_DELIVERY_TIMEOUT_SECONDS": "2",
-        "EDGESENSE_DELIVERY_LEASE_SECONDS": "5",
-    }
-    for name in ("REGISTRY", "DELIVERY", "BRIDGE"):
-        env[f"EDGESENSE_{name}_ADDR"] = f"127.0.0.1:{free_port()}"
-        env[f"EDGESENSE_{name}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
-    env["EDGESENSE_HTTP_ADDR"] = f"127.0.0.1:{free_port()}"
-    env.pop("EDGESENSE_DEV", None)
+    env = up_env(
+        "console",
+        f"sqlite+aiosqlite:///{workdir / 'edgesense.db'}",
+        broker,
+        api_key,
+        EDGESENSE_ALLOW_INSECURE_URLS="1",  # plain-HTTP receivers on loopback
+        EDGESENSE_ALLOW_PRIVATE_NETWORKS="1",
+        EDGESENSE_RETRY_MAX_SECONDS="0.2",
+        EDGESENSE_MAX_RETRIES="1",
+    )
     up = UpCluster(env, workdir, api_key)
     await up.start()
     try:
