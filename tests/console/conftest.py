@@ -20,6 +20,9 @@ import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from tests.e2e.conftest import UpCluster, up_env
+
+# The hook, re-exported: a failing test's report gets the cluster's log, as in tests/e2e.
+from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 from tests.support.broker import MOSQUITTO, Mosquitto
 
 CHROMIUM = "/usr/bin/chromium"
