@@ -10,7 +10,6 @@ test on any the test did not expect (a CSP violation is a console error).
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -20,12 +19,19 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.e2e.conftest import UpCluster
+from tests.e2e.conftest import UpCluster, up_env
+
+# The hook, re-exported: a failing test's report gets the cluster's log, as in tests/e2e.
+from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 from tests.support.broker import MOSQUITTO, Mosquitto
-from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "acme"
+# What every wait may take: the actions' timeout (a browser context's default)
+# and the expectations' (Playwright's own default is 5 s, too short for a page
+# that waits on the API on two busy CI cores).
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -44,27 +50,16 @@ async def cluster(
 ) -> AsyncIterator[UpCluster]:
     workdir = tmp_path_factory.mktemp("console-up")
     api_key = "console-" + secrets.token_hex(8)
-    env = {
-        **os.environ,
-        "EDGESENSE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'edgesense.db'}",
-        "EDGESENSE_MQTT_URL": broker.url,
-        "EDGESENSE_MQTT_TOPIC_PREFIX": "console" + secrets.token_hex(3),
-        "EDGESENSE_MQTT_CLIENT_ID": "console-bridge-" + secrets.token_hex(3),
-        "EDGESENSE_API_KEYS": f"{api_key}={PROJECT}",
-        "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "EDGESENSE_ALLOW_INSECURE_URLS": "1",  # plain-HTTP receivers on loopback
-        "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",
-        "EDGESENSE_RETRY_BASE_SECONDS": "0.05",
-        "EDGESENSE_RETRY_MAX_SECONDS": "0.2",
-        "EDGESENSE_MAX_RETRIES": "1",
-        "EDGESENSE_DELIVERY_TIMEOUT_SECONDS": "2",
-        "EDGESENSE_DELIVERY_LEASE_SECONDS": "5",
-    }
-    for name in ("REGISTRY", "DELIVERY", "BRIDGE"):
-        env[f"EDGESENSE_{name}_ADDR"] = f"127.0.0.1:{free_port()}"
-        env[f"EDGESENSE_{name}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
-    env["EDGESENSE_HTTP_ADDR"] = f"127.0.0.1:{free_port()}"
-    env.pop("EDGESENSE_DEV", None)
+    env = up_env(
+        "console",
+        f"sqlite+aiosqlite:///{workdir / 'edgesense.db'}",
+        broker,
+        api_key,
+        EDGESENSE_ALLOW_INSECURE_URLS="1",  # plain-HTTP receivers on loopback
+        EDGESENSE_ALLOW_PRIVATE_NETWORKS="1",
+        EDGESENSE_RETRY_MAX_SECONDS="0.2",
+        EDGESENSE_MAX_RETRIES="1",
+    )
     up = UpCluster(env, workdir, api_key)
     await up.start()
     try:
@@ -121,13 +116,16 @@ class ConsolePage:
 @pytest_asyncio.fixture(loop_scope="module")
 async def console(browser: Browser, cluster: UpCluster) -> AsyncIterator[ConsolePage]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
     problems = Problems()
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
-            problems.errors.append(f"console {message.type}: {message.text}")
+            # With the URL it is about: Chromium's "Failed to load resource"
+            # names no request in its text.
+            where = message.location.get("url", "")
+            problems.errors.append(f"console {message.type}: {message.text} at {where}")
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.errors.append(f"page error: {error}"))

@@ -195,3 +195,21 @@ def test_the_vendored_uplot_is_the_version_written_down() -> None:
     assert f"| uPlot | {version.group(1)} |" in (vendor / "README.md").read_text()
     assert f"?v={version.group(1)}" in (CONSOLE_DIR / "index.html").read_text()
     assert "MIT License" in (vendor / "uplot" / "LICENSE").read_text()
+
+
+def test_every_link_the_scripts_make_is_a_route_of_the_console() -> None:
+    # A link built from API data (a webhook's URL, an id) could carry a
+    # javascript: URL. Every href the scripts set is a literal "#/..." (ids
+    # escaped with enc()), and no other way of setting one is used.
+    hrefs = 0
+    for path in (CONSOLE_DIR / "js").glob("*.js"):
+        text = path.read_text()
+        for value in re.findall(r"""\bhref:\s*("[^"]*"|`[^`]*`|[^,}\s]+)""", text):
+            hrefs += 1
+            assert re.match(r"""["`]#/""", value), f"{path.name}: href: {value}"
+            assert re.fullmatch(r"""[^$]*(\$\{enc\([^)]*\)\}[^$]*)*""", value), (
+                f"{path.name}: href: {value} puts in a value without enc()"
+            )
+        for risky in ('setAttribute("href"', ".href =", "location.href", "window.open"):
+            assert risky not in text, f"{path.name} uses {risky}"
+    assert hrefs > 10

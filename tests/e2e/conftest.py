@@ -148,6 +148,33 @@ async def database(
     await drop_postgres_database(url, admin)
 
 
+def up_env(
+    name: str, database: str, broker: Mosquitto, api_key: str, **settings: str
+) -> dict[str, str]:
+    """The environment of a test's `edgesense up`: its database, the broker under
+    a topic prefix and client id of its own, `api_key` for PROJECT, a fresh secret
+    key, fast retries, every service on a free loopback port, never dev mode;
+    `settings` (EDGESENSE_... names) added or overriding."""
+    env = {
+        **os.environ,
+        "EDGESENSE_DATABASE_URL": database,
+        "EDGESENSE_MQTT_URL": broker.url,
+        "EDGESENSE_MQTT_TOPIC_PREFIX": name + secrets.token_hex(3),
+        "EDGESENSE_MQTT_CLIENT_ID": f"{name}-bridge-" + secrets.token_hex(3),
+        "EDGESENSE_API_KEYS": f"{api_key}={PROJECT}",
+        "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "EDGESENSE_RETRY_BASE_SECONDS": "0.05",
+        "EDGESENSE_DELIVERY_TIMEOUT_SECONDS": "2",
+        "EDGESENSE_DELIVERY_LEASE_SECONDS": "5",
+        "EDGESENSE_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+    }
+    for service in ("REGISTRY", "DELIVERY", "BRIDGE"):
+        env[f"EDGESENSE_{service}_ADDR"] = f"127.0.0.1:{free_port()}"
+        env[f"EDGESENSE_{service}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+    env.pop("EDGESENSE_DEV", None)
+    return {**env, **settings}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(
     database: str, broker: Mosquitto, ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory
@@ -156,27 +183,15 @@ async def cluster(
     bundle = workdir / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     api_key = "e2e-" + secrets.token_hex(8)
-    env = {
-        **os.environ,
-        "EDGESENSE_DATABASE_URL": database,
-        "EDGESENSE_MQTT_URL": broker.url,
-        "EDGESENSE_MQTT_TOPIC_PREFIX": "e2e" + secrets.token_hex(3),
-        "EDGESENSE_MQTT_CLIENT_ID": "e2e-bridge-" + secrets.token_hex(3),
-        "EDGESENSE_API_KEYS": f"{api_key}={PROJECT}",
-        "EDGESENSE_SECRET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "EDGESENSE_CA_BUNDLE": str(bundle),
-        "EDGESENSE_ALLOW_PRIVATE_NETWORKS": "1",  # the receivers are on loopback; still https
-        "EDGESENSE_RETRY_BASE_SECONDS": "0.05",
-        "EDGESENSE_RETRY_MAX_SECONDS": "2",
-        "EDGESENSE_DELIVERY_TIMEOUT_SECONDS": "2",
-        "EDGESENSE_DELIVERY_LEASE_SECONDS": "5",
-    }
-    for name in ("REGISTRY", "DELIVERY", "BRIDGE"):
-        env[f"EDGESENSE_{name}_ADDR"] = f"127.0.0.1:{free_port()}"
-    for name in ("REGISTRY", "DELIVERY", "BRIDGE"):
-        env[f"EDGESENSE_{name}_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
-    env["EDGESENSE_HTTP_ADDR"] = f"127.0.0.1:{free_port()}"
-    env.pop("EDGESENSE_DEV", None)
+    env = up_env(
+        "e2e",
+        database,
+        broker,
+        api_key,
+        EDGESENSE_CA_BUNDLE=str(bundle),
+        EDGESENSE_ALLOW_PRIVATE_NETWORKS="1",  # the receivers are on loopback; still https
+        EDGESENSE_RETRY_MAX_SECONDS="2",
+    )
     up = UpCluster(env, workdir, api_key)
     await up.start()
     try:

@@ -6,13 +6,10 @@ devices view (GET /api/devices) following MQTT data, status and a Last Will."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import secrets
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +21,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from tests.e2e.conftest import PROJECT, UpCluster
-from tests.support.broker import Gateway, Mosquitto
+from tests.support.broker import Gateway, Mosquitto, gateway_with_will
 from tests.support.receivers import Receiver
 from tests.support.waiting import eventually
 
@@ -198,38 +195,8 @@ async def test_readings_over_mqtt_crossing_a_rule_become_signed_alerts(
     )
 
 
-@contextlib.asynccontextmanager
-async def gateway_with_will(
-    cluster: UpCluster, broker: Mosquitto, gateway_id: str
-) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """A gateway process (paho, its own MQTT connection) with a Last Will of
-    `offline` on its status topic, once it has published `online` there;
-    kill() it for the broker to publish the Will (no DISCONNECT)."""
-    status_topic = f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
-    script = (
-        "import sys, time, paho.mqtt.client as m\n"
-        "from paho.mqtt.enums import CallbackAPIVersion\n"
-        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
-        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
-        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
-        "c.loop_start()\n"
-        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
-        "print('online', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
-        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert gateway.stdout is not None
-        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
-        yield gateway
-    finally:
-        gateway.kill()
-        gateway.wait()
-        if gateway.stdout is not None:
-            gateway.stdout.close()
+def status_topic(cluster: UpCluster, gateway_id: str) -> str:
+    return f"{cluster.env['EDGESENSE_MQTT_TOPIC_PREFIX']}/{PROJECT}/{gateway_id}/status"
 
 
 async def test_gateway_last_will_becomes_device_status_offline(
@@ -237,7 +204,7 @@ async def test_gateway_last_will_becomes_device_status_offline(
 ) -> None:
     webhook_id = await cluster.register(receiver.url, ["device.status"], "s3cret")
     gateway_id = "gw-will-" + secrets.token_hex(3)
-    async with gateway_with_will(cluster, broker, gateway_id) as gateway:
+    async with gateway_with_will(broker, gateway_id, status_topic(cluster, gateway_id)) as gateway:
         await receiver.wait_for(1, seconds=30)
         gateway.kill()  # no DISCONNECT: the broker publishes the Will
         received = await receiver.wait_for(2, seconds=60)
@@ -297,7 +264,7 @@ async def test_devices_view_follows_mqtt_data_status_and_last_will(
     assert [d["deviceId"] for d in listing["devices"]] == [device_id]
     assert listing["online"] >= 1
 
-    async with gateway_with_will(cluster, broker, gateway_id) as gateway:
+    async with gateway_with_will(broker, gateway_id, status_topic(cluster, gateway_id)) as gateway:
         online = await wait_device(cluster, gateway_id, status="online")
         assert online["device"]["kind"] == "gateway"
         gateway.kill()  # no DISCONNECT: the broker publishes the Will

@@ -6,18 +6,21 @@ queued QoS 1 messages for a lagging subscriber), no inflight cap, TCP_NODELAY,
 and optionally a TLS listener with a password file, or persistence on (as
 deploy/mosquitto/mosquitto.conf has it) for a test that restarts it.
 `Gateway` is a paho client (its own network thread) that publishes QoS 1 and
-waits for every PUBACK, off the event loop.
+waits for every PUBACK, off the event loop. `gateway_with_will` is a gateway in
+a process of its own, with a Last Will, for a test to kill.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,3 +153,36 @@ class Gateway:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@contextlib.asynccontextmanager
+async def gateway_with_will(
+    broker: Mosquitto, gateway_id: str, status_topic: str
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A gateway process (paho, its own MQTT connection, client id `gateway_id`)
+    with a Last Will of `offline` on `status_topic`, once it has published
+    `online` there; kill() it for the broker to publish the Will (no DISCONNECT)."""
+    script = (
+        "import sys, time, paho.mqtt.client as m\n"
+        "from paho.mqtt.enums import CallbackAPIVersion\n"
+        "c = m.Client(CallbackAPIVersion.VERSION2, client_id=sys.argv[2])\n"
+        "c.will_set(sys.argv[3], b'offline', qos=1, retain=True)\n"
+        "c.connect('127.0.0.1', int(sys.argv[1]), keepalive=5)\n"
+        "c.loop_start()\n"
+        "c.publish(sys.argv[3], b'online', qos=1, retain=True).wait_for_publish(10)\n"
+        "print('online', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    gateway = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
+        [sys.executable, "-c", script, str(broker.port), gateway_id, status_topic],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert gateway.stdout is not None
+        assert (await asyncio.to_thread(gateway.stdout.readline)).strip() == b"online"
+        yield gateway
+    finally:
+        gateway.kill()
+        gateway.wait()
+        if gateway.stdout is not None:
+            gateway.stdout.close()

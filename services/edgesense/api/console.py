@@ -6,7 +6,8 @@ built, and are answered from memory: a request names one of them or gets a
 404, so no path ever reaches the file system (no traversal, nothing else
 served). `/console` and `/console/` are the page. Every answer carries a strict
 Content-Security-Policy (the page holds an API key: only our own scripts,
-styles and API, no inline script or style, no framing), nosniff and
+styles and API, no inline script or style, no framing, no string ever
+parsed as markup: Trusted Types with no policy), nosniff and
 no-referrer, and an ETag so a reload costs a 304.
 """
 
@@ -24,7 +25,10 @@ CONSOLE_PATH = "/console"
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+    # Trusted Types with no policy: the browser refuses any string as markup
+    # or script (innerHTML, insertAdjacentHTML, document.write, ...).
+    "require-trusted-types-for 'script'; trusted-types 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,

@@ -1,7 +1,7 @@
 // Alerts the rules raised, the rules, and a rule's form (create and edit).
 
 import { api, enc } from "./api.js";
-import { badge, busy, confirmButton, field, h, list, notice, replace, table, when } from "./dom.js";
+import { badge, confirmButton, field, h, list, notice, pager, replace, submitting, table, when } from "./dom.js";
 
 const OPERATORS = [
   ["gt", "greater than"],
@@ -59,12 +59,7 @@ export async function alertsView(main, context, _params, query) {
             "Alerts",
           )
         : h("p", { class: "empty" }, state.value === "active" ? "No active alert." : "No alert.", " ", h("a", { href: "#/rules" }, "Rules"), " raise them."),
-      h(
-        "div",
-        { class: "pager" },
-        pageToken ? h("button", { type: "button", onclick: () => load("") }, "First page") : null,
-        answer.nextPageToken ? h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page") : null,
-      ),
+      pager(pageToken, answer.nextPageToken, load),
     );
   }
   await load("");
@@ -105,7 +100,7 @@ export async function rulesView(main, context) {
             "Rules",
           )
         : h("p", { class: "empty" }, "No rules yet. ", h("a", { href: "#/rules/new" }, "Create one"), ": a device.alert event when a reading crosses a threshold."),
-      answer.nextPageToken ? h("div", { class: "pager" }, h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page")) : null,
+      pager(pageToken, answer.nextPageToken, load),
     );
   }
   await load();
@@ -153,39 +148,32 @@ export async function ruleView(main, context, [ruleId]) {
     "form",
     {
       class: "grid-form card",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        await busy(save, async () => {
-          const spec = {
-            name: name.value,
-            description: description.value,
-            field: fieldPath.value.trim(),
-            operator: operator.value,
-            threshold: numberOrUndefined(threshold),
-            thresholdHigh: ranged() ? numberOrUndefined(thresholdHigh) : undefined,
-            clearThreshold: ranged() ? undefined : numberOrUndefined(clear),
-            count: numberOrUndefined(count),
-            forSeconds: numberOrUndefined(forSeconds) ?? 0,
-            severity: severity.value,
-            deviceIds: split(devices.value),
-            gatewayIds: split(gateways.value),
-            enabled: enabled.checked,
-          };
-          try {
-            const saved = creating
-              ? await api("/api/rules", { method: "POST", body: spec })
-              : // Every field: one the form left empty is cleared (updateMask "*").
-                await api(`/api/rules/${enc(ruleId)}`, { method: "PATCH", query: { updateMask: "*" }, body: spec });
-            if (creating) {
-              window.location.hash = `#/rules/${enc(saved.ruleId)}`;
-            } else {
-              messages.ok(`Saved (version ${saved.version}).`);
-            }
-          } catch (error) {
-            messages.error(error);
-          }
-        });
-      },
+      onsubmit: submitting(save, messages, async () => {
+        const spec = {
+          name: name.value,
+          description: description.value,
+          field: fieldPath.value.trim(),
+          operator: operator.value,
+          threshold: numberOrUndefined(threshold),
+          thresholdHigh: ranged() ? numberOrUndefined(thresholdHigh) : undefined,
+          clearThreshold: ranged() ? undefined : numberOrUndefined(clear),
+          count: numberOrUndefined(count),
+          forSeconds: numberOrUndefined(forSeconds) ?? 0,
+          severity: severity.value,
+          deviceIds: split(devices.value),
+          gatewayIds: split(gateways.value),
+          enabled: enabled.checked,
+        };
+        const saved = creating
+          ? await api("/api/rules", { method: "POST", body: spec })
+          : // Every field: one the form left empty is cleared (updateMask "*").
+            await api(`/api/rules/${enc(ruleId)}`, { method: "PATCH", query: { updateMask: "*" }, body: spec });
+        if (creating) {
+          window.location.hash = `#/rules/${enc(saved.ruleId)}`;
+        } else {
+          messages.ok(`Saved (version ${saved.version}).`);
+        }
+      }),
     },
     field("Name", name),
     field("Description", description),

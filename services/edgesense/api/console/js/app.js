@@ -42,34 +42,30 @@ class ViewContext {
     this.pollers.push(poller);
     this.schedule(poller);
   }
+  /** Refresh now, then again POLL_MS after it ends (never two at once). */
+  async run(poller) {
+    poller.running = true;
+    try {
+      await poller.refresh();
+    } catch (error) {
+      console.warn("refresh failed:", error.message);
+    } finally {
+      poller.running = false;
+      this.schedule(poller);
+    }
+  }
   schedule(poller) {
     clearTimeout(poller.timer);
     if (!this.alive || document.hidden) return;
-    poller.timer = setTimeout(async () => {
-      if (!this.alive || document.hidden || poller.running) return;
-      poller.running = true;
-      try {
-        await poller.refresh();
-      } catch (error) {
-        console.warn("refresh failed:", error.message);
-      } finally {
-        poller.running = false;
-        this.schedule(poller);
-      }
+    poller.timer = setTimeout(() => {
+      if (this.alive && !document.hidden && !poller.running) this.run(poller);
     }, poller.ms);
   }
+  /** The tab is visible again: refresh at once rather than in POLL_MS. */
   resume() {
     for (const poller of this.pollers) {
       clearTimeout(poller.timer);
-      if (!poller.running) {
-        poller.running = true;
-        Promise.resolve(poller.refresh())
-          .catch((error) => console.warn("refresh failed:", error.message))
-          .finally(() => {
-            poller.running = false;
-            this.schedule(poller);
-          });
-      }
+      if (!poller.running) this.run(poller);
     }
   }
   leave() {
@@ -112,15 +108,24 @@ async function render() {
   const context = new ViewContext();
   current = context;
   const focused = document.activeElement;
-  replace(main);
+  // Each view draws into a container of its own: a view left while it still
+  // awaits the API draws, when the answer comes, into a detached element,
+  // never into the page shown after it.
+  const page = h("div", { class: "page" });
+  replace(main, page);
   for (const [pattern, view] of routes) {
     const match = pattern.exec(where);
     if (match) {
-      const params = match.slice(1).map(decodeURIComponent);
+      let params;
       try {
-        await view(main, context, params, query());
+        params = match.slice(1).map(decodeURIComponent);
+      } catch {
+        break; // a malformed %-escape (#/webhooks/%E0): no such page
+      }
+      try {
+        await view(page, context, params, query());
       } catch (error) {
-        if (context.alive) main.append(h("p", { class: "error", role: "alert" }, error.message));
+        if (context.alive) page.append(h("p", { class: "error", role: "alert" }, error.message));
       }
       // To the new page's heading, unless the user moved the focus meanwhile.
       if (context.alive && (document.activeElement === focused || document.activeElement === document.body)) {
@@ -129,7 +134,7 @@ async function render() {
       return;
     }
   }
-  main.append(h("h1", { tabindex: "-1" }, "Not found"), h("p", {}, "No such page. ", h("a", { href: "#/overview" }, "Overview")));
+  page.append(h("h1", { tabindex: "-1" }, "Not found"), h("p", {}, "No such page. ", h("a", { href: "#/overview" }, "Overview")));
   focusHeading();
 }
 

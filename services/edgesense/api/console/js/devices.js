@@ -2,7 +2,7 @@
 // seen, last readings; one device's recent events.
 
 import { api, enc } from "./api.js";
-import { badge, field, h, notice, pre, replace, table, when } from "./dom.js";
+import { badge, field, h, notice, pager, pre, replace, table, when } from "./dom.js";
 
 const STATUSES = ["", "online", "offline", "unknown"];
 
@@ -80,12 +80,7 @@ export async function devicesView(main, context, _params, query) {
                   "Publishing a reading",
                 ),
           ),
-      h(
-        "div",
-        { class: "pager" },
-        pageToken ? h("button", { type: "button", onclick: () => load("") }, "First page") : null,
-        answer.nextPageToken ? h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page") : null,
-      ),
+      pager(pageToken, answer.nextPageToken, load),
     );
   }
 

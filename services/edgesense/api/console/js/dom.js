@@ -78,6 +78,20 @@ export function table(headers, rows, caption) {
   );
 }
 
+/**
+ * The buttons under a page of a listing: back to the first page (when not on
+ * it) and on to the next (when the API gave a nextPageToken). `load(token)`
+ * shows the page of that token ("" for the first).
+ */
+export function pager(pageToken, nextPageToken, load, { first = "First page", next = "Next page" } = {}) {
+  return h(
+    "div",
+    { class: "pager" },
+    pageToken ? h("button", { type: "button", onclick: () => load("") }, first) : null,
+    nextPageToken ? h("button", { type: "button", onclick: () => load(nextPageToken) }, next) : null,
+  );
+}
+
 export function when(iso) {
   if (!iso) return "—";
   const date = new Date(iso);
@@ -143,12 +157,27 @@ export function confirmButton(label, question, action, cls = "danger") {
   return button;
 }
 
-/** Disable a button while `work` runs. */
-export async function busy(button, work) {
+/**
+ * Run `work` (an action's API calls) with `button` disabled meanwhile; what it
+ * throws (the API's refusal, a field the form could not read) is shown in
+ * `status`, a notice(), as the API words it.
+ */
+export async function busy(button, status, work) {
   button.disabled = true;
   try {
-    return await work();
+    await work();
+  } catch (error) {
+    status.error(error);
   } finally {
     button.disabled = false;
   }
+}
+
+/** A form's submit handler: no page load, the last message cleared, then busy(). */
+export function submitting(button, status, work) {
+  return (event) => {
+    event.preventDefault();
+    status.clear();
+    return busy(button, status, work);
+  };
 }

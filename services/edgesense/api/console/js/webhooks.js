@@ -12,10 +12,12 @@ import {
   list,
   ms,
   notice,
+  pager,
   percent,
   pre,
   prettyJson,
   replace,
+  submitting,
   table,
   when,
 } from "./dom.js";
@@ -140,10 +142,6 @@ export async function webhooksView(main, context) {
         ],
       };
     });
-    const more = answer.nextPageToken
-      ? h("button", { type: "button", onclick: () => load(answer.nextPageToken) }, "Next page")
-      : null;
-    const first = pageToken ? h("button", { type: "button", onclick: () => load("") }, "First page") : null;
     replace(
       body,
       table(
@@ -151,7 +149,7 @@ export async function webhooksView(main, context) {
         rows.map((r) => r.cells),
         "Webhooks",
       ),
-      h("div", { class: "pager" }, first, more),
+      pager(pageToken, answer.nextPageToken, load),
     );
     // Each webhook's stats, a few at a time.
     const queue = [...rows];
@@ -191,31 +189,23 @@ function registerForm(names, onRegistered) {
     "form",
     {
       class: "grid-form",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        status.clear();
-        await busy(submit, async () => {
-          try {
-            const body = {
-              url: url.value.trim(),
-              events: checkedEvents(form),
-              secret: secret.value,
-              description: description.value,
-              deviceIds: splitList(devices.value),
-              headers: parseHeaders(headers.value),
-              rateLimitPerSecond: Number(rate.value || 0),
-              ordered: ordered.checked,
-            };
-            const answer = await api("/api/webhooks/register", { method: "POST", body });
-            status.ok(`Registered ${answer.webhookId}.`);
-            status.append(h("p", {}, h("a", { href: `#/webhooks/${enc(answer.webhookId)}` }, `Open ${answer.webhookId}`)));
-            form.reset();
-            await onRegistered();
-          } catch (error) {
-            status.error(error);
-          }
-        });
-      },
+      onsubmit: submitting(submit, status, async () => {
+        const body = {
+          url: url.value.trim(),
+          events: checkedEvents(form),
+          secret: secret.value,
+          description: description.value,
+          deviceIds: splitList(devices.value),
+          headers: parseHeaders(headers.value),
+          rateLimitPerSecond: Number(rate.value || 0),
+          ordered: ordered.checked,
+        };
+        const answer = await api("/api/webhooks/register", { method: "POST", body });
+        status.ok(`Registered ${answer.webhookId}.`);
+        status.append(h("p", {}, h("a", { href: `#/webhooks/${enc(answer.webhookId)}` }, `Open ${answer.webhookId}`)));
+        form.reset();
+        await onRegistered();
+      }),
     },
     field("URL", url),
     eventsFieldset(names, ["device.data"]),
@@ -291,14 +281,10 @@ export async function webhookView(main, context, [webhookId]) {
     if (webhook.status === "disabled") {
       const enable = h("button", { type: "button", class: "primary" }, "Enable");
       enable.addEventListener("click", () =>
-        busy(enable, async () => {
-          try {
-            await api(`${base}/enable`, { method: "POST" });
-            status.ok("Enabled: held deliveries are being sent, oldest first.");
-            await reload();
-          } catch (error) {
-            status.error(error);
-          }
+        busy(enable, status, async () => {
+          await api(`${base}/enable`, { method: "POST" });
+          status.ok("Enabled: held deliveries are being sent, oldest first.");
+          await reload();
         }),
       );
       buttons.push(enable);
@@ -310,18 +296,11 @@ export async function webhookView(main, context, [webhookId]) {
         "form",
         {
           class: "inline-form",
-          onsubmit: async (event) => {
-            event.preventDefault();
-            await busy(send, async () => {
-              try {
-                const record = await api(`${base}/test`, { method: "POST", body: { event: testEvent.value } });
-                status.ok(`Test ${record.event} queued as ${record.deliveryId}.`);
-                await refreshLog();
-              } catch (error) {
-                status.error(error);
-              }
-            });
-          },
+          onsubmit: submitting(send, status, async () => {
+            const record = await api(`${base}/test`, { method: "POST", body: { event: testEvent.value } });
+            status.ok(`Test ${record.event} queued as ${record.deliveryId}.`);
+            await refreshLog();
+          }),
         },
         h("label", { for: (testEvent.id = "test-event") }, "Test"),
         testEvent,
@@ -441,12 +420,7 @@ export async function webhookView(main, context, [webhookId]) {
       deliveries.length
         ? table(["Delivery", "Status", "Event", "Device", "Created", "Attempts", "Last answer"], rows, "Deliveries")
         : h("p", { class: "empty" }, filter.value ? `No ${filter.value} deliveries.` : "No deliveries yet: they appear here as events arrive (or send a test event)."),
-      h(
-        "div",
-        { class: "pager" },
-        pageToken ? h("button", { type: "button", onclick: () => refreshLog("") }, "Newest") : null,
-        answer.nextPageToken ? h("button", { type: "button", onclick: () => refreshLog(answer.nextPageToken) }, "Older") : null,
-      ),
+      pager(pageToken, answer.nextPageToken, refreshLog, { first: "Newest", next: "Older" }),
     );
   }
 
@@ -461,29 +435,22 @@ export async function webhookView(main, context, [webhookId]) {
     const headers = h("textarea", { name: "headers", rows: 2, placeholder: headerNames.length ? `unchanged (${headerNames.join(", ")})` : "none" });
     const status = notice();
     const save = h("button", { type: "submit", class: "primary" }, "Save");
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      await busy(save, async () => {
-        try {
-          const body = {
-            url: url.value.trim(),
-            events: checkedEvents(form),
-            description: description.value,
-            deviceIds: splitList(devices.value),
-            rateLimitPerSecond: Number(rate.value || 0),
-            ordered: ordered.checked,
-          };
-          if (headers.value.trim()) body.headers = parseHeaders(headers.value);
-          const mask = Object.keys(body).join(",");
-          webhook = await api(base, { method: "PATCH", query: { updateMask: mask }, body });
-          headers.value = "";
-          status.ok("Saved.");
-          drawHeader();
-        } catch (error) {
-          status.error(error);
-        }
-      });
-    });
+    form.addEventListener("submit", submitting(save, status, async () => {
+      const body = {
+        url: url.value.trim(),
+        events: checkedEvents(form),
+        description: description.value,
+        deviceIds: splitList(devices.value),
+        rateLimitPerSecond: Number(rate.value || 0),
+        ordered: ordered.checked,
+      };
+      if (headers.value.trim()) body.headers = parseHeaders(headers.value);
+      const mask = Object.keys(body).join(",");
+      webhook = await api(base, { method: "PATCH", query: { updateMask: mask }, body });
+      headers.value = "";
+      status.ok("Saved.");
+      drawHeader();
+    }));
     form.append(
       field("URL", url),
       eventsFieldset(names, webhook.events || []),
@@ -507,22 +474,15 @@ export async function webhookView(main, context, [webhookId]) {
       "form",
       {
         class: "grid-form",
-        onsubmit: async (event) => {
-          event.preventDefault();
-          await busy(submit, async () => {
-            try {
-              webhook = await api(`${base}/rotate-secret`, {
-                method: "POST",
-                body: { secret: secret.value, overlapSeconds: Number(overlap.value || 0) },
-              });
-              secret.value = "";
-              status.ok("Rotated: the new secret signs now.");
-              drawHeader();
-            } catch (error) {
-              status.error(error);
-            }
+        onsubmit: submitting(submit, status, async () => {
+          webhook = await api(`${base}/rotate-secret`, {
+            method: "POST",
+            body: { secret: secret.value, overlapSeconds: Number(overlap.value || 0) },
           });
-        },
+          secret.value = "";
+          status.ok("Rotated: the new secret signs now.");
+          drawHeader();
+        }),
       },
       field("New secret", secret, "Give it to the receiver first: both secrets sign during the overlap."),
       h("button", { type: "button", onclick: () => (secret.value = randomSecret()) }, "Generate a secret"),
@@ -543,23 +503,16 @@ export async function webhookView(main, context, [webhookId]) {
       "form",
       {
         class: "grid-form",
-        onsubmit: async (event) => {
-          event.preventDefault();
-          await busy(submit, async () => {
-            try {
-              const body = { since: new Date(since.value).toISOString() };
-              if (until.value) body.until = new Date(until.value).toISOString();
-              const answer = await api(`${base}/recover`, { method: "POST", body });
-              status.ok(
-                `Sent again: ${answer.recovered} failed ${answer.recovered === 1 ? "delivery" : "deliveries"}.` +
-                  (answer.more ? ` More remain: recover again from ${answer.nextSince}.` : ""),
-              );
-              await refreshLog();
-            } catch (error) {
-              status.error(error);
-            }
-          });
-        },
+        onsubmit: submitting(submit, status, async () => {
+          const body = { since: new Date(since.value).toISOString() };
+          if (until.value) body.until = new Date(until.value).toISOString();
+          const answer = await api(`${base}/recover`, { method: "POST", body });
+          status.ok(
+            `Sent again: ${answer.recovered} failed ${answer.recovered === 1 ? "delivery" : "deliveries"}.` +
+              (answer.more ? ` More remain: recover again from ${answer.nextSince}.` : ""),
+          );
+          await refreshLog();
+        }),
       },
       h("p", { class: "muted" }, "Sends again every delivery that failed in the window (held instead while the webhook is disabled)."),
       field("Failed since (local time)", since),
@@ -593,14 +546,10 @@ export async function deliveryView(main, context, [deliveryId]) {
     shown = json;
     const redeliver = h("button", { type: "button", class: "primary" }, "Redeliver");
     redeliver.addEventListener("click", () =>
-      busy(redeliver, async () => {
-        try {
-          const record = await api(`${base}/redeliver`, { method: "POST" });
-          status.ok(`Sent again: now ${record.status}${record.statusReason ? ` (${record.statusReason})` : ""}.`);
-          await load();
-        } catch (error) {
-          status.error(error);
-        }
+      busy(redeliver, status, async () => {
+        const record = await api(`${base}/redeliver`, { method: "POST" });
+        status.ok(`Sent again: now ${record.status}${record.statusReason ? ` (${record.statusReason})` : ""}.`);
+        await load();
       }),
     );
     const attempts = d.attempts || [];
