@@ -174,6 +174,31 @@ async def test_the_tracker_writes_what_a_commit_stored_once(
     assert await outbox.devices.events("q", ["evt_0001"]) == {}
 
 
+async def test_a_flush_writes_in_transactions_of_the_stores_chunk(
+    outboxes: tuple[Outbox, Outbox], database_url: str
+) -> None:
+    """On SQLite a flush shares the writer thread with the hot path: it takes
+    it for 20 devices at a time (an accept waits behind one turn at most),
+    and every device is written all the same."""
+    store = outboxes[0].devices
+    assert store.chunk == (20 if database_url.startswith("sqlite") else 500)
+    store.chunk = 20  # the same on PostgreSQL here, to see the chunks
+    written: list[int] = []
+    write = store.write
+
+    async def counted(states: Sequence[DeviceState]) -> None:
+        written.append(len(states))
+        await write(states)
+
+    store.write = counted  # type: ignore[method-assign]
+    tracker = DeviceTracker(store, flush_seconds=3600)
+    note(tracker, *(event(n, 10.0 + n, device=f"d{n:02d}") for n in range(45)))
+    assert await tracker.flush() == 45
+    assert written == [20, 20, 5]
+    found = await store.page("p", "", "", None, 100)
+    assert [d.device_id for d in found] == [f"d{n:02d}" for n in range(45)]
+
+
 async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Outbox]) -> None:
     tracker = DeviceTracker(
         outboxes[0].devices, flush_seconds=3600, soft_bytes=2000, hard_bytes=4000

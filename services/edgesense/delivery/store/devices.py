@@ -35,6 +35,8 @@ from edgesense.delivery.store.tables import devices, events
 from edgesense.storage.engine import reading, transaction, translate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
+SQLITE_CHUNK = 20
+POSTGRES_CHUNK = 500
 # Any fixed number, the same in every process: pg_advisory_xact_lock's key.
 DEVICES_LOCK = 0x6465_7669_6365_73  # "devices"
 # The statements are built from the table's own column names, never from input.
@@ -139,6 +141,12 @@ class DeviceStore:
         pool: asyncpg.Pool | None = None,
     ) -> None:
         assert (writer is None) != (pool is None), "a writer (SQLite) or a pool (PostgreSQL)"
+        # Devices per write transaction. On SQLite a write holds the writer
+        # thread the hot path stores through, about 90 us a device: 20 keep
+        # each turn near 2 ms, so an accept waits at most that long behind
+        # one (100 devices in one went 7-11 ms, the p99 at 500 events/s
+        # with it). On PostgreSQL a write has its own connection.
+        self.chunk = SQLITE_CHUNK if writer is not None else POSTGRES_CHUNK
         self.engine = engine
         self._writer = writer
         self._pool = pool
