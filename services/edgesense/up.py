@@ -22,6 +22,7 @@ import httpx
 
 from edgesense.common.config import Settings
 from edgesense.common.healthcheck import grpc_serving
+from edgesense.common.listen import local_address
 from edgesense.common.mqtt_probe import broker_address, broker_answers
 from edgesense.common.runtime import stop_on_signals
 from edgesense.up_child import Child, ChildDied, out, say
@@ -60,7 +61,7 @@ def children(settings: Settings, services: list[str]) -> list[Child]:
     checks: dict[str, Callable[[], Awaitable[bool]]] = {
         "registry": lambda: grpc_serving(settings.registry_addr, settings.grpc_tls),
         "delivery": lambda: grpc_serving(settings.delivery_addr, settings.grpc_tls),
-        "api": lambda: http_healthy(f"http://{settings.http_addr}/healthz"),
+        "api": lambda: http_healthy(f"http://{local_address(settings.http_addr)}/healthz"),
         "bridge": lambda: grpc_serving(
             settings.bridge_addr, settings.grpc_tls
         ),  # SERVING once subscribed
@@ -163,26 +164,27 @@ async def run_children(
 
 def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
     names = {c.name for c in started}
+    http = local_address(settings.http_addr)  # what a browser on this machine opens
     rows = [
         (
             "registry",
             f"gRPC {settings.registry_addr}",
-            f"http://{settings.metrics_addr('registry')}/metrics",
+            f"http://{local_address(settings.metrics_addr('registry'))}/metrics",
         ),
         (
             "delivery",
             f"gRPC {settings.delivery_addr}",
-            f"http://{settings.metrics_addr('delivery')}/metrics",
+            f"http://{local_address(settings.metrics_addr('delivery'))}/metrics",
         ),
         (
             "api",
-            f"REST http://{settings.http_addr}/api",
-            f"http://{settings.http_addr}/metrics",
+            f"REST http://{http}/api",
+            f"http://{http}/metrics",
         ),
         (
             "bridge",
             f"MQTT {settings.mqtt_url}" + (" (embedded)" if "broker" in names else ""),
-            f"http://{settings.metrics_addr('bridge')}/metrics",
+            f"http://{local_address(settings.metrics_addr('bridge'))}/metrics",
         ),
     ]
     out("")
@@ -190,7 +192,7 @@ def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
     for name, where, metrics in rows:
         if name in names:
             out(f"  {name:<9} {where:<40} metrics {metrics}")
-    out(f"  OpenAPI   http://{settings.http_addr}/openapi.json")
+    out(f"  OpenAPI   http://{http}/openapi.json")
     if "api" in names:
         # The key is never put in the URL: the console asks for it (and keeps it in the tab).
         where = (
@@ -198,7 +200,7 @@ def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
             if dev and not os.environ.get("EDGESENSE_API_KEYS")
             else "an API key"
         )
-        out(f"  Console   http://{settings.http_addr}/console   (sign in with {where})")
+        out(f"  Console   http://{http}/console   (sign in with {where})")
     if dev and not os.environ.get("EDGESENSE_API_KEYS"):
         key = next(iter(settings.api_keys))
         out(f"  API key   {key}   (project 'dev'; also in var/dev-api-key)")

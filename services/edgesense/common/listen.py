@@ -35,6 +35,16 @@ def join_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def local_address(addr: str) -> str:
+    """Where a client on this machine reaches a server listening on `addr`:
+    a wildcard host (empty, 0.0.0.0, ::) becomes loopback, so that a URL made
+    of it opens in a browser (which refuses 0.0.0.0) and `:8080` makes a URL."""
+    host, port = split_address(addr)
+    if host in ("0.0.0.0", "::"):
+        host = "::1" if host == "::" else "127.0.0.1"
+    return join_address(host, port)
+
+
 def cannot_listen(address: str, exc: OSError) -> CannotListen:
     """The error for a failed bind, with the OS's reason in lower case (aiohttp
     puts its own words around it in `strerror`: the errno's text is shorter)."""
