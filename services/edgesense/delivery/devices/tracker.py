@@ -8,9 +8,9 @@ FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
 events into one state (view.observe) and writes them (DeviceStore.write:
 merged with the stored rows, newest part wins), in transactions of at most
 `store.chunk` devices (20 on SQLite, whose writer thread the hot path shares:
-an accept waits behind one such turn at most, about 2 ms; 500 on
-PostgreSQL). So the view lags the events by about a second, and costs the
-accept path nothing but the fold.
+an accept waits behind one such turn at most; 500 on PostgreSQL). So the
+view lags the events by about FLUSH_SECONDS (2 s), and costs the accept
+path nothing but the fold.
 
 Memory is bounded by bytes: every folded event counts its serialized size
 (plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
@@ -25,7 +25,7 @@ devices in the default 64 MiB); beyond that the others are dropped, likewise
 counted.
 
 A process killed with SIGKILL loses what it folded since its last flush,
-at most about a second of changes to the view (the events themselves are
+at most about FLUSH_SECONDS of changes to the view (the events themselves are
 stored); a graceful stop flushes once more.
 """
 
@@ -46,9 +46,9 @@ from edgesense.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 _problems = ThrottledLog(log)
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 2.0
 FOLD_OVERHEAD_BYTES = 200
-YIELD_EVENTS = 2000
+YIELD_EVENTS = 250
 SOFT_BYTES = 16 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
 # A kept state's memory beside its readings: its fields and its recent

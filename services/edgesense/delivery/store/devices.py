@@ -1,13 +1,14 @@
 """The devices table: the devices view's reads and writes, on both databases.
 
-A write (`DeviceStore.write`, the flusher's, about once a second) reads the
+A write (`DeviceStore.write`, the flusher's, every 2 seconds) reads the
 stored rows of the devices it has news of, merges each with its news
 (devices/view.py `merge`: every part keeps the newest of the two) and upserts
 the result, in one transaction. Writers never interleave on a device:
 
-- on SQLite the write runs whole on the outbox's writer thread (one writer
-  at a time, and the hot path's writes are not made to wait on SQLite's
-  lock);
+- on SQLite the rows are read and merged in the event loop (5 devices
+  between turns), and the outbox's writer thread, which the hot path
+  shares, only checks they are still the rows merged from (else merges
+  again there) and upserts;
 - on PostgreSQL (on the outbox's asyncpg pool), where several delivery
   processes flush, each write first
   takes a transaction-level advisory lock (DEVICES_LOCK): flushes of all
@@ -20,6 +21,7 @@ unchanged. Retention deletes devices not seen since its cutoff.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections import defaultdict
@@ -36,6 +38,8 @@ from edgesense.storage.engine import reading, transaction, translate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 SQLITE_CHUNK = 20
+# Devices merged between two turns of the event loop (about 90 us each).
+MERGE_SLICE = 5
 POSTGRES_CHUNK = 500
 # Any fixed number, the same in every process: pg_advisory_xact_lock's key.
 DEVICES_LOCK = 0x6465_7669_6365_73  # "devices"
@@ -117,14 +121,37 @@ def _by_project(states: Sequence[DeviceState]) -> dict[str, list[str]]:
     return found
 
 
-def _write_sqlite(conn: sqlite3.Connection, states: Sequence[DeviceState]) -> None:
-    stored: list[DeviceState] = []
+def _stored_sqlite(
+    conn: sqlite3.Connection, states: Sequence[DeviceState]
+) -> list[tuple[Any, ...]]:
+    """The stored rows of `states`' devices, as the database has them."""
+    found: list[tuple[Any, ...]] = []
     for project, ids in _by_project(states).items():
-        cursor = conn.execute(_SELECT_SQLITE, (project, json.dumps(ids)))
-        stored += (from_row(row) for row in cursor)
-    rows = [to_row(state) for state in merged(stored, states)]
+        found += map(tuple, conn.execute(_SELECT_SQLITE, (project, json.dumps(ids))))
+    return found
+
+
+def _sqlite_rows(
+    stored: Iterable[Sequence[Any]], states: Sequence[DeviceState]
+) -> list[dict[str, Any]]:
+    """The rows to upsert: `states` merged with the `stored` rows."""
+    rows = [to_row(state) for state in merged(map(from_row, stored), states)]
     for row in rows:
         row["readings_omitted"] = int(row["readings_omitted"])
+    return rows
+
+
+def _write_sqlite(
+    conn: sqlite3.Connection,
+    states: Sequence[DeviceState],
+    seen: list[tuple[Any, ...]],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Upsert `rows`, merged beforehand from the stored rows `seen`; if the
+    stored rows are no longer `seen` (another process wrote them since), merge
+    again here, inside the write transaction."""
+    if _stored_sqlite(conn, states) != seen:
+        rows = _sqlite_rows(_stored_sqlite(conn, states), states)
     conn.executemany(UPSERT_SQLITE, rows)
 
 
@@ -157,7 +184,24 @@ class DeviceStore:
             return
         ordered = sorted(states, key=lambda s: s.key)
         if self._writer is not None:
-            await self._writer.run("writing devices", lambda c: _write_sqlite(c, ordered))
+            # The merge (Python work) runs here, not on the writer thread the
+            # hot path stores through: there it held the GIL against the event
+            # loop in 5 ms switch intervals. The writer only checks that the
+            # rows are still those merged from, and writes.
+            raw: list[tuple[Any, ...]] = []
+            async with reading(self.engine, "reading devices") as conn:
+                for project, ids in _by_project(ordered).items():
+                    found = await conn.exec_driver_sql(_SELECT_SQLITE, (project, json.dumps(ids)))
+                    raw += map(tuple, found)
+            by_key = {(row[0], row[1]): row for row in raw}
+            rows: list[dict[str, Any]] = []
+            for start in range(0, len(ordered), MERGE_SLICE):
+                part = ordered[start : start + MERGE_SLICE]
+                rows += _sqlite_rows([by_key[s.key] for s in part if s.key in by_key], part)
+                await asyncio.sleep(0)  # a turn for the accept path between slices
+            await self._writer.run(
+                "writing devices", lambda c: _write_sqlite(c, ordered, raw, rows)
+            )
             return
         assert self._pool is not None
         with translate("writing devices"):
