@@ -106,6 +106,18 @@ async def test_a_wrong_key_shows_the_api_message(console: ConsolePage) -> None:
     assert stored == 0
 
 
+async def test_the_key_field_is_masked_and_no_password_field(console: ConsolePage) -> None:
+    """Browsers offer to save what a password field held (a saved key would
+    outlive the tab): the key goes in a text field that CSS masks."""
+    await console.page.goto(console.url)
+    field = console.page.get_by_label("API key")
+    await expect(field).to_be_visible()
+    assert await field.get_attribute("type") == "text"
+    assert await console.page.locator("input[type=password]").count() == 0
+    masking = await field.evaluate("e => getComputedStyle(e).webkitTextSecurity")
+    assert masking == "disc"
+
+
 async def test_sign_in_keeps_the_key_in_the_tab_only_and_sign_out_clears_it(
     console: ConsolePage,
 ) -> None:
@@ -217,12 +229,16 @@ async def test_registering_from_the_console(console: ConsolePage, receiver: Rece
     # The list is drawn again at once, with each webhook's stats from delivery,
     # which learns of the new webhook from the registry's change stream a few
     # milliseconds later (README: "normally milliseconds after registration"):
-    # its stats may be a 404, which Chromium logs. Only that one is expected.
+    # its stats may be a 404, which Chromium logs. Only that one is expected,
+    # and the console asks again: the row ends with its figures, not an error.
     registered = re.search(r"wh_\w+", await form.get_by_role("status").inner_text())
     assert registered is not None
     stats = f"{console.cluster.api}/api/webhooks/{registered.group()}/stats"
     console.problems.expect(f"status of 404 (Not Found) at {stats}")
-    await expect(page.get_by_role("row").filter(has_text=description)).to_contain_text("active")
+    row = page.get_by_role("row").filter(has_text=description)
+    await expect(row).to_contain_text("active")
+    await expect(row).to_contain_text("of 0")  # its success rate: no attempt yet
+    await expect(row.locator(".error")).to_have_count(0)
 
 
 async def test_a_device_goes_offline_when_its_gateways_last_will_fires(
@@ -464,6 +480,23 @@ async def test_a_rule_created_and_edited_in_the_console_raises_an_alert(
     alert = page.get_by_role("row").filter(has_text=device)
     await expect(alert).to_contain_text("temperature = 95", timeout=LIVE_MS)
     await expect(alert).to_contain_text("critical")
+
+    # The device's page leads to the device's alerts alone (once the devices
+    # view, written about once a second, has the device).
+    async def device_known() -> bool:
+        async with httpx.AsyncClient(
+            base_url=console.cluster.api, headers=console.cluster.auth
+        ) as http:
+            return (await http.get(f"/api/devices/{device}")).status_code == 200
+
+    await eventually(device_known, seconds=LIVE_MS / 1000, what="the device in the devices view")
+    await alert.get_by_role("link", name=device).click()
+    await page.get_by_role("link", name="This device's alerts").click()
+    await expect(page.get_by_text(f"Only the alerts of device {device}")).to_be_visible()
+    await expect(page).to_have_url(re.compile(rf"#/alerts\?state=&deviceId={device}$"))
+    rows = page.get_by_role("row").filter(has_text="temperature = ")
+    await expect(rows).to_have_count(1)
+    alert = rows.filter(has_text=device)
 
     await alert.get_by_role("link", name=name).click()
     await page.get_by_label("Threshold", exact=True).fill("100")

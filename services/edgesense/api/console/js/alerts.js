@@ -18,11 +18,13 @@ export async function alertsView(main, context, _params, query) {
   const body = h("div", { "aria-live": "polite" });
   const messages = notice();
   const ruleId = query.get("ruleId") || "";
+  const deviceId = query.get("deviceId") || "";
   let pageToken = "";
   state.addEventListener("change", () => load(""));
   main.append(
     h("div", { class: "title-row" }, h("h1", { tabindex: "-1" }, "Alerts"), h("div", { class: "inline-form" }, h("label", { for: "alert-state" }, "State"), state)),
     ruleId ? h("p", {}, "Only the alerts of ", h("a", { href: `#/rules/${enc(ruleId)}` }, ruleId), " · ", h("a", { href: "#/alerts" }, "every rule's")) : null,
+    deviceId ? h("p", {}, "Only the alerts of device ", h("a", { href: `#/devices/${enc(deviceId)}` }, deviceId), " · ", h("a", { href: "#/alerts" }, "every device's")) : null,
     messages,
     body,
   );
@@ -31,7 +33,7 @@ export async function alertsView(main, context, _params, query) {
     pageToken = token;
     let answer;
     try {
-      answer = await api("/api/alerts", { query: { state: state.value, ruleId, pageSize: 50, pageToken } });
+      answer = await api("/api/alerts", { query: { state: state.value, ruleId, deviceId, pageSize: 50, pageToken } });
     } catch (error) {
       messages.error(error);
       return;

@@ -146,10 +146,15 @@ function focusHeading() {
 function showSignIn(message) {
   nav.hidden = true;
   signOutButton.hidden = true;
+  // A text field masked by CSS, not a password field: a browser's password
+  // manager offers to save what a password field held, and a saved key
+  // would outlive the tab (README, Console).
   const key = h("input", {
-    type: "password",
+    type: "text",
     name: "api-key",
+    class: "secret",
     autocomplete: "off",
+    autocapitalize: "off",
     spellcheck: "false",
     required: true,
   });

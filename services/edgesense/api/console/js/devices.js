@@ -120,6 +120,8 @@ export async function deviceView(main, context, [deviceId]) {
         h("dd", {}, d.lastEvent || "—", d.lastEventAt ? [" at ", when(d.lastEventAt)] : ""),
         h("dt", {}, "First seen"),
         h("dd", {}, when(d.firstSeenAt)),
+        h("dt", {}, "Alerts"),
+        h("dd", {}, h("a", { href: `#/alerts?state=&deviceId=${enc(deviceId)}` }, "This device's alerts")),
       ),
       h("h2", {}, "Last readings"),
       d.lastReadingsOmitted

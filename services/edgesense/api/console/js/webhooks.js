@@ -23,6 +23,11 @@ import {
 } from "./dom.js";
 import { windowSwitch } from "./overview.js";
 
+// A new webhook's stats: asked again this often, this many times, while delivery
+// does not know it yet (a 404).
+const STATS_RETRY_MS = 500;
+const STATS_RETRIES = 10;
+
 const FALLBACK_EVENTS = ["device.data", "device.alert", "device.status", "config.update", "webhook.disabled", "webhook.enabled"];
 const STATUSES = ["", "pending", "succeeded", "failed", "held"];
 let eventTypes = null;
@@ -151,8 +156,10 @@ export async function webhooksView(main, context) {
       ),
       pager(pageToken, answer.nextPageToken, load),
     );
-    // Each webhook's stats, a few at a time.
-    const queue = [...rows];
+    // Each webhook's stats, a few at a time. Delivery learns of a webhook
+    // from the registry's change stream, a moment after it is registered:
+    // until then its stats are a 404, asked again a little later.
+    const queue = rows.map((row) => ({ ...row, tries: 0 }));
     const worker = async () => {
       while (queue.length && context.alive) {
         const row = queue.shift();
@@ -164,6 +171,12 @@ export async function webhooksView(main, context) {
           trends.push(chart);
           chart.update(stats);
         } catch (error) {
+          if (error.status === 404 && row.tries < STATS_RETRIES) {
+            row.tries += 1;
+            await new Promise((resolve) => setTimeout(resolve, STATS_RETRY_MS));
+            queue.push(row);
+            continue;
+          }
           replace(row.rate, h("span", { class: "error" }, error.message));
         }
       }
@@ -348,14 +361,15 @@ export async function webhookView(main, context, [webhookId]) {
   });
 
   async function refreshStats() {
+    const shown = statsWindow;
     try {
-      const s = await api(`${base}/stats`, { query: { window: statsWindow } });
-      if (!context.alive) return;
+      const s = await api(`${base}/stats`, { query: { window: shown } });
+      if (!context.alive || shown !== statsWindow) return; // the window changed meanwhile: its own refresh draws
       const c = s.deliveries || {};
       replace(
         figures,
         ...[
-          [`deliveries (${statsWindow})`, c.total ?? 0],
+          [`deliveries (${shown})`, c.total ?? 0],
           ["succeeded", c.succeeded ?? 0],
           ["failed", c.failed ?? 0],
           ["held", c.held ?? 0],
