@@ -150,8 +150,9 @@ def _write_sqlite(
     """Upsert `rows`, merged beforehand from the stored rows `seen`; if the
     stored rows are no longer `seen` (another process wrote them since), merge
     again here, inside the write transaction."""
-    if _stored_sqlite(conn, states) != seen:
-        rows = _sqlite_rows(_stored_sqlite(conn, states), states)
+    now = _stored_sqlite(conn, states)
+    if now != seen:
+        rows = _sqlite_rows(now, states)
     conn.executemany(UPSERT_SQLITE, rows)
 
 
