@@ -13,6 +13,7 @@ from edgesense.common.events import DEVICE_ID
 from edgesense.common.paging import PageTokens, fit_page, page_size
 from edgesense.delivery.devices.view import STATUSES, DeviceState
 from edgesense.delivery.send.payload import event_payload
+from edgesense.delivery.service import timestamp
 from edgesense.delivery.store.devices import DeviceStore
 from edgesense.v1 import devices_pb2, devices_pb2_grpc, events_pb2
 
@@ -24,10 +25,6 @@ MAX_ID_CHARS = 128
 MAX_EVENT_PAYLOAD_BYTES = 2 * 1024
 
 
-def _timestamp(target: Any, seconds: float) -> None:
-    target.FromMicroseconds(round(seconds * 1e6))
-
-
 def device_message(state: DeviceState) -> devices_pb2.Device:
     device = devices_pb2.Device(
         device_id=state.device_id,
@@ -37,15 +34,15 @@ def device_message(state: DeviceState) -> devices_pb2.Device:
         last_event=state.last_event,
         last_readings_omitted=state.readings_omitted,
     )
-    _timestamp(device.last_seen_at, state.last_seen_at)
-    _timestamp(device.first_seen_at, state.first_seen_at)
-    _timestamp(device.last_event_at, state.last_event_at)
+    device.last_seen_at.CopyFrom(timestamp(state.last_seen_at))
+    device.first_seen_at.CopyFrom(timestamp(state.first_seen_at))
+    device.last_event_at.CopyFrom(timestamp(state.last_event_at))
     if state.status_changed_at is not None:
-        _timestamp(device.status_changed_at, state.status_changed_at)
+        device.status_changed_at.CopyFrom(timestamp(state.status_changed_at))
     if state.readings is not None:
         device.last_readings.ParseFromString(state.readings)
     if state.readings_at is not None:
-        _timestamp(device.last_readings_at, state.readings_at)
+        device.last_readings_at.CopyFrom(timestamp(state.readings_at))
     return device
 
 
@@ -55,7 +52,7 @@ def recent_event(
     """One of a device's recent events; its payload from the stored event
     when that is still stored and small enough."""
     recent = devices_pb2.DeviceEvent(event_id=event_id, event=name)
-    _timestamp(recent.timestamp, at)
+    recent.timestamp.CopyFrom(timestamp(at))
     if stored is None:
         recent.payload_omitted = True
         return recent
