@@ -73,53 +73,18 @@ class FakeDelivery(delivery_pb2_grpc.DeliveryServicer):
                 duplicates=len(request.events) - accepted,
             )
 
-    async def ListDeliveries(
-        self, request: delivery_pb2.ListDeliveriesRequest, context: Context
-    ) -> delivery_pb2.ListDeliveriesResponse:
+    async def _not_here(self, request: Any, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
         raise AssertionError("unreachable")
 
-    async def Redeliver(
-        self, request: delivery_pb2.RedeliverRequest, context: Context
-    ) -> delivery_pb2.DeliveryRecord:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
-
-    async def SendTestEvent(
-        self, request: delivery_pb2.SendTestEventRequest, context: Context
-    ) -> delivery_pb2.DeliveryRecord:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
-
-    async def RecoverDeliveries(
-        self, request: delivery_pb2.RecoverDeliveriesRequest, context: Context
-    ) -> delivery_pb2.RecoverDeliveriesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
-
-    async def GetWebhookStats(
-        self, request: delivery_pb2.GetWebhookStatsRequest, context: Context
-    ) -> delivery_pb2.WebhookStats:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
-
-    async def GetDelivery(
-        self, request: delivery_pb2.GetDeliveryRequest, context: Context
-    ) -> delivery_pb2.DeliveryRecord:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
-
-    async def GetProjectStats(
-        self, request: delivery_pb2.GetProjectStatsRequest, context: Context
-    ) -> delivery_pb2.ProjectStats:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
-
-    async def ListAlerts(
-        self, request: delivery_pb2.ListAlertsRequest, context: Context
-    ) -> delivery_pb2.ListAlertsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the test double")
-        raise AssertionError("unreachable")
+    ListDeliveries = _not_here
+    Redeliver = _not_here
+    SendTestEvent = _not_here
+    RecoverDeliveries = _not_here
+    GetWebhookStats = _not_here
+    GetDelivery = _not_here
+    GetProjectStats = _not_here
+    ListAlerts = _not_here
 
     async def start(self) -> int:
         """Serve on 127.0.0.1 (the same port again after a stop)."""
