@@ -6,6 +6,7 @@ tracker folds only what a commit stored and writes it on its flush."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -13,7 +14,14 @@ from sqlalchemy import text
 
 from edgesense.delivery import metrics
 from edgesense.delivery.devices.tracker import UNWRITTEN_STATE_BYTES, DeviceTracker
-from edgesense.delivery.devices.view import OFFLINE, ONLINE, UNKNOWN, DeviceState, observe
+from edgesense.delivery.devices.view import (
+    OFFLINE,
+    ONLINE,
+    UNKNOWN,
+    DeviceState,
+    merge,
+    observe,
+)
 from edgesense.delivery.record.maintenance import apply_retention
 from edgesense.delivery.store import tables
 from edgesense.delivery.store.devices import COLUMNS, to_row
@@ -77,6 +85,45 @@ def _renamed(found: DeviceState, device_id: str) -> DeviceState:
     values = {name: getattr(found, name) for name in DeviceState.__slots__}
     values["device_id"] = device_id
     return DeviceState(**values)
+
+
+async def test_the_database_merges_as_view_merge_does(outboxes: tuple[Outbox, Outbox]) -> None:
+    """The upsert's ON CONFLICT clause is view.merge in SQL: over 200 random
+    pairs of states of a device (ties of time, ids and status at one
+    instant, shared events, parts missing on either side, each order), the
+    stored row is what merge answers."""
+    rng = random.Random(16)
+    instants = [0.0, 0.5, 10.0, 10.0, 20.000001, 1_700_000_000.123456]
+    firsts: list[DeviceState] = []
+    seconds: list[DeviceState] = []
+    for case in range(200):
+        device = f"dev-{case:03d}"
+        pool = [
+            event(
+                case * 100 + n,
+                rng.choice(instants),
+                device=device,
+                gateway=rng.choice(["gw-a", "gw-b"]),
+                received=rng.choice(instants),
+                **rng.choice(
+                    [
+                        {"status": ONLINE_STATE},
+                        {"status": OFFLINE_STATE},
+                        {"readings": {"t": n}},
+                        {"readings": {"t": n, "h": rng.random()}},
+                    ]
+                ),
+            )
+            for n in range(rng.randint(1, 30))
+        ]
+        firsts.append(state(*rng.sample(pool, rng.randint(1, len(pool)))))
+        seconds.append(state(*rng.sample(pool, rng.randint(1, len(pool)))))
+    one, two = outboxes
+    await one.devices.write(firsts)
+    await two.devices.write(seconds)
+    found = {d.device_id: d for d in await one.devices.page("p", "", "", None, 500)}
+    for first, second in zip(firsts, seconds, strict=True):
+        assert found[first.device_id] == merge(first, second), first.device_id
 
 
 async def test_flushes_at_once_lose_nothing(outboxes: tuple[Outbox, Outbox]) -> None:

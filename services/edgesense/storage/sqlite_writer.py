@@ -51,19 +51,25 @@ class SqliteWriter:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
 
-    async def run(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(
+        self, what: str, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
         """`work(connection)` as one write transaction; Unavailable if the database fails.
 
         Transactions queue in the writer thread and run back to back: no
-        lock is held across a return to the event loop.
+        lock is held across a return to the event loop. `durable=False`:
+        committed without waiting for the disk (synchronous=NORMAL for this
+        transaction: a power loss may undo it, never corrupt anything; the
+        next durable commit makes it durable too), for derived data such as
+        the devices view, whose writes should not cost the hot path an fsync.
         """
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._transaction, work)
+            return await loop.run_in_executor(self._executor, self._transaction, work, durable)
         except sqlite3.Error as exc:
             raise Unavailable(f"database unavailable while {what}: {short_error(exc)}") from exc
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         conn = self._conn
         if conn is None:
             conn = sqlite3.connect(
@@ -77,6 +83,23 @@ class SqliteWriter:
             self._conn = conn
         if conn.in_transaction:  # a failed COMMIT left it open
             conn.execute("ROLLBACK")
+        if durable:
+            return self._run(conn, work)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._run(conn, work)
+        finally:
+            try:
+                conn.execute("PRAGMA synchronous=FULL")
+            except BaseException:
+                # Never leave the hot path's commits without their fsync: a
+                # new connection gets the engine's pragmas.
+                self._conn = None
+                conn.close()
+                raise
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(conn)

@@ -228,7 +228,11 @@ def _status(old: DeviceState, new: DeviceState) -> tuple[str, float | None, floa
     )
     changed_at = winner.status_changed_at
     if loser.status == winner.status and loser.status_changed_at is not None:
-        changed_at = min(changed_at or loser.status_changed_at, loser.status_changed_at)
+        changed_at = (
+            loser.status_changed_at
+            if changed_at is None
+            else min(changed_at, loser.status_changed_at)
+        )
     return winner.status, winner.status_at, changed_at
 
 

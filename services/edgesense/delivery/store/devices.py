@@ -1,72 +1,134 @@
 """The devices table: the devices view's reads and writes, on both databases.
 
-A write (`DeviceStore.write`, the flusher's, every 2 seconds) reads the
-stored rows of the devices it has news of, merges each with its news
-(devices/view.py `merge`: every part keeps the newest of the two) and upserts
-the result, in one transaction. Writers never interleave on a device:
+A write (`DeviceStore.write`, the flusher's, every 2 seconds) upserts each
+device's news, and the database merges it with the stored row in the same
+statement: the ON CONFLICT clause is devices/view.py `merge` in SQL (every
+part keeps the newest of the two; `_merged_columns`), and a test holds the
+two to the same answers on both databases. Nothing is read first, so
+writers need no lock between them: flushes of any number of processes, in
+any order or at once, end the same (each statement merges under the row's
+lock; every process writes its devices in the same order).
 
-- on SQLite the rows are read and merged in the event loop (5 devices
-  between turns), and the outbox's writer thread, which the hot path
-  shares, only checks they are still the rows merged from (else merges
-  again there) and upserts;
-- on PostgreSQL (on the outbox's asyncpg pool), where several delivery
-  processes flush, each write first
-  takes a transaction-level advisory lock (DEVICES_LOCK): flushes of all
-  processes run one after the other, a few a second in all, so a read-merge-
-  upsert never overwrites another process's newer news with older.
+- On SQLite it runs on the outbox's writer thread, which the hot path shares,
+  in transactions of SQLITE_CHUNK devices, without the fsync the hot path's
+  commits wait for (`durable=False`: the view is rebuilt by the next events,
+  and a crash loses a flush or two of it, as a kill -9 loses the fold): an
+  accept waits behind one such turn at most, well under a millisecond.
+- On PostgreSQL it runs on the outbox's asyncpg pool (one pipelined
+  executemany).
 
+The event loop's whole share is turning each device's state into its row.
 It is never part of the accept transaction: the hot path's statements are
 unchanged. Retention deletes devices not seen since its cutoff.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from edgesense.delivery.devices.view import UNKNOWN, DeviceState, Recent, merge
+from edgesense.delivery.devices.view import RECENT_EVENTS, UNKNOWN, DeviceState, Recent
 from edgesense.delivery.store.tables import devices, events
 from edgesense.storage.engine import reading, transaction, translate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 SQLITE_CHUNK = 20
-# Devices merged between two turns of the event loop (about 90 us each).
-MERGE_SLICE = 5
 POSTGRES_CHUNK = 500
-# Any fixed number, the same in every process: pg_advisory_xact_lock's key.
-DEVICES_LOCK = 0x6465_7669_6365_73  # "devices"
 # The statements are built from the table's own column names, never from input.
 COLUMNS = tuple(column.name for column in devices.columns)
 _SELECT_COLUMNS = ", ".join(COLUMNS)
-_CONFLICT = "ON CONFLICT (project_id, device_id) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}" for c in COLUMNS if c not in ("project_id", "device_id")
+# An upsert that merges in the database (the same rules as view.merge, see
+# _merged_columns): SQLite's (sqlite3, named parameters) and PostgreSQL's
+# (asyncpg, positional).
+_O, _N = "devices", "excluded"
+
+
+def _merged_columns(postgres: bool) -> str:
+    """The ON CONFLICT ... DO UPDATE SET list: view.merge(stored row, new
+    row) in SQL, part by part, on either database (`devices` is the stored
+    row, `excluded` the new one). Strings compare by code point, as Python's
+    do (SQLite's BINARY collation; COLLATE "C" on PostgreSQL); a tie keeps
+    the stored row's part, as merge keeps `old`'s."""
+    least, greatest = ("LEAST", "GREATEST") if postgres else ("min", "max")
+    text_order = ' COLLATE "C"' if postgres else ""
+
+    def newer(*rank: str) -> str:
+        """The new row ranks above the stored one by `rank`, terms of {t}."""
+        new, old = (", ".join(term.format(t=t, c=text_order) for term in rank) for t in (_N, _O))
+        return f"({new}) > ({old})"
+
+    def newer_known(column: str, *rank: str) -> str:
+        """The new row's part wins: the stored row has no `column`, or both
+        have it and the new one ranks above by `rank`."""
+        return f"({_O}.{column} IS NULL OR ({_N}.{column} IS NOT NULL AND {newer(*rank)}))"
+
+    def pick(condition: str, *columns: str) -> list[str]:
+        return [f"{n} = CASE WHEN {condition} THEN {_N}.{n} ELSE {_O}.{n} END" for n in columns]
+
+    later = newer("{t}.last_event_at", "{t}.last_event_id{c}")
+    # The latest status event; at the same instant offline, then the later run.
+    new_status = newer_known(
+        "status_at",
+        "{t}.status_at",
+        "{t}.status = 'offline'",
+        "COALESCE({t}.status_changed_at, 0)",
+    )
+    changed = (
+        f"status_changed_at = CASE WHEN {_O}.status_at IS NULL THEN {_N}.status_changed_at "
+        f"WHEN {_N}.status_at IS NULL THEN {_O}.status_changed_at "
+        # The same status on both: since the earlier of the two runs' starts.
+        f"WHEN {_O}.status = {_N}.status THEN {least}("
+        f"COALESCE({_N}.status_changed_at, {_O}.status_changed_at), "
+        f"COALESCE({_O}.status_changed_at, {_N}.status_changed_at)) "
+        f"WHEN {new_status} THEN {_N}.status_changed_at ELSE {_O}.status_changed_at END"
+    )
+    new_readings = newer_known(
+        "readings_at", "{t}.readings_at", "COALESCE({t}.readings_event_id, ''){c}"
+    )
+    return ", ".join(
+        [
+            *pick(later, "gateway_id", "last_event", "last_event_id", "last_event_at"),
+            *pick(new_status, "status", "status_at"),
+            changed,
+            f"first_seen_at = {least}({_O}.first_seen_at, {_N}.first_seen_at)",
+            f"last_seen_at = {greatest}({_O}.last_seen_at, {_N}.last_seen_at)",
+            *pick(new_readings, "readings", "readings_omitted", "readings_at", "readings_event_id"),
+            f"recent = {_RECENT_POSTGRES if postgres else _RECENT_SQLITE}",
+        ]
+    )
+
+
+# Recent events: the union of both lists (an event id names one event, so
+# its entries are equal), the RECENT_EVENTS newest by (at, id, name).
+_RECENT_SQLITE = (
+    "(SELECT json_group_array(json(value)) FROM (SELECT value FROM ("  # noqa: S608
+    f"SELECT value FROM json_each({_O}.recent) UNION SELECT value FROM json_each({_N}.recent)) "
+    f"ORDER BY value ->> 0 DESC, value ->> 1 DESC, value ->> 2 DESC LIMIT {RECENT_EVENTS}))"
 )
-# SQLite's (sqlite3, named parameters) and PostgreSQL's (asyncpg, positional).
+_RECENT_ORDER_POSTGRES = (
+    '(v ->> 0)::float8 DESC, (v ->> 1) COLLATE "C" DESC, (v ->> 2) COLLATE "C" DESC'
+)
+_RECENT_POSTGRES = (
+    f"(SELECT COALESCE(json_agg(v ORDER BY {_RECENT_ORDER_POSTGRES}), '[]')::text FROM ("  # noqa: S608
+    f"SELECT v FROM (SELECT jsonb_array_elements({_O}.recent::jsonb) AS v "
+    f"UNION SELECT jsonb_array_elements({_N}.recent::jsonb)) AS u "
+    f"ORDER BY {_RECENT_ORDER_POSTGRES} LIMIT {RECENT_EVENTS}) AS t)"
+)
 UPSERT_SQLITE = (
     f"INSERT INTO devices ({_SELECT_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join(':' + c for c in COLUMNS)}) {_CONFLICT}"
+    f"VALUES ({', '.join(':' + c for c in COLUMNS)}) "
+    f"ON CONFLICT (project_id, device_id) DO UPDATE SET {_merged_columns(postgres=False)}"
 )
 UPSERT_POSTGRES = (
     f"INSERT INTO devices ({_SELECT_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) {_CONFLICT}"
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) "
+    f"ON CONFLICT (project_id, device_id) DO UPDATE SET {_merged_columns(postgres=True)}"
 )
-_SELECT_SQLITE = (
-    f"SELECT {_SELECT_COLUMNS} FROM devices WHERE project_id = ? "  # noqa: S608
-    "AND device_id IN (SELECT value FROM json_each(?))"
-)
-_SELECT_POSTGRES = (
-    f"SELECT {_SELECT_COLUMNS} FROM devices WHERE project_id = $1 "  # noqa: S608
-    "AND device_id = ANY($2::text[])"
-)
-_LOCK_POSTGRES = "SELECT pg_advisory_xact_lock($1)"
 _DELETE_SQLITE = (
     "DELETE FROM devices WHERE rowid IN (SELECT rowid FROM devices WHERE last_seen_at < ? LIMIT ?)"
 )
@@ -108,54 +170,6 @@ def from_row(row: Sequence[Any]) -> DeviceState:
     return DeviceState(**values)
 
 
-def merged(stored: Iterable[DeviceState], fresh: Sequence[DeviceState]) -> list[DeviceState]:
-    """`fresh` merged with the stored rows of the same devices."""
-    old = {state.key: state for state in stored}
-    return [merge(old[s.key], s) if s.key in old else s for s in fresh]
-
-
-def _by_project(states: Sequence[DeviceState]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = defaultdict(list)
-    for state in states:
-        found[state.project_id].append(state.device_id)
-    return found
-
-
-def _stored_sqlite(
-    conn: sqlite3.Connection, states: Sequence[DeviceState]
-) -> list[tuple[Any, ...]]:
-    """The stored rows of `states`' devices, as the database has them."""
-    found: list[tuple[Any, ...]] = []
-    for project, ids in _by_project(states).items():
-        found += map(tuple, conn.execute(_SELECT_SQLITE, (project, json.dumps(ids))))
-    return found
-
-
-def _sqlite_rows(
-    stored: Iterable[Sequence[Any]], states: Sequence[DeviceState]
-) -> list[dict[str, Any]]:
-    """The rows to upsert: `states` merged with the `stored` rows."""
-    rows = [to_row(state) for state in merged(map(from_row, stored), states)]
-    for row in rows:
-        row["readings_omitted"] = int(row["readings_omitted"])
-    return rows
-
-
-def _write_sqlite(
-    conn: sqlite3.Connection,
-    states: Sequence[DeviceState],
-    seen: list[tuple[Any, ...]],
-    rows: list[dict[str, Any]],
-) -> None:
-    """Upsert `rows`, merged beforehand from the stored rows `seen`; if the
-    stored rows are no longer `seen` (another process wrote them since), merge
-    again here, inside the write transaction."""
-    now = _stored_sqlite(conn, states)
-    if now != seen:
-        rows = _sqlite_rows(now, states)
-    conn.executemany(UPSERT_SQLITE, rows)
-
-
 class DeviceStore:
     """The devices table on `engine`. Writes go on SQLite through `writer`
     (the outbox's, which owns it), on PostgreSQL through `pool` (the outbox's
@@ -170,10 +184,9 @@ class DeviceStore:
     ) -> None:
         assert (writer is None) != (pool is None), "a writer (SQLite) or a pool (PostgreSQL)"
         # Devices per write transaction. On SQLite a write holds the writer
-        # thread the hot path stores through, about 90 us a device: 20 keep
-        # each turn near 2 ms, so an accept waits at most that long behind
-        # one (100 devices in one went 7-11 ms, the p99 at 500 events/s
-        # with it). On PostgreSQL a write has its own connection.
+        # thread the hot path stores through: 20 keep each turn short, so an
+        # accept waits little behind one. On PostgreSQL a write has its own
+        # connection.
         self.chunk = SQLITE_CHUNK if writer is not None else POSTGRES_CHUNK
         self.engine = engine
         self._writer = writer
@@ -183,40 +196,19 @@ class DeviceStore:
         """Merge `states` (one per device) into their rows, in one transaction."""
         if not states:
             return
-        ordered = sorted(states, key=lambda s: s.key)
+        ordered = sorted(states, key=lambda s: s.key)  # one lock order in every process
+        rows = [to_row(state) for state in ordered]
         if self._writer is not None:
-            # The merge (Python work) runs here, not on the writer thread the
-            # hot path stores through: there it held the GIL against the event
-            # loop in 5 ms switch intervals. The writer only checks that the
-            # rows are still those merged from, and writes.
-            raw: list[tuple[Any, ...]] = []
-            async with reading(self.engine, "reading devices") as conn:
-                for project, ids in _by_project(ordered).items():
-                    found = await conn.exec_driver_sql(_SELECT_SQLITE, (project, json.dumps(ids)))
-                    raw += map(tuple, found)
-            by_key = {(row[0], row[1]): row for row in raw}
-            rows: list[dict[str, Any]] = []
-            for start in range(0, len(ordered), MERGE_SLICE):
-                part = ordered[start : start + MERGE_SLICE]
-                rows += _sqlite_rows([by_key[s.key] for s in part if s.key in by_key], part)
-                await asyncio.sleep(0)  # a turn for the accept path between slices
+            for row in rows:
+                row["readings_omitted"] = int(row["readings_omitted"])
             await self._writer.run(
-                "writing devices", lambda c: _write_sqlite(c, ordered, raw, rows)
+                "writing devices", lambda c: c.executemany(UPSERT_SQLITE, rows), durable=False
             )
             return
         assert self._pool is not None
         with translate("writing devices"):
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(_LOCK_POSTGRES, DEVICES_LOCK)
-                stored: list[DeviceState] = []
-                for project, ids in _by_project(ordered).items():
-                    stored += (
-                        from_row(row) for row in await conn.fetch(_SELECT_POSTGRES, project, ids)
-                    )
-                await conn.executemany(
-                    UPSERT_POSTGRES,
-                    [tuple(row.values()) for row in map(to_row, merged(stored, ordered))],
-                )
+                await conn.executemany(UPSERT_POSTGRES, [tuple(row.values()) for row in rows])
 
     async def page(
         self, project_id: str, status: str, gateway_id: str, after: str | None, limit: int
