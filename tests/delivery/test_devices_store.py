@@ -24,7 +24,7 @@ from edgesense.delivery.devices.view import (
 )
 from edgesense.delivery.record.maintenance import apply_retention
 from edgesense.delivery.store import tables
-from edgesense.delivery.store.devices import COLUMNS, to_row
+from edgesense.delivery.store.devices import COLUMNS, POSTGRES_CHUNK, SQLITE_CHUNK, to_row
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import StoredEvent
 from edgesense.v1 import events_pb2
@@ -225,10 +225,10 @@ async def test_a_flush_writes_in_transactions_of_the_stores_chunk(
     outboxes: tuple[Outbox, Outbox], database_url: str
 ) -> None:
     """On SQLite a flush shares the writer thread with the hot path: it takes
-    it for 20 devices at a time (an accept waits behind one turn at most),
+    it for a few devices at a time (an accept waits behind one turn at most),
     and every device is written all the same."""
     store = outboxes[0].devices
-    assert store.chunk == (20 if database_url.startswith("sqlite") else 500)
+    assert store.chunk == (SQLITE_CHUNK if database_url.startswith("sqlite") else POSTGRES_CHUNK)
     store.chunk = 20  # the same on PostgreSQL here, to see the chunks
     written: list[int] = []
     write = store.write

@@ -6,11 +6,12 @@ each newly stored, non-test device event costs one dict lookup and one list
 append, keeping a reference to the event (already in memory). Every
 FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
 events into one state (view.observe) and writes them (DeviceStore.write:
-merged with the stored rows, newest part wins), in transactions of at most
-`store.chunk` devices (20 on SQLite, whose writer thread the hot path shares:
-an accept waits behind one such turn at most; 500 on PostgreSQL). So the
-view lags the events by about FLUSH_SECONDS (2 s), and costs the accept
-path nothing but the fold.
+the database merges each into the stored row, newest part wins), in
+transactions of at most `store.chunk` devices (5 on SQLite, whose writer
+thread the hot path shares: an accept waits behind one such turn at most,
+about 0.3 ms; 500 on PostgreSQL), giving the event loop's other work a turn
+every YIELD_EVENTS events observed. So the view lags the events by about
+FLUSH_SECONDS (2 s), and costs the accept path nothing but the fold.
 
 Memory is bounded by bytes: every folded event counts its serialized size
 (plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 _problems = ThrottledLog(log)
 FLUSH_SECONDS = 2.0
 FOLD_OVERHEAD_BYTES = 200
-YIELD_EVENTS = 250
+YIELD_EVENTS = 50
 SOFT_BYTES = 16 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
 # A kept state's memory beside its readings: its fields and its recent

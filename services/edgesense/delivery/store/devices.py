@@ -11,9 +11,10 @@ lock; every process writes its devices in the same order).
 
 - On SQLite it runs on the outbox's writer thread, which the hot path shares,
   in transactions of SQLITE_CHUNK devices, without the fsync the hot path's
-  commits wait for (`durable=False`: the view is rebuilt by the next events,
-  and a crash loses a flush or two of it, as a kill -9 loses the fold): an
-  accept waits behind one such turn at most, well under a millisecond.
+  commits wait for (`durable=False`: the view is derived data, and a power
+  cut loses a flush of it at most, as a kill -9 loses the fold): an accept
+  waits behind one such turn at most, about 0.3 ms (measured: the merge of
+  the recent events costs about 45 us a device, the rest 10 us).
 - On PostgreSQL it runs on the outbox's asyncpg pool (one pipelined
   executemany).
 
@@ -37,7 +38,7 @@ from edgesense.delivery.store.tables import devices, events
 from edgesense.storage.engine import reading, transaction, translate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
-SQLITE_CHUNK = 20
+SQLITE_CHUNK = 5
 POSTGRES_CHUNK = 500
 # The statements are built from the table's own column names, never from input.
 COLUMNS = tuple(column.name for column in devices.columns)
