@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from edgesense.delivery import metrics
 from edgesense.delivery.devices.tracker import UNWRITTEN_STATE_BYTES, DeviceTracker
 from edgesense.delivery.devices.view import (
+    MAX_READINGS_BYTES,
     OFFLINE,
     ONLINE,
     UNKNOWN,
@@ -87,43 +89,57 @@ def _renamed(found: DeviceState, device_id: str) -> DeviceState:
     return DeviceState(**values)
 
 
+# Event ids whose order by code point differs from a language's collation
+# (case, punctuation, accents, prefixes of each other).
+IDS = ["evt_a", "evt_B", "evt-a", "evt_\u00e9", "evt_ab", "evt_a0", "e", "evt_Z9", "\u00ff", "evt_"]
+
+
+def random_state(rng: random.Random, pool: list[events_pb2.Event]) -> DeviceState:
+    return state(*rng.sample(pool, rng.randint(1, len(pool))))
+
+
 async def test_the_database_merges_as_view_merge_does(outboxes: tuple[Outbox, Outbox]) -> None:
     """The upsert's ON CONFLICT clause is view.merge in SQL: over 200 random
-    pairs of states of a device (ties of time, ids and status at one
-    instant, shared events, parts missing on either side, each order), the
-    stored row is what merge answers."""
+    devices, each written three times (ties of time, ids and status at one
+    instant, shared events, parts missing on either side, readings left out
+    or empty; the third merged into a row the database merged), the stored
+    row is what merge answers."""
     rng = random.Random(16)
     instants = [0.0, 0.5, 10.0, 10.0, 20.000001, 1_700_000_000.123456]
-    firsts: list[DeviceState] = []
-    seconds: list[DeviceState] = []
+    kinds: list[dict[str, Any]] = [
+        {"status": ONLINE_STATE},
+        {"status": OFFLINE_STATE},
+        {"readings": {"t": 1}},
+        {"readings": {"t": 2, "h": rng.random()}},
+        {"readings": {}},
+        {"readings": {"big": "x" * (MAX_READINGS_BYTES + 1)}},
+    ]
+    writes: list[list[DeviceState]] = [[], [], []]
     for case in range(200):
         device = f"dev-{case:03d}"
-        pool = [
-            event(
-                case * 100 + n,
+        pool = []
+        ids = rng.sample(IDS + [f"evt_{n:04d}" for n in range(20)], rng.randint(1, 30))
+        for n, event_id in enumerate(ids):
+            made = event(
+                n,
                 rng.choice(instants),
                 device=device,
                 gateway=rng.choice(["gw-a", "gw-b"]),
                 received=rng.choice(instants),
-                **rng.choice(
-                    [
-                        {"status": ONLINE_STATE},
-                        {"status": OFFLINE_STATE},
-                        {"readings": {"t": n}},
-                        {"readings": {"t": n, "h": rng.random()}},
-                    ]
-                ),
+                **rng.choice(kinds),
             )
-            for n in range(rng.randint(1, 30))
-        ]
-        firsts.append(state(*rng.sample(pool, rng.randint(1, len(pool)))))
-        seconds.append(state(*rng.sample(pool, rng.randint(1, len(pool)))))
+            made.event_id = event_id
+            pool.append(made)
+        for states in writes:
+            states.append(random_state(rng, pool))
     one, two = outboxes
-    await one.devices.write(firsts)
-    await two.devices.write(seconds)
-    found = {d.device_id: d for d in await one.devices.page("p", "", "", None, 500)}
-    for first, second in zip(firsts, seconds, strict=True):
-        assert found[first.device_id] == merge(first, second), first.device_id
+    await one.devices.write(writes[0])
+    await two.devices.write(writes[1])
+    await one.devices.write(writes[2])
+    found = {d.device_id: d for d in await two.devices.page("p", "", "", None, 500)}
+    assert len(found) == 200
+    for first, second, third in zip(*writes, strict=True):
+        assert found[first.device_id] == merge(merge(first, second), third), first.device_id
 
 
 async def test_flushes_at_once_lose_nothing(outboxes: tuple[Outbox, Outbox]) -> None:

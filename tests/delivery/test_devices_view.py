@@ -99,6 +99,15 @@ def test_status_changed_at_is_the_start_of_the_current_run() -> None:
     assert (found.status, found.status_at, found.status_changed_at) == (ONLINE, 30.0, 20.0)
 
 
+def test_a_run_that_began_at_time_zero_keeps_its_start() -> None:
+    """Two states saying online: since the earlier start, even when it is 0.0
+    (a falsy float, not a missing one)."""
+    first = state(event(1, 0.0, status=ONLINE_STATE), event(2, 5.0, status=ONLINE_STATE))
+    second = state(event(3, 0.5, status=ONLINE_STATE))
+    for merged in (merge(first, second), merge(second, first)):
+        assert (merged.status, merged.status_at, merged.status_changed_at) == (ONLINE, 5.0, 0.0)
+
+
 def test_first_and_last_seen_are_the_bridge_receipt_times() -> None:
     found = state(event(1, 10.0, received=100.0), event(2, 500.0, received=90.0))
     assert (found.first_seen_at, found.last_seen_at) == (90.0, 100.0)

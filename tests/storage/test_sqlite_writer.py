@@ -89,6 +89,32 @@ async def test_a_failing_transaction_is_rolled_back_and_the_next_one_commits(
     assert count(path) == 1  # the half-done transaction left nothing
 
 
+def synchronous(conn: sqlite3.Connection) -> int:
+    """The connection's PRAGMA synchronous (1 NORMAL, 2 FULL)."""
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+async def test_only_a_transaction_run_not_durable_skips_the_fsync(
+    engine: AsyncEngine, writers: Writers
+) -> None:
+    """durable=False runs that one transaction at synchronous=NORMAL; every
+    other, before and after, and after one that failed, at FULL."""
+    writer = writers()
+    assert await writer.run("storing events", synchronous) == 2
+    assert await writer.run("writing a view", synchronous, durable=False) == 1
+    assert await writer.run("storing events", synchronous) == 2
+
+    def fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO items (n) VALUES (1)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(Unavailable, match="while writing a view: disk I/O error"):
+        await writer.run("writing a view", fail, durable=False)
+    assert await writer.run("storing events", synchronous) == 2
+    assert await writer.run("storing events", insert(4)) == 4
+    assert count(str(engine.url.database)) == 1
+
+
 async def test_a_reader_on_the_engine_neither_waits_for_the_writer_nor_blocks_it(
     engine: AsyncEngine, writers: Writers
 ) -> None:

@@ -23,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from edgesense.common.errors import ConfigurationError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Every commit waits for the disk (see above); SqliteWriter.run(durable=False)
+# relaxes it for one transaction of derived data.
+SQLITE_SYNCHRONOUS = "FULL"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -69,7 +72,7 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

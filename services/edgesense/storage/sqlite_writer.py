@@ -18,14 +18,16 @@ connections (the engine's, through aiosqlite) neither wait for it nor make
 it wait: the database is in WAL mode.
 
 The connection gets the engine's pragmas (WAL, synchronous=FULL,
-busy_timeout); the function runs inside BEGIN IMMEDIATE and is committed, or
-rolled back if it raises. Database errors become `Unavailable`, naming what
-was being done.
+busy_timeout; a transaction run with durable=False alone commits without
+the fsync, see `run`); the function runs inside BEGIN IMMEDIATE and is
+committed, or rolled back if it raises. Database errors become
+`Unavailable`, naming what was being done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,12 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.common.errors import Unavailable
-from edgesense.storage.engine import SQLITE_BUSY_TIMEOUT_MS, short_error, sqlite_pragmas
+from edgesense.storage.engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_SYNCHRONOUS,
+    short_error,
+    sqlite_pragmas,
+)
 
 T = TypeVar("T")
 
@@ -50,6 +57,7 @@ class SqliteWriter:
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
+        self._wal = False  # the connection's journal mode is WAL
 
     async def run(
         self, what: str, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
@@ -59,9 +67,10 @@ class SqliteWriter:
         Transactions queue in the writer thread and run back to back: no
         lock is held across a return to the event loop. `durable=False`:
         committed without waiting for the disk (synchronous=NORMAL for this
-        transaction: a power loss may undo it, never corrupt anything; the
-        next durable commit makes it durable too), for derived data such as
-        the devices view, whose writes should not cost the hot path an fsync.
+        transaction; in WAL mode a power loss may undo it, never corrupt
+        anything, and the next durable commit's fsync covers it too; outside
+        WAL mode it is durable like the rest), for derived data such as the
+        devices view, whose writes should not cost the hot path an fsync.
         """
         loop = asyncio.get_running_loop()
         try:
@@ -80,23 +89,34 @@ class SqliteWriter:
             )
             sqlite_pragmas(conn, None)
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            self._wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             self._conn = conn
         if conn.in_transaction:  # a failed COMMIT left it open
             conn.execute("ROLLBACK")
-        if durable:
+        if durable or not self._wal:
             return self._run(conn, work)
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
             return self._run(conn, work)
         finally:
+            self._restore_durability(conn)
+
+    def _restore_durability(self, conn: sqlite3.Connection) -> None:
+        """The engine's synchronous setting again after a durable=False
+        transaction. Where that fails (a transaction a failed ROLLBACK left
+        open refuses it), the connection is dropped, so the hot path's
+        commits never go without their fsync: the next transaction opens a
+        new one with the engine's pragmas. Never raises: the transaction's
+        own error, if any, is the one reported."""
+        if not conn.in_transaction:
             try:
-                conn.execute("PRAGMA synchronous=FULL")
-            except BaseException:
-                # Never leave the hot path's commits without their fsync: a
-                # new connection gets the engine's pragmas.
-                self._conn = None
-                conn.close()
-                raise
+                conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+                return
+            except sqlite3.Error:
+                pass
+        self._conn = None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     @staticmethod
     def _run(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

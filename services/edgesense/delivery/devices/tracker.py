@@ -50,7 +50,7 @@ _problems = ThrottledLog(log)
 FLUSH_SECONDS = 2.0
 FOLD_OVERHEAD_BYTES = 200
 YIELD_EVENTS = 50
-SOFT_BYTES = 16 * 1024 * 1024
+SOFT_BYTES = 4 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
 # A kept state's memory beside its readings: its fields and its recent
 # events (measured: about 3.9 KB with 20 of them).

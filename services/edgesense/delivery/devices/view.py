@@ -5,10 +5,13 @@ A device's row (`DeviceState`) is made in two steps, both here:
 - `observe`: the events one delivery process stored for a device since its
   last flush become one `DeviceState` (the fold's work, done by the flusher,
   never on the accept path);
-- `merge`: two states of the same device (the stored row and a fresh one,
-  or two processes' flushes) become one. Each part keeps the newest of the
-  two by its own clock, so flushes may be written in any order and by any
-  number of processes and end the same:
+- `merge`: two states of the same device (a state a failed write kept and
+  a fresh one, in the flusher) become one. The database merges a flush into
+  the stored row by the same rules, in the upsert itself
+  (delivery/store/devices.py `_merged_columns`, its SQL twin: change both
+  together; a test holds them to the same answers). Each part keeps the
+  newest of the two by its own clock, so flushes may be written in any order
+  and by any number of processes and end the same:
 
   - the gateway and the last event: the event with the latest
     (timestamp, event id);
@@ -183,7 +186,8 @@ def observe(
 
 
 def newest_recent(events: Iterable[Recent]) -> tuple[Recent, ...]:
-    """The RECENT_EVENTS newest of `events`, newest first, each event id once."""
+    """The RECENT_EVENTS newest of `events`, newest first, each event id once
+    (the last of `events` to hold it: merge lists the new state's last)."""
     unique = {recent.event_id: recent for recent in events}
     return tuple(heapq.nlargest(RECENT_EVENTS, unique.values()))
 

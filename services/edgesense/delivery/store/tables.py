@@ -173,8 +173,8 @@ alerts = Table(
 )
 
 # One row per (project, device) seen in a stored event: the devices view
-# (devices/view.py DeviceState), written by the devices flusher about once a
-# second, never by the accept transaction. `recent` is a JSON array of
+# (devices/view.py DeviceState), written by the devices flusher every 2
+# seconds, never by the accept transaction. `recent` is a JSON array of
 # [timestamp, event id, event name], newest first.
 devices = Table(
     "devices",
