@@ -187,7 +187,7 @@ def observe(
 
 def newest_recent(events: Iterable[Recent]) -> tuple[Recent, ...]:
     """The RECENT_EVENTS newest of `events`, newest first, each event id once
-    (the last of `events` to hold it: merge lists the new state's last)."""
+    (all entries of one id are equal: an event id is stored once)."""
     unique = {recent.event_id: recent for recent in events}
     return tuple(heapq.nlargest(RECENT_EVENTS, unique.values()))
 
