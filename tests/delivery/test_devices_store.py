@@ -262,6 +262,36 @@ async def test_a_flush_writes_in_transactions_of_the_stores_chunk(
     assert [d.device_id for d in found] == [f"d{n:02d}" for n in range(45)]
 
 
+async def test_a_flush_is_paced_in_chunks_and_a_stop_hurries_it(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    """The flusher spreads a flush's chunks over part of its interval (the
+    hot path's work between them); a graceful stop drops the pauses, so
+    nothing noted waits for them."""
+    store = outboxes[0].devices
+    store.chunk = 5
+    tracker = DeviceTracker(store, flush_seconds=3600)
+    note(tracker, *(event(n, 10.0 + n, device=f"d{n:02d}") for n in range(12)))
+    running = asyncio.create_task(tracker.run())
+    await tracker.running.wait()
+    flushing = asyncio.create_task(tracker.flush(spread=3600))
+
+    async def stored() -> int:
+        return len(await store.page("p", "", "", None, 100))
+
+    async def first_chunk() -> bool:
+        return await stored() == 5
+
+    await eventually(first_chunk, 10, "the first chunk, then a pause")
+    assert not flushing.done()  # 1,200 s to the next chunk
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert flushing.done()
+    assert await flushing == 12
+    assert await stored() == 12
+
+
 async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Outbox]) -> None:
     tracker = DeviceTracker(
         outboxes[0].devices, flush_seconds=3600, soft_bytes=2000, hard_bytes=4000

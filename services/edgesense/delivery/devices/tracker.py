@@ -9,9 +9,12 @@ events into one state (view.observe) and writes them (DeviceStore.write:
 the database merges each into the stored row, newest part wins), in
 transactions of at most `store.chunk` devices (5 on SQLite, whose writer
 thread the hot path shares: an accept waits behind one such turn at most,
-about 0.3 ms; 500 on PostgreSQL), giving the event loop's other work a turn
-every YIELD_EVENTS events observed. So the view lags the events by about
-FLUSH_SECONDS (2 s), and costs the accept path nothing but the fold.
+about 0.3 ms; 50 on PostgreSQL), paced evenly over half the interval
+(SPREAD) so the database and the loop take the flush in small pieces with
+the hot path's work between them, and giving the event loop's other work a
+turn every YIELD_EVENTS events observed. So the view lags the events by
+about 1.5 times FLUSH_SECONDS (2 s, plus up to 1 s of pacing), and costs the
+accept path nothing but the fold.
 
 Memory is bounded by bytes: every folded event counts its serialized size
 (plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
@@ -50,6 +53,10 @@ _problems = ThrottledLog(log)
 FLUSH_SECONDS = 2.0
 FOLD_OVERHEAD_BYTES = 200
 YIELD_EVENTS = 50
+# The share of the interval a flush's chunks are spread over, at most
+# MAX_SPREAD_SECONDS.
+SPREAD = 0.5
+MAX_SPREAD_SECONDS = 1.0
 SOFT_BYTES = 4 * 1024 * 1024
 HARD_BYTES = 64 * 1024 * 1024
 # A kept state's memory beside its readings: its fields and its recent
@@ -79,6 +86,7 @@ class DeviceTracker:
         self._unwritten_bytes = 0
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
+        self._hurry = asyncio.Event()  # stopping: no more pauses between chunks
         # Set once `run` is under way (a cancellation from then on flushes).
         self.running = asyncio.Event()
 
@@ -133,27 +141,37 @@ class DeviceTracker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
                 self._wake.clear()
-                await asyncio.shield(self._flush_logged())
+                spread = min(self.flush_seconds * SPREAD, MAX_SPREAD_SECONDS)
+                await asyncio.shield(self._flush_logged(spread))
         except asyncio.CancelledError:
-            await asyncio.shield(self._flush_logged())
+            self._hurry.set()  # a flush under way stops pacing its chunks
+            await asyncio.shield(self._flush_logged(0.0))
             raise
 
-    async def _flush_logged(self) -> None:
+    async def _flush_logged(self, spread: float) -> None:
         try:
-            await self.flush()
+            await self.flush(spread)
         except Exception as exc:  # a bug: logged, the next flush tries again
             _problems.exception(type(exc).__name__, "devices flush failed unexpectedly")
 
-    async def flush(self) -> int:
+    async def flush(self, spread: float = 0.0) -> int:
         """Write what was folded (and what an earlier flush could not write);
-        how many devices were written."""
+        how many devices were written. `spread` (seconds): the chunks are
+        paced evenly over about that long (the flusher's: SPREAD of the
+        interval), so the database and the event loop get the flush in
+        small pieces with the hot path's work between them, not as one
+        burst; 0, or a stop under way, writes them back to back."""
         async with self._flushing:
             folded, self._folded, self._bytes = self._folded, {}, 0
             unwritten, self._unwritten, self._unwritten_bytes = self._unwritten, {}, 0
             keys = list(folded.keys() | unwritten.keys())
             written = 0
             step = self.store.chunk
+            pause = spread / -(-len(keys) // step) if keys else 0.0
             for start in range(0, len(keys), step):
+                if start and pause and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), pause)
                 chunk = await self._states(keys[start : start + step], folded, unwritten)
                 try:
                     await self.store.write(chunk)

@@ -39,7 +39,7 @@ from edgesense.storage.engine import reading, transaction, translate
 from edgesense.storage.sqlite_writer import SqliteWriter
 
 SQLITE_CHUNK = 5
-POSTGRES_CHUNK = 500
+POSTGRES_CHUNK = 50
 # The statements are built from the table's own column names, never from input.
 COLUMNS = tuple(column.name for column in devices.columns)
 _SELECT_COLUMNS = ", ".join(COLUMNS)
