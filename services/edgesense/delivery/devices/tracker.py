@@ -9,12 +9,12 @@ events into one state (view.observe) and writes them (DeviceStore.write:
 the database merges each into the stored row, newest part wins), in
 transactions of at most `store.chunk` devices (5 on SQLite, whose writer
 thread the hot path shares: an accept waits behind one such turn at most,
-about 0.3 ms; 50 on PostgreSQL), paced evenly over half the interval
+about 0.3 ms; 10 on PostgreSQL), paced evenly over half the interval
 (SPREAD) so the database and the loop take the flush in small pieces with
 the hot path's work between them, and giving the event loop's other work a
 turn every YIELD_EVENTS events observed. So the view lags the events by
-about 1.5 times FLUSH_SECONDS (2 s, plus up to 1 s of pacing), and costs the
-accept path nothing but the fold.
+FLUSH_SECONDS (2 s) to a second more (the pacing), and costs the accept path
+nothing but the fold.
 
 Memory is bounded by bytes: every folded event counts its serialized size
 (plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
@@ -29,7 +29,7 @@ devices in the default 64 MiB); beyond that the others are dropped, likewise
 counted.
 
 A process killed with SIGKILL loses what it folded since its last flush,
-at most about FLUSH_SECONDS of changes to the view (the events themselves are
+at most about FLUSH_SECONDS and its pacing of changes to the view (the events themselves are
 stored); a graceful stop flushes once more.
 """
 
