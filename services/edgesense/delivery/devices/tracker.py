@@ -29,8 +29,8 @@ devices in the default 64 MiB); beyond that the others are dropped, likewise
 counted.
 
 A process killed with SIGKILL loses what it folded since its last flush,
-at most about FLUSH_SECONDS and its pacing of changes to the view (the events themselves are
-stored); a graceful stop flushes once more.
+at most about FLUSH_SECONDS and its pacing of changes to the view (the
+events themselves are stored); a graceful stop flushes once more.
 """
 
 from __future__ import annotations
