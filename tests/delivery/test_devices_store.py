@@ -286,10 +286,29 @@ async def test_a_flush_is_paced_in_chunks_and_a_stop_hurries_it(
     assert not flushing.done()  # 1,200 s to the next chunk
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await running
+        await asyncio.wait_for(running, 10)  # not the pauses' 2,400 s
     assert flushing.done()
     assert await flushing == 12
     assert await stored() == 12
+
+
+async def test_a_backlog_past_soft_bytes_hurries_a_paced_flush(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    """Events past `soft_bytes` while a paced flush waits between chunks:
+    it writes the rest at once (its events are held in memory until then)."""
+    store = outboxes[0].devices
+    store.chunk = 5
+    tracker = DeviceTracker(store, flush_seconds=3600, soft_bytes=3000)
+    note(tracker, *(event(n, 10.0 + n, device=f"d{n:02d}") for n in range(12)))
+    flushing = asyncio.create_task(tracker.flush(spread=3600))
+
+    async def first_chunk() -> bool:
+        return len(await store.page("p", "", "", None, 100)) == 5
+
+    await eventually(first_chunk, 10, "the first chunk, then a pause")
+    note(tracker, *(event(100 + n, 50.0, device="busy") for n in range(20)))  # past 3,000 bytes
+    assert await asyncio.wait_for(flushing, 10) == 12
 
 
 async def test_the_tracker_is_bounded_and_wakes_early(outboxes: tuple[Outbox, Outbox]) -> None:

@@ -4,29 +4,30 @@
 (accept/acceptor.py `_store`, after the commit) with the events it stored;
 each newly stored, non-test device event costs one dict lookup and one list
 append, keeping a reference to the event (already in memory). Every
-FLUSH_SECONDS the flusher (`run`) takes what was folded, turns each device's
-events into one state (view.observe) and writes them (DeviceStore.write:
-the database merges each into the stored row, newest part wins), in
-transactions of at most `store.chunk` devices (5 on SQLite, whose writer
-thread the hot path shares: an accept waits behind one such turn at most,
-about 0.3 ms; 10 on PostgreSQL), paced evenly over half the interval
-(SPREAD) so the database and the loop take the flush in small pieces with
-the hot path's work between them, and giving the event loop's other work a
-turn every YIELD_EVENTS events observed. So the view lags the events by
-FLUSH_SECONDS (2 s) to a second more (the pacing), and costs the accept path
-nothing but the fold.
+FLUSH_SECONDS (from the start of the last) the flusher (`run`) takes what
+was folded, turns each device's events into one state (view.observe) and
+writes them (DeviceStore.write: the database merges each into the stored
+row, newest part wins), in transactions of at most `store.chunk` devices (5
+on SQLite, whose writer thread the hot path shares: an accept waits behind
+one such turn at most, about 0.3 ms; 10 on PostgreSQL), paced evenly over
+half the interval (SPREAD, at most MAX_SPREAD_SECONDS) so the database and
+the loop take the flush in small pieces with the hot path's work between
+them, and giving the event loop's other work a turn every YIELD_EVENTS
+events observed. Flushes start on a fixed period, so the view lags the
+events by up to FLUSH_SECONDS (2 s) plus the pacing (a second), and costs
+the accept path nothing but the fold.
 
 Memory is bounded by bytes: every folded event counts its serialized size
-(plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once;
-past `hard_bytes` (the database is down or far behind; checked once per
-accept group, so by at most one group's bytes) events are no longer folded,
-only counted (edgesense_devices_view_dropped_total), until a flush
-frees the memory: such a device's row misses those events until its next
-one. States a failed write could not store are kept (merged with later
-news) and written by the next flush, up to `hard_bytes` of them by their
-estimated size (UNWRITTEN_STATE_BYTES each plus its readings, about 16,000
-devices in the default 64 MiB); beyond that the others are dropped, likewise
-counted.
+(plus FOLD_OVERHEAD_BYTES). Past `soft_bytes` the flusher is woken at once
+(and a paced flush under way drops its pauses); past `hard_bytes` (the
+database is down or far behind; checked once per accept group, so by at most
+one group's bytes) events are no longer folded, only counted
+(edgesense_devices_view_dropped_total), until a flush frees the memory: such
+a device's row misses those events until its next one. States a failed write
+could not store are kept (merged with later news) and written by the next
+flush, up to `hard_bytes` of them by their estimated size
+(UNWRITTEN_STATE_BYTES each plus its readings, about 16,000 devices in the
+default 64 MiB); beyond that the others are dropped, likewise counted.
 
 A process killed with SIGKILL loses what it folded since its last flush,
 at most about FLUSH_SECONDS and its pacing of changes to the view (the
@@ -86,7 +87,10 @@ class DeviceTracker:
         self._unwritten_bytes = 0
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
-        self._hurry = asyncio.Event()  # stopping: no more pauses between chunks
+        # Set when stopping or past soft_bytes: the flush under way writes its
+        # remaining chunks without pauses.
+        self._hurry = asyncio.Event()
+        self._stopping = False
         # Set once `run` is under way (a cancellation from then on flushes).
         self.running = asyncio.Event()
 
@@ -126,24 +130,38 @@ class DeviceTracker:
         self._bytes += added
         if self._bytes >= self.soft_bytes:
             self._wake.set()
+            self._hurry.set()  # and a paced flush under way writes the rest at once
 
     async def run(self) -> None:
-        """Flush every `flush_seconds` (or sooner when woken) until cancelled;
-        a cancelled run flushes once more (a graceful stop).
+        """Flush every `flush_seconds`, on a fixed period from the start
+        (a flush that took longer starts the next at once), or sooner when
+        woken past `soft_bytes`, until cancelled; a cancelled run flushes
+        once more (a graceful stop). A flush on the period is paced over
+        SPREAD of it (at most MAX_SPREAD_SECONDS); a woken one, a backlog
+        to write, is not, nor one under way when a wake or a stop comes.
 
         Each flush runs shielded: a cancellation that lands while one is
         under way does not cut it short (its states are already taken out
         of the fold, so they would be lost); the last flush waits for it on
         the flush lock, then writes what was noted meanwhile."""
+        self._stopping = False
+        self._hurry.clear()
         self.running.set()
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.flush_seconds
         try:
             while True:
+                woken = False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+                    async with asyncio.timeout(max(0.0, due - loop.time())):
+                        await self._wake.wait()
+                        woken = True
                 self._wake.clear()
-                spread = min(self.flush_seconds * SPREAD, MAX_SPREAD_SECONDS)
+                due = max(due + self.flush_seconds, loop.time())
+                spread = 0.0 if woken else min(self.flush_seconds * SPREAD, MAX_SPREAD_SECONDS)
                 await asyncio.shield(self._flush_logged(spread))
         except asyncio.CancelledError:
+            self._stopping = True
             self._hurry.set()  # a flush under way stops pacing its chunks
             await asyncio.shield(self._flush_logged(0.0))
             raise
@@ -156,22 +174,25 @@ class DeviceTracker:
 
     async def flush(self, spread: float = 0.0) -> int:
         """Write what was folded (and what an earlier flush could not write);
-        how many devices were written. `spread` (seconds): the chunks are
-        paced evenly over about that long (the flusher's: SPREAD of the
-        interval), so the database and the event loop get the flush in
-        small pieces with the hot path's work between them, not as one
-        burst; 0, or a stop under way, writes them back to back."""
+        how many devices were written. `spread` (seconds): chunk i of n
+        starts no sooner than i/n of it after the first (the flusher's:
+        SPREAD of the interval), so the database and the event loop get the
+        flush in small pieces with the hot path's work between them, not as
+        one burst; 0, a stop under way or a wake past `soft_bytes` writes
+        them back to back."""
         async with self._flushing:
             folded, self._folded, self._bytes = self._folded, {}, 0
             unwritten, self._unwritten, self._unwritten_bytes = self._unwritten, {}, 0
             keys = list(folded.keys() | unwritten.keys())
             written = 0
-            step = self.store.chunk
-            pause = spread / -(-len(keys) // step) if keys else 0.0
-            for start in range(0, len(keys), step):
-                if start and pause and not self._hurry.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), pause)
+            step = max(1, self.store.chunk)
+            chunks = -(-len(keys) // step)
+            began = asyncio.get_running_loop().time()
+            if spread and not self._stopping:
+                self._hurry.clear()  # a hurry asked of an earlier flush
+            for number, start in enumerate(range(0, len(keys), step)):
+                if number and spread:
+                    await self._pace(began + spread * number / chunks)
                 chunk = await self._states(keys[start : start + step], folded, unwritten)
                 try:
                     await self.store.write(chunk)
@@ -186,6 +207,19 @@ class DeviceTracker:
             if written:
                 metrics.DEVICES_VIEW_WRITTEN.inc(written)
             return written
+
+    async def _pace(self, until: float) -> None:
+        """Wait until loop time `until` (a chunk's turn), unless a stop or a
+        wake past `soft_bytes` (`_hurry`, now or meanwhile) asks for the rest
+        at once."""
+        if self._hurry.is_set():
+            return
+        delay = until - asyncio.get_running_loop().time()
+        if delay <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._hurry.wait()
 
     @staticmethod
     async def _states(

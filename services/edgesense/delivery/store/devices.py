@@ -18,7 +18,7 @@ lock; every process writes its devices in the same order).
 - On PostgreSQL it runs on the outbox's asyncpg pool (one pipelined
   executemany), in transactions of POSTGRES_CHUNK devices committed with
   synchronous_commit off (the same reasoning: a server crash may undo the
-  last flush, never corrupt anything).
+  last of these writes, never corrupt anything).
 
 The tracker paces the transactions over part of its interval, so neither
 database takes a flush as one burst.
@@ -229,7 +229,9 @@ class DeviceStore:
                 self._pool.acquire() as conn,
                 conn.transaction(isolation="read_committed"),
             ):
-                # Derived data, as on SQLite: its commit need not wait for the disk.
+                # Derived data, as on SQLite: its commit need not wait for the
+                # disk. LOCAL: this transaction only; a session-wide SET would
+                # stay on the pooled connection the hot path uses next.
                 await conn.execute("SET LOCAL synchronous_commit TO OFF")
                 await conn.executemany(UPSERT_POSTGRES, [tuple(row.values()) for row in rows])
 
