@@ -1,7 +1,7 @@
 // Alerts the rules raised, the rules, and a rule's form (create and edit).
 
 import { api, enc } from "./api.js";
-import { badge, confirmButton, field, h, list, notice, pager, replace, submitting, table, when } from "./dom.js";
+import { add, badge, confirmButton, field, h, list, notice, pager, replace, submitting, table, when } from "./dom.js";
 
 const OPERATORS = [
   ["gt", "greater than"],
@@ -21,7 +21,8 @@ export async function alertsView(main, context, _params, query) {
   const deviceId = query.get("deviceId") || "";
   let pageToken = "";
   state.addEventListener("change", () => load(""));
-  main.append(
+  add(
+    main,
     h("div", { class: "title-row" }, h("h1", { tabindex: "-1" }, "Alerts"), h("div", { class: "inline-form" }, h("label", { for: "alert-state" }, "State"), state)),
     ruleId ? h("p", {}, "Only the alerts of ", h("a", { href: `#/rules/${enc(ruleId)}` }, ruleId), " · ", h("a", { href: "#/alerts" }, "every rule's")) : null,
     deviceId ? h("p", {}, "Only the alerts of device ", h("a", { href: `#/devices/${enc(deviceId)}` }, deviceId), " · ", h("a", { href: "#/alerts" }, "every device's")) : null,
@@ -194,7 +195,8 @@ export async function ruleView(main, context, [ruleId]) {
     messages,
   );
   operator.addEventListener("change", showRange);
-  main.append(
+  add(
+    main,
     h(
       "div",
       { class: "title-row" },

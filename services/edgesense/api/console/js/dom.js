@@ -20,6 +20,12 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
+// Appends `children` to `el` as h() does: null, undefined and false are
+// skipped (the DOM's own append would show them as text), arrays flattened.
+export function add(el, ...children) {
+  append(el, children);
+}
+
 function append(el, children) {
   for (const child of children) {
     if (child === undefined || child === null || child === false) continue;
