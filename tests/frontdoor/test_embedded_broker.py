@@ -14,6 +14,7 @@ from edgesense.tools.sim_publisher import Broker, Publisher
 from tests.e2e.conftest import UpCluster
 from tests.frontdoor.conftest import private_env
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 SECRET = "my_secret"
 
@@ -40,6 +41,11 @@ async def test_up_dev_with_the_embedded_broker_delivers_signed_events(tmp_path: 
         assert "the bridge uses 3.1.1" in up.log()
         up.api_key = (tmp_path / "var" / "dev-api-key").read_text().strip()
         # The console's address, and where its key is; never the key in a URL.
+        # (`up` prints it once every service answers; the bridge's health,
+        # which start() waits for, may come first.)
+        await eventually(
+            lambda: any("Console" in line for line in up.output), 30, "up to print the console"
+        )
         console = next(line for line in up.output if "Console" in line)
         assert f"{up.api}/console" in console
         assert "sign in with the API key below" in console
