@@ -165,17 +165,13 @@ async def run_children(
 def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
     names = {c.name for c in started}
     http = local_address(settings.http_addr)  # what a browser on this machine opens
+
+    def metrics(service: str) -> str:
+        return f"http://{local_address(settings.metrics_addr(service))}/metrics"
+
     rows = [
-        (
-            "registry",
-            f"gRPC {settings.registry_addr}",
-            f"http://{local_address(settings.metrics_addr('registry'))}/metrics",
-        ),
-        (
-            "delivery",
-            f"gRPC {settings.delivery_addr}",
-            f"http://{local_address(settings.metrics_addr('delivery'))}/metrics",
-        ),
+        ("registry", f"gRPC {settings.registry_addr}", metrics("registry")),
+        ("delivery", f"gRPC {settings.delivery_addr}", metrics("delivery")),
         (
             "api",
             f"REST http://{http}/api",
@@ -184,14 +180,14 @@ def print_summary(settings: Settings, dev: bool, started: list[Child]) -> None:
         (
             "bridge",
             f"MQTT {settings.mqtt_url}" + (" (embedded)" if "broker" in names else ""),
-            f"http://{local_address(settings.metrics_addr('bridge'))}/metrics",
+            metrics("bridge"),
         ),
     ]
     out("")
     out(f"EdgeSense is up{' (development mode)' if dev else ''}:")
-    for name, where, metrics in rows:
+    for name, where, metrics_url in rows:
         if name in names:
-            out(f"  {name:<9} {where:<40} metrics {metrics}")
+            out(f"  {name:<9} {where:<40} metrics {metrics_url}")
     out(f"  OpenAPI   http://{http}/openapi.json")
     if "api" in names:
         # The key is never put in the URL: the console asks for it (and keeps it in the tab).

@@ -47,7 +47,6 @@ SQLITE_CHUNK = 5
 POSTGRES_CHUNK = 10
 # The statements are built from the table's own column names, never from input.
 COLUMNS = tuple(column.name for column in devices.columns)
-_SELECT_COLUMNS = ", ".join(COLUMNS)
 # An upsert that merges in the database (the same rules as view.merge, see
 # _merged_columns): SQLite's (sqlite3, named parameters) and PostgreSQL's
 # (asyncpg, positional).
@@ -135,16 +134,20 @@ _RECENT_POSTGRES = (
     f"UNION SELECT jsonb_array_elements({_N}.recent::jsonb)) AS u "
     f"ORDER BY {_RECENT_ORDER_POSTGRES} LIMIT {RECENT_EVENTS}) AS t)"
 )
-UPSERT_SQLITE = (
-    f"INSERT INTO devices ({_SELECT_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join(':' + c for c in COLUMNS)}) "
-    f"ON CONFLICT (project_id, device_id) DO UPDATE SET {_merged_columns(postgres=False)}"
-)
-UPSERT_POSTGRES = (
-    f"INSERT INTO devices ({_SELECT_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) "
-    f"ON CONFLICT (project_id, device_id) DO UPDATE SET {_merged_columns(postgres=True)}"
-)
+
+
+def _upsert(postgres: bool) -> str:
+    """The merging upsert of one row: named parameters for SQLite's sqlite3,
+    positional ones for asyncpg."""
+    values = [f"${n}" if postgres else f":{c}" for n, c in enumerate(COLUMNS, 1)]
+    return (
+        f"INSERT INTO devices ({', '.join(COLUMNS)}) VALUES ({', '.join(values)}) "  # noqa: S608
+        f"ON CONFLICT (project_id, device_id) DO UPDATE SET {_merged_columns(postgres)}"
+    )
+
+
+UPSERT_SQLITE = _upsert(postgres=False)
+UPSERT_POSTGRES = _upsert(postgres=True)
 _DELETE_SQLITE = (
     "DELETE FROM devices WHERE rowid IN (SELECT rowid FROM devices WHERE last_seen_at < ? LIMIT ?)"
 )
