@@ -94,6 +94,17 @@ def _renamed(found: DeviceState, device_id: str) -> DeviceState:
 IDS = ["evt_a", "evt_B", "evt-a", "evt_\u00e9", "evt_ab", "evt_a0", "e", "evt_Z9", "\u00ff", "evt_"]
 
 
+# The kinds of event the merge tests draw from.
+KINDS: list[dict[str, Any]] = [
+    {"status": ONLINE_STATE},
+    {"status": OFFLINE_STATE},
+    {"readings": {"t": 1}},
+    {"readings": {"t": 2, "h": 0.25}},
+    {"readings": {}},
+    {"readings": {"big": "x" * (MAX_READINGS_BYTES + 1)}},
+]
+
+
 def random_state(rng: random.Random, pool: list[events_pb2.Event]) -> DeviceState:
     return state(*rng.sample(pool, rng.randint(1, len(pool))))
 
@@ -106,14 +117,6 @@ async def test_the_database_merges_as_view_merge_does(outboxes: tuple[Outbox, Ou
     row is what merge answers."""
     rng = random.Random(16)
     instants = [0.0, 0.5, 10.0, 10.0, 20.000001, 1_700_000_000.123456]
-    kinds: list[dict[str, Any]] = [
-        {"status": ONLINE_STATE},
-        {"status": OFFLINE_STATE},
-        {"readings": {"t": 1}},
-        {"readings": {"t": 2, "h": rng.random()}},
-        {"readings": {}},
-        {"readings": {"big": "x" * (MAX_READINGS_BYTES + 1)}},
-    ]
     writes: list[list[DeviceState]] = [[], [], []]
     for case in range(200):
         device = f"dev-{case:03d}"
@@ -126,7 +129,7 @@ async def test_the_database_merges_as_view_merge_does(outboxes: tuple[Outbox, Ou
                 device=device,
                 gateway=rng.choice(["gw-a", "gw-b"]),
                 received=rng.choice(instants),
-                **rng.choice(kinds),
+                **rng.choice(KINDS),
             )
             made.event_id = event_id
             pool.append(made)
@@ -140,6 +143,58 @@ async def test_the_database_merges_as_view_merge_does(outboxes: tuple[Outbox, Ou
     assert len(found) == 200
     for first, second, third in zip(*writes, strict=True):
         assert found[first.device_id] == merge(merge(first, second), third), first.device_id
+
+
+async def test_flushes_of_newer_events_append_as_view_merge_does(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    """The upsert's short way for recent events (a flush whose events are all
+    newer than the stored ones: the new list, then the stored one, cut to
+    20) answers what merge answers, and so does the full merge it falls back
+    to: 150 devices, each with a timeline of events at whole seconds (ties of
+    time, ids in any order at one instant) written as four consecutive
+    flushes, some sharing the event at their border, some in another order.
+    Both ways are taken many times."""
+    rng = random.Random(14)
+    short = full = 0
+    writes: list[list[DeviceState]] = [[], [], [], []]
+    for case in range(150):
+        device = f"dev-{case:03d}"
+        timeline = []
+        for n in range(rng.randint(8, 70)):
+            made = event(n, float(rng.randint(0, 40)), device=device, **rng.choice(KINDS))
+            made.event_id = f"{rng.choice(IDS)}{n:03d}"
+            timeline.append(made)
+        timeline.sort(key=lambda e: (e.timestamp.ToMicroseconds(), e.event_id))
+        cuts = sorted(rng.sample(range(1, len(timeline)), 3))
+        # A part may start with the event the one before ended with (held by both).
+        starts = [0, *(cut - (rng.random() < 0.2) for cut in cuts)]
+        parts = [timeline[a:b] for a, b in zip(starts, [*cuts, len(timeline)], strict=True)]
+        if rng.random() < 0.2:
+            rng.shuffle(parts)
+        states = [state(*part) for part in parts]
+        stored = states[0]
+        for later in states[1:]:
+            oldest = later.recent[-1]
+            if (oldest.at, oldest.event_id) > (stored.last_event_at, stored.last_event_id):
+                short += 1
+            else:
+                full += 1
+            stored = merge(stored, later)
+        for written, flushed in zip(writes, states, strict=True):
+            written.append(flushed)
+    one, two = outboxes
+    for n, states in enumerate(writes):
+        await (one, two)[n % 2].devices.write(states)
+    found = {d.device_id: d for d in await one.devices.page("p", "", "", None, 500)}
+    assert len(found) == 150
+    for first, *rest in zip(*writes, strict=True):
+        expected = first
+        for later in rest:
+            expected = merge(expected, later)
+        assert found[first.device_id] == expected, first.device_id
+    assert short > 300
+    assert full > 30
 
 
 async def test_flushes_at_once_lose_nothing(outboxes: tuple[Outbox, Outbox]) -> None:
