@@ -14,6 +14,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,21 @@ def postgres_admin_url() -> str:
     return url
 
 
-async def create_postgres_database() -> tuple[str, str]:
-    """A new, empty database; returns (its URL, the admin URL to drop it with)."""
+# A language's collation (ICU, PostgreSQL 15), in which "evt_B" sorts after
+# "evt_a", as a production database's may: for tests of statements that
+# must order text by code point whatever the database's default.
+LANGUAGE_COLLATION = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+
+
+async def create_postgres_database(options: str = "") -> tuple[str, str]:
+    """A new, empty database (CREATE DATABASE `options`, e.g.
+    LANGUAGE_COLLATION); returns (its URL, the admin URL to drop it with)."""
     admin = postgres_admin_url()
     name = f"edgesense_t_{uuid.uuid4().hex[:12]}"
     engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            await conn.execute(text(f'CREATE DATABASE "{name}" {options}'))
     finally:
         await engine.dispose()
     return make_url(admin).set(database=name).render_as_string(hide_password=False), admin
@@ -71,17 +79,25 @@ async def drop_postgres_database(url: str, admin: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The same tests on SQLite (a file) and on the machine's PostgreSQL."""
-    if request.param == "sqlite":
+@asynccontextmanager
+async def engine_url(engine: str, tmp_path: Path, options: str = "") -> AsyncIterator[str]:
+    """A new database's URL: an SQLite file, or the machine's PostgreSQL
+    (CREATE DATABASE `options`), dropped at the end."""
+    if engine == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'edgesense.db'}"
         return
-    url, admin = await create_postgres_database()
+    url, admin = await create_postgres_database(options)
     try:
         yield url
     finally:
         await drop_postgres_database(url, admin)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The same tests on SQLite (a file) and on the machine's PostgreSQL."""
+    async with engine_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

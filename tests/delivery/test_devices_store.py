@@ -6,8 +6,10 @@ tracker folds only what a commit stored and writes it on its flush."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +32,17 @@ from edgesense.delivery.store.devices import COLUMNS, POSTGRES_CHUNK, SQLITE_CHU
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import StoredEvent
 from edgesense.v1 import events_pb2
+from tests.conftest import LANGUAGE_COLLATION, engine_url
 from tests.delivery.test_devices_view import OFFLINE_STATE, ONLINE_STATE, event, readings_of
 from tests.support.waiting import eventually
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Both engines; PostgreSQL's database in a language's collation, so that
+    SQL which orders ids must say COLLATE "C" to agree with Python's order."""
+    async with engine_url(request.param, tmp_path, LANGUAGE_COLLATION) as url:
+        yield url
 
 
 @pytest.fixture
@@ -151,18 +162,21 @@ async def test_flushes_of_newer_events_append_as_view_merge_does(
     """The upsert's short way for recent events (a flush whose events are all
     newer than the stored ones: the new list, then the stored one, cut to
     20) answers what merge answers, and so does the full merge it falls back
-    to: 150 devices, each with a timeline of events at whole seconds (ties of
-    time, ids in any order at one instant) written as four consecutive
-    flushes, some sharing the event at their border, some in another order.
-    Both ways are taken many times."""
+    to: 150 devices, each with a timeline of events (ties of time, ids in
+    any order at one instant) written as four consecutive flushes, some
+    sharing the event at their border, some in another order. Both ways are
+    due many times (the next test shows the database takes the one due)."""
     rng = random.Random(14)
     short = full = 0
     writes: list[list[DeviceState]] = [[], [], [], []]
     for case in range(150):
         device = f"dev-{case:03d}"
         timeline = []
+        # Whole seconds, or microseconds of an instant of today.
+        start, step = rng.choice([(0.0, 1.0), (1_700_000_000.5, 1e-6)])
         for n in range(rng.randint(8, 70)):
-            made = event(n, float(rng.randint(0, 40)), device=device, **rng.choice(KINDS))
+            at = start + step * rng.randint(0, 40)
+            made = event(n, at, device=device, **rng.choice(KINDS))
             made.event_id = f"{rng.choice(IDS)}{n:03d}"
             timeline.append(made)
         timeline.sort(key=lambda e: (e.timestamp.ToMicroseconds(), e.event_id))
@@ -195,6 +209,42 @@ async def test_flushes_of_newer_events_append_as_view_merge_does(
         assert found[first.device_id] == expected, first.device_id
     assert short > 300
     assert full > 30
+
+
+async def test_the_upsert_takes_the_short_way_only_for_newer_events(
+    outboxes: tuple[Outbox, Outbox],
+) -> None:
+    """Which way the upsert took shows in a stored list put out of order
+    behind the store's back: the short way keeps the stored entries as
+    they are, the full merge sorts them. Newer events take the short way;
+    older ones, and one at the same instant whose id is lower by code point
+    though higher in the database's language collation, the full merge."""
+    one, _ = outboxes
+    stored = state(event(1, 1.0), event(2, 2.0), event(3, 3.0))
+    await one.devices.write([stored])
+    first, second, third = (list(r) for r in stored.recent)  # evt_0003, evt_0002, evt_0001
+    async with one.devices.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE devices SET recent = :recent"),
+            {"recent": json.dumps([first, third, second])},
+        )
+
+    async def recent_ids() -> list[str]:
+        found = await one.devices.one("p", "d1")
+        assert found is not None
+        return [r.event_id for r in found.recent]
+
+    await one.devices.write([state(event(4, 4.0))])
+    assert await recent_ids() == ["evt_0004", "evt_0003", "evt_0001", "evt_0002"]
+    await one.devices.write([state(event(5, 0.5))])
+    assert await recent_ids() == ["evt_0004", "evt_0003", "evt_0002", "evt_0001", "evt_0005"]
+    # At one instant: "evt_B" < "evt_a" by code point (Python's order, the
+    # view's), so it is not newer than evt_a and the full merge places it.
+    late_a, late_b = event(6, 9.0), event(7, 9.0)
+    late_a.event_id, late_b.event_id = "evt_a", "evt_B"
+    await one.devices.write([state(late_a)])
+    await one.devices.write([state(late_b)])
+    assert (await recent_ids())[:3] == ["evt_a", "evt_B", "evt_0004"]
 
 
 async def test_flushes_at_once_lose_nothing(outboxes: tuple[Outbox, Outbox]) -> None:

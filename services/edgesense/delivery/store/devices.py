@@ -12,14 +12,19 @@ lock; every process writes its devices in the same order).
 - On SQLite it runs on the outbox's writer thread, which the hot path shares,
   in transactions of SQLITE_CHUNK devices, without the fsync the hot path's
   commits wait for (`durable=False`: the view is derived data, and a power
-  cut loses a flush of it at most, as a kill -9 loses the fold): an accept
-  waits behind one such turn at most, about 0.15 ms when the flush brings
-  newer events than the rows hold, the usual case (0.3 to 0.45 ms when
-  each device needs the full merge of its recent events; see `_recent`).
+  cut loses a flush of it at most, as a kill -9 loses the fold).
 - On PostgreSQL it runs on the outbox's asyncpg pool (one pipelined
   executemany), in transactions of POSTGRES_CHUNK devices committed with
   synchronous_commit off (the same reasoning: a server crash may undo the
   last of these writes, never corrupt anything).
+
+What it costs, measured on 100 devices each bringing 10 new events to 20
+stored (the latency benchmark's shape): on SQLite a transaction of 5
+devices holds the writer thread 0.10 to 0.17 ms, all an accept waits
+behind one (0.26 to 0.45 ms when every device takes the full merge of its
+recent events; see `_recent`); on PostgreSQL the server spends about 0.14
+ms of CPU a device (0.19 with the full merge), 1.4 ms for a transaction of
+10, on the machine the hot path shares.
 
 The tracker paces the transactions over part of its interval, so neither
 database takes a flush as one burst.
@@ -50,8 +55,15 @@ POSTGRES_CHUNK = 10
 COLUMNS = tuple(column.name for column in devices.columns)
 # An upsert that merges in the database (the same rules as view.merge, see
 # _merged_columns): SQLite's (sqlite3, named parameters) and PostgreSQL's
-# (asyncpg, positional).
+# (asyncpg, positional). Its parameters are the row's columns, then the
+# (time, event id) of the new recent list's oldest entry (see _recent).
+PARAMETERS = (*COLUMNS, "oldest_at", "oldest_id")
 _O, _N = "devices", "excluded"
+
+
+def _placeholder(name: str, postgres: bool) -> str:
+    """Parameter `name`: positional for asyncpg, named for sqlite3."""
+    return f"${PARAMETERS.index(name) + 1}" if postgres else f":{name}"
 
 
 def _merged_columns(postgres: bool) -> str:
@@ -112,33 +124,41 @@ def _merged_columns(postgres: bool) -> str:
 def _recent(postgres: bool) -> str:
     """The SET of `recent`: view.newest_recent of both lists, in SQL.
 
-    Mostly a flush brings only events newer than any stored: every new
-    entry is newer than the stored row's last event, the newest of its
-    recent list. Then the answer is the new list followed by the stored one,
-    cut to RECENT_EVENTS, which each database builds with a function or two
-    (a concatenation, then a cut) where the full merge needs a union and a
-    sort in a subquery. Measured on 100 devices with 10 new events each
-    over 20 stored: SQLite's turn of 5 devices takes 0.10 to 0.17 ms
-    instead of 0.26 to 0.45; PostgreSQL's CPU for the whole upsert is 0.14
-    ms a device instead of 0.19. The new list's oldest entry comes as two
-    more parameters (`_oldest`), so the test reads no JSON. Anything else
-    (older events, from another process or a failed write kept for later;
-    an event both lists hold) takes the full merge."""
+    Mostly a flush brings only events newer than any stored: the new list's
+    oldest entry (parameters oldest_at, oldest_id, so the CASE parses no
+    JSON) is newer by (time, event id) than the stored row's last event,
+    which is the first of its recent list (observe, merge and both ways
+    here keep it so). Then the two lists share no event and the answer is
+    the new list followed by the stored one, cut to RECENT_EVENTS, which
+    each database builds with a function or two (a concatenation, then a
+    cut) where the full merge needs a union and a sort in a subquery; see
+    the module docstring for what it saves. Anything else (older events,
+    from another process or a failed write kept for later; an event both
+    lists hold; no new entry, whose parameters are NULL) takes the full
+    merge.
+
+    On SQLite the concatenation is of the texts: "[a,b" + "," + "c,d]".
+    Both are arrays written by to_row or by SQLite's JSON functions, so
+    they begin with "[" and end with "]" with no space around; an empty
+    stored list would make "[a,]", hence its test. json_remove then cuts
+    from the end, the highest index first. PostgreSQL joins the parsed
+    lists (jsonb ||) and cuts with a path."""
+    text_order = ' COLLATE "C"' if postgres else ""
+    oldest = ", ".join(
+        (_placeholder("oldest_at", postgres), _placeholder("oldest_id", postgres) + text_order)
+    )
+    newer = f"({oldest}) > ({_O}.last_event_at, {_O}.last_event_id{text_order})"
     if postgres:
-        oldest = f'(${len(COLUMNS) + 1}, ${len(COLUMNS) + 2} COLLATE "C")'
-        stored = f'({_O}.last_event_at, {_O}.last_event_id COLLATE "C")'
         cut = (
             f"jsonb_path_query_array({_N}.recent::jsonb || {_O}.recent::jsonb, "
             f"'$[0 to {RECENT_EVENTS - 1}]')::text"
         )
-        return f"CASE WHEN {oldest} > {stored} THEN {cut} ELSE {_RECENT_POSTGRES} END"
-    # Both lists are JSON arrays as text: "[a,b" + "," + "c,d]" is their
-    # concatenation; json_remove cuts it, from the end, to RECENT_EVENTS.
+        return f"CASE WHEN {newer} THEN {cut} ELSE {_RECENT_POSTGRES} END"
     beyond = ", ".join(f"'$[{n}]'" for n in range(2 * RECENT_EVENTS - 1, RECENT_EVENTS - 1, -1))
     joined = f"substr({_N}.recent, 1, length({_N}.recent) - 1) || ',' || substr({_O}.recent, 2)"
     return (
-        f"CASE WHEN (:oldest_at, :oldest_id) > ({_O}.last_event_at, {_O}.last_event_id) "
-        f"AND {_O}.recent <> '[]' THEN json_remove({joined}, {beyond}) ELSE {_RECENT_SQLITE} END"
+        f"CASE WHEN {newer} AND {_O}.recent <> '[]' "
+        f"THEN json_remove({joined}, {beyond}) ELSE {_RECENT_SQLITE} END"
     )
 
 
@@ -174,7 +194,7 @@ _RECENT_POSTGRES = (
 def _upsert(postgres: bool) -> str:
     """The merging upsert of one row: named parameters for SQLite's sqlite3,
     positional ones for asyncpg."""
-    values = [f"${n}" if postgres else f":{c}" for n, c in enumerate(COLUMNS, 1)]
+    values = [_placeholder(column, postgres) for column in COLUMNS]
     return (
         f"INSERT INTO devices ({', '.join(COLUMNS)}) VALUES ({', '.join(values)}) "  # noqa: S608
         f"ON CONFLICT (project_id, device_id) DO UPDATE SET {_merged_columns(postgres)}"
@@ -214,13 +234,14 @@ def to_row(state: DeviceState) -> dict[str, Any]:
     }
 
 
-def _oldest(state: DeviceState) -> tuple[float | None, str | None]:
-    """The upsert's two parameters beyond the columns (see _recent): the
-    (time, event id) of the oldest of the state's recent events (none: the
-    full merge)."""
-    if not state.recent:
-        return None, None
-    return state.recent[-1].at, state.recent[-1].event_id
+def parameters(state: DeviceState) -> dict[str, Any]:
+    """The upsert's parameters for `state`, by name (PARAMETERS)."""
+    oldest = state.recent[-1] if state.recent else None
+    return {
+        **to_row(state),
+        "oldest_at": None if oldest is None else oldest.at,
+        "oldest_id": None if oldest is None else oldest.event_id,
+    }
 
 
 def from_row(row: Sequence[Any]) -> DeviceState:
@@ -246,12 +267,9 @@ class DeviceStore:
         pool: asyncpg.Pool | None = None,
     ) -> None:
         assert (writer is None) != (pool is None), "a writer (SQLite) or a pool (PostgreSQL)"
-        # Devices per write transaction. On SQLite a write holds the writer
-        # thread the hot path stores through: 5 keep each turn near 0.15 ms
-        # (0.45 at most), all an accept waits behind one. On PostgreSQL a
-        # write has its own connection, but its upserts take the server's
-        # CPU (about 0.14 ms a device, 0.19 with full merges): 10 keep each
-        # under 2 ms.
+        # Devices per write transaction, small enough for the hot path to
+        # be held up by one at most a fraction of a millisecond (the module
+        # docstring has the figures).
         self.chunk = SQLITE_CHUNK if writer is not None else POSTGRES_CHUNK
         self.engine = engine
         self._writer = writer
@@ -262,11 +280,10 @@ class DeviceStore:
         if not states:
             return
         ordered = sorted(states, key=lambda s: s.key)  # one lock order in every process
-        rows = [(to_row(state), _oldest(state)) for state in ordered]
+        rows = [parameters(state) for state in ordered]
         if self._writer is not None:
-            named = [{**row, "oldest_at": at, "oldest_id": id_} for row, (at, id_) in rows]
             await self._writer.run(
-                "writing devices", lambda c: c.executemany(UPSERT_SQLITE, named), durable=False
+                "writing devices", lambda c: c.executemany(UPSERT_SQLITE, rows), durable=False
             )
             return
         assert self._pool is not None
@@ -283,7 +300,7 @@ class DeviceStore:
                 # stay on the pooled connection the hot path uses next.
                 await conn.execute("SET LOCAL synchronous_commit TO OFF")
                 await conn.executemany(
-                    UPSERT_POSTGRES, [(*row.values(), *oldest) for row, oldest in rows]
+                    UPSERT_POSTGRES, [tuple(row[name] for name in PARAMETERS) for row in rows]
                 )
 
     async def page(
