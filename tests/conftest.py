@@ -93,7 +93,12 @@ async def engine_url(engine: str, tmp_path: Path, options: str = "") -> AsyncIte
         await drop_postgres_database(url, admin)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# The engines a test runs on, as fixture params: SQLite always, PostgreSQL
+# where the machine has one (marked, so a missing server is reported).
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=ENGINES)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The same tests on SQLite (a file) and on the machine's PostgreSQL."""
     async with engine_url(request.param, tmp_path) as url:

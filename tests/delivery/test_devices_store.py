@@ -32,12 +32,12 @@ from edgesense.delivery.store.devices import COLUMNS, POSTGRES_CHUNK, SQLITE_CHU
 from edgesense.delivery.store.outbox import Outbox, open_outbox
 from edgesense.delivery.store.rows import StoredEvent
 from edgesense.v1 import events_pb2
-from tests.conftest import LANGUAGE_COLLATION, engine_url
+from tests.conftest import ENGINES, LANGUAGE_COLLATION, engine_url
 from tests.delivery.test_devices_view import OFFLINE_STATE, ONLINE_STATE, event, readings_of
 from tests.support.waiting import eventually
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=ENGINES)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """Both engines; PostgreSQL's database in a language's collation, so that
     SQL which orders ids must say COLLATE "C" to agree with Python's order."""

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 import trustme
 
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import ENGINES, engine_url
 from tests.support.broker import MOSQUITTO, Mosquitto
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
@@ -135,17 +135,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 @pytest_asyncio.fixture(
     scope="module",
     loop_scope="module",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    params=ENGINES,
 )
 async def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('e2e-db') / 'edgesense.db'}"
-        return
-    url, admin = await create_postgres_database()
-    yield url
-    await drop_postgres_database(url, admin)
+    async with engine_url(request.param, tmp_path_factory.mktemp("e2e-db")) as url:
+        yield url
 
 
 def up_env(

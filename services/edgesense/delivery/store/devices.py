@@ -66,14 +66,21 @@ def _placeholder(name: str, postgres: bool) -> str:
     return f"${PARAMETERS.index(name) + 1}" if postgres else f":{name}"
 
 
+def _by_code_point(postgres: bool) -> str:
+    """What makes a text comparison go by code point, as Python's does:
+    nothing on SQLite (BINARY), COLLATE "C" on PostgreSQL (whatever the
+    database's collation)."""
+    return ' COLLATE "C"' if postgres else ""
+
+
 def _merged_columns(postgres: bool) -> str:
     """The ON CONFLICT ... DO UPDATE SET list: view.merge(stored row, new
     row) in SQL, part by part, on either database (`devices` is the stored
     row, `excluded` the new one). Strings compare by code point, as Python's
-    do (SQLite's BINARY collation; COLLATE "C" on PostgreSQL); a tie keeps
-    the stored row's part, as merge keeps `old`'s."""
+    do (_by_code_point); a tie keeps the stored row's part, as merge keeps
+    `old`'s."""
     least, greatest = ("LEAST", "GREATEST") if postgres else ("min", "max")
-    text_order = ' COLLATE "C"' if postgres else ""
+    text_order = _by_code_point(postgres)
 
     def newer(*rank: str) -> str:
         """The new row ranks above the stored one by `rank`, terms of {t}."""
@@ -143,11 +150,9 @@ def _recent(postgres: bool) -> str:
     stored list would make "[a,]", hence its test. json_remove then cuts
     from the end, the highest index first. PostgreSQL joins the parsed
     lists (jsonb ||) and cuts with a path."""
-    text_order = ' COLLATE "C"' if postgres else ""
-    oldest = ", ".join(
-        (_placeholder("oldest_at", postgres), _placeholder("oldest_id", postgres) + text_order)
-    )
-    newer = f"({oldest}) > ({_O}.last_event_at, {_O}.last_event_id{text_order})"
+    order = _by_code_point(postgres)
+    oldest_at, oldest_id = (_placeholder(name, postgres) for name in ("oldest_at", "oldest_id"))
+    newer = f"({oldest_at}, {oldest_id}{order}) > ({_O}.last_event_at, {_O}.last_event_id{order})"
     if postgres:
         cut = (
             f"jsonb_path_query_array({_N}.recent::jsonb || {_O}.recent::jsonb, "
