@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import pycurl
 import pytest
 import trustme
 from aiohttp import web
@@ -17,17 +18,12 @@ from standardwebhooks.webhooks import Webhook
 
 import edgesense
 from edgesense.common.signing import signature_headers
+from edgesense.delivery.send import http_sender
 from edgesense.delivery.send.attempt import AttemptResult
-from edgesense.delivery.send.http_sender import (
-    EXCERPT_BYTES,
-    HttpSender,
-    PrivateAddressError,
-    PublicAddressResolver,
-)
+from edgesense.delivery.send.http_sender import EXCERPT_BYTES, HttpSender
 from edgesense.delivery.send.payload import event_name, webhook_body
 from edgesense.v1 import events_pb2
 from tests.support.receivers import (
-    FakeDNS,
     StartReceiver,
     guide_verify_signature,
     started_receivers,
@@ -77,17 +73,16 @@ async def sender(ca_bundle: str) -> AsyncIterator[SenderFactory]:
 
 
 @pytest.fixture
-async def connect_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a socket of this event loop is asked to connect to."""
-    loop = asyncio.get_running_loop()
+def connect_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address the sender makes a socket for (libcurl connects each one it gets)."""
     calls: list[Any] = []
-    real = loop.sock_connect
+    real = http_sender._open_socket
 
-    async def spy(sock: socket.socket, address: Any) -> None:
-        calls.append(address)
-        await real(sock, address)
+    def spy(address: Any) -> int:
+        calls.append(address.addr)
+        return real(address)
 
-    monkeypatch.setattr(loop, "sock_connect", spy)
+    monkeypatch.setattr(http_sender, "_open_socket", spy)
     return calls
 
 
@@ -145,6 +140,21 @@ async def test_signed_post_arrives_and_verifies(
     }
     assert result.duration_ms >= 0
     assert result.started_at.tzinfo is not None
+
+
+async def test_headers_are_sent_as_given(receiver: StartReceiver, sender: SenderFactory) -> None:
+    """Custom headers (an empty value included) arrive as they were given, and
+    no `Expect: 100-continue` delays a large body."""
+    server = await receiver()
+    http = await sender()
+    body = b'{"big":"' + b"x" * 100_000 + b'"}'
+    given = {"Content-Type": "application/json", "X-Empty": "", "X-Team": "ops a"}
+    result = await http.post(server.url, body, given)
+    assert result.ok, result
+    [request] = server.received
+    assert request.body == body
+    assert {name: request.headers.get(name) for name in given} == given
+    assert "Expect" not in request.headers
 
 
 async def test_certificate_not_from_the_bundle_is_refused(
@@ -278,16 +288,15 @@ async def test_connection_refused(sender: SenderFactory) -> None:
 
 
 async def test_unknown_host_and_bad_url_are_failed_attempts(sender: SenderFactory) -> None:
-    dns = FakeDNS({})
-    http = await sender(resolver=dns)
-    _, result = await post_event(http, "https://nowhere.example.test/hook", "s")
+    http = await sender()
+    # .invalid never resolves (RFC 6761): the resolver answers at once, online or not.
+    _, result = await post_event(http, "https://nowhere.invalid/hook", "s")
     assert result.error is not None
-    assert result.error.startswith("cannot resolve nowhere.example.test"), result.error
+    assert result.error.startswith("cannot resolve nowhere.invalid"), result.error
     for url in ("https://exa mple.com:99999/", "ftp://files.example.test/hook"):
         _, result = await post_event(http, url, "s")
         assert result.error is not None
         assert result.error.startswith("invalid URL"), result.error
-    assert dns.lookups == ["nowhere.example.test"]
 
 
 async def test_keep_alive_reuses_one_connection(
@@ -345,15 +354,18 @@ async def test_private_ip_literals_are_refused_before_connecting(
     assert connect_calls == []
 
 
+HOSTS = {"hooks.example.test": ["127.0.0.1"]}
+
+
 @pytest.mark.parametrize(
-    ("host", "dns"),
+    ("host", "hosts"),
     [
         ("127.0.0.1", None),
         ("::1", None),
         ("localhost", None),  # the system resolver
-        ("127.1", None),  # the resolver's inet_aton reads it as 127.0.0.1
+        ("127.1", None),  # libcurl reads it as 127.0.0.1, as inet_aton does
         ("0x7f000001", None),
-        ("hooks.example.test", FakeDNS({"hooks.example.test": ["127.0.0.1"]})),
+        ("hooks.example.test", HOSTS),
     ],
 )
 async def test_loopback_targets_are_refused_without_a_connection(
@@ -361,36 +373,30 @@ async def test_loopback_targets_are_refused_without_a_connection(
     sender: SenderFactory,
     connect_calls: list[Any],
     host: str,
-    dns: FakeDNS | None,
+    hosts: dict[str, list[str]] | None,
 ) -> None:
     server = await receiver(host="::1" if host == "::1" else "127.0.0.1")
-    http = await sender(allow_private_networks=False, resolver=dns)
+    http = await sender(allow_private_networks=False, hosts=hosts)
     _, result = await post_event(http, server.url_via(host), "s")
     assert result.error == f"refused: {host} {REFUSAL}"
     assert result.status_code is None
     assert connect_calls == []
     assert server.connections == 0
-    if dns is not None:
-        assert dns.lookups == [host]
 
 
 @pytest.mark.parametrize(
-    ("host", "dns"),
-    [
-        ("127.0.0.1", None),
-        ("localhost", None),
-        ("hooks.example.test", FakeDNS({"hooks.example.test": ["127.0.0.1"]})),
-    ],
+    ("host", "hosts"),
+    [("127.0.0.1", None), ("localhost", None), ("hooks.example.test", HOSTS)],
 )
 async def test_private_targets_are_reached_when_allowed(
     receiver: StartReceiver,
     sender: SenderFactory,
     connect_calls: list[Any],
     host: str,
-    dns: FakeDNS | None,
+    hosts: dict[str, list[str]] | None,
 ) -> None:
     server = await receiver()
-    http = await sender(allow_private_networks=True, resolver=dns)
+    http = await sender(allow_private_networks=True, hosts=hosts)
     _, result = await post_event(http, server.url_via(host), "s")
     assert result.ok, result
     assert len(server.received) == 1
@@ -399,17 +405,40 @@ async def test_private_targets_are_reached_when_allowed(
     assert {address for address, _ in connected} <= {"127.0.0.1", "::1"}
 
 
-async def test_resolver_keeps_only_public_addresses() -> None:
-    dns = FakeDNS(
-        {
-            "mixed.example.test": ["10.1.2.3", "93.184.216.34", "::1", "2606:2800:220:1::1"],
-            "private.example.test": ["192.168.1.10", "fe80::1", "100.64.0.1"],
-        }
-    )
-    resolver = PublicAddressResolver(dns)
-    mixed = await resolver.resolve("mixed.example.test", 443)
-    assert [r["host"] for r in mixed] == ["93.184.216.34", "2606:2800:220:1::1"]
-    with pytest.raises(PrivateAddressError, match=r"private\.example\.test resolves to a private"):
-        await resolver.resolve("private.example.test", 443)
-    with pytest.raises(OSError, match="not known"):
-        await resolver.resolve("unknown.example.test", 443)
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ((socket.AF_INET, "10.1.2.3"), False),
+        ((socket.AF_INET, "93.184.216.34"), True),
+        ((socket.AF_INET6, "::1"), False),
+        ((socket.AF_INET6, "fe80::1"), False),
+        ((socket.AF_INET, "100.64.0.1"), False),
+        ((socket.AF_INET6, "2606:2800:220:1::1"), True),
+    ],
+)
+def test_sockets_are_made_only_for_public_addresses(
+    connect_calls: list[Any], address: tuple[int, str], allowed: bool
+) -> None:
+    """What libcurl's socket callback answers for each address a name resolved
+    to (no connection is made here: libcurl would connect what it returns)."""
+    family, ip = address
+    curl_address = CurlAddress(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, (ip, 443))
+    transfer = http_sender._Transfer(allow_private=False)
+    try:
+        made = transfer.open_socket(0, curl_address)
+        if allowed:
+            assert made >= 0
+            os.close(made)
+            assert (transfer.refused, connect_calls) == (False, [(ip, 443)])
+        else:
+            assert made == pycurl.SOCKET_BAD
+            assert (transfer.refused, connect_calls) == (True, [])
+    finally:
+        transfer.curl.close()
+
+
+class CurlAddress(NamedTuple):
+    family: int
+    socktype: int
+    protocol: int
+    addr: tuple[str, int]

@@ -2,7 +2,7 @@
 
 ports      free_port (never the same port twice in a process), wait_for_port
 waiting    eventually (async) and wait_until (blocking): the one poll loop
-receivers  Receiver, a real webhook receiver on loopback (HTTP or HTTPS), Flaky, FakeDNS
+receivers  Receiver, a real webhook receiver on loopback (HTTP or HTTPS), Flaky
 postgres   PrivatePostgres, a PostgreSQL server of our own to restart
 broker     Mosquitto on a free port (persistent if asked), and a Gateway that publishes to it
 processes  EdgeSense services as real subprocesses

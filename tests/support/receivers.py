@@ -6,7 +6,6 @@ A `Receiver` records every request, on any path and with any method (so a
 test sees a redirect that was followed, too), and every TCP connection that
 carried one (so a test sees whether keep-alive connections were reused).
 `Flaky` answers 500 or hangs now and then, from a seeded random draw.
-`FakeDNS` makes made-up names resolve to chosen addresses.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import contextlib
 import hashlib
 import hmac
 import random
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +24,6 @@ from typing import Any
 
 import trustme
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
@@ -149,7 +146,7 @@ class Receiver:
         return self.url
 
     def base_via(self, host: str) -> str:
-        """The base URL under another name of this host (`localhost`, a FakeDNS name)."""
+        """The base URL under another name of this host (`localhost`, a `hosts` name)."""
         if ":" in host:
             host = f"[{host}]"
         return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
@@ -226,32 +223,3 @@ def write_ca_bundle(ca: trustme.CA, directory: Path) -> str:
     path = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
-
-
-class FakeDNS(AbstractResolver):
-    """Resolves only the names it was given; anything else fails like NXDOMAIN."""
-
-    def __init__(self, names: dict[str, list[str]]) -> None:
-        self.names = names
-        self.lookups: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.lookups.append(host)
-        if host not in self.names:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            )
-            for address in self.names[host]
-        ]
-
-    async def close(self) -> None:
-        pass

@@ -1,6 +1,6 @@
 """How one POST to a webhook ended (`AttemptResult`), and what sends it (`Sender`).
 
-Apart from `http_sender` (aiohttp), so that the rules that judge an attempt
+Apart from `http_sender` (pycurl), so that the rules that judge an attempt
 (`record.policy`) and the sender processes' wire format can name a result
 without loading an HTTP client (`make check` holds this for the policy).
 """

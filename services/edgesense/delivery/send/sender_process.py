@@ -57,7 +57,7 @@ class _Requests(asyncio.Protocol):
         began = time.monotonic()
         try:
             result = await self._sender.post(url, body, headers)
-        except Exception as exc:  # a bug of ours or aiohttp's: still an answer
+        except Exception as exc:  # a bug of ours or pycurl's: still an answer
             _internal_errors.exception(type(exc).__name__, "POST to a webhook failed unexpectedly")
             result = AttemptResult(
                 started_at=datetime.now(UTC),
