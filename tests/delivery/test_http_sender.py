@@ -157,6 +157,21 @@ async def test_headers_are_sent_as_given(receiver: StartReceiver, sender: Sender
     assert "Expect" not in request.headers
 
 
+async def test_internationalised_url_is_sent_as_browsers_send_it(
+    receiver: StartReceiver, sender: SenderFactory
+) -> None:
+    """An IDN host is looked up (and its certificate checked) in IDNA, a
+    non-ASCII path is percent-encoded."""
+    server = await receiver()
+    http = await sender(hosts={"xn--bcher-kva.example.test": ["127.0.0.1"]})
+    url = server.url_via("bücher.example.test", "/hoök/ü")
+    _, result = await post_event(http, url, "s")
+    assert result.ok, result
+    [request] = server.received
+    assert request.headers["Host"] == f"xn--bcher-kva.example.test:{server.port}"
+    assert request.path == "/hoök/ü"  # as the receiver decodes it
+
+
 async def test_certificate_not_from_the_bundle_is_refused(
     receiver: StartReceiver, sender: SenderFactory
 ) -> None:

@@ -29,7 +29,13 @@ from multidict import CIMultiDict
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
 # Names every test certificate is valid for.
-CERT_NAMES = ("127.0.0.1", "::1", "localhost", "hooks.example.test")
+CERT_NAMES = (
+    "127.0.0.1",
+    "::1",
+    "localhost",
+    "hooks.example.test",
+    "xn--bcher-kva.example.test",  # bücher.example.test
+)
 
 
 async def ok(_request: web.Request, _n: int) -> web.StreamResponse:

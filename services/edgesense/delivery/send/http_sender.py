@@ -49,6 +49,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import pycurl
+from yarl import URL
 
 from edgesense.common.backoff import RETRY_AFTER_STATUSES, parse_retry_after
 from edgesense.common.config import Settings
@@ -290,6 +291,8 @@ class HttpSender:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         transfer.reset(future)
         handle = transfer.curl
+        if not url.isascii():
+            url = ascii_url(url)
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.POSTFIELDS, body)
         # "name;" is libcurl's way to send an empty value ("name:" would drop
@@ -383,6 +386,17 @@ class HttpSender:
         if code in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
             return f"invalid URL: {message}"
         return message or f"libcurl error {code}"
+
+
+def ascii_url(url: str) -> str:
+    """`url` as libcurl takes it: an internationalised host in IDNA (this
+    libcurl is built without libidn2), any other non-ASCII percent-encoded,
+    as browsers send them; a URL that does not parse is left to libcurl's
+    refusal."""
+    try:
+        return str(URL(url))
+    except ValueError:
+        return url
 
 
 def _host_of(url: str) -> str:
