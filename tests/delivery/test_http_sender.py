@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, NamedTuple
 import pycurl
 import pytest
 import trustme
+import uvloop
 from aiohttp import web
 from google.protobuf import timestamp_pb2
 from standardwebhooks.webhooks import Webhook
@@ -29,6 +32,7 @@ from tests.support.receivers import (
     started_receivers,
     write_ca_bundle,
 )
+from tests.support.waiting import eventually
 
 REFUSAL = "resolves to a private address (set EDGESENSE_ALLOW_PRIVATE_NETWORKS=1 to allow)"
 
@@ -144,10 +148,10 @@ async def test_signed_post_arrives_and_verifies(
 
 async def test_headers_are_sent_as_given(receiver: StartReceiver, sender: SenderFactory) -> None:
     """Custom headers (an empty value included) arrive as they were given, and
-    no `Expect: 100-continue` delays a large body."""
+    no `Expect: 100-continue` delays a large body (libcurl asks above 1 MiB)."""
     server = await receiver()
     http = await sender()
-    body = b'{"big":"' + b"x" * 100_000 + b'"}'
+    body = b'{"big":"' + b"x" * 1_100_000 + b'"}'
     given = {"Content-Type": "application/json", "X-Empty": "", "X-Team": "ops a"}
     result = await http.post(server.url, body, given)
     assert result.ok, result
@@ -457,3 +461,131 @@ class CurlAddress(NamedTuple):
     socktype: int
     protocol: int
     addr: tuple[str, int]
+
+
+async def test_a_name_with_private_and_public_addresses_connects_only_to_the_public(
+    receiver: StartReceiver,
+    sender: SenderFactory,
+    connect_calls: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libcurl tries each address it resolved; the forbidden ones get no socket.
+    (Loopback stands in for a public address: only 10.x is forbidden here.)"""
+    monkeypatch.setattr(http_sender, "is_forbidden_address", lambda ip: ip.startswith("10."))
+    server = await receiver()
+    hosts = {"hooks.example.test": ["10.1.2.3", "127.0.0.1"]}
+    http = await sender(allow_private_networks=False, hosts=hosts)
+    _, result = await post_event(http, server.url_via("hooks.example.test"), "s")
+    assert result.ok, result
+    assert [address[0] for address in connect_calls] == ["127.0.0.1"]
+    # The allowed address refusing the connection is told as that, not as the rule.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    _, result = await post_event(http, f"https://hooks.example.test:{port}/hook", "s")
+    assert result.error == "connection refused"
+
+
+async def test_cancelled_attempt_leaves_the_sender_usable(
+    receiver: StartReceiver, sender: SenderFactory
+) -> None:
+    async def hang_first(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:
+            await server.release.wait()
+        return web.Response(text="ok")
+
+    server = await receiver(hang_first)
+    http = await sender()
+    attempt = asyncio.create_task(post_event(http, server.url, "s"))
+    await eventually(lambda: len(server.received) == 1)
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    results = await asyncio.gather(*(post_event(http, server.url, "s") for _ in range(3)))
+    assert [result.status_code for _, result in results] == [200, 200, 200]
+
+
+async def test_closing_ends_attempts_in_flight_with_a_reason(
+    receiver: StartReceiver, sender: SenderFactory
+) -> None:
+    async def hang(request: web.Request, _n: int) -> web.StreamResponse:
+        await server.release.wait()
+        return web.Response(text="too late")
+
+    server = await receiver(hang)
+    http = await sender()
+    attempts = [asyncio.create_task(post_event(http, server.url, "s")) for _ in range(2)]
+    await eventually(lambda: len(server.received) == 2)
+    await http.close()
+    for attempt in attempts:
+        _, result = await attempt
+        assert (result.ok, result.error) == (False, "the sender stopped before the attempt ended")
+    with pytest.raises(RuntimeError, match="start"):
+        await http.post(server.url, b"{}", {})
+
+
+def test_many_attempts_at_once_on_uvloop(ca: trustme.CA, ca_bundle: str) -> None:
+    """Production runs on uvloop: hundreds of POSTs at once over a bounded pool."""
+
+    async def main() -> tuple[list[AttemptResult], int]:
+        async with started_receivers(ca) as start:
+            server = await start()
+            async with HttpSender(
+                allow_private_networks=True, ca_bundle=ca_bundle, max_connections=20
+            ) as http:
+                headers = {"Content-Type": "application/json"}
+                results = await asyncio.gather(
+                    *(http.post(server.url, b"{}", headers) for _ in range(300))
+                )
+            return list(results), server.connections
+
+    results, connections = uvloop.run(main())
+    assert [r.status_code for r in results] == [200] * 300, {r.error for r in results}
+    assert connections <= 20
+
+
+async def test_proxy_settings_of_the_environment_are_ignored(
+    receiver: StartReceiver, sender: SenderFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    server = await receiver()
+    http = await sender()
+    _, result = await post_event(http, server.url, "s")
+    assert result.ok, result
+
+
+async def test_a_bad_ca_bundle_stops_the_sender_at_start(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ssl.SSLError):
+        await HttpSender(ca_bundle=bundle).start()
+    with pytest.raises(FileNotFoundError):
+        await HttpSender(ca_bundle=tmp_path / "missing.pem").start()
+
+
+async def test_the_bundle_is_trusted_beside_the_system_cas(
+    receiver: StartReceiver, ca_bundle: str
+) -> None:
+    """One private file holds the system's CAs and the bundle; it goes at close."""
+    http = HttpSender(allow_private_networks=True, ca_bundle=ca_bundle)
+    await http.start()
+    assert http._trust is not None
+    [combined] = [value for option, value in http._trust.options if option == pycurl.CAINFO]
+    text = Path(combined).read_text()
+    system = ssl.get_default_verify_paths().cafile
+    if system:
+        assert Path(system).read_text().strip() in text
+    assert Path(ca_bundle).read_text().strip() in text
+    server = await receiver()
+    _, result = await post_event(http, server.url, "s")
+    assert result.ok, result
+    await http.close()
+    assert not Path(combined).exists()
+
+
+async def test_a_url_that_cannot_be_made_ascii_is_a_failed_attempt(sender: SenderFactory) -> None:
+    http = await sender()
+    _, result = await post_event(http, "https://xn--\u00fc.example/hook", "s")
+    assert result.error is not None
+    assert result.error.startswith("invalid URL"), result.error

@@ -136,7 +136,7 @@ class Receiver:
     ) -> str:
         """Listen on a free port of `host` (any 127.x.y.z is loopback), over
         HTTPS with a certificate from `ca` if given; `url` is `base` + `path`."""
-        app = web.Application()
+        app = web.Application(client_max_size=8 * 1024 * 1024)  # aiohttp's default: 1 MiB
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.1

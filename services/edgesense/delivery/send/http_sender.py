@@ -40,6 +40,7 @@ import errno
 import os
 import socket
 import ssl
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -59,12 +60,15 @@ from edgesense.delivery.send.attempt import AttemptResult
 
 EXCERPT_BYTES = 1024
 _RETRY_AFTER = b"retry-after:"
+# A transfer's code when it did not end in libcurl: the sender was closed, or
+# libcurl's multi handle failed (both end every attempt in flight).
+_CLOSED = -1
+_BROKEN = -2
 # What libcurl says when the answer itself was broken, and when TLS failed.
 _BROKEN_ANSWER = (
     pycurl.E_RECV_ERROR,
     pycurl.E_PARTIAL_FILE,
     pycurl.E_FTP_WEIRD_SERVER_REPLY,  # 8, CURLE_WEIRD_SERVER_REPLY: pycurl keeps its old name
-    pycurl.E_BAD_CONTENT_ENCODING,
 )
 _TLS_ERRORS = (
     pycurl.E_SSL_CONNECT_ERROR,
@@ -95,7 +99,17 @@ def _open_socket(address: Any) -> int:
 class _Transfer:
     """One easy handle and the attempt it is making; reused for the next one."""
 
-    __slots__ = ("allow_private", "curl", "excerpt", "future", "refused", "retry_after")
+    __slots__ = (
+        "allow_private",
+        "connected",
+        "curl",
+        "excerpt",
+        "future",
+        "refused",
+        "retry_after",
+        "socket_error",
+        "truncated",
+    )
 
     def __init__(self, allow_private: bool) -> None:
         self.allow_private = allow_private
@@ -103,20 +117,27 @@ class _Transfer:
         self.future: asyncio.Future[int] | None = None  # resolves to libcurl's code, 0 = done
         self.excerpt = bytearray()
         self.retry_after: bytes | None = None
-        self.refused = False
+        self.refused = False  # an address was refused by the private-network rule
+        self.connected = False  # a socket was made for an address
+        self.socket_error: OSError | None = None
+        self.truncated = False
 
     def reset(self, future: asyncio.Future[int]) -> None:
         self.future = future
         self.excerpt.clear()
         self.retry_after = None
-        self.refused = False
+        self.refused = self.connected = self.truncated = False
+        self.socket_error = None
 
     def write(self, data: bytes) -> int | None:
         room = EXCERPT_BYTES - len(self.excerpt)
         self.excerpt += data[:room]
+        if len(data) <= room:
+            return None
         # Anything but None or len(data) stops the transfer (E_WRITE_ERROR):
         # the rest of a long answer is not downloaded.
-        return None if len(data) <= room else 0
+        self.truncated = True
+        return 0
 
     def header(self, line: bytes) -> None:
         if line[:12].lower() == _RETRY_AFTER:
@@ -127,7 +148,13 @@ class _Transfer:
         if not self.allow_private and is_forbidden_address(address.addr[0]):
             self.refused = True
             return pycurl.SOCKET_BAD
-        return _open_socket(address)
+        try:
+            made = _open_socket(address)
+        except OSError as exc:  # out of descriptors, say: told as the attempt's reason
+            self.socket_error = exc
+            return pycurl.SOCKET_BAD
+        self.connected = True
+        return made
 
 
 class _CurlLoop:
@@ -146,10 +173,11 @@ class _CurlLoop:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.transfers: dict[pycurl.Curl, _Transfer] = {}  # in flight
+        self.broken = ""  # why the multi handle failed, once it has
 
     def start(self, transfer: _Transfer) -> None:
-        self.transfers[transfer.curl] = transfer
         self.multi.add_handle(transfer.curl)  # libcurl sets a 0 ms timer: it starts there
+        self.transfers[transfer.curl] = transfer
 
     def stop(self, transfer: _Transfer) -> None:
         """Abandon a transfer in flight (its attempt was cancelled)."""
@@ -157,15 +185,19 @@ class _CurlLoop:
             self.multi.remove_handle(transfer.curl)
 
     def close(self) -> None:
-        for transfer in list(self.transfers.values()):
-            self.stop(transfer)
-            if transfer.future is not None and not transfer.future.done():
-                transfer.future.cancel()
+        """End every transfer in flight (its attempt gets `_CLOSED`) and the multi handle."""
+        self._end_all(_CLOSED)
         if self._timer is not None:
             self._timer.cancel()
         for fd in list(self._watched):
             self._watch(pycurl.POLL_REMOVE, fd, self.multi, None)
         self.multi.close()
+
+    def _end_all(self, code: int) -> None:
+        for transfer in list(self.transfers.values()):
+            self.stop(transfer)
+            if transfer.future is not None and not transfer.future.done():
+                transfer.future.set_result(code)
 
     def _watch(self, what: int, fd: int, _multi: Any, _data: Any) -> None:
         loop, before = self._loop, self._watched.get(fd, 0)
@@ -202,7 +234,16 @@ class _CurlLoop:
 
     def _act(self, fd: int, events: int) -> None:
         multi = self.multi
-        multi.socket_action(fd, events)
+        try:
+            multi.socket_action(fd, events)
+        except pycurl.error as exc:
+            # libcurl's multi handle failed (a callback of ours raised, say):
+            # no transfer in it will end, so each attempt ends now, told why;
+            # later ones fail to start, and the pool's hung-sender watch
+            # replaces the process.
+            self.broken = str(exc)
+            self._end_all(_BROKEN)
+            return
         while True:
             queued, done, failed = multi.info_read()
             for curl in done:
@@ -241,7 +282,7 @@ class HttpSender:
         self._max_connections = max_connections
         self._user_agent = user_agent
         self._hosts = dict(hosts or {})
-        self._trust: list[tuple[int, str]] = []
+        self._trust: Trust | None = None
         self._curl: _CurlLoop | None = None
         self._idle: list[_Transfer] = []
 
@@ -257,7 +298,7 @@ class HttpSender:
     async def start(self) -> None:
         if self._curl is not None:
             return
-        self._trust = trust_options(self._ca_bundle)
+        self._trust = Trust(self._ca_bundle)
         self._curl = _CurlLoop(self._max_connections)
 
     async def close(self) -> None:
@@ -267,6 +308,9 @@ class HttpSender:
         for transfer in self._idle:
             transfer.curl.close()
         self._idle.clear()
+        if self._trust is not None:
+            self._trust.close()
+            self._trust = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -287,6 +331,10 @@ class HttpSender:
             raise RuntimeError("HttpSender.start() has not been awaited")
         started_at = datetime.now(UTC)
         began = time.monotonic()
+        if not url.isascii():
+            url = ascii_url(url)
+            if not url.isascii():
+                return _failed(started_at, began, "invalid URL: not a URL libcurl can send")
         transfer = self._idle.pop() if self._idle else self._new_transfer()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         transfer.reset(future)
@@ -299,7 +347,10 @@ class HttpSender:
         # the header); "Expect:" drops its 100-continue round trip.
         lines = [f"{k}: {v}" if v else f"{k};" for k, v in headers.items()]
         lines.append("Expect:")
-        handle.setopt(pycurl.HTTPHEADER, lines)
+        try:
+            handle.setopt(pycurl.HTTPHEADER, lines)
+        except UnicodeEncodeError:  # registration allows only ASCII values; as UTF-8 anyway
+            handle.setopt(pycurl.HTTPHEADER, [line.encode() for line in lines])
         if self._hosts:
             handle.setopt(pycurl.RESOLVE, self._resolve(url))
         curl.start(transfer)
@@ -308,8 +359,17 @@ class HttpSender:
         except BaseException:
             curl.stop(transfer)
             raise
+        if code == _CLOSED:
+            transfer.curl.close()
+            return _failed(started_at, began, "the sender stopped before the attempt ended")
+        if code == _BROKEN:
+            transfer.curl.close()
+            return _failed(started_at, began, f"internal error: libcurl: {curl.broken}")
         result = self._result(transfer, code, url, started_at, began)
-        self._idle.append(transfer)
+        if self._curl is curl:
+            self._idle.append(transfer)
+        else:  # closed meanwhile
+            transfer.curl.close()
         return result
 
     def _result(
@@ -317,7 +377,8 @@ class HttpSender:
     ) -> AttemptResult:
         handle = transfer.curl
         status: int | None = handle.getinfo(pycurl.RESPONSE_CODE) or None
-        error = None if code in (0, pycurl.E_WRITE_ERROR) else self._describe(transfer, code, url)
+        stopped_reading = code == pycurl.E_WRITE_ERROR and transfer.truncated
+        error = None if code == 0 or stopped_reading else self._describe(transfer, code, url)
         retry_after = None
         if status in RETRY_AFTER_STATUSES and transfer.retry_after is not None:
             value = transfer.retry_after.decode("latin-1").strip()
@@ -340,7 +401,7 @@ class HttpSender:
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.PROXY, "")  # none from the environment
         handle.setopt(pycurl.USERAGENT, self._user_agent)
-        for option, value in self._trust:
+        for option, value in self._trust.options if self._trust else ():
             handle.setopt(option, value)
         handle.setopt(pycurl.WRITEFUNCTION, transfer.write)
         handle.setopt(pycurl.HEADERFUNCTION, transfer.header)
@@ -368,13 +429,15 @@ class HttpSender:
         if code == pycurl.E_OPERATION_TIMEDOUT:
             return f"timeout after {float(self.timeout_seconds)} s"
         if code == pycurl.E_COULDNT_CONNECT:
-            if transfer.refused:
+            if transfer.refused and not transfer.connected:
                 return str(PrivateAddressError(_host_of(url)))
+            if transfer.socket_error is not None and not transfer.connected:
+                return f"cannot connect: {transfer.socket_error.strerror or transfer.socket_error}"
             if handle.getinfo(pycurl.OS_ERRNO) == errno.ECONNREFUSED:
                 return "connection refused"
             return f"cannot connect: {message}"
         if code == pycurl.E_COULDNT_RESOLVE_HOST:
-            return f"cannot resolve {_host_of(url)}: {message}"
+            return f"cannot resolve {_host_of(url)}"
         if code == pycurl.E_PEER_FAILED_VERIFICATION:
             return f"TLS certificate verify failed: {message}"
         if code in _TLS_ERRORS:
@@ -386,6 +449,12 @@ class HttpSender:
         if code in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
             return f"invalid URL: {message}"
         return message or f"libcurl error {code}"
+
+
+def _failed(started_at: datetime, began: float, error: str) -> AttemptResult:
+    return AttemptResult(
+        started_at=started_at, duration_ms=round((time.monotonic() - began) * 1000), error=error
+    )
 
 
 def ascii_url(url: str) -> str:
@@ -406,17 +475,34 @@ def _host_of(url: str) -> str:
         return url
 
 
-def trust_options(ca_bundle: str | os.PathLike[str] | None) -> list[tuple[int, str]]:
-    """Where TLS finds the CAs it trusts: the system's (where Python's ssl
-    finds them; the path compiled into libcurl's wheel may not exist here)
-    plus `ca_bundle`. OpenSSL searches both a CA file and a CA directory, so
-    a bundle goes in the file and the system's CAs come from its directory."""
-    paths = ssl.get_default_verify_paths()
-    system_file = paths.cafile or paths.openssl_cafile
-    system_dir = paths.capath or paths.openssl_capath
-    if ca_bundle is not None:
-        bundle = os.fspath(ca_bundle)
-        if not Path(bundle).is_file():
-            raise FileNotFoundError(f"CA bundle {bundle} not found")
-        return [(pycurl.CAINFO, bundle), (pycurl.CAPATH, system_dir)]
-    return [(pycurl.CAINFO, system_file), (pycurl.CAPATH, system_dir)]
+class Trust:
+    """The CAs TLS trusts: the system's (where Python's ssl finds them; the
+    path compiled into the wheel's libcurl may not exist here) plus
+    `ca_bundle`, checked when the sender starts so that a bad bundle stops it
+    there and not attempt by attempt. With a bundle, both go into one private
+    file (libcurl caches a CA file's parsed store for the whole multi handle;
+    a CA blob would be parsed again for every new connection), removed by
+    `close()`."""
+
+    def __init__(self, ca_bundle: str | os.PathLike[str] | None) -> None:
+        paths = ssl.get_default_verify_paths()  # cafile, capath: None where absent
+        self.options: list[tuple[int, str]] = []
+        self._combined: str | None = None
+        cafile = paths.cafile
+        if ca_bundle is not None:
+            bundle = Path(ca_bundle)
+            ssl.create_default_context().load_verify_locations(cafile=bundle)  # or raise
+            system = Path(cafile).read_bytes() if cafile else b""
+            descriptor, self._combined = tempfile.mkstemp(prefix="edgesense-ca-", suffix=".pem")
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(system + b"\n" + bundle.read_bytes())
+            cafile = self._combined
+        if cafile:
+            self.options.append((pycurl.CAINFO, cafile))
+        if paths.capath:
+            self.options.append((pycurl.CAPATH, paths.capath))
+
+    def close(self) -> None:
+        if self._combined is not None:
+            Path(self._combined).unlink(missing_ok=True)
+            self._combined = None

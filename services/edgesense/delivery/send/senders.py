@@ -1,13 +1,13 @@
 """Sending in child processes: the delivery service's POSTs, spread over cores.
 
-An HTTP request costs its sender about 160 µs of CPU here (libcurl's, with
-the event loop's share; aiohttp's client took 310), about as much as storing,
-scheduling and recording the delivery together, and one asyncio process runs
-on one core. Delivery therefore keeps the outbox, the lanes and
-the retry bookkeeping in its own process (one SQLite writer, one owner of the
-leases) and hands each POST to one of `EDGESENSE_DELIVERY_SENDERS` sender
-processes (`python -m edgesense.delivery.send.sender_process`), each an
-`HttpSender` with the same settings.
+An HTTP request costs its sender about as much CPU as storing, scheduling
+and recording the delivery together (`http_sender` has the figures), and one
+asyncio process runs on one core. Delivery therefore keeps the outbox, the
+lanes and the retry bookkeeping in its own process (one SQLite writer, one
+owner of the leases) and hands each POST to one of
+`EDGESENSE_DELIVERY_SENDERS` sender processes (`python -m
+edgesense.delivery.send.sender_process`), each an `HttpSender` with the
+same settings.
 
 Parent and child talk over the child's stdin/stdout in `sender_wire`'s
 frames. Requests go to the child with the fewest in flight. When a child
