@@ -339,8 +339,6 @@ class HttpSender:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         transfer.reset(future)
         handle = transfer.curl
-        if not url.isascii():
-            url = ascii_url(url)
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.POSTFIELDS, body)
         # "name;" is libcurl's way to send an empty value ("name:" would drop
