@@ -589,3 +589,28 @@ async def test_a_url_that_cannot_be_made_ascii_is_a_failed_attempt(sender: Sende
     _, result = await post_event(http, "https://xn--\u00fc.example/hook", "s")
     assert result.error is not None
     assert result.error.startswith("invalid URL"), result.error
+
+
+async def test_a_kept_alive_connection_closed_without_an_answer_is_tried_again_at_once(
+    receiver: StartReceiver, sender: SenderFactory
+) -> None:
+    """libcurl's rule, kept on purpose: a request on a reused connection that
+    the receiver closes without a byte of answer is sent once more on a new
+    connection within the same attempt (Go's net/http does the same for
+    requests with an idempotency key, which `webhook-id` is). A receiver
+    that processed it before closing sees it twice, with the same id."""
+
+    async def close_the_second(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 2:
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(text="ok")
+
+    server = await receiver(close_the_second)
+    http = await sender()
+    first, result = await post_event(http, server.url, "s")
+    assert result.ok, result
+    second, result = await post_event(http, server.url, "s")
+    assert (result.ok, result.status_code) == (True, 200), result
+    assert [r.body for r in server.received] == [first, second, second]
+    assert server.connections == 2

@@ -23,7 +23,12 @@ environment is used; only http and https URLs are sent; no `Expect:
 and reading the answer included. At most `EXCERPT_BYTES` of the answer are
 read: a longer body is not downloaded, its connection is dropped. `post()`
 turns every network, TLS, HTTP and timeout failure into an `AttemptResult`
-with a short reason; it raises only for programming errors.
+with a short reason; it raises only for programming errors. One rule of
+libcurl's is kept on purpose: a POST on a reused keep-alive connection that
+the receiver closes without a byte of answer (usually an idle connection it
+was closing just then) is sent once more on a new connection within the same
+attempt; Go's net/http does the same for requests with an idempotency key,
+which `webhook-id` is, so a receiver that did process it drops the copy.
 
 The private-network rule (`netpolicy.is_forbidden_address`) is applied to the
 address actually connected to: libcurl asks `_open_socket` for every socket
@@ -42,7 +47,7 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +64,8 @@ from edgesense.common.signing import USER_AGENT
 from edgesense.delivery.send.attempt import AttemptResult
 
 EXCERPT_BYTES = 1024
+Done = Callable[[AttemptResult], None]
+_EPOCH = datetime.fromtimestamp(0, UTC)
 _RETRY_AFTER = b"retry-after:"
 # A transfer's code when it did not end in libcurl: the sender was closed, or
 # libcurl's multi handle failed (both end every attempt in flight).
@@ -101,20 +108,26 @@ class _Transfer:
 
     __slots__ = (
         "allow_private",
+        "began",
         "connected",
         "curl",
+        "done",
         "excerpt",
-        "future",
         "refused",
         "retry_after",
         "socket_error",
+        "started_at",
         "truncated",
+        "url",
     )
 
     def __init__(self, allow_private: bool) -> None:
         self.allow_private = allow_private
         self.curl = pycurl.Curl()
-        self.future: asyncio.Future[int] | None = None  # resolves to libcurl's code, 0 = done
+        self.done: Done | None = None  # told how the attempt ended
+        self.url = ""
+        self.started_at = _EPOCH
+        self.began = 0.0
         self.excerpt = bytearray()
         self.retry_after: bytes | None = None
         self.refused = False  # an address was refused by the private-network rule
@@ -122,8 +135,8 @@ class _Transfer:
         self.socket_error: OSError | None = None
         self.truncated = False
 
-    def reset(self, future: asyncio.Future[int]) -> None:
-        self.future = future
+    def reset(self, url: str, done: Done, started_at: datetime, began: float) -> None:
+        self.url, self.done, self.started_at, self.began = url, done, started_at, began
         self.excerpt.clear()
         self.retry_after = None
         self.refused = self.connected = self.truncated = False
@@ -160,10 +173,12 @@ class _Transfer:
 class _CurlLoop:
     """A `CurlMulti` driven by the running event loop: libcurl says which
     sockets to watch and when its next timeout is; the loop calls back with
-    readiness, and finished transfers resolve their futures."""
+    readiness, and each finished transfer goes to `finished` with libcurl's
+    code (0: done) or `_CLOSED` / `_BROKEN`."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, finished: Callable[[_Transfer, int], None]) -> None:
         self._loop = asyncio.get_running_loop()
+        self._finished = finished
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, self._watch)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, self._set_timer)
@@ -196,8 +211,7 @@ class _CurlLoop:
     def _end_all(self, code: int) -> None:
         for transfer in list(self.transfers.values()):
             self.stop(transfer)
-            if transfer.future is not None and not transfer.future.done():
-                transfer.future.set_result(code)
+            self._finished(transfer, code)
 
     def _watch(self, what: int, fd: int, _multi: Any, _data: Any) -> None:
         loop, before = self._loop, self._watched.get(fd, 0)
@@ -255,9 +269,7 @@ class _CurlLoop:
 
     def _finish(self, curl: pycurl.Curl, code: int) -> None:
         self.multi.remove_handle(curl)
-        transfer = self.transfers.pop(curl)
-        if transfer.future is not None and not transfer.future.done():
-            transfer.future.set_result(code)
+        self._finished(self.transfers.pop(curl), code)
 
 
 class HttpSender:
@@ -299,12 +311,13 @@ class HttpSender:
         if self._curl is not None:
             return
         self._trust = Trust(self._ca_bundle)
-        self._curl = _CurlLoop(self._max_connections)
+        self._curl = _CurlLoop(self._max_connections, self._finished)
 
     async def close(self) -> None:
-        curl, self._curl = self._curl, None
+        curl = self._curl
         if curl is not None:
-            curl.close()
+            curl.close()  # attempts in flight end now, as _CLOSED
+            self._curl = None
         for transfer in self._idle:
             transfer.curl.close()
         self._idle.clear()
@@ -326,6 +339,27 @@ class HttpSender:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
         """POST `body` to `url`; every way it can end is an AttemptResult."""
+        future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+
+        def done(result: AttemptResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        transfer = self.submit(url, body, headers, done)
+        try:
+            return await future
+        except BaseException:
+            if transfer is not None and self._curl is not None:
+                self._curl.stop(transfer)
+            raise
+
+    def submit(
+        self, url: str, body: bytes, headers: Mapping[str, str], done: Done
+    ) -> _Transfer | None:
+        """Start POSTing `body` to `url`; `done(result)` is called once, from
+        the event loop, with how it ended (before `submit` returns when the URL
+        cannot be sent at all). No task per attempt: what the sender processes
+        use. Answers the transfer (for `post()` to abandon), or None."""
         curl = self._curl
         if curl is None:
             raise RuntimeError("HttpSender.start() has not been awaited")
@@ -334,10 +368,10 @@ class HttpSender:
         if not url.isascii():
             url = ascii_url(url)
             if not url.isascii():
-                return _failed(started_at, began, "invalid URL: not a URL libcurl can send")
+                done(_failed(started_at, began, "invalid URL: not a URL libcurl can send"))
+                return None
         transfer = self._idle.pop() if self._idle else self._new_transfer()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        transfer.reset(future)
+        transfer.reset(url, done, started_at, began)
         handle = transfer.curl
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.POSTFIELDS, body)
@@ -352,28 +386,30 @@ class HttpSender:
         if self._hosts:
             handle.setopt(pycurl.RESOLVE, self._resolve(url))
         curl.start(transfer)
-        try:
-            code = await future
-        except BaseException:
-            curl.stop(transfer)
-            raise
-        if code == _CLOSED:
-            transfer.curl.close()
-            return _failed(started_at, began, "the sender stopped before the attempt ended")
-        if code == _BROKEN:
-            transfer.curl.close()
-            return _failed(started_at, began, f"internal error: libcurl: {curl.broken}")
-        result = self._result(transfer, code, url, started_at, began)
-        if self._curl is curl:
-            self._idle.append(transfer)
-        else:  # closed meanwhile
-            transfer.curl.close()
-        return result
+        return transfer
 
-    def _result(
-        self, transfer: _Transfer, code: int, url: str, started_at: datetime, began: float
-    ) -> AttemptResult:
-        handle = transfer.curl
+    def _finished(self, transfer: _Transfer, code: int) -> None:
+        done, transfer.done = transfer.done, None
+        if code == _CLOSED:
+            result = _failed(
+                transfer.started_at, transfer.began, "the sender stopped before the attempt ended"
+            )
+        elif code == _BROKEN:
+            broken = self._curl.broken if self._curl is not None else ""
+            result = _failed(
+                transfer.started_at, transfer.began, f"internal error: libcurl: {broken}"
+            )
+        else:
+            result = self._result(transfer, code)
+        if code >= 0 and self._curl is not None and not self._curl.broken:
+            self._idle.append(transfer)
+        else:  # the multi handle is going or gone
+            transfer.curl.close()
+        if done is not None:
+            done(result)
+
+    def _result(self, transfer: _Transfer, code: int) -> AttemptResult:
+        handle, url = transfer.curl, transfer.url
         status: int | None = handle.getinfo(pycurl.RESPONSE_CODE) or None
         stopped_reading = code == pycurl.E_WRITE_ERROR and transfer.truncated
         error = None if code == 0 or stopped_reading else self._describe(transfer, code, url)
@@ -382,8 +418,8 @@ class HttpSender:
             value = transfer.retry_after.decode("latin-1").strip()
             retry_after = parse_retry_after(value, datetime.now(UTC))
         return AttemptResult(
-            started_at=started_at,
-            duration_ms=round((time.monotonic() - began) * 1000),
+            started_at=transfer.started_at,
+            duration_ms=round((time.monotonic() - transfer.began) * 1000),
             status_code=status,
             error=error,
             response_excerpt=transfer.excerpt.decode("utf-8", errors="replace"),

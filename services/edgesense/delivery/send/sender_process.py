@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from edgesense.common import runtime
@@ -36,39 +37,50 @@ _internal_errors = ThrottledLog(log)  # a bug hit by every POST: one traceback, 
 
 
 class _Requests(asyncio.Protocol):
+    """Each request frame starts a POST (`HttpSender.submit`: no task per
+    attempt); each result goes out as it ends."""
+
     def __init__(self, sender: HttpSender, out: Batcher) -> None:
         self._sender = sender
         self._out = out
         self._frames = Frames()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
         self.closed = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         for request_id, url, body, headers in self._frames.feed(data):
-            task = asyncio.create_task(self._post(request_id, url, body, headers))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._in_flight += 1
+            self._all_answered.clear()
+            began = time.monotonic()
+            try:
+                self._sender.submit(url, body, headers, partial(self._answer, request_id))
+            except Exception as exc:  # a bug of ours or pycurl's: still an answer
+                _internal_errors.exception(
+                    type(exc).__name__, "POST to a webhook failed unexpectedly"
+                )
+                self._answer(
+                    request_id,
+                    AttemptResult(
+                        started_at=datetime.now(UTC),
+                        duration_ms=round((time.monotonic() - began) * 1000),
+                        error=f"internal error: {type(exc).__name__}",
+                    ),
+                )
+
+    def _answer(self, request_id: int, result: AttemptResult) -> None:
+        self._out.send(result_message(request_id, result))
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._all_answered.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
-    async def _post(self, request_id: int, url: str, body: bytes, headers: Any) -> None:
-        began = time.monotonic()
-        try:
-            result = await self._sender.post(url, body, headers)
-        except Exception as exc:  # a bug of ours or pycurl's: still an answer
-            _internal_errors.exception(type(exc).__name__, "POST to a webhook failed unexpectedly")
-            result = AttemptResult(
-                started_at=datetime.now(UTC),
-                duration_ms=round((time.monotonic() - began) * 1000),
-                error=f"internal error: {type(exc).__name__}",
-            )
-        self._out.send(result_message(request_id, result))
-
     async def finish(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._all_answered.wait()
         self._out.flush()
 
 
