@@ -7,6 +7,7 @@ without loading an HTTP client (`make check` holds this for the policy).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,16 @@ class AttemptResult:
     def ok(self) -> bool:
         """A 2xx answer, fully within the timeout."""
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+def elapsed_ms(began: float) -> int:
+    """Whole milliseconds since `began` (a `time.monotonic()` reading)."""
+    return round((time.monotonic() - began) * 1000)
+
+
+def failed_attempt(started_at: datetime, began: float, error: str) -> AttemptResult:
+    """An attempt that ended without an answer, for `error`."""
+    return AttemptResult(started_at=started_at, duration_ms=elapsed_ms(began), error=error)
 
 
 class Sender(Protocol):

@@ -61,7 +61,7 @@ from edgesense.common.backoff import RETRY_AFTER_STATUSES, parse_retry_after
 from edgesense.common.config import Settings
 from edgesense.common.netpolicy import is_forbidden_address
 from edgesense.common.signing import USER_AGENT
-from edgesense.delivery.send.attempt import AttemptResult
+from edgesense.delivery.send.attempt import AttemptResult, elapsed_ms, failed_attempt
 
 EXCERPT_BYTES = 1024
 Done = Callable[[AttemptResult], None]
@@ -85,15 +85,12 @@ _TLS_ERRORS = (
 )
 
 
-class PrivateAddressError(OSError):
-    """The target resolves only to addresses the private-network rule forbids."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__(
-            f"refused: {host} resolves to a private address "
-            "(set EDGESENSE_ALLOW_PRIVATE_NETWORKS=1 to allow)"
-        )
-        self.host = host
+def private_refusal(host: str) -> str:
+    """The reason of an attempt whose target has only addresses the private-network rule forbids."""
+    return (
+        f"refused: {host} resolves to a private address "
+        "(set EDGESENSE_ALLOW_PRIVATE_NETWORKS=1 to allow)"
+    )
 
 
 def _open_socket(address: Any) -> int:
@@ -368,7 +365,7 @@ class HttpSender:
         if not url.isascii():
             url = ascii_url(url)
             if not url.isascii():
-                done(_failed(started_at, began, "invalid URL: not a URL libcurl can send"))
+                done(failed_attempt(started_at, began, "invalid URL: not a URL libcurl can send"))
                 return None
         transfer = self._idle.pop() if self._idle else self._new_transfer()
         transfer.reset(url, done, started_at, began)
@@ -391,12 +388,12 @@ class HttpSender:
     def _finished(self, transfer: _Transfer, code: int) -> None:
         done, transfer.done = transfer.done, None
         if code == _CLOSED:
-            result = _failed(
+            result = failed_attempt(
                 transfer.started_at, transfer.began, "the sender stopped before the attempt ended"
             )
         elif code == _BROKEN:
             broken = self._curl.broken if self._curl is not None else ""
-            result = _failed(
+            result = failed_attempt(
                 transfer.started_at, transfer.began, f"internal error: libcurl: {broken}"
             )
         else:
@@ -419,7 +416,7 @@ class HttpSender:
             retry_after = parse_retry_after(value, datetime.now(UTC))
         return AttemptResult(
             started_at=transfer.started_at,
-            duration_ms=round((time.monotonic() - transfer.began) * 1000),
+            duration_ms=elapsed_ms(transfer.began),
             status_code=status,
             error=error,
             response_excerpt=transfer.excerpt.decode("utf-8", errors="replace"),
@@ -464,7 +461,7 @@ class HttpSender:
             return f"timeout after {float(self.timeout_seconds)} s"
         if code == pycurl.E_COULDNT_CONNECT:
             if transfer.refused and not transfer.connected:
-                return str(PrivateAddressError(_host_of(url)))
+                return private_refusal(_host_of(url))
             if transfer.socket_error is not None and not transfer.connected:
                 return f"cannot connect: {transfer.socket_error.strerror or transfer.socket_error}"
             if handle.getinfo(pycurl.OS_ERRNO) == errno.ECONNREFUSED:
@@ -483,12 +480,6 @@ class HttpSender:
         if code in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
             return f"invalid URL: {message}"
         return message or f"libcurl error {code}"
-
-
-def _failed(started_at: datetime, began: float, error: str) -> AttemptResult:
-    return AttemptResult(
-        started_at=started_at, duration_ms=round((time.monotonic() - began) * 1000), error=error
-    )
 
 
 def ascii_url(url: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from edgesense.common import runtime
 from edgesense.common.log_throttle import ThrottledLog
 from edgesense.common.logs import configure_logging
-from edgesense.delivery.send.attempt import AttemptResult
+from edgesense.delivery.send.attempt import AttemptResult, failed_attempt
 from edgesense.delivery.send.http_sender import HttpSender
 from edgesense.delivery.send.sender_wire import Batcher, Frames, result_message
 
@@ -53,21 +53,15 @@ class _Requests(asyncio.Protocol):
         for request_id, url, body, headers in self._frames.feed(data):
             self._in_flight += 1
             self._all_answered.clear()
-            began = time.monotonic()
             try:
                 self._sender.submit(url, body, headers, partial(self._answer, request_id))
             except Exception as exc:  # a bug of ours or pycurl's: still an answer
                 _internal_errors.exception(
                     type(exc).__name__, "POST to a webhook failed unexpectedly"
                 )
-                self._answer(
-                    request_id,
-                    AttemptResult(
-                        started_at=datetime.now(UTC),
-                        duration_ms=round((time.monotonic() - began) * 1000),
-                        error=f"internal error: {type(exc).__name__}",
-                    ),
-                )
+                # submit() raises before anything is sent: the attempt took no time.
+                error = f"internal error: {type(exc).__name__}"
+                self._answer(request_id, failed_attempt(datetime.now(UTC), time.monotonic(), error))
 
     def _answer(self, request_id: int, result: AttemptResult) -> None:
         self._out.send(result_message(request_id, result))
