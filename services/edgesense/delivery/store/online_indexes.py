@@ -7,13 +7,28 @@ one (storage/migrate.py). So migrations 0003 to 0005 create these indexes
 on SQLite only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
 transaction, when the outbox opens:
 
-- at every start one catalog read finds them valid, and nothing else runs;
+- at every start one catalog read finds them valid (and the REPLACED ones
+  gone), and nothing else runs;
 - otherwise, by the one process that gets an advisory lock (processes
   starting together build each index once), an index left invalid by a
-  build that was interrupted is dropped, and the missing ones are built
-  concurrently. Until then the queries that use them (recover, stats,
-  retention, and claims' lookups of ordered webhooks' earlier deliveries)
-  read the rows without them.
+  build that was interrupted is dropped, the missing ones are built
+  concurrently, and then the REPLACED ones are dropped concurrently. Until
+  then the queries that use them (recover, stats, retention, claims'
+  lookups of ordered webhooks' earlier deliveries) read the rows without
+  them, and claims read the REPLACED indexes.
+
+The waiting indexes. On PostgreSQL the due rows are read through two
+partial indexes that hold only waiting deliveries (pending or held),
+ix_deliveries_waiting and ix_deliveries_webhook_waiting; they replace
+migrations 0001 and 0002's ix_deliveries_due and ix_deliveries_webhook_due,
+which held every delivery kept. A delivery that ends leaves them: its
+outcome's update writes no entry there, and they stay the size of the
+backlog, not of the history (at 1,000 deliveries/s and 7 days of
+retention, 600 million rows, each index written at every outcome). SQLite
+keeps the full ones: its planner uses a partial index only where the query
+repeats the index's condition term for term. Every statement that reads
+them names the statuses as literals (rows.py, reads.py): PostgreSQL uses a
+partial index for a parameter only in a plan made for its value.
 
 The others do not wait for the lock: a statement waiting for it would be a
 transaction that CREATE INDEX CONCURRENTLY itself waits for (it waits out
@@ -29,12 +44,20 @@ import zlib
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from edgesense.delivery.store.rows import ORDER_WAITING
+from edgesense.delivery.store.rows import ORDER_WAITING, WAITING_SQL
 from edgesense.storage.engine import translate
 
 # name -> its CREATE INDEX CONCURRENTLY statement (the same columns as
-# migrations 0003, 0004 and 0005).
+# migrations 0003, 0004 and 0005; the waiting indexes, see above).
 ONLINE_INDEXES = {
+    "ix_deliveries_waiting": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_waiting"
+        f" ON deliveries (status, next_attempt_at, seq, webhook_id) WHERE {WAITING_SQL}"
+    ),
+    "ix_deliveries_webhook_waiting": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_waiting"
+        f" ON deliveries (webhook_id, status, next_attempt_at, seq) WHERE {WAITING_SQL}"
+    ),
     "ix_deliveries_webhook_created": (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_webhook_created"
         " ON deliveries (webhook_id, created_at)"
@@ -58,6 +81,12 @@ ONLINE_INDEXES = {
         f" ON deliveries (webhook_id, order_key, seq) WHERE {ORDER_WAITING}"
     ),
 }
+# Dropped (concurrently) once every ONLINE_INDEXES is valid: the full
+# indexes (SQLite keeps them) -> the waiting ones that replace them.
+REPLACED = {
+    "ix_deliveries_due": "ix_deliveries_waiting",
+    "ix_deliveries_webhook_due": "ix_deliveries_webhook_waiting",
+}
 VALID = text(
     "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
     " WHERE c.relname = ANY(:names) AND pg_table_is_visible(c.oid)"
@@ -69,27 +98,32 @@ async def ensure_online_indexes(engine: AsyncEngine) -> None:
     """Build the ONLINE_INDEXES that are missing or invalid (PostgreSQL only)."""
     if engine.dialect.name != "postgresql":
         return
-    names = list(ONLINE_INDEXES)
     with translate("building the outbox's indexes"):
         async with engine.connect() as plain:
             conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
-            if await _valid(conn, names) == set(names):
+            if _done(await _found(conn)):
                 return
             locked = await conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LOCK_ID})
             if not locked.scalar():
                 return  # another process is building them (see above)
             try:
-                rows = await conn.execute(VALID, {"names": names})
-                found: dict[str, bool] = {name: valid for name, valid in rows}
+                found = await _found(conn)
                 for name, create in ONLINE_INDEXES.items():
                     if found.get(name) is False:  # a build that did not finish
                         await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                     if found.get(name) is not True:
                         await conn.execute(text(create))
+                for name in REPLACED:
+                    await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
             finally:
                 await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
 
 
-async def _valid(conn: AsyncConnection, names: list[str]) -> set[str]:
-    rows = await conn.execute(VALID, {"names": names})
-    return {name for name, valid in rows if valid}
+async def _found(conn: AsyncConnection) -> dict[str, bool]:
+    """The ONLINE_INDEXES and REPLACED indexes there are: name -> valid."""
+    rows = await conn.execute(VALID, {"names": [*ONLINE_INDEXES, *REPLACED]})
+    return {name: valid for name, valid in rows}
+
+
+def _done(found: dict[str, bool]) -> bool:
+    return all(found.get(name) for name in ONLINE_INDEXES) and not REPLACED.keys() & found.keys()

@@ -164,8 +164,9 @@ class Outbox(Protocol):
     ) -> list[Claimed]:
         """Lease, for each webhook, up to its limit of its due deliveries, oldest due first.
 
-        Reads only those webhooks' rows (ix_deliveries_webhook_due): a lane
-        that drained is refilled without passing over other webhooks' backlogs.
+        Reads only those webhooks' rows (ix_deliveries_webhook_due, on
+        PostgreSQL ix_deliveries_webhook_waiting): a lane that drained is
+        refilled without passing over other webhooks' backlogs.
         """
         ...
 
@@ -297,7 +298,8 @@ class Outbox(Protocol):
         ...
 
     async def held_count(self, project_id: str, webhook_ids: Sequence[str]) -> int:
-        """Deliveries of the project's `webhook_ids` held now (ix_deliveries_webhook_due)."""
+        """Deliveries of the project's `webhook_ids` held now
+        (ix_deliveries_webhook_due, on PostgreSQL ix_deliveries_webhook_waiting)."""
         ...
 
     async def active_alert_count(self, project_id: str) -> int:

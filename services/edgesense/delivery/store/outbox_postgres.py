@@ -63,7 +63,7 @@ from edgesense.delivery.rules.alerts import (
 )
 from edgesense.delivery.rules.index import Observation
 from edgesense.delivery.store.devices import DeviceStore
-from edgesense.delivery.store.reads import OutboxReads
+from edgesense.delivery.store.reads import OutboxReads, status_in
 from edgesense.delivery.store.rows import (
     DELIVERY_COLUMNS,
     FAILED,
@@ -396,7 +396,7 @@ class PostgresOutbox(OutboxReads):
                 update(deliveries)
                 .where(
                     deliveries.c.webhook_id == webhook_id,
-                    deliveries.c.status == PENDING,
+                    status_in([PENDING]),
                     deliveries.c.next_attempt_at < until,
                     or_(
                         deliveries.c.lease_expires_at.is_(None),
@@ -449,7 +449,7 @@ class PostgresOutbox(OutboxReads):
                 update(deliveries)
                 .where(
                     deliveries.c.webhook_id == any_(array_param(webhook_ids)),
-                    deliveries.c.status == any_(array_param(olds)),
+                    status_in(olds),
                 )
                 .values(**values)
             )
@@ -461,7 +461,7 @@ class PostgresOutbox(OutboxReads):
         async with transaction(self.engine, "expiring held deliveries", lock=None) as conn:
             result = await conn.execute(
                 update(deliveries)
-                .where(deliveries.c.status == HELD, deliveries.c.updated_at < held_before)
+                .where(status_in([HELD]), deliveries.c.updated_at < held_before)
                 .values(status=FAILED, status_reason=reason, updated_at=now)
             )
             return result.rowcount

@@ -247,7 +247,11 @@ def record_attempt_rows(
 # the lookup. The lookup reads ix_deliveries_order, which holds only keyed
 # rows that are waiting: ORDER_WAITING is its condition, and its status terms
 # are literals (as the index's are) so that both databases can use it.
-ORDER_WAITING = "order_key IS NOT NULL AND status IN ('pending', 'held')"
+# A waiting delivery (pending or held), as the partial indexes' condition:
+# literals, so that PostgreSQL may use those indexes in any plan (see
+# online_indexes.py).
+WAITING_SQL = "status IN ('pending', 'held')"
+ORDER_WAITING = f"order_key IS NOT NULL AND {WAITING_SQL}"
 
 # Parked: a keyed delivery waiting behind an earlier one of its device has
 # this as its next_attempt_at, past every due range, so claims never read it

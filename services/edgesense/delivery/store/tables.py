@@ -60,6 +60,10 @@ deliveries = Table(
     Column("updated_at", Float, nullable=False),
     # The event's device while the webhook is ordered, else NULL (rows.ORDERED_HEAD).
     Column("order_key", String(128)),
+    # Claims read the due rows through these on SQLite. On PostgreSQL they are
+    # replaced by the same columns holding only waiting rows (pending or
+    # held), ix_deliveries_waiting and ix_deliveries_webhook_waiting, built
+    # concurrently (online_indexes.py explains why).
     Index("ix_deliveries_due", "status", "next_attempt_at", "seq", "webhook_id"),
     Index("ix_deliveries_webhook", "webhook_id", "seq"),
     Index("ix_deliveries_webhook_due", "webhook_id", "status", "next_attempt_at", "seq"),
