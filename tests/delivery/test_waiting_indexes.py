@@ -1,7 +1,9 @@
-"""PostgreSQL's waiting indexes (store/online_indexes.py): the due rows are
-read through partial indexes holding only pending and held deliveries, which
-replace the full ix_deliveries_due and ix_deliveries_webhook_due, and every
-statement that reads waiting rows can use them in any plan."""
+"""How PostgreSQL's outbox keeps its writes to the deliveries' indexes down:
+the waiting indexes (store/online_indexes.py), partial indexes holding only
+pending and held deliveries that replace the full ix_deliveries_due and
+ix_deliveries_webhook_due, usable by every statement that reads waiting rows
+in any plan; and room in each page for a lease's new version (migration
+0008), so that leasing writes no index entry."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from edgesense.delivery.store.rows import PENDING, SUCCEEDED
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.delivery.conftest import new_delivery
 from tests.delivery.test_outbox import LEASE, NOW, attempt_outcome, store
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -189,3 +192,41 @@ async def test_statements_on_waiting_rows_use_the_waiting_indexes_in_a_generic_p
         await transaction.rollback()
     finally:
         await connection.close()
+
+
+async def test_leasing_a_delivery_writes_no_index_entry(database: str) -> None:
+    """A claim's lease changes no indexed column, and with migration 0008's
+    fillfactor its new version finds room in its page: the update is HOT
+    (heap-only), so no index gets an entry for it. 400 deliveries, about ten
+    pages: filled to the brim (fillfactor 100) nearly every lease would find
+    its page full. The counts are the server's statistics, complete once the
+    outbox's connections have ended (a backend reports them as it exits)."""
+    outbox = await open_outbox(database)
+    try:
+        await store(outbox, *(new_delivery(n, "wh_a", due=NOW) for n in range(1, 401)))
+        leased = 0
+        while claimed := await outbox.claim("me", NOW, LEASE, 100):
+            leased += len(claimed)
+    finally:
+        await outbox.close()
+    assert leased == 400
+    connection = await connect(database)
+    counts: dict[str, int] = {}
+
+    async def reported() -> bool:
+        row = await connection.fetchrow(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+        )
+        counts.update(row or {})
+        return bool(row) and row["n_tup_upd"] >= leased
+
+    try:
+        options = await connection.fetchval(
+            "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'"
+        )
+        assert "fillfactor=50" in (options or []), options
+        await eventually(reported, 15, "the outbox's backends to report their updates")
+    finally:
+        await connection.close()
+    assert counts["n_tup_upd"] == leased, counts
+    assert counts["n_tup_hot_upd"] >= 0.9 * leased, counts

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from edgesense.storage.engine import create_engine, dispose_engine
 
-HEADS = {"delivery": "0007", "registry": "0005"}
+HEADS = {"delivery": "0008", "registry": "0005"}
 START = """
 import asyncio, sys
 from edgesense.storage.engine import create_engine, dispose_engine
