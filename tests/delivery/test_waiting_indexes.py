@@ -1,9 +1,8 @@
-"""How PostgreSQL's outbox keeps its writes to the deliveries' indexes down:
-the waiting indexes (store/online_indexes.py), partial indexes holding only
-pending and held deliveries that replace the full ix_deliveries_due and
-ix_deliveries_webhook_due, usable by every statement that reads waiting rows
-in any plan; and room in each page for a lease's new version (migration
-0008), so that leasing writes no index entry."""
+"""PostgreSQL's waiting indexes (store/online_indexes.py, migration 0008):
+partial indexes holding only pending and held deliveries, which replace the
+full ix_deliveries_due and ix_deliveries_webhook_due, are usable by every
+statement that reads waiting rows in any plan, and are given back as the
+full ones by the downgrade."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from alembic import command
 from sqlalchemy import event
 
 from bench.databases import admin_dsn
@@ -23,16 +23,17 @@ from edgesense.delivery.store.online_indexes import (
 from edgesense.delivery.store.outbox import open_outbox
 from edgesense.delivery.store.outbox_postgres import PostgresOutbox
 from edgesense.delivery.store.rows import PENDING, SUCCEEDED
+from edgesense.storage.engine import create_engine, dispose_engine
+from edgesense.storage.migrate import _config
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.delivery.conftest import new_delivery
 from tests.delivery.test_outbox import LEASE, NOW, attempt_outcome, store
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
 WAITING_INDEXES = tuple(REPLACED.values())
 INDEXES = (
-    "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) AS predicate, i.indisvalid"
+    "SELECT c.relname, c.oid, pg_get_expr(i.indpred, i.indrelid) AS predicate, i.indisvalid"
     " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
     " WHERE i.indrelid = 'deliveries'::regclass"
 )
@@ -62,13 +63,14 @@ def literal(value: Any) -> str:
     return repr(value)
 
 
-async def indexes(url: str) -> dict[str, tuple[str | None, bool]]:
+async def indexes(url: str) -> dict[str, tuple[str | None, bool, int]]:
+    """The indexes on deliveries: name -> (partial condition, valid, oid)."""
     connection = await connect(url)
     try:
         rows = await connection.fetch(INDEXES)
     finally:
         await connection.close()
-    return {row["relname"]: (row["predicate"], row["indisvalid"]) for row in rows}
+    return {row["relname"]: (row["predicate"], row["indisvalid"], row["oid"]) for row in rows}
 
 
 async def test_the_due_rows_are_indexed_only_while_they_wait(database: str) -> None:
@@ -78,7 +80,7 @@ async def test_the_due_rows_are_indexed_only_while_they_wait(database: str) -> N
     await outbox.close()
     found = await indexes(database)
     for name in WAITING_INDEXES:
-        predicate, valid = found[name]
+        predicate, valid, _ = found[name]
         assert valid, name
         assert predicate is not None, name
         assert "'pending'" in predicate, predicate
@@ -117,9 +119,10 @@ async def test_an_outbox_made_before_them_gets_them_and_keeps_its_deliveries(
     outbox = await open_outbox(database)
     try:
         found = await indexes(database)
-        assert set(WAITING_INDEXES) <= {name for name, (_, valid) in found.items() if valid}
+        assert set(WAITING_INDEXES) <= {name for name, (_, valid, _) in found.items() if valid}
         assert not set(REPLACED) & set(found), found
-        # Built once: opening again finds them and changes nothing.
+        # Built once: opening again finds them and changes nothing (the same
+        # index objects, not rebuilt ones).
         assert isinstance(outbox, PostgresOutbox)
         await ensure_online_indexes(outbox.engine)
         assert await indexes(database) == found
@@ -174,7 +177,7 @@ async def test_statements_on_waiting_rows_use_the_waiting_indexes_in_a_generic_p
         await connection.execute("SET LOCAL enable_seqscan = off")
         # Only the waiting indexes left to read rows by webhook or status (on
         # an almost empty table any index on webhook_id costs the same).
-        for name, (_, _) in (await indexes(database)).items():
+        for name in await indexes(database):
             if name not in WAITING_INDEXES and not name.startswith("deliveries_"):
                 await connection.execute(f"DROP INDEX {name}")
         for number, (statement, parameters) in enumerate(sent):
@@ -194,39 +197,21 @@ async def test_statements_on_waiting_rows_use_the_waiting_indexes_in_a_generic_p
         await connection.close()
 
 
-async def test_leasing_a_delivery_writes_no_index_entry(database: str) -> None:
-    """A claim's lease changes no indexed column, and with migration 0008's
-    fillfactor its new version finds room in its page: the update is HOT
-    (heap-only), so no index gets an entry for it. 400 deliveries, about ten
-    pages: filled to the brim (fillfactor 100) nearly every lease would find
-    its page full. The counts are the server's statistics, complete once the
-    outbox's connections have ended (a backend reports them as it exits)."""
+async def test_the_downgrade_gives_back_the_full_indexes(database: str) -> None:
+    """Down to 0007 (and on down to 0001, whose step back from 0002 drops the
+    full indexes): the full indexes come back, the waiting ones go, and a
+    release before 0008 finds the indexes it reads."""
     outbox = await open_outbox(database)
+    await outbox.close()
+    engine = create_engine(database)
     try:
-        await store(outbox, *(new_delivery(n, "wh_a", due=NOW) for n in range(1, 401)))
-        leased = 0
-        while claimed := await outbox.claim("me", NOW, LEASE, 100):
-            leased += len(claimed)
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(_config("delivery", sync), "0007"))
+        found = await indexes(database)
+        assert set(REPLACED) <= {name for name, (_, valid, _) in found.items() if valid}
+        assert not set(WAITING_INDEXES) & set(found), found
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(_config("delivery", sync), "0001"))
+        assert "ix_deliveries_due" in await indexes(database)
     finally:
-        await outbox.close()
-    assert leased == 400
-    connection = await connect(database)
-    counts: dict[str, int] = {}
-
-    async def reported() -> bool:
-        row = await connection.fetchrow(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
-        )
-        counts.update(row or {})
-        return bool(row) and row["n_tup_upd"] >= leased
-
-    try:
-        options = await connection.fetchval(
-            "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'"
-        )
-        assert "fillfactor=50" in (options or []), options
-        await eventually(reported, 15, "the outbox's backends to report their updates")
-    finally:
-        await connection.close()
-    assert counts["n_tup_upd"] == leased, counts
-    assert counts["n_tup_hot_upd"] >= 0.9 * leased, counts
+        await dispose_engine(engine)

@@ -56,7 +56,11 @@ MAX_RULES_READ = 500
 def status_in(statuses: Sequence[str]) -> ColumnElement[bool]:
     """`deliveries.status IN (...)` with the statuses as literals, as the
     partial indexes' conditions are written: PostgreSQL uses a partial index
-    for a parameter only in a plan made for its value (online_indexes.py)."""
+    for a parameter only in a plan made for its value (online_indexes.py).
+    Only our own status names are written into the SQL."""
+    unknown = set(statuses) - set(STATUSES)
+    if unknown:
+        raise ValueError(f"not delivery statuses: {sorted(unknown)}")
     return deliveries.c.status.in_([literal_column(f"'{status}'") for status in statuses])
 
 
@@ -112,7 +116,7 @@ class OutboxReads:
             deliveries.c.project_id == project_id, deliveries.c.webhook_id == webhook_id
         )
         if status:
-            query = query.where(deliveries.c.status == status)
+            query = query.where(status_in([status]))
         if before_seq is not None:
             query = query.where(deliveries.c.seq < before_seq)
         query = query.order_by(deliveries.c.seq.desc()).limit(limit)

@@ -247,9 +247,10 @@ def record_attempt_rows(
 # the lookup. The lookup reads ix_deliveries_order, which holds only keyed
 # rows that are waiting: ORDER_WAITING is its condition, and its status terms
 # are literals (as the index's are) so that both databases can use it.
-# A waiting delivery (pending or held), as the partial indexes' condition:
-# literals, so that PostgreSQL may use those indexes in any plan (see
-# online_indexes.py).
+#
+# WAITING_SQL: a waiting delivery (pending or held), as the partial indexes'
+# condition: literals, so that PostgreSQL may use those indexes in any plan
+# (see online_indexes.py).
 WAITING_SQL = "status IN ('pending', 'held')"
 ORDER_WAITING = f"order_key IS NOT NULL AND {WAITING_SQL}"
 
