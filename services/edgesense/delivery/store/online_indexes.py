@@ -17,6 +17,12 @@ transaction, when the outbox opens:
   lookups of ordered webhooks' earlier deliveries) read the rows without
   them, and claims read the REPLACED indexes.
 
+The others do not wait for the lock: a statement waiting for it would be a
+transaction that CREATE INDEX CONCURRENTLY itself waits for (it waits out
+every transaction older than its snapshot), and PostgreSQL would end one of
+the two as a deadlock. So `pg_try_advisory_lock`, and a process that does
+not get it goes on without waiting (the one that did builds them).
+
 The waiting indexes. On PostgreSQL the due rows are read through two
 partial indexes that hold only waiting deliveries (pending or held),
 ix_deliveries_waiting and ix_deliveries_webhook_waiting; they replace
@@ -29,12 +35,8 @@ keeps the full ones: its planner uses a partial index only where the query
 repeats the index's condition term for term. Every statement that reads
 them names the statuses as literals (rows.py, reads.py): PostgreSQL uses a
 partial index for a parameter only in a plan made for its value.
-
-The others do not wait for the lock: a statement waiting for it would be a
-transaction that CREATE INDEX CONCURRENTLY itself waits for (it waits out
-every transaction older than its snapshot), and PostgreSQL would end one of
-the two as a deadlock. So `pg_try_advisory_lock`, and a process that does
-not get it goes on without waiting (the one that did builds them).
+Migration 0008 marks the schema that has them; its downgrade builds the
+full ones again.
 """
 
 from __future__ import annotations
