@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.receivers import OTHER_PROJECT, EndpointSpec
 from bench.rules import Rule, rule_mix
@@ -87,6 +87,20 @@ class Phase:
     @property
     def projects(self) -> list[str]:
         return sorted({e.project for e in self.endpoints})
+
+
+# On PostgreSQL the throughput phases are watched too: each prints, as the
+# scale layouts do, what it cost the database per delivery (transactions,
+# rows and WAL written, its backends' CPU; bench.clusterwatch), which the
+# machine's `others` share only hints at.
+WATCHED_ON_POSTGRES = ("saturation", "fanout")
+
+
+def watched(phases: list[Phase], postgres: bool) -> list[Phase]:
+    """`phases`, those named in WATCHED_ON_POSTGRES watched when on PostgreSQL."""
+    if not postgres:
+        return phases
+    return [replace(p, watch=True) if p.name in WATCHED_ON_POSTGRES else p for p in phases]
 
 
 def healthy(name: str) -> EndpointSpec:

@@ -35,7 +35,7 @@ from typing import Any
 from bench import aio
 from bench.cluster import EdgeSense
 from bench.databases import DEFAULT_POSTGRES, Database
-from bench.phases import ORDERED, ORDERED_UNORDERED, SCALE, Phase, plan
+from bench.phases import ORDERED, ORDERED_UNORDERED, SCALE, Phase, plan, watched
 from bench.profiles import hot_spots
 from bench.receivers import PROJECT
 from bench.report import figures, machine, markdown, problems
@@ -131,7 +131,7 @@ async def run(args: argparse.Namespace) -> int:
     info = machine() | {"database": database.kind}
     print(f"machine: {json.dumps(info)}")
     print(f"logs: {workdir}")
-    phases = [phase for name in chosen for phase in scenarios[name]]
+    phases = watched([p for name in chosen for p in scenarios[name]], bool(args.postgres))
     for phase in phases:
         print(f"plan: {describe(phase)}")
     results: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from bench.cluster import EdgeSense, process_names
 from bench.clusterwatch import counters_of
 from bench.databases import Database
 from bench.dbstats import ActivitySampler
-from bench.phases import SCALE, plan, scale_phases
+from bench.phases import SCALE, plan, scale_phases, watched
 from bench.procstats import kind_of
 from bench.run import choose
 from bench.scaling import delivery_cpu, layout_figures, scale_rows, scale_table
@@ -43,6 +43,23 @@ def test_scale_runs_only_when_asked_for_and_only_on_postgresql() -> None:
         choose(options(scale=True, postgres=None), names)
     with pytest.raises(SystemExit, match="unknown scenarios"):
         choose(options("scales"), names)
+
+
+def test_on_postgresql_the_throughput_phases_are_watched_too() -> None:
+    """Saturation and fan-out print what they cost the database, as the
+    scale layouts do; on SQLite (no database server to watch) only the
+    scale layouts are watched, and those need PostgreSQL anyway."""
+    phases = [phase for phases in plan(quick=True).values() for phase in phases]
+    on_postgres = {phase.name: phase.watch for phase in watched(phases, postgres=True)}
+    assert on_postgres["saturation"]
+    assert on_postgres["fanout"]
+    assert not on_postgres["latency"]
+    assert not on_postgres["backlog"]
+    assert all(on_postgres[name] for name in on_postgres if name.startswith(SCALE))
+    on_sqlite = watched(phases, postgres=False)
+    assert [phase.name for phase in on_sqlite if phase.watch] == [
+        phase.name for phase in phases if phase.name.startswith(SCALE)
+    ]
 
 
 def test_the_layouts_name_their_processes_apart() -> None:
