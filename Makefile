@@ -24,11 +24,12 @@ run: setup
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the machine's cores,
 # at most 4): its tests wait on servers, brokers and subprocesses more than
-# they compute, and two workers on 2 cores halve its wall time. PYTEST_ARGS=-n0
-# runs it in one process.
+# they compute, and two workers on 2 cores halve its wall time. A file's tests
+# stay in one worker (--dist loadfile), so a module's cluster starts once.
+# PYTEST_ARGS=-n0 runs it in one process.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 fmt: setup
 	$(PY) -m ruff format services gateway-bridge tests bench
