@@ -34,10 +34,10 @@ from edgesense.delivery.rules.alerts import ActiveAlert
 from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
-    PENDING,
     RECOVER_CHUNK,
     RECOVER_LIMIT,
     STATUSES,
+    WAITING,
     DeliveryStats,
     Recovered,
     RecoverWindow,
@@ -73,7 +73,6 @@ def counts_query(statuses: Sequence[str] | None = None) -> Select[Any]:
 
 
 # Deliveries waiting to be sent, counted by status (OutboxReads.waiting_counts).
-WAITING = (PENDING, HELD)
 WAITING_COUNTS = counts_query(WAITING)
 
 

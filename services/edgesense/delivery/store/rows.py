@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 PENDING, SUCCEEDED, FAILED, HELD = "pending", "succeeded", "failed", "held"
 STATUSES = (PENDING, SUCCEEDED, FAILED, HELD)
+WAITING = (PENDING, HELD)  # not ended: what claims, holds and the queue's counts read
 
 
 class StoredEvent(NamedTuple):
@@ -251,7 +252,7 @@ def record_attempt_rows(
 # WAITING_SQL: a waiting delivery (pending or held), as the partial indexes'
 # condition: literals, so that PostgreSQL may use those indexes in any plan
 # (see online_indexes.py).
-WAITING_SQL = "status IN ('pending', 'held')"
+WAITING_SQL = "status IN (" + ", ".join(f"'{status}'" for status in WAITING) + ")"
 ORDER_WAITING = f"order_key IS NOT NULL AND {WAITING_SQL}"
 
 # Parked: a keyed delivery waiting behind an earlier one of its device has
