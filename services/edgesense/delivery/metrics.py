@@ -44,3 +44,8 @@ ALERTS = Counter(
     "Alert transitions raised by threshold rules, by state (triggered, resolved)",
     ["state"],
 )
+INDEXES_BUILT = Gauge(
+    "edgesense_outbox_indexes_built",
+    "1 once the outbox's online indexes (built in the background on PostgreSQL "
+    "after an upgrade) are all there; 0 until then",
+)

@@ -1,20 +1,23 @@
 """Wiring of the delivery process: what starts, in what order, and how it stops.
 
 Start (start_delivery): check the gRPC address is free; migrate the
-database; build the outbox, the webhook index and the senders (started, so
+database; open the outbox, the webhook index and the senders (started, so
 sender processes are up before anything is claimed); the reconciler, the
 dispatcher (with its outcome writer), the registry link, the devices view's
 tracker and the acceptor; the gRPC services (Delivery and Devices). Then
 the tasks run: the dispatcher (it claims only once
 the registry's first snapshot has filled the index), the registry link, the
 acceptor, the rules link, the alert endings, the devices view's flusher
-and the outbox maintenance; and last the gRPC server opens, so
-Publish is served only by a process that can store and send.
+and the outbox maintenance; beside them, one chore, a task that ends
+when done: building PostgreSQL's online indexes (store/online_indexes.py,
+minutes on a large table after an upgrade, while the process serves); and
+last the gRPC server opens, so Publish is served only by a process that can
+store and send.
 
 Stop (RunningDelivery.stop): Publish streams end once what they read is
 confirmed; the gRPC server stops; the dispatcher hands back its queued
 deliveries, finishes the attempts in flight and writes their outcomes; the
-other tasks are cancelled; then the senders, the outbox and the database
+other tasks and the chores are cancelled; then the senders, the outbox and the database
 engine close.
 
 Failures, one rule: the loops go on where they can, and the process stops
@@ -52,7 +55,7 @@ from edgesense.delivery.accept.acceptor import Acceptor
 from edgesense.delivery.claim.dispatcher import Dispatcher
 from edgesense.delivery.devices.service import DevicesService
 from edgesense.delivery.devices.tracker import DeviceTracker
-from edgesense.delivery.record.maintenance import maintain
+from edgesense.delivery.record.maintenance import build_indexes, maintain
 from edgesense.delivery.record.policy import RetryPolicy
 from edgesense.delivery.record.reconciler import Reconciler
 from edgesense.delivery.rules.index import RuleIndex
@@ -83,6 +86,8 @@ class RunningDelivery:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The names of `tasks` that ended before stop() (see the module docstring).
     ended: list[str] = field(default_factory=list)
+    # Tasks that end when their work is done (not watched), cancelled at stop().
+    chores: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: bool = False
 
     def watch(self, on_end: Callable[[], None]) -> None:
@@ -113,9 +118,9 @@ class RunningDelivery:
         dispatcher_task, *others = self.tasks
         with contextlib.suppress(Exception):
             await dispatcher_task
-        for task in others:
+        for task in (*others, *self.chores):
             task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await asyncio.gather(*others, *self.chores, return_exceptions=True)
         await self.sender.close()
         await self.outbox.close()
 
@@ -124,7 +129,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
     """Migrate, connect to the registry, and start serving and sending."""
     auth = Authenticator(settings.require_api_keys(), settings.service_token())
     ensure_free(addr or settings.delivery_addr)  # before the senders and the link start
-    outbox = await open_outbox(settings.database_url)
+    outbox = await open_outbox(settings.database_url, build_indexes=False)  # a chore, below
     index = WebhookIndex()
     sender: Sender = (
         SenderPool.from_settings(settings)
@@ -200,7 +205,10 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
             maintain(outbox, acceptor.begin_pending_count, settings), name="maintenance"
         ),
     ]
-    running = RunningDelivery(server, outbox, sender, service, dispatcher, index, 0, tasks)
+    chores = [asyncio.create_task(build_indexes(outbox), name="online-indexes")]
+    running = RunningDelivery(
+        server, outbox, sender, service, dispatcher, index, 0, tasks, chores=chores
+    )
     try:
         running.port = await server.start(addr or settings.delivery_addr)
     except BaseException:

@@ -1,7 +1,9 @@
 """Outbox upkeep every few seconds: count deliveries by status (Publish's
 backpressure and the queue metrics), expire deliveries held too long,
 delete what ended longer ago than the retention, and unpark the parked
-deliveries of ordered webhooks left with nothing before them (rows.PARKED_AT)."""
+deliveries of ordered webhooks left with nothing before them (rows.PARKED_AT).
+Beside it, once at start, `build_indexes` builds PostgreSQL's online
+indexes (store/online_indexes.py) while the service serves."""
 
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ UNPARK_EVERY_SECONDS = COUNT_EVERY_SECONDS
 # start after a long time, a retention shortened) is deleted over several
 # rounds, and counting and expiry still run every round meanwhile.
 RETENTION_ROUND_BATCHES = 10
+# How often `build_indexes` asks again while another process holds the
+# build's lock, or after the database failed it.
+INDEX_RETRY_SECONDS = 30.0
 
 
 def expiry_period(held_retention_seconds: float) -> float:
@@ -133,3 +138,30 @@ async def maintain(
         except Exception as exc:  # a bug: logged, and the next round is tried all the same
             _problems.exception(type(exc).__name__, "outbox maintenance failed unexpectedly")
         await asyncio.sleep(COUNT_EVERY_SECONDS)
+
+
+async def build_indexes(outbox: Outbox, retry_seconds: float = INDEX_RETRY_SECONDS) -> None:
+    """Build the outbox's online indexes (Outbox.build_indexes), and return
+    once they are all there. While another process holds the build's lock,
+    or after the database failed a build (logged; what it left invalid is
+    rebuilt), ask again every `retry_seconds`: the indexes get built even
+    if the process that had the lock died. Cancelled at stop: a build cut
+    short leaves an invalid index, which the next start rebuilds."""
+    metrics.INDEXES_BUILT.set(0)
+    waiting_logged = False
+    while True:
+        try:
+            if await outbox.build_indexes():
+                if waiting_logged:
+                    log.info("outbox: the online indexes are built")
+                metrics.INDEXES_BUILT.set(1)
+                return
+            if not waiting_logged:
+                log.info("outbox: another delivery process is building the online indexes")
+                waiting_logged = True
+        except Unavailable as exc:
+            _problems.warning("indexes", "outbox: building the online indexes failed: %s", exc)
+            waiting_logged = True
+        except Exception as exc:  # a bug: logged, and tried again all the same
+            _problems.exception(type(exc).__name__, "outbox: building the indexes failed")
+        await asyncio.sleep(retry_seconds)

@@ -5,7 +5,11 @@ A plain CREATE INDEX on a large deliveries table blocks every write to it
 does not, but it cannot run inside a transaction, and a migration runs in
 one (storage/migrate.py). So migrations 0003 to 0005 create these indexes
 on SQLite only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
-transaction, when the outbox opens:
+transaction. The delivery service runs it in the background once it serves
+(record/maintenance.py `build_indexes`, until it reports them all built):
+on a large table a build takes minutes, and the first process started
+after an upgrade serves meanwhile. `open_outbox` runs it before answering
+unless told not to (tools and tests that want the indexes there).
 
 - at every start one catalog read finds them valid (and the REPLACED ones
   gone), and nothing else runs;
@@ -21,7 +25,9 @@ The others do not wait for the lock: a statement waiting for it would be a
 transaction that CREATE INDEX CONCURRENTLY itself waits for (it waits out
 every transaction older than its snapshot), and PostgreSQL would end one of
 the two as a deadlock. So `pg_try_advisory_lock`, and a process that does
-not get it goes on without waiting (the one that did builds them).
+not get it goes on without waiting (the one that did builds them);
+`ensure_online_indexes` answers False then, and the background loop asks
+again later, so that the indexes still get built if that process dies.
 
 The waiting indexes. On PostgreSQL the due rows are read through two
 partial indexes that hold only waiting deliveries (pending or held),
@@ -41,6 +47,9 @@ full ones again.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 import zlib
 
 from sqlalchemy import text
@@ -95,30 +104,50 @@ VALID = text(
 )
 LOCK_ID = zlib.crc32(b"edgesense-online-indexes-delivery")
 
+log = logging.getLogger(__name__)
 
-async def ensure_online_indexes(engine: AsyncEngine) -> None:
-    """Build the ONLINE_INDEXES that are missing or invalid (PostgreSQL only)."""
+
+async def ensure_online_indexes(engine: AsyncEngine) -> bool:
+    """Build the ONLINE_INDEXES that are missing or invalid, then drop the
+    REPLACED ones (PostgreSQL only). True once they are all as they should
+    be; False when another process holds the lock (it is building them).
+    Raises Unavailable if the database fails; a build cut short (that, or a
+    cancellation) leaves an invalid index, which the next call rebuilds."""
     if engine.dialect.name != "postgresql":
-        return
+        return True
     with translate("building the outbox's indexes"):
         async with engine.connect() as plain:
             conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
             if _done(await _found(conn)):
-                return
+                return True
             locked = await conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LOCK_ID})
             if not locked.scalar():
-                return  # another process is building them (see above)
+                return False  # another process is building them (see above)
             try:
                 found = await _found(conn)
                 for name, create in ONLINE_INDEXES.items():
                     if found.get(name) is False:  # a build that did not finish
                         await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                     if found.get(name) is not True:
-                        await conn.execute(text(create))
-                for name in REPLACED:
-                    await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
+                        await _timed(conn, f"built index {name}", create)
+                for name in sorted(REPLACED.keys() & found.keys()):
+                    drop = f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
+                    await _timed(conn, f"dropped index {name}, replaced by {REPLACED[name]}", drop)
+            except BaseException:
+                # Cancelled (asyncpg has asked the server to cancel the
+                # statement) or failed: the connection is closed, not pooled,
+                # and its session's end gives the lock back.
+                with contextlib.suppress(Exception):
+                    await plain.invalidate()
+                raise
+            await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
+    return True
+
+
+async def _timed(conn: AsyncConnection, done: str, statement: str) -> None:
+    began = time.monotonic()
+    await conn.execute(text(statement))
+    log.info("outbox: %s in %.1f s", done, time.monotonic() - began)
 
 
 async def _found(conn: AsyncConnection) -> dict[str, bool]:

@@ -252,6 +252,13 @@ class Outbox(Protocol):
         """A delivery of the project and its attempt log; None if there is none."""
         ...
 
+    async def build_indexes(self) -> bool:
+        """Build the indexes PostgreSQL builds without blocking writes
+        (online_indexes.py) that are missing. True once they are all there
+        (at once on SQLite, whose migrations made them); False when another
+        process is building them."""
+        ...
+
     async def close(self) -> None:
         """Close what the outbox owns (its engine; on SQLite its writer thread,
         on PostgreSQL its asyncpg pool)."""
@@ -311,12 +318,15 @@ class Outbox(Protocol):
         ...
 
 
-async def open_outbox(database_url: str) -> Outbox:
-    """The outbox at `database_url`, its schema migrated to the newest version."""
+async def open_outbox(database_url: str, *, build_indexes: bool = True) -> Outbox:
+    """The outbox at `database_url`, its schema migrated to the newest version,
+    and (unless `build_indexes` is False: the delivery service builds them
+    in the background while it serves) PostgreSQL's online indexes built."""
     engine = create_engine(database_url)
     try:
         await migrate(engine, "delivery")
-        await ensure_online_indexes(engine)  # PostgreSQL's, built without blocking writes
+        if build_indexes:
+            await ensure_online_indexes(engine)  # PostgreSQL's, built without blocking writes
         if engine.dialect.name == "sqlite":
             return SqliteOutbox(engine, SqliteWriter(engine))
         return PostgresOutbox(engine, await driver_pool(engine, POSTGRES_DRIVER_POOL))

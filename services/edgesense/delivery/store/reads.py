@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from edgesense.delivery.rules.alerts import ActiveAlert
+from edgesense.delivery.store.online_indexes import ensure_online_indexes
 from edgesense.delivery.store.rows import (
     FAILED,
     HELD,
@@ -78,7 +79,8 @@ WAITING_COUNTS = counts_query(WAITING)
 
 class OutboxReads:
     """Counts and listings of the outbox, and the engine they read through (owned:
-    `close` disposes it); and recover's chunks, the same loop on both engines
+    `close` disposes it; `build_indexes` builds PostgreSQL's online indexes
+    with it); and recover's chunks, the same loop on both engines
     around each engine's `_recover_chunk`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -86,6 +88,9 @@ class OutboxReads:
 
     async def close(self) -> None:
         await dispose_engine(self.engine)
+
+    async def build_indexes(self) -> bool:
+        return await ensure_online_indexes(self.engine)
 
     async def counts(self) -> dict[str, int]:
         """Deliveries by status, every status present."""

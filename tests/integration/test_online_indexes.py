@@ -1,0 +1,183 @@
+"""PostgreSQL's online indexes (store/online_indexes.py) are built in the
+background of a running delivery service: while a build waits, the service
+stores and sends; a process that finds another building them asks again
+until they are there; a build cut short by a stop leaves nothing running
+and is done again by the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from bench.databases import admin_dsn
+from edgesense.delivery.record.maintenance import build_indexes
+from edgesense.delivery.store.online_indexes import LOCK_ID, ONLINE_INDEXES, REPLACED
+from edgesense.delivery.store.outbox import open_outbox
+from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.integration.cluster import Cluster, reading
+from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.postgres
+
+BUILDING = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
+)
+INDEXES = (
+    "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    " WHERE c.relname = ANY($1::text[])"
+)
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """A delivery database migrated to the newest schema, its online indexes
+    not built yet (as after an upgrade that adds one)."""
+    url, admin = await create_postgres_database()
+    try:
+        outbox = await open_outbox(url, build_indexes=False)
+        await outbox.close()
+        yield url
+    finally:
+        await drop_postgres_database(url, admin)
+
+
+@pytest.fixture
+async def admin(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(admin_dsn(database_url))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def writer(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that has written to deliveries and stays open: CREATE
+    INDEX CONCURRENTLY waits for it to end (so a build is under way for as
+    long as the test keeps it), and it blocks no other write."""
+    connection = await asyncpg.connect(admin_dsn(database_url))
+    transaction = connection.transaction()
+    await transaction.start()
+    await connection.execute("LOCK TABLE deliveries IN ROW EXCLUSIVE MODE")
+    yield connection
+    if not connection.is_closed():
+        await transaction.rollback()
+        await connection.close()
+
+
+@pytest.fixture
+def cluster_env(cluster_env: dict[str, str], writer: asyncpg.Connection) -> dict[str, str]:
+    """The cluster starts while the writer holds its transaction open."""
+    return cluster_env
+
+
+def gauge() -> float | None:
+    return REGISTRY.get_sample_value("edgesense_outbox_indexes_built")
+
+
+async def built(admin: asyncpg.Connection) -> dict[str, bool]:
+    """The online and replaced indexes there are: name -> valid."""
+    rows = await admin.fetch(INDEXES, [*ONLINE_INDEXES, *REPLACED])
+    return {row["relname"]: row["indisvalid"] for row in rows}
+
+
+async def building(admin: asyncpg.Connection) -> bool:
+    return bool(await admin.fetchval(BUILDING))
+
+
+async def all_built(admin: asyncpg.Connection) -> bool:
+    found = await built(admin)
+    return all(found.get(name) for name in ONLINE_INDEXES) and not REPLACED.keys() & found.keys()
+
+
+async def test_delivery_stores_and_sends_while_its_indexes_are_built(
+    cluster: Cluster,
+    receiver: Receiver,
+    admin: asyncpg.Connection,
+    writer: asyncpg.Connection,
+) -> None:
+    await eventually(lambda: building(admin), what="the index build to wait for the writer")
+    assert gauge() == 0
+    webhook_id = await cluster.register(receiver.url)
+    answers = await cluster.publish([reading(), reading()])
+    assert answers[0].accepted == 2
+    await receiver.wait_for(2)
+    assert len(await cluster.deliveries(webhook_id)) == 2
+    # All that while the build waited: the claims read the full indexes.
+    assert await building(admin)
+    assert not await all_built(admin)
+    await writer.execute("ROLLBACK")
+    await writer.close()
+    await eventually(lambda: all_built(admin), what="the online indexes to be built")
+    await eventually(lambda: gauge() == 1, what="the gauge to say so")
+    # And the service goes on through them.
+    await cluster.publish([reading()])
+    await receiver.wait_for(3)
+
+
+async def test_a_process_that_finds_the_build_taken_asks_again_until_it_is_done(
+    database_url: str, admin: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the build's lock, then dies without building."""
+    holder = await asyncpg.connect(admin_dsn(database_url))
+    await holder.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
+    outbox = await open_outbox(database_url, build_indexes=False)
+    try:
+        assert await outbox.build_indexes() is False
+        caplog.set_level(logging.INFO, "edgesense.delivery.record.maintenance")
+        chore = asyncio.create_task(build_indexes(outbox, retry_seconds=0.05))
+        await eventually(
+            lambda: "another delivery process is building" in caplog.text,
+            what="the chore to find the lock taken",
+        )
+        assert not chore.done()
+        assert gauge() == 0
+        await holder.close()  # its session ends: the lock is free
+        async with asyncio.timeout(30):
+            await chore
+        assert await all_built(admin)
+        assert gauge() == 1
+    finally:
+        await outbox.close()
+
+
+async def test_a_build_cut_short_leaves_nothing_running_and_the_next_start_finishes_it(
+    database_url: str, admin: asyncpg.Connection, writer: asyncpg.Connection
+) -> None:
+    outbox = await open_outbox(database_url, build_indexes=False)
+    try:
+        chore = asyncio.create_task(build_indexes(outbox))
+        await eventually(lambda: building(admin), what="the build to wait for the writer")
+        chore.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await chore
+        await eventually(lambda: not_building(admin), what="the build to be cancelled")
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
+        await eventually(
+            lambda: gone(admin, locks, LOCK_ID), what="the build's lock to be given back"
+        )
+        left = await built(admin)
+        assert left.get("ix_deliveries_waiting") is False  # invalid, as PostgreSQL leaves it
+    finally:
+        await outbox.close()
+    await writer.execute("ROLLBACK")
+    await writer.close()
+    again = await open_outbox(database_url, build_indexes=False)
+    try:
+        assert await again.build_indexes() is True
+    finally:
+        await again.close()
+    assert await all_built(admin)
+
+
+async def not_building(admin: asyncpg.Connection) -> bool:
+    return not await building(admin)
+
+
+async def gone(admin: asyncpg.Connection, query: str, lock_id: int) -> bool:
+    return not await admin.fetchval(query, lock_id)
