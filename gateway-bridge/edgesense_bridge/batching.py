@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from edgesense.common.message_limits import PUBLISH_BATCH_MAX_BYTES, PUBLISH_EVENT_OVERHEAD
 from edgesense.v1 import delivery_pb2, events_pb2
 from edgesense_bridge.inbound import Receipt
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One event on its way, with what acknowledges its MQTT message."""
 
     event: events_pb2.Event

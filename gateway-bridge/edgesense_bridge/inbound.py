@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edgesense.common.config import BrokerUrl
 from edgesense_bridge.parsing import RawMessage
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
     """Acknowledges one message: its connection (epoch), packet id and QoS."""
 
     epoch: int
@@ -24,8 +23,7 @@ class Receipt:
     qos: int
 
 
-@dataclass(frozen=True)
-class InboundMessage:
+class InboundMessage(NamedTuple):
     raw: RawMessage
     receipt: Receipt
     dup: bool = False

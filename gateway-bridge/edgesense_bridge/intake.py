@@ -124,6 +124,8 @@ class Intake:
         # PUBACK still in the socket when the connection dies is lost with it,
         # and the broker resends the message: acked again, not decoded again.
         self._acked: OrderedDict[int, _Held] = OrderedDict()
+        # Read when scraped, not set per message (the gauge of the newest intake).
+        metrics.IN_FLIGHT.set_function(self._outbox.__len__)
 
     def on_session(self, epoch: int, session_present: bool) -> None:
         """A new connection; with a resumed session, the QoS 1 messages we did not
@@ -295,7 +297,6 @@ class Intake:
 
     def _update_in_flight(self) -> None:
         held = len(self._outbox)
-        metrics.IN_FLIGHT.set(held)
         if held >= self._max_in_flight:
             self._acker.pause_reading()
         elif held <= self._resume_at:

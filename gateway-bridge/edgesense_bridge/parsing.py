@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from google.protobuf import timestamp_pb2
 
@@ -41,8 +41,7 @@ KIND_FIELDS: Final = {
 }
 
 
-@dataclass(frozen=True)
-class RawMessage:
+class RawMessage(NamedTuple):
     """What the broker handed us, before any interpretation."""
 
     topic: bytes
@@ -53,8 +52,7 @@ class RawMessage:
     retain: bool = False
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
     event: events_pb2.Event
     size: int = 0  # event.ByteSize(), measured once
 
@@ -74,6 +72,24 @@ class Ignored:
 Outcome = Accepted | Rejected | Ignored
 
 
+# Topics read (checked, split into an address) and remembered: a gateway
+# publishes on the same few topics again and again. Past this many the
+# memory is emptied, so a flood of distinct topics costs no more than
+# reading each once.
+TOPICS_REMEMBERED: Final = 10_000
+
+
+@dataclass(frozen=True)
+class TopicReading:
+    """What a topic says, before the message's other checks: `text` None if it
+    is not UTF-8; else our own config push, or an address, or why it is none."""
+
+    text: str | None
+    config_set: bool = False
+    address: TopicAddress | None = None
+    error: TopicError | None = None
+
+
 @dataclass(frozen=True)
 class ParseRules:
     layout: TopicLayout
@@ -81,6 +97,28 @@ class ParseRules:
     # As protobuf an event may be larger than its JSON payload (a Struct
     # number is 9 bytes), and it must fit a Publish batch.
     max_event_bytes: int = MAX_EVENT_BYTES
+    _topics: dict[bytes, TopicReading] = field(default_factory=dict, compare=False, repr=False)
+
+    def read_topic(self, topic: bytes) -> TopicReading:
+        reading = self._topics.get(topic)
+        if reading is None:
+            if len(self._topics) >= TOPICS_REMEMBERED:
+                self._topics.clear()
+            reading = self._topics[topic] = _read_topic(self.layout, topic)
+        return reading
+
+
+def _read_topic(layout: TopicLayout, topic: bytes) -> TopicReading:
+    try:
+        text = topic.decode("utf-8")
+    except UnicodeDecodeError:
+        return TopicReading(None)
+    if layout.is_config_set(text):
+        return TopicReading(text, config_set=True)
+    try:
+        return TopicReading(text, address=layout.parse(text))
+    except TopicError as exc:
+        return TopicReading(text, error=exc)
 
 
 def digest_event_id(*parts: bytes) -> str:
@@ -103,21 +141,22 @@ def choose_event_id(address: TopicAddress, user_properties: tuple[tuple[str, str
 
 def parse_message(raw: RawMessage, rules: ParseRules, event_id: str | None = None) -> Outcome:
     """Interpret one message; `event_id` overrides the id it would get."""
-    try:
-        topic = raw.topic.decode("utf-8")
-    except UnicodeDecodeError:
+    reading = rules.read_topic(raw.topic)
+    topic = reading.text
+    if topic is None:
         return Rejected("bad_topic", "topic is not UTF-8", repr(raw.topic[:200]))
-    if rules.layout.is_config_set(topic):
+    if reading.config_set:
         return Ignored("own_config_push")
     if raw.retain:
         return Ignored("retained")
     if len(raw.payload) > rules.max_payload_bytes:
         detail = f"payload of {len(raw.payload)} bytes exceeds {rules.max_payload_bytes}"
         return Rejected("too_large", detail, topic)
-    try:
-        address = rules.layout.parse(topic)
-    except TopicError as exc:
-        return Rejected(exc.reason, exc.detail, topic)
+    address = reading.address
+    if address is None:
+        error = reading.error
+        assert error is not None
+        return Rejected(error.reason, error.detail, topic)
     if not raw.payload:
         return Rejected("empty", "payload is empty", topic)
     try:

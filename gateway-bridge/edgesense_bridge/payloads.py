@@ -20,9 +20,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from google.protobuf import message as protobuf_message
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -60,8 +59,7 @@ class PayloadError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Payload:
+class Payload(NamedTuple):
     """A decoded payload: the kind's message and the envelope's time, if any."""
 
     message: KindMessage
@@ -96,9 +94,13 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every payload: json.loads with options builds a new one per call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+
+
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+        return _DECODER.decode(text)
     except PayloadError:
         raise
     except RecursionError:
@@ -134,6 +136,8 @@ def _rfc3339(value: object) -> timestamp_pb2.Timestamp:
 
 def _depth(value: Any) -> int:
     """Levels of object/array nesting (a scalar is 0), without recursion."""
+    if type(value) is dict and not any(type(v) in _NESTING for v in value.values()):
+        return 1  # the usual reading: one object of scalars
     deepest, stack = 0, [(value, 1)]
     while stack and deepest <= MAX_DEPTH:
         item, level = stack.pop()
@@ -146,6 +150,9 @@ def _depth(value: Any) -> int:
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+_NESTING: Final = (dict, list)
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
