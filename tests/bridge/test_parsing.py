@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from edgesense.v1 import delivery_pb2, events_pb2
+from edgesense_bridge import parsing
 from edgesense_bridge.parsing import (
     Accepted,
     Ignored,
@@ -352,3 +353,55 @@ def test_the_edges_of_the_timestamp_range_are_accepted(stamp: str, utc: str) -> 
     body = json.dumps({"timestamp": stamp, "payload": {"a": 1}}).encode()
     event = accepted(f"{PREFIX}/p/g/d/data", body)
     assert event.timestamp.ToJsonString() == utc
+
+
+def outcome_of(outcome: Accepted | Rejected | Ignored) -> object:
+    """What an outcome says, its random event id and times aside."""
+    if isinstance(outcome, Accepted):
+        return (outcome.event.project_id, outcome.event.device_id, outcome.event.WhichOneof("kind"))
+    return outcome
+
+
+def test_a_remembered_topic_answers_as_a_new_one_and_the_memory_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each message is checked in the same order (a retained or too large
+    message on a bad topic says so first) whether its topic was read before
+    or not; and no more topics are kept than TOPICS_REMEMBERED."""
+    monkeypatch.setattr(parsing, "TOPICS_REMEMBERED", 3)
+    cases: list[tuple[bytes, bytes, bool]] = [
+        (b"edgesense/p/g/d/data", b'{"a": 1}', False),
+        (b"edgesense/p/g/d/data", b'{"a": 1}', True),
+        (b"edgesense/p/g/d/data", b"x" * 2000, False),
+        (b"edgesense/p/g/bad id/data", b'{"a": 1}', False),
+        (b"edgesense/p/g/bad id/data", b'{"a": 1}', True),
+        (b"edgesense/p/g/bad id/data", b"x" * 2000, False),
+        (b"edgesense/p/g/d/config/set", b'{"a": 1}', False),
+        (b"edgesense/p/\xff/d/data", b'{"a": 1}', False),
+        (b"edgesense/p/g/d/nope", b'{"a": 1}', False),
+        (b"edgesense/p/g/status", b"online", False),
+    ]
+    # Every answer from rules that have read no topic before.
+    fresh = [
+        outcome_of(parse_message(RawMessage(t, p, RECEIVED_NS, retain=r), new_rules()))
+        for t, p, r in cases
+    ]
+    rules = new_rules()
+    for _ in range(3):
+        again = [
+            outcome_of(parse_message(RawMessage(t, p, RECEIVED_NS, retain=r), rules))
+            for t, p, r in cases
+        ]
+        assert again == fresh
+        assert len(rules._topics) <= 3
+    assert [type(o).__name__ for o in fresh] == [
+        "tuple", "Ignored", "Rejected", "Rejected", "Ignored", "Rejected",
+        "Ignored", "Rejected", "Rejected", "tuple",
+    ]  # fmt: skip
+    assert [o.reason for o in fresh if isinstance(o, Rejected)] == [
+        "too_large", "bad_id", "too_large", "bad_topic", "unknown_kind",
+    ]  # fmt: skip
+
+
+def new_rules() -> ParseRules:
+    return ParseRules(TopicLayout(PREFIX), max_payload_bytes=1024)
