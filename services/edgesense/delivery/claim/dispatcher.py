@@ -104,6 +104,9 @@ class Dispatcher:
             ),
             self.breaker,
         )
+        fair = self.lanes.fair
+        # Read when scraped, not set per attempt (the gauge of the newest dispatcher).
+        metrics.IN_FLIGHT.set_function(lambda: fair.running_total)
         # Throttled webhooks waiting for a token that comes back at a known time.
         self._unthrottle_at: dict[str, asyncio.TimerHandle] = {}
         self.writer = OutcomeWriter(
@@ -302,7 +305,6 @@ class Dispatcher:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         lanes = self.lanes
-        metrics.IN_FLIGHT.set(lanes.fair.running_total)
         if not self._stopping:
             self._pump()
             if lanes.more_due or lanes.refill_wanted:
@@ -340,7 +342,6 @@ class Dispatcher:
         headers = target.request_headers(item.delivery_id, rendered.name, body, time.time())
         if rendered.test:
             headers[TEST_HEADER] = "1"
-        metrics.IN_FLIGHT.set(self.lanes.fair.running_total)
         result = await self.sender.post(target.url, body, headers)
         now = time.time()
         if result.internal_failure:

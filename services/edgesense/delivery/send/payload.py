@@ -113,8 +113,12 @@ def webhook_body(event: events_pb2.Event, webhook_id: str) -> bytes:
     return render(event).body(webhook_id)
 
 
+# One encoder for every body: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def event_payload(event: events_pb2.Event) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class Target:
     ) -> dict[str, str]:
         """Every header of an attempt sent at `now`: the custom ones, then ours."""
         signed = self.signer.headers(delivery_id, event_name, body, int(now), now)
-        return with_custom_headers(self.headers, signed)
+        return with_custom_headers(self.headers, signed) if self.headers else signed
 
     def wants(self, event_name: str, device_id: str) -> bool:
         return event_name in self.events and (not self.device_ids or device_id in self.device_ids)
