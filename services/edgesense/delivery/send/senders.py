@@ -206,7 +206,7 @@ class SenderPool:
         ]
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
-        child = await self._choose()
+        child = self._least_busy() or await self._choose()
         if child is None:
             return _failed("no sender process is running")
         self._next_id += 1
@@ -232,14 +232,25 @@ class SenderPool:
                     )
                     child.kill()
 
+    def _least_busy(self) -> _Child | None:
+        """The live child with the fewest attempts in flight, if one is live."""
+        best: _Child | None = None
+        for child in self._children:
+            if (
+                child is not None
+                and child.alive
+                and (best is None or len(child.pending) < len(best.pending))
+            ):
+                best = child
+        return best
+
     async def _choose(self) -> _Child | None:
         """The live child with the fewest attempts in flight; waits a while for one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_seconds
         while True:
-            live = [c for c in self._children if c is not None and c.alive]
-            if live:
-                return min(live, key=lambda c: len(c.pending))
+            if (best := self._least_busy()) is not None:
+                return best
             if self._closing or loop.time() >= deadline:
                 return None
             self._changed.clear()
