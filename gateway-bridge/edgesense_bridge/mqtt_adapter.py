@@ -51,7 +51,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgesense.common.backoff import backoff_delay
 from edgesense.common.mqtt_probe import speaks_only_311
-from edgesense_bridge import metrics
+from edgesense_bridge import metrics, paho_properties
 from edgesense_bridge.errors import MqttUnavailable, ProtocolRefused
 from edgesense_bridge.inbound import (
     InboundMessage,
@@ -64,6 +64,7 @@ from edgesense_bridge.parsing import RawMessage
 from edgesense_bridge.version_evidence import VersionEvidence
 
 log = logging.getLogger(__name__)
+paho_properties.install()  # every PUBLISH received: see paho_properties.py
 
 CONNACK_TIMEOUT_SECONDS = 10.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
