@@ -10,6 +10,7 @@ modules, each with one job:
     parsing       one MQTT message -> Event, or the reason it is rejected or ignored
     inbound       the paho-free interface between the MQTT adapter and the rest
     mqtt_adapter  paho-mqtt 2 on asyncio: session, manual acks, reconnects, publish
+    paho_properties  paho's MQTT 5 properties of a PUBLISH, read without rebuilding tables
     batching      the outbox window: queued, sent in batches, held until confirmed
     forwarder     the pipelined Delivery.Publish stream, resending after failures
     intake        parse, reject and ack, or forward and ack after confirmation;
