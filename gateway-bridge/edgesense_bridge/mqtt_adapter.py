@@ -1,4 +1,5 @@
-"""paho-mqtt 2 on the asyncio loop: the only module that touches MQTT.
+"""paho-mqtt 2 on the asyncio loop: the only module that speaks MQTT (paho_properties
+only makes paho's decoding of MQTT 5 properties cheaper).
 
 Why paho and not aiomqtt: aiomqtt 2.x acknowledges QoS 1 messages on receipt
 (aiomqtt#345); paho 2 has `manual_ack=True` and `ack(mid, qos)`, so a message
@@ -64,7 +65,8 @@ from edgesense_bridge.parsing import RawMessage
 from edgesense_bridge.version_evidence import VersionEvidence
 
 log = logging.getLogger(__name__)
-paho_properties.install()  # every PUBLISH received: see paho_properties.py
+if not paho_properties.install():  # every PUBLISH received: see paho_properties.py
+    log.info("mqtt: paho's decoders are not where paho 2.2 has them; its own properties are used")
 
 CONNACK_TIMEOUT_SECONDS = 10.0
 PUBLISH_TIMEOUT_SECONDS = 10.0

@@ -10,19 +10,20 @@ saturation.
 
 `SharedTableProperties` is the same class with the tables built once and
 shared (paho never changes them), and `clear` deleting only what is set.
-`install()` makes paho's packet decoders (`paho.mqtt._packet`: PUBLISH,
-and the rarer CONNACK, SUBACK, UNSUBACK, DISCONNECT) build it; paho's own
-code does everything else, and the properties it reads are the same
+`install()` makes paho's packet decoders (`paho.mqtt._packet`, paho 2.2:
+PUBLISH, and the rarer CONNACK, SUBACK, UNSUBACK, DISCONNECT and the
+PUBACK/PUBREC/PUBREL/PUBCOMP with properties) build it; paho's own code does
+everything else, and the properties it reads are the same
 (tests/bridge/test_paho_properties.py compares them, and fails if paho moves
-the decoder, so that an upgrade is looked at). Properties built anywhere
-else (our own publications' among them) are paho's own class.
+the decoder, so that an upgrade is looked at; the bridge then runs with
+paho's own class). Properties built anywhere else (our own publications'
+among them) are paho's own class.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -47,6 +48,15 @@ class SharedTableProperties(Properties):
             delattr(self, name)
 
 
-def install() -> None:
-    """Make paho's PUBLISH decoder build `SharedTableProperties`."""
+def install() -> bool:
+    """Make paho's packet decoders build `SharedTableProperties`; False (and
+    paho left as it is) where they are not where paho 2.2 has them."""
+    try:
+        from paho.mqtt import _packet  # paho 2.2's private module
+    except ImportError:
+        return False
+    found = getattr(_packet, "Properties", None)
+    if found is not Properties and found is not SharedTableProperties:
+        return False
     _packet.Properties = SharedTableProperties  # type: ignore[attr-defined]
+    return True

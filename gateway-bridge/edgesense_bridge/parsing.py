@@ -1,4 +1,5 @@
-"""One MQTT message -> a typed `edgesense.v1.Event`, or why not (pure functions).
+"""One MQTT message -> a typed `edgesense.v1.Event`, or why not (pure functions,
+and a bounded memory of the topics read: `ParseRules.read_topic`).
 
 `parse_message` answers one of three outcomes:
 - `Accepted(event)`: forward it to delivery;
@@ -75,8 +76,12 @@ Outcome = Accepted | Rejected | Ignored
 # Topics read (checked, split into an address) and remembered: a gateway
 # publishes on the same few topics again and again. Past this many the
 # memory is emptied, so a flood of distinct topics costs no more than
-# reading each once.
+# reading each once; and only topics of at most REMEMBERED_TOPIC_BYTES (a
+# valid one is under 600 bytes: three ids of at most 128 characters), so
+# the memory stays under about 30 MB whatever topics arrive (MQTT allows
+# 65,535 bytes).
 TOPICS_REMEMBERED: Final = 10_000
+REMEMBERED_TOPIC_BYTES: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -97,14 +102,19 @@ class ParseRules:
     # As protobuf an event may be larger than its JSON payload (a Struct
     # number is 9 bytes), and it must fit a Publish batch.
     max_event_bytes: int = MAX_EVENT_BYTES
-    _topics: dict[bytes, TopicReading] = field(default_factory=dict, compare=False, repr=False)
+    _topics: dict[bytes, TopicReading] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def read_topic(self, topic: bytes) -> TopicReading:
+        """What `topic` says (remembered, see TOPICS_REMEMBERED)."""
         reading = self._topics.get(topic)
         if reading is None:
-            if len(self._topics) >= TOPICS_REMEMBERED:
-                self._topics.clear()
-            reading = self._topics[topic] = _read_topic(self.layout, topic)
+            reading = _read_topic(self.layout, topic)
+            if len(topic) <= REMEMBERED_TOPIC_BYTES:
+                if len(self._topics) >= TOPICS_REMEMBERED:
+                    self._topics.clear()
+                self._topics[topic] = reading
         return reading
 
 

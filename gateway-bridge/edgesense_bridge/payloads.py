@@ -99,6 +99,8 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=
 
 
 def _load_json(text: str) -> Any:
+    if text.startswith("\ufeff"):  # json.loads says so; JSONDecoder.decode does not check
+        raise PayloadError("bad_json", "payload is not JSON: it starts with a UTF-8 BOM")
     try:
         return _DECODER.decode(text)
     except PayloadError:

@@ -12,7 +12,7 @@ from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgesense_bridge import mqtt_adapter
+from edgesense_bridge import mqtt_adapter, paho_properties
 from edgesense_bridge.paho_properties import SharedTableProperties
 
 TOPIC = b"edgesense/p/gw-1/dev-1/data"
@@ -59,6 +59,7 @@ def test_the_bridge_installs_it_where_paho_decodes_a_publish() -> None:
     """Fails if a paho upgrade moves the decoder: look at paho_properties then."""
     assert mqtt_adapter.log is not None  # imported: the adapter installs it
     assert _packet.Properties is SharedTableProperties  # type: ignore[attr-defined]
+    assert paho_properties.install() is True  # and again: still there
     assert type(decoded(b"\x00")) is SharedTableProperties
 
 

@@ -394,6 +394,14 @@ def test_a_remembered_topic_answers_as_a_new_one_and_the_memory_is_bounded(
         ]
         assert again == fresh
         assert len(rules._topics) <= 3
+    # A topic longer than any valid one is read each time, never kept.
+    rules = new_rules()
+    long_topic = b"edgesense/p/g/" + b"d" * parsing.REMEMBERED_TOPIC_BYTES + b"/data"
+    for _ in range(2):
+        outcome = parse_message(RawMessage(long_topic, b'{"a": 1}', RECEIVED_NS), rules)
+        assert isinstance(outcome, Rejected)
+        assert outcome.reason == "bad_id"
+    assert rules._topics == {}
     assert [type(o).__name__ for o in fresh] == [
         "tuple", "Ignored", "Rejected", "Rejected", "Ignored", "Rejected",
         "Ignored", "Rejected", "Rejected", "tuple",
@@ -405,3 +413,12 @@ def test_a_remembered_topic_answers_as_a_new_one_and_the_memory_is_bounded(
 
 def new_rules() -> ParseRules:
     return ParseRules(TopicLayout(PREFIX), max_payload_bytes=1024)
+
+
+def test_a_payload_with_a_byte_order_mark_is_bad_json_and_says_so() -> None:
+    outcome = parse(f"{PREFIX}/p/g/d/data", '\ufeff{"a": 1}'.encode())
+    assert isinstance(outcome, Rejected)
+    assert (outcome.reason, outcome.detail) == (
+        "bad_json",
+        "payload is not JSON: it starts with a UTF-8 BOM",
+    )

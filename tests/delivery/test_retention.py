@@ -6,15 +6,20 @@ tests/integration/test_delivery_processes.py."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 from prometheus_client import REGISTRY
 
 from edgesense.common.config import Settings
 from edgesense.common.errors import ConfigurationError
+from edgesense.delivery.record import maintenance
 from edgesense.delivery.record.maintenance import apply_retention, retention_period
 from edgesense.delivery.store.outbox import Outbox
 from edgesense.delivery.store.rows import SUCCEEDED, Deleted, Outcome, StoredEvent
 from tests.delivery.conftest import new_delivery
+from tests.support.waiting import eventually
 
 NOW = 1_000_000.0
 
@@ -68,3 +73,36 @@ def test_retention_days_accept_fractions_and_set_how_often_it_runs() -> None:
     for bad in ("0", "-1", "a month"):
         with pytest.raises(ConfigurationError, match="EDGESENSE_RETENTION_DAYS"):
             Settings.from_env({"EDGESENSE_RETENTION_DAYS": bad}, dev=False)
+
+
+async def test_retention_waits_until_the_online_indexes_are_built(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """maintain() counts the queue every round but deletes nothing until
+    `indexes_built` is set, which build_indexes_until_done does (at once on
+    SQLite, whose migrations made the indexes)."""
+    monkeypatch.setattr(maintenance, "COUNT_EVERY_SECONDS", 0.01)
+    await ended_deliveries(outbox, 3)
+    rounds = 0
+
+    def begin_pending_count() -> Callable[[int], None]:
+        nonlocal rounds
+        rounds += 1
+        return lambda _pending: None
+
+    built = asyncio.Event()
+    settings = Settings.from_env({}, dev=False)  # 30 days: NOW is long past it
+    task = asyncio.create_task(maintenance.maintain(outbox, begin_pending_count, settings, built))
+    try:
+        await eventually(lambda: rounds >= 3, what="three rounds of maintenance")
+        assert (await outbox.counts())[SUCCEEDED] == 3
+        await maintenance.build_indexes_until_done(outbox, built)
+        assert built.is_set()
+
+        async def deleted() -> bool:
+            return (await outbox.counts())[SUCCEEDED] == 0
+
+        await eventually(deleted, what="retention to delete the ended deliveries")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

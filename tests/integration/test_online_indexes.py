@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bench.databases import admin_dsn
-from edgesense.delivery.record.maintenance import build_indexes
+from edgesense.delivery.record.maintenance import build_indexes_until_done
 from edgesense.delivery.store.online_indexes import LOCK_ID, ONLINE_INDEXES, REPLACED
 from edgesense.delivery.store.outbox import open_outbox
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -130,7 +130,8 @@ async def test_a_process_that_finds_the_build_taken_asks_again_until_it_is_done(
     try:
         assert await outbox.build_indexes() is False
         caplog.set_level(logging.INFO, "edgesense.delivery.record.maintenance")
-        chore = asyncio.create_task(build_indexes(outbox, retry_seconds=0.05))
+        built = asyncio.Event()
+        chore = asyncio.create_task(build_indexes_until_done(outbox, built, retry_seconds=0.05))
         await eventually(
             lambda: "another delivery process is building" in caplog.text,
             what="the chore to find the lock taken",
@@ -140,8 +141,10 @@ async def test_a_process_that_finds_the_build_taken_asks_again_until_it_is_done(
         await holder.close()  # its session ends: the lock is free
         async with asyncio.timeout(30):
             await chore
+        assert built.is_set()
         assert await all_built(admin)
         assert gauge() == 1
+        assert not await lock_held(admin)  # the build's session ended with it
     finally:
         await outbox.close()
 
@@ -151,16 +154,13 @@ async def test_a_build_cut_short_leaves_nothing_running_and_the_next_start_finis
 ) -> None:
     outbox = await open_outbox(database_url, build_indexes=False)
     try:
-        chore = asyncio.create_task(build_indexes(outbox))
+        chore = asyncio.create_task(build_indexes_until_done(outbox, asyncio.Event()))
         await eventually(lambda: building(admin), what="the build to wait for the writer")
         chore.cancel()
         with pytest.raises(asyncio.CancelledError):
             await chore
         await eventually(lambda: not_building(admin), what="the build to be cancelled")
-        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
-        await eventually(
-            lambda: gone(admin, locks, LOCK_ID), what="the build's lock to be given back"
-        )
+        await eventually(lambda: lock_free(admin), what="the build's lock to be given back")
         left = await built(admin)
         assert left.get("ix_deliveries_waiting") is False  # invalid, as PostgreSQL leaves it
     finally:
@@ -175,9 +175,52 @@ async def test_a_build_cut_short_leaves_nothing_running_and_the_next_start_finis
     assert await all_built(admin)
 
 
+async def test_a_build_the_database_fails_gives_the_lock_back_and_is_done_again(
+    database_url: str,
+    admin: asyncpg.Connection,
+    writer: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The build's statement ends in an error (here cancelled by an operator):
+    its session ends, so no process is left waiting on a lock nobody holds,
+    and the next try, after the retry delay, builds them."""
+    caplog.set_level(logging.WARNING, "edgesense.delivery.record.maintenance")
+    outbox = await open_outbox(database_url, build_indexes=False)
+    built = asyncio.Event()
+    chore = asyncio.create_task(build_indexes_until_done(outbox, built, retry_seconds=0.2))
+    try:
+        await eventually(lambda: building(admin), what="the build to wait for the writer")
+        assert await admin.fetchval(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
+        )
+        await eventually(
+            lambda: "building the online indexes failed (1 times in a row)" in caplog.text,
+            what="the failure to be logged",
+        )
+        await eventually(lambda: lock_free(admin), what="the build's lock to be given back")
+        await writer.execute("ROLLBACK")
+        await writer.close()
+        async with asyncio.timeout(30):
+            await chore
+        assert built.is_set()
+        assert await all_built(admin)
+        assert await lock_free(admin)
+    finally:
+        chore.cancel()
+        await asyncio.gather(chore, return_exceptions=True)
+        await outbox.close()
+
+
 async def not_building(admin: asyncpg.Connection) -> bool:
     return not await building(admin)
 
 
-async def gone(admin: asyncpg.Connection, query: str, lock_id: int) -> bool:
-    return not await admin.fetchval(query, lock_id)
+async def lock_held(admin: asyncpg.Connection) -> bool:
+    """Whether a session holds the build's advisory lock (its key's low 32 bits)."""
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
+    return bool(await admin.fetchval(query, LOCK_ID))
+
+
+async def lock_free(admin: asyncpg.Connection) -> bool:
+    return not await lock_held(admin)

@@ -110,23 +110,21 @@ class Signer:
         keeps retries inside the receivers' replay window. A previous secret
         signs while its overlap ends after `now` (default: `timestamp`).
         """
-        headers = unsigned_headers(delivery_id, event_name)
-        if not self._previous:  # the usual case, written out: one signature of each kind
-            headers["X-EdgeSense-Signature"] = hmac.digest(self._key, body, "sha256").hex()
-            headers["webhook-timestamp"] = str(timestamp)
-            headers["webhook-signature"] = _standard_signature(
-                self._standard_key, delivery_id, timestamp, body
+        if not self._previous:  # the usual case: one signature of each kind
+            oldest = self._key
+            standard = _standard_signature(self._standard_key, delivery_id, timestamp, body)
+        else:
+            moment = float(timestamp) if now is None else now
+            live = [(key, std_key) for key, std_key, ends in self._previous if ends > moment]
+            oldest = live[0][0] if live else self._key
+            standard_keys = [self._standard_key, *(std_key for _, std_key in reversed(live))]
+            standard = " ".join(
+                _standard_signature(key, delivery_id, timestamp, body) for key in standard_keys
             )
-            return headers
-        moment = float(timestamp) if now is None else now
-        live = [(key, standard) for key, standard, ends in self._previous if ends > moment]
-        oldest = live[0][0] if live else self._key
-        standard_keys = [self._standard_key, *(standard for _, standard in reversed(live))]
+        headers = unsigned_headers(delivery_id, event_name)
         headers["X-EdgeSense-Signature"] = hmac.digest(oldest, body, "sha256").hex()
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = " ".join(
-            _standard_signature(key, delivery_id, timestamp, body) for key in standard_keys
-        )
+        headers["webhook-signature"] = standard
         return headers
 
 

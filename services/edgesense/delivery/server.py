@@ -10,7 +10,8 @@ the registry's first snapshot has filled the index), the registry link, the
 acceptor, the rules link, the alert endings, the devices view's flusher
 and the outbox maintenance; beside them, one chore, a task that ends
 when done: building PostgreSQL's online indexes (store/online_indexes.py,
-minutes on a large table after an upgrade, while the process serves); and
+minutes on a large table after an upgrade, while the process serves; the
+maintenance's retention waits for it); and
 last the gRPC server opens, so Publish is served only by a process that can
 store and send.
 
@@ -55,7 +56,7 @@ from edgesense.delivery.accept.acceptor import Acceptor
 from edgesense.delivery.claim.dispatcher import Dispatcher
 from edgesense.delivery.devices.service import DevicesService
 from edgesense.delivery.devices.tracker import DeviceTracker
-from edgesense.delivery.record.maintenance import build_indexes, maintain
+from edgesense.delivery.record.maintenance import build_indexes_until_done, maintain
 from edgesense.delivery.record.policy import RetryPolicy
 from edgesense.delivery.record.reconciler import Reconciler
 from edgesense.delivery.rules.index import RuleIndex
@@ -194,6 +195,7 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         settings,
         auth,
     )
+    indexes_built = asyncio.Event()  # retention waits for it
     tasks = [  # the dispatcher first: stop() waits for it, and cancels the others
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(link.run(), name="registry-link"),
@@ -202,10 +204,13 @@ async def start_delivery(settings: Settings, addr: str | None = None) -> Running
         asyncio.create_task(endings.run(), name="alert-endings"),
         asyncio.create_task(devices.run(), name="devices-view"),
         asyncio.create_task(
-            maintain(outbox, acceptor.begin_pending_count, settings), name="maintenance"
+            maintain(outbox, acceptor.begin_pending_count, settings, indexes_built),
+            name="maintenance",
         ),
     ]
-    chores = [asyncio.create_task(build_indexes(outbox), name="online-indexes")]
+    chores = [
+        asyncio.create_task(build_indexes_until_done(outbox, indexes_built), name="online-indexes")
+    ]
     running = RunningDelivery(
         server, outbox, sender, service, dispatcher, index, 0, tasks, chores=chores
     )

@@ -2,8 +2,11 @@
 backpressure and the queue metrics), expire deliveries held too long,
 delete what ended longer ago than the retention, and unpark the parked
 deliveries of ordered webhooks left with nothing before them (rows.PARKED_AT).
-Beside it, once at start, `build_indexes` builds PostgreSQL's online
-indexes (store/online_indexes.py) while the service serves."""
+Beside it, once at start, `build_indexes_until_done` builds PostgreSQL's
+online indexes (store/online_indexes.py) while the service serves;
+retention, whose deletes read through two of them, waits until they are
+built (a seconds-long wait on a new or up-to-date database, minutes after
+an upgrade that adds one to a large table)."""
 
 from __future__ import annotations
 
@@ -32,9 +35,11 @@ UNPARK_EVERY_SECONDS = COUNT_EVERY_SECONDS
 # start after a long time, a retention shortened) is deleted over several
 # rounds, and counting and expiry still run every round meanwhile.
 RETENTION_ROUND_BATCHES = 10
-# How often `build_indexes` asks again while another process holds the
-# build's lock, or after the database failed it.
+# How often `build_indexes_until_done` asks again while another process
+# holds the build's lock; after failed builds, twice as long each time, up
+# to INDEX_RETRY_MAX_SECONDS.
 INDEX_RETRY_SECONDS = 30.0
+INDEX_RETRY_MAX_SECONDS = 600.0
 
 
 def expiry_period(held_retention_seconds: float) -> float:
@@ -91,12 +96,16 @@ async def apply_retention(
 
 
 async def maintain(
-    outbox: Outbox, begin_pending_count: Callable[[], Callable[[int], None]], settings: Settings
+    outbox: Outbox,
+    begin_pending_count: Callable[[], Callable[[int], None]],
+    settings: Settings,
+    indexes_built: asyncio.Event | None = None,
 ) -> None:
     """Run until cancelled. `begin_pending_count` (`Acceptor.begin_pending_count`)
     is called before each count and returns what takes the pending count:
-    Publish's backpressure. A round that fails (the database refusing it, or
-    anything else: logged, throttled) is followed by the next one as usual."""
+    Publish's backpressure. Retention runs once `indexes_built` is set (if
+    given). A round that fails (the database refusing it, or anything else:
+    logged, throttled) is followed by the next one as usual."""
     last_expiry = last_retention = last_unpark = 0.0
     backlog = False  # the last retention round left rows: the next round goes on
     expire_every = expiry_period(settings.held_retention_seconds)
@@ -125,7 +134,8 @@ async def maintain(
                 unparked = await outbox.unpark_orphans(now)
                 if unparked:
                     log.info("%d parked deliveries of ordered webhooks were due", unparked)
-            if backlog or now - last_retention >= retain_every:
+            indexed = indexes_built is None or indexes_built.is_set()
+            if indexed and (backlog or now - last_retention >= retain_every):
                 last_retention = now
                 deleted, backlog = await apply_retention(outbox, now - settings.retention_seconds)
                 if any(deleted):
@@ -140,28 +150,47 @@ async def maintain(
         await asyncio.sleep(COUNT_EVERY_SECONDS)
 
 
-async def build_indexes(outbox: Outbox, retry_seconds: float = INDEX_RETRY_SECONDS) -> None:
-    """Build the outbox's online indexes (Outbox.build_indexes), and return
-    once they are all there. While another process holds the build's lock,
-    or after the database failed a build (logged; what it left invalid is
-    rebuilt), ask again every `retry_seconds`: the indexes get built even
-    if the process that had the lock died. Cancelled at stop: a build cut
-    short leaves an invalid index, which the next start rebuilds."""
+async def build_indexes_until_done(
+    outbox: Outbox,
+    built: asyncio.Event,
+    retry_seconds: float = INDEX_RETRY_SECONDS,
+    retry_max_seconds: float = INDEX_RETRY_MAX_SECONDS,
+) -> None:
+    """Build the outbox's online indexes (Outbox.build_indexes), set `built`
+    and return once they are all there. While another process holds the
+    build's lock, ask again every `retry_seconds`: the indexes get built
+    even if the process that had the lock died. After a build the database
+    failed (logged; what it left invalid is rebuilt), wait twice as long as
+    after the previous failure, up to `retry_max_seconds`. Cancelled at
+    stop: a build cut short leaves an invalid index, which the next start
+    rebuilds."""
     metrics.INDEXES_BUILT.set(0)
     waiting_logged = False
+    failures = 0
     while True:
         try:
             if await outbox.build_indexes():
                 if waiting_logged:
                     log.info("outbox: the online indexes are built")
                 metrics.INDEXES_BUILT.set(1)
+                built.set()
                 return
             if not waiting_logged:
                 log.info("outbox: another delivery process is building the online indexes")
                 waiting_logged = True
+            failures = 0
         except Unavailable as exc:
-            _problems.warning("indexes", "outbox: building the online indexes failed: %s", exc)
+            failures += 1
+            _problems.warning(
+                ("indexes", "unavailable"),
+                "outbox: building the online indexes failed (%d times in a row): %s",
+                failures,
+                exc,
+            )
             waiting_logged = True
         except Exception as exc:  # a bug: logged, and tried again all the same
-            _problems.exception(type(exc).__name__, "outbox: building the indexes failed")
-        await asyncio.sleep(retry_seconds)
+            failures += 1
+            _problems.exception(
+                ("indexes", type(exc).__name__), "outbox: building the indexes failed"
+            )
+        await asyncio.sleep(min(retry_seconds * 2 ** max(0, failures - 1), retry_max_seconds))

@@ -6,10 +6,18 @@ does not, but it cannot run inside a transaction, and a migration runs in
 one (storage/migrate.py). So migrations 0003 to 0005 create these indexes
 on SQLite only, and on PostgreSQL `ensure_online_indexes` builds them, outside any
 transaction. The delivery service runs it in the background once it serves
-(record/maintenance.py `build_indexes`, until it reports them all built):
-on a large table a build takes minutes, and the first process started
-after an upgrade serves meanwhile. `open_outbox` runs it before answering
-unless told not to (tools and tests that want the indexes there).
+(record/maintenance.py `build_indexes_until_done`, until it reports them
+all built; retention waits for that): on a large table a build takes
+minutes, and the first process started after an upgrade serves meanwhile.
+`open_outbox` runs it once before answering unless told not to (the tests
+use that, to have the indexes there).
+
+The build holds a session-level advisory lock and sets the session's
+statement_timeout to 0, then ends its session (the connection is closed,
+not pooled), done, failed or cancelled. So it needs a connection that is
+one server session: PostgreSQL directly, or PgBouncer in session mode, not
+in transaction mode (where the lock would stay with a server connection
+that outlives the build, and no process would build the indexes).
 
 - at every start one catalog read finds them valid (and the REPLACED ones
   gone), and nothing else runs;
@@ -124,6 +132,9 @@ async def ensure_online_indexes(engine: AsyncEngine) -> bool:
             if not locked.scalar():
                 return False  # another process is building them (see above)
             try:
+                # A build may take longer than a statement_timeout the role or
+                # the database sets; the session ends below, and this with it.
+                await conn.execute(text("SET statement_timeout = 0"))
                 found = await _found(conn)
                 for name, create in ONLINE_INDEXES.items():
                     if found.get(name) is False:  # a build that did not finish
@@ -133,14 +144,12 @@ async def ensure_online_indexes(engine: AsyncEngine) -> bool:
                 for name in sorted(REPLACED.keys() & found.keys()):
                     drop = f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
                     await _timed(conn, f"dropped index {name}, replaced by {REPLACED[name]}", drop)
-            except BaseException:
-                # Cancelled (asyncpg has asked the server to cancel the
-                # statement) or failed: the connection is closed, not pooled,
-                # and its session's end gives the lock back.
+            finally:
+                # Done, failed or cancelled (asyncpg has then asked the server
+                # to cancel the statement): the connection is closed, not
+                # pooled, and its session's end gives the lock back.
                 with contextlib.suppress(Exception):
                     await plain.invalidate()
-                raise
-            await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
     return True
 
 

@@ -4,7 +4,7 @@ On SQLite this migration creates both indexes. On PostgreSQL it creates
 none: the deliveries table may be large there, and a plain CREATE INDEX
 blocks writes to it while it builds, while CREATE INDEX CONCURRENTLY cannot
 run in the transaction a migration runs in (storage/migrate.py). There
-`store/online_indexes.py` builds them concurrently when the outbox opens.
+`store/online_indexes.py` builds them concurrently once delivery serves.
 
 Revision ID: 0003
 Revises: 0002

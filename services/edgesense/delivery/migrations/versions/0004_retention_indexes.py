@@ -5,8 +5,8 @@ cutoff, oldest end first, then the events created before it that no
 delivery refers to any more; these indexes let it read only those rows.
 The ended index is partial: recording an outcome writes to it only when a
 delivery ends. As with 0003, on PostgreSQL this migration creates none of
-them: `store/online_indexes.py` builds them concurrently when the outbox
-opens, without blocking writes to a large table.
+them: `store/online_indexes.py` builds them concurrently once delivery
+serves, without blocking writes to a large table.
 
 Revision ID: 0004
 Revises: 0003

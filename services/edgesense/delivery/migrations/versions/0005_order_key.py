@@ -6,7 +6,7 @@ see store/rows.py ORDERED_HEAD). The partial index ix_deliveries_order holds
 only keyed rows that are waiting (pending or held): claims look up there
 whether a keyed delivery has an earlier one waiting. As with 0003 and 0004,
 on PostgreSQL this migration does not create it: `store/online_indexes.py`
-builds it concurrently when the outbox opens, without blocking writes to a
+builds it concurrently once delivery serves, without blocking writes to a
 large table.
 
 Revision ID: 0005

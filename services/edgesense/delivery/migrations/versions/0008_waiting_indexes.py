@@ -5,7 +5,7 @@ waiting deliveries (pending or held), ix_deliveries_waiting and
 ix_deliveries_webhook_waiting, in place of migrations 0001 and 0002's full
 ix_deliveries_due and ix_deliveries_webhook_due. Like the indexes of 0003 to
 0005, they are not created here: `store/online_indexes.py` builds them
-concurrently when the outbox opens, without blocking writes to a large
+concurrently once delivery serves, without blocking writes to a large
 table, then drops the full ones concurrently. So the upgrade changes
 nothing; this revision marks the schema that has them (a release that
 predates it refuses to start on it, as with any newer revision). SQLite
