@@ -77,9 +77,9 @@ Outcome = Accepted | Rejected | Ignored
 # publishes on the same few topics again and again. Past this many the
 # memory is emptied, so a flood of distinct topics costs no more than
 # reading each once; and only topics of at most REMEMBERED_TOPIC_BYTES (a
-# valid one is under 600 bytes: three ids of at most 128 characters), so
-# the memory stays under about 30 MB whatever topics arrive (MQTT allows
-# 65,535 bytes).
+# valid one is under 600 bytes with a prefix of up to 200 characters: three
+# ids of at most 128; a longer one is read each time), so the memory stays
+# under about 30 MB whatever topics arrive (MQTT allows 65,535 bytes).
 TOPICS_REMEMBERED: Final = 10_000
 REMEMBERED_TOPIC_BYTES: Final = 1024
 

@@ -106,3 +106,34 @@ async def test_retention_waits_until_the_online_indexes_are_built(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_retention_waits_for_the_indexes_only_so_long(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A build that cannot finish must not stop the outbox from shrinking:
+    past RETENTION_WAITS_AT_MOST_SECONDS retention runs without them, and says so."""
+    monkeypatch.setattr(maintenance, "COUNT_EVERY_SECONDS", 0.01)
+    monkeypatch.setattr(maintenance, "RETENTION_WAITS_AT_MOST_SECONDS", 0.0)
+    await ended_deliveries(outbox, 2)
+    settings = Settings.from_env({}, dev=False)
+    never = asyncio.Event()
+    task = asyncio.create_task(
+        maintenance.maintain(outbox, lambda: lambda _pending: None, settings, never)
+    )
+    try:
+
+        async def deleted() -> bool:
+            return (await outbox.counts())[SUCCEEDED] == 0
+
+        await eventually(deleted, what="retention to run without the indexes")
+        assert "retention runs without the outbox's online indexes" in caplog.text
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_index_build_retries_back_off_to_a_ceiling_and_never_overflow() -> None:
+    delays = [maintenance.retry_delay(failures, 30.0, 600.0) for failures in range(8)]
+    assert delays == [30.0, 30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0]
+    assert maintenance.retry_delay(10**6, 30.0, 600.0) == 600.0

@@ -144,7 +144,8 @@ async def test_a_process_that_finds_the_build_taken_asks_again_until_it_is_done(
         assert built.is_set()
         assert await all_built(admin)
         assert gauge() == 1
-        assert not await lock_held(admin)  # the build's session ended with it
+        # The build's session ended with it (the server lets go a moment after).
+        await eventually(lambda: lock_free(admin), what="the build's lock to be given back")
     finally:
         await outbox.close()
 
@@ -190,26 +191,65 @@ async def test_a_build_the_database_fails_gives_the_lock_back_and_is_done_again(
     chore = asyncio.create_task(build_indexes_until_done(outbox, built, retry_seconds=0.2))
     try:
         await eventually(lambda: building(admin), what="the build to wait for the writer")
-        assert await admin.fetchval(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+        pid = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
         )
+        assert await admin.fetchval("SELECT pg_cancel_backend($1)", pid)
         await eventually(
-            lambda: "building the online indexes failed (1 times in a row)" in caplog.text,
+            lambda: "building the online indexes failed (1 in a row)" in caplog.text,
             what="the failure to be logged",
         )
-        await eventually(lambda: lock_free(admin), what="the build's lock to be given back")
+        # The failed build's session ends, and its lock with it (the retry,
+        # in its own session, may hold the lock again by now).
+        await eventually(lambda: session_gone(admin, pid), what="the failed build's session to end")
         await writer.execute("ROLLBACK")
         await writer.close()
         async with asyncio.timeout(30):
             await chore
         assert built.is_set()
         assert await all_built(admin)
-        assert await lock_free(admin)
+        await eventually(lambda: lock_free(admin), what="the build's lock to be given back")
     finally:
         chore.cancel()
         await asyncio.gather(chore, return_exceptions=True)
         await outbox.close()
+
+
+async def test_the_build_waits_past_the_timeouts_a_database_sets(
+    database_url: str, admin: asyncpg.Connection, writer: asyncpg.Connection
+) -> None:
+    """A role or database may set statement_timeout and lock_timeout; CREATE
+    INDEX CONCURRENTLY waits for every older transaction on the table, as
+    long as that takes, in a session that turned them off."""
+    name = await admin.fetchval("SELECT current_database()")
+    for setting in ("statement_timeout", "lock_timeout"):
+        await admin.execute(f'ALTER DATABASE "{name}" SET {setting} = 200')  # milliseconds
+    outbox = await open_outbox(database_url, build_indexes=False)
+    built = asyncio.Event()
+    chore = asyncio.create_task(build_indexes_until_done(outbox, built, retry_seconds=0.05))
+    try:
+        waited = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND now() - query_start > '1 s'"
+        )
+        await eventually(
+            lambda: fetch_count(admin, waited), what="the build to wait five times the timeouts"
+        )
+        assert not chore.done()
+        await writer.execute("ROLLBACK")
+        await writer.close()
+        async with asyncio.timeout(30):
+            await chore
+        assert await all_built(admin)
+    finally:
+        chore.cancel()
+        await asyncio.gather(chore, return_exceptions=True)
+        await outbox.close()
+
+
+async def fetch_count(admin: asyncpg.Connection, query: str) -> bool:
+    return bool(await admin.fetchval(query))
 
 
 async def not_building(admin: asyncpg.Connection) -> bool:
@@ -217,9 +257,17 @@ async def not_building(admin: asyncpg.Connection) -> bool:
 
 
 async def lock_held(admin: asyncpg.Connection) -> bool:
-    """Whether a session holds the build's advisory lock (its key's low 32 bits)."""
-    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
+    """Whether a session holds the build's advisory lock (its key's low 32
+    bits) in this database (other tests' databases build theirs too)."""
+    query = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     return bool(await admin.fetchval(query, LOCK_ID))
+
+
+async def session_gone(admin: asyncpg.Connection, pid: int) -> bool:
+    return not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
 
 
 async def lock_free(admin: asyncpg.Connection) -> bool:

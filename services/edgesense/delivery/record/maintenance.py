@@ -4,9 +4,11 @@ delete what ended longer ago than the retention, and unpark the parked
 deliveries of ordered webhooks left with nothing before them (rows.PARKED_AT).
 Beside it, once at start, `build_indexes_until_done` builds PostgreSQL's
 online indexes (store/online_indexes.py) while the service serves;
-retention, whose deletes read through two of them, waits until they are
-built (a seconds-long wait on a new or up-to-date database, minutes after
-an upgrade that adds one to a large table)."""
+retention, whose deletes read through three of them, waits until they are
+built (no wait on a new or up-to-date database, minutes after an upgrade
+that adds one to a large table), for RETENTION_WAITS_AT_MOST_SECONDS at
+most: a build that cannot finish (a failing database, a transaction that
+never ends) must not stop the outbox from shrinking."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ RETENTION_ROUND_BATCHES = 10
 # to INDEX_RETRY_MAX_SECONDS.
 INDEX_RETRY_SECONDS = 30.0
 INDEX_RETRY_MAX_SECONDS = 600.0
+RETENTION_WAITS_AT_MOST_SECONDS = 3600.0
 
 
 def expiry_period(held_retention_seconds: float) -> float:
@@ -107,6 +110,7 @@ async def maintain(
     given). A round that fails (the database refusing it, or anything else:
     logged, throttled) is followed by the next one as usual."""
     last_expiry = last_retention = last_unpark = 0.0
+    started, waiting_logged = time.time(), False
     backlog = False  # the last retention round left rows: the next round goes on
     expire_every = expiry_period(settings.held_retention_seconds)
     retain_every = retention_period(settings.retention_seconds)
@@ -135,6 +139,18 @@ async def maintain(
                 if unparked:
                     log.info("%d parked deliveries of ordered webhooks were due", unparked)
             indexed = indexes_built is None or indexes_built.is_set()
+            if not indexed and not waiting_logged:
+                waiting_logged = True
+                log.info("retention waits until the outbox's online indexes are built")
+            if not indexed and now - started >= RETENTION_WAITS_AT_MOST_SECONDS:
+                indexed = True  # logged below, once
+                if waiting_logged:
+                    waiting_logged = False
+                    log.warning(
+                        "retention runs without the outbox's online indexes, still not built"
+                        " after %.0f s (edgesense_outbox_indexes_built)",
+                        RETENTION_WAITS_AT_MOST_SECONDS,
+                    )
             if indexed and (backlog or now - last_retention >= retain_every):
                 last_retention = now
                 deleted, backlog = await apply_retention(outbox, now - settings.retention_seconds)
@@ -161,12 +177,13 @@ async def build_indexes_until_done(
     build's lock, ask again every `retry_seconds`: the indexes get built
     even if the process that had the lock died. After a build the database
     failed (logged; what it left invalid is rebuilt), wait twice as long as
-    after the previous failure, up to `retry_max_seconds`. Cancelled at
+    after the previous failure, up to `retry_max_seconds` (`retry_delay`),
+    and as long while other processes answer "taken". Cancelled at
     stop: a build cut short leaves an invalid index, which the next start
     rebuilds."""
     metrics.INDEXES_BUILT.set(0)
     waiting_logged = False
-    failures = 0
+    failures = 0  # in a row; a "taken" answer keeps the count (another process may fail too)
     while True:
         try:
             if await outbox.build_indexes():
@@ -178,12 +195,11 @@ async def build_indexes_until_done(
             if not waiting_logged:
                 log.info("outbox: another delivery process is building the online indexes")
                 waiting_logged = True
-            failures = 0
         except Unavailable as exc:
             failures += 1
             _problems.warning(
                 ("indexes", "unavailable"),
-                "outbox: building the online indexes failed (%d times in a row): %s",
+                "outbox: building the online indexes failed (%d in a row): %s",
                 failures,
                 exc,
             )
@@ -193,4 +209,10 @@ async def build_indexes_until_done(
             _problems.exception(
                 ("indexes", type(exc).__name__), "outbox: building the indexes failed"
             )
-        await asyncio.sleep(min(retry_seconds * 2 ** max(0, failures - 1), retry_max_seconds))
+        await asyncio.sleep(retry_delay(failures, retry_seconds, retry_max_seconds))
+
+
+def retry_delay(failures: int, base_seconds: float, max_seconds: float) -> float:
+    """`base_seconds` after no failure, then twice as long after each failure
+    in a row, up to `max_seconds`."""
+    return min(base_seconds * 2.0 ** min(max(0, failures - 1), 30), max_seconds)

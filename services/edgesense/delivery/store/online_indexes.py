@@ -12,12 +12,16 @@ minutes, and the first process started after an upgrade serves meanwhile.
 `open_outbox` runs it once before answering unless told not to (the tests
 use that, to have the indexes there).
 
-The build holds a session-level advisory lock and sets the session's
-statement_timeout to 0, then ends its session (the connection is closed,
-not pooled), done, failed or cancelled. So it needs a connection that is
-one server session: PostgreSQL directly, or PgBouncer in session mode, not
-in transaction mode (where the lock would stay with a server connection
-that outlives the build, and no process would build the indexes).
+The build holds a session-level advisory lock and turns off the session's
+timeouts (statement_timeout, lock_timeout and, from PostgreSQL 17,
+transaction_timeout: a role or database may set them, and CREATE INDEX
+CONCURRENTLY waits, through lock waits, for every older transaction on the
+table), then ends its session (the connection is closed, not pooled),
+done, failed or cancelled. So it needs a connection that is one server
+session: PostgreSQL directly, or PgBouncer in session mode. In transaction
+mode the build still runs, but the lock and the settings stay with a
+server connection that other clients share and that outlives the build:
+the other processes see the build taken until PgBouncer closes it.
 
 - at every start one catalog read finds them valid (and the REPLACED ones
   gone), and nothing else runs;
@@ -111,6 +115,12 @@ VALID = text(
     " WHERE c.relname = ANY(:names) AND pg_table_is_visible(c.oid)"
 )
 LOCK_ID = zlib.crc32(b"edgesense-online-indexes-delivery")
+# The build's session waits as long as it takes (see above).
+TIMEOUTS_OFF = text(
+    "SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),"
+    " CASE WHEN current_setting('server_version_num')::int >= 170000"
+    " THEN set_config('transaction_timeout', '0', false) END"
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +142,7 @@ async def ensure_online_indexes(engine: AsyncEngine) -> bool:
             if not locked.scalar():
                 return False  # another process is building them (see above)
             try:
-                # A build may take longer than a statement_timeout the role or
-                # the database sets; the session ends below, and this with it.
-                await conn.execute(text("SET statement_timeout = 0"))
+                await conn.execute(TIMEOUTS_OFF)  # see above; the session ends below
                 found = await _found(conn)
                 for name, create in ONLINE_INDEXES.items():
                     if found.get(name) is False:  # a build that did not finish
