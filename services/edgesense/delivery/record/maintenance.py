@@ -110,7 +110,8 @@ async def maintain(
     given). A round that fails (the database refusing it, or anything else:
     logged, throttled) is followed by the next one as usual."""
     last_expiry = last_retention = last_unpark = 0.0
-    started, waiting_logged = time.time(), False
+    started = time.time()
+    told_waiting = told_not_waiting = False  # retention and the indexes, each said once
     backlog = False  # the last retention round left rows: the next round goes on
     expire_every = expiry_period(settings.held_retention_seconds)
     retain_every = retention_period(settings.retention_seconds)
@@ -139,13 +140,14 @@ async def maintain(
                 if unparked:
                     log.info("%d parked deliveries of ordered webhooks were due", unparked)
             indexed = indexes_built is None or indexes_built.is_set()
-            if not indexed and not waiting_logged:
-                waiting_logged = True
-                log.info("retention waits until the outbox's online indexes are built")
-            if not indexed and now - started >= RETENTION_WAITS_AT_MOST_SECONDS:
-                indexed = True  # logged below, once
-                if waiting_logged:
-                    waiting_logged = False
+            if not indexed and now - started < RETENTION_WAITS_AT_MOST_SECONDS:
+                if not told_waiting:
+                    told_waiting = True
+                    log.info("retention waits until the outbox's online indexes are built")
+            elif not indexed:
+                indexed = True  # waited long enough
+                if not told_not_waiting:
+                    told_not_waiting = True
                     log.warning(
                         "retention runs without the outbox's online indexes, still not built"
                         " after %.0f s (edgesense_outbox_indexes_built)",
