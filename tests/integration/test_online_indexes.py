@@ -25,9 +25,10 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
-BUILDING = (
-    "SELECT count(*) FROM pg_stat_activity"
-    " WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
+# The sessions of this database building an index, for at least $1 seconds.
+BUILDERS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    " AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND extract(epoch FROM now() - query_start) >= $1"
 )
 INDEXES = (
     "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
@@ -86,8 +87,8 @@ async def built(admin: asyncpg.Connection) -> dict[str, bool]:
     return {row["relname"]: row["indisvalid"] for row in rows}
 
 
-async def building(admin: asyncpg.Connection) -> bool:
-    return bool(await admin.fetchval(BUILDING))
+async def building(admin: asyncpg.Connection, for_at_least: float = 0.0) -> bool:
+    return bool(await admin.fetch(BUILDERS, for_at_least))
 
 
 async def all_built(admin: asyncpg.Connection) -> bool:
@@ -191,10 +192,7 @@ async def test_a_build_the_database_fails_gives_the_lock_back_and_is_done_again(
     chore = asyncio.create_task(build_indexes_until_done(outbox, built, retry_seconds=0.2))
     try:
         await eventually(lambda: building(admin), what="the build to wait for the writer")
-        pid = await admin.fetchval(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
-        )
+        pid = await admin.fetchval(BUILDERS, 0.0)
         assert await admin.fetchval("SELECT pg_cancel_backend($1)", pid)
         await eventually(
             lambda: "building the online indexes failed (1 in a row)" in caplog.text,
@@ -229,12 +227,9 @@ async def test_the_build_waits_past_the_timeouts_a_database_sets(
     built = asyncio.Event()
     chore = asyncio.create_task(build_indexes_until_done(outbox, built, retry_seconds=0.05))
     try:
-        waited = (
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND now() - query_start > '1 s'"
-        )
         await eventually(
-            lambda: fetch_count(admin, waited), what="the build to wait five times the timeouts"
+            lambda: building(admin, for_at_least=1.0),
+            what="the build to wait five times the timeouts",
         )
         assert not chore.done()
         await writer.execute("ROLLBACK")
@@ -246,10 +241,6 @@ async def test_the_build_waits_past_the_timeouts_a_database_sets(
         chore.cancel()
         await asyncio.gather(chore, return_exceptions=True)
         await outbox.close()
-
-
-async def fetch_count(admin: asyncpg.Connection, query: str) -> bool:
-    return bool(await admin.fetchval(query))
 
 
 async def not_building(admin: asyncpg.Connection) -> bool:
