@@ -49,7 +49,14 @@ def test_procstats_reads_this_process() -> None:
 async def test_one_small_phase_end_to_end(tmp_path: Path, system_name: str) -> None:
     _require_mosquitto()
     system: System = Baseline() if system_name == "baseline" else EdgeSense(Database())
-    phase = Phase("smoke", [EndpointSpec("a"), EndpointSpec("b")], count=200)
+    # One sender process, which the default has only from 4 cores: the run
+    # must find and measure it too.
+    phase = Phase(
+        "smoke",
+        [EndpointSpec("a"), EndpointSpec("b")],
+        count=200,
+        settings={"EDGESENSE_DELIVERY_SENDERS": "1"},
+    )
     result = await PhaseRun(system, phase, tmp_path / system_name).run()
     assert result["delivered"] == 400, result
     assert (result["missing"], result["duplicates"], result["bad_signature"]) == (0, 0, 0)

@@ -168,15 +168,21 @@ async def wait_sent(
 BURST, BATCH = 2000, 50
 
 
+@pytest.mark.parametrize("senders", [0, 1], ids=["posting itself", "with a sender process"])
 async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
     processes: Processes,
     receiver: Receiver,
     cluster_env: dict[str, str],
     api_keys: dict[str, str],
     database_url: str,
+    senders: int,
 ) -> None:
     # A short lease, so what the killed worker had claimed is due again soon.
-    env = {**cluster_env, "EDGESENSE_DELIVERY_LEASE_SECONDS": "3"}
+    env = {
+        **cluster_env,
+        "EDGESENSE_DELIVERY_LEASE_SECONDS": "3",
+        "EDGESENSE_DELIVERY_SENDERS": str(senders),
+    }
     token = internal_token(env)
     open_requests: set[str] = set()
     receiver.behaviour = tracking_open_requests(0.02, open_requests)
@@ -215,8 +221,8 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
                 lambda: len(confirmed) >= len(batches) // 2, 30, "half the burst confirmed"
             )
             await eventually(lambda: bool(open_requests), 10, "webhook requests in flight")
-            senders = delivery.children()
-            assert senders, "delivery runs its POSTs in sender processes"
+            children = delivery.children()
+            assert len(children) == senders, "delivery runs its POSTs in that many processes"
             delivery.kill()
             # No await since the condition: these requests are unanswered, so
             # the dead worker cannot have recorded them as sent.
@@ -232,7 +238,7 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_confirmed_event(
     confirmed_before_kill = set(confirmed)
     assert len(batches) // 2 <= len(confirmed_before_kill) <= hold_after
     # Its senders see their input close, finish what they had and exit.
-    await eventually(lambda: not any(_alive(pid) for pid in senders), 15, "the senders to exit")
+    await eventually(lambda: not any(_alive(pid) for pid in children), 15, "the senders to exit")
 
     delivery = await processes.start(
         "delivery", {**env, "EDGESENSE_REGISTRY_ADDR": registry.address}

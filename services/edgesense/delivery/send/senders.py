@@ -1,13 +1,15 @@
 """Sending in child processes: the delivery service's POSTs, spread over cores.
 
-An HTTP request costs its sender about as much CPU as storing, scheduling
-and recording the delivery together (`http_sender` has the figures), and one
-asyncio process runs on one core. Delivery therefore keeps the outbox, the
-lanes and the retry bookkeeping in its own process (one SQLite writer, one
-owner of the leases) and hands each POST to one of
-`EDGESENSE_DELIVERY_SENDERS` sender processes (`python -m
+One asyncio process runs on one core. With `EDGESENSE_DELIVERY_SENDERS`
+above 0, delivery keeps the outbox, the lanes and the retry bookkeeping in
+its own process (one SQLite writer, one owner of the leases) and hands each
+POST to one of that many sender processes (`python -m
 edgesense.delivery.send.sender_process`), each an `HttpSender` with the
-same settings.
+same settings. That raises what one delivery process can send where cores
+are left over, at a price: the frames both ways cost more CPU than the POST
+itself does in libcurl, so by default (`config.default_senders`) there are
+none on one core, nor on PostgreSQL under 4 cores (its server wants them),
+and delivery posts itself.
 
 Parent and child talk over the child's stdin/stdout in `sender_wire`'s
 frames. Requests go to the child with the fewest in flight. When a child
