@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from edgesense.common.cores import usable_cores
 from edgesense.common.errors import ConfigurationError
@@ -189,32 +189,51 @@ def default_per_project(capacity: int, per_webhook: int) -> int:
     return max(1, capacity // 2, capacity - per_webhook)
 
 
-# On PostgreSQL, below this many usable cores delivery makes its POSTs itself.
-SENDERS_FROM_CORES_POSTGRES = 4
+# With a PostgreSQL server on this machine, below this many usable cores
+# delivery makes its POSTs itself.
+SENDERS_FROM_CORES_BESIDE_POSTGRES = 4
+# `Settings.delivery_senders` until resolved: `default_senders` for its database.
+SENDERS_BY_DEFAULT = -1
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
 
-def default_senders(database_url: str = DEFAULT_DATABASE_URL, cores: int | None = None) -> int:
+def postgres_on_this_machine(database_url: str) -> bool:
+    """A PostgreSQL URL whose server is reached over loopback or a Unix socket
+    (no host, or a socket directory in `?host=`): its backends run on our cores."""
+    if not database_url.startswith("postgresql"):
+        return False
+    parts = urlsplit(database_url)
+    socket_dir = next(
+        (v for k, v in parse_qsl(parts.query) if k == "host" and v.startswith("/")), None
+    )
+    return socket_dir is not None or (parts.hostname or "") in _LOCAL_HOSTS
+
+
+def default_senders(database_url: str, cores: int | None = None) -> int:
     """Sender processes by default: half the usable cores, at most 4; none on
-    one core, and on PostgreSQL none under 4 (`cores`: `common.cores.usable_cores()`,
-    which counts a container's CPU limit, not its node's cores).
+    one core, and none under 4 cores beside a PostgreSQL server on this
+    machine (`cores`: `common.cores.usable_cores()`, which counts a
+    container's CPU limit, not its node's cores).
 
     A sender takes POSTs off the delivery process (see
     `edgesense.delivery.send.senders`), which raises what one delivery
     process can send, but handing a POST over and reading its answer back
-    costs more CPU than libcurl's POST itself. Measured on 2 cores with
-    everything on them (`make bench`, README Performance, "Sender processes on PostgreSQL"):
+    costs more CPU than libcurl's POST itself, so it pays only where cores
+    are left over. Measured on 2 cores with everything on them (`make
+    bench`; README Performance, "Sender processes beside PostgreSQL"):
+    - with PostgreSQL's server on the same cores, its backends use as much
+      CPU per delivery as the delivery process, and a sender does not pay:
+      at saturation a delivery cost the delivery process and its sender
+      0.117 ms of CPU together, the delivery process alone 0.103 ms, and
+      every scale layout was faster without;
     - on SQLite the database's work runs inside the delivery process, and a
       sender pays for itself: fan-out 0.98 and 1.08 of the baseline with
-      one, 0.87 and 0.85 without;
-    - on PostgreSQL the server's backends use as much CPU per delivery as
-      the delivery process, and a sender does not: a delivery cost 0.117 ms
-      of CPU at saturation with one, 0.103 without, and every scale layout
-      was faster without.
+      one, 0.87 and 0.85 without. So does it, presumably, beside a
+      PostgreSQL elsewhere, where no server shares the cores.
     """
     if cores is None:
         cores = usable_cores()
-    postgres = database_url.startswith("postgresql")
-    fewest = SENDERS_FROM_CORES_POSTGRES if postgres else 2
+    fewest = SENDERS_FROM_CORES_BESIDE_POSTGRES if postgres_on_this_machine(database_url) else 2
     return 0 if cores < fewest else min(4, cores // 2)
 
 
@@ -319,7 +338,8 @@ class Settings:
     delivery_concurrency: int = 256
     delivery_per_target: int = 64
     delivery_per_project: int = 192
-    delivery_senders: int = field(default_factory=lambda: default_senders())
+    # SENDERS_BY_DEFAULT: default_senders(database_url), resolved on construction.
+    delivery_senders: int = SENDERS_BY_DEFAULT
     outbox_limit: int = 1_000_000
     grpc_tls: GrpcTls = field(default_factory=GrpcTls)
     grpc_reflection: bool = False
@@ -328,6 +348,11 @@ class Settings:
     http_max_connections: int = 0  # 0: from the open-file limit
     # 0: no limit. See README Configuration for why 100.
     max_webhooks_per_project: int = 100
+
+    def __post_init__(self) -> None:
+        if self.delivery_senders == SENDERS_BY_DEFAULT:
+            senders = default_senders(self.database_url)
+            object.__setattr__(self, "delivery_senders", senders)  # frozen
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dev: bool | None = None) -> Settings:
@@ -344,10 +369,9 @@ class Settings:
         concurrency = env_int(env, "EDGESENSE_DELIVERY_CONCURRENCY", 256, 1)
         held_hours = env_number(env, "EDGESENSE_HELD_RETENTION_HOURS", 168.0)
         per_target = env_int(env, "EDGESENSE_DELIVERY_PER_TARGET", 64, 1)
-        database_url = env_text(env, "EDGESENSE_DATABASE_URL", DEFAULT_DATABASE_URL)
         return cls(
             dev=dev,
-            database_url=database_url,
+            database_url=env_text(env, "EDGESENSE_DATABASE_URL", DEFAULT_DATABASE_URL),
             mqtt_url=env_text(env, "EDGESENSE_MQTT_URL", DEFAULT_MQTT_URL),
             topic_prefix=env_text(env, "EDGESENSE_MQTT_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX),
             api_keys=api_keys,
@@ -383,7 +407,7 @@ class Settings:
             http_max_connections=env_int(env, "EDGESENSE_HTTP_MAX_CONNECTIONS", 0, 0),
             max_webhooks_per_project=env_int(env, "EDGESENSE_MAX_WEBHOOKS_PER_PROJECT", 100, 0),
             delivery_senders=env_int(
-                env, "EDGESENSE_DELIVERY_SENDERS", default_senders(database_url), 0, MAX_SENDERS
+                env, "EDGESENSE_DELIVERY_SENDERS", SENDERS_BY_DEFAULT, 0, MAX_SENDERS
             ),
             grpc_tls=GrpcTls.from_env(env),
             # Reflection lists every method, the internal ones too: on in dev only.

@@ -9,7 +9,10 @@ v2's `cpu.max` ("150000 100000": 1.5 cores; "max 100000": no limit) or v1's
 cgroup applies to everything below it, so the smallest found on the way from
 the process's cgroup up to the mount's root counts. A fraction of a core
 counts as a core (a limit of 1.5 leaves room for two busy processes, each
-throttled part of the time).
+throttled part of the time). The mounts are looked for where systemd and
+container runtimes put them (/sys/fs/cgroup); a container without a cgroup
+namespace sees its host's path, which is not under its mount, and its own
+cgroup at the mount's root, which is read last in any case.
 
 loky's `cpu_count` reads the same files, but it comes with a process-pool
 library that nothing here uses; this is the part we need.
@@ -59,10 +62,13 @@ def cgroup_paths(proc_cgroup: str) -> tuple[str | None, str | None]:
 
 
 def _upwards(base: Path, path: str) -> Iterator[Path]:
-    """`base`/`path`, then each of its parents up to `base` itself."""
-    parts = [p for p in path.split("/") if p and p != ".."]
-    for end in range(len(parts), -1, -1):
-        yield base.joinpath(*parts[:end])
+    """`base`/`path`, then each of its parents up to `base` itself. A path
+    that leaves the mount ("/../x": the process sits outside the cgroup
+    namespace it sees) names no directory under it: only `base` is read."""
+    parts = path.split("/")
+    inside = [] if ".." in parts else [p for p in parts if p and p != "."]
+    for end in range(len(inside), -1, -1):
+        yield base.joinpath(*inside[:end])
 
 
 def _read(path: Path) -> str | None:
@@ -92,20 +98,27 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -
         proc_cgroup = _read(PROC_CGROUP) or ""
     v2, v1 = cgroup_paths(proc_cgroup)
     limits = [] if v2 is None else [_v2_limit(d) for d in _upwards(root, v2)]
-    # v1 mounts the cpu controller as cpu, or as cpu,cpuacct (with cpu a link to it).
-    v1_root = next((b for b in (root / "cpu", root / "cpu,cpuacct") if b.is_dir()), None)
+    # v1 mounts the cpu controller as cpu (often a link to cpu,cpuacct), or co-mounted.
+    mounts = (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu")
+    v1_root = next((b for b in mounts if os.path.isdir(b)), None)  # isdir never raises
     if v1_root is not None:
         limits += [_v1_limit(d) for d in _upwards(v1_root, v1 or "/")]
     return min((limit for limit in limits if limit is not None), default=None)
 
 
 def usable_cores() -> int:
-    """The cores this process may run on, capped by its cgroup's CPU limit; at least 1."""
+    """The cores this process may run on, capped by its cgroup's CPU limit; at
+    least 1. Never raises: what cannot be read (no cgroup file system, one
+    this user may not read) sets no limit, and every service reads this when
+    it starts."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cores = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
+    try:
+        limit = cgroup_cpu_limit()
+    except Exception:  # a layout not foreseen here: the affinity alone
+        limit = None
     if limit is not None:
         cores = min(cores, math.ceil(limit))
     return max(1, cores)

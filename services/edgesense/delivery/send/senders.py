@@ -8,7 +8,8 @@ edgesense.delivery.send.sender_process`), each an `HttpSender` with the
 same settings. That raises what one delivery process can send where cores
 are left over, at a price: the frames both ways cost more CPU than the POST
 itself does in libcurl, so by default (`config.default_senders`) there are
-none on one core, nor on PostgreSQL under 4 cores (its server wants them),
+none on one core, nor under 4 cores beside a PostgreSQL server on the same
+machine (its backends want them),
 and delivery posts itself.
 
 Parent and child talk over the child's stdin/stdout in `sender_wire`'s
