@@ -108,7 +108,16 @@ SQLITE = "sqlite+aiosqlite:///var/edgesense.db"
         (POSTGRES_SOCKET, True),
         ("postgresql+asyncpg://u@localhost/db", True),
         ("postgresql+asyncpg://u@[::1]:5432/db", True),
+        ("postgresql+asyncpg://u@127.0.0.2/db", True),
+        ("postgresql+asyncpg://u@[::ffff:127.0.0.1]:5432/db", True),
+        ("postgresql+asyncpg://u@/db", True),  # the driver's default: a local socket
         (POSTGRES_ELSEWHERE, False),
+        ("postgresql+asyncpg://u@/db?host=db.internal", False),
+        ("postgresql+asyncpg://u@/db?host=db1:5432&host=db2:5432", False),
+        ("postgresql+asyncpg://u@/db?host=/var/run/postgresql&host=db2:5432", False),
+        ("postgresql+asyncpg://u@db.internal/db?host=/var/run/postgresql", True),
+        ("postgresql+asyncpg://u:s3cr\uff03t@db/x", False),  # does not parse: no error
+        ("postgresql+asyncpg://u@[db/x", False),
         (SQLITE, False),
     ],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import os
 import secrets
@@ -194,19 +195,45 @@ def default_per_project(capacity: int, per_webhook: int) -> int:
 SENDERS_FROM_CORES_BESIDE_POSTGRES = 4
 # `Settings.delivery_senders` until resolved: `default_senders` for its database.
 SENDERS_BY_DEFAULT = -1
-_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+def _local_host(host: str) -> bool:
+    """A Unix socket directory, or a loopback name or address (a port after it dropped)."""
+    if host.startswith("/"):
+        return True
+    if host.startswith("["):  # [::1]:5432
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def postgres_on_this_machine(database_url: str) -> bool:
-    """A PostgreSQL URL whose server is reached over loopback or a Unix socket
-    (no host, or a socket directory in `?host=`): its backends run on our cores."""
+    """A PostgreSQL URL whose server is reached over loopback or a Unix socket:
+    its backends run on our cores. The hosts of `?host=` (SQLAlchemy's
+    multi-host form, or a socket directory) take the place of the URL's own,
+    and all must be local; with no host at all the driver's default is a
+    local socket (or `PGHOST`, not looked at). A URL that does not parse
+    is judged not local: delivery's engine reports it, without repeating it."""
     if not database_url.startswith("postgresql"):
         return False
-    parts = urlsplit(database_url)
-    socket_dir = next(
-        (v for k, v in parse_qsl(parts.query) if k == "host" and v.startswith("/")), None
-    )
-    return socket_dir is not None or (parts.hostname or "") in _LOCAL_HOSTS
+    try:
+        parts = urlsplit(database_url)
+        query_hosts = [
+            h for k, v in parse_qsl(parts.query) if k == "host" for h in v.split(",") if h
+        ]
+        hosts = query_hosts or parts.netloc.rpartition("@")[2].split(",")
+    except ValueError:
+        return False
+    return all(host == "" or _local_host(host) for host in hosts)
 
 
 def default_senders(database_url: str, cores: int | None = None) -> int:

@@ -113,7 +113,7 @@ def usable_cores() -> int:
     it starts."""
     try:
         cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
+    except (AttributeError, OSError):  # not on Linux, or a sandbox that refuses it
         cores = os.cpu_count() or 1
     try:
         limit = cgroup_cpu_limit()
