@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from edgesense.common.cores import usable_cores
 from edgesense.common.errors import ConfigurationError
+from edgesense.common.hostaddr import embedded_ipv4, host_address, is_local_name, normalize_host
 from edgesense.common.tls import GrpcTls
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/edgesense.db"
@@ -198,22 +199,20 @@ SENDERS_BY_DEFAULT = -1
 
 
 def _local_host(host: str) -> bool:
-    """A Unix socket directory, or a loopback name or address (a port after it dropped)."""
+    """A Unix socket directory, or a host (a port after it allowed) that names
+    or denotes this machine, read as `common.hostaddr` reads webhook hosts."""
     if host.startswith("/"):
         return True
-    if host.startswith("["):  # [::1]:5432
-        host = host[1 : host.find("]")] if "]" in host else host[1:]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host.lower().rstrip(".") == "localhost":
-        return True
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+        name = urlsplit("//" + host).hostname or ""
+        found = host_address(name)
+    except ValueError:  # NumericHostError too: no address at all
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    if found is None:
+        return is_local_name(normalize_host(name))
+    address = found.address
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (inner is not None and inner.is_loopback)
 
 
 def postgres_on_this_machine(database_url: str) -> bool:

@@ -67,6 +67,16 @@ def host_address(host: str) -> HostAddress | None:
     return HostAddress(address, canonical=host.lower() == str(address))
 
 
+# Names that resolve to this machine by convention (RFC 6761 `.localhost` too).
+LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def is_local_name(host: str) -> bool:
+    """`host` (normalized, as `normalize_host` gives it) names this machine."""
+    name = host.rstrip(".")
+    return name in LOCAL_NAMES or name.endswith(".localhost")
+
+
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one carries and leads to, if any."""
     if address.ipv4_mapped is not None:

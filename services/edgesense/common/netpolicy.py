@@ -20,6 +20,7 @@ from edgesense.common.hostaddr import (
     NumericHostError,
     embedded_ipv4,
     host_address,
+    is_local_name,
     normalize_host,
 )
 
@@ -27,7 +28,6 @@ MAX_URL_LENGTH = 2048
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _PRIVATE = "points to a private, loopback or link-local address"
 _OPT_IN = "allowed only with EDGESENSE_ALLOW_PRIVATE_NETWORKS=1"
-_LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 
 def is_forbidden_address(address: str) -> bool:
@@ -106,8 +106,7 @@ class UrlPolicy:
 def _check_host(host: str) -> None:
     """InvalidArgument unless `host` is a public address or a name (names are
     checked at send time, on the address connected to)."""
-    name = normalize_host(host).rstrip(".")
-    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+    if is_local_name(normalize_host(host)):
         raise InvalidArgument("url", f"{_PRIVATE} ({host[:60]} is a local name; {_OPT_IN})")
     try:
         found = host_address(host)
