@@ -26,11 +26,17 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 _MAX_EXPONENT = 1000  # 2.0**1000 still fits a float; the cap applies long before
 
 
-def backoff_delay(retry: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry number `retry` (1-based), uniform in [d/2, d]."""
+def backoff_ceiling(retry: int, base: float, cap: float) -> float:
+    """The longest wait before retry number `retry` (1-based): `base`, then
+    twice as long for each retry after the first, up to `cap`."""
     if retry < 1:
         raise ValueError(f"retry numbers start at 1, not {retry}")
-    delay = min(cap, base * 2.0 ** min(retry - 1, _MAX_EXPONENT))
+    return min(cap, base * 2.0 ** min(retry - 1, _MAX_EXPONENT))
+
+
+def backoff_delay(retry: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number `retry` (1-based), uniform in [d/2, d]."""
+    delay = backoff_ceiling(retry, base, cap)
     return (rng or random).uniform(delay / 2, delay)
 
 

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from edgesense.common.backoff import backoff_ceiling
 from edgesense.common.config import Settings
 from edgesense.common.errors import Unavailable
 from edgesense.common.log_throttle import ThrottledLog
@@ -216,5 +217,5 @@ async def build_indexes_until_done(
 
 def retry_delay(failures: int, base_seconds: float, max_seconds: float) -> float:
     """`base_seconds` after no failure, then twice as long after each failure
-    in a row, up to `max_seconds`."""
-    return min(base_seconds * 2.0 ** min(max(0, failures - 1), 30), max_seconds)
+    in a row, up to `max_seconds`; no jitter."""
+    return backoff_ceiling(max(1, failures), base_seconds, max_seconds)
